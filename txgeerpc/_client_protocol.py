@@ -1,0 +1,149 @@
+"""
+The client side of one GeeRPC stream: writes the Option, multiplexes calls by
+``Seq``, completes each call's Deferred from its reply.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._convert import ConversionError, converter_for
+from ._pending import PendingCalls
+from ._wire import Header, Option
+from .errors import (
+    CallTimeout,
+    CodecError,
+    ConnectionShutdown,
+    ProtocolError,
+    RemoteError,
+    UnexpectedDisconnect,
+)
+from .interfaces import ICodec
+
+
+class ClientProtocol(Protocol):
+    """One client connection.  See :class:`txgeerpc.Client` for the public API."""
+
+    _log = Logger()
+
+    def __init__(
+        self, codec: ICodec, option: Option, clock: IReactorTime, max_message_size: int
+    ) -> None:
+        self._option = option
+        self._clock = clock
+        self._encoder = codec.new_encoder()
+        self._decoder = codec.new_decoder(max_message_size)
+        self._pending = PendingCalls()
+        self._header: Header | None = None
+        self._connected = False
+        self._closing = False
+        self._lost = False
+        self._lost_waiters: list[Deferred[None]] = []
+
+    @property
+    def pending(self) -> int:
+        """Calls awaiting a reply."""
+        return len(self._pending)
+
+    @property
+    def available(self) -> bool:
+        """True while calls can be made."""
+        return self._connected and not self._closing
+
+    def connectionMade(self) -> None:
+        self._connected = True
+        self.transport.write(self._option.to_json())
+
+    def call(
+        self,
+        service_method: str,
+        argument: Any = None,
+        timeout: float | None = None,
+        result_type: Any = None,
+    ) -> Deferred[Any]:
+        if not self.available:
+            return fail(ConnectionShutdown())
+        convert = converter_for(result_type) if result_type is not None else None
+        seq, call = self._pending.register(service_method, convert)
+        try:
+            data = self._encoder.encode(Header(service_method, seq, ""), argument)
+        except CodecError as error:
+            self._pending.pop(seq)
+            return fail(error)
+        self.transport.write(data)
+        d = call.deferred
+        if timeout is not None:
+            d.addTimeout(
+                timeout,
+                self._clock,
+                onTimeoutCancel=lambda result, after: Failure(CallTimeout(service_method, after)),
+            )
+        return d
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._lost:
+            return
+        decoder = self._decoder
+        decoder.feed(data)
+        pending = self._pending
+        try:
+            while True:
+                if self._header is None:
+                    message = decoder.next_message()
+                    if message is None:
+                        return
+                    self._header = decoder.decode_header(message)
+                body = decoder.next_message()
+                if body is None:
+                    return
+                header = self._header
+                self._header = None
+                call = pending.pop(header[1])
+                if call is None:
+                    continue  # cancelled or timed out: the late reply is dropped
+                if header[2]:
+                    call.deferred.errback(RemoteError(header[2]))
+                    continue
+                try:
+                    value = decoder.decode_body(body)
+                    if call.convert is not None:
+                        value = call.convert(value)
+                except (CodecError, ConversionError) as error:
+                    call.deferred.errback(CodecError(f"reading body {error}"))
+                    continue
+                call.deferred.callback(value)
+        except ProtocolError as error:
+            self._log.warn("rpc client: bad reply stream: {error}; closing", error=error)
+            self._pending.fail_all(lambda: UnexpectedDisconnect(error))
+            self._closing = True
+            self.transport.abortConnection()
+
+    def close(self) -> Deferred[None]:
+        """Fail pending calls with ConnectionShutdown and close; fires when closed."""
+        if self._lost:
+            return succeed(None)
+        self._closing = True
+        self._pending.fail_all(ConnectionShutdown)
+        waiter: Deferred[None] = Deferred()
+        self._lost_waiters.append(waiter)
+        if self._connected:
+            self.transport.loseConnection()
+        return waiter
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._connected = False
+        self._lost = True
+        if self._closing:
+            self._pending.fail_all(ConnectionShutdown)
+        else:
+            self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
+        self._closing = True
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

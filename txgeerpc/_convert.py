@@ -1,0 +1,396 @@
+"""
+Conversion between plain wire values (what a codec decodes: dicts, lists,
+numbers, strings, bytes) and the annotated Python types a handler declares.
+
+Go semantics where Python has a choice: struct fields are matched by name
+(exactly, then case-insensitively), unknown fields are ignored, missing fields
+and JSON ``null`` take the type's zero value, and an int field refuses a float.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import attrs
+
+Converter = Callable[[Any], Any]
+
+GO_NAME = "go_name"
+"""Field metadata key naming the Go field a Python field travels as."""
+
+
+class ConversionError(TypeError):
+    """A value does not fit the declared type.  ``str()`` names where and why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+    def within(self, outer: str) -> ConversionError:
+        """The same problem, one level further out (``Args`` + ``Num1``)."""
+        if not self.path:
+            path = outer
+        elif self.path.startswith("["):
+            path = outer + self.path
+        else:
+            path = f"{outer}.{self.path}"
+        return ConversionError(path, self.problem)
+
+
+@attrs.frozen
+class StructField:
+    name: str
+    wire_name: str
+    annotation: Any
+    has_default: bool
+
+
+def is_struct(cls: Any) -> bool:
+    """True for dataclass and attrs classes, which travel as Go structs."""
+    return isinstance(cls, type) and (dataclasses.is_dataclass(cls) or attrs.has(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def struct_fields(cls: type) -> tuple[StructField, ...]:
+    """The fields of a dataclass or attrs class, with resolved annotations."""
+    hints = typing.get_type_hints(cls)
+    result = []
+    if attrs.has(cls):
+        for field in attrs.fields(cls):
+            if not field.init:
+                continue
+            result.append(
+                StructField(
+                    field.name,
+                    field.metadata.get(GO_NAME, field.name),
+                    hints.get(field.name, Any),
+                    field.default is not attrs.NOTHING,
+                )
+            )
+    else:
+        for dfield in dataclasses.fields(cls):
+            if not dfield.init:
+                continue
+            result.append(
+                StructField(
+                    dfield.name,
+                    dfield.metadata.get(GO_NAME, dfield.name),
+                    hints.get(dfield.name, Any),
+                    dfield.default is not dataclasses.MISSING
+                    or dfield.default_factory is not dataclasses.MISSING,
+                )
+            )
+    return tuple(result)
+
+
+def type_name(annotation: Any) -> str:
+    """A short readable name for an annotation (``Args``, ``list[int]``)."""
+    if annotation is Any:
+        return "any"
+    if isinstance(annotation, type) and not typing.get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+@functools.lru_cache(maxsize=None)
+def converter_for(annotation: Any) -> Converter:
+    """A function turning a plain wire value into ``annotation``'s type.
+
+    :raises ConversionError: (from the returned function) the value does not fit.
+    """
+    if annotation is Any or annotation is object or annotation is None.__class__:
+        return _identity if annotation is not None.__class__ else _expect_none
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return _union_converter(args)
+    if annotation is int:
+        return _to_int
+    if annotation is float:
+        return _to_float
+    if annotation is str:
+        return _to_str
+    if annotation is bool:
+        return _to_bool
+    if annotation is bytes:
+        return _to_bytes
+    if origin in (list, Sequence, tuple) or annotation in (list, tuple):
+        item = args[0] if args else Any
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return _fixed_tuple_converter(tuple(converter_for(arg) for arg in args))
+        return _list_converter(converter_for(item), tuple if origin is tuple else list)
+    if origin in (dict, Mapping) or annotation is dict:
+        key, value = args if args else (Any, Any)
+        return _dict_converter(converter_for(key), converter_for(value), key)
+    if is_struct(annotation):
+        return _struct_converter(annotation)
+    if isinstance(annotation, type):
+        cls = annotation
+
+        def instance_of(value: Any) -> Any:
+            if isinstance(value, cls):
+                return value
+            raise ConversionError("", f"expected {cls.__name__}, got {_describe(value)}")
+
+        return instance_of
+    return _identity
+
+
+def zero_value(annotation: Any) -> Any:
+    """Go's zero value for a field of this type (``0``, ``""``, ``[]``...)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return None
+    if annotation in (int, float, str, bool, bytes, list, dict, tuple):
+        return annotation()
+    if origin in (list, Sequence):
+        return []
+    if origin is tuple:
+        return ()
+    if origin in (dict, Mapping):
+        return {}
+    if is_struct(annotation):
+        return _struct_converter(annotation)({})
+    return None
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _expect_none(value: Any) -> None:
+    if value is not None:
+        raise ConversionError("", f"expected null, got {_describe(value)}")
+
+
+def _to_int(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise ConversionError("", f"expected int, got {_describe(value)}")
+
+
+def _to_float(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if value is None:
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConversionError("", f"expected float, got {_describe(value)}")
+
+
+def _to_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if value is None:
+        return ""
+    raise ConversionError("", f"expected str, got {_describe(value)}")
+
+
+def _to_bool(value: Any) -> bool:
+    if type(value) is bool:
+        return value
+    if value is None:
+        return False
+    raise ConversionError("", f"expected bool, got {_describe(value)}")
+
+
+def _to_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if value is None:
+        return b""
+    if isinstance(value, str):  # JSON carries []byte as base64, as Go does
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ConversionError("", f"expected base64 bytes, got {_describe(value)}") from error
+    raise ConversionError("", f"expected bytes, got {_describe(value)}")
+
+
+def _union_converter(options: tuple[Any, ...]) -> Converter:
+    nullable = type(None) in options
+    converters = [converter_for(option) for option in options if option is not type(None)]
+    names = " | ".join(type_name(option) for option in options)
+
+    def convert(value: Any) -> Any:
+        if value is None and nullable:
+            return None
+        for converter in converters:
+            try:
+                return converter(value)
+            except ConversionError:
+                continue
+        raise ConversionError("", f"expected {names}, got {_describe(value)}")
+
+    return convert
+
+
+def _list_converter(item: Converter, kind: type) -> Converter:
+    def convert(value: Any) -> Any:
+        if value is None:
+            return kind()
+        if not isinstance(value, (list, tuple)):
+            raise ConversionError("", f"expected a list, got {_describe(value)}")
+        try:
+            return kind([item(element) for element in value])
+        except ConversionError:
+            for index, element in enumerate(value):
+                try:
+                    item(element)
+                except ConversionError as error:
+                    raise error.within(f"[{index}]") from None
+            raise
+
+    return convert
+
+
+def _fixed_tuple_converter(items: tuple[Converter, ...]) -> Converter:
+    def convert(value: Any) -> Any:
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConversionError("", f"expected a list of {len(items)}, got {_describe(value)}")
+        result = []
+        for index, (converter, element) in enumerate(zip(items, value)):
+            try:
+                result.append(converter(element))
+            except ConversionError as error:
+                raise error.within(f"[{index}]") from None
+        return tuple(result)
+
+    return convert
+
+
+def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter:
+    numeric_keys = key_type in (int, float)
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConversionError("", f"expected an object, got {_describe(value)}")
+        result = {}
+        for raw_key, element in value.items():
+            if numeric_keys and isinstance(raw_key, str):
+                try:
+                    raw_key = key_type(raw_key)
+                except ValueError:
+                    raise ConversionError(
+                        "", f"expected {type_name(key_type)} keys, got {raw_key!r}"
+                    ) from None
+            try:
+                result[key(raw_key)] = item(element)
+            except ConversionError as error:
+                raise error.within(f"[{raw_key!r}]") from None
+        return result
+
+    return convert
+
+
+@functools.lru_cache(maxsize=None)
+def _struct_converter(cls: type) -> Converter:
+    fields = struct_fields(cls)
+    # Resolved lazily: a struct may refer to itself (a tree node).
+    plan: list[tuple[str, str, str, Converter, bool, Any]] = []
+
+    def build_plan() -> None:
+        for field in fields:
+            plan.append(
+                (
+                    field.name,
+                    field.wire_name,
+                    field.wire_name.lower(),
+                    converter_for(field.annotation),
+                    field.has_default,
+                    field.annotation,
+                )
+            )
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, cls):
+            return value
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConversionError("", f"expected {cls.__name__} object, got {_describe(value)}")
+        if not plan:
+            build_plan()
+        folded: dict[str, Any] | None = None
+        kwargs = {}
+        for name, wire_name, lower_name, converter, has_default, annotation in plan:
+            if wire_name in value:
+                raw = value[wire_name]
+            else:
+                if folded is None:
+                    folded = {}
+                    for key, item in value.items():
+                        if isinstance(key, str):
+                            folded.setdefault(key.lower(), item)
+                if lower_name in folded:
+                    raw = folded[lower_name]
+                elif has_default:
+                    continue
+                else:
+                    kwargs[name] = zero_value(annotation)
+                    continue
+            try:
+                kwargs[name] = converter(raw)
+            except ConversionError as error:
+                raise error.within(f"{cls.__name__}.{wire_name}") from None
+        return cls(**kwargs)
+
+    return convert
+
+
+def to_plain(value: Any, bytes_as_base64: bool = True) -> Any:
+    """Turn a Python value into plain JSON-able data (structs become dicts keyed
+    by their Go field names; bytes become base64 text, as Go's JSON does)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or kind is tuple:
+        return [to_plain(item, bytes_as_base64) for item in value]
+    if kind is dict:
+        return {
+            (key if type(key) is str else _key_text(key)): to_plain(item, bytes_as_base64)
+            for key, item in value.items()
+        }
+    if kind is bytes or kind is bytearray:
+        return base64.b64encode(value).decode("ascii") if bytes_as_base64 else bytes(value)
+    if is_struct(kind):
+        return {
+            field.wire_name: to_plain(getattr(value, field.name), bytes_as_base64)
+            for field in struct_fields(kind)
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(item, bytes_as_base64) for item in value]
+    if isinstance(value, Mapping):
+        return {_key_text(key): to_plain(item, bytes_as_base64) for key, item in value.items()}
+    return value
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) else str(key)
+
+
+_SCALARS = frozenset({int, str, float, bool, type(None)})

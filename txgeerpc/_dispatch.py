@@ -1,0 +1,196 @@
+"""
+Server-side request dispatch: (header, body) -> method -> one reply.
+
+Transport-free (AMP's ``BoxDispatcher``): it talks to a reply sender and a
+method locator, and counts what it runs so the protocol can apply
+backpressure and cancel everything when the connection goes away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._convert import ConversionError
+from ._service import Method, Service
+from ._wire import EMPTY_STRUCT, Header, go_duration
+from .errors import (
+    CodecError,
+    IllFormedServiceMethod,
+    MethodNotFound,
+    ServiceError,
+    ServiceNotFound,
+)
+
+
+class ReplySender(Protocol):
+    def send_reply(self, header: Header, body: Any) -> None:
+        """Encode and write one reply.
+
+        :raises CodecError: the body cannot be encoded (nothing was written).
+        """
+
+
+class MethodLocator(Protocol):
+    def services(self) -> dict[str, Service]: ...
+
+
+class _HandleTimedOut(Exception):
+    pass
+
+
+def locate(services: dict[str, Service], service_method: str) -> Method:
+    """Find ``Service.Method`` (split at the last dot, as GeeRPC does).
+
+    :raises ServiceError: with GeeRPC's exact text.
+    """
+    dot = service_method.rfind(".")
+    if dot < 0:
+        raise IllFormedServiceMethod(service_method)
+    service = services.get(service_method[:dot])
+    if service is None:
+        raise ServiceNotFound(service_method[:dot])
+    method = service.methods.get(service_method[dot + 1 :])
+    if method is None:
+        raise MethodNotFound(service_method[dot + 1 :])
+    return method
+
+
+class Dispatcher:
+    """Runs requests for one connection.
+
+    :param services: the live service table (shared with the server).
+    :param sender: where replies go.
+    :param clock: times handle timeouts and latencies.
+    :param handle_timeout_ns: per-request limit in nanoseconds, 0 = none.
+    :param on_done: called after each request completes (for backpressure).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        services: dict[str, Service],
+        sender: ReplySender,
+        clock: IReactorTime,
+        handle_timeout_ns: int,
+        on_done: Callable[[], None],
+        peer: str = "",
+    ) -> None:
+        self._services = services
+        self._sender = sender
+        self._clock = clock
+        self._timeout_ns = handle_timeout_ns
+        self._timeout_text = (
+            f"rpc server: request handle timeout: expect within {go_duration(handle_timeout_ns)}"
+        )
+        self._on_done = on_done
+        self._peer = peer
+        self._running: dict[int, Deferred[Any]] = {}
+        self._next_id = 0
+        self._stopped = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests started and not yet answered."""
+        return len(self._running)
+
+    def dispatch(self, header: Header, decode_body: Callable[[object], Any], body: object) -> None:
+        """Handle one request: exactly one reply is sent (unless stopped first).
+
+        :param decode_body: decodes the raw ``body``; called only when the
+            method exists, so an unknown method never costs a decode.
+        """
+        try:
+            method = locate(self._services, header.service_method)
+            argument = method.convert_argument(decode_body(body))
+        except (ServiceError, CodecError) as error:
+            self._reply_error(header, str(error))
+            return
+        except ConversionError as error:
+            self._reply_error(header, f"rpc server: bad argument for {header[0]}: {error}")
+            return
+        stats = method.stats
+        stats.calls += 1
+        stats.in_flight += 1
+        started = self._clock.seconds()
+        request_id = self._next_id
+        self._next_id += 1
+        d = method.invoke(argument)
+        if self._timeout_ns > 0 and not d.called:
+            d.addTimeout(self._timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
+        if d.called:  # synchronous handler: skip the bookkeeping round trip
+            d.addBoth(self._finish, header, method, started, None)
+            return
+        self._running[request_id] = d
+        d.addBoth(self._finish, header, method, started, request_id)
+
+    def _finish(
+        self, result: Any, header: Header, method: Method, started: float, request_id: int | None
+    ) -> None:
+        stats = method.stats
+        stats.in_flight -= 1
+        stats.total_seconds += self._clock.seconds() - started
+        if request_id is not None:
+            self._running.pop(request_id, None)
+        if self._stopped:
+            return None
+        if isinstance(result, Failure):
+            stats.errors += 1
+            if result.check(_HandleTimedOut):
+                self._log.info(
+                    "rpc server: {method} from {peer} timed out: {text}",
+                    method=header.service_method,
+                    peer=self._peer,
+                    text=self._timeout_text,
+                )
+                self._reply_error(header, self._timeout_text)
+            else:
+                self._log.failure(
+                    "rpc server: {method} from {peer} failed",
+                    result,
+                    method=header.service_method,
+                    peer=self._peer,
+                )
+                self._reply_error(header, _error_text(result))
+        else:
+            try:
+                self._sender.send_reply(Header(header[0], header[1], ""), result)
+            except CodecError as error:
+                stats.errors += 1
+                self._log.error(
+                    "rpc server: cannot encode the reply of {method}: {error}",
+                    method=header.service_method,
+                    error=error,
+                )
+                self._reply_error(header, f"rpc server: cannot encode reply: {error}")
+        if request_id is not None:
+            self._on_done()
+        return None
+
+    def _reply_error(self, header: Header, text: str) -> None:
+        self._sender.send_reply(Header(header[0], header[1], text), EMPTY_STRUCT)
+
+    def stop(self) -> None:
+        """The connection is gone: cancel every running handler, send nothing."""
+        self._stopped = True
+        running = list(self._running.values())
+        self._running.clear()
+        for d in running:
+            d.cancel()
+
+
+def _timed_out(result: Any, timeout: float) -> Failure:
+    return Failure(_HandleTimedOut())
+
+
+def _error_text(failure: Failure) -> str:
+    if failure.check(CancelledError):
+        return "rpc server: request cancelled"
+    text = str(failure.value)
+    return text or type(failure.value).__name__

@@ -1,0 +1,175 @@
+"""
+Sans-IO splitting of a byte stream into complete top-level JSON values.
+
+Finds where one JSON value ends without parsing it (validation is left to
+``json.loads`` on the exact slice) and without depending on newlines or on how
+the stream was segmented.  Scanning resumes where it stopped, so a large value
+arriving in many small segments costs linear time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import CodecError, MessageTooLarge
+
+_WHITESPACE = b" \t\r\n"
+_STRUCTURAL = re.compile(rb'["{}\[\]]')
+_STRING_SPECIAL = re.compile(rb'["\\]')
+_NUMBER_END = re.compile(rb"[^0-9eE+\-.]")
+_LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
+_OPEN = frozenset(b"{[")
+_CLOSE = frozenset(b"}]")
+_COMPACT_AT = 1 << 16
+
+_NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
+
+
+class JSONValueSplitter:
+    """Cut a stream into top-level JSON values.
+
+    :param max_size: the largest value accepted, in bytes; a value that grows
+        past it raises :class:`~txgeerpc.errors.MessageTooLarge` before more of
+        it is buffered.
+    """
+
+    __slots__ = ("_buf", "_depth", "_in_string", "_kind", "_max", "_pos", "_scan", "_start")
+
+    def __init__(self, max_size: int) -> None:
+        self._max = max_size
+        self._buf = bytearray()
+        self._pos = 0  # first byte not yet handed out
+        self._kind = _NONE
+        self._start = 0
+        self._scan = 0
+        self._depth = 0
+        self._in_string = False
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the peer."""
+        self._buf += data
+
+    def buffered(self) -> bytes:
+        """Every byte fed but not yet returned as a value."""
+        return bytes(self._buf[self._pos :])
+
+    def next_value(self) -> bytes | None:
+        """Return the raw bytes of the next complete value, or ``None`` if more
+        bytes are needed.
+
+        Whitespace between values is skipped.  A top-level number needs the
+        byte after it to be known complete, as in any streaming JSON decoder.
+
+        :raises CodecError: the bytes cannot start a JSON value.
+        :raises MessageTooLarge: the value is larger than ``max_size``.
+        """
+        buf = self._buf
+        end_of_data = len(buf)
+        if self._kind == _NONE:
+            pos = self._pos
+            while pos < end_of_data and buf[pos] in _WHITESPACE:
+                pos += 1
+            self._pos = pos
+            if pos == end_of_data:
+                self._compact(force=True)
+                return None
+            first = buf[pos]
+            self._start = pos
+            self._scan = pos + 1
+            if first in _OPEN:
+                self._kind = _CONTAINER
+                self._depth = 1
+                self._in_string = False
+            elif first == 0x22:  # '"'
+                self._kind = _STRING
+            elif first == 0x2D or 0x30 <= first <= 0x39:  # '-' or digit
+                self._kind = _NUMBER
+            elif first in _LITERALS:
+                self._kind = _LITERAL
+            else:
+                raise CodecError(f"invalid character {chr(first)!r} looking for beginning of value")
+
+        end = self._find_end(buf, end_of_data)
+        if end < 0:
+            if end_of_data - self._start > self._max:
+                raise MessageTooLarge(end_of_data - self._start, self._max)
+            return None
+        if end - self._start > self._max:
+            raise MessageTooLarge(end - self._start, self._max)
+        value = bytes(buf[self._start : end])
+        self._pos = end
+        self._kind = _NONE
+        self._compact(force=False)
+        return value
+
+    def _find_end(self, buf: bytearray, end_of_data: int) -> int:
+        kind = self._kind
+        if kind == _CONTAINER:
+            return self._scan_container(buf, end_of_data)
+        if kind == _STRING:
+            self._in_string = True
+            self._depth = 0
+            return self._scan_container(buf, end_of_data)
+        if kind == _NUMBER:
+            match = _NUMBER_END.search(buf, self._scan)
+            if match is None:
+                self._scan = end_of_data
+                return -1
+            return match.start()
+        literal = _LITERALS[buf[self._start]]
+        end = self._start + len(literal)
+        if end_of_data < end:
+            return -1
+        if buf[self._start : end] != literal:
+            raise CodecError(f"invalid literal {bytes(buf[self._start : end])!r}")
+        return end
+
+    def _scan_container(self, buf: bytearray, end_of_data: int) -> int:
+        pos = self._scan
+        depth = self._depth
+        in_string = self._in_string
+        structural = _STRUCTURAL.search
+        string_special = _STRING_SPECIAL.search
+        try:
+            while True:
+                if in_string:
+                    match = string_special(buf, pos)
+                    if match is None:
+                        pos = end_of_data
+                        return -1
+                    at = match.start()
+                    if buf[at] == 0x5C:  # backslash: skip the escaped byte
+                        if at + 1 >= end_of_data:
+                            pos = at
+                            return -1
+                        pos = at + 2
+                        continue
+                    in_string = False
+                    pos = at + 1
+                    if depth == 0:  # a top-level string just closed
+                        return pos
+                    continue
+                match = structural(buf, pos)
+                if match is None:
+                    pos = end_of_data
+                    return -1
+                at = match.start()
+                char = buf[at]
+                pos = at + 1
+                if char == 0x22:
+                    in_string = True
+                elif char in _OPEN:
+                    depth += 1
+                else:
+                    depth -= 1
+                    if depth == 0:
+                        return pos
+        finally:
+            self._scan = pos
+            self._depth = depth
+            self._in_string = in_string
+
+    def _compact(self, force: bool) -> None:
+        if self._pos and (force or self._pos >= _COMPACT_AT):
+            del self._buf[: self._pos]
+            self._pos = 0

@@ -1,0 +1,67 @@
+"""
+The client's table of calls awaiting replies, keyed by ``Seq``.
+
+A call is registered before it is written; cancelling its Deferred (which is
+what a timeout does) removes it at once, so a late reply finds nothing and is
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from ._convert import Converter
+
+
+class PendingCall:
+    __slots__ = ("_forget", "convert", "deferred", "service_method")
+
+    def __init__(self, service_method: str, convert: Converter | None) -> None:
+        self.service_method = service_method
+        self.convert = convert
+        self.deferred: Deferred[Any] = Deferred(self._cancel)
+        self._forget: Callable[[], None] | None = None
+
+    def _cancel(self, d: Deferred[Any]) -> None:
+        # The canceller only forgets the call; Deferred.cancel then fails it
+        # with CancelledError (turned into CallTimeout by addTimeout's handler).
+        if self._forget is not None:
+            self._forget()
+
+
+class PendingCalls:
+    """Sequence numbers from 1 and the calls awaiting them."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, PendingCall] = {}
+        self._next_seq = 1
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._calls
+
+    def register(self, service_method: str, convert: Converter | None) -> tuple[int, PendingCall]:
+        """Allocate a Seq and remember the call under it."""
+        seq = self._next_seq
+        self._next_seq = seq + 1
+        call = PendingCall(service_method, convert)
+        calls = self._calls
+        call._forget = lambda: calls.pop(seq, None)
+        calls[seq] = call
+        return seq, call
+
+    def pop(self, seq: int) -> PendingCall | None:
+        """Take the call waiting for ``seq`` (``None`` if none: late or unknown)."""
+        return self._calls.pop(seq, None)
+
+    def fail_all(self, make_error: Callable[[], Exception]) -> None:
+        """Fail every pending call, each with its own exception instance."""
+        calls = list(self._calls.values())
+        self._calls.clear()
+        for call in calls:
+            call.deferred.errback(make_error())

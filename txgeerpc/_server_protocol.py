@@ -1,0 +1,315 @@
+"""
+The server side of one GeeRPC stream: Option negotiation, then header/body
+messages handed to a :class:`~txgeerpc._dispatch.Dispatcher`.
+
+Lifecycle: awaiting the Option (under a handshake deadline) -> serving ->
+closing (after a protocol error: no more reading, in-flight requests get
+``drain_timeout`` to finish) -> closed.  Reading pauses while the in-flight
+limit is reached or the transport's write buffer is full, so neither a fast
+sender nor a client that never reads makes the server buffer without bound.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._dispatch import Dispatcher
+from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
+from ._service import Service
+from ._wire import Header, Option, seconds_to_ns
+from .codec import CodecRegistry
+from .errors import ProtocolError, UnsupportedCodec
+from .interfaces import IMessageDecoder, IMessageEncoder
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_DRAIN_TIMEOUT = 10.0
+
+
+@attrs.frozen
+class ServerSettings:
+    """Limits of a server; every one is explicit and configurable.
+
+    :ivar max_message_size: largest header or body accepted, in bytes.
+    :ivar max_in_flight: requests one connection may have running; reading
+        from that connection pauses while it is reached.
+    :ivar handshake_timeout: seconds a new connection has to send its Option.
+    :ivar max_handle_timeout: server-side cap on a request's run time in
+        seconds (``None``: only the client's HandleTimeout applies).
+    :ivar drain_timeout: after a protocol error, seconds running requests get
+        to finish before the connection is closed anyway.
+    :ivar max_option_size: largest Option accepted, in bytes.
+    """
+
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_handle_timeout: float | None = None
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    max_option_size: int = DEFAULT_MAX_OPTION_SIZE
+
+    def handle_timeout_ns(self, option: Option) -> int:
+        """The limit for this connection's requests: the client's
+        HandleTimeout capped by the server's maximum; 0 = none.  A negative
+        client value (which makes Go time out every call) counts as unset."""
+        client = option.handle_timeout_ns if option.handle_timeout_ns > 0 else 0
+        server = seconds_to_ns(self.max_handle_timeout)
+        if server <= 0:
+            return client
+        return min(client, server) if client else server
+
+
+_IN_FLIGHT = "in-flight limit"
+_WRITE_BUFFER = "write buffer full"
+
+
+def describe_address(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    if host is not None:
+        return f"{host}:{getattr(address, 'port', '')}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+    return str(address)
+
+
+@implementer(IPushProducer)
+class ServerProtocol(Protocol):
+    """One server-side connection."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        services: dict[str, Service],
+        codecs: CodecRegistry,
+        clock: IReactorTime,
+        settings: ServerSettings,
+        connections: set[ServerProtocol] | None = None,
+    ) -> None:
+        self._connections = connections
+        self._services = services
+        self._codecs = codecs
+        self._clock = clock
+        self._settings = settings
+        self._option_decoder: OptionDecoder | None = OptionDecoder(settings.max_option_size)
+        self._decoder: IMessageDecoder | None = None
+        self._encoder: IMessageEncoder | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._header: Header | None = None
+        self._timer: IDelayedCall | None = None
+        self._paused: set[str] = set()
+        self._processing = False
+        self._closing = False
+        self._connected = False
+        self.peer = ""
+        self.option: Option | None = None
+
+    def connectionMade(self) -> None:
+        self._connected = True
+        if self._connections is not None:
+            self._connections.add(self)
+        self.peer = describe_address(self.transport.getPeer())
+        self._timer = self._clock.callLater(
+            self._settings.handshake_timeout, self._handshake_expired
+        )
+        self.transport.registerProducer(self, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        option_decoder = self._option_decoder
+        if option_decoder is not None:
+            try:
+                option, data = option_decoder.feed(data)
+            except ProtocolError as error:
+                self._reject(str(error))
+                return
+            if option is not None and not self._start(option):
+                return
+            if option_decoder.settled:
+                self._option_decoder = None
+            if self._decoder is None:
+                return
+        if data:
+            assert self._decoder is not None
+            self._decoder.feed(data)
+        self._process()
+
+    def _start(self, option: Option) -> bool:
+        try:
+            codec = self._codecs.get(option.codec_type)
+        except UnsupportedCodec as error:
+            self._reject(f"rpc server: {error}")
+            return False
+        self.option = option
+        self._cancel_timer()
+        self._decoder = codec.new_decoder(self._settings.max_message_size)
+        self._encoder = codec.new_encoder()
+        self._dispatcher = Dispatcher(
+            self._services,
+            self,
+            self._clock,
+            self._settings.handle_timeout_ns(option),
+            self._request_done,
+            self.peer,
+        )
+        return True
+
+    def _process(self) -> None:
+        if self._processing or self._closing or self._decoder is None:
+            return
+        self._processing = True
+        decoder = self._decoder
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        limit = self._settings.max_in_flight
+        try:
+            while not self._closing:
+                if dispatcher.in_flight >= limit:
+                    self._pause(_IN_FLIGHT)
+                    return
+                if self._header is None:
+                    message = decoder.next_message()
+                    if message is None:
+                        return
+                    self._header = decoder.decode_header(message)
+                body = decoder.next_message()
+                if body is None:
+                    return
+                header = self._header
+                self._header = None
+                dispatcher.dispatch(header, decoder.decode_body, body)
+        except ProtocolError as error:
+            self._stop_reading(f"rpc server: read header error: {error}")
+        finally:
+            self._processing = False
+
+    def send_reply(self, header: Header, body: Any) -> None:
+        assert self._encoder is not None
+        data = self._encoder.encode(header, body)
+        if self._connected:
+            self.transport.write(data)
+
+    def _request_done(self) -> None:
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        if self._closing:
+            if dispatcher.in_flight == 0 and self._connected:
+                self.transport.loseConnection()
+            return
+        if _IN_FLIGHT in self._paused and dispatcher.in_flight < self._settings.max_in_flight:
+            self._resume(_IN_FLIGHT)
+            self._process()
+
+    # Reading pauses for either of two reasons and resumes when neither holds.
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self._connected:
+            self.transport.pauseProducing()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._paused.discard(reason)
+        if not self._paused and self._connected and not self._closing:
+            self.transport.resumeProducing()
+
+    # IPushProducer: the transport tells us when its write buffer fills up.
+    def pauseProducing(self) -> None:
+        self._pause(_WRITE_BUFFER)
+
+    def resumeProducing(self) -> None:
+        if _WRITE_BUFFER in self._paused:
+            self._resume(_WRITE_BUFFER)
+            self._process()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _reject(self, text: str) -> None:
+        self._log.warn("{text} (peer {peer}); closing", text=text, peer=self.peer)
+        self._closing = True
+        self._cancel_timer()
+        self.transport.loseConnection()
+
+    def _stop_reading(self, text: str) -> None:
+        """A protocol error after the Option: stop reading, let running
+        requests finish (bounded by the drain timeout), then close."""
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        self._log.warn("{text} (peer {peer}); closing", text=text, peer=self.peer)
+        self._closing = True
+        if self._connected:
+            self.transport.pauseProducing()
+        if dispatcher.in_flight == 0:
+            self.transport.loseConnection()
+        else:
+            self._timer = self._clock.callLater(self._settings.drain_timeout, self._drain_expired)
+
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        self._log.warn(
+            "rpc server: no Option from {peer} within {timeout}s; closing",
+            peer=self.peer,
+            timeout=self._settings.handshake_timeout,
+        )
+        self._closing = True
+        self.transport.abortConnection()
+
+    def _drain_expired(self) -> None:
+        self._timer = None
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        self.transport.abortConnection()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._connected = False
+        self._closing = True
+        self._cancel_timer()
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        if self._connections is not None:
+            self._connections.discard(self)
+
+
+class ServerFactory(Factory):
+    """Builds a :class:`ServerProtocol` per connection, all sharing one service
+    table, codec registry, clock and settings.
+
+    :ivar connections: the protocols currently connected.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        services: dict[str, Service],
+        codecs: CodecRegistry,
+        clock: IReactorTime,
+        settings: ServerSettings,
+    ) -> None:
+        self.services = services
+        self.codecs = codecs
+        self.clock = clock
+        self.settings = settings
+        self.connections: set[ServerProtocol] = set()
+
+    def buildProtocol(self, addr: IAddress) -> ServerProtocol:
+        protocol = ServerProtocol(
+            self.services, self.codecs, self.clock, self.settings, self.connections
+        )
+        protocol.factory = self
+        return protocol

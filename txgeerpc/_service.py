@@ -1,0 +1,174 @@
+"""
+Method tables built from plain Python objects (Go's ``service.go``, made Pythonic).
+
+Any object is a service: its name is its class name unless given, and its
+public methods (names not starting with ``_``) taking at most one argument
+become ``Service.Method``.  :func:`expose` or ``methods=`` narrow that.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+
+from ._convert import Converter, converter_for, type_name
+from .errors import RegistrationError
+
+_EXPOSED = "__txgeerpc_exposed__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def expose(function: F) -> F:
+    """Mark a method as remotely callable.  Once any method of a class is marked,
+    only marked methods are exposed."""
+    setattr(function, _EXPOSED, True)
+    return function
+
+
+@attrs.define
+class MethodStats:
+    """Counters for one method (what the debug page shows).
+
+    ``calls`` counts every invocation (including failed and timed-out ones,
+    as GeeRPC does); ``errors`` those that failed; ``in_flight`` those running.
+    """
+
+    calls: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    total_seconds: float = 0.0
+
+
+@attrs.define
+class Method:
+    """One callable ``Service.Method``."""
+
+    name: str
+    function: Callable[..., Any]
+    takes_argument: bool
+    argument_type: Any
+    result_type: Any
+    convert_argument: Converter
+    stats: MethodStats = attrs.field(factory=MethodStats)
+
+    def signature(self) -> str:
+        """``Sum(Args) -> int``: the method as the debug page and ``list`` show it."""
+        argument = type_name(self.argument_type) if self.takes_argument else ""
+        return f"{self.name}({argument}) -> {type_name(self.result_type)}"
+
+    def invoke(self, argument: Any) -> Deferred[Any]:
+        """Run the method; a plain value, a Deferred or a coroutine all come back
+        as a Deferred.  Exceptions (synchronous or not) fail the Deferred."""
+        try:
+            if self.takes_argument:
+                result = self.function(argument)
+            else:
+                result = self.function()
+        except BaseException:
+            return fail()
+        if isinstance(result, Deferred):
+            return result
+        if inspect.iscoroutine(result):
+            return ensureDeferred(result)
+        return succeed(result)
+
+
+@attrs.define
+class Service:
+    """A named set of methods built from one object."""
+
+    name: str
+    instance: Any
+    methods: dict[str, Method]
+
+
+def build_service(
+    obj: Any, name: str | None = None, methods: Iterable[str] | None = None
+) -> Service:
+    """Build a :class:`Service` from an object (a class is instantiated first).
+
+    :param name: the service name; the class name by default.
+    :param methods: expose exactly these method names.
+    :raises RegistrationError: bad name, a requested method is missing or not
+        callable remotely, or nothing qualifies.
+    """
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except TypeError as error:
+            raise RegistrationError(
+                f"rpc: cannot instantiate {obj.__name__} with no arguments ({error}); "
+                "register an instance instead"
+            ) from error
+    service_name = name if name is not None else type(obj).__name__
+    if not service_name or service_name != service_name.strip():
+        raise RegistrationError(f"rpc server: {service_name!r} is not a valid service name")
+    cls = type(obj)
+    if methods is not None:
+        wanted = list(methods)
+        explicit = True
+    else:
+        candidates = [n for n in dir(cls) if not n.startswith("_") and _is_function(cls, n)]
+        marked = [n for n in candidates if getattr(getattr(cls, n), _EXPOSED, False)]
+        wanted = marked or candidates
+        explicit = bool(marked)
+    table: dict[str, Method] = {}
+    for method_name in wanted:
+        function = getattr(obj, method_name, None)
+        if function is None or not callable(function):
+            raise RegistrationError(f"rpc server: {service_name} has no method {method_name}")
+        method = _build_method(method_name, function)
+        if isinstance(method, str):
+            if explicit or methods is not None:
+                raise RegistrationError(f"rpc server: {service_name}.{method_name}: {method}")
+            continue
+        table[method_name] = method
+    if not table:
+        raise RegistrationError(f"rpc server: {service_name} has no methods to expose")
+    return Service(service_name, obj, table)
+
+
+def _is_function(cls: type, name: str) -> bool:
+    attribute = inspect.getattr_static(cls, name, None)
+    return isinstance(attribute, (staticmethod, classmethod)) or inspect.isfunction(attribute)
+
+
+def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return "has no inspectable signature"
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception as error:
+        return f"has unresolvable annotations ({error})"
+    parameters = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    required = [p for p in parameters if p.default is p.empty]
+    others_required = [
+        p
+        for p in signature.parameters.values()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+    ]
+    if len(required) > 1 or others_required:
+        return "takes more than one argument"
+    takes_argument = bool(parameters)
+    argument_type = hints.get(parameters[0].name, Any) if takes_argument else Any
+    result_type = hints.get("return", Any)
+    return Method(
+        name=name,
+        function=function,
+        takes_argument=takes_argument,
+        argument_type=argument_type,
+        result_type=result_type,
+        convert_argument=converter_for(argument_type),
+    )
+

@@ -1,0 +1,109 @@
+"""
+Wire-level values and constants of the GeeRPC protocol (PROTOCOL.md sections 1-4).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import attrs
+
+MAGIC_NUMBER = 0x3BEF5C
+"""The Option's ``MagicNumber`` (3927900)."""
+
+GOB = "application/gob"
+JSON = "application/json"
+
+DEFAULT_CONNECT_TIMEOUT_NS = 10_000_000_000
+DEFAULT_RPC_PATH = "/_geeprc_"
+DEFAULT_DEBUG_PATH = "/debug/geerpc"
+DEFAULT_REGISTRY_PATH = "/_geerpc_/registry"
+
+NANOSECONDS = 1_000_000_000
+
+
+def seconds_to_ns(seconds: float | None) -> int:
+    """Seconds (``None`` = no limit) to Go ``time.Duration`` nanoseconds (``0`` = no limit)."""
+    if seconds is None:
+        return 0
+    return round(seconds * NANOSECONDS)
+
+
+@attrs.frozen
+class Option:
+    """The JSON preamble a client sends once at the start of a connection.
+
+    Durations are kept as Go sends them: integer nanoseconds, ``0`` meaning
+    "no limit".
+    """
+
+    codec_type: str = GOB
+    connect_timeout_ns: int = DEFAULT_CONNECT_TIMEOUT_NS
+    handle_timeout_ns: int = 0
+    magic_number: int = MAGIC_NUMBER
+
+    def to_json(self) -> bytes:
+        """The exact bytes Go's ``json.Encoder`` writes for this Option, newline included."""
+        # Field order and spelling are Go's; codec_type is escaped like any JSON string.
+        import json
+
+        return (
+            b'{"MagicNumber":%d,"CodecType":%s,"ConnectTimeout":%d,"HandleTimeout":%d}\n'
+            % (
+                self.magic_number,
+                json.dumps(self.codec_type).encode("utf-8"),
+                self.connect_timeout_ns,
+                self.handle_timeout_ns,
+            )
+        )
+
+
+class Header(NamedTuple):
+    """The header in front of every request and reply body.
+
+    A NamedTuple rather than an attrs class: one is built per message on the
+    hot path, and tuple construction is the cheapest immutable value Python has.
+    """
+
+    service_method: str
+    seq: int
+    error: str = ""
+
+
+@attrs.frozen
+class EmptyStruct:
+    """Go's ``struct{}{}``: the body of every error reply (JSON ``{}``)."""
+
+
+EMPTY_STRUCT = EmptyStruct()
+
+
+def go_duration(ns: int) -> str:
+    """Format nanoseconds exactly as Go's ``time.Duration.String`` does.
+
+    ``250_000_000`` -> ``250ms``, ``90 * 10**9`` -> ``1m30s``,
+    ``100_000`` -> ``100µs``, ``-1`` -> ``-1ns``, ``0`` -> ``0s``.
+    """
+    if ns == 0:
+        return "0s"
+    sign = "-" if ns < 0 else ""
+    u = -ns if ns < 0 else ns
+    if u < NANOSECONDS:
+        if u < 1_000:
+            return f"{sign}{u}ns"
+        if u < 1_000_000:
+            return f"{sign}{_fraction(u, 3)}µs"
+        return f"{sign}{_fraction(u, 6)}ms"
+    seconds_text = _fraction(u % (60 * NANOSECONDS), 9)
+    minutes = u // (60 * NANOSECONDS)
+    if minutes == 0:
+        return f"{sign}{seconds_text}s"
+    hours, minutes = divmod(minutes, 60)
+    hours_text = f"{hours}h" if hours else ""
+    return f"{sign}{hours_text}{minutes}m{seconds_text}s"
+
+
+def _fraction(value: int, precision: int) -> str:
+    whole, rest = divmod(value, 10**precision)
+    digits = f"{rest:0{precision}d}".rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)

@@ -1,0 +1,143 @@
+"""
+The GeeRPC client: one connection, many concurrent calls, each a Deferred.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from ._client_protocol import ClientProtocol
+from ._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
+from ._wire import Option, seconds_to_ns
+from .codec import CodecRegistry, default_registry
+from .endpoints import client_endpoint
+from .errors import ConnectFailed, ConnectTimeout, GeeRPCError
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class Client:
+    """A connected GeeRPC client.  Get one from :func:`connect`.
+
+    Calls multiplex over the one connection, matched to replies by ``Seq``.
+    """
+
+    def __init__(self, protocol: ClientProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def available(self) -> bool:
+        """True until the client is closed or its connection is lost."""
+        return self._protocol.available
+
+    @property
+    def pending(self) -> int:
+        """Calls sent and not yet answered."""
+        return self._protocol.pending
+
+    def call(
+        self,
+        service_method: str,
+        argument: Any = None,
+        *,
+        timeout: float | None = None,
+        result_type: Any = None,
+    ) -> Deferred[Any]:
+        """Call ``Service.Method`` with one argument.
+
+        :param argument: any value the codec can encode: ints, strings,
+            lists, dicts, dataclass/attrs instances...
+        :param timeout: seconds to wait for the reply; ``None`` waits forever.
+            The timeout cancels the call: its entry is removed at once and a
+            late reply is discarded.
+        :param result_type: convert the reply to this type (``int``, a
+            dataclass, ``list[Args]``...); plain values otherwise.
+        :returns: a Deferred that fires with the reply and can fail with:
+
+            - :class:`~txgeerpc.errors.RemoteError`: the server answered with
+              an error (its text is ``.message``);
+            - :class:`~txgeerpc.errors.CallTimeout`: no reply within ``timeout``;
+            - :class:`~twisted.internet.defer.CancelledError`: you cancelled it;
+            - :class:`~txgeerpc.errors.CodecError`: the argument could not be
+              encoded, or the reply could not be decoded or converted to
+              ``result_type`` (only this call fails);
+            - :class:`~txgeerpc.errors.ConnectionShutdown`: the client was
+              closed, before or during the call;
+            - :class:`~txgeerpc.errors.UnexpectedDisconnect`: the connection
+              was lost or the server sent garbage while the call was pending.
+        """
+        return self._protocol.call(service_method, argument, timeout, result_type)
+
+    def close(self) -> Deferred[None]:
+        """Close the connection.  Pending calls fail at once with
+        :class:`~txgeerpc.errors.ConnectionShutdown`.
+
+        :returns: a Deferred that fires (with ``None``) once the connection is
+            closed; it never fails.
+        """
+        return self._protocol.close()
+
+
+def connect(
+    reactor: Any,
+    address: str | IStreamClientEndpoint,
+    *,
+    codec: str = "application/json",
+    handle_timeout: float | None = None,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    clock: IReactorTime | None = None,
+    codecs: CodecRegistry = default_registry,
+) -> Deferred[Client]:
+    """Connect to a GeeRPC server.
+
+    :param reactor: the reactor (used to build endpoints and, unless
+        ``clock`` is given, for timeouts).
+    :param address: ``tcp@host:port``, ``unix@/path``, a Twisted client
+        endpoint string, or an ``IStreamClientEndpoint``.
+    :param codec: codec name or alias (``json``).
+    :param handle_timeout: asks the server to give up on each request after
+        this many seconds (GeeRPC's ``HandleTimeout``); the server may cap it.
+    :param connect_timeout: seconds for the connection and the handshake
+        together; ``None`` waits forever.
+    :param max_message_size: largest reply accepted, in bytes.
+    :returns: a Deferred firing with a :class:`Client`; it can fail with
+        :class:`~txgeerpc.errors.InvalidAddress`,
+        :class:`~txgeerpc.errors.UnsupportedCodec`,
+        :class:`~txgeerpc.errors.ConnectTimeout` or
+        :class:`~txgeerpc.errors.ConnectFailed` (refused, unreachable...,
+        with the original failure as ``.reason``).
+    """
+    try:
+        chosen = codecs.get(codec)
+        endpoint = client_endpoint(reactor, address) if isinstance(address, str) else address
+    except GeeRPCError as error:
+        return fail(error)
+    timer: IReactorTime = clock if clock is not None else reactor
+    option = Option(
+        codec_type=chosen.name,
+        connect_timeout_ns=seconds_to_ns(connect_timeout),
+        handle_timeout_ns=seconds_to_ns(handle_timeout),
+    )
+    factory = Factory.forProtocol(
+        lambda: ClientProtocol(chosen, option, timer, max_message_size)
+    )
+    connecting: Deferred[ClientProtocol] = endpoint.connect(factory)
+    if connect_timeout is not None:
+        connecting.addTimeout(
+            connect_timeout,
+            timer,
+            onTimeoutCancel=lambda result, after: Failure(ConnectTimeout(after)),
+        )
+
+    def wrap_failure(failure: Failure) -> Failure:
+        if failure.check(GeeRPCError, CancelledError):
+            return failure
+        return Failure(ConnectFailed(failure.value))
+
+    return connecting.addCallbacks(Client, wrap_failure)

@@ -1,0 +1,53 @@
+"""
+The codec registry: codecs by their Option name (``CodecType``).
+
+Pass a :class:`CodecRegistry` to servers and clients to control exactly which
+codecs they speak; :data:`default_registry` holds the built-in ones.
+"""
+
+from __future__ import annotations
+
+from ..errors import UnsupportedCodec
+from ..interfaces import ICodec
+from ._json import JSONCodec
+
+JSON = "application/json"
+GOB = "application/gob"
+
+
+class CodecRegistry:
+    """Codecs by Option name, plus short aliases (``json``) for humans."""
+
+    def __init__(self) -> None:
+        self._codecs: dict[str, ICodec] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, codec: ICodec, *aliases: str) -> None:
+        """Add (or replace) a codec under its ``name`` and any aliases."""
+        self._codecs[codec.name] = codec
+        for alias in aliases:
+            self._aliases[alias] = codec.name
+
+    def get(self, name: str) -> ICodec:
+        """The codec called ``name`` (its Option name or an alias).
+
+        :raises UnsupportedCodec: no such codec is registered.
+        """
+        codec = self._codecs.get(self._aliases.get(name, name))
+        if codec is None:
+            raise UnsupportedCodec(name)
+        return codec
+
+    def names(self) -> list[str]:
+        """Option names of every registered codec, sorted."""
+        return sorted(self._codecs)
+
+    def aliases(self) -> dict[str, str]:
+        """Alias -> Option name."""
+        return dict(self._aliases)
+
+
+default_registry = CodecRegistry()
+default_registry.register(JSONCodec(), "json")
+
+__all__ = ["GOB", "JSON", "CodecRegistry", "JSONCodec", "default_registry"]

@@ -1,0 +1,71 @@
+"""
+GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
+
+- ``tcp@host:port`` (``tcp@[::1]:port`` for IPv6 literals)
+- ``unix@/path/to/socket``
+- anything without ``@`` is a Twisted client endpoint string
+  (``tcp:host=127.0.0.1:port=7001``, ``unix:path=/tmp/s``...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+
+from .errors import InvalidAddress
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``"tcp@127.0.0.1:7001"`` -> ``("tcp", "127.0.0.1:7001")``.
+
+    Only the first ``@`` separates, so a unix socket path may contain ``@``.
+
+    :raises InvalidAddress: no ``@`` or an empty part.
+    """
+    protocol, at, rest = address.partition("@")
+    if not at or not protocol or not rest:
+        raise InvalidAddress(f"rpc client err: wrong format '{address}', expect protocol@addr")
+    return protocol, rest
+
+
+def split_host_port(hostport: str) -> tuple[str, int]:
+    """``"127.0.0.1:7001"`` / ``"[::1]:7001"`` -> host and port.
+
+    :raises InvalidAddress: no port, or a port that is not a number in range.
+    """
+    host, colon, port_text = hostport.rpartition(":")
+    if not colon or not host:
+        raise InvalidAddress(f"missing port in address {hostport!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise InvalidAddress(f"invalid port {port_text!r} in address {hostport!r}") from None
+    if not 0 < port < 65536:
+        raise InvalidAddress(f"port {port} out of range in address {hostport!r}")
+    return host, port
+
+
+def client_endpoint(reactor: Any, address: str) -> IStreamClientEndpoint:
+    """A client endpoint for a GeeRPC address or a Twisted endpoint string.
+
+    :raises InvalidAddress: the address cannot be understood.
+    """
+    if "@" not in address:
+        try:
+            return clientFromString(reactor, address)  # type: ignore[no-any-return]
+        except (ValueError, TypeError, KeyError) as error:
+            raise InvalidAddress(
+                f"rpc client err: wrong format '{address}', expect protocol@addr "
+                f"or a Twisted endpoint string ({error})"
+            ) from None
+    protocol, rest = split_address(address)
+    if protocol in ("tcp", "tcp4", "tcp6"):
+        host, port = split_host_port(rest)
+        return HostnameEndpoint(reactor, host, port)
+    if protocol == "unix":
+        return UNIXClientEndpoint(reactor, rest)
+    raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

@@ -1,0 +1,184 @@
+"""
+The exceptions txgeerpc raises and fails Deferreds with.
+
+Every error derives from :class:`GeeRPCError`, so ``except GeeRPCError`` (or
+``d.addErrback(..., trap=GeeRPCError)``) catches everything the library itself
+produces.  Errors a *remote* handler produced arrive as :class:`RemoteError`,
+whose ``message`` is the text the server put in the reply header.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GeeRPCError(Exception):
+    """Base class of every txgeerpc error."""
+
+
+class ProtocolError(GeeRPCError):
+    """The peer broke the wire protocol: bad magic, malformed Option, garbage
+    or oversized frames.  The connection is closed when this happens."""
+
+
+class MessageTooLarge(ProtocolError):
+    """A message (or the Option) is larger than the configured maximum.
+
+    :ivar size: the size announced or buffered so far, in bytes.
+    :ivar limit: the configured maximum, in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class CodecError(ProtocolError):
+    """A codec could not decode (or encode) a value."""
+
+
+class UnsupportedCodec(GeeRPCError):
+    """No codec of that name is registered (Go: ``invalid codec type <name>``).
+
+    :ivar name: the codec name that was asked for.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"invalid codec type {name}")
+        self.name = name
+
+
+class InvalidAddress(GeeRPCError, ValueError):
+    """An address string is not ``protocol@address`` with a known protocol."""
+
+
+class RemoteError(GeeRPCError):
+    """The server answered the call with an error (Go's ``ServerError``).
+
+    :ivar message: the error text exactly as the server sent it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ServiceError(GeeRPCError):
+    """Base of the errors a server reports for a request it cannot route.
+
+    Its ``str()`` is GeeRPC's exact error text, which goes on the wire.
+    """
+
+
+class IllFormedServiceMethod(ServiceError):
+    def __init__(self, service_method: str) -> None:
+        super().__init__(f"rpc server: service/method request ill-formed: {service_method}")
+
+
+class ServiceNotFound(ServiceError):
+    def __init__(self, service: str) -> None:
+        super().__init__(f"rpc server: can't find service {service}")
+
+
+class MethodNotFound(ServiceError):
+    def __init__(self, method: str) -> None:
+        super().__init__(f"rpc server: can't find method {method}")
+
+
+class ArgumentError(ServiceError, TypeError):
+    """A request body did not convert to the method's declared argument type."""
+
+
+class ServiceAlreadyDefined(GeeRPCError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"rpc: service already defined: {name}")
+        self.name = name
+
+
+class RegistrationError(GeeRPCError, TypeError):
+    """An object cannot be registered as a service (nothing to expose, bad name...)."""
+
+
+class CallTimeout(GeeRPCError):
+    """The call got no reply within its timeout.  The pending entry is gone and a
+    late reply is discarded.
+
+    :ivar service_method: the call that timed out.
+    :ivar timeout: the timeout, in seconds.
+    """
+
+    def __init__(self, service_method: str, timeout: float) -> None:
+        super().__init__(
+            f"rpc client: call failed: {service_method} got no reply within {timeout:g}s"
+        )
+        self.service_method = service_method
+        self.timeout = timeout
+
+
+class ConnectTimeout(GeeRPCError):
+    """Connecting (TCP connect plus handshake) took longer than the connect timeout."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"rpc client: connect timeout: expect within {timeout:g}s")
+        self.timeout = timeout
+
+
+class ConnectFailed(GeeRPCError):
+    """The connection could not be made at all (refused, unreachable...).
+
+    :ivar reason: the underlying :class:`twisted.python.failure.Failure` value.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"rpc client: connect failed: {reason}")
+        self.reason = reason
+
+
+class ConnectionShutdown(GeeRPCError):
+    """The client was closed (by :meth:`Client.close`) before the call completed,
+    or a call was made on a closed client (Go: ``connection is shut down``)."""
+
+    def __init__(self, message: str = "connection is shut down") -> None:
+        super().__init__(message)
+
+
+class UnexpectedDisconnect(ConnectionShutdown):
+    """The connection was lost while the call was pending.
+
+    :ivar reason: the :class:`twisted.python.failure.Failure` the transport
+        reported, or the :class:`ProtocolError` that made the client close it.
+    """
+
+    def __init__(self, reason: Any) -> None:
+        super().__init__(f"connection lost: {_describe(reason)}")
+        self.reason = reason
+
+
+def _describe(reason: Any) -> str:
+    value = getattr(reason, "value", reason)
+    text = str(value)
+    return text or type(value).__name__
+
+
+__all__ = [
+    "ArgumentError",
+    "CallTimeout",
+    "CodecError",
+    "ConnectFailed",
+    "ConnectTimeout",
+    "ConnectionShutdown",
+    "GeeRPCError",
+    "IllFormedServiceMethod",
+    "InvalidAddress",
+    "MessageTooLarge",
+    "MethodNotFound",
+    "ProtocolError",
+    "RegistrationError",
+    "RemoteError",
+    "ServiceAlreadyDefined",
+    "ServiceError",
+    "ServiceNotFound",
+    "UnexpectedDisconnect",
+    "UnsupportedCodec",
+]

@@ -1,0 +1,112 @@
+"""
+The GeeRPC server: a table of services and the factory that serves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ._server_protocol import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    ServerFactory,
+    ServerSettings,
+)
+from ._service import Service, build_service
+from .codec import CodecRegistry, default_registry
+from .errors import ServiceAlreadyDefined
+
+
+class Server:
+    """Serves registered Python objects over GeeRPC.
+
+    :param clock: times handle timeouts and handshake deadlines (usually the
+        reactor; a :class:`twisted.internet.task.Clock` in tests).
+    :param handle_timeout: server-side cap, in seconds, on each request's run
+        time; a client's smaller HandleTimeout still applies.  ``None``: only
+        the client's applies.
+    :param max_message_size: largest request header or body, in bytes.
+    :param max_in_flight: requests one connection may have running at once;
+        reading from it pauses at this number.
+    :param handshake_timeout: seconds a connection has to send its Option.
+    :param drain_timeout: after a protocol error, seconds running requests
+        get before the connection is closed.
+    :param codecs: the codecs this server accepts.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        handle_timeout: float | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        codecs: CodecRegistry = default_registry,
+    ) -> None:
+        if max_message_size < 1 or max_in_flight < 1:
+            raise ValueError("max_message_size and max_in_flight must be positive")
+        self.clock = clock
+        self.codecs = codecs
+        self.settings = ServerSettings(
+            max_message_size=max_message_size,
+            max_in_flight=max_in_flight,
+            handshake_timeout=handshake_timeout,
+            max_handle_timeout=handle_timeout,
+            drain_timeout=drain_timeout,
+        )
+        self._services: dict[str, Service] = {}
+        self._factory = ServerFactory(self._services, codecs, clock, self.settings)
+
+    def register(
+        self, obj: Any, name: str | None = None, methods: Iterable[str] | None = None
+    ) -> Service:
+        """Expose an object's methods as ``Name.Method``.
+
+        Public methods (not starting with ``_``) taking at most one argument
+        are exposed; methods marked with :func:`txgeerpc.expose` narrow that,
+        and ``methods`` picks them by name.  Arguments are converted to each
+        method's annotated type (dataclasses and attrs classes for structs,
+        builtins, ``list[...]``, ``dict[...]``, ``Optional[...]``).  Handlers
+        may return a value, a Deferred or a coroutine.
+
+        :param obj: an instance, or a class to instantiate with no arguments.
+        :param name: the service name; the class name by default.
+        :raises ServiceAlreadyDefined: the name is taken.
+        :raises RegistrationError: nothing to expose, or a requested method
+            cannot be called remotely.
+        """
+        service = build_service(obj, name, methods)
+        if service.name in self._services:
+            raise ServiceAlreadyDefined(service.name)
+        self._services[service.name] = service
+        for method in sorted(service.methods):
+            self._log.debug(
+                "rpc server: register {service}.{method}", service=service.name, method=method
+            )
+        return service
+
+    @property
+    def services(self) -> Mapping[str, Service]:
+        """The registered services by name (read-only)."""
+        return MappingProxyType(self._services)
+
+    def factory(self) -> ServerFactory:
+        """The protocol factory to listen with (the same one on every call, so
+        every endpoint shares connections and statistics)."""
+        return self._factory
+
+    @property
+    def connections(self) -> int:
+        """Connections currently open."""
+        return len(self._factory.connections)
