@@ -31,6 +31,9 @@ class ClientProtocol(Protocol):
     """One client connection.  See :class:`txgeerpc.Client` for the public API."""
 
     _log = Logger()
+    # A connected TCP/UNIX/in-memory transport (ITCPTransport-like); Twisted
+    # types it as Optional[ITransport], which lacks abortConnection.
+    transport: Any
 
     def __init__(
         self, codec: ICodec, option: Option, clock: IReactorTime, max_message_size: int
@@ -120,7 +123,8 @@ class ClientProtocol(Protocol):
                 call.deferred.callback(value)
         except ProtocolError as error:
             self._log.warn("rpc client: bad reply stream: {error}; closing", error=error)
-            self._pending.fail_all(lambda: UnexpectedDisconnect(error))
+            reason = error
+            self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
             self._closing = True
             self.transport.abortConnection()
 

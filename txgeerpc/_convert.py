@@ -58,7 +58,7 @@ def is_struct(cls: Any) -> bool:
     return isinstance(cls, type) and (dataclasses.is_dataclass(cls) or attrs.has(cls))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def struct_fields(cls: type) -> tuple[StructField, ...]:
     """The fields of a dataclass or attrs class, with resolved annotations."""
     hints = typing.get_type_hints(cls)
@@ -107,7 +107,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def converter_for(annotation: Any) -> Converter:
     """A function turning a plain wire value into ``annotation``'s type.
 
@@ -271,7 +271,7 @@ def _fixed_tuple_converter(items: tuple[Converter, ...]) -> Converter:
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
             raise ConversionError("", f"expected a list of {len(items)}, got {_describe(value)}")
         result = []
-        for index, (converter, element) in enumerate(zip(items, value)):
+        for index, (converter, element) in enumerate(zip(items, value, strict=True)):
             try:
                 result.append(converter(element))
             except ConversionError as error:
@@ -307,7 +307,7 @@ def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter
     return convert
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _struct_converter(cls: type) -> Converter:
     fields = struct_fields(cls)
     # Resolved lazily: a struct may refer to itself (a tree node).
@@ -380,7 +380,7 @@ def to_plain(value: Any, bytes_as_base64: bool = True) -> Any:
     if is_struct(kind):
         return {
             field.wire_name: to_plain(getattr(value, field.name), bytes_as_base64)
-            for field in struct_fields(kind)
+            for field in struct_fields(kind)  # type: ignore[arg-type]
         }
     if isinstance(value, (list, tuple, set, frozenset)):
         return [to_plain(item, bytes_as_base64) for item in value]

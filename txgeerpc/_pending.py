@@ -23,7 +23,7 @@ class PendingCall:
         self.service_method = service_method
         self.convert = convert
         self.deferred: Deferred[Any] = Deferred(self._cancel)
-        self._forget: Callable[[], None] | None = None
+        self._forget: Callable[[], object] | None = None
 
     def _cancel(self, d: Deferred[Any]) -> None:
         # The canceller only forgets the call; Deferred.cancel then fails it

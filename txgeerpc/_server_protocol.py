@@ -86,6 +86,9 @@ class ServerProtocol(Protocol):
     """One server-side connection."""
 
     _log = Logger()
+    # A connected transport that is also a push producer (TCP, UNIX, iosim);
+    # Twisted types it as Optional[ITransport], which lacks pause/abort.
+    transport: Any
 
     def __init__(
         self,
@@ -307,7 +310,7 @@ class ServerFactory(Factory):
         self.settings = settings
         self.connections: set[ServerProtocol] = set()
 
-    def buildProtocol(self, addr: IAddress) -> ServerProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> ServerProtocol:
         protocol = ServerProtocol(
             self.services, self.codecs, self.clock, self.settings, self.connections
         )

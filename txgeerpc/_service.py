@@ -171,4 +171,3 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
         result_type=result_type,
         convert_argument=converter_for(argument_type),
     )
-

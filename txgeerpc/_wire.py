@@ -47,14 +47,11 @@ class Option:
         # Field order and spelling are Go's; codec_type is escaped like any JSON string.
         import json
 
-        return (
-            b'{"MagicNumber":%d,"CodecType":%s,"ConnectTimeout":%d,"HandleTimeout":%d}\n'
-            % (
-                self.magic_number,
-                json.dumps(self.codec_type).encode("utf-8"),
-                self.connect_timeout_ns,
-                self.handle_timeout_ns,
-            )
+        return b'{"MagicNumber":%d,"CodecType":%s,"ConnectTimeout":%d,"HandleTimeout":%d}\n' % (
+            self.magic_number,
+            json.dumps(self.codec_type).encode("utf-8"),
+            self.connect_timeout_ns,
+            self.handle_timeout_ns,
         )
 
 

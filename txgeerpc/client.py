@@ -124,10 +124,8 @@ def connect(
         connect_timeout_ns=seconds_to_ns(connect_timeout),
         handle_timeout_ns=seconds_to_ns(handle_timeout),
     )
-    factory = Factory.forProtocol(
-        lambda: ClientProtocol(chosen, option, timer, max_message_size)
-    )
-    connecting: Deferred[ClientProtocol] = endpoint.connect(factory)
+    factory = Factory.forProtocol(lambda: ClientProtocol(chosen, option, timer, max_message_size))
+    connecting: Deferred[Any] = endpoint.connect(factory)
     if connect_timeout is not None:
         connecting.addTimeout(
             connect_timeout,

@@ -86,10 +86,6 @@ class MethodNotFound(ServiceError):
         super().__init__(f"rpc server: can't find method {method}")
 
 
-class ArgumentError(ServiceError, TypeError):
-    """A request body did not convert to the method's declared argument type."""
-
-
 class ServiceAlreadyDefined(GeeRPCError):
     def __init__(self, name: str) -> None:
         super().__init__(f"rpc: service already defined: {name}")
@@ -162,7 +158,6 @@ def _describe(reason: Any) -> str:
 
 
 __all__ = [
-    "ArgumentError",
     "CallTimeout",
     "CodecError",
     "ConnectFailed",

@@ -102,9 +102,9 @@ class JSONEncoder:
         except (TypeError, ValueError) as error:
             raise CodecError(f"json: cannot encode {type(body).__name__}: {error}") from error
         return (
-            '{"ServiceMethod":%s,"Seq":%d,"Error":%s}\n%s\n'
-            % (_dumps(header[0]), header[1], _dumps(header[2]), body_text)
-        ).encode("utf-8")
+            f'{{"ServiceMethod":{_dumps(header[0])},"Seq":{header[1]:d},'
+            f'"Error":{_dumps(header[2])}}}\n{body_text}\n'
+        ).encode()
 
 
 @implementer(ICodec)

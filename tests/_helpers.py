@@ -1,0 +1,70 @@
+"""Shared helpers for the unit tests (not a test module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
+
+from txgeerpc import Server
+from txgeerpc._server_protocol import ServerProtocol
+from txgeerpc.examples import register_examples
+
+# shared/ lies beside the repository, in a developer's tree and in CI's clone alike.
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "geerpc-vectors"
+
+JSON_OPTION = (
+    b'{"MagicNumber":3927900,"CodecType":"application/json",'
+    b'"ConnectTimeout":10000000000,"HandleTimeout":0}\n'
+)
+
+
+def vector(name: str) -> bytes:
+    return (VECTORS / name).read_bytes()
+
+
+def example_server(clock: Clock, **settings: Any) -> Server:
+    server = Server(clock, **settings)
+    register_examples(server)
+    return server
+
+
+def json_request(method: str, seq: int, body: bytes) -> bytes:
+    """One request in the JSON codec's wire format (vector 02)."""
+    header = b'{"ServiceMethod":"%s","Seq":%d,"Error":""}\n' % (method.encode(), seq)
+    return header + body + b"\n"
+
+
+def connected_server(
+    server: Server,
+) -> tuple[ServerProtocol, StringTransport]:
+    protocol = server.factory().buildProtocol(None)  # type: ignore[arg-type]
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class CapturedLogs:
+    """Collects log events at warn level and above while active."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __enter__(self) -> CapturedLogs:
+        globalLogPublisher.addObserver(self._observe)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        globalLogPublisher.removeObserver(self._observe)
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        if event.get("log_level", LogLevel.info) >= LogLevel.warn:
+            self.events.append(event)
+
+    def texts(self) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(event) for event in self.events]

@@ -1,0 +1,129 @@
+"""
+The README's demo, for real: ``twistd -n geerpc`` in a subprocess, then
+``python -m txgeerpc call``.  Every process started here is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+STARTUP_DEADLINE = 30.0
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    process = subprocess.Popen(
+        [
+            *TWISTD,
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "geerpc",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        cwd=tmp_path,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield _wait_for_address(process), process
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def _wait_for_address(process: subprocess.Popen[str]) -> str:
+    """Read the startup log until it says where it listens."""
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    seen = []
+    try:
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=deadline - time.monotonic()):
+                break
+            line = process.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            match = re.search(r"serving .* on (tcp@127\.0\.0\.1:\d+)", line)
+            if match:
+                return match.group(1)
+    finally:
+        selector.close()
+    raise AssertionError("twistd did not report its address:\n" + "".join(seen))
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "txgeerpc", *argv],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_readme_demo(demo_server: tuple[str, subprocess.Popen[str]]) -> None:
+    address, process = demo_server
+    result = _cli("call", address, "Arith.Multiply", '{"Num1":6,"Num2":7}', "--codec", "json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
+
+    failed = _cli("call", address, "Arith.Divide", '{"Num1":6,"Num2":0}', "--codec", "json")
+    assert (failed.returncode, failed.stdout, failed.stderr) == (1, "", "error: divide by zero\n")
+
+    timed_out = _cli("call", address, "Foo.Sleep", '{"Num1":5}', "--handle-timeout", "0.1")
+    assert timed_out.returncode == 1
+    assert timed_out.stderr == "error: rpc server: request handle timeout: expect within 100ms\n"
+
+    echoed = _cli("call", address, "Arith.Echo", '"héllo"')
+    assert echoed.stdout == '"héllo"\n'
+
+    # SIGTERM shuts down cleanly (twistd then re-raises the signal to report it).
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=15) == -signal.SIGTERM
+    assert process.stdout is not None
+    assert "Server Shut Down." in process.stdout.read()
+
+
+def test_cli_errors_without_server() -> None:
+    refused = _cli("call", "tcp@127.0.0.1:1", "Foo.Sum", "{}")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: rpc client: connect failed")
+    bad_json = _cli("call", "tcp@127.0.0.1:1", "Foo.Sum", "{nope")
+    assert bad_json.returncode == 2
+    assert "ARG_JSON is not valid JSON" in bad_json.stderr
+    bad_address = _cli("call", "nowhere", "Foo.Sum", "{}")
+    assert bad_address.returncode == 1
+    assert "wrong format 'nowhere'" in bad_address.stderr
+    helped = _cli("call", "--help")
+    assert helped.returncode == 0 and "twistd -n geerpc" in helped.stdout

@@ -1,0 +1,290 @@
+"""
+The client side: pending calls, timeouts, cancellation, disconnects, connect.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.test.iosim import FakeTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import Client, Option, connect
+from txgeerpc._client_protocol import ClientProtocol
+from txgeerpc.codec import default_registry
+from txgeerpc.errors import (
+    CallTimeout,
+    CodecError,
+    ConnectFailed,
+    ConnectionShutdown,
+    ConnectTimeout,
+    InvalidAddress,
+    RemoteError,
+    UnexpectedDisconnect,
+    UnsupportedCodec,
+)
+from txgeerpc.examples import Args
+from txgeerpc.testing import connect_in_memory
+
+from ._helpers import example_server
+
+
+def reply(seq: int, body: bytes, error: str = "", method: str = "Foo.Sum") -> bytes:
+    return b'{"ServiceMethod":"%s","Seq":%d,"Error":"%s"}\n%s\n' % (
+        method.encode(),
+        seq,
+        error.encode(),
+        body,
+    )
+
+
+class ClientProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        option = Option(codec_type="application/json")
+        self.protocol = ClientProtocol(
+            default_registry.get("json"), option, self.clock, max_message_size=1000
+        )
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.client = Client(self.protocol)
+
+    def test_option_written_first_exactly_as_go(self) -> None:
+        self.assertEqual(
+            self.transport.value(),
+            b'{"MagicNumber":3927900,"CodecType":"application/json",'
+            b'"ConnectTimeout":10000000000,"HandleTimeout":0}\n',
+        )
+
+    def test_seq_from_one_and_multiplexed_out_of_order(self) -> None:
+        self.transport.clear()
+        first = self.client.call("Foo.Sum", Args(1, 2))
+        second = self.client.call("Arith.Echo", "hi")
+        self.assertEqual(
+            self.transport.value(),
+            b'{"ServiceMethod":"Foo.Sum","Seq":1,"Error":""}\n{"Num1":1,"Num2":2}\n'
+            b'{"ServiceMethod":"Arith.Echo","Seq":2,"Error":""}\n"hi"\n',
+        )
+        self.assertEqual(self.client.pending, 2)
+        self.protocol.dataReceived(reply(2, b'"hi"'))
+        self.assertEqual(self.successResultOf(second), "hi")
+        self.assertNoResult(first)
+        self.protocol.dataReceived(reply(1, b"3"))
+        self.assertEqual(self.successResultOf(first), 3)
+        self.assertEqual(self.client.pending, 0)
+
+    def test_reply_split_at_every_byte(self) -> None:
+        data = reply(1, b'{"Num1":4,"Num2":5}')
+        d = self.client.call("Foo.Sum", None, result_type=Args)
+        for index in range(len(data)):
+            self.protocol.dataReceived(data[index : index + 1])
+        self.assertEqual(self.successResultOf(d), Args(4, 5))
+
+    def test_remote_error(self) -> None:
+        d = self.client.call("Arith.Divide", Args(1, 0))
+        self.protocol.dataReceived(reply(1, b"{}", "100% divide by zero"))
+        failure = self.failureResultOf(d, RemoteError)
+        self.assertEqual(failure.value.message, "100% divide by zero")
+
+    def test_timeout_removes_call_and_late_reply_is_dropped(self) -> None:
+        d = self.client.call("Foo.Sleep", Args(5), timeout=2)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        failure = self.failureResultOf(d, CallTimeout)
+        self.assertEqual(failure.value.service_method, "Foo.Sleep")
+        self.assertEqual(self.client.pending, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # The late reply is dropped and does not disturb the next call.
+        later = self.client.call("Foo.Sum", Args(1, 1))
+        self.protocol.dataReceived(reply(1, b"6") + reply(2, b"2"))
+        self.assertEqual(self.successResultOf(later), 2)
+        self.assertTrue(self.client.available)
+
+    def test_reply_before_timeout_cancels_timer(self) -> None:
+        d = self.client.call("Foo.Sum", Args(1, 1), timeout=5)
+        self.protocol.dataReceived(reply(1, b"2"))
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancel_removes_call(self) -> None:
+        d = self.client.call("Foo.Sum", Args(1, 1))
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.client.pending, 0)
+        self.protocol.dataReceived(reply(1, b"2"))
+        self.assertTrue(self.client.available)
+
+    def test_undecodable_reply_fails_only_its_call(self) -> None:
+        bad = self.client.call("Foo.Sum", None, result_type=int)
+        good = self.client.call("Arith.Echo", "x")
+        self.protocol.dataReceived(reply(1, b'"not an int"') + reply(2, b'"x"'))
+        failure = self.failureResultOf(bad, CodecError)
+        self.assertIn("expected int", str(failure.value))
+        self.assertEqual(self.successResultOf(good), "x")
+        self.assertTrue(self.client.available)
+
+    def test_garbage_reply_stream_fails_all_pending(self) -> None:
+        calls = [self.client.call("Foo.Sum", Args(n, n)) for n in range(3)]
+        self.protocol.dataReceived(b"\x00garbage")
+        for d in calls:
+            failure = self.failureResultOf(d, UnexpectedDisconnect)
+            self.assertIsInstance(failure.value.reason, CodecError)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_oversized_reply_fails_all_pending(self) -> None:
+        d = self.client.call("Arith.Echo", "x")
+        self.protocol.dataReceived(b'{"ServiceMethod":"' + b"a" * 2000)
+        self.failureResultOf(d, UnexpectedDisconnect)
+
+    def test_connection_lost_fails_every_pending_call(self) -> None:
+        calls = [self.client.call("Foo.Sleep", Args(n)) for n in range(3)]
+        self.protocol.connectionLost(Failure(ConnectionLost("gone")))
+        for d in calls:
+            failure = self.failureResultOf(d, UnexpectedDisconnect)
+            self.assertIn("gone", str(failure.value))
+        self.assertFalse(self.client.available)
+        self.failureResultOf(self.client.call("Foo.Sum", Args()), ConnectionShutdown)
+
+    def test_close_fails_pending_with_shutdown_and_fires_when_closed(self) -> None:
+        pending = self.client.call("Foo.Sleep", Args(1))
+        closed = self.client.close()
+        self.failureResultOf(pending, ConnectionShutdown)
+        self.assertNoResult(closed)
+        self.assertTrue(self.transport.disconnecting)
+        self.failureResultOf(self.client.call("Foo.Sum", Args()), ConnectionShutdown)
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(self.successResultOf(closed))
+        self.assertIsNone(self.successResultOf(self.client.close()))
+
+    def test_unencodable_argument_fails_call_and_registers_nothing(self) -> None:
+        self.transport.clear()
+        d = self.client.call("Foo.Sum", float("inf"))
+        self.failureResultOf(d, CodecError)
+        self.assertEqual(self.client.pending, 0)
+        self.assertEqual(self.transport.value(), b"")
+        next_call = self.client.call("Arith.Echo", "ok")
+        self.assertIn(b'"Seq":2', self.transport.value())
+        self.protocol.dataReceived(reply(2, b'"ok"'))
+        self.assertEqual(self.successResultOf(next_call), "ok")
+
+
+class InMemoryRoundTripTests(SynchronousTestCase):
+    def test_examples_through_iosim(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        pair = connect_in_memory(server, clock=clock)
+        results = {
+            "sum": pair.client.call("Foo.Sum", Args(1, 2)),
+            "mul": pair.client.call("Arith.Multiply", {"Num1": 6, "Num2": 7}),
+            "div": pair.client.call("Arith.Divide", Args(-7, 2)),
+            "echo": pair.client.call("Arith.Echo", "héllo ✓"),
+            "sleep": pair.client.call("Foo.Sleep", Args(2, 3)),
+        }
+        pair.flush()
+        self.assertNoResult(results["sleep"])
+        clock.advance(2)
+        pair.flush()
+        self.assertEqual(
+            {name: self.successResultOf(d) for name, d in results.items()},
+            {"sum": 3, "mul": 42, "div": -3, "echo": "héllo ✓", "sleep": 5},
+        )
+        fail = pair.client.call("Arith.Fail", "exactly this")
+        pair.flush()
+        self.assertEqual(self.failureResultOf(fail, RemoteError).value.message, "exactly this")
+        self.flushLoggedErrors()
+        pair.close()
+        self.assertEqual(server.connections, 0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_client_timeout_while_server_handler_runs(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        pair = connect_in_memory(server, clock=clock)
+        d = pair.client.call("Foo.Sleep", Args(3), timeout=1)
+        pair.flush()
+        clock.advance(1)
+        self.failureResultOf(d, CallTimeout)
+        clock.advance(2)
+        pair.flush()  # the late reply arrives and is dropped
+        ok = pair.client.call("Foo.Sum", Args(2, 2))
+        pair.flush()
+        self.assertEqual(self.successResultOf(ok), 4)
+        pair.close()
+
+    def test_handle_timeout_option_reaches_server(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        pair = connect_in_memory(server, clock=clock, handle_timeout=0.3)
+        d = pair.client.call("Foo.Sleep", Args(1))
+        pair.flush()
+        clock.advance(0.3)
+        pair.flush()
+        self.assertEqual(
+            self.failureResultOf(d, RemoteError).value.message,
+            "rpc server: request handle timeout: expect within 300ms",
+        )
+        pair.close()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_server_disconnect_fails_pending(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        pair = connect_in_memory(server, clock=clock)
+        d = pair.client.call("Foo.Sleep", Args(10))
+        pair.flush()
+        transport = pair.server_protocol.transport
+        assert isinstance(transport, FakeTransport)
+        transport.loseConnection()
+        pair.flush()
+        self.failureResultOf(d, UnexpectedDisconnect)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class ConnectTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+
+    def test_connects_and_writes_option(self) -> None:
+        d = connect(self.reactor, "tcp@127.0.0.1:7001", handle_timeout=0.25)
+        host, port, factory, _timeout, _bind = self.reactor.tcpClients[0]
+        self.assertEqual((host, port), ("127.0.0.1", 7001))
+        self.reactor.advance(0)
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIn(b'"HandleTimeout":250000000', transport.value())
+        client = self.successResultOf(d)
+        self.assertTrue(client.available)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        client.close()
+        protocol.connectionLost(Failure(ConnectionLost()))
+
+    def test_connect_timeout(self) -> None:
+        d = connect(self.reactor, "tcp@127.0.0.1:7001", connect_timeout=3)
+        self.reactor.advance(2.9)
+        self.assertNoResult(d)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.failureResultOf(d, ConnectTimeout).value.timeout, 3)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_connection_refused(self) -> None:
+        d = connect(self.reactor, "tcp@127.0.0.1:7001")
+        self.reactor.advance(0)
+        connector = self.reactor.connectors[0]
+        _, _, factory, _, _ = self.reactor.tcpClients[0]
+        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        self.reactor.advance(1)
+        failure = self.failureResultOf(d, ConnectFailed)
+        self.assertIsInstance(failure.value.reason, ConnectionRefusedError)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_bad_address_and_codec(self) -> None:
+        self.failureResultOf(connect(self.reactor, "nope"), InvalidAddress)
+        self.failureResultOf(connect(self.reactor, "tcp@127.0.0.1"), InvalidAddress)
+        self.failureResultOf(
+            connect(self.reactor, "tcp@127.0.0.1:1", codec="application/x"), UnsupportedCodec
+        )

@@ -1,0 +1,401 @@
+"""
+The server side of a stream, driven byte by byte through StringTransport.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import Server
+from txgeerpc.examples import ExampleError
+
+from ._helpers import (
+    JSON_OPTION,
+    CapturedLogs,
+    connected_server,
+    example_server,
+    json_request,
+    vector,
+)
+
+
+def replies(data: bytes) -> list[object]:
+    """Parse a JSON-codec reply stream into alternating header dicts and bodies."""
+    return [json.loads(line) for line in data.split(b"\n") if line]
+
+
+class Vector02ReplayTests(SynchronousTestCase):
+    """Vector 02: the JSON exchange recorded against the reference (extension codec)."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = example_server(self.clock)
+
+    def test_replay_matches_reference_and_continues_after_unknown_method(self) -> None:
+        client_bytes = vector("02-json-ext-tcp.c2s.bin")
+        reference = vector("02-json-ext-tcp.s2c.bin")
+        protocol, transport = connected_server(self.server)
+        protocol.dataReceived(client_bytes)
+        ours = transport.value()
+        # Everything up to and including the unknown-method error reply is identical.
+        unknown_reply_end = reference.index(b"{}\n", reference.index(b"Foo.Nope")) + 3
+        self.assertEqual(ours[:unknown_reply_end], reference[:unknown_reply_end])
+        # Unlike the reference, no spurious Seq-0 error: the next call simply succeeds.
+        self.assertNotIn(b'"Seq":0', ours)
+        self.assertEqual(
+            ours[unknown_reply_end:],
+            b'{"ServiceMethod":"Foo.Sum","Seq":5,"Error":""}\n17\n',
+        )
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_replay_split_at_every_byte(self) -> None:
+        client_bytes = vector("02-json-ext-tcp.c2s.bin")
+        whole_protocol, whole = connected_server(self.server)
+        whole_protocol.dataReceived(client_bytes)
+        protocol, transport = connected_server(self.server)
+        for index in range(len(client_bytes)):
+            protocol.dataReceived(client_bytes[index : index + 1])
+        self.assertEqual(transport.value(), whole.value())
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_option_and_first_request_in_one_segment(self) -> None:
+        protocol, transport = connected_server(self.server)
+        protocol.dataReceived(JSON_OPTION + json_request("Foo.Sum", 1, b'{"Num1":1,"Num2":2}'))
+        self.assertEqual(transport.value(), b'{"ServiceMethod":"Foo.Sum","Seq":1,"Error":""}\n3\n')
+
+    def test_every_split_of_option_plus_request(self) -> None:
+        stream = JSON_OPTION + json_request("Arith.Multiply", 7, b'{"Num1":6,"Num2":7}')
+        expected = b'{"ServiceMethod":"Arith.Multiply","Seq":7,"Error":""}\n42\n'
+        for cut in range(1, len(stream)):
+            protocol, transport = connected_server(self.server)
+            protocol.dataReceived(stream[:cut])
+            protocol.dataReceived(stream[cut:])
+            self.assertEqual(transport.value(), expected, f"split at {cut}")
+
+
+class NegotiationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = example_server(self.clock, handshake_timeout=5)
+
+    def assert_closed_silently(self, data: bytes, log_text: str) -> None:
+        protocol, transport = connected_server(self.server)
+        with CapturedLogs() as logs:
+            protocol.dataReceived(data)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(logs.events), 1, logs.texts())
+        self.assertIn(log_text, logs.texts()[0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_wrong_magic(self) -> None:
+        self.assert_closed_silently(vector("05-bad-magic.c2s.bin"), "invalid magic number 0")
+
+    def test_unknown_codec(self) -> None:
+        option = JSON_OPTION.replace(b"application/json", b"application/x-nope")
+        self.assert_closed_silently(option, "invalid codec type application/x-nope")
+
+    def test_missing_codec(self) -> None:
+        self.assert_closed_silently(b'{"MagicNumber":3927900}\n', "invalid codec type ")
+
+    def test_malformed_json(self) -> None:
+        self.assert_closed_silently(b'{"MagicNumber":3927900,,}\n', "options error")
+
+    def test_not_json_at_all(self) -> None:
+        self.assert_closed_silently(b"GET / HTTP/1.1\r\n\r\n", "options error")
+
+    def test_silent_peer_dropped_at_handshake_deadline(self) -> None:
+        protocol, transport = connected_server(self.server)
+        protocol.dataReceived(JSON_OPTION[:20])
+        self.clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        with CapturedLogs() as logs:
+            self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertIn("no Option", logs.texts()[0])
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_completed_option_cancels_deadline(self) -> None:
+        protocol, transport = connected_server(self.server)
+        protocol.dataReceived(JSON_OPTION)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(60)
+        self.assertFalse(transport.disconnecting)
+
+    def test_newline_after_option_in_later_segment_is_dropped(self) -> None:
+        protocol, transport = connected_server(self.server)
+        protocol.dataReceived(JSON_OPTION[:-1])
+        protocol.dataReceived(b"\n")
+        protocol.dataReceived(json_request("Arith.Echo", 1, b'"hi"'))
+        self.assertEqual(
+            transport.value(), b'{"ServiceMethod":"Arith.Echo","Seq":1,"Error":""}\n"hi"\n'
+        )
+
+
+class RequestErrorTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = example_server(self.clock)
+        self.protocol, self.transport = connected_server(self.server)
+        self.protocol.dataReceived(JSON_OPTION)
+
+    def call(self, method: str, seq: int, body: bytes) -> list[object]:
+        self.transport.clear()
+        self.protocol.dataReceived(json_request(method, seq, body))
+        return replies(self.transport.value())
+
+    def test_error_texts_are_geerpc_exact(self) -> None:
+        cases = [
+            ("NoDot", "rpc server: service/method request ill-formed: NoDot"),
+            ("Nope.Sum", "rpc server: can't find service Nope"),
+            ("Foo.Nope", "rpc server: can't find method Nope"),
+            ("Arith.Divide", "divide by zero"),
+        ]
+        for seq, (method, text) in enumerate(cases, 1):
+            header, body = self.call(method, seq, b'{"Num1":1,"Num2":0}')
+            self.assertEqual(header, {"ServiceMethod": method, "Seq": seq, "Error": text})
+            self.assertEqual(body, {})
+        # ... and the connection goes on.
+        self.assertEqual(self.call("Foo.Sum", 9, b'{"Num1":1,"Num2":2}')[1], 3)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_dotted_service_name_splits_at_last_dot(self) -> None:
+        header, _ = self.call("a.b.C", 1, b"null")
+        self.assertEqual(header["Error"], "rpc server: can't find service a.b")  # type: ignore[index]
+
+    def test_handler_exception_sends_message_only_and_logs_traceback(self) -> None:
+        with CapturedLogs() as logs:
+            header, _body = self.call("Arith.Fail", 1, b'"100% sure <b>"')
+        self.assertEqual(header["Error"], "100% sure <b>")  # type: ignore[index]
+        self.assertNotIn(b"Traceback", self.transport.value())
+        self.assertEqual(len(logs.events), 1)
+        self.assertIsNotNone(logs.events[0].get("log_failure"))
+        self.assertEqual(len(self.flushLoggedErrors(ExampleError)), 1)
+
+    def test_wrong_argument_type_is_an_error_reply(self) -> None:
+        header, _body = self.call("Arith.Multiply", 1, b'{"Num1":"six","Num2":7}')
+        self.assertEqual(
+            header["Error"],  # type: ignore[index]
+            "rpc server: bad argument for Arith.Multiply: Args.Num1: expected int, got str 'six'",
+        )
+        self.assertEqual(self.call("Arith.Multiply", 2, b'{"Num1":6,"Num2":7}')[1], 42)
+
+    def test_client_supplied_error_is_not_echoed_on_success(self) -> None:
+        self.transport.clear()
+        self.protocol.dataReceived(
+            b'{"ServiceMethod":"Foo.Sum","Seq":4,"Error":"sneaky"}\n{"Num1":1,"Num2":1}\n'
+        )
+        header, body = replies(self.transport.value())
+        self.assertEqual(header, {"ServiceMethod": "Foo.Sum", "Seq": 4, "Error": ""})
+        self.assertEqual(body, 2)
+
+    def test_unencodable_reply_becomes_error_reply(self) -> None:
+        class Weird:
+            def Nan(self) -> float:
+                return float("nan")
+
+        self.server.register(Weird())
+        with CapturedLogs():
+            header, body = self.call("Weird.Nan", 1, b"null")
+        self.assertTrue(header["Error"].startswith("rpc server: cannot encode reply"))  # type: ignore[index]
+        self.assertEqual(body, {})
+
+    def test_call_counts(self) -> None:
+        self.call("Foo.Sum", 1, b"{}")
+        self.call("Foo.Sum", 2, b"{}")
+        self.call("Foo.Nope", 3, b"{}")
+        with CapturedLogs():
+            self.call("Arith.Divide", 4, b"{}")
+        stats = self.server.services["Foo"].methods["Sum"].stats
+        self.assertEqual((stats.calls, stats.errors, stats.in_flight), (2, 0, 0))
+        divide = self.server.services["Arith"].methods["Divide"].stats
+        self.assertEqual((divide.calls, divide.errors), (1, 1))
+        self.flushLoggedErrors(ZeroDivisionError)
+
+
+class GarbageTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = example_server(self.clock, max_message_size=100, drain_timeout=3)
+        self.protocol, self.transport = connected_server(self.server)
+        self.protocol.dataReceived(JSON_OPTION)
+
+    def test_garbage_after_option_closes_cleanly(self) -> None:
+        with CapturedLogs() as logs:
+            self.protocol.dataReceived(b"\x00\x01garbage")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIn("read header error", logs.texts()[0])
+
+    def test_oversized_message_is_refused_before_it_is_buffered(self) -> None:
+        with CapturedLogs() as logs:
+            self.protocol.dataReceived(b'{"ServiceMethod":"' + b"x" * 200)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIn("exceeds the limit of 100 bytes", logs.texts()[0])
+
+    def test_header_of_wrong_shape_closes(self) -> None:
+        with CapturedLogs():
+            self.protocol.dataReceived(b'[1,2]\n"body"\n')
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_in_flight_requests_finish_before_close(self) -> None:
+        self.protocol.dataReceived(json_request("Foo.Sleep", 1, b'{"Num1":1,"Num2":1}'))
+        with CapturedLogs():
+            self.protocol.dataReceived(b"@@@")
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(
+            replies(self.transport.value()),
+            [{"ServiceMethod": "Foo.Sleep", "Seq": 1, "Error": ""}, 2],
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drain_is_bounded(self) -> None:
+        self.protocol.dataReceived(json_request("Foo.Sleep", 1, b'{"Num1":60}'))
+        with CapturedLogs():
+            self.protocol.dataReceived(b"@@@")
+        self.clock.advance(3)
+        self.assertTrue(self.transport.disconnected)
+        self.protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_other_connections_unaffected(self) -> None:
+        other, other_transport = connected_server(self.server)
+        other.dataReceived(JSON_OPTION)
+        with CapturedLogs():
+            self.protocol.dataReceived(b"\xff\xfe")
+        other.dataReceived(json_request("Foo.Sum", 1, b'{"Num1":2,"Num2":2}'))
+        self.assertEqual(replies(other_transport.value())[1], 4)
+        self.assertFalse(other_transport.disconnecting)
+
+
+class HandleTimeoutTests(SynchronousTestCase):
+    def start(self, client_timeout_ns: int, **settings: object) -> None:
+        self.clock = Clock()
+        self.server = example_server(self.clock, **settings)  # type: ignore[arg-type]
+        self.protocol, self.transport = connected_server(self.server)
+        self.protocol.dataReceived(
+            JSON_OPTION.replace(b'"HandleTimeout":0', b'"HandleTimeout":%d' % client_timeout_ns)
+        )
+
+    def test_timeout_reply_text_cancels_handler_and_no_second_reply(self) -> None:
+        self.start(250_000_000)
+        self.protocol.dataReceived(json_request("Foo.Sleep", 1, b'{"Num1":1,"Num2":2}'))
+        self.clock.advance(0.249)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.001)
+        self.assertEqual(
+            replies(self.transport.value()),
+            [
+                {
+                    "ServiceMethod": "Foo.Sleep",
+                    "Seq": 1,
+                    "Error": "rpc server: request handle timeout: expect within 250ms",
+                },
+                {},
+            ],
+        )
+        # The sleeping handler was cancelled: nothing is left scheduled ...
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # ... and the connection keeps working.
+        self.transport.clear()
+        self.protocol.dataReceived(json_request("Arith.Echo", 2, b'"hi"'))
+        self.assertEqual(replies(self.transport.value())[1], "hi")
+
+    def test_server_maximum_caps_client_timeout(self) -> None:
+        self.start(0, handle_timeout=1.5)
+        self.protocol.dataReceived(json_request("Foo.Sleep", 1, b'{"Num1":5}'))
+        self.clock.advance(1.5)
+        self.assertEqual(
+            replies(self.transport.value())[0]["Error"],  # type: ignore[index]
+            "rpc server: request handle timeout: expect within 1.5s",
+        )
+
+    def test_negative_client_timeout_does_not_fail_every_call(self) -> None:
+        self.start(-1)
+        self.protocol.dataReceived(json_request("Foo.Sleep", 1, b'{"Num1":2,"Num2":1}'))
+        self.clock.advance(2)
+        self.assertEqual(replies(self.transport.value())[1], 3)
+
+    def test_coroutine_handler_is_cancelled_on_timeout(self) -> None:
+        self.start(1_000_000_000)
+        cancelled: list[bool] = []
+
+        class Slow:
+            async def Wait(self) -> int:
+                waiting: Deferred[int] = Deferred(lambda d: cancelled.append(True))
+                return await waiting
+
+        self.server.register(Slow())
+        self.protocol.dataReceived(json_request("Slow.Wait", 1, b"null"))
+        self.clock.advance(1)
+        self.assertEqual(cancelled, [True])
+        self.assertIn(b"expect within 1s", self.transport.value())
+
+
+class ConcurrencyTests(SynchronousTestCase):
+    def test_replies_in_completion_order(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        protocol, transport = connected_server(server)
+        protocol.dataReceived(
+            JSON_OPTION
+            + json_request("Foo.Sleep", 1, b'{"Num1":3}')
+            + json_request("Foo.Sleep", 2, b'{"Num1":1}')
+            + json_request("Foo.Sum", 3, b'{"Num1":1}')
+        )
+        clock.advance(1)
+        clock.advance(2)
+        seqs = [item["Seq"] for item in replies(transport.value())[::2]]  # type: ignore[index]
+        self.assertEqual(seqs, [3, 2, 1])
+
+    def test_in_flight_limit_pauses_reading_and_resumes(self) -> None:
+        clock = Clock()
+        server = example_server(clock, max_in_flight=2)
+        protocol, transport = connected_server(server)
+        requests = b"".join(json_request("Foo.Sleep", n, b'{"Num1":1}') for n in range(1, 6))
+        protocol.dataReceived(JSON_OPTION + requests)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(server.services["Foo"].methods["Sleep"].stats.in_flight, 2)
+        clock.advance(1)  # two finish, two more start from the buffer
+        self.assertEqual(server.services["Foo"].methods["Sleep"].stats.in_flight, 2)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(1)
+        clock.advance(1)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(replies(transport.value())), 10)
+
+    def test_full_write_buffer_pauses_reading(self) -> None:
+        server = example_server(Clock())
+        protocol, transport = connected_server(server)
+        protocol.dataReceived(JSON_OPTION)
+        self.assertIs(transport.producer, protocol)
+        protocol.pauseProducing()  # what the transport does when its buffer fills
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_connection_lost_cancels_running_handlers(self) -> None:
+        clock = Clock()
+        server = example_server(clock)
+        protocol, _transport = connected_server(server)
+        protocol.dataReceived(JSON_OPTION + json_request("Foo.Sleep", 1, b'{"Num1":10}'))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(server.services["Foo"].methods["Sleep"].stats.in_flight, 0)
+        self.assertEqual(server.connections, 0)
+
+
+class ServerConstructionTests(SynchronousTestCase):
+    def test_limits_must_be_positive(self) -> None:
+        self.assertRaises(ValueError, Server, Clock(), max_in_flight=0)
+        self.assertRaises(ValueError, Server, Clock(), max_message_size=0)

@@ -1,0 +1,117 @@
+"""``twistd geerpc``: options as data, the service tree by injection."""
+
+from __future__ import annotations
+
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactorClock
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import tap
+from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        options = self.parse()
+        self.assertEqual(
+            {
+                key: options[key]
+                for key in (
+                    "listen",
+                    "service",
+                    "handle-timeout",
+                    "max-message-size",
+                    "max-in-flight",
+                )
+            },
+            {
+                "listen": ["tcp:7001:interface=127.0.0.1"],
+                "service": [],
+                "handle-timeout": None,
+                "max-message-size": DEFAULT_MAX_MESSAGE_SIZE,
+                "max-in-flight": 256,
+            },
+        )
+
+    def test_repeatable_and_typed(self) -> None:
+        options = self.parse(
+            "--listen",
+            "tcp:0",
+            "--listen",
+            "unix:/tmp/x.sock",
+            "--service",
+            "txgeerpc.examples:Arith",
+            "--handle-timeout",
+            "2.5",
+            "--max-message-size",
+            "1024",
+        )
+        self.assertEqual(options["listen"], ["tcp:0", "unix:/tmp/x.sock"])
+        self.assertEqual(options["service"], ["txgeerpc.examples:Arith"])
+        self.assertEqual(options["handle-timeout"], 2.5)
+        self.assertEqual(options["max-message-size"], 1024)
+
+    def test_bad_values(self) -> None:
+        for argv in (
+            ["--handle-timeout", "0"],
+            ["--max-message-size", "-1"],
+            ["--service", "no_colon"],
+            ["--handle-timeout", "soon"],
+        ):
+            self.assertRaises(usage.UsageError, self.parse, *argv)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_examples_by_default_and_listening(self) -> None:
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--handle-timeout", "3"])
+        service = tap.makeService(options, reactor=reactor)
+        server = service.server  # type: ignore[attr-defined]
+        self.assertEqual(sorted(server.services), ["Arith", "Foo"])
+        self.assertEqual(server.settings.max_handle_timeout, 3)
+        service.privilegedStartService()
+        service.startService()
+        _port, factory, _backlog, interface = reactor.tcpServers[0]
+        self.assertIs(factory, server.factory())
+        self.assertEqual(interface, "127.0.0.1")
+        service.stopService()
+
+    def test_service_spec_class_with_clock(self) -> None:
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(
+            ["--service", "txgeerpc.examples:Foo", "--service", "txgeerpc.examples:Arith"]
+        )
+        server = tap.makeService(options, reactor=reactor).server  # type: ignore[attr-defined]
+        self.assertEqual(sorted(server.services), ["Arith", "Foo"])
+        self.assertIs(server.services["Foo"].instance._clock, reactor)
+
+    def test_bad_service_spec(self) -> None:
+        for spec in ("txgeerpc.examples:Missing", "no.such.module:X", "txgeerpc.examples:Args"):
+            options = tap.Options()
+            options.parseOptions(["--service", spec])
+            self.assertRaises(usage.UsageError, tap.makeService, options, MemoryReactorClock())
+
+    def test_addresses(self) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        self.assertEqual(tap.geerpc_address(IPv4Address("TCP", "0.0.0.0", 5)), "tcp@127.0.0.1:5")
+        self.assertEqual(tap.geerpc_address(IPv6Address("TCP", "::1", 5)), "tcp@[::1]:5")
+        self.assertEqual(tap.geerpc_address(UNIXAddress(b"/tmp/s")), "unix@/tmp/s")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_is_found(self) -> None:
+        from twisted import plugins
+
+        names = {maker.tapname: maker for maker in getPlugins(IServiceMaker, plugins)}
+        self.assertIn("geerpc", names)
+        self.assertEqual(names["geerpc"].module, "txgeerpc.tap")

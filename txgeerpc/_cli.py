@@ -1,0 +1,141 @@
+"""
+``python -m txgeerpc``: call GeeRPC servers from the shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+
+from ._convert import to_plain
+from ._version import __version__
+from .client import DEFAULT_CONNECT_TIMEOUT, connect
+from .codec import default_registry
+from .errors import GeeRPCError
+
+EXIT_OK = 0
+EXIT_CALL_FAILED = 1
+EXIT_USAGE = 2
+
+_EPILOG = """\
+examples:
+  start a demo server:   twistd -n geerpc
+  call it:               python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Multiply \\
+                             '{"Num1":6,"Num2":7}' --codec json
+  a string argument:     python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Echo '"hi"' --codec json
+
+The reply is printed as JSON on stdout.  On failure the error goes to stderr
+and the exit status is 1 (2 for usage errors).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m txgeerpc",
+        description="Talk to GeeRPC servers (txgeerpc or Go GeeRPC).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"txgeerpc {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    call = commands.add_parser(
+        "call",
+        help="call one method and print its reply as JSON",
+        description="Call Service.Method on a server and print the reply as JSON.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EPILOG,
+    )
+    call.add_argument(
+        "address",
+        metavar="ADDRESS",
+        help="server address: tcp@HOST:PORT, unix@/PATH, or a Twisted endpoint string",
+    )
+    call.add_argument("service_method", metavar="Service.Method", help="what to call")
+    call.add_argument(
+        "argument",
+        metavar="ARG_JSON",
+        nargs="?",
+        default="null",
+        help='the argument as JSON, e.g. \'{"Num1":6,"Num2":7}\' or \'"text"\' (default: null)',
+    )
+    names = sorted(set(default_registry.names()) | set(default_registry.aliases()))
+    call.add_argument(
+        "--codec",
+        default="json",
+        choices=names,
+        help="wire codec (default: json)",
+    )
+    call.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for the reply (default: 30)",
+    )
+    call.add_argument(
+        "--handle-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="ask the server to give up on the request after S seconds",
+    )
+    call.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to connect (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    return parser
+
+
+async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int:
+    try:
+        client = await connect(
+            reactor,
+            options.address,
+            codec=options.codec,
+            handle_timeout=options.handle_timeout,
+            connect_timeout=options.connect_timeout,
+        )
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    try:
+        reply = await client.call(options.service_method, argument, timeout=options.timeout)
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    finally:
+        await client.close()
+    print(json.dumps(to_plain(reply), ensure_ascii=False))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: parse ``argv`` and exit with the command's status."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    try:
+        argument = json.loads(options.argument)
+    except ValueError as error:
+        parser.error(f"ARG_JSON is not valid JSON: {error}")
+    from twisted.internet import task
+
+    def run(reactor: Any) -> Deferred[None]:
+        def finish(status: int) -> None:
+            if status:
+                raise SystemExit(status)
+
+        def crash(failure: Failure) -> None:
+            print(f"error: {failure.getErrorMessage()}", file=sys.stderr)
+            raise SystemExit(EXIT_CALL_FAILED)
+
+        return ensureDeferred(_call(reactor, options, argument)).addCallbacks(finish, crash)
+
+    task.react(run)

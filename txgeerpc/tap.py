@@ -1,0 +1,243 @@
+"""
+``twistd geerpc``: serve GeeRPC services on one or more endpoints.
+
+Only this module (and the CLI) touches the global reactor.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.reflect import namedAny
+
+from ._server_protocol import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_MESSAGE_SIZE,
+)
+from .errors import GeeRPCError
+from .examples import register_examples
+from .server import Server
+
+DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be a positive integer, got {text}")
+    return value
+
+
+_positive_float.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
+_positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve GeeRPC services.  With no --service, serves the example services "
+        "Foo (Sum, Sleep) and Arith (Multiply, Divide, Echo, Fail), so "
+        "`twistd -n geerpc` is a working demo.  Call it with:  python -m txgeerpc "
+        'call tcp@127.0.0.1:7001 Arith.Multiply \'{"Num1":6,"Num2":7}\' --codec json'
+    )
+    optParameters = [
+        [
+            "handle-timeout",
+            None,
+            None,
+            "Server-side maximum seconds a request may run (the client's "
+            "HandleTimeout applies when smaller).",
+            _positive_float,
+        ],
+        [
+            "max-message-size",
+            None,
+            DEFAULT_MAX_MESSAGE_SIZE,
+            "Largest request header or body, in bytes.",
+            _positive_int,
+        ],
+        [
+            "max-in-flight",
+            None,
+            DEFAULT_MAX_IN_FLIGHT,
+            "Requests one connection may have running before reading from it pauses.",
+            _positive_int,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+            "Seconds a new connection has to send its Option.",
+            _positive_float,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["service"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Twisted server endpoint string to listen on (repeatable).
+        Default: tcp:7001:interface=127.0.0.1"""
+        self["listen"].append(endpoint)
+
+    def opt_service(self, spec: str) -> None:
+        """MODULE:ATTR of a class or instance to register (repeatable).
+        A class is instantiated with no arguments, or with clock=reactor if
+        its constructor takes a `clock` parameter."""
+        if ":" not in spec:
+            raise usage.UsageError(f"--service wants MODULE:ATTR, got {spec!r}")
+        self["service"].append(spec)
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+
+
+def load_service(spec: str, clock: Any) -> Any:
+    """Resolve ``MODULE:ATTR``; instantiate a class (passing ``clock`` when its
+    constructor has such a parameter).
+
+    :raises usage.UsageError: it cannot be imported or built.
+    """
+    module, _, attribute = spec.partition(":")
+    try:
+        target = namedAny(f"{module}.{attribute}")
+    except (ImportError, AttributeError, ValueError) as error:
+        raise usage.UsageError(f"--service {spec}: cannot import ({error})") from error
+    if isinstance(target, type):
+        try:
+            parameters = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        try:
+            return target(clock=clock) if "clock" in parameters else target()
+        except TypeError as error:
+            raise usage.UsageError(f"--service {spec}: cannot instantiate ({error})") from error
+    return target
+
+
+class _ListeningService(Service):
+    """Listens on one endpoint string and logs where, with a ready-to-paste call."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any, description: str, server: Server) -> None:
+        self._reactor = reactor
+        self._description = description
+        self._server = server
+        self._port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        endpoint = serverFromString(self._reactor, self._description)
+        d: Deferred[IListeningPort] = endpoint.listen(self._server.factory())
+        d.addCallback(self._listening)
+        d.addErrback(self._failed)
+
+    def _listening(self, port: IListeningPort) -> None:
+        self._port = port
+        # Announce only once the reactor runs (signal handlers installed), so
+        # whoever waits for this line can also stop the server with SIGTERM.
+        self._reactor.callWhenRunning(self._announce, port)
+
+    def _announce(self, port: IListeningPort) -> None:
+        address = geerpc_address(port.getHost())
+        example = _example_call(self._server)
+        self._log.info(
+            "txgeerpc: serving {services} on {address} (from {description}). Try: "
+            "python -m txgeerpc call {address} {example}",
+            services=", ".join(sorted(self._server.services)),
+            address=address,
+            description=self._description,
+            example=example,
+        )
+
+    def _failed(self, failure: Any) -> None:
+        self._log.failure(
+            "txgeerpc: cannot listen on {description}", failure, description=self._description
+        )
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()  # type: ignore[no-any-return]
+        return None
+
+
+def geerpc_address(host: Any) -> str:
+    """The ``protocol@address`` a client uses to reach a listening address."""
+    if hasattr(host, "port"):
+        ip = host.host
+        if ip in ("0.0.0.0", "::", ""):
+            ip = "127.0.0.1"
+        if ":" in ip:
+            ip = f"[{ip}]"
+        return f"tcp@{ip}:{host.port}"
+    name = getattr(host, "name", "")
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"unix@{name}"
+
+
+def _example_call(server: Server) -> str:
+    if "Arith" in server.services and "Multiply" in server.services["Arith"].methods:
+        argument = json.dumps({"Num1": 6, "Num2": 7}, separators=(",", ":"))
+        return f"Arith.Multiply '{argument}' --codec json"
+    name, service = sorted(server.services.items())[0]
+    method = sorted(service.methods)[0]
+    return f"{name}.{method} 'null' --codec json"
+
+
+def build_server(config: Options, clock: Any) -> Server:
+    """The :class:`Server` a parsed configuration describes."""
+    server = Server(
+        clock,
+        handle_timeout=config["handle-timeout"],
+        max_message_size=config["max-message-size"],
+        max_in_flight=config["max-in-flight"],
+        handshake_timeout=config["handshake-timeout"],
+    )
+    if config["service"]:
+        for spec in config["service"]:
+            try:
+                server.register(load_service(spec, clock))
+            except GeeRPCError as error:
+                raise usage.UsageError(f"--service {spec}: {error}") from error
+    else:
+        register_examples(server)
+    return server
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    """Build the ``twistd geerpc`` service tree."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    server = build_server(config, reactor)
+    parent = MultiService()
+    for description in config["listen"]:
+        _ListeningService(reactor, description, server).setServiceParent(parent)
+    parent.server = server  # type: ignore[attr-defined]
+    return parent
