@@ -8,6 +8,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server
 from txgeerpc._server_protocol import ServerProtocol
@@ -24,6 +25,18 @@ JSON_OPTION = (
 
 def vector(name: str) -> bytes:
     return (VECTORS / name).read_bytes()
+
+
+def checked_clock(test: SynchronousTestCase) -> Clock:
+    """A Clock that must have nothing scheduled when ``test`` ends."""
+    clock = Clock()
+
+    def nothing_scheduled() -> None:
+        leftover = clock.getDelayedCalls()
+        test.assertEqual(leftover, [], "delayed calls left at the end of the test")
+
+    test.addCleanup(nothing_scheduled)
+    return clock
 
 
 def example_server(clock: Clock, **settings: Any) -> Server:

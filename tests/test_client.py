@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
-from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport
@@ -29,7 +28,7 @@ from txgeerpc.errors import (
 from txgeerpc.examples import Args
 from txgeerpc.testing import connect_in_memory
 
-from ._helpers import example_server
+from ._helpers import checked_clock, example_server
 
 
 def reply(seq: int, body: bytes, error: str = "", method: str = "Foo.Sum") -> bytes:
@@ -43,7 +42,7 @@ def reply(seq: int, body: bytes, error: str = "", method: str = "Foo.Sum") -> by
 
 class ClientProtocolTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         option = Option(codec_type="application/json")
         self.protocol = ClientProtocol(
             default_registry.get("json"), option, self.clock, max_message_size=1000
@@ -174,7 +173,7 @@ class ClientProtocolTests(SynchronousTestCase):
 
 class InMemoryRoundTripTests(SynchronousTestCase):
     def test_examples_through_iosim(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         pair = connect_in_memory(server, clock=clock)
         results = {
@@ -201,7 +200,7 @@ class InMemoryRoundTripTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_client_timeout_while_server_handler_runs(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         pair = connect_in_memory(server, clock=clock)
         d = pair.client.call("Foo.Sleep", Args(3), timeout=1)
@@ -216,7 +215,7 @@ class InMemoryRoundTripTests(SynchronousTestCase):
         pair.close()
 
     def test_handle_timeout_option_reaches_server(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         pair = connect_in_memory(server, clock=clock, handle_timeout=0.3)
         d = pair.client.call("Foo.Sleep", Args(1))
@@ -231,7 +230,7 @@ class InMemoryRoundTripTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_server_disconnect_fails_pending(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         pair = connect_in_memory(server, clock=clock)
         d = pair.client.call("Foo.Sleep", Args(10))

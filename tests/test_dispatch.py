@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc._dispatch import Dispatcher
 from txgeerpc._service import build_service
 from txgeerpc._wire import EMPTY_STRUCT, Header
 from txgeerpc.errors import CodecError
+
+from ._helpers import checked_clock
 
 
 class RecordingSender:
@@ -42,7 +43,7 @@ def identity(body: object) -> object:
 
 class DispatcherTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.sender = RecordingSender()
         self.service = Manual()
         self.done: list[None] = []

@@ -16,6 +16,7 @@ from txgeerpc.examples import ExampleError
 from ._helpers import (
     JSON_OPTION,
     CapturedLogs,
+    checked_clock,
     connected_server,
     example_server,
     json_request,
@@ -32,7 +33,7 @@ class Vector02ReplayTests(SynchronousTestCase):
     """Vector 02: the JSON exchange recorded against the reference (extension codec)."""
 
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.server = example_server(self.clock)
 
     def test_replay_matches_reference_and_continues_after_unknown_method(self) -> None:
@@ -80,7 +81,7 @@ class Vector02ReplayTests(SynchronousTestCase):
 
 class NegotiationTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.server = example_server(self.clock, handshake_timeout=5)
 
     def assert_closed_silently(self, data: bytes, log_text: str) -> None:
@@ -140,7 +141,7 @@ class NegotiationTests(SynchronousTestCase):
 
 class RequestErrorTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.server = example_server(self.clock)
         self.protocol, self.transport = connected_server(self.server)
         self.protocol.dataReceived(JSON_OPTION)
@@ -221,7 +222,7 @@ class RequestErrorTests(SynchronousTestCase):
 
 class GarbageTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.server = example_server(self.clock, max_message_size=100, drain_timeout=3)
         self.protocol, self.transport = connected_server(self.server)
         self.protocol.dataReceived(JSON_OPTION)
@@ -279,7 +280,7 @@ class GarbageTests(SynchronousTestCase):
 
 class HandleTimeoutTests(SynchronousTestCase):
     def start(self, client_timeout_ns: int, **settings: object) -> None:
-        self.clock = Clock()
+        self.clock = checked_clock(self)
         self.server = example_server(self.clock, **settings)  # type: ignore[arg-type]
         self.protocol, self.transport = connected_server(self.server)
         self.protocol.dataReceived(
@@ -343,7 +344,7 @@ class HandleTimeoutTests(SynchronousTestCase):
 
 class ConcurrencyTests(SynchronousTestCase):
     def test_replies_in_completion_order(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         protocol, transport = connected_server(server)
         protocol.dataReceived(
@@ -358,7 +359,7 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(seqs, [3, 2, 1])
 
     def test_in_flight_limit_pauses_reading_and_resumes(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock, max_in_flight=2)
         protocol, transport = connected_server(server)
         requests = b"".join(json_request("Foo.Sleep", n, b'{"Num1":1}') for n in range(1, 6))
@@ -374,7 +375,7 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(len(replies(transport.value())), 10)
 
     def test_full_write_buffer_pauses_reading(self) -> None:
-        server = example_server(Clock())
+        server = example_server(checked_clock(self))
         protocol, transport = connected_server(server)
         protocol.dataReceived(JSON_OPTION)
         self.assertIs(transport.producer, protocol)
@@ -384,7 +385,7 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
 
     def test_connection_lost_cancels_running_handlers(self) -> None:
-        clock = Clock()
+        clock = checked_clock(self)
         server = example_server(clock)
         protocol, _transport = connected_server(server)
         protocol.dataReceived(JSON_OPTION + json_request("Foo.Sleep", 1, b'{"Num1":10}'))
