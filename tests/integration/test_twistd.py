@@ -29,7 +29,7 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     process = subprocess.Popen(
         [
             *TWISTD,
@@ -44,7 +44,6 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         env=_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
         yield _wait_for_address(process), process
@@ -60,27 +59,32 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
         process.stdout.close()
 
 
-def _wait_for_address(process: subprocess.Popen[str]) -> str:
-    """Read the startup log until it says where it listens."""
+def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
+    """Read the startup log until it says where it listens.
+
+    Reads the raw pipe (os.read), not a buffered file: select() cannot see
+    lines already sitting in a file object's buffer.
+    """
     assert process.stdout is not None
+    fd = process.stdout.fileno()
     selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + STARTUP_DEADLINE
-    seen = []
+    output = b""
     try:
         while time.monotonic() < deadline:
             if not selector.select(timeout=deadline - time.monotonic()):
                 break
-            line = process.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen.append(line)
-            match = re.search(r"serving .* on (tcp@127\.0\.0\.1:\d+)", line)
+            output += chunk
+            match = re.search(rb"serving .* on (tcp@127\.0\.0\.1:\d+)", output)
             if match:
-                return match.group(1)
+                return match.group(1).decode()
     finally:
         selector.close()
-    raise AssertionError("twistd did not report its address:\n" + "".join(seen))
+    raise AssertionError("twistd did not report its address:\n" + output.decode(errors="replace"))
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +97,7 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_readme_demo(demo_server: tuple[str, subprocess.Popen[str]]) -> None:
+def test_readme_demo(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
     address, process = demo_server
     result = _cli("call", address, "Arith.Multiply", '{"Num1":6,"Num2":7}', "--codec", "json")
     assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
@@ -112,7 +116,7 @@ def test_readme_demo(demo_server: tuple[str, subprocess.Popen[str]]) -> None:
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(timeout=15) == -signal.SIGTERM
     assert process.stdout is not None
-    assert "Server Shut Down." in process.stdout.read()
+    assert b"Server Shut Down." in process.stdout.read()
 
 
 def test_cli_errors_without_server() -> None:
