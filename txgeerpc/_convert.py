@@ -13,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +48,15 @@ class ConversionError(TypeError):
 
 @attrs.frozen
 class StructField:
+    """One field of a struct-like class.
+
+    :ivar name: the attribute name.
+    :ivar init_name: the ``__init__`` parameter (attrs strips a leading ``_``).
+    :ivar wire_name: the Go field name it travels as.
+    """
+
     name: str
+    init_name: str
     wire_name: str
     annotation: Any
     has_default: bool
@@ -67,10 +76,12 @@ def struct_fields(cls: type) -> tuple[StructField, ...]:
         for field in attrs.fields(cls):
             if not field.init:
                 continue
+            alias = getattr(field, "alias", None) or field.name.lstrip("_")
             result.append(
                 StructField(
                     field.name,
-                    field.metadata.get(GO_NAME, field.name),
+                    alias,
+                    field.metadata.get(GO_NAME, alias),
                     hints.get(field.name, Any),
                     field.default is not attrs.NOTHING,
                 )
@@ -81,6 +92,7 @@ def struct_fields(cls: type) -> tuple[StructField, ...]:
                 continue
             result.append(
                 StructField(
+                    dfield.name,
                     dfield.name,
                     dfield.metadata.get(GO_NAME, dfield.name),
                     hints.get(dfield.name, Any),
@@ -131,9 +143,10 @@ def converter_for(annotation: Any) -> Converter:
         return _to_bytes
     if origin in (list, Sequence, tuple) or annotation in (list, tuple):
         item = args[0] if args else Any
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            return _fixed_tuple_converter(tuple(converter_for(arg) for arg in args))
-        return _list_converter(converter_for(item), tuple if origin is tuple else list)
+        is_tuple = origin is tuple or annotation is tuple
+        if is_tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            return _fixed_tuple_converter(args)
+        return _list_converter(converter_for(item), tuple if is_tuple else list)
     if origin in (dict, Mapping) or annotation is dict:
         key, value = args if args else (Any, Any)
         return _dict_converter(converter_for(key), converter_for(value), key)
@@ -161,6 +174,9 @@ def zero_value(annotation: Any) -> Any:
     if origin in (list, Sequence):
         return []
     if origin is tuple:
+        args = typing.get_args(annotation)
+        if args and not (len(args) == 2 and args[1] is Ellipsis):
+            return tuple(zero_value(arg) for arg in args)
         return ()
     if origin in (dict, Mapping):
         return {}
@@ -194,7 +210,10 @@ def _to_float(value: Any) -> float:
     if value is None:
         return 0.0
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConversionError("", f"{value} overflows float64") from None
     raise ConversionError("", f"expected float, got {_describe(value)}")
 
 
@@ -266,8 +285,12 @@ def _list_converter(item: Converter, kind: type) -> Converter:
     return convert
 
 
-def _fixed_tuple_converter(items: tuple[Converter, ...]) -> Converter:
+def _fixed_tuple_converter(annotations: tuple[Any, ...]) -> Converter:
+    items = tuple(converter_for(annotation) for annotation in annotations)
+
     def convert(value: Any) -> Any:
+        if value is None:
+            return tuple(zero_value(annotation) for annotation in annotations)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):
             raise ConversionError("", f"expected a list of {len(items)}, got {_describe(value)}")
         result = []
@@ -279,6 +302,9 @@ def _fixed_tuple_converter(items: tuple[Converter, ...]) -> Converter:
         return tuple(result)
 
     return convert
+
+
+_DECIMAL = re.compile(r"-?[0-9]+")
 
 
 def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter:
@@ -293,6 +319,8 @@ def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter
         for raw_key, element in value.items():
             if numeric_keys and isinstance(raw_key, str):
                 try:
+                    if key_type is int and not _DECIMAL.fullmatch(raw_key):
+                        raise ValueError(raw_key)
                     raw_key = key_type(raw_key)
                 except ValueError:
                     raise ConversionError(
@@ -317,7 +345,7 @@ def _struct_converter(cls: type) -> Converter:
         for field in fields:
             plan.append(
                 (
-                    field.name,
+                    field.init_name,
                     field.wire_name,
                     field.wire_name.lower(),
                     converter_for(field.annotation),

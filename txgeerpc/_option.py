@@ -10,15 +10,16 @@ segment.  No other whitespace is skipped: in gob mode 0x09, 0x0a, 0x0d and
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ._jsonsplit import JSONValueSplitter
+from ._jsonvalue import JSONError, dumps, loads
 from ._wire import MAGIC_NUMBER, Option
 from .errors import CodecError, ProtocolError
 
 DEFAULT_MAX_OPTION_SIZE = 16 * 1024
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _PARSING, _AFTER_OBJECT, _AFTER_CR, _DONE = range(4)
 
 
@@ -86,9 +87,9 @@ def parse_option(raw: bytes) -> Option:
     :raises ProtocolError: invalid JSON, wrong types, or a wrong magic number.
     """
     try:
-        value = json.loads(raw)
-    except ValueError as error:
-        raise ProtocolError(f"options error: {error}") from error
+        value = loads(raw)
+    except JSONError as error:
+        raise ProtocolError(f"options error: {error}") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"options error: expected a JSON object, got {type(value).__name__}")
     fields = _fold_keys(value)
@@ -123,8 +124,8 @@ def _integer(fields: dict[str, Any], key: str, go_name: str) -> int:
     item = fields.get(key, 0)
     if item is None:
         return 0
-    if type(item) is not int:
+    if type(item) is not int or not _INT64_MIN <= item <= _INT64_MAX:
         raise ProtocolError(
-            f"options error: json: cannot unmarshal {json.dumps(item)} into {go_name} (an integer)"
+            f"options error: json: cannot unmarshal {dumps(item)} into {go_name} (an int64)"
         )
     return item

@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import attrs
 
+from ._jsonvalue import go_quote
+
 MAGIC_NUMBER = 0x3BEF5C
 """The Option's ``MagicNumber`` (3927900)."""
 
@@ -44,15 +46,12 @@ class Option:
 
     def to_json(self) -> bytes:
         """The exact bytes Go's ``json.Encoder`` writes for this Option, newline included."""
-        # Field order and spelling are Go's; codec_type is escaped like any JSON string.
-        import json
-
-        return b'{"MagicNumber":%d,"CodecType":%s,"ConnectTimeout":%d,"HandleTimeout":%d}\n' % (
-            self.magic_number,
-            json.dumps(self.codec_type).encode("utf-8"),
-            self.connect_timeout_ns,
-            self.handle_timeout_ns,
-        )
+        # Field order, spelling and string escaping are Go's.
+        return (
+            f'{{"MagicNumber":{self.magic_number:d},"CodecType":{go_quote(self.codec_type)},'
+            f'"ConnectTimeout":{self.connect_timeout_ns:d},'
+            f'"HandleTimeout":{self.handle_timeout_ns:d}}}\n'
+        ).encode()
 
 
 class Header(NamedTuple):

@@ -9,44 +9,19 @@ always carry ``ServiceMethod``, ``Seq`` and ``Error``; error replies carry
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Callable, Mapping
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from collections.abc import Callable
 from typing import Any
 
 from zope.interface import implementer
 
-from .._convert import is_struct, struct_fields
 from .._jsonsplit import JSONValueSplitter
+from .._jsonvalue import JSONError, dumps, loads, quote
 from .._wire import JSON, Header
 from ..errors import CodecError
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
-# The C-accelerated pieces of the json module, called directly: this is the
-# per-message path (json.loads/dumps add encoding detection and wrappers).
-_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-_quote = encode_basestring
 _MAX_SEQ = 2**64 - 1
-
-
-def _to_json(value: Any) -> Any:
-    """``default`` hook of the body encoder: only non-native values get here."""
-    kind = type(value)
-    if is_struct(kind):
-        return {f.wire_name: getattr(value, f.name) for f in struct_fields(kind)}  # type: ignore[arg-type]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    raise TypeError(f"{kind.__name__} is not JSON encodable")
-
-
-_encode_body = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_to_json
-).encode
 
 
 @implementer(IMessageDecoder)
@@ -88,15 +63,9 @@ class JSONDecoder:
 
 def _load(message: object) -> Any:
     try:
-        text = message.decode("utf-8")  # type: ignore[attr-defined]
-        value, end = _scan_once(text, 0)
-    except StopIteration as stop:
-        raise CodecError(f"json: invalid value at offset {stop.value}") from None
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-        raise CodecError(f"json: {error}") from error
-    if end != len(text):
-        raise CodecError(f"json: extra data at offset {end}")
-    return value
+        return loads(message)  # type: ignore[arg-type]
+    except JSONError as error:
+        raise CodecError(f"json: {error}") from None
 
 
 def _fold_header(value: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -122,23 +91,17 @@ class JSONEncoder:
     """Encodes header + body as two newline-terminated JSON documents."""
 
     def encode(self, header: Header, body: Any) -> bytes:
-        kind = type(body)
-        if kind is int:
-            body_text = int.__repr__(body)
-        elif kind is str:
-            body_text = _quote(body)
-        else:
-            try:
-                body_text = _encode_body(body)
-            except (TypeError, ValueError) as error:
-                raise CodecError(f"json: cannot encode {kind.__name__}: {error}") from error
+        try:
+            body_text = dumps(body)
+        except JSONError as error:
+            raise CodecError(f"json: {error}") from None
         return (
             '{"ServiceMethod":'
-            + _quote(header[0])
+            + quote(header[0])
             + ',"Seq":'
             + str(header[1])
             + ',"Error":'
-            + _quote(header[2])
+            + quote(header[2])
             + "}\n"
             + body_text
             + "\n"

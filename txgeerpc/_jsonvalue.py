@@ -1,0 +1,118 @@
+"""
+Strict JSON text <-> value, as Go's ``encoding/json`` sees JSON: no ``NaN`` or
+``Infinity``, numbers within float64 range, nesting bounded by the
+interpreter (too deep is an error, never a crash), lone surrogates written as
+U+FFFD.  Both functions call the json module's C scanner and encoder
+directly: they are on the per-message path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Mapping
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+from ._convert import is_struct, struct_fields
+
+
+class JSONError(ValueError):
+    """Text that is not strict JSON, or a value that cannot be written as JSON."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise JSONError(f"invalid character {name[0]!r} looking for beginning of value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise JSONError(f"number {text} overflows float64")
+    return value
+
+
+_scan_once = json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_reject_constant, parse_float=_finite_float
+).scan_once
+
+
+def loads(data: bytes) -> Any:
+    """Parse exactly one JSON value that fills ``data``.
+
+    :raises JSONError: invalid UTF-8, invalid or trailing text, non-finite
+        numbers, nesting too deep.
+    """
+    try:
+        text = data.decode("utf-8")
+        value, end = _scan_once(text, 0)
+    except StopIteration as stop:
+        raise JSONError(f"invalid character at offset {stop.value}") from None
+    except RecursionError:
+        raise JSONError("nesting too deep") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, JSONError
+        raise JSONError(str(error)) from None
+    if end != len(text):
+        raise JSONError(f"invalid character after top-level value at offset {end}")
+    return value
+
+
+def _to_json(value: Any) -> Any:
+    """``default`` hook of the encoder: only non-native values get here."""
+    kind = type(value)
+    if is_struct(kind):
+        return {f.wire_name: getattr(value, f.name) for f in struct_fields(kind)}  # type: ignore[arg-type]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode("ascii")  # Go's []byte in JSON
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    raise TypeError(f"{kind.__name__} is not JSON encodable")
+
+
+_encode = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_to_json
+).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text for a value (structs as objects keyed by Go names).
+
+    :raises JSONError: the value cannot be written (unsupported type, NaN or
+        infinity, nesting too deep).
+    """
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return quote(value)
+    try:
+        return _fix_surrogates(_encode(value))
+    except (TypeError, ValueError, RecursionError) as error:
+        raise JSONError(f"cannot encode {kind.__name__}: {error}") from None
+
+
+def quote(text: str) -> str:
+    """A JSON string literal (non-ASCII kept as is, like Go)."""
+    return _fix_surrogates(encode_basestring(text))
+
+
+def _fix_surrogates(text: str) -> str:
+    # A lone surrogate (a peer may send "\ud800") cannot be UTF-8: Go writes U+FFFD.
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_HTML = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def go_quote(text: str) -> str:
+    """A string literal exactly as Go's ``json.Encoder`` writes it (HTML-escaped)."""
+    return quote(text).translate(_HTML)
