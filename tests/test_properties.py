@@ -422,3 +422,61 @@ class JSONCodecProperties(SynchronousTestCase):
         back = converter_for(annotation)(to_plain(value))
         self.assertEqual(back, value)
         self.assertIs(type(back), type(value))
+
+
+class ParsedFastPathTests(SynchronousTestCase):
+    """``next_parsed`` (C scanner first) agrees with ``next_value`` + ``loads``."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        values=st.lists(
+            st.recursive(
+                st.none()
+                | st.booleans()
+                | st.integers()
+                | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(),
+                lambda inner: (
+                    st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+                ),
+                max_leaves=8,
+            ),
+            min_size=1,
+            max_size=6,
+        ),
+        garbage=st.sampled_from([b"", b'{"a" 1}', b"[1,]", b'"\\x"']),
+        data=st.data(),
+    )
+    def test_same_values_as_slow_path(
+        self, values: list[object], garbage: bytes, data: st.DataObject
+    ) -> None:
+        import json
+
+        from txgeerpc._jsonsplit import InvalidJSON, JSONValueSplitter
+        from txgeerpc._jsonvalue import loads
+
+        stream = b"".join(
+            json.dumps(value, ensure_ascii=data.draw(st.booleans())).encode() + b"\n"
+            for value in values
+        )
+        stream += garbage + b"\n" + b'"end"\n'
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
+        fast = JSONValueSplitter(1 << 20)
+        slow = JSONValueSplitter(1 << 20)
+        got_fast: list[object] = []
+        got_slow: list[object] = []
+        previous = 0
+        for cut in [*cuts, len(stream)]:
+            fast.feed(stream[previous:cut])
+            slow.feed(stream[previous:cut])
+            previous = cut
+            while (parsed := fast.next_parsed()) is not None:
+                got_fast.append("invalid" if isinstance(parsed, InvalidJSON) else parsed[0])
+            while (raw := slow.next_value()) is not None:
+                try:
+                    got_slow.append(loads(raw))
+                except ValueError:
+                    got_slow.append("invalid")
+        self.assertEqual(got_fast, got_slow)
+        self.assertEqual(got_fast[-1], "end")

@@ -187,6 +187,19 @@ class RequestErrorTests(SynchronousTestCase):
         )
         self.assertEqual(self.call("Arith.Multiply", 2, b'{"Num1":6,"Num2":7}')[1], 42)
 
+    def test_invalid_json_body_fails_only_its_call(self) -> None:
+        self.transport.clear()
+        self.protocol.dataReceived(
+            json_request("Arith.Multiply", 1, b'{"Num1" 6}')
+            + json_request("Arith.Multiply", 2, b'{"Num1":6,"Num2":7}')
+        )
+        first, _, second, body = replies(self.transport.value())
+        self.assertTrue(first["Error"].startswith("json: "))  # type: ignore[index]
+        self.assertEqual(
+            (second, body), ({"ServiceMethod": "Arith.Multiply", "Seq": 2, "Error": ""}, 42)
+        )
+        self.assertFalse(self.transport.disconnecting)
+
     def test_client_supplied_error_is_not_echoed_on_success(self) -> None:
         self.transport.clear()
         self.protocol.dataReceived(

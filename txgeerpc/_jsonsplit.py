@@ -10,7 +10,9 @@ arriving in many small segments costs linear time.
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from ._jsonvalue import JSONError, loads, scan_once
 from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
@@ -21,6 +23,7 @@ _LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
 _OPEN = frozenset(b"{[")
 _CLOSE = frozenset(b"}]")
 _COMPACT_AT = 1 << 16
+_SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
 
@@ -33,7 +36,18 @@ class JSONValueSplitter:
         it is buffered.
     """
 
-    __slots__ = ("_buf", "_depth", "_in_string", "_kind", "_max", "_pos", "_scan", "_start")
+    __slots__ = (
+        "_buf",
+        "_depth",
+        "_in_string",
+        "_kind",
+        "_max",
+        "_pos",
+        "_scan",
+        "_start",
+        "_text",
+        "_text_base",
+    )
 
     def __init__(self, max_size: int) -> None:
         self._max = max_size
@@ -44,10 +58,55 @@ class JSONValueSplitter:
         self._scan = 0
         self._depth = 0
         self._in_string = False
+        self._text: str | None = None  # ASCII text of _buf[_text_base:], for next_parsed
+        self._text_base = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
         self._buf += data
+        self._text = None
+
+    def next_parsed(self) -> tuple[Any] | InvalidJSON | None:
+        """Like :meth:`next_value`, but parse the value too.
+
+        :returns: ``(value,)`` for a complete value, :class:`InvalidJSON` for a
+            complete but invalid one (the stream stays usable), or ``None`` if
+            more bytes are needed.
+        :raises CodecError: the bytes cannot start a JSON value.
+        :raises MessageTooLarge: the value is larger than ``max_size``.
+        """
+        if self._kind == _NONE:
+            # Fast path: let json's C scanner find the end while it parses.
+            text = self._text
+            if text is None:
+                pending = bytes(self._buf[self._pos :])
+                if pending.isascii():
+                    text = self._text = pending.decode("ascii")
+                    self._text_base = self._pos
+            if text is not None:
+                start = _SKIP_WHITESPACE(text, self._pos - self._text_base).end()  # type: ignore[union-attr]
+                if start == len(text):
+                    self._pos = self._text_base + start
+                    self._compact(force=True)
+                    return None
+                try:
+                    value, end = scan_once(text, start)
+                except (StopIteration, ValueError, RecursionError):
+                    pass  # incomplete or invalid: the structural scan below decides
+                else:
+                    kind = type(value)
+                    if end < len(text) or (kind is not int and kind is not float):
+                        if end - start > self._max:
+                            raise MessageTooLarge(end - start, self._max)
+                        self._pos = self._text_base + end
+                        return (value,)
+        raw = self.next_value()
+        if raw is None:
+            return None
+        try:
+            return (loads(raw),)
+        except JSONError as error:
+            return InvalidJSON(str(error))
 
     def buffered(self) -> bytes:
         """Every byte fed but not yet returned as a value."""
@@ -173,3 +232,13 @@ class JSONValueSplitter:
         if self._pos and (force or self._pos >= _COMPACT_AT):
             del self._buf[: self._pos]
             self._pos = 0
+            self._text = None
+
+
+class InvalidJSON:
+    """A complete value that is not valid JSON (``{"a" 1}``); ``error`` says why."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error

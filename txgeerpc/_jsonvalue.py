@@ -34,9 +34,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
-_scan_once = json.JSONDecoder(  # type: ignore[attr-defined]
+scan_once = json.JSONDecoder(  # type: ignore[attr-defined]
     parse_constant=_reject_constant, parse_float=_finite_float
 ).scan_once
+"""``scan_once(text, index) -> (value, end)``: strict JSON, raising StopIteration,
+ValueError or RecursionError on text that is invalid or incomplete."""
 
 
 def loads(data: bytes) -> Any:
@@ -47,7 +49,7 @@ def loads(data: bytes) -> Any:
     """
     try:
         text = data.decode("utf-8")
-        value, end = _scan_once(text, 0)
+        value, end = scan_once(text, 0)
     except StopIteration as stop:
         raise JSONError(f"invalid character at offset {stop.value}") from None
     except RecursionError:

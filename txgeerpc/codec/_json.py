@@ -15,7 +15,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from .._jsonsplit import JSONValueSplitter
+from .._jsonsplit import InvalidJSON, JSONValueSplitter
 from .._jsonvalue import JSONError, dumps, loads, quote
 from .._wire import JSON, Header
 from ..errors import CodecError
@@ -29,13 +29,15 @@ class JSONDecoder:
     """Splits a JSON stream into documents; decodes headers and bodies."""
 
     feed: Callable[[bytes], None]
-    next_message: Callable[[], bytes | None]
+    next_message: Callable[[], tuple[Any] | InvalidJSON | None]
 
     def __init__(self, max_message_size: int) -> None:
         splitter = JSONValueSplitter(max_message_size)
         # Bound methods of the splitter, not wrappers: this is the per-message path.
+        # Messages come out parsed: (value,), or InvalidJSON for a well-delimited
+        # value that is not valid JSON (which fails only its own call).
         self.feed = splitter.feed
-        self.next_message = splitter.next_value
+        self.next_message = splitter.next_parsed
 
     def decode_header(self, message: object) -> Header:
         value = _load(message)
@@ -62,6 +64,11 @@ class JSONDecoder:
 
 
 def _load(message: object) -> Any:
+    """The value of a message from :meth:`JSONDecoder.next_message` (or raw bytes)."""
+    if type(message) is tuple:
+        return message[0]
+    if isinstance(message, InvalidJSON):
+        raise CodecError(f"json: {message.error}")
     try:
         return loads(message)  # type: ignore[arg-type]
     except JSONError as error:
