@@ -234,3 +234,28 @@ class BufferedTests(SynchronousTestCase):
             splitter.feed(data[start : start + 3])
             values.extend(drain(splitter))
         self.assertEqual(values, [value.encode()])
+
+
+class NextParsedTests(SynchronousTestCase):
+    """The C-scanner fast path must not cut a number that is still arriving."""
+
+    def parsed(self, *chunks: bytes) -> list[object]:
+        from txgeerpc._jsonsplit import InvalidJSON
+
+        splitter = JSONValueSplitter(1000)
+        out: list[object] = []
+        for chunk in chunks:
+            splitter.feed(chunk)
+            while (item := splitter.next_parsed()) is not None:
+                out.append("invalid" if isinstance(item, InvalidJSON) else item[0])
+        return out
+
+    def test_number_split_inside_fraction_or_exponent(self) -> None:
+        for head, tail in ((b"-0.", b"5\n"), (b"12e", b"3 "), (b"1.5E+", b"2\n"), (b"7", b"7\n")):
+            with self.subTest(head=head):
+                whole = head + tail
+                self.assertEqual(self.parsed(head, tail), self.parsed(whole))
+                self.assertEqual(len(self.parsed(head, tail)), 1)
+
+    def test_non_ascii_and_invalid_values(self) -> None:
+        self.assertEqual(self.parsed('"é" {"a" 1} [1]'.encode(), b"\n"), ["é", "invalid", [1]])

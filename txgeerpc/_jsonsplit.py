@@ -23,6 +23,7 @@ _LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
 _OPEN = frozenset(b"{[")
 _CLOSE = frozenset(b"}]")
 _COMPACT_AT = 1 << 16
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
@@ -95,7 +96,11 @@ class JSONValueSplitter:
                     pass  # incomplete or invalid: the structural scan below decides
                 else:
                     kind = type(value)
-                    if end < len(text) or (kind is not int and kind is not float):
+                    # A number is complete only when a byte that cannot continue it
+                    # follows ("-0." may still become "-0.5").
+                    if (kind is not int and kind is not float) or (
+                        end < len(text) and text[end] not in _NUMBER_CHARS
+                    ):
                         if end - start > self._max:
                             raise MessageTooLarge(end - start, self._max)
                         self._pos = self._text_base + end

@@ -12,8 +12,8 @@ import base64
 import json
 import math
 import re
-from collections.abc import Mapping
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from ._convert import is_struct, struct_fields
@@ -75,9 +75,25 @@ def _to_json(value: Any) -> Any:
     raise TypeError(f"{kind.__name__} is not JSON encodable")
 
 
-_encode = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_to_json
-).encode
+def _make_encoder() -> Callable[[Any], str]:
+    # JSONEncoder.encode builds a new C encoder on every call; build it once.
+    # No circular-reference markers: a cycle ends in RecursionError, handled below.
+    if c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(
+            ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_to_json
+        ).encode
+    encode_chunks = c_make_encoder(
+        None, _to_json, encode_basestring, None, ":", ",", False, False, False
+    )
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encode_chunks(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder()
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
