@@ -4,7 +4,10 @@ The client side: pending calls, timeouts, cancellation, disconnects, connect.
 
 from __future__ import annotations
 
-from twisted.internet.defer import CancelledError
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -125,6 +128,47 @@ class ClientProtocolTests(SynchronousTestCase):
         self.assertIn("expected int", str(failure.value))
         self.assertEqual(self.successResultOf(good), "x")
         self.assertTrue(self.client.available)
+
+    def test_invalid_json_reply_body_fails_only_its_call(self) -> None:
+        bad = self.client.call("Arith.Echo", "x")
+        good = self.client.call("Arith.Echo", "y")
+        self.protocol.dataReceived(reply(1, b'{"a" 1}') + reply(2, b'"y"'))
+        self.assertIn("reading body json:", str(self.failureResultOf(bad, CodecError).value))
+        self.assertEqual(self.successResultOf(good), "y")
+        self.assertTrue(self.client.available)
+
+    def test_reply_conversion_raising_anything_fails_only_its_call(self) -> None:
+        @dataclass
+        class Checked:
+            Num1: int = 0
+
+            def __post_init__(self) -> None:
+                if self.Num1 < 0:
+                    raise ValueError("Num1 must not be negative")
+
+        bad = self.client.call("Foo.Sum", None, result_type=Checked)
+        good = self.client.call("Foo.Sum", None, result_type=Checked)
+        self.protocol.dataReceived(reply(1, b'{"Num1":-1}') + reply(2, b'{"Num1":1}'))
+        self.assertIn("must not be negative", str(self.failureResultOf(bad, CodecError).value))
+        self.assertEqual(self.successResultOf(good), Checked(1))
+
+    def test_errback_retrying_during_garbage_fails_cleanly(self) -> None:
+        retries: list[Deferred[Any]] = []
+
+        def retry(failure: Failure) -> None:
+            retries.append(self.client.call("Foo.Sum", Args()))
+
+        self.client.call("Foo.Sum", Args()).addErrback(retry)
+        self.protocol.dataReceived(b"\x00garbage")
+        self.failureResultOf(retries[0], ConnectionShutdown)
+        self.assertEqual(self.client.pending, 0)
+
+    def test_bad_arguments(self) -> None:
+        self.assertRaises(ValueError, self.client.call, "Foo.Sum", 1, timeout=-1)
+        self.assertRaises(ValueError, self.client.call, "Foo.Sum", 1, timeout=0)
+        huge = self.client.call("Arith.Echo", 10**5000)
+        self.failureResultOf(huge, CodecError)
+        self.assertEqual(self.client.pending, 0)
 
     def test_garbage_reply_stream_fails_all_pending(self) -> None:
         calls = [self.client.call("Foo.Sum", Args(n, n)) for n in range(3)]

@@ -102,7 +102,15 @@ def convert(annotation: Any, value: Any) -> Any:
 class ScalarTests(SynchronousTestCase):
     def test_int_accepts_int(self) -> None:
         self.assertEqual(convert(int, 5), 5)
-        self.assertEqual(convert(int, -(2**70)), -(2**70))
+        self.assertEqual(convert(int, -(2**63)), -(2**63))
+        self.assertEqual(convert(int, 2**63 - 1), 2**63 - 1)
+
+    def test_int_is_go_int64(self) -> None:
+        for value in (2**63, -(2**63) - 1, 10**5000):
+            with self.subTest(bits=value.bit_length()):
+                with self.assertRaises(ConversionError) as caught:
+                    convert(int, value)
+                self.assertIn("overflows int64", str(caught.exception))
 
     def test_int_refuses_float_bool_str(self) -> None:
         for value in (1.0, 1.5, True, False, "1", [1], {}):

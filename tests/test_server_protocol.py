@@ -5,9 +5,10 @@ The server side of a stream, driven byte by byte through StringTransport.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server
@@ -413,3 +414,117 @@ class ServerConstructionTests(SynchronousTestCase):
     def test_limits_must_be_positive(self) -> None:
         self.assertRaises(ValueError, Server, Clock(), max_in_flight=0)
         self.assertRaises(ValueError, Server, Clock(), max_message_size=0)
+
+
+@dataclass
+class Positive:
+    N: int = 0
+
+    def __post_init__(self) -> None:
+        if self.N < 0:
+            raise ValueError("N must be positive")
+
+
+class Checker:
+    def Check(self, value: Positive) -> int:
+        return value.N
+
+
+class RobustnessTests(SynchronousTestCase):
+    """Handlers and arguments that misbehave must cost one error reply, nothing more."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.server = example_server(self.clock, handle_timeout=1, max_in_flight=1)
+        self.protocol, self.transport = connected_server(self.server)
+        self.protocol.dataReceived(JSON_OPTION)
+
+    def test_unencodable_huge_int_reply(self) -> None:
+        class Huge:
+            def Big(self) -> int:
+                return 10**5000
+
+        self.server.register(Huge())
+        with CapturedLogs():
+            self.protocol.dataReceived(json_request("Huge.Big", 1, b"null"))
+        header, body = replies(self.transport.value())
+        self.assertEqual(body, {})
+        self.assertIn("cannot encode reply", header["Error"])  # type: ignore[index]
+        self.transport.clear()
+        self.protocol.dataReceived(json_request("Foo.Sum", 2, b'{"Num1":1}'))
+        self.assertEqual(replies(self.transport.value())[1], 1)
+
+    def test_argument_validation_raising_anything(self) -> None:
+        self.server.register(Checker())
+        with CapturedLogs():
+            self.protocol.dataReceived(json_request("Checker.Check", 1, b'{"N":-1}'))
+        header, _ = replies(self.transport.value())
+        self.assertEqual(
+            header["Error"],  # type: ignore[index]
+            "rpc server: bad argument for Checker.Check: N must be positive",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_already_fired_but_paused_deferred_is_tracked(self) -> None:
+        lock = DeferredLock()
+
+        class Locked:
+            def Run(self) -> Deferred[int]:
+                return lock.run(lambda: deferLater(self_clock, 5, lambda: 7))
+
+        self_clock = self.clock
+        self.server.register(Locked())
+        self.protocol.dataReceived(
+            json_request("Locked.Run", 1, b"null") + json_request("Foo.Sum", 2, b"{}")
+        )
+        # Counted as in flight: the limit of 1 holds the second request back ...
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(self.transport.value(), b"")
+        # ... and the handle timeout applies and cancels the work.
+        self.clock.advance(1)
+        first, _, second, body = replies(self.transport.value())
+        self.assertIn("handle timeout", first["Error"])  # type: ignore[index]
+        self.assertEqual((second["Seq"], body), (2, 0))  # type: ignore[index]
+
+    def test_shared_deferred_keeps_its_value_for_everyone(self) -> None:
+        cached: Deferred[int] = Deferred()
+
+        class Cache:
+            def Get(self) -> Deferred[int]:
+                return cached
+
+        self.server.register(Cache())
+        other, other_transport = connected_server(self.server)
+        other.dataReceived(JSON_OPTION)
+        self.protocol.dataReceived(json_request("Cache.Get", 1, b"null"))
+        other.dataReceived(json_request("Cache.Get", 1, b"null"))
+        cached.callback(5)
+        self.assertEqual(replies(self.transport.value())[1], 5)
+        self.assertEqual(replies(other_transport.value())[1], 5)
+        self.assertEqual(self.successResultOf(cached), 5)
+
+    def test_paused_for_full_write_buffer_runs_nothing_new(self) -> None:
+        self.protocol.pauseProducing()
+        self.protocol.dataReceived(json_request("Foo.Sum", 1, b"{}"))
+        self.assertEqual(self.transport.value(), b"")
+        self.protocol.resumeProducing()
+        self.assertEqual(replies(self.transport.value())[1], 0)
+
+    def test_close_after_protocol_error_unregisters_producer(self) -> None:
+        self.protocol.pauseProducing()
+        with CapturedLogs():
+            self.protocol.dataReceived(b"@@@")
+            self.protocol.resumeProducing()
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+
+
+class CodecNameTests(SynchronousTestCase):
+    def test_aliases_are_for_humans_not_the_wire(self) -> None:
+        server = example_server(checked_clock(self))
+        protocol, transport = connected_server(server)
+        with CapturedLogs() as logs:
+            protocol.dataReceived(JSON_OPTION.replace(b"application/json", b"json"))
+        self.assertTrue(transport.disconnecting)
+        self.assertIn("rpc server: invalid codec type json", logs.texts()[0])

@@ -110,6 +110,15 @@ class ServiceTests(SynchronousTestCase):
         with self.assertRaises(RegistrationError):
             build_service(Empty())
 
+    def test_unresolvable_annotation_is_an_error_not_a_skip(self) -> None:
+        class Local:
+            def Go(self, value: NotDefinedAnywhere) -> int:  # type: ignore[name-defined]  # noqa: F821
+                return 1
+
+        with self.assertRaises(RegistrationError) as raised:
+            build_service(Local())
+        self.assertIn("cannot resolve the annotations of Go", str(raised.exception))
+
     def test_class_is_instantiated(self) -> None:
         self.assertIsInstance(build_service(Geometry).instance, Geometry)
 

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._convert import ConversionError, converter_for
+from ._convert import converter_for
 from ._pending import PendingCalls
 from ._wire import Header, Option
 from .errors import (
@@ -70,15 +70,19 @@ class ClientProtocol(Protocol):
         timeout: float | None = None,
         result_type: Any = None,
     ) -> Deferred[Any]:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         if not self.available:
             return fail(ConnectionShutdown())
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
         try:
             data = self._encoder.encode(Header(service_method, seq, ""), argument)
-        except CodecError as error:
+        except Exception as error:
             self._pending.pop(seq)
-            return fail(error)
+            if isinstance(error, CodecError):
+                return fail(error)
+            return fail(CodecError(f"cannot encode the argument: {error}"))
         self.transport.write(data)
         d = call.deferred
         if timeout is not None:
@@ -117,15 +121,15 @@ class ClientProtocol(Protocol):
                     value = decoder.decode_body(body)
                     if call.convert is not None:
                         value = call.convert(value)
-                except (CodecError, ConversionError) as error:
+                except Exception as error:  # codec, conversion or a struct's own checks
                     call.deferred.errback(CodecError(f"reading body {error}"))
                     continue
                 call.deferred.callback(value)
         except ProtocolError as error:
             self._log.warn("rpc client: bad reply stream: {error}; closing", error=error)
             reason = error
+            self._closing = True  # before failing calls: their errbacks may call again
             self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
-            self._closing = True
             self.transport.abortConnection()
 
     def close(self) -> Deferred[None]:

@@ -194,14 +194,26 @@ def _expect_none(value: Any) -> None:
         raise ConversionError("", f"expected null, got {_describe(value)}")
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _to_int(value: Any) -> int:
+    # Go's int is 64 bits wide; a larger number cannot reach a Go peer either.
     if type(value) is int:
-        return value
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value
+        raise ConversionError("", f"number {_short_int(value)} overflows int64")
     if value is None:
         return 0
     if isinstance(value, int) and not isinstance(value, bool):
-        return int(value)
+        return _to_int(int(value))
     raise ConversionError("", f"expected int, got {_describe(value)}")
+
+
+def _short_int(value: int) -> str:
+    if value.bit_length() > 256:
+        return f"of {value.bit_length()} bits"
+    return str(value)
 
 
 def _to_float(value: Any) -> float:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._convert import ConversionError
-from ._service import Method, Service
+from ._service import Method, MethodStats, Service
 from ._wire import EMPTY_STRUCT, Header, go_duration
 from .errors import (
     CodecError,
@@ -115,19 +115,29 @@ class Dispatcher:
         except ConversionError as error:
             self._reply_error(header, f"rpc server: bad argument for {header[0]}: {error}")
             return
+        except Exception as error:  # a struct's own validation, recursion...
+            self._log.failure(
+                "rpc server: cannot build the argument of {method} from {peer}",
+                method=header.service_method,
+                peer=self._peer,
+            )
+            self._reply_error(
+                header, f"rpc server: bad argument for {header[0]}: {_describe(error)}"
+            )
+            return
         stats = method.stats
         stats.calls += 1
         stats.in_flight += 1
         started = self._clock.seconds()
-        request_id = self._next_id
-        self._next_id += 1
         d = method.invoke(argument)
-        if self._timeout_ns > 0 and not d.called:
-            d.addTimeout(self._timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
-        if d.called:  # synchronous handler: skip the bookkeeping round trip
+        if d.called and not d.paused:  # finished synchronously: no bookkeeping needed
             d.addBoth(self._finish, header, method, started, None)
             return
+        request_id = self._next_id
+        self._next_id += 1
         self._running[request_id] = d
+        if self._timeout_ns > 0:
+            d.addTimeout(self._timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
         d.addBoth(self._finish, header, method, started, request_id)
 
     def _finish(
@@ -140,6 +150,14 @@ class Dispatcher:
             self._running.pop(request_id, None)
         if self._stopped:
             return None
+        try:
+            self._reply(result, header, stats)
+        finally:
+            if request_id is not None:
+                self._on_done()
+        return None
+
+    def _reply(self, result: Any, header: Header, stats: MethodStats) -> None:
         if isinstance(result, Failure):
             stats.errors += 1
             if result.check(_HandleTimedOut):
@@ -158,23 +176,23 @@ class Dispatcher:
                     peer=self._peer,
                 )
                 self._reply_error(header, _error_text(result))
-        else:
-            try:
-                self._sender.send_reply(Header(header[0], header[1], ""), result)
-            except CodecError as error:
-                stats.errors += 1
-                self._log.error(
-                    "rpc server: cannot encode the reply of {method}: {error}",
-                    method=header.service_method,
-                    error=error,
-                )
-                self._reply_error(header, f"rpc server: cannot encode reply: {error}")
-        if request_id is not None:
-            self._on_done()
-        return None
+            return
+        try:
+            self._sender.send_reply(Header(header[0], header[1], ""), result)
+        except Exception as error:
+            stats.errors += 1
+            self._log.error(
+                "rpc server: cannot encode the reply of {method}: {error}",
+                method=header.service_method,
+                error=_describe(error),
+            )
+            self._reply_error(header, f"rpc server: cannot encode reply: {_describe(error)}")
 
     def _reply_error(self, header: Header, text: str) -> None:
-        self._sender.send_reply(Header(header[0], header[1], text), EMPTY_STRUCT)
+        try:
+            self._sender.send_reply(Header(header[0], header[1], text), EMPTY_STRUCT)
+        except Exception:
+            self._log.failure("rpc server: cannot send the error reply of {seq}", seq=header[1])
 
     def stop(self) -> None:
         """The connection is gone: cancel every running handler, send nothing."""
@@ -192,5 +210,8 @@ def _timed_out(result: Any, timeout: float) -> Failure:
 def _error_text(failure: Failure) -> str:
     if failure.check(CancelledError):
         return "rpc server: request cancelled"
-    text = str(failure.value)
-    return text or type(failure.value).__name__
+    return _describe(failure.value) if failure.value is not None else "rpc server: failed"
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__

@@ -59,7 +59,8 @@ class JSONValueSplitter:
         self._scan = 0
         self._depth = 0
         self._in_string = False
-        self._text: str | None = None  # ASCII text of _buf[_text_base:], for next_parsed
+        # ASCII text of _buf[_text_base:] for next_parsed; "" after a non-ASCII chunk.
+        self._text: str | None = None
         self._text_base = 0
 
     def feed(self, data: bytes) -> None:
@@ -81,10 +82,11 @@ class JSONValueSplitter:
             text = self._text
             if text is None:
                 pending = bytes(self._buf[self._pos :])
-                if pending.isascii():
-                    text = self._text = pending.decode("ascii")
-                    self._text_base = self._pos
-            if text is not None:
+                # Non-ASCII text would need a byte <-> character offset map; such
+                # chunks take the structural scan (until the next feed).
+                text = self._text = pending.decode("ascii") if pending.isascii() else ""
+                self._text_base = self._pos
+            if text:
                 start = _SKIP_WHITESPACE(text, self._pos - self._text_base).end()  # type: ignore[union-attr]
                 if start == len(text):
                     self._pos = self._text_base + start

@@ -104,11 +104,11 @@ def dumps(value: Any) -> str:
         infinity, nesting too deep).
     """
     kind = type(value)
-    if kind is int:
-        return int.__repr__(value)
     if kind is str:
         return quote(value)
     try:
+        if kind is int:
+            return int.__repr__(value)  # ValueError past sys.get_int_max_str_digits()
         return _fix_surrogates(_encode(value))
     except (TypeError, ValueError, RecursionError) as error:
         raise JSONError(f"cannot encode {kind.__name__}: {error}") from None

@@ -134,7 +134,7 @@ class ServerProtocol(Protocol):
             try:
                 option, data = option_decoder.feed(data)
             except ProtocolError as error:
-                self._reject(str(error))
+                self._reject(f"rpc server: {error}")
                 return
             if option is not None and not self._start(option):
                 return
@@ -149,7 +149,7 @@ class ServerProtocol(Protocol):
 
     def _start(self, option: Option) -> bool:
         try:
-            codec = self._codecs.get(option.codec_type)
+            codec = self._codecs.get(option.codec_type, aliases=False)
         except UnsupportedCodec as error:
             self._reject(f"rpc server: {error}")
             return False
@@ -176,7 +176,7 @@ class ServerProtocol(Protocol):
         assert dispatcher is not None
         limit = self._settings.max_in_flight
         try:
-            while not self._closing:
+            while not self._closing and not self._paused:
                 if dispatcher.in_flight >= limit:
                     self._pause(_IN_FLIGHT)
                     return
@@ -207,7 +207,7 @@ class ServerProtocol(Protocol):
         assert dispatcher is not None
         if self._closing:
             if dispatcher.in_flight == 0 and self._connected:
-                self.transport.loseConnection()
+                self._close()
             return
         if _IN_FLIGHT in self._paused and dispatcher.in_flight < self._settings.max_in_flight:
             self._resume(_IN_FLIGHT)
@@ -240,7 +240,7 @@ class ServerProtocol(Protocol):
         self._log.warn("{text} (peer {peer}); closing", text=text, peer=self.peer)
         self._closing = True
         self._cancel_timer()
-        self.transport.loseConnection()
+        self._close()
 
     def _stop_reading(self, text: str) -> None:
         """A protocol error after the Option: stop reading, let running
@@ -252,9 +252,15 @@ class ServerProtocol(Protocol):
         if self._connected:
             self.transport.pauseProducing()
         if dispatcher.in_flight == 0:
-            self.transport.loseConnection()
+            self._close()
         else:
             self._timer = self._clock.callLater(self._settings.drain_timeout, self._drain_expired)
+
+    def _close(self) -> None:
+        # Unregister first: a transport that paused its producer would otherwise
+        # wait for resumeProducing instead of closing once its buffer drains.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _handshake_expired(self) -> None:
         self._timer = None

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.python.failure import Failure
 
 from ._convert import Converter, converter_for, type_name
 from .errors import RegistrationError
@@ -63,19 +64,40 @@ class Method:
 
     def invoke(self, argument: Any) -> Deferred[Any]:
         """Run the method; a plain value, a Deferred or a coroutine all come back
-        as a Deferred.  Exceptions (synchronous or not) fail the Deferred."""
+        as a Deferred owned by the caller.  Exceptions (synchronous or not)
+        fail it; cancelling it cancels the handler's work."""
         try:
             if self.takes_argument:
                 result = self.function(argument)
             else:
                 result = self.function()
-        except BaseException:
+        except Exception:
             return fail()
         if isinstance(result, Deferred):
-            return result
+            return _follow(result)
         if inspect.iscoroutine(result):
             return ensureDeferred(result)
         return succeed(result)
+
+
+def _follow(handlers: Deferred[Any]) -> Deferred[Any]:
+    """A fresh Deferred with the result of ``handlers``, the Deferred a handler
+    returned, which it may also have handed to others (a cached result): adding
+    our timeout and reply callbacks to it directly would change what they see.
+    Its value passes through unchanged; cancelling ours cancels it."""
+    ours: Deferred[Any] = Deferred(lambda _: handlers.cancel())
+
+    def relay(result: Any) -> Any:
+        if not ours.called:
+            if isinstance(result, Failure):
+                ours.errback(result)
+            else:
+                ours.callback(result)
+        # A failure is ours to report now; passing it on would log it again as unhandled.
+        return None if isinstance(result, Failure) else result
+
+    handlers.addBoth(relay)
+    return ours
 
 
 @attrs.define
@@ -146,7 +168,11 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
     try:
         hints = typing.get_type_hints(function)
     except Exception as error:
-        return f"has unresolvable annotations ({error})"
+        # Not a reason to skip the method quietly: the user meant it to be typed.
+        raise RegistrationError(
+            f"rpc server: cannot resolve the annotations of {name} ({error}); "
+            "define the types it names at module level"
+        ) from error
     parameters = [
         p
         for p in signature.parameters.values()

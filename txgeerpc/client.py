@@ -113,9 +113,15 @@ def connect(
         :class:`~txgeerpc.errors.ConnectFailed` (refused, unreachable...,
         with the original failure as ``.reason``).
     """
+    if connect_timeout is not None and not connect_timeout > 0:
+        raise ValueError(f"connect_timeout must be positive or None, got {connect_timeout!r}")
     try:
         chosen = codecs.get(codec)
-        endpoint = client_endpoint(reactor, address) if isinstance(address, str) else address
+        endpoint = (
+            client_endpoint(reactor, address, connect_timeout)
+            if isinstance(address, str)
+            else address
+        )
     except GeeRPCError as error:
         return fail(error)
     timer: IReactorTime = clock if clock is not None else reactor

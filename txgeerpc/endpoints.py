@@ -16,6 +16,8 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 
 from .errors import InvalidAddress
 
+_NO_LIMIT = 10**9  # seconds; endpoints need a number
+
 
 def split_address(address: str) -> tuple[str, str]:
     """``"tcp@127.0.0.1:7001"`` -> ``("tcp", "127.0.0.1:7001")``.
@@ -49,8 +51,13 @@ def split_host_port(hostport: str) -> tuple[str, int]:
     return host, port
 
 
-def client_endpoint(reactor: Any, address: str) -> IStreamClientEndpoint:
+def client_endpoint(
+    reactor: Any, address: str, timeout: float | None = None
+) -> IStreamClientEndpoint:
     """A client endpoint for a GeeRPC address or a Twisted endpoint string.
+
+    :param timeout: limit on the TCP connect itself (``None``: none; the
+        caller's overall connect timeout still applies).
 
     :raises InvalidAddress: the address cannot be understood.
     """
@@ -65,7 +72,8 @@ def client_endpoint(reactor: Any, address: str) -> IStreamClientEndpoint:
     protocol, rest = split_address(address)
     if protocol in ("tcp", "tcp4", "tcp6"):
         host, port = split_host_port(rest)
-        return HostnameEndpoint(reactor, host, port)
+        # HostnameEndpoint's own default limit is 30 s; the caller's decides instead.
+        return HostnameEndpoint(reactor, host, port, timeout=timeout or _NO_LIMIT)
     if protocol == "unix":
-        return UNIXClientEndpoint(reactor, rest)
+        return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

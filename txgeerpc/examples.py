@@ -36,8 +36,9 @@ class Foo:
         return args.Num1 + args.Num2
 
     def Sleep(self, args: Args) -> Deferred[int]:
-        """Sleep ``Num1`` seconds on the reactor, then return ``Num1 + Num2``."""
-        return deferLater(self._clock, args.Num1, lambda: args.Num1 + args.Num2)
+        """Sleep ``Num1`` seconds on the reactor, then return ``Num1 + Num2``
+        (a negative duration returns at once, as Go's ``time.Sleep`` does)."""
+        return deferLater(self._clock, max(args.Num1, 0), lambda: args.Num1 + args.Num2)
 
 
 class Arith:

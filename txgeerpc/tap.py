@@ -16,6 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 
 from ._server_protocol import (
@@ -134,6 +135,13 @@ def load_service(spec: str, clock: Any) -> Any:
     return target
 
 
+class CannotListen(Exception):
+    """An endpoint of ``--listen`` cannot be listened on."""
+
+    def __init__(self, description: str, reason: object) -> None:
+        super().__init__(f"txgeerpc: cannot listen on {description}: {reason}")
+
+
 class _ListeningService(Service):
     """Listens on one endpoint string and logs where, with a ready-to-paste call."""
 
@@ -150,6 +158,10 @@ class _ListeningService(Service):
         endpoint = serverFromString(self._reactor, self._description)
         d: Deferred[IListeningPort] = endpoint.listen(self._server.factory())
         d.addCallback(self._listening)
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        if failures:  # the usual case (port in use...): fail startup, exit non-zero
+            raise CannotListen(self._description, failures[0].value)
         d.addErrback(self._failed)
 
     def _listening(self, port: IListeningPort) -> None:

@@ -119,6 +119,33 @@ def test_readme_demo(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
     assert b"Server Shut Down." in process.stdout.read()
 
 
+def test_port_in_use_fails_startup(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                *TWISTD,
+                "-n",
+                "--pidfile=",
+                "--logfile=-",
+                "geerpc",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            cwd=tmp_path,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in result.stdout + result.stderr
+
+
 def test_cli_errors_without_server() -> None:
     refused = _cli("call", "tcp@127.0.0.1:1", "Foo.Sum", "{}")
     assert refused.returncode == 1

@@ -28,12 +28,13 @@ class CodecRegistry:
         for alias in aliases:
             self._aliases[alias] = codec.name
 
-    def get(self, name: str) -> ICodec:
-        """The codec called ``name`` (its Option name or an alias).
+    def get(self, name: str, aliases: bool = True) -> ICodec:
+        """The codec called ``name``: its Option name or, unless ``aliases`` is
+        false (as for names read off the wire), an alias.
 
         :raises UnsupportedCodec: no such codec is registered.
         """
-        codec = self._codecs.get(self._aliases.get(name, name))
+        codec = self._codecs.get(self._aliases.get(name, name) if aliases else name)
         if codec is None:
             raise UnsupportedCodec(name)
         return codec
