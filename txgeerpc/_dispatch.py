@@ -129,8 +129,16 @@ class Dispatcher:
         stats.calls += 1
         stats.in_flight += 1
         started = self._clock.seconds()
-        d = method.invoke(argument)
-        if d.called and not d.paused:  # finished synchronously: no bookkeeping needed
+        try:
+            result = method.start(argument)
+        except Exception:
+            self._finish(Failure(), header, method, started, None)
+            return
+        if type(result) is not Deferred:
+            self._finish(result, header, method, started, None)  # synchronous
+            return
+        d: Deferred[Any] = result
+        if d.called and not d.paused:  # a Deferred that already has its result
             d.addBoth(self._finish, header, method, started, None)
             return
         request_id = self._next_id

@@ -111,6 +111,7 @@ class ServerProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._paused: set[str] = set()
         self._processing = False
+        self._batch: list[bytes] | None = None
         self._closing = False
         self._connected = False
         self.peer = ""
@@ -171,6 +172,7 @@ class ServerProtocol(Protocol):
         if self._processing or self._closing or self._decoder is None:
             return
         self._processing = True
+        self._batch = []
         decoder = self._decoder
         dispatcher = self._dispatcher
         assert dispatcher is not None
@@ -192,14 +194,23 @@ class ServerProtocol(Protocol):
                 self._header = None
                 dispatcher.dispatch(header, decoder.decode_body, body)
         except ProtocolError as error:
+            self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")
         finally:
             self._processing = False
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self._connected:
+            self.transport.write(b"".join(batch))
 
     def send_reply(self, header: Header, body: Any) -> None:
         assert self._encoder is not None
         data = self._encoder.encode(header, body)
-        if self._connected:
+        if self._batch is not None:
+            self._batch.append(data)  # written once when the read batch is done
+        elif self._connected:
             self.transport.write(data)
 
     def _request_done(self) -> None:

@@ -62,22 +62,26 @@ class Method:
         argument = type_name(self.argument_type) if self.takes_argument else ""
         return f"{self.name}({argument}) -> {type_name(self.result_type)}"
 
-    def invoke(self, argument: Any) -> Deferred[Any]:
-        """Run the method; a plain value, a Deferred or a coroutine all come back
-        as a Deferred owned by the caller.  Exceptions (synchronous or not)
-        fail it; cancelling it cancels the handler's work."""
-        try:
-            if self.takes_argument:
-                result = self.function(argument)
-            else:
-                result = self.function()
-        except Exception:
-            return fail()
+    def start(self, argument: Any) -> Any:
+        """Run the method: its plain result if it finished synchronously, else a
+        Deferred owned by the caller (cancelling it cancels the handler's work).
+
+        :raises Exception: whatever the method raised synchronously.
+        """
+        result = self.function(argument) if self.takes_argument else self.function()
         if isinstance(result, Deferred):
             return _follow(result)
         if inspect.iscoroutine(result):
             return ensureDeferred(result)
-        return succeed(result)
+        return result
+
+    def invoke(self, argument: Any) -> Deferred[Any]:
+        """Like :meth:`start`, but always a Deferred (failing on exceptions)."""
+        try:
+            result = self.start(argument)
+        except Exception:
+            return fail()
+        return result if isinstance(result, Deferred) else succeed(result)
 
 
 def _follow(handlers: Deferred[Any]) -> Deferred[Any]:
