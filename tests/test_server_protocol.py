@@ -247,7 +247,17 @@ class GarbageTests(SynchronousTestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertIn("read header error", logs.texts()[0])
 
-    def test_oversized_message_is_refused_before_it_is_buffered(self) -> None:
+    def test_replies_before_garbage_in_the_same_segment_are_sent(self) -> None:
+        with CapturedLogs():
+            self.protocol.dataReceived(
+                json_request("Foo.Sum", 1, b'{"Num1":1}')
+                + json_request("Arith.Echo", 2, b'"x"')
+                + b"@@@"
+            )
+        self.assertEqual([body for body in replies(self.transport.value())[1::2]], [1, "x"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_oversized_message_closes_with_a_clear_log(self) -> None:
         with CapturedLogs() as logs:
             self.protocol.dataReceived(b'{"ServiceMethod":"' + b"x" * 200)
         self.assertTrue(self.transport.disconnecting)
