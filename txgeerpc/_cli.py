@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for the reply (default: 30)",
+        help="seconds to wait for the reply; 0 waits forever (default: 30)",
     )
     call.add_argument(
         "--handle-timeout",
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="S",
-        help=f"seconds to connect (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+        help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
     )
     return parser
 
@@ -101,13 +101,13 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
             options.address,
             codec=options.codec,
             handle_timeout=options.handle_timeout,
-            connect_timeout=options.connect_timeout,
+            connect_timeout=options.connect_timeout or None,
         )
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     try:
-        reply = await client.call(options.service_method, argument, timeout=options.timeout)
+        reply = await client.call(options.service_method, argument, timeout=options.timeout or None)
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
@@ -125,6 +125,10 @@ def main(argv: list[str] | None = None) -> None:
         argument = json.loads(options.argument)
     except ValueError as error:
         parser.error(f"ARG_JSON is not valid JSON: {error}")
+    for name in ("timeout", "connect_timeout", "handle_timeout"):
+        value = getattr(options, name)
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative")
     from twisted.internet import task
 
     def run(reactor: Any) -> Deferred[None]:
