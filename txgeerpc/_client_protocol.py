@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._convert import converter_for
+from ._messages import MessagePairs
 from ._pending import PendingCalls
 from ._wire import Header, Option
 from .errors import (
@@ -43,7 +44,7 @@ class ClientProtocol(Protocol):
         self._encoder = codec.new_encoder()
         self._decoder = codec.new_decoder(max_message_size)
         self._pending = PendingCalls()
-        self._header: Header | None = None
+        self._pairs = MessagePairs(self._decoder)
         self._connected = False
         self._closing = False
         self._lost = False
@@ -99,18 +100,10 @@ class ClientProtocol(Protocol):
         decoder = self._decoder
         decoder.feed(data)
         pending = self._pending
+        next_pair = self._pairs.next_pair
         try:
-            while True:
-                if self._header is None:
-                    message = decoder.next_message()
-                    if message is None:
-                        return
-                    self._header = decoder.decode_header(message)
-                body = decoder.next_message()
-                if body is None:
-                    return
-                header = self._header
-                self._header = None
+            while (pair := next_pair()) is not None:
+                header, body = pair
                 call = pending.pop(header[1])
                 if call is None:
                     continue  # cancelled or timed out: the late reply is dropped

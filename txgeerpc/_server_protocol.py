@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._dispatch import Dispatcher
+from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
 from ._wire import Header, Option, seconds_to_ns
@@ -107,7 +108,7 @@ class ServerProtocol(Protocol):
         self._decoder: IMessageDecoder | None = None
         self._encoder: IMessageEncoder | None = None
         self._dispatcher: Dispatcher | None = None
-        self._header: Header | None = None
+        self._pairs: MessagePairs | None = None
         self._timer: IDelayedCall | None = None
         self._paused: set[str] = set()
         self._processing = False
@@ -157,6 +158,7 @@ class ServerProtocol(Protocol):
         self.option = option
         self._cancel_timer()
         self._decoder = codec.new_decoder(self._settings.max_message_size)
+        self._pairs = MessagePairs(self._decoder)
         self._encoder = codec.new_encoder()
         self._dispatcher = Dispatcher(
             self._services,
@@ -174,25 +176,19 @@ class ServerProtocol(Protocol):
         self._processing = True
         self._batch = []
         decoder = self._decoder
+        pairs = self._pairs
         dispatcher = self._dispatcher
-        assert dispatcher is not None
+        assert dispatcher is not None and pairs is not None
         limit = self._settings.max_in_flight
         try:
             while not self._closing and not self._paused:
                 if dispatcher.in_flight >= limit:
                     self._pause(_IN_FLIGHT)
                     return
-                if self._header is None:
-                    message = decoder.next_message()
-                    if message is None:
-                        return
-                    self._header = decoder.decode_header(message)
-                body = decoder.next_message()
-                if body is None:
+                pair = pairs.next_pair()
+                if pair is None:
                     return
-                header = self._header
-                self._header = None
-                dispatcher.dispatch(header, decoder.decode_body, body)
+                dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
         except ProtocolError as error:
             self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")

@@ -1,0 +1,42 @@
+"""
+Pairs a codec decoder's messages into (header, body), the unit both sides of a
+GeeRPC stream work in.  Sans-IO: it only pulls from the decoder it is given.
+"""
+
+from __future__ import annotations
+
+from ._wire import Header
+from .interfaces import IMessageDecoder
+
+
+class MessagePairs:
+    """Pull complete (header, raw body) pairs out of a decoder.
+
+    The header is decoded as soon as it is complete, so a stream whose header
+    is garbage fails at once, before its body arrives.
+    """
+
+    __slots__ = ("_decoder", "_header")
+
+    def __init__(self, decoder: IMessageDecoder) -> None:
+        self._decoder = decoder
+        self._header: Header | None = None
+
+    def next_pair(self) -> tuple[Header, object] | None:
+        """The next (header, raw body), or ``None`` until more bytes are fed.
+
+        :raises txgeerpc.errors.ProtocolError: the stream is corrupt (a bad
+            frame, or a header that does not decode).
+        """
+        header = self._header
+        decoder = self._decoder
+        if header is None:
+            message = decoder.next_message()
+            if message is None:
+                return None
+            header = self._header = decoder.decode_header(message)
+        body = decoder.next_message()
+        if body is None:
+            return None
+        self._header = None
+        return header, body
