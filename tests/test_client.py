@@ -243,6 +243,14 @@ class InMemoryRoundTripTests(SynchronousTestCase):
         self.assertEqual(server.connections, 0)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_many_calls_in_memory(self) -> None:
+        clock = checked_clock(self)
+        pair = connect_in_memory(example_server(clock), clock=clock)
+        calls = [pair.client.call("Arith.Multiply", Args(n, 2)) for n in range(100)]
+        pair.flush()
+        self.assertEqual([self.successResultOf(d) for d in calls], [2 * n for n in range(100)])
+        pair.close()
+
     def test_client_timeout_while_server_handler_runs(self) -> None:
         clock = checked_clock(self)
         server = example_server(clock)

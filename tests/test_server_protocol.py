@@ -398,6 +398,30 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(len(replies(transport.value())), 10)
 
+    def test_long_batches_are_answered_in_turns(self) -> None:
+        clock = checked_clock(self)
+        server = example_server(clock)
+        protocol, transport = connected_server(server)
+        protocol.dataReceived(
+            JSON_OPTION + b"".join(json_request("Foo.Sum", n, b"{}") for n in range(1, 41))
+        )
+        # 16 requests, then the reactor gets a turn (a Clock runs every turn due at once).
+        self.assertEqual(len(replies(transport.value())) // 2, 16)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual(len(replies(transport.value())) // 2, 40)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_connection_lost_cancels_the_next_turn(self) -> None:
+        clock = checked_clock(self)
+        protocol, _transport = connected_server(example_server(clock))
+        protocol.dataReceived(
+            JSON_OPTION + b"".join(json_request("Foo.Sum", n, b"{}") for n in range(1, 20))
+        )
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_full_write_buffer_pauses_reading(self) -> None:
         server = example_server(checked_clock(self))
         protocol, transport = connected_server(server)

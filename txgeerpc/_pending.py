@@ -17,19 +17,25 @@ from ._convert import Converter
 
 
 class PendingCall:
-    __slots__ = ("_forget", "convert", "deferred", "service_method")
+    __slots__ = ("calls", "convert", "deferred", "seq", "service_method")
 
-    def __init__(self, service_method: str, convert: Converter | None) -> None:
+    def __init__(
+        self,
+        calls: dict[int, PendingCall],
+        seq: int,
+        service_method: str,
+        convert: Converter | None,
+    ) -> None:
+        self.calls = calls
+        self.seq = seq
         self.service_method = service_method
         self.convert = convert
         self.deferred: Deferred[Any] = Deferred(self._cancel)
-        self._forget: Callable[[], object] | None = None
 
     def _cancel(self, d: Deferred[Any]) -> None:
         # The canceller only forgets the call; Deferred.cancel then fails it
         # with CancelledError (turned into CallTimeout by addTimeout's handler).
-        if self._forget is not None:
-            self._forget()
+        self.calls.pop(self.seq, None)
 
 
 class PendingCalls:
@@ -49,10 +55,7 @@ class PendingCalls:
         """Allocate a Seq and remember the call under it."""
         seq = self._next_seq
         self._next_seq = seq + 1
-        call = PendingCall(service_method, convert)
-        calls = self._calls
-        call._forget = lambda: calls.pop(seq, None)
-        calls[seq] = call
+        call = self._calls[seq] = PendingCall(self._calls, seq, service_method, convert)
         return seq, call
 
     def pop(self, seq: int) -> PendingCall | None:

@@ -68,6 +68,7 @@ class ServerSettings:
         return min(client, server) if client else server
 
 
+_REQUESTS_PER_TURN = 16
 _IN_FLIGHT = "in-flight limit"
 _WRITE_BUFFER = "write buffer full"
 
@@ -109,6 +110,7 @@ class ServerProtocol(Protocol):
         self._encoder: IMessageEncoder | None = None
         self._dispatcher: Dispatcher | None = None
         self._pairs: MessagePairs | None = None
+        self._next_turn: IDelayedCall | None = None
         self._timer: IDelayedCall | None = None
         self._paused: set[str] = set()
         self._processing = False
@@ -180,21 +182,34 @@ class ServerProtocol(Protocol):
         dispatcher = self._dispatcher
         assert dispatcher is not None and pairs is not None
         limit = self._settings.max_in_flight
+        turn = 0
         try:
             while not self._closing and not self._paused:
                 if dispatcher.in_flight >= limit:
                     self._pause(_IN_FLIGHT)
                     return
+                if turn == _REQUESTS_PER_TURN:
+                    # Let the reactor send these replies (and serve other
+                    # connections) while the client reads them, instead of
+                    # answering a whole read batch in lock-step.
+                    if self._next_turn is None:
+                        self._next_turn = self._clock.callLater(0, self._take_turn)
+                    return
                 pair = pairs.next_pair()
                 if pair is None:
                     return
                 dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
+                turn += 1
         except ProtocolError as error:
             self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")
         finally:
             self._processing = False
             self._flush_batch()
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        self._process()
 
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
@@ -295,6 +310,9 @@ class ServerProtocol(Protocol):
         self._connected = False
         self._closing = True
         self._cancel_timer()
+        if self._next_turn is not None:
+            self._next_turn.cancel()
+            self._next_turn = None
         if self._dispatcher is not None:
             self._dispatcher.stop()
         if self._connections is not None:

@@ -42,8 +42,18 @@ class InMemoryConnection:
     pump: IOPump
 
     def flush(self) -> None:
-        """Deliver every byte written so far, in both directions."""
-        self.pump.flush()
+        """Deliver every byte written so far, in both directions, and let the
+        server take the turns it schedules for now (``callLater(0)``) on its
+        Clock.  Never advances time."""
+        clock = self.server_protocol.factory.clock
+        while True:
+            self.pump.flush()
+            due = isinstance(clock, Clock) and any(
+                call.getTime() <= clock.seconds() for call in clock.getDelayedCalls()
+            )
+            if not due:
+                return
+            clock.advance(0)
 
     def close(self) -> None:
         """Close the client and deliver the close to both sides."""

@@ -1,0 +1,708 @@
+#!/usr/bin/env python
+"""
+Calls per second and latency of txgeerpc, against the ceiling of a raw
+Twisted length-prefixed echo carrying the same bytes.
+
+    python benchmarks/bench_calls.py             # full run, well under a minute
+    python benchmarks/bench_calls.py --quick     # a few seconds (smoke test)
+    python benchmarks/bench_calls.py --json out.json
+
+Two systems per codec, each on one TCP connection to 127.0.0.1:
+
+- ``echo``: :class:`~twisted.protocols.basic.Int32StringReceiver` frames; the
+  client sends the exact bytes a txgeerpc call of ``Arith.Multiply
+  {"Num1":6,"Num2":7}`` writes (header + body), the server sends the frame
+  back, and a call completes when the echo of its frame arrives (frames are
+  matched first-in first-out, as TCP keeps them in order).
+- ``rpc``: ``client.call("Arith.Multiply", {"Num1": 6, "Num2": 7})`` against a
+  :class:`txgeerpc.Server` serving :mod:`txgeerpc.examples`.
+
+Each server runs in its own subprocess (``--serve echo`` / ``--serve rpc``,
+which print their port and run until their stdin closes or they get SIGTERM),
+so on a 2-core machine client and server each get a core (they are pinned to
+one each unless ``--no-pin``).  The client side runs here on the global
+reactor.  Each configuration keeps N calls in flight (one completes, the next
+is issued), after a warm-up; rounds interleave echo and rpc so slow drift
+affects both.  Neither side sets TCP_NODELAY (txgeerpc does not either).
+Other processes' CPU use during the run is measured and reported: on a
+2-core machine anything else running makes the numbers meaningless.
+
+Adding a codec (gob) needs nothing here: every codec registered in
+``txgeerpc.default_registry`` is measured, or those named by ``--codecs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import json
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.task import react
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+
+import twisted
+import txgeerpc
+from txgeerpc import Header, default_registry
+
+METHOD = "Arith.Multiply"
+ARGUMENT = {"Num1": 6, "Num2": 7}
+ARGUMENT_TEXT = json.dumps(ARGUMENT, separators=(",", ":"))
+EXPECTED = 42
+MAX_FRAME = 4 * 1024 * 1024  # the echo's explicit MAX_LENGTH (= txgeerpc's default limit)
+
+SYSTEMS = ("echo", "rpc")
+BUSY_WARNING = 0.1  # average cores used by other processes above which the report warns
+DEFAULT_IN_FLIGHT = (1, 16, 128)
+
+# Targets from the issue (informational: the exit status is 0 either way).
+TARGET_IN_FLIGHT_THROUGHPUT = 128
+TARGET_THROUGHPUT_RATIO = 0.3  # rpc calls/s >= 0.3 x echo calls/s at 128 in flight
+TARGET_IN_FLIGHT_LATENCY = 1
+TARGET_P50_RATIO = 1.3  # rpc p50 <= 1.3 x echo p50 at 1 in flight
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def short_name(option_name: str) -> str:
+    """``application/json`` -> ``json`` (its shortest alias), for tables and flags."""
+    aliases = [a for a, name in default_registry.aliases().items() if name == option_name]
+    return min(aliases, key=len) if aliases else option_name
+
+
+def default_codecs() -> list[str]:
+    return [short_name(name) for name in default_registry.names()]
+
+
+def request_bytes(codec: str) -> bytes:
+    """The bytes one steady-state txgeerpc call writes: header + body."""
+    encoder = default_registry.get(codec).new_encoder()
+    # Encode twice: a stateful codec (gob) sends its type definitions only once
+    # per connection, so the second message is what every later call carries.
+    encoder.encode(Header(METHOD, 1, ""), ARGUMENT)
+    return encoder.encode(Header(METHOD, 1, ""), ARGUMENT)
+
+
+# --------------------------------------------------------------------------- echo
+
+
+class EchoServer(Int32StringReceiver):
+    MAX_LENGTH = MAX_FRAME
+
+    def stringReceived(self, string: bytes) -> None:
+        self.sendString(string)
+
+
+class EchoClient(Int32StringReceiver):
+    """Sends frames; each call's Deferred fires with the echo of its frame."""
+
+    MAX_LENGTH = MAX_FRAME
+
+    def __init__(self) -> None:
+        self._waiting: deque[Deferred[bytes]] = deque()
+        self._closed: Deferred[None] | None = None
+
+    def call(self, frame: bytes) -> Deferred[bytes]:
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append(d)
+        self.sendString(frame)
+        return d
+
+    def stringReceived(self, string: bytes) -> None:
+        self._waiting.popleft().callback(string)
+
+    def close(self) -> Deferred[None]:
+        """Close; fires once the connection is gone."""
+        self._closed = Deferred()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+        return self._closed
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(reason)
+        if self._closed is not None and not self._closed.called:
+            self._closed.callback(None)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def serve(kind: str, cpu: int | None, profile_path: str | None) -> None:
+    """Child process: listen on 127.0.0.1, print the port, serve until killed
+    (SIGTERM) or until the parent closes our stdin."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    from twisted.internet import reactor
+
+    factory: Factory
+    if kind == "echo":
+        factory = Factory.forProtocol(EchoServer)
+    elif kind == "rpc":
+        from txgeerpc import Server
+        from txgeerpc.examples import register_examples
+
+        server = Server(reactor)
+        register_examples(server)
+        factory = server.factory()
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+    profiler = cProfile.Profile() if profile_path else None
+
+    def listening(port: Any) -> None:
+        sys.stdout.write(f"{port.getHost().port}\n")
+        sys.stdout.flush()
+        if profiler is not None:
+            profiler.enable()
+
+    def stop() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    def failed(failure: Failure) -> None:
+        sys.stderr.write(f"bench server ({kind}): cannot listen: {failure.value}\n")
+        stop()
+
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the parent is done (or gone)
+        reactor.callFromThread(stop)  # type: ignore[attr-defined]
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    endpoint.listen(factory).addCallbacks(listening, failed)
+    reactor.run()  # type: ignore[attr-defined]
+    if profiler is not None and profile_path:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
+
+
+@dataclass
+class ServerProcess:
+    kind: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+
+def start_server(kind: str, cpu: int | None, profile_path: str | None) -> ServerProcess:
+    command = [sys.executable, os.path.abspath(__file__), "--serve", kind]
+    if cpu is not None:
+        command += ["--cpu", str(cpu)]
+    if profile_path:
+        command += ["--server-profile", profile_path]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else b""
+        if not line.strip():
+            raise RuntimeError(f"the {kind} server did not report its port")
+        return ServerProcess(kind, process, int(line))
+    except BaseException:
+        stop_server(process)
+        raise
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """End one child we started, by its PID: EOF on stdin, SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        try:
+            if process.stdin is not None:
+                process.stdin.close()
+        except OSError:
+            pass
+        try:
+            process.wait(timeout=5)  # it stops by itself at EOF (and dumps its profile)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Sample:
+    calls: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds if self.seconds > 0 else 0.0
+
+
+def drive(
+    call: Callable[[], Deferred[Any]],
+    in_flight: int,
+    *,
+    count: int | None = None,
+    duration: float | None = None,
+) -> Deferred[Sample]:
+    """Keep ``in_flight`` calls outstanding until ``count`` calls completed or
+    ``duration`` seconds passed; then let the outstanding ones finish (they are
+    not counted).  Fires with the completed calls, the window and each call's
+    latency in seconds."""
+    done: Deferred[Sample] = Deferred()
+    latencies: list[float] = []
+    record = latencies.append
+    clock = time.perf_counter
+    limit = count if count is not None else sys.maxsize
+    started = clock()
+    deadline = started + duration if duration is not None else float("inf")
+    outstanding = 0
+    stopped_at: float | None = None
+
+    def completed(_result: object, sent: float) -> None:
+        nonlocal outstanding, stopped_at
+        now = clock()
+        outstanding -= 1
+        if stopped_at is None:
+            record(now - sent)
+            if len(latencies) < limit and now < deadline:
+                outstanding += 1
+                call().addCallbacks(completed, failed, callbackArgs=(now,))
+                return
+            stopped_at = now
+        if outstanding == 0 and not done.called:
+            done.callback(Sample(len(latencies), stopped_at - started, latencies))
+
+    def failed(failure: Failure) -> None:
+        nonlocal outstanding, stopped_at
+        outstanding -= 1
+        if stopped_at is None:
+            stopped_at = clock()
+        if not done.called:
+            done.errback(failure)
+
+    for _ in range(min(in_flight, limit)):
+        outstanding += 1
+        call().addCallbacks(completed, failed, callbackArgs=(clock(),))
+    return done
+
+
+@dataclass
+class Target:
+    kind: str
+    codec: str
+    call: Callable[[], Deferred[Any]]
+    expected: Any
+    close: Callable[[], Deferred[Any]]
+    samples: dict[int, list[Sample]] = field(default_factory=dict)
+
+
+async def connect_echo(reactor: Any, port: int, codec: str) -> Target:
+    protocol = await connectProtocol(HostnameEndpoint(reactor, "127.0.0.1", port), EchoClient())
+    frame = request_bytes(codec)
+    return Target("echo", codec, functools.partial(protocol.call, frame), frame, protocol.close)
+
+
+async def connect_rpc(reactor: Any, port: int, codec: str) -> Target:
+    client = await txgeerpc.connect(reactor, f"tcp@127.0.0.1:{port}", codec=codec)
+    return Target(
+        "rpc", codec, functools.partial(client.call, METHOD, ARGUMENT), EXPECTED, client.close
+    )
+
+
+# --------------------------------------------------------------------------- interference
+
+
+def source_revision() -> str | None:
+    """The git commit of the txgeerpc being measured, ``+dirty`` if its files
+    differ from it (``None`` outside a git checkout)."""
+    here = os.path.dirname(os.path.abspath(txgeerpc.__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+class CpuMonitor:
+    """CPU time the rest of the machine used while we measured (Linux only).
+
+    Busy time from ``/proc/stat`` minus this process's and the servers' own
+    CPU time: anything else running (a test suite, a build) distorts the
+    numbers, and the report says so.
+    """
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start = self._read()
+        self._wall = time.perf_counter()
+
+    def _read(self) -> tuple[float, float] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as stat:
+                fields = [int(x) for x in stat.readline().split()[1:]]
+            # user nice system idle iowait irq softirq steal: busy = all but idle/iowait
+            busy = sum(fields[:8]) - fields[3] - fields[4]
+            ours = 0
+            for pid in [os.getpid(), *self._pids]:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
+                    values = proc.read().rsplit(")", 1)[1].split()
+                ours += int(values[11]) + int(values[12])  # utime, stime
+        except (OSError, ValueError, IndexError):
+            return None
+        return busy / self._tick, ours / self._tick
+
+    def others(self) -> float | None:
+        """Average number of cores busy with other processes since we started."""
+        end = self._read()
+        wall = time.perf_counter() - self._wall
+        if self._start is None or end is None or wall <= 0:
+            return None
+        busy = end[0] - self._start[0]
+        ours = end[1] - self._start[1]
+        return max(0.0, busy - ours) / wall
+
+
+# --------------------------------------------------------------------------- results
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """Nearest-rank percentile of a sorted list."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
+    return ordered[int(rank) - 1]
+
+
+def summarize(target: Target, in_flight: int) -> dict[str, Any]:
+    samples = target.samples[in_flight]
+    pooled = sorted(latency for sample in samples for latency in sample.latencies)
+    rates = [sample.rate for sample in samples]
+    return {
+        "system": target.kind,
+        "codec": target.codec,
+        "in_flight": in_flight,
+        "calls_per_s": statistics.median(rates),
+        "calls_per_s_rounds": rates,
+        "calls": sum(sample.calls for sample in samples),
+        "seconds": sum(sample.seconds for sample in samples),
+        "p50_us": percentile(pooled, 50) * 1e6,
+        "p99_us": percentile(pooled, 99) * 1e6,
+    }
+
+
+def ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, Any]]:
+    by_key = {(r["system"], r["codec"], r["in_flight"]): r for r in results}
+    out = []
+    for codec in codecs:
+        for in_flight in sorted({r["in_flight"] for r in results}):
+            echo = by_key.get(("echo", codec, in_flight))
+            rpc = by_key.get(("rpc", codec, in_flight))
+            if echo is None or rpc is None:
+                continue
+            out.append(
+                {
+                    "codec": codec,
+                    "in_flight": in_flight,
+                    "throughput_ratio": rpc["calls_per_s"] / echo["calls_per_s"],
+                    "p50_ratio": rpc["p50_us"] / echo["p50_us"],
+                    "p99_ratio": rpc["p99_us"] / echo["p99_us"],
+                }
+            )
+    return out
+
+
+def verdicts(ratio_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in ratio_rows:
+        if row["in_flight"] == TARGET_IN_FLIGHT_THROUGHPUT:
+            value = row["throughput_ratio"]
+            out.append(
+                {
+                    "codec": row["codec"],
+                    "in_flight": row["in_flight"],
+                    "metric": "rpc calls/s / echo calls/s",
+                    "value": value,
+                    "target": f">= {TARGET_THROUGHPUT_RATIO}",
+                    "pass": value >= TARGET_THROUGHPUT_RATIO,
+                }
+            )
+        if row["in_flight"] == TARGET_IN_FLIGHT_LATENCY:
+            value = row["p50_ratio"]
+            out.append(
+                {
+                    "codec": row["codec"],
+                    "in_flight": row["in_flight"],
+                    "metric": "rpc p50 / echo p50",
+                    "value": value,
+                    "target": f"<= {TARGET_P50_RATIO}",
+                    "pass": value <= TARGET_P50_RATIO,
+                }
+            )
+    return out
+
+
+def render(report: dict[str, Any]) -> str:
+    meta = report["meta"]
+    by_key = {(r["system"], r["codec"], r["in_flight"]): r for r in report["results"]}
+    ratio_by_key = {(r["codec"], r["in_flight"]): r for r in report["ratios"]}
+    other = meta["other_cpu_load"]
+    load = "?" if other is None else f"{other:.2f}"
+    frames = ", ".join(f"{c} {n} B" for c, n in meta["request_bytes"].items())
+    lines = [
+        f"txgeerpc {meta['txgeerpc']} ({meta['txgeerpc_revision'] or 'no git'}) "
+        f"call benchmark: {METHOD} {ARGUMENT_TEXT}, one TCP connection per system on 127.0.0.1",
+        f"echo = Int32StringReceiver echo of the same request bytes ({frames}); "
+        f"servers in subprocesses, {meta['pinning']}",
+        f"{meta['rounds']} round(s) x {meta['duration_s']} s per configuration, "
+        f"{meta['warmup_calls']} warm-up calls before each; calls/s = median of rounds, "
+        "latency percentiles over every call of every round",
+        f"Python {meta['python']}, Twisted {meta['twisted']}, {meta['reactor']}, "
+        f"{meta['cpus']} CPUs; other processes used {load} CPU on average meanwhile",
+        "",
+    ]
+    header = (
+        f"{'codec':<6} {'in flight':>9} {'echo calls/s':>13} {'rpc calls/s':>12} "
+        f"{'rpc/echo':>8} {'echo p50':>9} {'rpc p50':>9} {'rpc/echo':>8} "
+        f"{'echo p99':>9} {'rpc p99':>9}"
+    )
+    lines += [
+        header,
+        f"{'':<6} {'':>9} {'':>13} {'':>12} {'':>8} {'(us)':>9} {'(us)':>9} "
+        f"{'':>8} {'(us)':>9} {'(us)':>9}",
+        "-" * len(header),
+    ]
+
+    def num(row: dict[str, Any] | None, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if row is not None else "-"
+
+    for codec in meta["codecs"]:
+        for in_flight in meta["in_flight"]:
+            echo = by_key.get(("echo", codec, in_flight))
+            rpc = by_key.get(("rpc", codec, in_flight))
+            ratio = ratio_by_key.get((codec, in_flight))
+            lines.append(
+                f"{codec:<6} {in_flight:>9} {num(echo, 'calls_per_s', ',.0f'):>13} "
+                f"{num(rpc, 'calls_per_s', ',.0f'):>12} "
+                f"{num(ratio, 'throughput_ratio', '.2f'):>8} "
+                f"{num(echo, 'p50_us', '.1f'):>9} {num(rpc, 'p50_us', '.1f'):>9} "
+                f"{num(ratio, 'p50_ratio', '.2f'):>8} "
+                f"{num(echo, 'p99_us', '.1f'):>9} {num(rpc, 'p99_us', '.1f'):>9}"
+            )
+    if other is not None and other > BUSY_WARNING:
+        lines += [
+            "",
+            f"WARNING: other processes kept {other:.2f} CPU busy during the run "
+            "(2-core machine): these numbers are disturbed; rerun on a quiet machine.",
+        ]
+    if report["targets"]:
+        lines += ["", "Targets (informational):"]
+        for verdict in report["targets"]:
+            lines.append(
+                f"  {verdict['codec']:<5} {verdict['in_flight']:>4} in flight  "
+                f"{verdict['metric']:<26} = {verdict['value']:.2f}  "
+                f"(target {verdict['target']})  {'PASS' if verdict['pass'] else 'SHORT'}"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProcess]) -> None:
+    ports = {server.kind: server.port for server in servers}
+    connectors = {"echo": connect_echo, "rpc": connect_rpc}
+    targets: list[Target] = []
+    try:
+        for codec in args.codecs:
+            for kind in args.systems:
+                target = await connectors[kind](reactor, ports[kind], codec)
+                targets.append(target)
+                result = await target.call()
+                if result != target.expected:
+                    raise RuntimeError(f"{kind}/{codec}: got {result!r}, expected")
+        profilers: dict[tuple[str, str, int], cProfile.Profile] = {}
+        monitor = CpuMonitor([server.process.pid for server in servers])
+        total = args.rounds * len(args.in_flight) * len(targets)
+        step = 0
+        for round_number in range(args.rounds):
+            for in_flight in args.in_flight:
+                for target in targets:
+                    step += 1
+                    await drive(target.call, in_flight, count=args.warmup)
+                    profiler = None
+                    if args.profile:
+                        key = (target.kind, target.codec, in_flight)
+                        profiler = profilers.setdefault(key, cProfile.Profile())
+                        profiler.enable()
+                    sample = await drive(target.call, in_flight, duration=args.duration)
+                    if profiler is not None:
+                        profiler.disable()
+                    target.samples.setdefault(in_flight, []).append(sample)
+                    if not args.no_progress:
+                        sys.stderr.write(
+                            f"[{step}/{total}] round {round_number + 1} {target.kind:<4} "
+                            f"{target.codec:<5} {in_flight:>3} in flight: "
+                            f"{sample.rate:>9,.0f} calls/s\n"
+                        )
+        for (kind, codec, in_flight), profiler in profilers.items():
+            name = f"client-{kind}-{codec}-{in_flight}.pstats"
+            profiler.dump_stats(os.path.join(args.profile, name))
+        other_load = monitor.others()
+    finally:
+        for target in targets:
+            await target.close()
+
+    results = [summarize(t, n) for t in targets for n in args.in_flight]
+    ratio_rows = ratios(results, args.codecs)
+    report = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d"),
+            "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "twisted": twisted.__version__,
+            "txgeerpc": txgeerpc.__version__,
+            "txgeerpc_revision": source_revision(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "reactor": type(reactor).__name__,
+            "pinning": args.pinning,
+            "codecs": args.codecs,
+            "systems": args.systems,
+            "in_flight": args.in_flight,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_calls": args.warmup,
+            "request_bytes": {codec: len(request_bytes(codec)) for codec in args.codecs},
+            "command": " ".join(["python", *sys.argv]),
+            "other_cpu_load": other_load,
+        },
+        "results": results,
+        "ratios": ratio_rows,
+        "targets": verdicts(ratio_rows),
+    }
+    print(render(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
+            out.write("\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="txgeerpc calls/s and latency against a raw Twisted echo ceiling."
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny counts: a few seconds in all")
+    parser.add_argument("--duration", type=float, help="seconds per measurement (1.5; quick 0.2)")
+    parser.add_argument("--rounds", type=int, help="measurements per configuration (3; quick 1)")
+    parser.add_argument("--warmup", type=int, help="warm-up calls before each (1000; quick 200)")
+    parser.add_argument(
+        "--in-flight", help="comma-separated concurrencies (default 1,16,128)", default=None
+    )
+    parser.add_argument(
+        "--codecs",
+        help=f"comma-separated codecs (default: all registered: {','.join(default_codecs())})",
+    )
+    parser.add_argument("--systems", default="echo,rpc", help="echo,rpc (default both)")
+    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin client/server to CPUs")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="cProfile the client during measurements and each server for its whole life; "
+        "writes DIR/*.pstats (slows everything down: numbers are not comparable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no per-measurement lines")
+    parser.add_argument("--serve", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--server-profile", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        return args
+    args.duration = args.duration or (0.2 if args.quick else 1.5)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.warmup = args.warmup if args.warmup is not None else (200 if args.quick else 1000)
+    args.in_flight = (
+        [int(n) for n in args.in_flight.split(",")] if args.in_flight else list(DEFAULT_IN_FLIGHT)
+    )
+    if any(n < 1 for n in args.in_flight):
+        parser.error("--in-flight values must be positive")
+    codecs = args.codecs.split(",") if args.codecs else default_codecs()
+    try:
+        args.codecs = [short_name(default_registry.get(c.strip()).name) for c in codecs]
+    except txgeerpc.errors.UnsupportedCodec as error:
+        parser.error(f"unknown codec: {error}")
+    args.systems = [s.strip() for s in args.systems.split(",")]
+    if not set(args.systems) <= set(SYSTEMS):
+        parser.error(f"--systems takes {','.join(SYSTEMS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.cpu, args.server_profile)
+        return
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pin = not args.no_pin and len(cpus) >= 2
+    client_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    args.pinning = (
+        f"client pinned to CPU {client_cpu}, servers to CPU {server_cpu}" if pin else "not pinned"
+    )
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+    servers: list[ServerProcess] = []
+    try:
+        for kind in args.systems:
+            profile_path = (
+                os.path.join(args.profile, f"server-{kind}.pstats") if args.profile else None
+            )
+            servers.append(start_server(kind, server_cpu, profile_path))
+        if client_cpu is not None:
+            os.sched_setaffinity(0, {client_cpu})
+
+        def start(reactor: Any) -> Deferred[None]:
+            coroutine: Coroutine[Any, Any, None] = run(reactor, args, servers)
+            return ensureDeferred(coroutine)
+
+        react(start)
+    finally:
+        for server in servers:
+            stop_server(server.process)
+
+
+if __name__ == "__main__":
+    main()
