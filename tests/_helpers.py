@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server
@@ -52,11 +54,22 @@ def json_request(method: str, seq: int, body: bytes) -> bytes:
 
 
 def connected_server(
-    server: Server,
+    test: SynchronousTestCase, server: Server
 ) -> tuple[ServerProtocol, StringTransport]:
-    protocol = server.factory().buildProtocol(None)  # type: ignore[arg-type]
+    """A server protocol on a StringTransport, disconnected when ``test`` ends
+    (the server must then have no connection and its clock nothing scheduled
+    for it)."""
+    protocol = server.factory().buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
+
+    def disconnect() -> None:
+        if not transport.disconnected:
+            transport.disconnected = True
+            protocol.connectionLost(Failure(ConnectionDone()))
+        test.assertNotIn(protocol, server.factory().connections, "connection left open")
+
+    test.addCleanup(disconnect)
     return protocol, transport
 
 

@@ -56,7 +56,7 @@ class ServerProtocolProperties(SynchronousTestCase):
     def test_random_bytes_after_option_never_escape(self, garbage: bytes, cuts: list[int]) -> None:
         clock = checked_clock(self)
         server = example_server(clock, max_message_size=64, handle_timeout=1, drain_timeout=1)
-        protocol, _transport = connected_server(server)
+        protocol, _transport = connected_server(self, server)
         with CapturedLogs():
             for chunk in split(JSON_OPTION + garbage, cuts):
                 protocol.dataReceived(chunk)
@@ -83,7 +83,7 @@ class ServerProtocolProperties(SynchronousTestCase):
         for chunks in ([stream], split(stream, cuts)):
             clock = checked_clock(self)
             server = example_server(clock, handle_timeout=1)  # bounds any Foo.Sleep
-            protocol, transport = connected_server(server)
+            protocol, transport = connected_server(self, server)
             with CapturedLogs():
                 for chunk in chunks:
                     protocol.dataReceived(chunk)

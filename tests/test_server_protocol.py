@@ -40,7 +40,7 @@ class Vector02ReplayTests(SynchronousTestCase):
     def test_replay_matches_reference_and_continues_after_unknown_method(self) -> None:
         client_bytes = vector("02-json-ext-tcp.c2s.bin")
         reference = vector("02-json-ext-tcp.s2c.bin")
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(client_bytes)
         ours = transport.value()
         # Everything up to and including the unknown-method error reply is identical.
@@ -57,16 +57,16 @@ class Vector02ReplayTests(SynchronousTestCase):
 
     def test_replay_split_at_every_byte(self) -> None:
         client_bytes = vector("02-json-ext-tcp.c2s.bin")
-        whole_protocol, whole = connected_server(self.server)
+        whole_protocol, whole = connected_server(self, self.server)
         whole_protocol.dataReceived(client_bytes)
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         for index in range(len(client_bytes)):
             protocol.dataReceived(client_bytes[index : index + 1])
         self.assertEqual(transport.value(), whole.value())
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
 
     def test_option_and_first_request_in_one_segment(self) -> None:
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(JSON_OPTION + json_request("Foo.Sum", 1, b'{"Num1":1,"Num2":2}'))
         self.assertEqual(transport.value(), b'{"ServiceMethod":"Foo.Sum","Seq":1,"Error":""}\n3\n')
 
@@ -74,7 +74,7 @@ class Vector02ReplayTests(SynchronousTestCase):
         stream = JSON_OPTION + json_request("Arith.Multiply", 7, b'{"Num1":6,"Num2":7}')
         expected = b'{"ServiceMethod":"Arith.Multiply","Seq":7,"Error":""}\n42\n'
         for cut in range(1, len(stream)):
-            protocol, transport = connected_server(self.server)
+            protocol, transport = connected_server(self, self.server)
             protocol.dataReceived(stream[:cut])
             protocol.dataReceived(stream[cut:])
             self.assertEqual(transport.value(), expected, f"split at {cut}")
@@ -86,7 +86,7 @@ class NegotiationTests(SynchronousTestCase):
         self.server = example_server(self.clock, handshake_timeout=5)
 
     def assert_closed_silently(self, data: bytes, log_text: str) -> None:
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         with CapturedLogs() as logs:
             protocol.dataReceived(data)
         self.assertEqual(transport.value(), b"")
@@ -112,7 +112,7 @@ class NegotiationTests(SynchronousTestCase):
         self.assert_closed_silently(b"GET / HTTP/1.1\r\n\r\n", "options error")
 
     def test_silent_peer_dropped_at_handshake_deadline(self) -> None:
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(JSON_OPTION[:20])
         self.clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
@@ -124,14 +124,14 @@ class NegotiationTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_completed_option_cancels_deadline(self) -> None:
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(JSON_OPTION)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.clock.advance(60)
         self.assertFalse(transport.disconnecting)
 
     def test_newline_after_option_in_later_segment_is_dropped(self) -> None:
-        protocol, transport = connected_server(self.server)
+        protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(JSON_OPTION[:-1])
         protocol.dataReceived(b"\n")
         protocol.dataReceived(json_request("Arith.Echo", 1, b'"hi"'))
@@ -144,7 +144,7 @@ class RequestErrorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = checked_clock(self)
         self.server = example_server(self.clock)
-        self.protocol, self.transport = connected_server(self.server)
+        self.protocol, self.transport = connected_server(self, self.server)
         self.protocol.dataReceived(JSON_OPTION)
 
     def call(self, method: str, seq: int, body: bytes) -> list[object]:
@@ -238,7 +238,7 @@ class GarbageTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = checked_clock(self)
         self.server = example_server(self.clock, max_message_size=100, drain_timeout=3)
-        self.protocol, self.transport = connected_server(self.server)
+        self.protocol, self.transport = connected_server(self, self.server)
         self.protocol.dataReceived(JSON_OPTION)
 
     def test_garbage_after_option_closes_cleanly(self) -> None:
@@ -293,7 +293,7 @@ class GarbageTests(SynchronousTestCase):
         self.assertEqual(self.transport.value(), b"")
 
     def test_other_connections_unaffected(self) -> None:
-        other, other_transport = connected_server(self.server)
+        other, other_transport = connected_server(self, self.server)
         other.dataReceived(JSON_OPTION)
         with CapturedLogs():
             self.protocol.dataReceived(b"\xff\xfe")
@@ -306,7 +306,7 @@ class HandleTimeoutTests(SynchronousTestCase):
     def start(self, client_timeout_ns: int, **settings: object) -> None:
         self.clock = checked_clock(self)
         self.server = example_server(self.clock, **settings)  # type: ignore[arg-type]
-        self.protocol, self.transport = connected_server(self.server)
+        self.protocol, self.transport = connected_server(self, self.server)
         self.protocol.dataReceived(
             JSON_OPTION.replace(b'"HandleTimeout":0', b'"HandleTimeout":%d' % client_timeout_ns)
         )
@@ -370,7 +370,7 @@ class ConcurrencyTests(SynchronousTestCase):
     def test_replies_in_completion_order(self) -> None:
         clock = checked_clock(self)
         server = example_server(clock)
-        protocol, transport = connected_server(server)
+        protocol, transport = connected_server(self, server)
         protocol.dataReceived(
             JSON_OPTION
             + json_request("Foo.Sleep", 1, b'{"Num1":3}')
@@ -385,7 +385,7 @@ class ConcurrencyTests(SynchronousTestCase):
     def test_in_flight_limit_pauses_reading_and_resumes(self) -> None:
         clock = checked_clock(self)
         server = example_server(clock, max_in_flight=2)
-        protocol, transport = connected_server(server)
+        protocol, transport = connected_server(self, server)
         requests = b"".join(json_request("Foo.Sleep", n, b'{"Num1":1}') for n in range(1, 6))
         protocol.dataReceived(JSON_OPTION + requests)
         self.assertEqual(transport.producerState, "paused")
@@ -401,7 +401,7 @@ class ConcurrencyTests(SynchronousTestCase):
     def test_long_batches_are_answered_in_turns(self) -> None:
         clock = checked_clock(self)
         server = example_server(clock)
-        protocol, transport = connected_server(server)
+        protocol, transport = connected_server(self, server)
         protocol.dataReceived(
             JSON_OPTION + b"".join(json_request("Foo.Sum", n, b"{}") for n in range(1, 41))
         )
@@ -414,7 +414,7 @@ class ConcurrencyTests(SynchronousTestCase):
 
     def test_connection_lost_cancels_the_next_turn(self) -> None:
         clock = checked_clock(self)
-        protocol, _transport = connected_server(example_server(clock))
+        protocol, _transport = connected_server(self, example_server(clock))
         protocol.dataReceived(
             JSON_OPTION + b"".join(json_request("Foo.Sum", n, b"{}") for n in range(1, 20))
         )
@@ -424,7 +424,7 @@ class ConcurrencyTests(SynchronousTestCase):
 
     def test_full_write_buffer_pauses_reading(self) -> None:
         server = example_server(checked_clock(self))
-        protocol, transport = connected_server(server)
+        protocol, transport = connected_server(self, server)
         protocol.dataReceived(JSON_OPTION)
         self.assertIs(transport.producer, protocol)
         protocol.pauseProducing()  # what the transport does when its buffer fills
@@ -435,7 +435,7 @@ class ConcurrencyTests(SynchronousTestCase):
     def test_connection_lost_cancels_running_handlers(self) -> None:
         clock = checked_clock(self)
         server = example_server(clock)
-        protocol, _transport = connected_server(server)
+        protocol, _transport = connected_server(self, server)
         protocol.dataReceived(JSON_OPTION + json_request("Foo.Sleep", 1, b'{"Num1":10}'))
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         protocol.connectionLost(None)  # type: ignore[arg-type]
@@ -470,7 +470,7 @@ class RobustnessTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = checked_clock(self)
         self.server = example_server(self.clock, handle_timeout=1, max_in_flight=1)
-        self.protocol, self.transport = connected_server(self.server)
+        self.protocol, self.transport = connected_server(self, self.server)
         self.protocol.dataReceived(JSON_OPTION)
 
     def test_unencodable_huge_int_reply(self) -> None:
@@ -529,7 +529,7 @@ class RobustnessTests(SynchronousTestCase):
                 return cached
 
         self.server.register(Cache())
-        other, other_transport = connected_server(self.server)
+        other, other_transport = connected_server(self, self.server)
         other.dataReceived(JSON_OPTION)
         self.protocol.dataReceived(json_request("Cache.Get", 1, b"null"))
         other.dataReceived(json_request("Cache.Get", 1, b"null"))
@@ -557,7 +557,7 @@ class RobustnessTests(SynchronousTestCase):
 class CodecNameTests(SynchronousTestCase):
     def test_aliases_are_for_humans_not_the_wire(self) -> None:
         server = example_server(checked_clock(self))
-        protocol, transport = connected_server(server)
+        protocol, transport = connected_server(self, server)
         with CapturedLogs() as logs:
             protocol.dataReceived(JSON_OPTION.replace(b"application/json", b"json"))
         self.assertTrue(transport.disconnecting)
