@@ -12,7 +12,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc import Server
+from txgeerpc import Option, Server
+from txgeerpc._option import OptionDecoder
 from txgeerpc._server_protocol import ServerProtocol
 from txgeerpc.examples import register_examples
 
@@ -27,6 +28,19 @@ JSON_OPTION = (
 
 def vector(name: str) -> bytes:
     return (VECTORS / name).read_bytes()
+
+
+def decode_all(pieces: list[bytes], max_size: int = 16 * 1024) -> tuple[list[Option], bytes]:
+    """Feed the pieces in order; every Option produced and all rest bytes."""
+    decoder = OptionDecoder(max_size)
+    options = []
+    rest = b""
+    for piece in pieces:
+        option, more = decoder.feed(piece)
+        if option is not None:
+            options.append(option)
+        rest += more
+    return options, rest
 
 
 def checked_clock(test: SynchronousTestCase) -> Clock:

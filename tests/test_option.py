@@ -8,7 +8,7 @@ from txgeerpc._option import OptionDecoder, parse_option
 from txgeerpc._wire import GOB, JSON, MAGIC_NUMBER, Option
 from txgeerpc.errors import MessageTooLarge, ProtocolError
 
-from ._helpers import vector
+from ._helpers import decode_all, vector
 
 GOB_OPTION = (
     b'{"MagicNumber":3927900,"CodecType":"application/gob",'
@@ -19,19 +19,6 @@ JSON_OPTION = (
     b'"ConnectTimeout":10000000000,"HandleTimeout":0}'
 )
 GOB_DEFAULT = Option(GOB, 10_000_000_000, 0, MAGIC_NUMBER)
-
-
-def decode_all(pieces: list[bytes], max_size: int = 16 * 1024) -> tuple[list[Option], bytes]:
-    """Feed the pieces in order; every Option produced and all rest bytes."""
-    decoder = OptionDecoder(max_size)
-    options = []
-    rest = b""
-    for piece in pieces:
-        option, more = decoder.feed(piece)
-        if option is not None:
-            options.append(option)
-        rest += more
-    return options, rest
 
 
 def first_line(name: str) -> bytes:

@@ -15,10 +15,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc._convert import converter_for, to_plain
 from txgeerpc._jsonsplit import JSONValueSplitter
-from txgeerpc._option import OptionDecoder, parse_option
+from txgeerpc._option import parse_option
 from txgeerpc._wire import MAGIC_NUMBER, Header, Option
 from txgeerpc.codec import JSONCodec
 from txgeerpc.errors import MessageTooLarge, ProtocolError
+
+from ._helpers import decode_all
 
 FAST = settings(
     max_examples=150,
@@ -298,35 +300,21 @@ def option_streams(draw: Any) -> tuple[Option, bytes, bytes]:
     return option, lead + body + after, rest
 
 
-def run_option_decoder(
-    pieces: list[bytes], max_size: int = 16 * 1024
-) -> tuple[list[Option], bytes]:
-    decoder = OptionDecoder(max_size)
-    options = []
-    rest = b""
-    for piece in pieces:
-        option, more = decoder.feed(piece)
-        if option is not None:
-            options.append(option)
-        rest += more
-    return options, rest
-
-
 class OptionProperties(SynchronousTestCase):
     @given(st.data())
     @FAST
     def test_valid_option_split_anywhere(self, data: Any) -> None:
         option, stream, rest = data.draw(option_streams())
-        self.assertEqual(run_option_decoder([stream]), ([option], rest))
+        self.assertEqual(decode_all([stream]), ([option], rest))
         pieces = segments(stream, data.draw)
-        self.assertEqual(run_option_decoder(pieces), ([option], rest))
+        self.assertEqual(decode_all(pieces), ([option], rest))
 
     @given(st.data())
     @FAST
     def test_valid_option_byte_by_byte(self, data: Any) -> None:
         option, stream, rest = data.draw(option_streams())
         pieces = [stream[i : i + 1] for i in range(len(stream))]
-        self.assertEqual(run_option_decoder(pieces), ([option], rest))
+        self.assertEqual(decode_all(pieces), ([option], rest))
 
     @given(SOUP, st.data(), st.sampled_from([b"", b"{", b'{"MagicNumber":3927900,', b"  "]))
     @FAST
@@ -336,7 +324,7 @@ class OptionProperties(SynchronousTestCase):
         stream = prefix + soup
         max_size = data.draw(st.sampled_from([16, 64, 16 * 1024]))
         try:
-            run_option_decoder(segments(stream, data.draw), max_size)
+            decode_all(segments(stream, data.draw), max_size)
         except ProtocolError:
             pass
 
@@ -347,13 +335,13 @@ class OptionProperties(SynchronousTestCase):
         raw = option.to_json()
         self.assertTrue(raw.endswith(b"}\n"))
         self.assertEqual(parse_option(raw[:-1]), option)
-        self.assertEqual(run_option_decoder([raw + b"\x09"]), ([option], b"\x09"))
+        self.assertEqual(decode_all([raw + b"\x09"]), ([option], b"\x09"))
 
     @given(INT64.filter(lambda n: n != MAGIC_NUMBER))
     @FAST
     def test_wrong_magic_always_refused(self, magic: int) -> None:
         with self.assertRaises(ProtocolError) as caught:
-            run_option_decoder([Option(magic_number=magic).to_json()])
+            decode_all([Option(magic_number=magic).to_json()])
         self.assertIn(f"invalid magic number {magic:x}", str(caught.exception))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol
 
-from txgeerpc import Server, connect
+from txgeerpc import Client, Server, connect
 from txgeerpc.errors import CallTimeout, ConnectionShutdown, RemoteError, UnexpectedDisconnect
 from txgeerpc.examples import Args, register_examples
 
@@ -36,13 +38,25 @@ async def listen(server: Server) -> tuple[IListeningPort, str]:
     return port, f"tcp@127.0.0.1:{port.getHost().port}"
 
 
-@pytest_twisted.ensureDeferred
-async def test_examples_over_tcp_with_concurrency() -> None:
-    server = Server(reactor)
+@asynccontextmanager
+async def serving(**settings: Any) -> AsyncIterator[tuple[Server, IListeningPort, Client]]:
+    """An example server on 127.0.0.1 and a client connected to it; both are
+    closed, and the server has seen the connection go, when the block ends."""
+    server = Server(reactor, **settings)
     register_examples(server)
     port, address = await listen(server)
     client = await connect(reactor, address, connect_timeout=5)
     try:
+        yield server, port, client
+    finally:
+        await client.close()
+        await wait_until_closed(server)
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_examples_over_tcp_with_concurrency() -> None:
+    async with serving() as (server, _, client):
         calls = [client.call("Arith.Multiply", Args(n, n), timeout=10) for n in range(64)]
         sleeper = client.call("Foo.Sleep", Args(0, 9), timeout=10)
         results = await gatherResults(calls)
@@ -55,29 +69,17 @@ async def test_examples_over_tcp_with_concurrency() -> None:
         assert await client.call("Arith.Echo", "after errors", timeout=10) == "after errors"
         stats = server.services["Arith"].methods["Multiply"].stats
         assert (stats.calls, stats.in_flight) == (64, 0)
-    finally:
-        await client.close()
-        await wait_until_closed(server)
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
 async def test_timeouts_over_tcp() -> None:
-    server = Server(reactor, handle_timeout=0.2)
-    register_examples(server)
-    port, address = await listen(server)
-    client = await connect(reactor, address)
-    try:
+    async with serving(handle_timeout=0.2) as (_, _, client):
         with pytest.raises(RemoteError, match=r"expect within 200ms$"):
             await client.call("Foo.Sleep", Args(5), timeout=10)
         with pytest.raises(CallTimeout):
             await client.call("Foo.Sleep", Args(1), timeout=0.05)
         assert client.pending == 0
         assert await client.call("Foo.Sum", Args(1, 2), timeout=10) == 3
-    finally:
-        await client.close()
-        await wait_until_closed(server)
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
@@ -136,17 +138,9 @@ class _Garbage(Protocol):
 async def test_garbage_peer_is_closed_and_others_keep_working() -> None:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    server = Server(reactor)
-    register_examples(server)
-    port, address = await listen(server)
-    client = await connect(reactor, address)
-    try:
+    async with serving() as (_, port, client):
         closed: Deferred[bytes] = Deferred()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         await connectProtocol(endpoint, _Garbage(b"\x16\x03\x01 not an option", closed))
         assert await closed == b""
         assert await client.call("Foo.Sum", Args(2, 3), timeout=10) == 5
-    finally:
-        await client.close()
-        await wait_until_closed(server)
-        await port.stopListening()
