@@ -247,10 +247,15 @@ class HeaderDecodingTests(SynchronousTestCase):
                 self.assertRaises(CodecError, decode_header, raw)
 
     def test_invalid_json(self) -> None:
-        for raw in (b"{", b'{"Seq":}', b"\xff", b'{"a":"\xff"}'):
+        for raw in (b"{", b'{"Seq":}', b"\xff"):
             with self.subTest(raw=raw):
                 self.assertRaises(CodecError, decode_header, raw)
                 self.assertRaises(CodecError, decode_body, raw)
+
+    def test_invalid_utf8_in_strings_becomes_replacement_character(self) -> None:
+        # As Go's encoding/json does.
+        self.assertEqual(decode_body(b'{"a":"x\xffy"}'), {"a": "x\ufffdy"})
+        self.assertEqual(decode_header(b'{"ServiceMethod":"A.\xc3"}').service_method, "A.\ufffd")
 
     def test_deeply_nested_header_is_a_codec_error(self) -> None:
         depth = 100_000

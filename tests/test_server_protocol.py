@@ -93,7 +93,10 @@ class NegotiationTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(len(logs.events), 1, logs.texts())
         self.assertIn(log_text, logs.texts()[0])
-        self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Only the deadline for a peer that never lets the close complete is left.
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(self.server.settings.drain_timeout)
+        self.assertTrue(transport.disconnected)
 
     def test_wrong_magic(self) -> None:
         self.assert_closed_silently(vector("05-bad-magic.c2s.bin"), "invalid magic number 0")
@@ -405,11 +408,14 @@ class ConcurrencyTests(SynchronousTestCase):
         protocol.dataReceived(
             JSON_OPTION + b"".join(json_request("Foo.Sum", n, b"{}") for n in range(1, 41))
         )
-        # 16 requests, then the reactor gets a turn (a Clock runs every turn due at once).
+        # 16 requests, then the reactor gets a turn; reading waits meanwhile, so
+        # buffered requests cannot pile up.  (A Clock runs every turn due at once.)
         self.assertEqual(len(replies(transport.value())) // 2, 16)
+        self.assertEqual(transport.producerState, "paused")
         self.assertEqual(len(clock.getDelayedCalls()), 1)
         clock.advance(0)
         self.assertEqual(len(replies(transport.value())) // 2, 40)
+        self.assertEqual(transport.producerState, "producing")
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_connection_lost_cancels_the_next_turn(self) -> None:
@@ -487,6 +493,26 @@ class RobustnessTests(SynchronousTestCase):
         self.transport.clear()
         self.protocol.dataReceived(json_request("Foo.Sum", 2, b'{"Num1":1}'))
         self.assertEqual(replies(self.transport.value())[1], 1)
+
+    def test_handler_raising_base_exception(self) -> None:
+        class Bail(BaseException):
+            pass
+
+        class Bailing:
+            def Out(self) -> int:
+                raise Bail("bailing out")
+
+        self.server.register(Bailing())
+        with CapturedLogs():
+            self.protocol.dataReceived(
+                json_request("Bailing.Out", 1, b"null") + json_request("Foo.Sum", 2, b"{}")
+            )
+        first, _, second, body = replies(self.transport.value())
+        self.assertEqual(first["Error"], "bailing out")  # type: ignore[index]
+        self.assertEqual((second["Seq"], body), (2, 0))  # type: ignore[index]
+        stats = self.server.services["Bailing"].methods["Out"].stats
+        self.assertEqual((stats.calls, stats.errors, stats.in_flight), (1, 1, 0))
+        self.assertEqual(len(self.flushLoggedErrors(Bail)), 1)
 
     def test_argument_validation_raising_anything(self) -> None:
         self.server.register(Checker())

@@ -131,7 +131,7 @@ class Dispatcher:
         started = self._clock.seconds()
         try:
             result = method.start(argument)
-        except Exception:
+        except BaseException:  # as maybeDeferred does: a handler must not unwind the reactor
             self._finish(Failure(), header, method, started, None)
             return
         if type(result) is not Deferred:

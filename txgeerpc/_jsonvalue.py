@@ -44,11 +44,11 @@ ValueError or RecursionError on text that is invalid or incomplete."""
 def loads(data: bytes) -> Any:
     """Parse exactly one JSON value that fills ``data``.
 
-    :raises JSONError: invalid UTF-8, invalid or trailing text, non-finite
+    :raises JSONError: invalid or trailing text, non-finite
         numbers, nesting too deep.
     """
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8", "replace")  # Go decodes invalid UTF-8 as U+FFFD
         value, end = scan_once(text, 0)
     except StopIteration as stop:
         raise JSONError(f"invalid character at offset {stop.value}") from None

@@ -70,6 +70,7 @@ class ServerSettings:
 
 _REQUESTS_PER_TURN = 16
 _IN_FLIGHT = "in-flight limit"
+_TURN = "buffered requests waiting for their turn"
 _WRITE_BUFFER = "write buffer full"
 
 
@@ -111,6 +112,7 @@ class ServerProtocol(Protocol):
         self._dispatcher: Dispatcher | None = None
         self._pairs: MessagePairs | None = None
         self._next_turn: IDelayedCall | None = None
+        self._close_deadline: IDelayedCall | None = None
         self._timer: IDelayedCall | None = None
         self._paused: set[str] = set()
         self._processing = False
@@ -191,7 +193,9 @@ class ServerProtocol(Protocol):
                 if turn == _REQUESTS_PER_TURN:
                     # Let the reactor send these replies (and serve other
                     # connections) while the client reads them, instead of
-                    # answering a whole read batch in lock-step.
+                    # answering a whole read batch in lock-step.  Reading stays
+                    # paused until the buffered requests are handled.
+                    self._pause(_TURN)
                     if self._next_turn is None:
                         self._next_turn = self._clock.callLater(0, self._take_turn)
                     return
@@ -209,7 +213,17 @@ class ServerProtocol(Protocol):
 
     def _take_turn(self) -> None:
         self._next_turn = None
+        self._resume(_TURN)
         self._process()
+
+    def take_turn_now(self) -> bool:
+        """Run the scheduled next turn at once (for in-memory tests that drive
+        no reactor); False if none was scheduled."""
+        if self._next_turn is None:
+            return False
+        self._next_turn.cancel()
+        self._take_turn()
+        return True
 
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
@@ -279,10 +293,16 @@ class ServerProtocol(Protocol):
             self._timer = self._clock.callLater(self._settings.drain_timeout, self._drain_expired)
 
     def _close(self) -> None:
+        if self._close_deadline is not None:
+            return
         # Unregister first: a transport that paused its producer would otherwise
         # wait for resumeProducing instead of closing once its buffer drains.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        # A peer that never reads would keep a closing connection forever.
+        self._close_deadline = self._clock.callLater(
+            self._settings.drain_timeout, self.transport.abortConnection
+        )
 
     def _handshake_expired(self) -> None:
         self._timer = None
@@ -310,9 +330,10 @@ class ServerProtocol(Protocol):
         self._connected = False
         self._closing = True
         self._cancel_timer()
-        if self._next_turn is not None:
-            self._next_turn.cancel()
-            self._next_turn = None
+        for call in (self._next_turn, self._close_deadline):
+            if call is not None and call.active():
+                call.cancel()
+        self._next_turn = self._close_deadline = None
         if self._dispatcher is not None:
             self._dispatcher.stop()
         if self._connections is not None:

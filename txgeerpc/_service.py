@@ -79,7 +79,7 @@ class Method:
         """Like :meth:`start`, but always a Deferred (failing on exceptions)."""
         try:
             result = self.start(argument)
-        except Exception:
+        except BaseException:
             return fail()
         return result if isinstance(result, Deferred) else succeed(result)
 
@@ -88,7 +88,10 @@ def _follow(handlers: Deferred[Any]) -> Deferred[Any]:
     """A fresh Deferred with the result of ``handlers``, the Deferred a handler
     returned, which it may also have handed to others (a cached result): adding
     our timeout and reply callbacks to it directly would change what they see.
-    Its value passes through unchanged; cancelling ours cancels it."""
+    A successful result passes through unchanged; a failure is consumed (it
+    becomes the call's error reply), so a handler that shares a Deferred whose
+    failure others must see should give each caller its own.  Cancelling ours
+    cancels it."""
     ours: Deferred[Any] = Deferred(lambda _: handlers.cancel())
 
     def relay(result: Any) -> Any:
@@ -97,7 +100,8 @@ def _follow(handlers: Deferred[Any]) -> Deferred[Any]:
                 ours.errback(result)
             else:
                 ours.callback(result)
-        # A failure is ours to report now; passing it on would log it again as unhandled.
+        # A failure is reported as the call's error reply; passing it on would
+        # also log it as an unhandled error when the handler's Deferred goes away.
         return None if isinstance(result, Failure) else result
 
     handlers.addBoth(relay)

@@ -42,18 +42,13 @@ class InMemoryConnection:
     pump: IOPump
 
     def flush(self) -> None:
-        """Deliver every byte written so far, in both directions, and let the
-        server take the turns it schedules for now (``callLater(0)``) on its
-        Clock.  Never advances time."""
-        clock = self.server_protocol.factory.clock
+        """Deliver every byte written so far, in both directions, letting the
+        server take every turn it has queued (it answers long batches of
+        requests in turns).  Never advances any clock."""
         while True:
             self.pump.flush()
-            due = isinstance(clock, Clock) and any(
-                call.getTime() <= clock.seconds() for call in clock.getDelayedCalls()
-            )
-            if not due:
+            if not self.server_protocol.take_turn_now():
                 return
-            clock.advance(0)
 
     def close(self) -> None:
         """Close the client and deliver the close to both sides."""
