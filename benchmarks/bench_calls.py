@@ -446,32 +446,38 @@ def ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, A
 
 
 def verdicts(ratio_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # (in flight, ratio key, metric, target text, passes?)
+    targets = [
+        (
+            TARGET_IN_FLIGHT_THROUGHPUT,
+            "throughput_ratio",
+            "rpc calls/s / echo calls/s",
+            f">= {TARGET_THROUGHPUT_RATIO}",
+            lambda v: v >= TARGET_THROUGHPUT_RATIO,
+        ),
+        (
+            TARGET_IN_FLIGHT_LATENCY,
+            "p50_ratio",
+            "rpc p50 / echo p50",
+            f"<= {TARGET_P50_RATIO}",
+            lambda v: v <= TARGET_P50_RATIO,
+        ),
+    ]
     out = []
     for row in ratio_rows:
-        if row["in_flight"] == TARGET_IN_FLIGHT_THROUGHPUT:
-            value = row["throughput_ratio"]
-            out.append(
-                {
-                    "codec": row["codec"],
-                    "in_flight": row["in_flight"],
-                    "metric": "rpc calls/s / echo calls/s",
-                    "value": value,
-                    "target": f">= {TARGET_THROUGHPUT_RATIO}",
-                    "pass": value >= TARGET_THROUGHPUT_RATIO,
-                }
-            )
-        if row["in_flight"] == TARGET_IN_FLIGHT_LATENCY:
-            value = row["p50_ratio"]
-            out.append(
-                {
-                    "codec": row["codec"],
-                    "in_flight": row["in_flight"],
-                    "metric": "rpc p50 / echo p50",
-                    "value": value,
-                    "target": f"<= {TARGET_P50_RATIO}",
-                    "pass": value <= TARGET_P50_RATIO,
-                }
-            )
+        for in_flight, key, metric, target, passes in targets:
+            if row["in_flight"] == in_flight:
+                value = row[key]
+                out.append(
+                    {
+                        "codec": row["codec"],
+                        "in_flight": in_flight,
+                        "metric": metric,
+                        "value": value,
+                        "target": target,
+                        "pass": passes(value),
+                    }
+                )
     return out
 
 

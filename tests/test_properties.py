@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc._convert import converter_for, to_plain
+from txgeerpc._convert import converter_for
 from txgeerpc._jsonsplit import JSONValueSplitter
 from txgeerpc._option import parse_option
 from txgeerpc._wire import MAGIC_NUMBER, Header, Option
@@ -400,14 +400,6 @@ class JSONCodecProperties(SynchronousTestCase):
         self.assertEqual(len(decoded), 1)
         self.assertEqual(decoded[0][0], header)
         back = converter_for(annotation)(decoded[0][1])
-        self.assertEqual(back, value)
-        self.assertIs(type(back), type(value))
-
-    @given(SHAPES)
-    @FAST
-    def test_to_plain_then_convert_is_identity(self, shape: tuple[Any, Any]) -> None:
-        annotation, value = shape
-        back = converter_for(annotation)(to_plain(value))
         self.assertEqual(back, value)
         self.assertIs(type(back), type(value))
 

@@ -66,20 +66,32 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(methods["Total"].signature(), "Total(list[int]) -> int")
         self.assertEqual(methods["NoArgument"].signature(), "NoArgument() -> str")
 
-    def test_invoke_value_deferred_coroutine(self) -> None:
+    def test_start_value_deferred_coroutine(self) -> None:
         methods = build_service(Geometry()).methods
-        self.assertEqual(self.successResultOf(methods["Shift"].invoke(Point(1))), Point(2, 1))
-        self.assertEqual(self.successResultOf(methods["Deferring"].invoke(Args(4, 5))), 4)
-        self.assertEqual(self.successResultOf(methods["Coroutine"].invoke(Args(4, 5))), 5)
-        self.assertEqual(self.successResultOf(methods["NoArgument"].invoke(None)), "ok")
+        self.assertEqual(methods["Shift"].start(Point(1)), Point(2, 1))
+        self.assertEqual(methods["NoArgument"].start(None), "ok")
+        self.assertEqual(self.successResultOf(methods["Deferring"].start(Args(4, 5))), 4)
+        self.assertEqual(self.successResultOf(methods["Coroutine"].start(Args(4, 5))), 5)
 
-    def test_synchronous_exception_becomes_failure(self) -> None:
+    def test_returned_deferred_is_followed_not_reused(self) -> None:
+        shared: Deferred[int] = Deferred()
+
+        class Cached:
+            def Get(self) -> Deferred[int]:
+                return shared
+
+        ours = build_service(Cached()).methods["Get"].start(None)
+        self.assertIsNot(ours, shared)
+        shared.callback(3)
+        self.assertEqual(self.successResultOf(ours), 3)
+        self.assertEqual(self.successResultOf(shared), 3)
+
+    def test_synchronous_exception_is_raised(self) -> None:
         class Boom:
             def Go(self, x: int) -> int:
                 raise KeyError(x)
 
-        d = build_service(Boom()).methods["Go"].invoke(1)
-        self.failureResultOf(d, KeyError)
+        self.assertRaises(KeyError, build_service(Boom()).methods["Go"].start, 1)
 
     def test_explicit_name_and_methods(self) -> None:
         service = build_service(Geometry(), name="Geo", methods=["Total"])

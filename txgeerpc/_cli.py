@@ -12,7 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from ._convert import to_plain
+from ._jsonvalue import dumps
 from ._version import __version__
 from .client import DEFAULT_CONNECT_TIMEOUT, connect
 from .codec import default_registry
@@ -113,7 +113,7 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
         return EXIT_CALL_FAILED
     finally:
         await client.close()
-    print(json.dumps(to_plain(reply), ensure_ascii=False))
+    print(dumps(reply))
     return EXIT_OK
 
 

@@ -400,37 +400,3 @@ def _struct_converter(cls: type) -> Converter:
         return cls(**kwargs)
 
     return convert
-
-
-def to_plain(value: Any, bytes_as_base64: bool = True) -> Any:
-    """Turn a Python value into plain JSON-able data (structs become dicts keyed
-    by their Go field names; bytes become base64 text, as Go's JSON does)."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is list or kind is tuple:
-        return [to_plain(item, bytes_as_base64) for item in value]
-    if kind is dict:
-        return {
-            (key if type(key) is str else _key_text(key)): to_plain(item, bytes_as_base64)
-            for key, item in value.items()
-        }
-    if kind is bytes or kind is bytearray:
-        return base64.b64encode(value).decode("ascii") if bytes_as_base64 else bytes(value)
-    if is_struct(kind):
-        return {
-            field.wire_name: to_plain(getattr(value, field.name), bytes_as_base64)
-            for field in struct_fields(kind)  # type: ignore[arg-type]
-        }
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [to_plain(item, bytes_as_base64) for item in value]
-    if isinstance(value, Mapping):
-        return {_key_text(key): to_plain(item, bytes_as_base64) for key, item in value.items()}
-    return value
-
-
-def _key_text(key: Any) -> str:
-    return key if isinstance(key, str) else str(key)
-
-
-_SCALARS = frozenset({int, str, float, bool, type(None)})

@@ -32,12 +32,8 @@ class ReplySender(Protocol):
     def send_reply(self, header: Header, body: Any) -> None:
         """Encode and write one reply.
 
-        :raises CodecError: the body cannot be encoded (nothing was written).
+        :raises Exception: the body cannot be encoded (nothing was written).
         """
-
-
-class MethodLocator(Protocol):
-    def services(self) -> dict[str, Service]: ...
 
 
 class _HandleTimedOut(Exception):

@@ -120,7 +120,6 @@ class ServerProtocol(Protocol):
         self._closing = False
         self._connected = False
         self.peer = ""
-        self.option: Option | None = None
 
     def connectionMade(self) -> None:
         self._connected = True
@@ -159,7 +158,6 @@ class ServerProtocol(Protocol):
         except UnsupportedCodec as error:
             self._reject(f"rpc server: {error}")
             return False
-        self.option = option
         self._cancel_timer()
         self._decoder = codec.new_decoder(self._settings.max_message_size)
         self._pairs = MessagePairs(self._decoder)

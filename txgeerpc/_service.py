@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._convert import Converter, converter_for, type_name
@@ -74,14 +74,6 @@ class Method:
         if inspect.iscoroutine(result):
             return ensureDeferred(result)
         return result
-
-    def invoke(self, argument: Any) -> Deferred[Any]:
-        """Like :meth:`start`, but always a Deferred (failing on exceptions)."""
-        try:
-            result = self.start(argument)
-        except BaseException:
-            return fail()
-        return result if isinstance(result, Deferred) else succeed(result)
 
 
 def _follow(handlers: Deferred[Any]) -> Deferred[Any]:
