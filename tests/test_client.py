@@ -54,12 +54,17 @@ class ClientProtocolTests(SynchronousTestCase):
         self.protocol.makeConnection(self.transport)
         self.client = Client(self.protocol)
 
-    def test_option_written_first_exactly_as_go(self) -> None:
+    def test_option_written_first_widened_to_512_bytes(self) -> None:
+        # Go's fields in Go's order, spaces before the closing brace, no newline
+        # (PROTOCOL.md 3.3, vectors 17 and 18).
+        written = self.transport.value()
+        self.assertEqual(len(written), 512)
         self.assertEqual(
-            self.transport.value(),
+            written.rstrip(b"}").rstrip(b" ") + b"}",
             b'{"MagicNumber":3927900,"CodecType":"application/json",'
-            b'"ConnectTimeout":10000000000,"HandleTimeout":0}\n',
+            b'"ConnectTimeout":10000000000,"HandleTimeout":0}',
         )
+        self.assertTrue(written.endswith(b" }"))
 
     def test_seq_from_one_and_multiplexed_out_of_order(self) -> None:
         self.transport.clear()

@@ -19,7 +19,7 @@ class RecordingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[Header, Any]] = []
 
-    def send_reply(self, header: Header, body: Any) -> None:
+    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
         self.sent.append((header, body))
 
 

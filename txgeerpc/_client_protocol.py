@@ -62,7 +62,8 @@ class ClientProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._connected = True
-        self.transport.write(self._option.to_json())
+        # Widened, so that a Go server's read-ahead cannot swallow our first calls.
+        self.transport.write(self._option.to_widened_json())
 
     def call(
         self,
@@ -70,6 +71,7 @@ class ClientProtocol(Protocol):
         argument: Any = None,
         timeout: float | None = None,
         result_type: Any = None,
+        argument_type: Any = None,
     ) -> Deferred[Any]:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
@@ -78,7 +80,7 @@ class ClientProtocol(Protocol):
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
         try:
-            data = self._encoder.encode(Header(service_method, seq, ""), argument)
+            data = self._encoder.encode(Header(service_method, seq, ""), argument, argument_type)
         except Exception as error:
             self._pending.pop(seq)
             if isinstance(error, CodecError):

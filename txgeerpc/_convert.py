@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import attrs
 
@@ -70,7 +70,7 @@ def is_struct(cls: Any) -> bool:
 @functools.cache
 def struct_fields(cls: type) -> tuple[StructField, ...]:
     """The fields of a dataclass or attrs class, with resolved annotations."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     result = []
     if attrs.has(cls):
         for field in attrs.fields(cls):
@@ -107,6 +107,10 @@ def type_name(annotation: Any) -> str:
     """A short readable name for an annotation (``Args``, ``list[int]``)."""
     if annotation is Any:
         return "any"
+    if typing.get_origin(annotation) is Annotated:
+        if any(getattr(extra, "unsigned", False) for extra in annotation.__metadata__):
+            return "Uint"
+        return type_name(typing.get_args(annotation)[0])
     if isinstance(annotation, type) and not typing.get_args(annotation):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
@@ -129,6 +133,10 @@ def converter_for(annotation: Any) -> Converter:
         return _identity if annotation is not None.__class__ else _expect_none
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is Annotated:
+        if any(getattr(extra, "unsigned", False) for extra in annotation.__metadata__):
+            return _to_uint
+        return converter_for(args[0])
     if origin in (Union, types.UnionType):
         return _union_converter(args)
     if annotation is int:
@@ -167,6 +175,8 @@ def converter_for(annotation: Any) -> Converter:
 def zero_value(annotation: Any) -> Any:
     """Go's zero value for a field of this type (``0``, ``""``, ``[]``...)."""
     origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return zero_value(typing.get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         return None
     if annotation in (int, float, str, bool, bytes, list, dict, tuple):
@@ -208,6 +218,21 @@ def _to_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return _to_int(int(value))
     raise ConversionError("", f"expected int, got {_describe(value)}")
+
+
+_UINT64_MAX = 2**64 - 1
+
+
+def _to_uint(value: Any) -> int:
+    if type(value) is int and 0 <= value <= _UINT64_MAX:
+        return value
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= _UINT64_MAX:
+            return int(value)
+        raise ConversionError("", f"number {_short_int(int(value))} does not fit uint64")
+    raise ConversionError("", f"expected unsigned int, got {_describe(value)}")
 
 
 def _short_int(value: int) -> str:

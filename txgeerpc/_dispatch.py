@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._convert import ConversionError
-from ._service import Method, MethodStats, Service
+from ._service import Method, Service
 from ._wire import EMPTY_STRUCT, Header, go_duration
 from .errors import (
     CodecError,
@@ -29,8 +29,8 @@ from .errors import (
 
 
 class ReplySender(Protocol):
-    def send_reply(self, header: Header, body: Any) -> None:
-        """Encode and write one reply.
+    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
+        """Encode and write one reply (``body_type``: its declared type, if any).
 
         :raises Exception: the body cannot be encoded (nothing was written).
         """
@@ -155,13 +155,14 @@ class Dispatcher:
         if self._stopped:
             return None
         try:
-            self._reply(result, header, stats)
+            self._reply(result, header, method)
         finally:
             if request_id is not None:
                 self._on_done()
         return None
 
-    def _reply(self, result: Any, header: Header, stats: MethodStats) -> None:
+    def _reply(self, result: Any, header: Header, method: Method) -> None:
+        stats = method.stats
         if isinstance(result, Failure):
             stats.errors += 1
             if result.check(_HandleTimedOut):
@@ -182,7 +183,7 @@ class Dispatcher:
                 self._reply_error(header, _error_text(result))
             return
         try:
-            self._sender.send_reply(Header(header[0], header[1], ""), result)
+            self._sender.send_reply(Header(header[0], header[1], ""), result, method.result_type)
         except Exception as error:
             stats.errors += 1
             self._log.error(

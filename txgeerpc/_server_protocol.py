@@ -228,9 +228,9 @@ class ServerProtocol(Protocol):
         if batch and self._connected:
             self.transport.write(b"".join(batch))
 
-    def send_reply(self, header: Header, body: Any) -> None:
+    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
         assert self._encoder is not None
-        data = self._encoder.encode(header, body)
+        data = self._encoder.encode(header, body, body_type)
         if self._batch is not None:
             self._batch.append(data)  # written once when the read batch is done
         elif self._connected:

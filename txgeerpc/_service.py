@@ -166,7 +166,7 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
     except (TypeError, ValueError):
         return "has no inspectable signature"
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(function, include_extras=True)
     except Exception as error:
         # Not a reason to skip the method quietly: the user meant it to be typed.
         raise RegistrationError(
@@ -189,6 +189,8 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
     takes_argument = bool(parameters)
     argument_type = hints.get(parameters[0].name, Any) if takes_argument else Any
     result_type = hints.get("return", Any)
+    if typing.get_origin(result_type) is Deferred:  # Deferred[int] replies an int
+        result_type = (typing.get_args(result_type) or (Any,))[0]
     return Method(
         name=name,
         function=function,

@@ -23,6 +23,9 @@ DEFAULT_REGISTRY_PATH = "/_geerpc_/registry"
 
 NANOSECONDS = 1_000_000_000
 
+WIDENED_OPTION_SIZE = 512
+"""The size a client pads its Option to, so Go servers keep the bytes after it."""
+
 
 def seconds_to_ns(seconds: float | None) -> int:
     """Seconds (``None`` = no limit) to Go ``time.Duration`` nanoseconds (``0`` = no limit)."""
@@ -52,6 +55,23 @@ class Option:
             f'"ConnectTimeout":{self.connect_timeout_ns:d},'
             f'"HandleTimeout":{self.handle_timeout_ns:d}}}\n'
         ).encode()
+
+    def to_widened_json(self) -> bytes:
+        """The Option as exactly :data:`WIDENED_OPTION_SIZE` bytes: spaces before
+        the closing brace and no newline (longer Options are sent as
+        :meth:`to_json`).
+
+        A Go GeeRPC server reads the Option with a JSON decoder that reads
+        ahead and throws away whatever it read past the Option (PROTOCOL.md
+        3.3): requests written right behind a plain Option are lost.  Both of
+        Go's JSON engines read exactly 512 bytes when the value ends at byte
+        512 (classic: one 512-byte read; JSONv2: 64+64+128+256), so nothing
+        after it is taken (vectors 17 and 18).
+        """
+        plain = self.to_json()[:-1]
+        if len(plain) > WIDENED_OPTION_SIZE:
+            return plain + b"\n"
+        return plain[:-1] + b" " * (WIDENED_OPTION_SIZE - len(plain)) + b"}"
 
 
 class Header(NamedTuple):

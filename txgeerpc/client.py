@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
 from ._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
-from ._wire import Option, seconds_to_ns
+from ._wire import GOB, Option, seconds_to_ns
 from .codec import CodecRegistry, default_registry
 from .endpoints import client_endpoint
 from .errors import ConnectFailed, ConnectTimeout, GeeRPCError
@@ -47,11 +47,16 @@ class Client:
         *,
         timeout: float | None = None,
         result_type: Any = None,
+        argument_type: Any = None,
     ) -> Deferred[Any]:
         """Call ``Service.Method`` with one argument.
 
         :param argument: any value the codec can encode: ints, strings,
             lists, dicts, dataclass/attrs instances...
+        :param argument_type: the Go type to send ``argument`` as, as an
+            annotation (``dict[str, int]``, ``gob.Uint``, a dataclass); by
+            default gob infers it from the value (see the README's type
+            mapping).
         :param timeout: seconds to wait for the reply; ``None`` waits forever.
             The timeout cancels the call: its entry is removed at once and a
             late reply is discarded.
@@ -71,7 +76,7 @@ class Client:
             - :class:`~txgeerpc.errors.UnexpectedDisconnect`: the connection
               was lost or the server sent garbage while the call was pending.
         """
-        return self._protocol.call(service_method, argument, timeout, result_type)
+        return self._protocol.call(service_method, argument, timeout, result_type, argument_type)
 
     def close(self) -> Deferred[None]:
         """Close the connection.  Pending calls fail at once with
@@ -87,7 +92,7 @@ def connect(
     reactor: Any,
     address: str | IStreamClientEndpoint,
     *,
-    codec: str = "application/json",
+    codec: str = GOB,
     handle_timeout: float | None = None,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
@@ -100,7 +105,8 @@ def connect(
         ``clock`` is given, for timeouts).
     :param address: ``tcp@host:port``, ``unix@/path``, a Twisted client
         endpoint string, or an ``IStreamClientEndpoint``.
-    :param codec: codec name or alias (``json``).
+    :param codec: codec name or alias: ``application/gob`` (GeeRPC's own,
+        the default) or ``json`` (a txgeerpc extension).
     :param handle_timeout: asks the server to give up on each request after
         this many seconds (GeeRPC's ``HandleTimeout``); the server may cap it.
     :param connect_timeout: seconds for the connection and the handshake

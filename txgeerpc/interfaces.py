@@ -46,8 +46,12 @@ class IMessageDecoder(Interface):
 class IMessageEncoder(Interface):
     """Encoder for one direction of one connection."""
 
-    def encode(header: Any, body: Any) -> bytes:
+    def encode(header: Any, body: Any, body_type: Any = None) -> bytes:
         """Encode one header and its body as the bytes to write.
+
+        ``body_type`` is the body's declared type (a method's return
+        annotation, a call's argument type), or ``None`` to go by the value;
+        codecs that need no types (JSON) ignore it.
 
         On failure no state changes, so the next message encodes normally.
 

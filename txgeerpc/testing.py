@@ -59,7 +59,7 @@ class InMemoryConnection:
 def connect_in_memory(
     server: Server,
     *,
-    codec: str = "application/json",
+    codec: str = "application/gob",
     handle_timeout: float | None = None,
     clock: Clock | None = None,
     max_message_size: int | None = None,

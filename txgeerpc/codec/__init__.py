@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedCodec
 from ..interfaces import ICodec
+from ._gob import GobCodec
 from ._json import JSONCodec
 
 JSON = "application/json"
@@ -49,6 +50,7 @@ class CodecRegistry:
 
 
 default_registry = CodecRegistry()
+default_registry.register(GobCodec(), "gob")
 default_registry.register(JSONCodec(), "json")
 
-__all__ = ["GOB", "JSON", "CodecRegistry", "JSONCodec", "default_registry"]
+__all__ = ["GOB", "JSON", "CodecRegistry", "GobCodec", "JSONCodec", "default_registry"]

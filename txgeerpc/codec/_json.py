@@ -97,7 +97,7 @@ def _field(value: Any, kind: type, name: str, zero: Any) -> Any:
 class JSONEncoder:
     """Encodes header + body as two newline-terminated JSON documents."""
 
-    def encode(self, header: Header, body: Any) -> bytes:
+    def encode(self, header: Header, body: Any, body_type: Any = None) -> bytes:
         try:
             body_text = dumps(body)
         except JSONError as error:

@@ -1,0 +1,330 @@
+"""
+Build and drive ``geepeer``, the Go GeeRPC peer in ``geepeer/`` beside this file.
+
+geepeer is written with Go's standard library only, from the wire facts in
+PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
+
+- ``geepeer server -listen 127.0.0.1:0`` prints ``LISTENING 127.0.0.1:PORT`` and
+  serves Foo, Arith and Records until killed. It reads the Option the way the
+  reference does (a JSON decoder on the raw socket), so a client that sends its
+  first request together with the Option can lose it (PROTOCOL.md 3.3).
+- ``geepeer client -addr HOST:PORT -scenario basic|timeout|records
+  [-option-pause 50ms] [-call-timeout 20s] [-dump-c2s FILE] [-dump-s2c FILE]``
+  prints one JSON object per call: ``case``, ``method``, ``reply`` (null when
+  the call failed), ``error`` and, for records, ``equal``. ``-option-pause``
+  waits after writing the Option; only needed against geepeer's own faithful
+  server.
+- ``geepeer decode-replies < s2c.bin`` prints one JSON object per reply:
+  ``ServiceMethod``, ``Seq``, ``Error``, ``Reply``.
+- ``geepeer encode-requests < requests.jsonl > c2s.bin`` turns lines
+  ``{"method": ..., "seq": N, "arg": ..., "type": optional}`` into the gob stream
+  a Go client sends after the Option.
+
+Records travel as JSON objects with the Go field names: ``Data`` base64,
+``Z`` ``[real, imag]``, ``Child`` null or a record, ``Extra``
+``{"type": GOB_NAME, "value": VALUE}`` (``"nil"`` for a nil interface).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+GEEPEER_SOURCE = Path(__file__).resolve().parent / "geepeer"
+
+Engine = Literal["classic", "jsonv2"]
+ENGINES: tuple[Engine, ...] = ("classic", "jsonv2")
+
+BUILD_TIMEOUT = 600.0
+START_TIMEOUT = 30.0
+RUN_TIMEOUT = 120.0
+
+# The SAMPLE record of the Go side (types.go sampleRecord), in the JSON form.
+SAMPLE_RECORD_JSON: dict[str, Any] = {
+    "Name": "sample ✓ ünïcode",
+    "ID": 18446744073709551615,
+    "Score": -2.5,
+    "Active": True,
+    "Data": "AAEC/w==",  # bytes 00 01 02 ff
+    "Tags": ["a", "b c", ""],
+    "Points": [{"X": 1, "Y": 2}, {"X": -3, "Y": 4}, {"X": 0, "Y": 0}],
+    "Counts": {"x": 1, "y": -2, "z": 0},
+    "Matrix": [[1.5, 2], [], [-0.25]],
+    "Z": [1.5, -2],
+    "Child": {
+        "Name": "child",
+        "Weight": 7,
+        "Tags": ["t"],
+        "Child": {"Name": "grandchild"},
+    },
+    "Weight": 42,
+    "Extra": {"type": "string", "value": "extra"},
+}
+
+
+class GeepeerError(RuntimeError):
+    """geepeer failed to build, start, or finish cleanly."""
+
+
+def go_executable() -> str | None:
+    """The ``go`` command on PATH, or None."""
+    return shutil.which("go")
+
+
+def build_env(engine: Engine, scratch: Path) -> dict[str, str]:
+    """The environment for ``go build``: offline, no cgo, no VCS stamping."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    env = dict(os.environ)
+    env.update(
+        GOTOOLCHAIN="local",
+        CGO_ENABLED="0",
+        GOFLAGS="-buildvcs=false",
+        GOWORK="off",
+        GOPROXY="off",
+    )
+    env.pop("GOEXPERIMENT", None)
+    if engine == "classic":
+        env["GOEXPERIMENT"] = "nojsonv2"
+    # GOCACHE defaults to the user's cache; go needs HOME or XDG_CACHE_HOME for that.
+    if not env.get("GOCACHE") and not env.get("XDG_CACHE_HOME") and not env.get("HOME"):
+        env["GOCACHE"] = str(scratch / "gocache")
+    if not env.get("GOPATH") and not env.get("HOME"):
+        env["GOPATH"] = str(scratch / "gopath")
+    return env
+
+
+def build_geepeer(tmp_dir: Path, engine: Engine) -> Path:
+    """Build geepeer with the given ``encoding/json`` engine into ``tmp_dir``.
+
+    ``classic`` builds with ``GOEXPERIMENT=nojsonv2``; ``jsonv2`` is the Go 1.27
+    default. Raises GeepeerError carrying go's output on failure.
+    """
+    go = go_executable()
+    if go is None:
+        raise GeepeerError("the go command is not on PATH")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    output = tmp_dir / f"geepeer-{engine}"
+    try:
+        result = subprocess.run(
+            [go, "build", "-o", str(output), "."],
+            cwd=GEEPEER_SOURCE,
+            env=build_env(engine, tmp_dir),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise GeepeerError(f"go build ({engine}) timed out after {BUILD_TIMEOUT}s") from e
+    if result.returncode != 0:
+        raise GeepeerError(
+            f"go build ({engine}) failed with status {result.returncode}:\n"
+            + result.stderr.decode("utf-8", "replace")
+            + result.stdout.decode("utf-8", "replace")
+        )
+    return output
+
+
+class GeepeerServer:
+    """``geepeer server`` as a context manager; entering yields its address.
+
+    ``log`` holds the server's stderr (its log lines) so far, and still after
+    exit. Exiting kills the process with SIGKILL and reaps it.
+    """
+
+    def __init__(self, binary: Path, start_timeout: float = START_TIMEOUT) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self.address: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._final_log: str | None = None
+
+    @property
+    def log(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
+        if self._log_path is None:
+            return ""
+        return self._log_path.read_bytes().decode("utf-8", "replace")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def __enter__(self) -> str:
+        fd, name = tempfile.mkstemp(prefix="geepeer-server-", suffix=".log")
+        os.close(fd)
+        self._log_path = Path(name)
+        self._final_log = None
+        # O_APPEND: the server's writes always land at the end while we read.
+        with open(self._log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                [str(self.binary), "server", "-listen", "127.0.0.1:0"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                bufsize=0,
+            )
+        try:
+            self.address = self._read_listening_line()
+        except BaseException:
+            self._stop()
+            raise
+        return self.address
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop()
+
+    def _read_listening_line(self) -> str:
+        process = self._process
+        assert process is not None and process.stdout is not None
+        deadline = time.monotonic() + self.start_timeout
+        received = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            while b"\n" not in received:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise GeepeerError(
+                        f"geepeer server printed no LISTENING line in {self.start_timeout}s;"
+                        f" stdout {received!r}, log:\n{self.log}"
+                    )
+                if not selector.select(remaining):
+                    continue
+                chunk = os.read(process.stdout.fileno(), 4096)
+                if not chunk:
+                    process.wait()
+                    raise GeepeerError(
+                        f"geepeer server exited with status {process.returncode} before"
+                        f" listening; stdout {received!r}, log:\n{self.log}"
+                    )
+                received += chunk
+        line = received.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+        prefix = "LISTENING "
+        if not line.startswith(prefix):
+            raise GeepeerError(f"unexpected first line from geepeer server: {line!r}")
+        return line[len(prefix) :]
+
+    def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.poll() is None:
+                process.kill()  # SIGKILL to this PID only
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+        if self._log_path is not None:
+            self._final_log = self._log_path.read_bytes().decode("utf-8", "replace")
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+
+def running_server(binary: Path, start_timeout: float = START_TIMEOUT) -> GeepeerServer:
+    """``with running_server(binary) as address:`` runs ``geepeer server``.
+
+    Keep the returned object to read its ``log`` (stderr) during or after the block.
+    """
+    return GeepeerServer(binary, start_timeout)
+
+
+def _run(
+    argv: Sequence[str], stdin: bytes, timeout: float, what: str
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        result = subprocess.run(
+            list(argv), input=stdin, capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as e:  # subprocess.run has killed the child
+        stderr = (e.stderr or b"").decode("utf-8", "replace")
+        stdout = (e.stdout or b"").decode("utf-8", "replace")
+        raise GeepeerError(
+            f"{what} timed out after {timeout}s\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ) from e
+    if result.returncode != 0:
+        raise GeepeerError(
+            f"{what} exited with status {result.returncode}\n"
+            f"stdout:\n{result.stdout.decode('utf-8', 'replace')}\n"
+            f"stderr:\n{result.stderr.decode('utf-8', 'replace')}"
+        )
+    return result
+
+
+def _json_lines(data: bytes) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    for raw in data.decode("utf-8").splitlines():
+        if raw.strip():
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise GeepeerError(f"expected a JSON object per line, got {raw!r}")
+            lines.append(value)
+    return lines
+
+
+def run_client(
+    binary: Path,
+    address: str,
+    scenario: str,
+    stdin: bytes = b"",
+    *,
+    option_pause: str | None = None,
+    call_timeout: str | None = None,
+    extra_args: Iterable[str] = (),
+    timeout: float = RUN_TIMEOUT,
+) -> list[dict[str, Any]]:
+    """Run ``geepeer client`` to completion and return its JSON lines.
+
+    ``option_pause`` / ``call_timeout`` are Go durations (``"50ms"``). Raises
+    GeepeerError with the client's stderr on a non-zero exit or on timeout.
+    """
+    argv = [str(binary), "client", "-addr", address, "-scenario", scenario]
+    if option_pause is not None:
+        argv += ["-option-pause", option_pause]
+    if call_timeout is not None:
+        argv += ["-call-timeout", call_timeout]
+    argv += list(extra_args)
+    result = _run(argv, stdin, timeout, f"geepeer client -scenario {scenario}")
+    return _json_lines(result.stdout)
+
+
+def records_stdin(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Records in the JSON form as the ``records`` scenario reads them."""
+    return b"".join(
+        json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n" for record in records
+    )
+
+
+def decode_replies(binary: Path, data: bytes, timeout: float = RUN_TIMEOUT) -> list[dict[str, Any]]:
+    """Decode a server-to-client gob stream as a Go GeeRPC client would."""
+    result = _run([str(binary), "decode-replies"], data, timeout, "geepeer decode-replies")
+    return _json_lines(result.stdout)
+
+
+def encode_requests(
+    binary: Path, requests: Iterable[Mapping[str, Any]], timeout: float = RUN_TIMEOUT
+) -> bytes:
+    """The gob request stream (no Option) a Go client sends for ``requests``.
+
+    Each request is ``{"method": ..., "seq": N, "arg": ...}``, optionally with
+    ``"type"`` (``args``, ``string``, ``record``, ``map``, ``int``) to override
+    the argument type chosen from the method.
+    """
+    lines = b"".join(
+        json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n" for request in requests
+    )
+    return _run([str(binary), "encode-requests"], lines, timeout, "geepeer encode-requests").stdout

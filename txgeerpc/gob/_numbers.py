@@ -1,0 +1,100 @@
+"""
+gob's integer and float encodings (the ``encoding/gob`` package documentation,
+"Encoding details"; PROTOCOL.md 4.3).
+
+Unsigned: below 128 one byte; otherwise a byte holding the negated count of
+the big-endian bytes that follow.  Signed: zig-zag (``2n`` or ``2(-n-1)+1``),
+then unsigned.  Floats: the IEEE-754 bits, byte-reversed, as unsigned.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import CodecError
+
+_pack_double = struct.Struct("<d").pack
+_unpack_double = struct.Struct("<d").unpack
+
+
+class Truncated(CodecError):
+    """The message ended in the middle of a value."""
+
+    def __init__(self) -> None:
+        super().__init__("gob: unexpected end of message")
+
+
+def uint_bytes(value: int) -> bytes:
+    """The gob encoding of an unsigned integer (``0 <= value < 2**64``)."""
+    if value < 128:
+        return _SMALL[value]
+    body = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    return bytes((256 - len(body),)) + body
+
+
+_SMALL = [bytes((n,)) for n in range(128)]
+
+
+def write_uint(out: bytearray, value: int) -> None:
+    if value < 128:
+        out.append(value)
+    else:
+        body = value.to_bytes((value.bit_length() + 7) // 8, "big")
+        out.append(256 - len(body))
+        out += body
+
+
+def write_int(out: bytearray, value: int) -> None:
+    zigzag = value << 1 if value >= 0 else ((-value - 1) << 1) | 1
+    if zigzag < 128:
+        out.append(zigzag)
+    else:
+        body = zigzag.to_bytes((zigzag.bit_length() + 7) // 8, "big")
+        out.append(256 - len(body))
+        out += body
+
+
+def float_bits(value: float) -> int:
+    """The unsigned integer a float64 travels as."""
+    return int.from_bytes(_pack_double(value), "big")
+
+
+def write_float(out: bytearray, value: float) -> None:
+    write_uint(out, int.from_bytes(_pack_double(value), "big"))
+
+
+def read_uint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position).
+
+    :raises CodecError: more than 8 bytes announced, or the data ends early.
+    """
+    try:
+        first = data[pos]
+    except IndexError:
+        raise Truncated() from None
+    if first < 128:
+        return first, pos + 1
+    count = 256 - first
+    if count > 8:
+        raise CodecError("gob: encoded unsigned integer out of range")
+    end = pos + 1 + count
+    if end > len(data):
+        raise Truncated()
+    return int.from_bytes(data[pos + 1 : end], "big"), end
+
+
+def read_int(data: bytes, pos: int) -> tuple[int, int]:
+    value, pos = read_uint(data, pos)
+    if value & 1:
+        return -(value >> 1) - 1, pos
+    return value >> 1, pos
+
+
+def read_float(data: bytes, pos: int) -> tuple[float, int]:
+    bits, pos = read_uint(data, pos)
+    return _unpack_double(bits.to_bytes(8, "big"))[0], pos
+
+
+def frame(payload: bytes | bytearray) -> bytes:
+    """A whole message: its byte count, then the payload."""
+    return uint_bytes(len(payload)) + payload

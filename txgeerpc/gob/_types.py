@@ -1,0 +1,384 @@
+"""
+The Go types a gob stream can carry, seen from the sending side: how Python
+annotations and Python values map onto them, and the names Go registers for
+values sent inside interfaces.
+
+A :class:`GobType` knows its shape only; wire type ids are chosen per encoder
+(see ``_encoder``), because a peer must take them from our definitions anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Union
+
+import attrs
+
+from .._convert import is_struct, struct_fields
+
+# Predefined type ids (encoding/gob's type.go; PROTOCOL.md 4.3).
+BOOL_ID, INT_ID, UINT_ID, FLOAT_ID, BYTES_ID, STRING_ID, COMPLEX_ID, INTERFACE_ID = range(1, 9)
+WIRE_TYPE_ID = 16
+ARRAY_TYPE_ID = 17
+COMMON_TYPE_ID = 18
+SLICE_TYPE_ID = 19
+STRUCT_TYPE_ID = 20
+FIELD_TYPE_ID = 21
+FIELD_TYPE_SLICE_ID = 22
+MAP_TYPE_ID = 23
+FIRST_USER_ID = 64
+"""Go rejects definitions below this id; user types are numbered from here."""
+
+UINT64_MAX = 2**64 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class GobType:
+    """A Go type as gob describes it.  Basic types carry their fixed id."""
+
+    __slots__ = ()
+    name: str
+    basic_id: int | None = None
+
+    @property
+    def needs_definition(self) -> bool:
+        """True for types a sender must define before first use."""
+        return self.basic_id is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Basic(GobType):
+    """``bool``, ``int``, ``uint``, ``float64``, ``[]byte``, ``string``,
+    ``complex128`` or ``interface{}``."""
+
+    name: str
+    basic_id: int  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+BOOL = Basic("bool", BOOL_ID)
+INT = Basic("int", INT_ID)
+UINT = Basic("uint", UINT_ID)
+FLOAT = Basic("float64", FLOAT_ID)
+BYTES = Basic("[]byte", BYTES_ID)
+STRING = Basic("string", STRING_ID)
+COMPLEX = Basic("complex128", COMPLEX_ID)
+INTERFACE = Basic("interface {}", INTERFACE_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceOf(GobType):
+    elem: GobType
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "[]" + self.elem.name
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayOf(GobType):
+    elem: GobType
+    length: int
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"[{self.length}]{self.elem.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MapOf(GobType):
+    key: GobType
+    elem: GobType
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"map[{self.key.name}]{self.elem.name}"
+
+
+class StructOf(GobType):
+    """A Go struct: named fields, each with a Go name and a type.
+
+    :ivar cls: the Python class values of this type are instances of, or
+        ``None`` for structs built from mappings (values are dicts keyed by
+        Go field name).
+    :ivar fields: ``(go_name, attribute, type)``; ``attribute`` is the Python
+        attribute (or mapping key) the value is read from.  Filled in after
+        creation, so a struct can contain itself.
+    """
+
+    __slots__ = ("cls", "fields", "name")
+
+    def __init__(self, name: str, cls: type | None) -> None:
+        self.name = name
+        self.cls = cls
+        self.fields: tuple[tuple[str, str, GobType], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"struct {self.name or '{}'}"
+
+    # Classes are compared by identity (one StructOf per class); structs built
+    # from mappings by their shape, so equal shapes share one wire type.
+    def _key(self) -> object:
+        if self.cls is not None:
+            return self.cls
+        return (self.name, tuple((go, kind) for go, _, kind in self.fields))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StructOf) and (
+            self is other
+            or (self.cls is None and other.cls is None and self._key() == other._key())
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._key()) if self.cls is None else id(self)
+
+
+EMPTY = StructOf("", None)
+"""Go's ``struct{}``: the body of every error reply."""
+
+
+# -- markers for annotations ---------------------------------------------------
+
+
+class _Marker:
+    __slots__ = ("gob_type", "unsigned")
+
+    def __init__(self, gob_type: GobType) -> None:
+        self.gob_type = gob_type
+        self.unsigned = gob_type.basic_id == UINT_ID  # read by _convert
+
+    def __repr__(self) -> str:
+        return f"gob:{self.gob_type.name}"
+
+
+UINT_MARKER = _Marker(UINT)
+Uint = Annotated[int, UINT_MARKER]
+"""Annotate a field ``Uint`` to send it as Go ``uint``/``uint64`` (0 .. 2**64-1)."""
+
+
+def marker_of(annotation: Any) -> _Marker | None:
+    """The gob marker in an ``Annotated[...]``, if any."""
+    if typing.get_origin(annotation) is Annotated:
+        for extra in annotation.__metadata__:
+            if isinstance(extra, _Marker):
+                return extra
+    return None
+
+
+# -- annotations -> GobType ----------------------------------------------------
+
+
+class UnsupportedType(TypeError):
+    """An annotation or value has no gob representation."""
+
+
+@functools.cache
+def gob_type_for(annotation: Any) -> GobType:
+    """The Go type values annotated ``annotation`` travel as.
+
+    :raises UnsupportedType: there is none (a class that is neither a
+        dataclass nor an attrs class, say).
+    """
+    if isinstance(annotation, GobType):
+        return annotation
+    marker = marker_of(annotation)
+    if marker is not None:
+        return marker.gob_type
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return gob_type_for(args[0])
+    if annotation is Any or annotation is object:
+        return INTERFACE
+    if origin in (Union, types.UnionType):
+        options = [arg for arg in args if arg is not type(None)]
+        # Optional[T] is Go's *T: nil is simply left out.
+        return gob_type_for(options[0]) if len(options) == 1 else INTERFACE
+    basic = _BASIC_ANNOTATIONS.get(annotation)
+    if basic is not None:
+        return basic
+    if origin in (list, Sequence) or annotation in (list, Sequence):
+        return SliceOf(gob_type_for(args[0] if args else Any))
+    if origin is tuple or annotation is tuple:
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            return SliceOf(gob_type_for(args[0] if args else Any))
+        kinds = {gob_type_for(arg) for arg in args}
+        return ArrayOf(kinds.pop() if len(kinds) == 1 else INTERFACE, len(args))
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        key, value = args if args else (Any, Any)
+        return MapOf(gob_type_for(key), gob_type_for(value))
+    if is_struct(annotation):
+        return struct_type_for(annotation)
+    raise UnsupportedType(f"gob: no Go type for {annotation!r}")
+
+
+_BASIC_ANNOTATIONS: dict[Any, GobType] = {
+    bool: BOOL,
+    int: INT,
+    float: FLOAT,
+    complex: COMPLEX,
+    str: STRING,
+    bytes: BYTES,
+    bytearray: BYTES,
+}
+
+
+_struct_types: dict[type, StructOf] = {}
+
+
+def struct_type_for(cls: type) -> StructOf:
+    """The struct type of a dataclass or attrs class (fields by Go name)."""
+    found = _struct_types.get(cls)
+    if found is not None:
+        return found
+    struct = _struct_types[cls] = StructOf(cls.__name__, cls)
+    try:
+        struct.fields = tuple(
+            (field.wire_name, field.name, gob_type_for(field.annotation))
+            for field in struct_fields(cls)
+        )
+    except BaseException:
+        del _struct_types[cls]
+        raise
+    return struct
+
+
+# -- Python values -> GobType (no annotation to go by) -------------------------
+
+_EXPORTED = re.compile(r"[A-Z][A-Za-z0-9_]*\Z")
+
+
+def infer_type(value: Any) -> GobType:
+    """The Go type a Python value travels as when nothing declares one.
+
+    ``int`` is Go ``int`` (``uint`` above ``int64``), ``float`` ``float64``,
+    dataclass/attrs instances their struct, lists slices (of the one element
+    type they share, else ``interface{}``), and a dict whose keys all look
+    like exported Go field names (``Num1``) a struct, any other dict a map.
+
+    :raises UnsupportedType: the value has no gob form (``None`` at top level,
+        an arbitrary object).
+    """
+    kind = type(value)
+    basic = _BASIC_VALUES.get(kind)
+    if basic is not None:
+        if basic is INT and not INT64_MIN <= value <= INT64_MAX:
+            return UINT if 0 <= value <= UINT64_MAX else INT  # INT: the encoder reports the range
+        return basic
+    if is_struct(kind):
+        return struct_type_for(kind)
+    if isinstance(value, GobValue):
+        return value.gob_type
+    if isinstance(value, Mapping):
+        if value and all(type(key) is str and _EXPORTED.match(key) for key in value):
+            return _struct_of_mapping(value)
+        return MapOf(_common_type(value.keys()), _common_type(value.values()))
+    if isinstance(value, (list, tuple)):
+        return SliceOf(_common_type(value))
+    if isinstance(value, (bytearray, memoryview)):
+        return BYTES
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, int):
+        return INT
+    if isinstance(value, float):
+        return FLOAT
+    if isinstance(value, str):
+        return STRING
+    if value is None:
+        raise UnsupportedType("gob: cannot encode nil (None) as a value")
+    raise UnsupportedType(f"gob: no Go type for a value of type {kind.__name__}")
+
+
+_BASIC_VALUES: dict[type, GobType] = {
+    bool: BOOL,
+    int: INT,
+    float: FLOAT,
+    complex: COMPLEX,
+    str: STRING,
+    bytes: BYTES,
+}
+
+
+def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
+    struct = StructOf("", None)
+    struct.fields = tuple(
+        (key, key, INTERFACE if item is None else infer_type(item)) for key, item in value.items()
+    )
+    return struct
+
+
+def _common_type(items: Any) -> GobType:
+    kinds = {INTERFACE if item is None else infer_type(item) for item in items}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds == {INT, FLOAT}:
+        return FLOAT
+    return INTERFACE
+
+
+@attrs.frozen
+class GobValue:
+    """A value with an explicit Go type: ``GobValue(7, gob.Uint)`` sends a
+    ``uint`` where :func:`infer_type` would pick ``int``."""
+
+    value: Any
+    annotation: Any
+
+    @property
+    def gob_type(self) -> GobType:
+        return gob_type_for(self.annotation)
+
+
+# -- names of concrete types sent inside interfaces ----------------------------
+
+# What Go's gob registers by default (registerBasics), for the types Python
+# values map to.
+_BASIC_NAMES: dict[GobType, str] = {
+    INT: "int",
+    UINT: "uint",
+    FLOAT: "float64",
+    COMPLEX: "complex128",
+    BOOL: "bool",
+    STRING: "string",
+    BYTES: "[]uint8",
+    SliceOf(INT): "[]int",
+    SliceOf(UINT): "[]uint",
+    SliceOf(FLOAT): "[]float64",
+    SliceOf(COMPLEX): "[]complex128",
+    SliceOf(BOOL): "[]bool",
+    SliceOf(STRING): "[]string",
+}
+
+_names_by_type: dict[GobType, str] = dict(_BASIC_NAMES)
+_classes_by_name: dict[str, type] = {}
+
+
+def register_name(name: str, cls_or_annotation: Any) -> None:
+    """Send values of this type inside interfaces as ``name`` (the name the Go
+    side registered with ``gob.Register``/``gob.RegisterName``, e.g.
+    ``"main.Point"``), and decode interface values named ``name`` into it.
+    """
+    if not name:
+        raise ValueError("a gob interface name must not be empty")
+    kind = gob_type_for(cls_or_annotation)
+    _names_by_type[kind] = name
+    if isinstance(cls_or_annotation, type) and is_struct(cls_or_annotation):
+        _classes_by_name[name] = cls_or_annotation
+
+
+def interface_name(kind: GobType) -> str | None:
+    """The registered name for ``kind`` inside an interface, if any."""
+    return _names_by_type.get(kind)
+
+
+def class_for_name(name: str) -> type | None:
+    """The class registered for an interface name, if any."""
+    return _classes_by_name.get(name)
