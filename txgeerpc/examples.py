@@ -6,12 +6,14 @@ The example services: the interop contract other peers and tests rely on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+
+from .gob import Uint
 
 if TYPE_CHECKING:
     from .server import Server
@@ -66,7 +68,46 @@ class ExampleError(Exception):
     """The error ``Arith.Fail`` raises; its message is sent as is."""
 
 
+@dataclass
+class Point:
+    X: int = 0
+    Y: int = 0
+
+
+@dataclass
+class Record:
+    """Every shape gob carries, for interop tests (Go: ``Record`` in
+    ``tests/interop/geepeer``).  ``weight`` shows a snake_case field travelling
+    under an exported Go name."""
+
+    Name: str = ""
+    ID: Uint = 0
+    Score: float = 0.0
+    Active: bool = False
+    Data: bytes = b""
+    Tags: list[str] = field(default_factory=list)
+    Points: list[Point] = field(default_factory=list)
+    Counts: dict[str, int] = field(default_factory=dict)
+    Matrix: list[list[float]] = field(default_factory=list)
+    Z: complex = 0j
+    Child: Optional[Record] = None  # noqa: UP045 - Go's *Record
+    weight: int = field(default=0, metadata={"go_name": "Weight"})
+    Extra: Any = None
+
+
+class Records:
+    """Echo and inspect :class:`Record` values."""
+
+    def Echo(self, record: Record) -> Record:
+        return record
+
+    def Keys(self, counts: dict[str, int]) -> list[str]:
+        """The keys, sorted (by code point, as Go sorts strings)."""
+        return sorted(counts)
+
+
 def register_examples(server: Server) -> None:
-    """Register ``Foo`` (sleeping on the server's clock) and ``Arith``."""
+    """Register ``Foo`` (sleeping on the server's clock), ``Arith`` and ``Records``."""
     server.register(Foo(server.clock))
     server.register(Arith())
+    server.register(Records())

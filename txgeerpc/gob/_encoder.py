@@ -145,22 +145,33 @@ class Encoder:
             known = self._new.get(kind)
         if known is not None:
             return known
-        # Ids pre-order (the type, then its parts), definitions in the same
-        # order: what Go does.
-        order: list[GobType] = []
-        self._assign(kind, order)
-        for new in order:
-            self._definitions.append(self._definition(new))
+        # Ids in Go's order: a struct before its fields (so it can contain
+        # itself), any other type after its parts.  Definitions go parent first.
+        self._assign(kind)
+        self._emit(kind, set())
         return self._new[kind]
 
-    def _assign(self, kind: GobType, order: list[GobType]) -> None:
+    def _assign(self, kind: GobType) -> None:
         if kind.basic_id is not None or kind in self._ids or kind in self._new:
             return
-        self._new[kind] = self._next_id
-        self._next_id += 1
-        order.append(kind)
+        if isinstance(kind, StructOf):
+            self._new[kind] = self._next_id
+            self._next_id += 1
+            for part in _parts(kind):
+                self._assign(part)
+        else:
+            for part in _parts(kind):
+                self._assign(part)
+            self._new[kind] = self._next_id
+            self._next_id += 1
+
+    def _emit(self, kind: GobType, emitted: set[GobType]) -> None:
+        if kind.basic_id is not None or kind in self._ids or kind in emitted:
+            return
+        emitted.add(kind)
+        self._definitions.append(self._definition(kind))
         for part in _parts(kind):
-            self._assign(part, order)
+            self._emit(part, emitted)
 
     def _id(self, kind: GobType) -> int:
         if kind.basic_id is not None:
