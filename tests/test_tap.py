@@ -75,7 +75,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--handle-timeout", "3"])
         service = tap.makeService(options, reactor=reactor)
         server = service.server  # type: ignore[attr-defined]
-        self.assertEqual(sorted(server.services), ["Arith", "Foo"])
+        self.assertEqual(sorted(server.services), ["Arith", "Foo", "Records"])
         self.assertEqual(server.settings.max_handle_timeout, 3)
         service.privilegedStartService()
         service.startService()
@@ -91,7 +91,7 @@ class MakeServiceTests(SynchronousTestCase):
             ["--service", "txgeerpc.examples:Foo", "--service", "txgeerpc.examples:Arith"]
         )
         server = tap.makeService(options, reactor=reactor).server  # type: ignore[attr-defined]
-        self.assertEqual(sorted(server.services), ["Arith", "Foo"])
+        self.assertEqual(sorted(server.services), ["Arith", "Foo", "Records"])
         self.assertIs(server.services["Foo"].instance._clock, reactor)
 
     def test_bad_service_spec(self) -> None:
