@@ -1,0 +1,356 @@
+"""
+txgeerpc.gob: the wire format against PROTOCOL.md 4.3, the recorded Go
+sessions, and bytes captured from Go's own encoding/gob.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import gob
+from txgeerpc._convert import converter_for
+from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
+from txgeerpc.examples import Args, Point, Record
+from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
+
+# Captured from Go 1.27.3's encoding/gob (tests/interop/gobcapture/main.go
+# prints them; test_interop_gob.py re-checks them against a live Go build).
+GO_CAPTURES = {
+    # Holder{Name: "h", I: Point{3, -4}}: Point's definition travels inside
+    # the value message, which then continues in a second message.
+    "iface_inline_def": "227f03010106486f6c64657201ff8000010201044e616d65010c0001014901100000"
+    "0030ff80010168010a6d61696e2e506f696e74ff8103010105506f696e7401ff820001020101580104"
+    "00010159010400000009ff8205010601070000",
+    # Holder{Name: "n", I: Inner{Label: "in", J: Leaf{V: []int{1, 2}}}}: a
+    # definition nested inside an interface inside an interface.
+    "iface_nested_defs": "227f03010106486f6c64657201ff8000010201044e616d65010c000101490110000000"
+    "34ff8001016e010a6d61696e2e496e6e6572ff8303010105496e6e657201ff8400010201054c616265"
+    "6c010c0001014a01100000004aff84280102696e01096d61696e2e4c656166ff85030101044c656166"
+    "01ff8600010101015601ff8800000013ff87020101055b5d696e7401ff88000104000009ff86050102"
+    "0204000000",
+    "iface_basic": "227f03010106486f6c64657201ff8000010201044e616d65010c000101490110000000"
+    "13ff800206737472696e670c0600047465787400",
+    "iface_nil": "227f03010106486f6c64657201ff8000010201044e616d65010c00010149011000000008"
+    "ff8001036e696c00",
+    # WithArray{A [3]int; P Point; Q *Point; M map[int]string}{}: the zero
+    # array and the zero struct are sent, the nil pointer and empty map are not.
+    "zero_fields": "33ff890301010957697468417272617901ff8a00010401014101ff8c0001015001ff8200"
+    "01015101ff820001014d01ff8e00000016ff8b010101065b335d696e7401ff8c000104010600001fff"
+    "8103010105506f696e7401ff8200010201015801040001015901040000001eff8d0401010e6d61705b"
+    "696e745d737472696e6701ff8e000104010c00000aff8a0103000000010000",
+    "array_ptr_map": "33ff890301010957697468417272617901ff8a00010401014101ff8c0001015001ff82"
+    "0001015101ff820001014d01ff8e00000016ff8b010101065b335d696e7401ff8c000104010600001f"
+    "ff8103010105506f696e7401ff8200010201015801040001015901040000001eff8d0401010e6d6170"
+    "5b696e745d737472696e6701ff8e000104010c000015ff8a0103000a000100010001010e0573657665"
+    "6e00",
+    # []interface{}{1, "a", nil, 2.5, []string{"x"}}
+    "top_slice_iface": "0cff8f020102ff9000011000003cff90000503696e740402000206737472696e670c"
+    "030001610007666c6f61743634080400fe0440085b5d737472696e67ff91020102ff9200010c000007"
+    "ff920400010178",
+    "uint_max": "0b0600f8ffffffffffffffff",
+    "int_min": "0b0400f8ffffffffffffffff",
+}
+
+GO_CAPTURED_VALUES: dict[str, Any] = {
+    "iface_inline_def": {"Name": "h", "I": {"X": 3, "Y": -4}},
+    "iface_nested_defs": {"Name": "n", "I": {"Label": "in", "J": {"V": [1, 2]}}},
+    "iface_basic": {"Name": "", "I": "text"},
+    "iface_nil": {"Name": "nil", "I": None},
+    "zero_fields": {"A": [0, 0, 0], "P": {"X": 0, "Y": 0}, "Q": None, "M": {}},
+    "array_ptr_map": {
+        "A": [0, 5, 0],
+        "P": {"X": 0, "Y": 0},
+        "Q": {"X": 0, "Y": 0},
+        "M": {7: "seven"},
+    },
+    "top_slice_iface": [1, "a", None, 2.5, ["x"]],
+    "uint_max": 2**64 - 1,
+    "int_min": -(2**63),
+}
+
+
+def decode_stream(data: bytes, limit: int = 1 << 20) -> list[Any]:
+    decoder = gob.Decoder(limit)
+    decoder.feed(data)
+    values = []
+    while (value := decoder.next_value()) is not None:
+        values.append(value[0])
+    return values
+
+
+def decode_bytewise(data: bytes, limit: int = 1 << 20) -> list[Any]:
+    decoder = gob.Decoder(limit)
+    values = []
+    for index in range(len(data)):
+        decoder.feed(data[index : index + 1])
+        while (value := decoder.next_value()) is not None:
+            values.append(value[0])
+    return values
+
+
+class NumberTests(SynchronousTestCase):
+    """The integer and float encodings of PROTOCOL.md 4.3."""
+
+    def test_unsigned(self) -> None:
+        for value, encoded in [(0, "00"), (7, "07"), (127, "7f"), (128, "ff80"), (256, "fe0100")]:
+            out = bytearray()
+            write_uint(out, value)
+            self.assertEqual(out.hex(), encoded, value)
+            self.assertEqual(read_uint(bytes(out), 0), (value, len(out)))
+        out = bytearray()
+        write_uint(out, 2**64 - 1)
+        self.assertEqual(out.hex(), "f8" + "ff" * 8)
+
+    def test_signed(self) -> None:
+        for value, encoded in [
+            (1, "02"),
+            (3, "06"),
+            (7, "0e"),
+            (64, "ff80"),
+            (-64, "7f"),
+            (65, "ff82"),
+            (-65, "ff81"),
+            (-1, "01"),
+        ]:
+            out = bytearray()
+            write_int(out, value)
+            self.assertEqual(out.hex(), encoded, value)
+            self.assertEqual(read_int(bytes(out), 0), (value, len(out)))
+
+    def test_float_is_byte_reversed(self) -> None:
+        out = bytearray()
+        write_float(out, 1.5)
+        self.assertEqual(out.hex(), "fef83f")  # Go: 05 08 00 fe f8 3f for a top-level 1.5
+
+    def test_more_than_eight_bytes_is_an_error(self) -> None:
+        with self.assertRaises(CodecError):
+            read_uint(b"\xf7" + b"\x01" * 9, 0)
+
+
+class GoCaptureTests(SynchronousTestCase):
+    """Bytes from Go's encoder decode to what Go encoded, whole and byte by byte."""
+
+    def test_captures(self) -> None:
+        for name, text in GO_CAPTURES.items():
+            data = bytes.fromhex(text)
+            self.assertEqual(decode_stream(data), [GO_CAPTURED_VALUES[name]], name)
+            self.assertEqual(decode_bytewise(data), [GO_CAPTURED_VALUES[name]], name)
+
+    def test_record_decodes_into_the_dataclass(self) -> None:
+        value = Record(
+            Name="n",
+            ID=2**64 - 1,
+            Points=[Point(1, 2)],
+            Counts={"a": 1},
+            Child=Record(Name="c"),
+            weight=3,
+            Extra=[1, 2],
+        )
+        (plain,) = decode_stream(gob.Encoder().encode(value))
+        self.assertEqual(plain["Weight"], 3)  # the Go name on the wire
+        self.assertEqual(plain["Child"]["Child"], None)  # nil pointer
+        self.assertEqual(plain["Child"]["Tags"], [])
+        self.assertEqual(converter_for(Record)(plain), value)
+
+
+class EncoderTests(SynchronousTestCase):
+    def test_definitions_once_per_encoder(self) -> None:
+        encoder = gob.Encoder()
+        first = encoder.encode(Args(1, 2))
+        second = encoder.encode(Args(3, 4))
+        self.assertEqual(
+            first.hex(" "),
+            "23 7f 03 01 01 04 41 72 67 73 01 ff 80 00 01 02 01 04 4e 75 6d 31 01 04 00 "
+            "01 04 4e 75 6d 32 01 04 00 00 00 07 ff 80 01 02 01 04 00",
+        )
+        self.assertEqual(second.hex(" "), "07 ff 80 01 06 01 08 00")
+        self.assertEqual(gob.Encoder().encode(Args(3, 4))[-8:], second)
+
+    def test_zero_fields_are_left_out(self) -> None:
+        encoder = gob.Encoder()
+        encoder.encode(Args())
+        self.assertEqual(encoder.encode(Args(7, 0)).hex(" "), "05 ff 80 01 0e 00")
+        self.assertEqual(encoder.encode(Args(0, 0)).hex(" "), "03 ff 80 00")
+
+    def test_basic_top_level_values(self) -> None:
+        encoder = gob.Encoder()
+        self.assertEqual(encoder.encode(3).hex(" "), "03 04 00 06")
+        self.assertEqual(encoder.encode("hi").hex(" "), "05 0c 00 02 68 69")
+        self.assertEqual(encoder.encode(True).hex(" "), "03 02 00 01")
+        self.assertEqual(encoder.encode(b"\x01\x02").hex(" "), "05 0a 00 02 01 02")
+        self.assertEqual(encoder.encode(1.5).hex(" "), "05 08 00 fe f8 3f")
+        self.assertEqual(encoder.encode(complex(1.5, -2)).hex(" "), "07 0e 00 fe f8 3f ff c0")
+        self.assertEqual(encoder.encode(300, gob.Uint).hex(" "), "05 06 00 fe 01 2c")
+
+    def test_wrong_types_name_the_field(self) -> None:
+        with self.assertRaises(CodecError) as caught:
+            gob.Encoder().encode(Args("x", 1))  # type: ignore[arg-type]
+        self.assertEqual(str(caught.exception), "gob: Args.Num1: expected int, got str 'x'")
+        with self.assertRaises(CodecError) as caught:
+            gob.Encoder().encode(Record(Points=[Point(), Point(X=2**63)]))
+        self.assertIn("Record.Points[1].Point.X", str(caught.exception))
+        self.assertIn("overflows Go int", str(caught.exception))
+        with self.assertRaises(CodecError) as caught:
+            gob.Encoder().encode(-1, gob.Uint)
+        self.assertIn("does not fit Go uint64", str(caught.exception))
+
+    def test_a_failed_encode_changes_nothing(self) -> None:
+        encoder = gob.Encoder()
+        with self.assertRaises(CodecError):
+            encoder.encode(Record(Points=[Point(X="bad")]))  # type: ignore[arg-type]
+        stream = encoder.encode(Record(Name="ok", Points=[Point(1, 1)]))
+        self.assertEqual(decode_stream(stream)[0]["Points"], [{"X": 1, "Y": 1}])
+        self.assertEqual(stream, gob.Encoder().encode(Record(Name="ok", Points=[Point(1, 1)])))
+
+    def test_unregistered_struct_in_interface(self) -> None:
+        with self.assertRaises(CodecError) as caught:
+            gob.Encoder().encode(Record(Extra=Point(1, 2)))
+        self.assertIn("type not registered for interface", str(caught.exception))
+        self.assertIn("register_name", str(caught.exception))
+
+    def test_registered_struct_in_interface(self) -> None:
+        @dataclass
+        class Inner:
+            Label: str = ""
+            J: Any = None
+
+        gob.register_name("tests.Inner", Inner)
+        encoder = gob.Encoder()
+        data = encoder.encode(Record(Extra=Inner("in", [1, 2])))
+        (plain,) = decode_stream(data)
+        self.assertEqual(plain["Extra"], Inner("in", [1, 2]))  # registered: back as the class
+
+    def test_inferred_types(self) -> None:
+        self.assertEqual(gob.infer_type({"Num1": 1}).name, "")  # exported keys: a struct
+        self.assertEqual(gob.infer_type({"a": 1}).name, "map[string]int")
+        self.assertEqual(gob.infer_type([1, 2.5]).name, "[]float64")
+        self.assertEqual(gob.infer_type([1, "a"]).name, "[]interface {}")
+        self.assertEqual(gob.infer_type(2**64 - 1).name, "uint")
+        with self.assertRaises(gob.UnsupportedType):
+            gob.infer_type(None)
+        with self.assertRaises(gob.UnsupportedType):
+            gob.infer_type(object())
+
+    def test_dicts_and_explicit_types(self) -> None:
+        encoder = gob.Encoder()
+        stream = (
+            encoder.encode({"Num1": 6, "Num2": 7})
+            + encoder.encode({"a": 1}, dict[str, int])
+            + encoder.encode(gob.GobValue(5, gob.Uint))
+        )
+        self.assertEqual(decode_stream(stream), [{"Num1": 6, "Num2": 7}, {"a": 1}, 5])
+        self.assertEqual(encoder.encode(gob.GobValue(5, gob.Uint)).hex(" "), "03 06 00 05")
+
+    def test_snake_case_field_travels_under_its_go_name(self) -> None:
+        @dataclass
+        class Tagged:
+            request_id: int = field(default=0, metadata={"go_name": "RequestID"})
+            note: Optional[str] = None  # noqa: UP045
+
+        (plain,) = decode_stream(gob.Encoder().encode(Tagged(5, "x")))
+        self.assertEqual(plain, {"RequestID": 5, "note": "x"})
+        self.assertEqual(converter_for(Tagged)(plain), Tagged(5, "x"))
+
+    def test_recursive_struct_and_self_reference(self) -> None:
+        node = Record(Name="a", Child=Record(Name="b", Child=Record(Name="c")))
+        (plain,) = decode_stream(gob.Encoder().encode(node))
+        self.assertEqual(converter_for(Record)(plain), node)
+        loop = Record(Name="loop")
+        loop.Child = loop
+        with self.assertRaises(CodecError) as caught:
+            gob.Encoder().encode(loop)
+        self.assertIn("nested too deeply", str(caught.exception))
+
+    def test_lone_surrogates_become_replacement_characters(self) -> None:
+        (plain,) = decode_stream(gob.Encoder().encode("a\ud800b"))
+        self.assertEqual(plain, "a\ufffdb")
+
+    def test_make_dataclass_fields_keep_order(self) -> None:
+        cls = dataclasses.make_dataclass("Dyn", [("B", int, 0), ("A", str, "")])
+        self.assertEqual(decode_stream(gob.Encoder().encode(cls(1, "x"))), [{"B": 1, "A": "x"}])
+
+
+class DecoderErrorTests(SynchronousTestCase):
+    def test_announced_size_over_the_limit_fails_before_the_body(self) -> None:
+        decoder = gob.Decoder(max_message_size=100)
+        decoder.feed(b"\xfe\x01\x00")  # 256 bytes announced, none sent
+        with self.assertRaises(MessageTooLarge) as caught:
+            decoder.next_message()
+        self.assertEqual((caught.exception.size, caught.exception.limit), (256, 100))
+
+    def test_duplicate_and_reserved_definitions_are_fatal(self) -> None:
+        definition = gob.Encoder().encode(Args(1, 2))[:36]
+        decoder = gob.Decoder(1000)
+        decoder.feed(definition + definition)
+        with self.assertRaises(ProtocolError) as caught:
+            decoder.next_message()
+        self.assertIn("duplicate type", str(caught.exception))
+        reserved = bytes([definition[0], 0x27]) + definition[2:]  # id -20
+        decoder = gob.Decoder(1000)
+        decoder.feed(reserved)
+        with self.assertRaises(ProtocolError):
+            decoder.next_message()
+
+    def test_a_bad_value_fails_alone(self) -> None:
+        decoder = gob.Decoder(1000)
+        # A value of a type never defined, then a good int.
+        decoder.feed(b"\x03\xff\xa0\x00" + gob.Encoder().encode(5))
+        bad = decoder.next_message()
+        with self.assertRaises(CodecError) as caught:
+            decoder.decode(bad)
+        self.assertIn("unknown type id 80", str(caught.exception))
+        self.assertEqual(decoder.next_value(), (5,))
+
+    def test_counts_beyond_the_message_fail_without_allocating(self) -> None:
+        encoder = gob.Encoder()
+        good = encoder.encode([1, 2, 3])
+        # Replace the element count (3) by 2**62 in the value message.
+        definition, value = good[: good[0] + 1], good[good[0] + 1 :]
+        huge = bytearray(value[1:-4])  # type id and singleton marker
+        write_uint(huge, 2**62)
+        huge += b"\x02\x04\x06"
+        decoder = gob.Decoder(1000)
+        decoder.feed(definition + bytes([len(huge)]) + huge)
+        with self.assertRaises(CodecError) as caught:
+            decoder.next_value()
+        self.assertIn("exceeds the message", str(caught.exception))
+
+    def test_garbage_is_a_codec_error(self) -> None:
+        for garbage in [b"\x02\x04\x05", b"\x04\x04\x00\x06\x00", b"\x03\x0c\x00\x09", b"\x01\x00"]:
+            decoder = gob.Decoder(1000)
+            decoder.feed(garbage)
+            with self.assertRaises(ProtocolError, msg=garbage.hex()):
+                decoder.next_value()
+
+    def test_deep_nesting_is_a_codec_error(self) -> None:
+        node = Node()
+        for _ in range(5000):
+            node = Node(Next=node)
+        with self.assertRaises(CodecError):
+            gob.Encoder().encode(node)
+        stream = gob.Encoder().encode(Node(1))
+        definition = stream[: stream[0] + 1]
+        self.assertEqual(decode_stream(stream), [{"Value": 1, "Next": None}])
+        # Node{Next: &Node{Next: ...}} 3000 deep: delta 2 to Next, then 0s to close.
+        deep = b"\xff\x80" + b"\x02" * 3000 + b"\x00" * 3001
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(definition + _frame(deep))
+        with self.assertRaises(CodecError) as caught:
+            decoder.next_value()
+        self.assertIn("nested too deeply", str(caught.exception))
+
+
+@dataclass
+class Node:
+    Value: int = 0
+    Next: Optional[Node] = None  # noqa: UP045
+
+
+def _frame(payload: bytes) -> bytes:
+    out = bytearray()
+    write_uint(out, len(payload))
+    return bytes(out) + payload
