@@ -12,11 +12,23 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from ._introspect import (
+    DESCRIBE,
+    PROBE,
+    JSONMismatch,
+    from_json,
+    printable,
+    type_from_schema,
+    zero_of,
+)
 from ._jsonvalue import dumps
 from ._version import __version__
-from .client import DEFAULT_CONNECT_TIMEOUT, connect
+from ._wire import GOB
+from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
-from .errors import GeeRPCError
+from .codec._gob import HEADER
+from .errors import GeeRPCError, RemoteError
+from .gob import EMPTY
 
 EXIT_OK = 0
 EXIT_CALL_FAILED = 1
@@ -26,8 +38,16 @@ _EPILOG = """\
 examples:
   start a demo server:   twistd -n geerpc
   call it:               python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Multiply \\
-                             '{"Num1":6,"Num2":7}' --codec json
-  a string argument:     python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Echo '"hi"' --codec json
+                             '{"Num1":6,"Num2":7}'
+  a string argument:     python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Echo '"hi"'
+  the JSON extension:    python -m txgeerpc call tcp@127.0.0.1:7001 Foo.Sum \\
+                             '{"Num1":1,"Num2":2}' --codec json
+
+With gob (the default) the JSON argument becomes the Go type the method
+declares when the server is txgeerpc (it answers _txgeerpc.Describe), and
+follows the JSON's shape otherwise: objects with exported keys ("Num1") are
+structs, other objects maps, integers Go int, fractions float64, strings
+string; []byte is base64 and complex128 is [re, im], as in Go's JSON.
 
 The reply is printed as JSON on stdout.  On failure the error goes to stderr
 and the exit status is 1 (2 for usage errors).
@@ -66,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     names = sorted(set(default_registry.names()) | set(default_registry.aliases()))
     call.add_argument(
         "--codec",
-        default="json",
+        default="gob",
         choices=names,
-        help="wire codec (default: json)",
+        help="wire codec (default: gob, as GeeRPC)",
     )
     call.add_argument(
         "--timeout",
@@ -106,15 +126,46 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
+    timeout = options.timeout or None
     try:
-        reply = await client.call(options.service_method, argument, timeout=options.timeout or None)
+        argument_type = None
+        if default_registry.get(options.codec).name == GOB:
+            argument, argument_type = await _typed_argument(
+                client, options.service_method, argument, timeout
+            )
+        reply = await client.call(
+            options.service_method, argument, timeout=timeout, argument_type=argument_type
+        )
+    except JSONMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     finally:
         await client.close()
-    print(dumps(reply))
+    print(dumps(printable(reply)))
     return EXIT_OK
+
+
+async def _typed_argument(
+    client: Client, service_method: str, argument: Any, timeout: float | None
+) -> tuple[Any, Any]:
+    """The argument as the method's Go type (from ``_txgeerpc.Describe``), or
+    as its JSON shape when the server does not describe itself."""
+    try:
+        text = await client.call(DESCRIBE, PROBE, timeout=timeout, argument_type=HEADER)
+        description = json.loads(text)
+        service, _, method = service_method.rpartition(".")
+        declared = description["Services"][service][method]["Argument"]
+        kind = type_from_schema(declared, description["Types"])
+    except (RemoteError, KeyError, TypeError, ValueError):
+        if argument is None:
+            return {}, EMPTY  # gob has no null; Go decodes an empty struct into any struct
+        return argument, None
+    if argument is None:
+        return zero_of(kind), kind
+    return from_json(kind, argument), kind
 
 
 def main(argv: list[str] | None = None) -> None:

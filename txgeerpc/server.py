@@ -11,6 +11,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ._introspect import SERVICE, Introspection
 from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -39,6 +40,9 @@ class Server:
     :param drain_timeout: after a protocol error, seconds running requests
         get before the connection is closed.
     :param codecs: the codecs this server accepts.
+    :param introspection: answer ``_txgeerpc.Describe`` with the Go types of
+        every method (what ``python -m txgeerpc call`` uses to build gob
+        arguments from JSON).  The service is not listed in :attr:`services`.
     """
 
     _log = Logger()
@@ -53,6 +57,7 @@ class Server:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         codecs: CodecRegistry = default_registry,
+        introspection: bool = True,
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
@@ -66,7 +71,11 @@ class Server:
             drain_timeout=drain_timeout,
         )
         self._services: dict[str, Service] = {}
-        self._factory = ServerFactory(self._services, codecs, clock, self.settings)
+        # What connections dispatch to: the services plus the reserved ones.
+        self._table: dict[str, Service] = {}
+        if introspection:
+            self._table[SERVICE] = build_service(Introspection(self._services), SERVICE)
+        self._factory = ServerFactory(self._table, codecs, clock, self.settings)
 
     def register(
         self, obj: Any, name: str | None = None, methods: Iterable[str] | None = None
@@ -87,9 +96,10 @@ class Server:
             cannot be called remotely.
         """
         service = build_service(obj, name, methods)
-        if service.name in self._services:
+        if service.name in self._services or service.name == SERVICE:
             raise ServiceAlreadyDefined(service.name)
         self._services[service.name] = service
+        self._table[service.name] = service
         for method in sorted(service.methods):
             self._log.debug(
                 "rpc server: register {service}.{method}", service=service.name, method=method

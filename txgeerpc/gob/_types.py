@@ -106,38 +106,41 @@ class StructOf(GobType):
     """A Go struct: named fields, each with a Go name and a type.
 
     :ivar cls: the Python class values of this type are instances of, or
-        ``None`` for structs built from mappings (values are dicts keyed by
-        Go field name).
+        ``None`` for structs whose values are mappings keyed by Go field name.
     :ivar fields: ``(go_name, attribute, type)``; ``attribute`` is the Python
         attribute (or mapping key) the value is read from.  Filled in after
         creation, so a struct can contain itself.
+    :ivar by_shape: equal to any other ``by_shape`` struct with the same name
+        and fields (structs inferred from dicts, which cannot contain
+        themselves); otherwise a struct is only equal to itself.
     """
 
-    __slots__ = ("cls", "fields", "name")
+    __slots__ = ("by_shape", "cls", "fields", "name")
 
-    def __init__(self, name: str, cls: type | None) -> None:
+    def __init__(self, name: str, cls: type | None, by_shape: bool = False) -> None:
         self.name = name
         self.cls = cls
+        self.by_shape = by_shape
         self.fields: tuple[tuple[str, str, GobType], ...] = ()
 
     def __repr__(self) -> str:
         return f"struct {self.name or '{}'}"
 
-    # Classes are compared by identity (one StructOf per class); structs built
-    # from mappings by their shape, so equal shapes share one wire type.
-    def _key(self) -> object:
-        if self.cls is not None:
-            return self.cls
+    def _shape(self) -> object:
         return (self.name, tuple((go, kind) for go, _, kind in self.fields))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, StructOf) and (
-            self is other
-            or (self.cls is None and other.cls is None and self._key() == other._key())
+        if self is other:
+            return True
+        return (
+            isinstance(other, StructOf)
+            and self.by_shape
+            and other.by_shape
+            and self._shape() == other._shape()
         )
 
     def __hash__(self) -> int:
-        return hash(self._key()) if self.cls is None else id(self)
+        return hash(self._shape()) if self.by_shape else id(self)
 
 
 EMPTY = StructOf("", None)
@@ -308,7 +311,7 @@ _BASIC_VALUES: dict[type, GobType] = {
 
 
 def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
-    struct = StructOf("", None)
+    struct = StructOf("", None, by_shape=True)
     struct.fields = tuple(
         (key, key, INTERFACE if item is None else infer_type(item)) for key, item in value.items()
     )
