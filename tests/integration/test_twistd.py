@@ -5,6 +5,7 @@ The README's demo, for real: ``twistd -n geerpc`` in a subprocess, then
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -99,8 +100,27 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_readme_demo(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
     address, process = demo_server
-    result = _cli("call", address, "Arith.Multiply", '{"Num1":6,"Num2":7}', "--codec", "json")
+    result = _cli("call", address, "Arith.Multiply", '{"Num1":6,"Num2":7}')  # gob
     assert (result.returncode, result.stdout, result.stderr) == (0, "42\n", "")
+
+    extension = _cli("call", address, "Foo.Sum", '{"Num1":6,"Num2":7}', "--codec", "json")
+    assert (extension.returncode, extension.stdout, extension.stderr) == (0, "13\n", "")
+
+    # The method's Go types guide the gob argument: uint64, base64 []byte, complex.
+    record = '{"Name":"r","ID":18446744073709551615,"Data":"AAH/","Z":[1.5,-2],"Tags":["t"]}'
+    echoed_record = _cli("call", address, "Records.Echo", record)
+    assert echoed_record.returncode == 0, echoed_record.stderr
+    reply = json.loads(echoed_record.stdout)
+    assert (reply["ID"], reply["Data"], reply["Z"], reply["Tags"]) == (
+        2**64 - 1,
+        "AAH/",
+        [1.5, -2.0],
+        ["t"],
+    )
+
+    mismatch = _cli("call", address, "Foo.Sum", '{"Num1":"six"}')
+    assert (mismatch.returncode, mismatch.stdout) == (2, "")
+    assert mismatch.stderr == 'error: argument.Num1: expected an integer, got "six"\n'
 
     failed = _cli("call", address, "Arith.Divide", '{"Num1":6,"Num2":0}', "--codec", "json")
     assert (failed.returncode, failed.stdout, failed.stderr) == (1, "", "error: divide by zero\n")
