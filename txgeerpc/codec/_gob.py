@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from .._wire import GOB, EmptyStruct, Header
 from ..errors import CodecError
-from ..gob._decoder import Decoder, Message, StructDef, _dec_string
+from ..gob._decoder import Decoder, StructDef, _dec_string
 from ..gob._encoder import Encoder, utf8
 from ..gob._numbers import read_uint, uint_bytes, write_int, write_uint
 from ..gob._types import EMPTY, STRING, STRING_ID, UINT, UINT_ID, StructOf
@@ -44,16 +44,17 @@ class GobMessageDecoder:
         self._fast_headers: dict[int, bool] = {}
 
     def decode_header(self, message: object) -> Header:
-        if type(message) is Message:
-            fast = self._fast_headers.get(message.type_id)
+        if type(message) is tuple:  # a raw message: (type id, data, position)
+            type_id, data, pos = message
+            fast = self._fast_headers.get(type_id)
             if fast is None:
-                definition = self._decoder._defs.get(message.type_id)
-                fast = self._fast_headers[message.type_id] = (
+                definition = self._decoder._defs.get(type_id)
+                fast = self._fast_headers[type_id] = (
                     isinstance(definition, StructDef) and definition.fields == _CANONICAL_HEADER
                 )
             if fast:
                 try:
-                    return _parse_header(message.data, message.pos)
+                    return _parse_header(data, pos)
                 except IndexError:
                     raise CodecError("gob: unexpected end of header") from None
         value = self._decoder.decode(message)

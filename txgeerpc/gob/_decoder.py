@@ -261,13 +261,12 @@ class _NeedNextMessage(Exception):
     definitions, as Go's encoder writes them)."""
 
 
-class Message(NamedTuple):
-    """A complete value message: decode it with :meth:`Decoder.decode`."""
+Message = tuple[int, bytes, int]
+"""A complete value message, ``(type id, message bytes, where the value
+starts)``: decode it with :meth:`Decoder.decode`.  A plain tuple: one is made
+per message."""
 
-    type_id: int
-    data: bytes
-    pos: int
-    boundaries: frozenset[int] = frozenset()
+_NO_BOUNDARIES: frozenset[int] = frozenset()
 
 
 class _Decoded(NamedTuple):
@@ -292,9 +291,10 @@ class Decoder:
         self._max_types = max_types
         self._defs: dict[int, WireDef] = {}
         self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
+        self._top: dict[int, tuple[DecodeFn, bool]] = {}  # top-level: (decoder, is a struct)
         self._interface_free: dict[int, bool] = {}
         # A value spread over several messages (see _NeedNextMessage).
-        self._partial: Message | None = None
+        self._partial: tuple[int, bytes, int, frozenset[int]] | None = None
         self._inline_ids: set[int] = set()
 
     # -- framing --------------------------------------------------------------
@@ -350,28 +350,34 @@ class Decoder:
         """
         if self._partial is not None:
             return self._continue_partial()
+        interface_free = self._interface_free
         while True:
             data = self._next_frame()
             if data is None:
                 return None
-            try:
-                type_id, pos = read_int(data, 0)
-            except CodecError as error:
-                raise ProtocolError(str(error)) from None
-            if type_id < 0:
+            first = data[0]
+            if first < 128:  # a one-byte type id (-64..63): a definition or a basic type
+                type_id, pos = (-(first >> 1) - 1 if first & 1 else first >> 1), 1
+            else:
                 try:
-                    end = self._define(-type_id, data, pos)
+                    type_id, pos = read_int(data, 0)
                 except CodecError as error:
                     raise ProtocolError(str(error)) from None
-                if end != len(data):
-                    raise ProtocolError("gob: extra data in buffer")
-                continue
+            if type_id > 0:
+                free = interface_free.get(type_id)
+                if free is None:
+                    free = self._is_interface_free(type_id)
+                if free:
+                    return (type_id, data, pos)
+                return self._decode_eagerly(type_id, data, pos)
             if type_id == 0:
                 raise ProtocolError("gob: invalid type id 0")
-            message = Message(type_id, data, pos)
-            if self._is_interface_free(type_id):
-                return message
-            return self._decode_eagerly(message)
+            try:
+                end = self._define(-type_id, data, pos)
+            except CodecError as error:
+                raise ProtocolError(str(error)) from None
+            if end != len(data):
+                raise ProtocolError("gob: extra data in buffer")
 
     def _define(self, type_id: int, data: bytes, pos: int) -> int:
         if type_id < FIRST_USER_ID:
@@ -388,11 +394,11 @@ class Decoder:
 
     # -- values spread over several messages ---------------------------------
 
-    def _decode_eagerly(self, message: Message) -> _Decoded | _Invalid | None:
+    def _decode_eagerly(self, type_id: int, data: bytes, pos: int) -> _Decoded | _Invalid | None:
         try:
-            return _Decoded(self.decode(message))
+            return _Decoded(self._decode(type_id, data, pos, _NO_BOUNDARIES))
         except _NeedNextMessage:
-            self._partial = message
+            self._partial = (type_id, data, pos, _NO_BOUNDARIES)
             return self._continue_partial()
         except CodecError as error:
             return _Invalid(error)
@@ -401,21 +407,19 @@ class Decoder:
                 self._inline_ids.clear()
 
     def _continue_partial(self) -> _Decoded | _Invalid | None:
-        message = self._partial
-        assert message is not None
+        assert self._partial is not None
+        type_id, data, pos, boundaries = self._partial
         while True:
-            data = self._next_frame()
-            if data is None:
+            more = self._next_frame()
+            if more is None:
                 return None
-            joined = message.data + data
-            if len(joined) > self._max_size:
-                raise MessageTooLarge(len(joined), self._max_size)
-            message = Message(
-                message.type_id, joined, message.pos, message.boundaries | {len(message.data)}
-            )
-            self._partial = message
+            boundaries = boundaries | {len(data)}
+            data += more
+            if len(data) > self._max_size:
+                raise MessageTooLarge(len(data), self._max_size)
+            self._partial = (type_id, data, pos, boundaries)
             try:
-                value = self.decode(message)
+                value = self._decode(type_id, data, pos, boundaries)
             except _NeedNextMessage:
                 continue
             except CodecError as error:
@@ -433,19 +437,26 @@ class Decoder:
 
         :raises CodecError: the value is malformed or uses an unknown type.
         """
-        if isinstance(message, _Decoded):
-            return message.value
-        if isinstance(message, _Invalid):
-            raise message.error
-        if not isinstance(message, Message):
+        if type(message) is not tuple:
+            if isinstance(message, _Decoded):
+                return message.value
+            if isinstance(message, _Invalid):
+                raise message.error
             raise TypeError(f"not a gob message: {message!r}")
-        type_id, data, pos, boundaries = message
+        type_id, data, pos = message
+        return self._decode(type_id, data, pos, _NO_BOUNDARIES)
+
+    def _decode(self, type_id: int, data: bytes, pos: int, boundaries: frozenset[int]) -> Any:
         self._boundaries = boundaries
         try:
-            function = self.decoder_for(type_id)
-            if not isinstance(self._defs.get(type_id), StructDef):
-                if pos >= len(data):
-                    raise Truncated()
+            top = self._top.get(type_id)
+            if top is None:
+                top = self._top[type_id] = (
+                    self.decoder_for(type_id),
+                    isinstance(self._defs.get(type_id), StructDef),
+                )
+            function, is_struct = top
+            if not is_struct:
                 if data[pos] != 0:
                     raise CodecError("gob: corrupted data: non-zero delta for singleton")
                 pos += 1

@@ -87,6 +87,25 @@ class Encoder:
             ``None`` infers it from the value.
         :raises CodecError: the value has no gob form or does not fit the type.
         """
+        # Fast path: a type already sent that cannot bring new types with it.
+        try:
+            if annotation is None:
+                kind = infer_type(value) if not isinstance(value, GobValue) else None
+            else:
+                kind = gob_type_for(annotation)
+            if kind is not None and _self_contained(kind):
+                type_id = kind.basic_id if kind.basic_id is not None else self._ids.get(kind)
+                if type_id is not None:
+                    payload = bytearray()
+                    write_int(payload, type_id)
+                    if not isinstance(kind, StructOf):
+                        payload.append(0)
+                    encoder_for(kind)(value, payload, self)
+                    return uint_bytes(len(payload)) + payload
+        except UnsupportedType as error:
+            raise CodecError(str(error)) from None
+        except RecursionError:
+            raise CodecError("gob: value nested too deeply (or it contains itself)") from None
         return self.encode_all(((value, annotation),))
 
     def encode_all(self, values: Iterable[tuple[Any, Any]]) -> bytes:
@@ -240,6 +259,27 @@ def _common(out: bytearray, name: str, type_id: int) -> None:
         out.append(2)
     write_int(out, type_id)
     out.append(0)
+
+
+_self_contained_cache: dict[GobType, bool] = {}
+
+
+def _self_contained(kind: GobType) -> bool:
+    """True when values of ``kind`` never carry an interface (whose concrete
+    types could need definitions of their own)."""
+    known = _self_contained_cache.get(kind)
+    if known is None:
+        known = _self_contained_cache[kind] = _no_interface(kind, set())
+    return known
+
+
+def _no_interface(kind: GobType, seen: set[int]) -> bool:
+    if kind is INTERFACE:
+        return False
+    if id(kind) in seen:
+        return True
+    seen.add(id(kind))
+    return all(_no_interface(part, seen) for part in _parts(kind))
 
 
 def _parts(kind: GobType) -> list[GobType]:

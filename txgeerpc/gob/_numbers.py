@@ -84,7 +84,20 @@ def read_uint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def read_int(data: bytes, pos: int) -> tuple[int, int]:
-    value, pos = read_uint(data, pos)
+    try:
+        first = data[pos]
+    except IndexError:
+        raise Truncated() from None
+    if first < 128:
+        value, pos = first, pos + 1
+    else:
+        count = 256 - first
+        if count > 8:
+            raise CodecError("gob: encoded unsigned integer out of range")
+        end = pos + 1 + count
+        if end > len(data):
+            raise Truncated()
+        value, pos = int.from_bytes(data[pos + 1 : end], "big"), end
     if value & 1:
         return -(value >> 1) - 1, pos
     return value >> 1, pos

@@ -51,7 +51,7 @@ class GobType:
         return self.basic_id is None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Basic(GobType):
     """``bool``, ``int``, ``uint``, ``float64``, ``[]byte``, ``string``,
     ``complex128`` or ``interface{}``."""
@@ -115,13 +115,14 @@ class StructOf(GobType):
         themselves); otherwise a struct is only equal to itself.
     """
 
-    __slots__ = ("by_shape", "cls", "fields", "name")
+    __slots__ = ("_hash", "by_shape", "cls", "fields", "name")
 
     def __init__(self, name: str, cls: type | None, by_shape: bool = False) -> None:
         self.name = name
         self.cls = cls
         self.by_shape = by_shape
         self.fields: tuple[tuple[str, str, GobType], ...] = ()
+        self._hash: int | None = None
 
     def __repr__(self) -> str:
         return f"struct {self.name or '{}'}"
@@ -140,7 +141,11 @@ class StructOf(GobType):
         )
 
     def __hash__(self) -> int:
-        return hash(self._shape()) if self.by_shape else id(self)
+        if not self.by_shape:
+            return id(self)
+        if self._hash is None:  # fields are final once the struct is in use
+            self._hash = hash(self._shape())
+        return self._hash
 
 
 EMPTY = StructOf("", None)
@@ -310,11 +315,19 @@ _BASIC_VALUES: dict[type, GobType] = {
 }
 
 
+_mapping_structs: dict[tuple[tuple[str, GobType], ...], StructOf] = {}
+
+
 def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
-    struct = StructOf("", None, by_shape=True)
-    struct.fields = tuple(
-        (key, key, INTERFACE if item is None else infer_type(item)) for key, item in value.items()
+    shape = tuple(
+        (key, INTERFACE if item is None else infer_type(item)) for key, item in value.items()
     )
+    struct = _mapping_structs.get(shape)
+    if struct is None:
+        struct = StructOf("", None, by_shape=True)
+        struct.fields = tuple((key, key, kind) for key, kind in shape)
+        if len(_mapping_structs) < 4096:  # one object per shape, for the encoders' tables
+            _mapping_structs[shape] = struct
     return struct
 
 
