@@ -73,7 +73,9 @@ DEFAULT_IN_FLIGHT = (1, 16, 128)
 
 # Targets from the issue (informational: the exit status is 0 either way).
 TARGET_IN_FLIGHT_THROUGHPUT = 128
-TARGET_THROUGHPUT_RATIO = 0.3  # rpc calls/s >= 0.3 x echo calls/s at 128 in flight
+TARGET_THROUGHPUT_RATIO = 0.3  # rpc calls/s >= 0.3 x echo calls/s at 128 in flight (core issue)
+# gob is pure Python on both ends; the gob issue asks for at least 0.2 x echo.
+TARGET_THROUGHPUT_RATIO_BY_CODEC = {"application/gob": 0.2, "gob": 0.2}
 TARGET_IN_FLIGHT_LATENCY = 1
 TARGET_P50_RATIO = 1.3  # rpc p50 <= 1.3 x echo p50 at 1 in flight
 
@@ -446,25 +448,26 @@ def ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, A
 
 
 def verdicts(ratio_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # (in flight, ratio key, metric, target text, passes?)
-    targets = [
-        (
-            TARGET_IN_FLIGHT_THROUGHPUT,
-            "throughput_ratio",
-            "rpc calls/s / echo calls/s",
-            f">= {TARGET_THROUGHPUT_RATIO}",
-            lambda v: v >= TARGET_THROUGHPUT_RATIO,
-        ),
-        (
-            TARGET_IN_FLIGHT_LATENCY,
-            "p50_ratio",
-            "rpc p50 / echo p50",
-            f"<= {TARGET_P50_RATIO}",
-            lambda v: v <= TARGET_P50_RATIO,
-        ),
-    ]
     out = []
     for row in ratio_rows:
+        throughput = TARGET_THROUGHPUT_RATIO_BY_CODEC.get(row["codec"], TARGET_THROUGHPUT_RATIO)
+        # (in flight, ratio key, metric, target text, passes?)
+        targets = [
+            (
+                TARGET_IN_FLIGHT_THROUGHPUT,
+                "throughput_ratio",
+                "rpc calls/s / echo calls/s",
+                f">= {throughput}",
+                lambda v, minimum=throughput: v >= minimum,
+            ),
+            (
+                TARGET_IN_FLIGHT_LATENCY,
+                "p50_ratio",
+                "rpc p50 / echo p50",
+                f"<= {TARGET_P50_RATIO}",
+                lambda v: v <= TARGET_P50_RATIO,
+            ),
+        ]
         for in_flight, key, metric, target, passes in targets:
             if row["in_flight"] == in_flight:
                 value = row[key]
