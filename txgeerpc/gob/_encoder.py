@@ -505,7 +505,8 @@ def _is_zero_for(kind: GobType) -> Callable[[Any], bool]:
     """Go omits struct fields holding their zero value, except structs and
     arrays (always sent unless a nil pointer)."""
     if kind in (INT, UINT, FLOAT, COMPLEX):
-        return lambda value: value is None or value == 0
+        # Not False: a bool in a number field is an error, not a zero.
+        return lambda value: value is None or (value == 0 and value is not False)
     if kind is BOOL:
         return lambda value: value is None or value is False
     if kind in (STRING, BYTES) or isinstance(kind, (SliceOf, MapOf)):
