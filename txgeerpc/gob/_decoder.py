@@ -645,30 +645,36 @@ class Decoder:
         known = self._interface_free.get(type_id)
         if known is not None:
             return known
-        result = self._check_interface_free(type_id, set())
+        result = self._check_interface_free(type_id)
         self._interface_free[type_id] = result
         return result
 
-    def _check_interface_free(self, type_id: int, visiting: set[int]) -> bool:
-        if type_id in _BASIC_DECODERS:
-            return True
-        if type_id == INTERFACE_ID:
-            return False
-        if type_id in visiting:
-            return True
-        definition = self._defs.get(type_id)
-        if definition is None:
-            return False  # decode now, to report the unknown id
-        visiting.add(type_id)
-        if isinstance(definition, StructDef):
-            parts = [field_id for _, field_id in definition.fields]
-        elif isinstance(definition, (SliceDef, ArrayDef)):
-            parts = [definition.elem]
-        elif isinstance(definition, MapDef):
-            parts = [definition.key, definition.elem]
-        else:
-            parts = []
-        return all(self._check_interface_free(part, visiting) for part in parts)
+    def _check_interface_free(self, type_id: int) -> bool:
+        # Iterative: a peer may define arbitrarily deep chains of types.
+        stack = [type_id]
+        seen: set[int] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen or current in _BASIC_DECODERS:
+                continue
+            if current == INTERFACE_ID:
+                return False
+            known = self._interface_free.get(current)
+            if known is not None:
+                if not known:
+                    return False
+                continue
+            definition = self._defs.get(current)
+            if definition is None:
+                return False  # decode now, to report the unknown id
+            seen.add(current)
+            if isinstance(definition, StructDef):
+                stack.extend(field_id for _, field_id in definition.fields)
+            elif isinstance(definition, (SliceDef, ArrayDef)):
+                stack.append(definition.elem)
+            elif isinstance(definition, MapDef):
+                stack.extend((definition.key, definition.elem))
+        return True
 
     def next_value(self) -> tuple[Any] | None:
         """The next value as ``(value,)``, or ``None`` until more bytes arrive.

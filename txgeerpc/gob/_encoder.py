@@ -510,7 +510,8 @@ def _is_zero_for(kind: GobType) -> Callable[[Any], bool]:
     if kind is BOOL:
         return lambda value: value is None or value is False
     if kind in (STRING, BYTES) or isinstance(kind, (SliceOf, MapOf)):
-        return lambda value: value is None or len(value) == 0
+        # A value without a length is no zero: the field's encoder reports it.
+        return lambda value: value is None or (hasattr(value, "__len__") and len(value) == 0)
     return lambda value: value is None  # structs, arrays, interfaces
 
 
