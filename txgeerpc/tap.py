@@ -53,9 +53,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve GeeRPC services.  With no --service, serves the example services "
-        "Foo (Sum, Sleep) and Arith (Multiply, Divide, Echo, Fail), so "
-        "`twistd -n geerpc` is a working demo.  Call it with:  python -m txgeerpc "
-        'call tcp@127.0.0.1:7001 Arith.Multiply \'{"Num1":6,"Num2":7}\' --codec json'
+        "Foo (Sum, Sleep), Arith (Multiply, Divide, Echo, Fail) and Records (Echo, "
+        "Keys), so `twistd -n geerpc` is a working demo.  Clients choose the codec "
+        "(gob, as Go GeeRPC; or txgeerpc's JSON extension).  Call it with:  "
+        "python -m txgeerpc "
+        'call tcp@127.0.0.1:7001 Arith.Multiply \'{"Num1":6,"Num2":7}\''
     )
     optParameters = [
         [
@@ -215,10 +217,10 @@ def geerpc_address(host: Any) -> str:
 def _example_call(server: Server) -> str:
     if "Arith" in server.services and "Multiply" in server.services["Arith"].methods:
         argument = json.dumps({"Num1": 6, "Num2": 7}, separators=(",", ":"))
-        return f"Arith.Multiply '{argument}' --codec json"
+        return f"Arith.Multiply '{argument}'"
     name, service = sorted(server.services.items())[0]
     method = sorted(service.methods)[0]
-    return f"{name}.{method} 'null' --codec json"
+    return f"{name}.{method} 'null'"
 
 
 def build_server(config: Options, clock: Any) -> Server:
