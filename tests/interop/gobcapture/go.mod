@@ -1,0 +1,3 @@
+module gobcapture
+
+go 1.27
