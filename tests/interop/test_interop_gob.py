@@ -15,6 +15,7 @@ import pytest
 
 from tests.test_gob import GO_CAPTURES
 from txgeerpc import gob
+from txgeerpc.gob import _types
 
 from ._geepeer import BUILD_TIMEOUT, _go_root, build_env, go_executable
 
@@ -99,7 +100,13 @@ def test_captures_match_a_live_go_build(gobcapture: Path) -> None:
     assert _run(gobcapture) == GO_CAPTURES
 
 
-def test_go_decodes_our_encodings_into_the_same_values(gobcapture: Path) -> None:
+def test_go_decodes_our_encodings_into_the_same_values(
+    gobcapture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Interface names are process-wide (as in Go): register on a copy, so
+    # other tests still decode "main.Point" into a plain dict.
+    monkeypatch.setattr(_types, "_names_by_type", dict(_types._names_by_type))
+    monkeypatch.setattr(_types, "_classes_by_name", dict(_types._classes_by_name))
     gob.register_name("main.Point", Point)
     gob.register_name("main.Inner", Inner)
     gob.register_name("main.Leaf", Leaf)
