@@ -354,3 +354,123 @@ def _frame(payload: bytes) -> bytes:
     out = bytearray()
     write_uint(out, len(payload))
     return bytes(out) + payload
+
+
+class ReviewRegressionTests(SynchronousTestCase):
+    """Bugs an independent review found, each pinned."""
+
+    def test_a_repeated_inline_definition_ends_the_stream_at_once(self) -> None:
+        # S{A interface{}} whose interface opens with an inline []int definition,
+        # then the same definition again: Go says "duplicate type received".
+        frames = _split(bytes.fromhex(GO_CAPTURES["iface_inline_def"]))
+        definition_frame = frames[1]  # Holder's value up to Point's inline definition
+        point_definition = definition_frame[definition_frame.index(b"\xff\x81") :]
+        repeated = frames[0] + definition_frame + _frame(point_definition) * 2000 + frames[2]
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(repeated)
+        with self.assertRaises(ProtocolError) as caught:
+            decoder.next_value()
+        self.assertIn("duplicate type", str(caught.exception))
+
+    def test_struct_values_cannot_expand_far_beyond_their_message(self) -> None:
+        wide = dataclasses.make_dataclass("Wide", [(f"F{i}", int, 0) for i in range(1000)])
+        encoder = gob.Encoder()
+        data = encoder.encode([wide()] * 20000, list[wide])  # type: ignore[valid-type]
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(data)
+        with self.assertRaises(CodecError) as caught:
+            decoder.next_value()
+        self.assertIn("expands", str(caught.exception))
+        self.assertEqual(decode_stream(gob.Encoder().encode([wide()] * 3))[0][2]["F999"], 0)
+
+    def test_a_type_is_defined_once_per_message(self) -> None:
+        gob.register_name("review.B", ReviewB)
+        gob.register_name("review.A", ReviewA)
+        data = gob.Encoder().encode([ReviewB(1), ReviewA(2, ReviewB(3))], list[Any])
+        self.assertEqual(data.count(b"\x07ReviewB"), 1)
+        (plain,) = decode_stream(data)
+        self.assertEqual(plain, [ReviewB(1), ReviewA(2, ReviewB(3))])
+
+    def test_unhashable_map_keys_are_a_codec_error(self) -> None:
+        encoder = gob.Encoder()
+        data = encoder.encode({(1, 2): 3}, dict[tuple[int, int], int])
+        self.assertEqual(decode_stream(data), [{(1, 2): 3}])  # arrays become tuples
+        # Sent from a hashable class, received into an unhashable one.
+        gob.register_name("review.P", FrozenPoint)
+        gob.register_name("review.P", Point)
+        with_struct_key = encoder.encode({FrozenPoint(1, 2): 3}, dict[Any, int])
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(data + with_struct_key)
+        decoder.next_value()
+        with self.assertRaises(CodecError) as caught:
+            decoder.next_value()
+        self.assertIn("unhashable", str(caught.exception))
+
+    def test_empty_maps_are_sent_nil_maps_are_not(self) -> None:
+        @dataclass
+        class T:
+            M: Optional[dict[str, int]] = None  # noqa: UP045
+
+        # As Go: an empty map is sent (count 0), a nil one left out.
+        self.assertTrue(gob.Encoder().encode(T({})).endswith(bytes.fromhex("05ff80010000")))
+        self.assertTrue(gob.Encoder().encode(T(None)).endswith(bytes.fromhex("03ff8000")))
+
+    def test_strings_that_are_not_utf8_survive(self) -> None:
+        data = gob.Encoder().encode({"\udcff": 1, "\udcfe": 2}, dict[str, int])  # noqa: F601
+        self.assertIn(b"\x01\xff", data)
+        (plain,) = decode_stream(data)
+        self.assertEqual(plain, {"\udcff": 1, "\udcfe": 2})  # noqa: F601
+        self.assertEqual(gob.Encoder().encode(plain, dict[str, int]), data)
+
+    def test_a_bad_definition_inside_a_value_ends_the_stream(self) -> None:
+        decoder = gob.Decoder(1 << 20, max_types=1)
+        decoder.feed(bytes.fromhex(GO_CAPTURES["iface_inline_def"]))
+        with self.assertRaises(ProtocolError) as caught:
+            decoder.next_value()
+        self.assertNotIsInstance(caught.exception, CodecError)
+
+    def test_wrong_zeros_in_fields_are_refused(self) -> None:
+        for value in [Args(0.0, 1), Args(0j, 1)]:  # type: ignore[arg-type]
+            with self.assertRaises(CodecError):
+                gob.Encoder().encode(value)
+
+    def test_pinned_types_inside_lists_and_dicts(self) -> None:
+        encoder = gob.Encoder()
+        stream = encoder.encode([gob.GobValue(7, gob.Uint)]) + encoder.encode(
+            {"A": gob.GobValue(7, gob.Uint)}
+        )
+        self.assertEqual(decode_stream(stream), [[7], {"A": 7}])
+        self.assertIn(b"[]uint", stream)
+
+    def test_dicts_with_different_keys_share_one_struct(self) -> None:
+        data = gob.Encoder().encode([{"A": 1}, {"B": "x"}, {"A": None}])
+        self.assertEqual(
+            decode_stream(data), [[{"A": 1, "B": ""}, {"A": 0, "B": "x"}, {"A": 0, "B": ""}]]
+        )
+
+
+@dataclass
+class ReviewB:
+    V: int = 0
+
+
+@dataclass
+class ReviewA:
+    X: int = 0
+    B: ReviewB = field(default_factory=ReviewB)
+
+
+@dataclass(frozen=True)
+class FrozenPoint:
+    X: int = 0
+    Y: int = 0
+
+
+def _split(data: bytes) -> list[bytes]:
+    frames = []
+    pos = 0
+    while pos < len(data):
+        length, start = read_uint(data, pos)
+        frames.append(data[pos : start + length])
+        pos = start + length
+    return frames

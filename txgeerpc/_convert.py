@@ -149,6 +149,8 @@ def converter_for(annotation: Any) -> Converter:
         return _to_bool
     if annotation is bytes:
         return _to_bytes
+    if annotation is bytearray:
+        return lambda value: bytearray(_to_bytes(value))
     if origin in (list, Sequence, tuple) or annotation in (list, tuple):
         item = args[0] if args else Any
         is_tuple = origin is tuple or annotation is tuple
@@ -379,17 +381,19 @@ def _struct_converter(cls: type) -> Converter:
     plan: list[tuple[str, str, str, Converter, bool, Any]] = []
 
     def build_plan() -> None:
-        for field in fields:
-            plan.append(
-                (
-                    field.init_name,
-                    field.wire_name,
-                    field.wire_name.lower(),
-                    converter_for(field.annotation),
-                    field.has_default,
-                    field.annotation,
-                )
+        # Built whole, then published: a RecursionError half way must not
+        # leave a plan that silently drops the remaining fields.
+        plan[:] = [
+            (
+                field.init_name,
+                field.wire_name,
+                field.wire_name.lower(),
+                converter_for(field.annotation),
+                field.has_default,
+                field.annotation,
             )
+            for field in fields
+        ]
 
     def convert(value: Any) -> Any:
         if isinstance(value, cls):

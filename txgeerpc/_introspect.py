@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -148,6 +149,9 @@ def type_from_schema(description: Any, types: Mapping[str, Any]) -> GobType:
     return build(description)
 
 
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
 class JSONMismatch(ValueError):
     """A JSON value does not fit the method's Go type; ``str()`` says where."""
 
@@ -169,7 +173,10 @@ def from_json(kind: GobType, value: Any, path: str = "") -> Any:
     if kind is FLOAT:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise JSONMismatch(f"{where}: expected a number, got {json.dumps(value)}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise JSONMismatch(f"{where}: {value} overflows float64") from None
     if kind is BOOL:
         if not isinstance(value, bool):
             raise JSONMismatch(f"{where}: expected true or false, got {json.dumps(value)}")
@@ -220,10 +227,9 @@ def from_json(kind: GobType, value: Any, path: str = "") -> Any:
 
 def _map_key(kind: GobType, key: str, where: str) -> Any:
     if kind in (INT, UINT):
-        try:
-            return int(key)
-        except ValueError:
-            raise JSONMismatch(f"{where}: map key {key!r} is not an integer") from None
+        if not _DECIMAL.fullmatch(key):
+            raise JSONMismatch(f"{where}: map key {key!r} is not an integer")
+        return int(key)
     if kind is FLOAT:
         try:
             return float(key)

@@ -50,7 +50,7 @@ class WithArray:
     A: tuple[int, int, int] = (0, 0, 0)
     P: Point = field(default_factory=Point)
     Q: Optional[Point] = None  # noqa: UP045
-    M: dict[int, str] = field(default_factory=dict)
+    M: Optional[dict[int, str]] = None  # noqa: UP045 - a nil map, as in Go's WithArray{}
 
 
 # The values gobcapture encodes, written in Python.

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from .._convert import ConversionError, converter_for
 from ..errors import CodecError, MessageTooLarge, ProtocolError
 from ._numbers import Truncated, read_float, read_int, read_uint
+from ._scan import NeedMore, ValueScan
 from ._types import (
     BOOL_ID,
     BYTES_ID,
@@ -107,7 +108,7 @@ class _Fields:
         end = self.pos + length
         if end > len(self.data):
             raise Truncated()
-        text = self.data[self.pos : end].decode("utf-8", "replace")
+        text = self.data[self.pos : end].decode("utf-8", "surrogateescape")
         self.pos = end
         return text
 
@@ -217,7 +218,7 @@ def _dec_string(data: bytes, pos: int) -> tuple[Any, int]:
     end = pos + length
     if end > len(data):
         raise Truncated()
-    return data[pos:end].decode("utf-8", "replace"), end
+    return data[pos:end].decode("utf-8", "surrogateescape"), end
 
 
 def _dec_bytes(data: bytes, pos: int) -> tuple[Any, int]:
@@ -256,9 +257,9 @@ _BASIC_ZEROS: dict[int, Any] = {
 }
 
 
-class _NeedNextMessage(Exception):
-    """An interface value continues in the next message (after inline type
-    definitions, as Go's encoder writes them)."""
+class _StreamBroken(ProtocolError):
+    """A definition inside a value is bad: the stream cannot go on.  Not a
+    CodecError, so it is never mistaken for one value's problem."""
 
 
 Message = tuple[int, bytes, int]
@@ -293,9 +294,9 @@ class Decoder:
         self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
         self._top: dict[int, tuple[DecodeFn, bool]] = {}  # top-level: (decoder, is a struct)
         self._interface_free: dict[int, bool] = {}
-        # A value spread over several messages (see _NeedNextMessage).
-        self._partial: tuple[int, bytes, int, frozenset[int]] | None = None
-        self._inline_ids: set[int] = set()
+        # A value spread over several messages: its scan so far.
+        self._partial: tuple[ValueScan, int, bytes, int] | None = None
+        self._definitions_at: dict[int, int] = {}
 
     # -- framing --------------------------------------------------------------
 
@@ -384,51 +385,67 @@ class Decoder:
             raise CodecError(f"gob: type id {type_id} is reserved")
         definition, end = read_wire_type(data, pos)
         if type_id in self._defs:
-            if type_id in self._inline_ids and self._defs[type_id] == definition:
-                return end  # seen again while re-reading a continued value
             raise CodecError("gob: duplicate type received")
         if len(self._defs) >= self._max_types:
             raise ProtocolError(f"gob: more than {self._max_types} type definitions")
         self._defs[type_id] = definition
         return end
 
-    # -- values spread over several messages ---------------------------------
+    # -- values that may span several messages ----------------------------------
 
     def _decode_eagerly(self, type_id: int, data: bytes, pos: int) -> _Decoded | _Invalid | None:
+        is_struct = isinstance(self._defs.get(type_id), StructDef)
+        scan = ValueScan(type_id, pos, is_struct, self._defs, self._define_inline)
         try:
-            return _Decoded(self._decode(type_id, data, pos, _NO_BOUNDARIES))
-        except _NeedNextMessage:
-            self._partial = (type_id, data, pos, _NO_BOUNDARIES)
+            end = scan.scan(data)
+        except NeedMore:
+            self._partial = (scan, type_id, data, pos)
             return self._continue_partial()
         except CodecError as error:
-            return _Invalid(error)
-        finally:
-            if self._partial is None:
-                self._inline_ids.clear()
+            return _Invalid(error)  # the whole message is consumed: the stream goes on
+        return self._decode_scanned(scan, type_id, data, pos, end)
 
     def _continue_partial(self) -> _Decoded | _Invalid | None:
         assert self._partial is not None
-        type_id, data, pos, boundaries = self._partial
+        scan, type_id, data, pos = self._partial
         while True:
             more = self._next_frame()
             if more is None:
+                self._partial = (scan, type_id, data, pos)
                 return None
-            boundaries = boundaries | {len(data)}
             data += more
             if len(data) > self._max_size:
                 raise MessageTooLarge(len(data), self._max_size)
-            self._partial = (type_id, data, pos, boundaries)
             try:
-                value = self._decode(type_id, data, pos, boundaries)
-            except _NeedNextMessage:
+                end = scan.scan(data)
+            except NeedMore:
                 continue
             except CodecError as error:
-                self._partial = None
-                self._inline_ids.clear()
-                return _Invalid(error)
+                # Where this value's messages end is unknowable now: fatal.
+                raise ProtocolError(f"{error} (in a value spread over several messages)") from None
             self._partial = None
-            self._inline_ids.clear()
-            return _Decoded(value)
+            return self._decode_scanned(scan, type_id, data, pos, end)
+
+    def _decode_scanned(
+        self, scan: ValueScan, type_id: int, data: bytes, pos: int, end: int
+    ) -> _Decoded | _Invalid:
+        if end != len(data):
+            extra = len(data) - end
+            return _Invalid(CodecError(f"gob: {extra} bytes of extra data after the value"))
+        self._definitions_at = scan.definitions_at
+        try:
+            return _Decoded(self._decode(type_id, data, pos, frozenset(scan.boundaries)))
+        except CodecError as error:
+            return _Invalid(error)
+        finally:
+            self._definitions_at = {}
+
+    def _define_inline(self, type_id: int, data: bytes, pos: int) -> int:
+        """A definition inside a value: any problem with it ends the stream."""
+        try:
+            return self._define(type_id, data, pos)
+        except ProtocolError as error:
+            raise _StreamBroken(str(error)) from None
 
     # -- values -----------------------------------------------------------------
 
@@ -448,6 +465,10 @@ class Decoder:
 
     def _decode(self, type_id: int, data: bytes, pos: int, boundaries: frozenset[int]) -> Any:
         self._boundaries = boundaries
+        # Structs come out with every field, zeros included: bound what a
+        # small message can make us build (a struct type with thousands of
+        # fields, sent as a slice of empty values).
+        self._budget = 32 * len(data) + 4096
         try:
             top = self._top.get(type_id)
             if top is None:
@@ -461,10 +482,16 @@ class Decoder:
                     raise CodecError("gob: corrupted data: non-zero delta for singleton")
                 pos += 1
             value, end = function(data, pos)
-        except (IndexError, OverflowError, MemoryError):
+        except ProtocolError:
+            raise
+        except (IndexError, OverflowError):
             raise Truncated() from None
         except RecursionError:
             raise CodecError("gob: value nested too deeply") from None
+        except MemoryError:
+            raise CodecError("gob: value too large to build") from None
+        except Exception as error:  # e.g. a registered class refusing a value, an unhashable key
+            raise CodecError(f"gob: {type(error).__name__}: {error}") from None
         if end != len(data):
             raise CodecError(f"gob: {len(data) - end} bytes of extra data after the value")
         return value
@@ -533,6 +560,9 @@ class Decoder:
         def decode(data: bytes, pos: int) -> tuple[Any, int]:
             if len(decoders) != count:
                 decoders[:] = [self.decoder_for(field_id) for field_id in field_ids]
+            self._budget -= count
+            if self._budget < 0:
+                raise CodecError("gob: value expands to far more than its message")
             result = template.copy()
             field = -1
             while True:
@@ -606,20 +636,17 @@ class Decoder:
             raise Truncated()
         if length > 1024:
             raise CodecError(f"gob: interface type name too long ({length} bytes)")
-        name = data[pos:end].decode("utf-8", "replace")
+        name = data[pos:end].decode("utf-8", "surrogateescape")
         pos = end
-        # The concrete type's id, after any definitions sent inline.
+        # The concrete type's id, after any definitions sent inline (those the
+        # scan registered are skipped; nested ones are registered here).
         while True:
-            if pos == len(data):
-                raise _NeedNextMessage()
+            start = pos
             type_id, pos = read_int(data, pos)
             if type_id >= 0:
                 break
-            try:
-                pos = self._define(-type_id, data, pos)
-            except ProtocolError as error:
-                raise CodecError(str(error)) from None
-            self._inline_ids.add(-type_id)
+            skip_to = self._definitions_at.get(start)
+            pos = skip_to if skip_to is not None else self._define_inline(-type_id, data, pos)
             if pos != len(data) and pos not in self._boundaries:
                 _, pos = read_uint(data, pos)  # a delimited value's count (Go skips it too)
         _, pos = read_uint(data, pos)  # the value's byte count
@@ -687,6 +714,7 @@ class Decoder:
         return (self.decode(message),)
 
     _boundaries: frozenset[int] = frozenset()
+    _budget = 0
 
 
 def _hashable(key: Any) -> Any:

@@ -77,6 +77,7 @@ class Encoder:
         self._next_id = FIRST_USER_ID
         # During one encode: types defined by this message, not yet committed.
         self._new: dict[GobType, int] = {}
+        self._emitted: set[GobType] = set()  # defined in the current message
         self._definitions: list[bytes] = []
 
     def encode(self, value: Any, annotation: Any = None) -> bytes:
@@ -127,6 +128,7 @@ class Encoder:
             if not committed:
                 self._next_id = start
             self._new = {}
+            self._emitted = set()
             self._definitions = []
 
     def _encode_one(self, value: Any, annotation: Any) -> bytes:
@@ -167,7 +169,7 @@ class Encoder:
         # Ids in Go's order: a struct before its fields (so it can contain
         # itself), any other type after its parts.  Definitions go parent first.
         self._assign(kind)
-        self._emit(kind, set())
+        self._emit(kind, self._emitted)
         return self._new[kind]
 
     def _assign(self, kind: GobType) -> None:
@@ -185,9 +187,9 @@ class Encoder:
             self._next_id += 1
 
     def _emit(self, kind: GobType, emitted: set[GobType]) -> None:
-        if kind.basic_id is not None or kind in self._ids or kind in emitted:
+        if kind.basic_id is not None or kind in self._ids or kind in self._emitted:
             return
-        emitted.add(kind)
+        self._emitted.add(kind)
         self._definitions.append(self._definition(kind))
         for part in _parts(kind):
             self._emit(part, emitted)
@@ -261,6 +263,7 @@ def _common(out: bytearray, name: str, type_id: int) -> None:
     out.append(0)
 
 
+_CACHE_LIMIT = 10_000
 _self_contained_cache: dict[GobType, bool] = {}
 
 
@@ -269,6 +272,8 @@ def _self_contained(kind: GobType) -> bool:
     types could need definitions of their own)."""
     known = _self_contained_cache.get(kind)
     if known is None:
+        if len(_self_contained_cache) > _CACHE_LIMIT:  # dict shapes are unbounded
+            _self_contained_cache.clear()
         known = _self_contained_cache[kind] = _no_interface(kind, set())
     return known
 
@@ -302,8 +307,17 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
+def _unwrap(value: Any, kind: GobType) -> Any:
+    """The value inside a :class:`GobValue` of exactly this type (as inferred
+    lists and dicts hold them); anything else unchanged."""
+    if type(value) is GobValue and value.gob_type is kind:
+        return value.value
+    return value
+
+
 def _enc_int(value: Any, out: bytearray, encoder: Encoder) -> None:
     if type(value) is not int:
+        value = _unwrap(value, INT)
         if isinstance(value, bool) or not isinstance(value, int):
             raise EncodeError("", f"expected int, got {_describe(value)}")
         value = int(value)
@@ -320,6 +334,7 @@ def _enc_int(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 def _enc_uint(value: Any, out: bytearray, encoder: Encoder) -> None:
     if type(value) is not int:
+        value = _unwrap(value, UINT)
         if isinstance(value, bool) or not isinstance(value, int):
             raise EncodeError("", f"expected unsigned int, got {_describe(value)}")
         value = int(value)
@@ -330,6 +345,7 @@ def _enc_uint(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 def _enc_float(value: Any, out: bytearray, encoder: Encoder) -> None:
     if type(value) is not float:
+        value = _unwrap(value, FLOAT)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EncodeError("", f"expected float, got {_describe(value)}")
         try:
@@ -340,6 +356,7 @@ def _enc_float(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 
 def _enc_complex(value: Any, out: bytearray, encoder: Encoder) -> None:
+    value = _unwrap(value, COMPLEX)
     if isinstance(value, bool) or not isinstance(value, (int, float, complex)):
         raise EncodeError("", f"expected complex, got {_describe(value)}")
     value = complex(value)
@@ -348,6 +365,7 @@ def _enc_complex(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 
 def _enc_bool(value: Any, out: bytearray, encoder: Encoder) -> None:
+    value = _unwrap(value, BOOL)
     if value is True:
         out.append(1)
     elif value is False:
@@ -358,6 +376,7 @@ def _enc_bool(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 def _enc_string(value: Any, out: bytearray, encoder: Encoder) -> None:
     if type(value) is not str:
+        value = _unwrap(value, STRING)
         if not isinstance(value, str):
             raise EncodeError("", f"expected str, got {_describe(value)}")
     data = utf8(value)
@@ -370,14 +389,21 @@ def _enc_string(value: Any, out: bytearray, encoder: Encoder) -> None:
 
 
 def utf8(text: str) -> bytes:
-    """UTF-8 bytes of ``text``; lone surrogates become U+FFFD, as in JSON."""
+    """UTF-8 bytes of ``text``.  Bytes a Go string held that are not UTF-8
+    were decoded as ``surrogateescape`` characters and go back as they came;
+    any other lone surrogate becomes U+FFFD, as in JSON."""
     try:
         return text.encode()
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 def _enc_bytes(value: Any, out: bytearray, encoder: Encoder) -> None:
+    value = _unwrap(value, BYTES)
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise EncodeError("", f"expected bytes, got {_describe(value)}")
     data = bytes(value) if isinstance(value, memoryview) else value
@@ -431,6 +457,9 @@ def encoder_for(kind: GobType) -> EncodeFn:
     found = _encoders.get(kind)
     if found is not None:
         return found
+    if len(_encoders) > _CACHE_LIMIT:  # dict shapes are unbounded: start over
+        _encoders.clear()
+        _encoders.update(_BASIC_ENCODERS)
     compiled: list[EncodeFn] = []
 
     def late(value: Any, out: bytearray, encoder: Encoder) -> None:
@@ -502,17 +531,26 @@ def _map_encoder(kind: MapOf) -> EncodeFn:
 
 
 def _is_zero_for(kind: GobType) -> Callable[[Any], bool]:
-    """Go omits struct fields holding their zero value, except structs and
-    arrays (always sent unless a nil pointer)."""
-    if kind in (INT, UINT, FLOAT, COMPLEX):
-        # Not False: a bool in a number field is an error, not a zero.
-        return lambda value: value is None or (value == 0 and value is not False)
+    """Go omits struct fields holding their zero value, except structs, arrays
+    and maps (sent unless nil).  Only a zero *of the field's type* counts:
+    anything else goes on to the field's encoder, which refuses it."""
+    if kind in (INT, UINT):
+        return lambda value: value is None or (type(value) is int and value == 0)
+    if kind is FLOAT:
+        return lambda value: value is None or (type(value) in (int, float) and value == 0)
+    if kind is COMPLEX:
+        return lambda value: value is None or (type(value) in (int, float, complex) and value == 0)
     if kind is BOOL:
         return lambda value: value is None or value is False
-    if kind in (STRING, BYTES) or isinstance(kind, (SliceOf, MapOf)):
-        # A value without a length is no zero: the field's encoder reports it.
-        return lambda value: value is None or (hasattr(value, "__len__") and len(value) == 0)
-    return lambda value: value is None  # structs, arrays, interfaces
+    if kind is STRING:
+        return lambda value: value is None or (type(value) is str and not value)
+    if kind is BYTES:
+        return lambda value: (
+            value is None or (isinstance(value, (bytes, bytearray, memoryview)) and len(value) == 0)
+        )
+    if isinstance(kind, SliceOf):
+        return lambda value: value is None or (isinstance(value, (list, tuple)) and not value)
+    return lambda value: value is None  # structs, arrays, maps, interfaces
 
 
 def _struct_encoder(kind: StructOf) -> EncodeFn:
@@ -521,10 +559,12 @@ def _struct_encoder(kind: StructOf) -> EncodeFn:
     fields = kind.fields
 
     def build() -> None:
-        for number, (go_name, attribute, field_kind) in enumerate(fields):
-            plan.append(
-                (number, go_name, attribute, encoder_for(field_kind), _is_zero_for(field_kind))
-            )
+        # Built whole, then published: a RecursionError half way must not
+        # leave a plan that silently drops the remaining fields.
+        plan[:] = [
+            (number, go_name, attribute, encoder_for(field_kind), _is_zero_for(field_kind))
+            for number, (go_name, attribute, field_kind) in enumerate(fields)
+        ]
 
     type_name = kind.name or "struct"
 

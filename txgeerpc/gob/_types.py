@@ -280,10 +280,11 @@ def infer_type(value: Any) -> GobType:
         if basic is INT and not INT64_MIN <= value <= INT64_MAX:
             return UINT if 0 <= value <= UINT64_MAX else INT  # INT: the encoder reports the range
         return basic
+    if kind is GobValue:
+        pinned: GobValue = value
+        return pinned.gob_type
     if is_struct(kind):
         return struct_type_for(kind)
-    if isinstance(value, GobValue):
-        return value.gob_type
     if isinstance(value, Mapping):
         if value and all(type(key) is str and _EXPORTED.match(key) for key in value):
             return _struct_of_mapping(value)
@@ -319,9 +320,13 @@ _mapping_structs: dict[tuple[tuple[str, GobType], ...], StructOf] = {}
 
 
 def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
-    shape = tuple(
-        (key, INTERFACE if item is None else infer_type(item)) for key, item in value.items()
+    # A None field is Go's nil or zero: left out of the shape, so never sent.
+    return _canonical_struct(
+        tuple((key, infer_type(item)) for key, item in value.items() if item is not None)
     )
+
+
+def _canonical_struct(shape: tuple[tuple[str, GobType], ...]) -> StructOf:
     struct = _mapping_structs.get(shape)
     if struct is None:
         struct = StructOf("", None, by_shape=True)
@@ -332,12 +337,32 @@ def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
 
 
 def _common_type(items: Any) -> GobType:
-    kinds = {INTERFACE if item is None else infer_type(item) for item in items}
-    if len(kinds) == 1:
-        return kinds.pop()
-    if kinds == {INT, FLOAT}:
+    kinds = [INTERFACE if item is None else infer_type(item) for item in items]
+    distinct = set(kinds)
+    if len(distinct) == 1:
+        return distinct.pop()
+    if distinct == {INT, FLOAT}:
         return FLOAT
+    structs = [kind for kind in kinds if isinstance(kind, StructOf) and kind.by_shape]
+    if structs and len(structs) == len(kinds):
+        return _merged_struct(structs)
     return INTERFACE
+
+
+def _merged_struct(structs: list[StructOf]) -> StructOf:
+    """One struct for dicts with different keys (``[{"A": 1}, {"B": 2}]``):
+    every field any of them has, in order of first appearance."""
+    fields: dict[str, GobType] = {}
+    for struct in structs:
+        for name, _, kind in struct.fields:
+            known = fields.get(name)
+            if known is None or known == kind:
+                fields[name] = kind
+            elif {known, kind} == {INT, FLOAT}:
+                fields[name] = FLOAT
+            else:
+                fields[name] = INTERFACE
+    return _canonical_struct(tuple(fields.items()))
 
 
 @attrs.frozen
