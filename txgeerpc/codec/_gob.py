@@ -17,7 +17,7 @@ from .._wire import GOB, EmptyStruct, Header
 from ..errors import CodecError
 from ..gob._decoder import Decoder, StructDef, _dec_string
 from ..gob._encoder import Encoder, utf8
-from ..gob._numbers import read_uint, uint_bytes, write_int, write_uint
+from ..gob._numbers import read_uint, uint_bytes, write_int
 from ..gob._types import EMPTY, STRING, STRING_ID, UINT, UINT_ID, StructOf
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
@@ -110,6 +110,8 @@ class GobMessageEncoder:
         self._encoder = Encoder()
         self._header_id: bytes | None = None
         self._empty_value: bytes | None = None
+        # ServiceMethod -> the header payload up to it (type id and field).
+        self._prefixes: dict[str, bytes] = {}
 
     def encode(self, header: Header, body: Any, body_type: Any = None) -> bytes:
         encoder = self._encoder
@@ -130,7 +132,25 @@ class GobMessageEncoder:
             write_int(id_bytes, known)
             self._header_id = bytes(id_bytes)
             return data
-        head = _header_bytes(self._header_id, header)
+        service_method, seq, error = header
+        prefix = self._prefixes.get(service_method)
+        if prefix is None:
+            prefix = self._header_id
+            if service_method:
+                name = utf8(service_method)
+                prefix += b"\x01" + uint_bytes(len(name)) + name
+            if len(self._prefixes) < 1024:
+                self._prefixes[service_method] = prefix
+        last = 0 if service_method else -1
+        if seq:
+            prefix += _DELTAS[1 - last] + (_SMALL[seq] if seq < 128 else uint_bytes(seq))
+            last = 1
+        if error:
+            text = utf8(error)
+            prefix += _DELTAS[2 - last] + uint_bytes(len(text)) + text
+        prefix += b"\x00"
+        length = len(prefix)
+        head = (_SMALL[length] if length < 128 else uint_bytes(length)) + prefix
         if body_type is EMPTY:
             empty = self._empty_value
             if empty is None:
@@ -143,27 +163,8 @@ class GobMessageEncoder:
         return head + encoder.encode(body, body_type)
 
 
-def _header_bytes(header_id: bytes, header: Header) -> bytes:
-    payload = bytearray(header_id)
-    service_method, seq, error = header
-    last = -1
-    if service_method:
-        data = utf8(service_method)
-        payload.append(1)
-        write_uint(payload, len(data))
-        payload += data
-        last = 0
-    if seq:
-        payload.append(1 - last)
-        write_uint(payload, seq)
-        last = 1
-    if error:
-        data = utf8(error)
-        payload.append(2 - last)
-        write_uint(payload, len(data))
-        payload += data
-    payload.append(0)
-    return uint_bytes(len(payload)) + payload
+_SMALL = [bytes((n,)) for n in range(128)]
+_DELTAS = _SMALL[:4]
 
 
 @implementer(ICodec)

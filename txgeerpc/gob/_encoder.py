@@ -78,6 +78,8 @@ class Encoder:
         # During one encode: types defined by this message, not yet committed.
         self._new: dict[GobType, int] = {}
         self._emitted: set[GobType] = set()  # defined in the current message
+        # Annotation or type -> (type id bytes, value encoder), for types sent.
+        self._fast: dict[Any, tuple[bytes, EncodeFn]] = {}
         self._definitions: list[bytes] = []
 
     def encode(self, value: Any, annotation: Any = None) -> bytes:
@@ -91,17 +93,30 @@ class Encoder:
         # Fast path: a type already sent that cannot bring new types with it.
         try:
             if annotation is None:
-                kind = infer_type(value) if not isinstance(value, GobValue) else None
+                kind = infer_type(value) if type(value) is not GobValue else None
+                key: Any = kind
             else:
+                kind = None
+                key = annotation
+            fast = self._fast.get(key) if key is not None else None
+            if fast is not None:
+                payload = bytearray(fast[0])  # the type id (and singleton mark)
+                fast[1](value, payload, self)
+                return uint_bytes(len(payload)) + payload
+            if kind is None and annotation is not None:
                 kind = gob_type_for(annotation)
             if kind is not None and _self_contained(kind):
                 type_id = kind.basic_id if kind.basic_id is not None else self._ids.get(kind)
                 if type_id is not None:
-                    payload = bytearray()
-                    write_int(payload, type_id)
+                    prefix = bytearray()
+                    write_int(prefix, type_id)
                     if not isinstance(kind, StructOf):
-                        payload.append(0)
-                    encoder_for(kind)(value, payload, self)
+                        prefix.append(0)
+                    function = encoder_for(kind)
+                    if len(self._fast) < 256:
+                        self._fast[key] = (bytes(prefix), function)
+                    payload = prefix
+                    function(value, payload, self)
                     return uint_bytes(len(payload)) + payload
         except UnsupportedType as error:
             raise CodecError(str(error)) from None

@@ -148,8 +148,9 @@ class StructOf(GobType):
         return self._hash
 
 
-EMPTY = StructOf("", None)
-"""Go's ``struct{}``: the body of every error reply."""
+EMPTY = StructOf("", None, by_shape=True)
+"""Go's ``struct{}``: the body of every error reply (and what a dict whose
+values are all None infers as: the same type)."""
 
 
 # -- markers for annotations ---------------------------------------------------
@@ -316,7 +317,7 @@ _BASIC_VALUES: dict[type, GobType] = {
 }
 
 
-_mapping_structs: dict[tuple[tuple[str, GobType], ...], StructOf] = {}
+_mapping_structs: dict[tuple[tuple[str, GobType], ...], StructOf] = {(): EMPTY}
 
 
 def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
