@@ -109,3 +109,16 @@ class CapturedLogs:
         from twisted.logger import formatEvent
 
         return [formatEvent(event) for event in self.events]
+
+
+def gob_frames(data: bytes) -> list[bytes]:
+    """Split a gob stream into whole messages (count prefix included)."""
+    from txgeerpc.gob._numbers import read_uint
+
+    frames = []
+    pos = 0
+    while pos < len(data):
+        length, start = read_uint(data, pos)
+        frames.append(data[pos : start + length])
+        pos = start + length
+    return frames

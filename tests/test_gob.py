@@ -17,6 +17,8 @@ from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Args, Point, Record
 from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
 
+from ._helpers import gob_frames
+
 # Captured from Go 1.27.3's encoding/gob (tests/interop/gobcapture/main.go
 # prints them; test_interop_gob.py re-checks them against a live Go build).
 GO_CAPTURES = {
@@ -362,7 +364,7 @@ class ReviewRegressionTests(SynchronousTestCase):
     def test_a_repeated_inline_definition_ends_the_stream_at_once(self) -> None:
         # S{A interface{}} whose interface opens with an inline []int definition,
         # then the same definition again: Go says "duplicate type received".
-        frames = _split(bytes.fromhex(GO_CAPTURES["iface_inline_def"]))
+        frames = gob_frames(bytes.fromhex(GO_CAPTURES["iface_inline_def"]))
         definition_frame = frames[1]  # Holder's value up to Point's inline definition
         point_definition = definition_frame[definition_frame.index(b"\xff\x81") :]
         repeated = frames[0] + definition_frame + _frame(point_definition) * 2000 + frames[2]
@@ -464,13 +466,3 @@ class ReviewA:
 class FrozenPoint:
     X: int = 0
     Y: int = 0
-
-
-def _split(data: bytes) -> list[bytes]:
-    frames = []
-    pos = 0
-    while pos < len(data):
-        length, start = read_uint(data, pos)
-        frames.append(data[pos : start + length])
-        pos = start + length
-    return frames

@@ -21,9 +21,16 @@ from txgeerpc._wire import EMPTY_STRUCT, Header
 from txgeerpc.codec import GobCodec, default_registry
 from txgeerpc.errors import CodecError, RemoteError, UnexpectedDisconnect
 from txgeerpc.examples import Args
-from txgeerpc.gob._numbers import read_uint
 
-from ._helpers import VECTORS, checked_clock, connected_server, decode_all, example_server, vector
+from ._helpers import (
+    VECTORS,
+    checked_clock,
+    connected_server,
+    decode_all,
+    example_server,
+    gob_frames,
+    vector,
+)
 
 GOB_VECTORS = [
     "01-gob-tcp",
@@ -77,17 +84,6 @@ def decode_pairs(data: bytes) -> list[tuple[Header, Any]]:
     while (pair := pairs.next_pair()) is not None:
         result.append((pair[0], decoder.decode_body(pair[1])))
     return result
-
-
-def gob_frames(data: bytes) -> list[bytes]:
-    """Split a gob stream into whole messages (count prefix included)."""
-    frames = []
-    pos = 0
-    while pos < len(data):
-        length, start = read_uint(data, pos)
-        frames.append(data[pos : start + length])
-        pos = start + length
-    return frames
 
 
 class RecordedStreamTests(SynchronousTestCase):

@@ -37,13 +37,16 @@ class ConversionError(TypeError):
 
     def within(self, outer: str) -> ConversionError:
         """The same problem, one level further out (``Args`` + ``Num1``)."""
-        if not self.path:
-            path = outer
-        elif self.path.startswith("["):
-            path = outer + self.path
-        else:
-            path = f"{outer}.{self.path}"
-        return ConversionError(path, self.problem)
+        return ConversionError(join_path(outer, self.path), self.problem)
+
+
+def join_path(outer: str, inner: str) -> str:
+    """``Args`` + ``Num1`` -> ``Args.Num1``; ``Tags`` + ``[2]`` -> ``Tags[2]``."""
+    if not inner:
+        return outer
+    if inner.startswith("["):
+        return outer + inner
+    return f"{outer}.{inner}"
 
 
 @attrs.frozen

@@ -354,3 +354,20 @@ def encode_requests(
         json.dumps(request, ensure_ascii=False).encode("utf-8") + b"\n" for request in requests
     )
     return _run([str(binary), "encode-requests"], lines, timeout, "geepeer encode-requests").stdout
+
+
+# What `geepeer client -scenario basic` must print first, whoever the server is:
+# (case, method, reply, error), one per call in order.
+EXPECTED_BASIC: list[tuple[str, str, Any, str]] = [
+    ("sum", "Foo.Sum", 3, ""),
+    ("multiply", "Arith.Multiply", 12, ""),
+    ("divide_by_zero", "Arith.Divide", None, "divide by zero"),
+    ("divide", "Arith.Divide", -3, ""),
+    ("echo", "Arith.Echo", "héllo, 世界 ✓", ""),
+    ("fail", "Arith.Fail", None, "custom failure 100%"),
+    ("unknown_method", "Foo.Nope", None, "rpc server: can't find method Nope"),
+    ("after_unknown", "Foo.Sum", 17, ""),
+    ("unknown_service", "Nope.Sum", None, "rpc server: can't find service Nope"),
+    ("keys", "Records.Keys", ["a", "b", "ç"], ""),
+    ("keys_empty", "Records.Keys", [], ""),
+]

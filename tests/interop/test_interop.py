@@ -58,6 +58,7 @@ from txgeerpc.errors import ConnectionShutdown, RemoteError, UnexpectedDisconnec
 from txgeerpc.examples import Args, Arith, Foo, Point, Record, Records, register_examples
 
 from ._geepeer import (
+    EXPECTED_BASIC,
     SAMPLE_RECORD_JSON,
     decode_replies,
     encode_requests,
@@ -537,20 +538,6 @@ def test_sample_matches_the_go_sample() -> None:
 
 
 # -- A: Go client -> txgeerpc server --------------------------------------------------
-
-EXPECTED_BASIC: list[tuple[str, str, Any, str]] = [
-    ("sum", "Foo.Sum", 3, ""),
-    ("multiply", "Arith.Multiply", 12, ""),
-    ("divide_by_zero", "Arith.Divide", None, "divide by zero"),
-    ("divide", "Arith.Divide", -3, ""),
-    ("echo", "Arith.Echo", "héllo, 世界 ✓", ""),
-    ("fail", "Arith.Fail", None, "custom failure 100%"),
-    ("unknown_method", "Foo.Nope", None, "rpc server: can't find method Nope"),
-    ("after_unknown", "Foo.Sum", 17, ""),
-    ("unknown_service", "Nope.Sum", None, "rpc server: can't find service Nope"),
-    ("keys", "Records.Keys", ["a", "b", "ç"], ""),
-    ("keys_empty", "Records.Keys", [], ""),
-]
 
 
 def check_basic(lines: list[dict[str, Any]]) -> None:

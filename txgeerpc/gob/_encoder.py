@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from .._convert import join_path
 from ..errors import CodecError
 from ._numbers import float_bits, uint_bytes, write_int, write_uint
 from ._types import (
@@ -55,13 +56,7 @@ class EncodeError(CodecError):
         self.problem = problem
 
     def within(self, outer: str) -> EncodeError:
-        if not self.path:
-            path = outer
-        elif self.path.startswith("["):
-            path = outer + self.path
-        else:
-            path = f"{outer}.{self.path}"
-        return EncodeError(path, self.problem)
+        return EncodeError(join_path(outer, self.path), self.problem)
 
 
 class Encoder:
