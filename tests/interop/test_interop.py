@@ -53,6 +53,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from tests._live_reactor import reactor_left_clean
 from txgeerpc import Client, Option, Server, connect
 from txgeerpc.errors import ConnectionShutdown, RemoteError, UnexpectedDisconnect
 from txgeerpc.examples import Args, Arith, Foo, Point, Record, Records, register_examples
@@ -89,11 +90,6 @@ PLAIN_OPTION = (
 # -- hygiene -------------------------------------------------------------------
 
 
-def _selectables() -> set[object]:
-    internal = set(getattr(reactor, "_internalReaders", ()))  # the reactor's own wakers
-    return (set(reactor.getReaders()) | set(reactor.getWriters())) - internal  # type: ignore[attr-defined]
-
-
 def _children() -> set[int]:
     """PIDs of this process's children (zombies included)."""
     pids: set[int] = set()
@@ -109,24 +105,14 @@ def _children() -> set[int]:
 def _clean_reactor_and_children() -> Iterator[None]:
     """What the dirty-reactor check of tests/integration demands, plus: every
     child process started during the test is gone (killed and reaped)."""
-    sockets_before = _selectables()
     children_before = _children()
-    yield
-    leftover_calls = [call for call in reactor.getDelayedCalls() if call.active()]  # type: ignore[attr-defined]
-    leftover_sockets = _selectables() - sockets_before
-    leftover_children = _children() - children_before
-    for call in leftover_calls:
-        call.cancel()
-    for selectable in leftover_sockets:
-        abort = getattr(selectable, "abortConnection", None) or getattr(
-            selectable, "stopListening", None
-        )
-        if abort is not None:
-            abort()
-    for pid in leftover_children:
-        os.kill(pid, signal.SIGKILL)  # only PIDs this test started
-    assert not leftover_calls, f"pending delayed calls: {leftover_calls}"
-    assert not leftover_sockets, f"open sockets: {leftover_sockets}"
+    try:
+        with reactor_left_clean():
+            yield
+    finally:
+        leftover_children = _children() - children_before
+        for pid in leftover_children:
+            os.kill(pid, signal.SIGKILL)  # only PIDs this test started
     assert not leftover_children, f"child processes still alive: {leftover_children}"
 
 
