@@ -13,6 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import gob
 from txgeerpc._convert import converter_for
+from txgeerpc._wire import Header
+from txgeerpc.codec import GobCodec
 from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Args, Point, Record
 from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
@@ -53,6 +55,23 @@ GO_CAPTURES = {
     "top_slice_iface": "0cff8f020102ff9000011000003cff90000503696e740402000206737472696e670c"
     "030001610007666c6f61743634080400fe0440085b5d737472696e67ff91020102ff9200010c000007"
     "ff920400010178",
+    # []interface{}{Point{1, 2}, 1, ..., 59}: Point's definition splits the
+    # value before most of its 60 elements.
+    "iface_slice_split": (
+        "0cff8f020102ff9000011000002eff90003c0a6d61696e2e506f696e74ff8103010105506f696e7401ff"
+        "820001020101580104000101590104000000fe01e0ff8205010201040003696e740402000203696e7404"
+        "02000403696e740402000603696e740402000803696e740402000a03696e740402000c03696e74040200"
+        "0e03696e740402001003696e740402001203696e740402001403696e740402001603696e740402001803"
+        "696e740402001a03696e740402001c03696e740402001e03696e740402002003696e740402002203696e"
+        "740402002403696e740402002603696e740402002803696e740402002a03696e740402002c03696e7404"
+        "02002e03696e740402003003696e740402003203696e740402003403696e740402003603696e74040200"
+        "3803696e740402003a03696e740402003c03696e740402003e03696e740402004003696e740402004203"
+        "696e740402004403696e740402004603696e740402004803696e740402004a03696e740402004c03696e"
+        "740402004e03696e740402005003696e740402005203696e740402005403696e740402005603696e7404"
+        "02005803696e740402005a03696e740402005c03696e740402005e03696e740402006003696e74040200"
+        "6203696e740402006403696e740402006603696e740402006803696e740402006a03696e740402006c03"
+        "696e740402006e03696e740402007003696e740402007203696e740402007403696e7404020076"
+    ),
     "uint_max": "0b0600f8ffffffffffffffff",
     "int_min": "0b0400f8ffffffffffffffff",
 }
@@ -70,6 +89,7 @@ GO_CAPTURED_VALUES: dict[str, Any] = {
         "M": {7: "seven"},
     },
     "top_slice_iface": [1, "a", None, 2.5, ["x"]],
+    "iface_slice_split": [{"X": 1, "Y": 2}, *range(1, 60)],
     "uint_max": 2**64 - 1,
     "int_min": -(2**63),
 }
@@ -466,3 +486,57 @@ class ReviewA:
 class FrozenPoint:
     X: int = 0
     Y: int = 0
+
+
+class SecondReviewRegressionTests(SynchronousTestCase):
+    def test_wide_zero_structs_as_go_sends_them_decode(self) -> None:
+        # Go decodes make([]W, 300) of a 100-field W; so must we.
+        wide = dataclasses.make_dataclass("Wide100", [(f"F{i}", int, 0) for i in range(100)])
+        data = gob.Encoder().encode([wide()] * 300, list[wide])  # type: ignore[valid-type]
+        (plain,) = decode_stream(data)
+        self.assertEqual((len(plain), plain[299]["F99"]), (300, 0))
+
+    def test_interface_detection_is_linear_in_the_definitions(self) -> None:
+        # One wide struct W shared by many types T{F W}: each type's check
+        # reuses what is known about W (counted by the parents recorded).
+        decoder = gob.Decoder(1 << 22)
+        stream = bytearray(_struct_definition(64, [2] * 5000))
+        for index in range(500):
+            stream += _struct_definition(65 + index, [64])
+        decoder.feed(bytes(stream))
+        self.assertIsNone(decoder.next_message())
+        self.assertEqual(decoder._with_interface, {8})
+        self.assertEqual(len(decoder._parents[64]), 500)
+
+    def test_interface_reached_through_a_later_definition(self) -> None:
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(_struct_definition(64, [65]) + _struct_definition(65, [8]))
+        self.assertIsNone(decoder.next_message())
+        self.assertEqual(decoder._with_interface, {8, 64, 65})
+
+    def test_header_seq_out_of_range_is_a_codec_error(self) -> None:
+        encoder = GobCodec().new_encoder()
+        encoder.encode(Header("Foo.Sum", 1, ""), 3, int)
+        for seq in (-1, -300, 2**64):
+            with self.assertRaises(CodecError):
+                encoder.encode(Header("Foo.Sum", seq, ""), 3, int)
+
+    def test_nested_dicts_merge(self) -> None:
+        data = gob.Encoder().encode([{"P": {"X": 1}}, {"P": {"Y": 2}}])
+        self.assertEqual(decode_stream(data), [[{"P": {"X": 1, "Y": 0}}, {"P": {"X": 0, "Y": 2}}]])
+
+
+def _struct_definition(type_id: int, field_ids: list[int]) -> bytes:
+    out = bytearray()
+    write_int(out, -type_id)
+    out += b"\x03\x01\x01\x01T\x01"
+    write_int(out, type_id)
+    out += b"\x00\x01"
+    write_uint(out, len(field_ids))
+    for index, field_id in enumerate(field_ids):
+        name = f"F{index}".encode()
+        out += b"\x01" + bytes((len(name),)) + name + b"\x01"
+        write_int(out, field_id)
+        out += b"\x00"
+    out += b"\x00\x00"
+    return _frame(bytes(out))

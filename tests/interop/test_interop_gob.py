@@ -62,6 +62,7 @@ VALUES: dict[str, Any] = {
     "zero_fields": WithArray(),
     "array_ptr_map": WithArray(A=(0, 5, 0), Q=Point(), M={7: "seven"}),
     "top_slice_iface": [1, "a", None, 2.5, ["x"]],
+    "iface_slice_split": [Point(1, 2), *range(1, 60)],
     "uint_max": gob.GobValue(2**64 - 1, gob.Uint),
     "int_min": -(2**63),
 }

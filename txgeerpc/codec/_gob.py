@@ -133,6 +133,8 @@ class GobMessageEncoder:
             self._header_id = bytes(id_bytes)
             return data
         service_method, seq, error = header
+        if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
+            raise CodecError(f"gob: Header.Seq {seq!r} does not fit uint64")
         prefix = self._prefixes.get(service_method)
         if prefix is None:
             prefix = self._header_id
@@ -163,6 +165,7 @@ class GobMessageEncoder:
         return head + encoder.encode(body, body_type)
 
 
+_MAX_SEQ = 2**64 - 1
 _SMALL = [bytes((n,)) for n in range(128)]
 _DELTAS = _SMALL[:4]
 

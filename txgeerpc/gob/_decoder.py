@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from .._convert import ConversionError, converter_for
 from ..errors import CodecError, MessageTooLarge, ProtocolError
-from ._numbers import Truncated, read_float, read_int, read_uint
+from ._numbers import Buffer, Truncated, read_float, read_int, read_uint
 from ._scan import NeedMore, ValueScan
 from ._types import (
     BOOL_ID,
@@ -81,7 +81,7 @@ class _Fields:
 
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes, pos: int) -> None:
+    def __init__(self, data: Buffer, pos: int) -> None:
         self.data = data
         self.pos = pos
 
@@ -125,7 +125,7 @@ def _read_common(reader: _Fields) -> tuple[str, int]:
     return name, type_id
 
 
-def read_wire_type(data: bytes, pos: int) -> tuple[WireDef, int]:
+def read_wire_type(data: Buffer, pos: int) -> tuple[WireDef, int]:
     """Decode a ``wireType`` (the payload of a type definition)."""
     reader = _Fields(data, pos)
     result: WireDef | None = None
@@ -293,9 +293,13 @@ class Decoder:
         self._defs: dict[int, WireDef] = {}
         self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
         self._top: dict[int, tuple[DecodeFn, bool]] = {}  # top-level: (decoder, is a struct)
-        self._interface_free: dict[int, bool] = {}
+        # Types from which an interface can be reached, kept up to date as
+        # definitions arrive (each type enters once: linear in all the edges).
+        self._with_interface: set[int] = {INTERFACE_ID}  # a top-level interface too
+        self._parents: dict[int, list[int]] = {}
+        self._definition_bytes = 0
         # A value spread over several messages: its scan so far.
-        self._partial: tuple[ValueScan, int, bytes, int] | None = None
+        self._partial: tuple[ValueScan, int, bytearray, int] | None = None
         self._definitions_at: dict[int, int] = {}
 
     # -- framing --------------------------------------------------------------
@@ -351,7 +355,7 @@ class Decoder:
         """
         if self._partial is not None:
             return self._continue_partial()
-        interface_free = self._interface_free
+        with_interface = self._with_interface
         while True:
             data = self._next_frame()
             if data is None:
@@ -365,10 +369,7 @@ class Decoder:
                 except CodecError as error:
                     raise ProtocolError(str(error)) from None
             if type_id > 0:
-                free = interface_free.get(type_id)
-                if free is None:
-                    free = self._is_interface_free(type_id)
-                if free:
+                if type_id not in with_interface:
                     return (type_id, data, pos)
                 return self._decode_eagerly(type_id, data, pos)
             if type_id == 0:
@@ -380,7 +381,7 @@ class Decoder:
             if end != len(data):
                 raise ProtocolError("gob: extra data in buffer")
 
-    def _define(self, type_id: int, data: bytes, pos: int) -> int:
+    def _define(self, type_id: int, data: Buffer, pos: int) -> int:
         if type_id < FIRST_USER_ID:
             raise CodecError(f"gob: type id {type_id} is reserved")
         definition, end = read_wire_type(data, pos)
@@ -388,8 +389,38 @@ class Decoder:
             raise CodecError("gob: duplicate type received")
         if len(self._defs) >= self._max_types:
             raise ProtocolError(f"gob: more than {self._max_types} type definitions")
+        self._definition_bytes += end - pos
+        if self._definition_bytes > 2 * self._max_size + 65536:
+            raise ProtocolError(f"gob: type definitions exceed {2 * self._max_size} bytes")
         self._defs[type_id] = definition
+        self._note_parts(type_id, definition)
         return end
+
+    def _note_parts(self, type_id: int, definition: WireDef) -> None:
+        if isinstance(definition, StructDef):
+            parts = [field_id for _, field_id in definition.fields]
+        elif isinstance(definition, (SliceDef, ArrayDef)):
+            parts = [definition.elem]
+        elif isinstance(definition, MapDef):
+            parts = [definition.key, definition.elem]
+        else:
+            return
+        reaches = False
+        for part in parts:
+            self._parents.setdefault(part, []).append(type_id)
+            if part == INTERFACE_ID or part in self._with_interface:
+                reaches = True
+        if reaches:
+            self._mark_with_interface(type_id)
+
+    def _mark_with_interface(self, type_id: int) -> None:
+        pending = [type_id]
+        while pending:
+            current = pending.pop()
+            if current in self._with_interface:
+                continue
+            self._with_interface.add(current)
+            pending.extend(self._parents.get(current, ()))
 
     # -- values that may span several messages ----------------------------------
 
@@ -399,10 +430,12 @@ class Decoder:
         try:
             end = scan.scan(data)
         except NeedMore:
-            self._partial = (scan, type_id, data, pos)
+            self._partial = (scan, type_id, bytearray(data), pos)
             return self._continue_partial()
         except CodecError as error:
-            return _Invalid(error)  # the whole message is consumed: the stream goes on
+            # Go may have continued this value in messages still to come:
+            # where it ends is unknowable, so the stream cannot go on.
+            raise ProtocolError(f"{error} (in a value that holds interfaces)") from None
         return self._decode_scanned(scan, type_id, data, pos, end)
 
     def _continue_partial(self) -> _Decoded | _Invalid | None:
@@ -413,7 +446,7 @@ class Decoder:
             if more is None:
                 self._partial = (scan, type_id, data, pos)
                 return None
-            data += more
+            data += more  # a bytearray: appending is amortised, not a copy
             if len(data) > self._max_size:
                 raise MessageTooLarge(len(data), self._max_size)
             try:
@@ -424,7 +457,7 @@ class Decoder:
                 # Where this value's messages end is unknowable now: fatal.
                 raise ProtocolError(f"{error} (in a value spread over several messages)") from None
             self._partial = None
-            return self._decode_scanned(scan, type_id, data, pos, end)
+            return self._decode_scanned(scan, type_id, bytes(data), pos, end)
 
     def _decode_scanned(
         self, scan: ValueScan, type_id: int, data: bytes, pos: int, end: int
@@ -440,7 +473,7 @@ class Decoder:
         finally:
             self._definitions_at = {}
 
-    def _define_inline(self, type_id: int, data: bytes, pos: int) -> int:
+    def _define_inline(self, type_id: int, data: Buffer, pos: int) -> int:
         """A definition inside a value: any problem with it ends the stream."""
         try:
             return self._define(type_id, data, pos)
@@ -468,7 +501,7 @@ class Decoder:
         # Structs come out with every field, zeros included: bound what a
         # small message can make us build (a struct type with thousands of
         # fields, sent as a slice of empty values).
-        self._budget = 32 * len(data) + 4096
+        self._budget = max(32 * len(data), 1 << 18)
         try:
             top = self._top.get(type_id)
             if top is None:
@@ -665,43 +698,6 @@ class Decoder:
             except (ConversionError, TypeError, ValueError) as error:
                 raise CodecError(f"gob: interface value {name}: {error}") from None
         return value, pos
-
-    def _is_interface_free(self, type_id: int) -> bool:
-        """True when values of ``type_id`` cannot contain an interface (so
-        they fit in one message and can be decoded later)."""
-        known = self._interface_free.get(type_id)
-        if known is not None:
-            return known
-        result = self._check_interface_free(type_id)
-        self._interface_free[type_id] = result
-        return result
-
-    def _check_interface_free(self, type_id: int) -> bool:
-        # Iterative: a peer may define arbitrarily deep chains of types.
-        stack = [type_id]
-        seen: set[int] = set()
-        while stack:
-            current = stack.pop()
-            if current in seen or current in _BASIC_DECODERS:
-                continue
-            if current == INTERFACE_ID:
-                return False
-            known = self._interface_free.get(current)
-            if known is not None:
-                if not known:
-                    return False
-                continue
-            definition = self._defs.get(current)
-            if definition is None:
-                return False  # decode now, to report the unknown id
-            seen.add(current)
-            if isinstance(definition, StructDef):
-                stack.extend(field_id for _, field_id in definition.fields)
-            elif isinstance(definition, (SliceDef, ArrayDef)):
-                stack.append(definition.elem)
-            elif isinstance(definition, MapDef):
-                stack.extend((definition.key, definition.elem))
-        return True
 
     def next_value(self) -> tuple[Any] | None:
         """The next value as ``(value,)``, or ``None`` until more bytes arrive.

@@ -13,6 +13,9 @@ import struct
 
 from ..errors import CodecError
 
+Buffer = bytes | bytearray
+"""What the readers read from: a message, or a value being joined from several."""
+
 _pack_double = struct.Struct("<d").pack
 _unpack_double = struct.Struct("<d").unpack
 
@@ -63,7 +66,7 @@ def write_float(out: bytearray, value: float) -> None:
     write_uint(out, int.from_bytes(_pack_double(value), "big"))
 
 
-def read_uint(data: bytes, pos: int) -> tuple[int, int]:
+def read_uint(data: Buffer, pos: int) -> tuple[int, int]:
     """(value, next position).
 
     :raises CodecError: more than 8 bytes announced, or the data ends early.
@@ -83,7 +86,7 @@ def read_uint(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos + 1 : end], "big"), end
 
 
-def read_int(data: bytes, pos: int) -> tuple[int, int]:
+def read_int(data: Buffer, pos: int) -> tuple[int, int]:
     try:
         first = data[pos]
     except IndexError:
@@ -103,7 +106,7 @@ def read_int(data: bytes, pos: int) -> tuple[int, int]:
     return value >> 1, pos
 
 
-def read_float(data: bytes, pos: int) -> tuple[float, int]:
+def read_float(data: Buffer, pos: int) -> tuple[float, int]:
     bits, pos = read_uint(data, pos)
     return _unpack_double(bits.to_bytes(8, "big"))[0], pos
 

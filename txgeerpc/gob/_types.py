@@ -361,6 +361,13 @@ def _merged_struct(structs: list[StructOf]) -> StructOf:
                 fields[name] = kind
             elif {known, kind} == {INT, FLOAT}:
                 fields[name] = FLOAT
+            elif (
+                isinstance(known, StructOf)
+                and isinstance(kind, StructOf)
+                and known.by_shape
+                and kind.by_shape
+            ):
+                fields[name] = _merged_struct([known, kind])  # nested dicts merge too
             else:
                 fields[name] = INTERFACE
     return _canonical_struct(tuple(fields.items()))

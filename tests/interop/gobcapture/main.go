@@ -51,8 +51,19 @@ var values = []struct {
 	{"zero_fields", WithArray{}},
 	{"array_ptr_map", WithArray{A: [3]int{0, 5, 0}, Q: &Point{}, M: map[int]string{7: "seven"}}},
 	{"top_slice_iface", []interface{}{1, "a", nil, 2.5, []string{"x"}}},
+	{"iface_slice_split", splitSlice()},
 	{"uint_max", uint64(18446744073709551615)},
 	{"int_min", int64(-9223372036854775808)},
+}
+
+// splitSlice holds a struct first, then more elements than the bytes its
+// first message has left: Go continues it in the next message.
+func splitSlice() []interface{} {
+	items := []interface{}{Point{1, 2}}
+	for n := 1; n < 60; n++ {
+		items = append(items, n)
+	}
+	return items
 }
 
 // show prints a value with pointers followed, so two decodings compare equal.
@@ -72,16 +83,16 @@ func decode(name, text string) (interface{}, error) {
 	}
 	decoder := gob.NewDecoder(bytes.NewReader(raw))
 	switch {
+	case name == "top_slice_iface" || name == "iface_slice_split":
+		var value []interface{}
+		err = decoder.Decode(&value)
+		return value, err
 	case strings.HasPrefix(name, "iface_"):
 		var value Holder
 		err = decoder.Decode(&value)
 		return value, err
 	case name == "zero_fields" || name == "array_ptr_map":
 		var value WithArray
-		err = decoder.Decode(&value)
-		return value, err
-	case name == "top_slice_iface":
-		var value []interface{}
 		err = decoder.Decode(&value)
 		return value, err
 	case name == "uint_max":
