@@ -62,6 +62,8 @@ class Server:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
         self.clock = clock
+        self.started_at = clock.seconds()
+        """When the server was made, on its clock (the debug page's uptime)."""
         self.codecs = codecs
         self.settings = ServerSettings(
             max_message_size=max_message_size,
