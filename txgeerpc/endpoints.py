@@ -2,6 +2,8 @@
 GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
 
 - ``tcp@host:port`` (``tcp@[::1]:port`` for IPv6 literals)
+- ``http@host:port``: TCP, then ``CONNECT /_geeprc_`` (Go's ``DialHTTP``);
+  the connection is the RPC protocol's only after the server's 200 line
 - ``unix@/path/to/socket``
 - anything without ``@`` is a Twisted client endpoint string
   (``tcp:host=127.0.0.1:port=7001``, ``unix:path=/tmp/s``...).
@@ -14,6 +16,8 @@ from typing import Any
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 
+from ._http_connect import HTTPConnectEndpoint
+from ._wire import DEFAULT_RPC_PATH
 from .errors import InvalidAddress
 
 _NO_LIMIT = 10**9  # seconds; endpoints need a number
@@ -74,6 +78,10 @@ def client_endpoint(
         host, port = split_host_port(rest)
         # HostnameEndpoint's own default limit is 30 s; the caller's decides instead.
         return HostnameEndpoint(reactor, host, port, timeout=timeout or _NO_LIMIT)
+    if protocol == "http":
+        host, port = split_host_port(rest)
+        tcp = HostnameEndpoint(reactor, host, port, timeout=timeout or _NO_LIMIT)
+        return HTTPConnectEndpoint(tcp, DEFAULT_RPC_PATH)
     if protocol == "unix":
         return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

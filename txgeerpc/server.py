@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ._introspect import SERVICE, Introspection
+from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -21,6 +22,7 @@ from ._server_protocol import (
     ServerSettings,
 )
 from ._service import Service, build_service
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
 from .codec import CodecRegistry, default_registry
 from .errors import ServiceAlreadyDefined
 
@@ -114,9 +116,23 @@ class Server:
         return MappingProxyType(self._services)
 
     def factory(self) -> ServerFactory:
-        """The protocol factory to listen with (the same one on every call, so
-        every endpoint shares connections and statistics)."""
+        """The factory of raw GeeRPC streams only (the same one on every call,
+        so every endpoint shares connections and statistics).  To listen,
+        :meth:`port_factory` serves this and HTTP on one port."""
         return self._factory
+
+    def port_factory(
+        self,
+        *,
+        rpc_path: str = DEFAULT_RPC_PATH,
+        debug_path: str | None = DEFAULT_DEBUG_PATH,
+    ) -> OnePortFactory:
+        """The factory to listen with: one port serves raw GeeRPC streams,
+        ``CONNECT rpc_path`` (GeeRPC over HTTP, as Go's ``DialHTTP`` does)
+        and plain HTTP (the debug page at ``debug_path``, ``None`` for none;
+        ``405 must CONNECT`` on ``rpc_path``), told apart by the first bytes.
+        More ``twisted.web`` resources can be mounted on its ``site``."""
+        return OnePortFactory(self, self.clock, rpc_path=rpc_path, debug_path=debug_path)
 
     @property
     def connections(self) -> int:

@@ -1,0 +1,251 @@
+"""
+One listening port for every protocol: a raw GeeRPC stream (it starts with the
+Option's ``{``), HTTP ``CONNECT`` to the RPC path (then a GeeRPC stream), and
+any other HTTP request (a ``twisted.web`` site: the debug page, the 405 on the
+RPC path, later the registry) — told apart by the first bytes.
+
+:class:`Sniffer` is the sans-IO decision; :class:`OnePortProtocol` is the thin
+protocol that buffers until the decision, then hands the connection (and the
+buffered bytes, all of them) to the chosen protocol.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+class Kind(enum.Enum):
+    RPC = "rpc"
+    CONNECT = "connect"
+    HTTP = "http"
+    GARBAGE = "garbage"
+
+
+_WHITESPACE = b" \t\r\n"
+_HTTP_METHODS = {
+    b"GET",
+    b"HEAD",
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"TRACE",
+}
+_LONGEST_METHOD = max(len(method) for method in (*_HTTP_METHODS, b"CONNECT"))
+
+
+def sniff(data: bytes) -> Kind | None:
+    """What a connection that started with ``data`` speaks, or ``None`` until
+    more bytes decide it.  Leading whitespace is skipped (Go's JSON decoder
+    skips it before the Option; HTTP servers before a request line)."""
+    start = 0
+    while start < len(data) and data[start] in _WHITESPACE:
+        start += 1
+    if start == len(data):
+        return None if start < 64 else Kind.GARBAGE
+    if data[start] == ord("{"):
+        return Kind.RPC
+    word = data[start : start + _LONGEST_METHOD + 1]
+    space = word.find(b" ")
+    if space == -1:
+        if len(word) > _LONGEST_METHOD or not _could_be_method(word):
+            return Kind.GARBAGE
+        return None
+    method = word[:space]
+    if method == b"CONNECT":
+        return Kind.CONNECT
+    if method in _HTTP_METHODS:
+        return Kind.HTTP
+    return Kind.GARBAGE
+
+
+def _could_be_method(prefix: bytes) -> bool:
+    return any(method.startswith(prefix) for method in (*_HTTP_METHODS, b"CONNECT"))
+
+
+class OnePortProtocol(Protocol):
+    """Buffers a new connection's first bytes until :func:`sniff` decides,
+    then becomes the chosen protocol's pass-through."""
+
+    _log = Logger()
+    transport: Any
+
+    def __init__(self, factory: OnePortFactory, address: IAddress | None) -> None:
+        self._factory = factory
+        self._address = address
+        self._buffer = b""
+        self._inner: IProtocol | None = None
+        self._connect_head = False
+        self._deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._deadline = self._factory.clock.callLater(
+            self._factory.handshake_timeout, self._too_slow
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.dataReceived(data)
+            return
+        self._buffer += data
+        if self._connect_head:
+            self._read_connect_head()
+            return
+        kind = sniff(self._buffer)
+        if kind is None:
+            return
+        if kind is Kind.RPC:
+            self._become(self._factory.rpc.buildProtocol(self._address), self._buffer)
+        elif kind is Kind.HTTP:
+            self._become(self._factory.site.buildProtocol(self._address), self._buffer)
+        elif kind is Kind.CONNECT:
+            self._connect_head = True
+            self._read_connect_head()
+        else:
+            self._refuse(f"unrecognised protocol, first bytes {self._buffer[:16]!r}")
+
+    def _read_connect_head(self) -> None:
+        try:
+            split = split_head(self._buffer)
+            if split is None:
+                return
+            head, rest = split
+            request = parse_request_head(head)
+        except BadHead as error:
+            self._refuse(str(error), b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            return
+        if request.path != self._factory.rpc_path:
+            self._refuse(
+                f"CONNECT to {request.path!r}, not the RPC path",
+                b"HTTP/1.0 404 Not Found\r\n\r\n",
+            )
+            return
+        self.transport.write(CONNECTED)
+        # Unlike the reference, bytes sent right after the head are kept.
+        self._become(self._factory.rpc.buildProtocol(self._address), rest)
+
+    def _become(self, inner: IProtocol | None, buffered: bytes) -> None:
+        self._cancel_deadline()
+        self._buffer = b""
+        if inner is None:
+            self.transport.loseConnection()
+            return
+        self._inner = inner
+        inner.makeConnection(self.transport)
+        if buffered:
+            inner.dataReceived(buffered)
+
+    def _refuse(self, why: str, answer: bytes = b"") -> None:
+        self._cancel_deadline()
+        self._log.warn(
+            "txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why
+        )
+        self._buffer = b""
+        if answer:
+            self.transport.write(answer)
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._log.info(
+            "txgeerpc: {peer} sent no request within {timeout}s; closing",
+            peer=_describe(self._address),
+            timeout=self._factory.handshake_timeout,
+        )
+        self.transport.abortConnection()
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadline()
+        if self._inner is not None:
+            self._inner.connectionLost(reason)
+
+
+def _describe(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+class MustConnect(Resource):
+    """The RPC path answers anything but CONNECT as the reference does:
+    ``405`` with ``405 must CONNECT\\n`` (vector 08)."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"405 must CONNECT\n"
+
+
+def mount(root: Resource, path: str, resource: Resource) -> None:
+    """Put ``resource`` at ``path`` (``/debug/geerpc``) under ``root``."""
+    segments = [segment.encode() for segment in path.strip("/").split("/")]
+    parent = root
+    for segment in segments[:-1]:
+        child = parent.children.get(segment)
+        if child is None:
+            child = Resource()
+            parent.putChild(segment, child)
+        parent = child
+    parent.putChild(segments[-1], resource)
+
+
+class OnePortFactory(Factory):
+    """Builds :class:`OnePortProtocol` for a :class:`~txgeerpc.Server`.
+
+    :ivar site: the ``twisted.web`` site plain HTTP requests go to; mount more
+        resources on ``site.resource`` (a :class:`Resource` root).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        clock: IReactorTime,
+        *,
+        rpc_path: str = DEFAULT_RPC_PATH,
+        debug_path: str | None = DEFAULT_DEBUG_PATH,
+    ) -> None:
+        self.clock = clock
+        self.rpc = server.factory()
+        self.rpc_path = rpc_path
+        self.handshake_timeout = server.settings.handshake_timeout
+        root = Resource()
+        mount(root, rpc_path, MustConnect())
+        if debug_path is not None:
+            from .debug import DebugResource
+
+            mount(root, debug_path, DebugResource(server))
+        self.site = Site(root, reactor=clock)
+        self.site.displayTracebacks = False
+        self.site.noisy = False
+
+    def buildProtocol(self, addr: IAddress | None) -> OnePortProtocol:
+        return OnePortProtocol(self, addr)
+
+
+__all__ = ["Kind", "MustConnect", "OnePortFactory", "OnePortProtocol", "mount", "sniff"]
+
