@@ -42,6 +42,8 @@ examples:
   a string argument:     python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Echo '"hi"'
   the JSON extension:    python -m txgeerpc call tcp@127.0.0.1:7001 Foo.Sum \\
                              '{"Num1":1,"Num2":2}' --codec json
+  over HTTP CONNECT:     python -m txgeerpc call http@127.0.0.1:7001 Foo.Sum '{"Num1":1}'
+  what a server offers:  python -m txgeerpc list tcp@127.0.0.1:7001
 
 With gob (the default) the JSON argument becomes the Go type the method
 declares when the server is txgeerpc (it answers _txgeerpc.Describe), and
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "address",
         metavar="ADDRESS",
-        help="server address: tcp@HOST:PORT, unix@/PATH, or a Twisted endpoint string",
+        help="server address: tcp@HOST:PORT, http@HOST:PORT (HTTP CONNECT), unix@/PATH, "
+        "or a Twisted endpoint string",
     )
     call.add_argument("service_method", metavar="Service.Method", help="what to call")
     call.add_argument(
@@ -111,7 +114,64 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+    listing = commands.add_parser(
+        "list",
+        help="list the services and methods a txgeerpc server offers",
+        description="List the services and methods of a txgeerpc server, with their "
+        "signatures (a txgeerpc server describes itself; Go GeeRPC servers do not).",
+    )
+    listing.add_argument(
+        "address",
+        metavar="ADDRESS",
+        help="server address: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH, or an endpoint string",
+    )
+    listing.add_argument("--json", action="store_true", help="print the description as JSON")
+    listing.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default: 30)"
+    )
+    listing.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
     return parser
+
+
+async def _list(reactor: Any, options: argparse.Namespace) -> int:
+    try:
+        client = await connect(
+            reactor, options.address, connect_timeout=options.connect_timeout or None
+        )
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    try:
+        text = await client.call(
+            DESCRIBE, PROBE, timeout=options.timeout or None, argument_type=HEADER
+        )
+    except RemoteError as error:
+        print(
+            f"error: {error} (the server does not describe itself: not txgeerpc, "
+            "or introspection is off)",
+            file=sys.stderr,
+        )
+        return EXIT_CALL_FAILED
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    finally:
+        await client.close()
+    description = json.loads(text)
+    if options.json:
+        print(dumps(description))
+        return EXIT_OK
+    for service, methods in sorted(description["Services"].items()):
+        print(service)
+        for name, method in sorted(methods.items()):
+            print(f"  {method.get('Signature', name)}")
+    return EXIT_OK
 
 
 async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int:
@@ -172,12 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: parse ``argv`` and exit with the command's status."""
     parser = build_parser()
     options = parser.parse_args(argv)
-    try:
-        argument = json.loads(options.argument)
-    except ValueError as error:
-        parser.error(f"ARG_JSON is not valid JSON: {error}")
+    argument = None
+    if options.command == "call":
+        try:
+            argument = json.loads(options.argument)
+        except ValueError as error:
+            parser.error(f"ARG_JSON is not valid JSON: {error}")
     for name in ("timeout", "connect_timeout", "handle_timeout"):
-        value = getattr(options, name)
+        value = getattr(options, name, None)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
     from twisted.internet import task
@@ -191,6 +253,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {failure.getErrorMessage()}", file=sys.stderr)
             raise SystemExit(EXIT_CALL_FAILED)
 
-        return ensureDeferred(_call(reactor, options, argument)).addCallbacks(finish, crash)
+        if options.command == "call":
+            command = _call(reactor, options, argument)
+        else:
+            command = _list(reactor, options)
+        return ensureDeferred(command).addCallbacks(finish, crash)
 
     task.react(run)

@@ -54,7 +54,8 @@ _BASICS: dict[str, Basic] = {
 
 class Introspection:
     """The ``_txgeerpc`` service: ``Describe`` returns a JSON document
-    ``{"Services": {svc: {method: {"Argument": T, "Reply": T}}}, "Types": {...}}``
+    ``{"Services": {svc: {method: {"Signature": "Sum(Args) -> int", "Argument": T,
+    "Reply": T}}}, "Types": {...}}``
     where ``T`` is a basic Go type name (``"int"``, ``"[]byte"``...),
     ``{"Slice": T}``, ``{"Array": T, "Len": n}``, ``{"Map": [K, V]}`` or
     ``{"Struct": key}`` with ``Types[key] = {"Name": go_name, "Fields": [[name, T]...]}``.
@@ -72,6 +73,7 @@ class Introspection:
             methods = {}
             for method_name, method in sorted(service.methods.items()):
                 methods[method_name] = {
+                    "Signature": method.signature(),
                     "Argument": _schema_of(method.argument_type, types),
                     "Reply": _schema_of(method.result_type, types),
                 }

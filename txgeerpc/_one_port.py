@@ -152,9 +152,7 @@ class OnePortProtocol(Protocol):
 
     def _refuse(self, why: str, answer: bytes = b"") -> None:
         self._cancel_deadline()
-        self._log.warn(
-            "txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why
-        )
+        self._log.warn("txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why)
         self._buffer = b""
         if answer:
             self.transport.write(answer)
@@ -248,4 +246,3 @@ class OnePortFactory(Factory):
 
 
 __all__ = ["Kind", "MustConnect", "OnePortFactory", "OnePortProtocol", "mount", "sniff"]
-

@@ -19,11 +19,13 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 
+from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .examples import register_examples
 from .server import Server
@@ -86,8 +88,20 @@ class Options(usage.Options):
             "handshake-timeout",
             None,
             DEFAULT_HANDSHAKE_TIMEOUT,
-            "Seconds a new connection has to send its Option.",
+            "Seconds a new connection has to send its Option (or HTTP request).",
             _positive_float,
+        ],
+        [
+            "rpc-path",
+            None,
+            DEFAULT_RPC_PATH,
+            "HTTP path of GeeRPC over CONNECT (Go clients use /_geeprc_).",
+        ],
+        [
+            "debug-path",
+            None,
+            DEFAULT_DEBUG_PATH,
+            'HTTP path of the debug page ("none": no debug page).',
         ],
     ]
 
@@ -112,6 +126,11 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        for name in ("rpc-path", "debug-path"):
+            if self[name].lower() != "none" and not self[name].startswith("/"):
+                raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")
+        if self["rpc-path"].lower() == "none":
+            raise usage.UsageError("--rpc-path cannot be none (Go clients CONNECT to it)")
 
 
 def load_service(spec: str, clock: Any) -> Any:
@@ -149,16 +168,25 @@ class _ListeningService(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor: Any, description: str, server: Server) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        server: Server,
+        factory: OnePortFactory,
+        debug_path: str | None,
+    ) -> None:
         self._reactor = reactor
         self._description = description
         self._server = server
+        self._factory = factory
+        self._debug_path = debug_path
         self._port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         endpoint = serverFromString(self._reactor, self._description)
-        d: Deferred[IListeningPort] = endpoint.listen(self._server.factory())
+        d: Deferred[IListeningPort] = endpoint.listen(self._factory)
         d.addCallback(self._listening)
         failures: list[Failure] = []
         d.addErrback(failures.append)
@@ -175,11 +203,18 @@ class _ListeningService(Service):
     def _announce(self, port: IListeningPort) -> None:
         address = geerpc_address(port.getHost())
         example = _example_call(self._server)
+        extra = ""
+        if address.startswith("tcp@"):
+            hostport = address[len("tcp@") :]
+            extra = f"; over HTTP: http@{hostport}"
+            if self._debug_path is not None:
+                extra += f"; debug page: http://{hostport}{self._debug_path}"
         self._log.info(
-            "txgeerpc: serving {services} on {address} (from {description}). Try: "
+            "txgeerpc: serving {services} on {address}{extra} (from {description}). Try: "
             "python -m txgeerpc call {address} {example}",
             services=", ".join(sorted(self._server.services)),
             address=address,
+            extra=extra,
             description=self._description,
             example=example,
         )
@@ -250,8 +285,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     server = build_server(config, reactor)
+    debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
+    # One factory for every port: they share the site and the statistics.
+    factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
     parent = MultiService()
     for description in config["listen"]:
-        _ListeningService(reactor, description, server).setServiceParent(parent)
+        listening = _ListeningService(reactor, description, server, factory, debug_path)
+        listening.setServiceParent(parent)
     parent.server = server  # type: ignore[attr-defined]
     return parent
