@@ -9,6 +9,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import tap
+from txgeerpc._one_port import OnePortFactory
 from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -80,7 +81,9 @@ class MakeServiceTests(SynchronousTestCase):
         service.privilegedStartService()
         service.startService()
         _port, factory, _backlog, interface = reactor.tcpServers[0]
-        self.assertIs(factory, server.factory())
+        # One port for every protocol: the raw GeeRPC factory sits behind it.
+        self.assertIsInstance(factory, OnePortFactory)
+        self.assertIs(factory.rpc, server.factory())
         self.assertEqual(interface, "127.0.0.1")
         service.stopService()
 

@@ -94,6 +94,7 @@ class OnePortProtocol(Protocol):
         self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
+        self._factory.open.add(self)
         self._deadline = self._factory.clock.callLater(
             self._factory.handshake_timeout, self._too_slow
         )
@@ -176,6 +177,7 @@ class OnePortProtocol(Protocol):
             self._deadline = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._factory.open.discard(self)
         self._cancel_deadline()
         if self._inner is not None:
             self._inner.connectionLost(reason)
@@ -217,6 +219,7 @@ class OnePortFactory(Factory):
 
     :ivar site: the ``twisted.web`` site plain HTTP requests go to; mount more
         resources on ``site.resource`` (a :class:`Resource` root).
+    :ivar open: every connection open on this factory's ports, whatever it speaks.
     """
 
     def __init__(
@@ -228,6 +231,7 @@ class OnePortFactory(Factory):
         debug_path: str | None = DEFAULT_DEBUG_PATH,
     ) -> None:
         self.clock = clock
+        self.open: set[OnePortProtocol] = set()
         self.rpc = server.factory()
         self.rpc_path = rpc_path
         self.handshake_timeout = server.settings.handshake_timeout

@@ -8,22 +8,21 @@ import json
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from txgeerpc import Server, connect
 from txgeerpc.examples import Args, register_examples
 
-from .test_sockets import wait_until_closed
+from .test_sockets import until, wait_until_closed
 
 
 @pytest_twisted.ensureDeferred
 async def test_every_protocol_on_one_port() -> None:
     server = Server(reactor)
     register_examples(server)
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-        server.port_factory()
-    )
+    factory = server.port_factory()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     hostport = f"127.0.0.1:{port.getHost().port}"
     try:
         raw = await connect(reactor, f"tcp@{hostport}", connect_timeout=5)
@@ -35,7 +34,8 @@ async def test_every_protocol_on_one_port() -> None:
         await over_http.close()
         await wait_until_closed(server)
 
-        agent = Agent(reactor)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        agent = Agent(reactor, pool=pool)
         refused = await agent.request(b"GET", f"http://{hostport}/_geeprc_".encode())
         assert refused.code == 405
         assert await readBody(refused) == b"405 must CONNECT\n"
@@ -50,5 +50,7 @@ async def test_every_protocol_on_one_port() -> None:
         foo = next(service for service in data["services"] if service["name"] == "Foo")
         total = next(method for method in foo["methods"] if method["name"] == "Sum")
         assert total["calls"] == 2
+        await pool.closeCachedConnections()
+        await until(lambda: not factory.open)  # the server side has seen them go
     finally:
         await port.stopListening()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,15 +21,21 @@ from txgeerpc.errors import CallTimeout, ConnectionShutdown, RemoteError, Unexpe
 from txgeerpc.examples import Args, register_examples
 
 
-async def wait_until_closed(server: Server) -> None:
-    """Let the reactor deliver connection teardown to the server side."""
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the reactor run (a few ms at a time, at most a second) until
+    ``condition`` holds: connection teardown is delivered asynchronously."""
     for _ in range(200):
-        if server.connections == 0:
+        if condition():
             return
         waiter: Deferred[None] = Deferred()
         reactor.callLater(0.005, waiter.callback, None)  # type: ignore[attr-defined]
         await waiter
-    raise AssertionError(f"{server.connections} server connections still open")
+    raise AssertionError("condition still false after 1 s")
+
+
+async def wait_until_closed(server: Server) -> None:
+    """Let the reactor deliver connection teardown to the server side."""
+    await until(lambda: server.connections == 0)
 
 
 async def listen(server: Server) -> tuple[IListeningPort, str]:
