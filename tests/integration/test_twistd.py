@@ -118,6 +118,14 @@ def test_readme_demo(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
         ["t"],
     )
 
+    over_http = _cli("call", address.replace("tcp@", "http@"), "Foo.Sum", '{"Num1":1,"Num2":2}')
+    assert (over_http.returncode, over_http.stdout, over_http.stderr) == (0, "3\n", "")
+
+    listed = _cli("list", address)
+    assert listed.returncode == 0, listed.stderr
+    assert "Foo\n  Sleep(Args) -> int\n  Sum(Args) -> int\n" in listed.stdout
+    assert "Records\n  Echo(Record) -> Record\n" in listed.stdout
+
     mismatch = _cli("call", address, "Foo.Sum", '{"Num1":"six"}')
     assert (mismatch.returncode, mismatch.stdout) == (2, "")
     assert mismatch.stderr == 'error: argument.Num1: expected an integer, got "six"\n'
