@@ -49,7 +49,11 @@ class DescribeTests(SynchronousTestCase):
         self.assertEqual(sorted(description["Services"]), ["Arith", "Foo", "Records"])
         self.assertEqual(
             description["Services"]["Foo"]["Sum"],
-            {"Argument": {"Struct": "txgeerpc.examples.Args"}, "Reply": "int"},
+            {
+                "Signature": "Sum(Args) -> int",
+                "Argument": {"Struct": "txgeerpc.examples.Args"},
+                "Reply": "int",
+            },
         )
         self.assertEqual(
             description["Types"]["txgeerpc.examples.Args"],

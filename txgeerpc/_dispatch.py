@@ -149,7 +149,7 @@ class Dispatcher:
     ) -> None:
         stats = method.stats
         stats.in_flight -= 1
-        stats.total_seconds += self._clock.seconds() - started
+        stats.record(self._clock.seconds() - started)
         if request_id is not None:
             self._running.pop(request_id, None)
         if self._stopped:

@@ -9,7 +9,9 @@ become ``Service.Method``.  :func:`expose` or ``methods=`` narrow that.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -31,18 +33,53 @@ def expose(function: F) -> F:
     return function
 
 
+RECENT_DURATIONS = 1024
+"""How many of a method's latest call durations :class:`MethodStats` keeps
+for its percentiles."""
+
+
+def _recent_durations() -> deque[float]:
+    return deque(maxlen=RECENT_DURATIONS)
+
+
 @attrs.define
 class MethodStats:
     """Counters for one method (what the debug page shows).
 
     ``calls`` counts every invocation (including failed and timed-out ones,
-    as GeeRPC does); ``errors`` those that failed; ``in_flight`` those running.
+    as GeeRPC does); ``errors`` those that failed; ``in_flight`` those running;
+    ``total_seconds`` the time all finished calls took.  ``recent`` holds the
+    durations of the last :data:`RECENT_DURATIONS` finished calls, in seconds,
+    oldest first (for :meth:`percentile`); it takes no part in comparisons.
     """
 
     calls: int = 0
     errors: int = 0
     in_flight: int = 0
     total_seconds: float = 0.0
+    recent: deque[float] = attrs.field(factory=_recent_durations, eq=False, repr=False)
+
+    def record(self, seconds: float) -> None:
+        """Note one finished call that took ``seconds`` (a clock stepping
+        backwards counts as 0): O(1), it runs on every call."""
+        if seconds < 0.0:
+            seconds = 0.0
+        self.total_seconds += seconds
+        self.recent.append(seconds)
+
+    def percentile(self, p: float) -> float | None:
+        """The ``p``-th percentile (nearest rank, 0 <= p <= 100) of the
+        recent durations, in seconds; ``None`` before any call finished.
+
+        :raises ValueError: ``p`` is outside 0..100.
+        """
+        if not 0.0 <= p <= 100.0:
+            raise ValueError(f"percentile must be within 0..100, not {p!r}")
+        if not self.recent:
+            return None
+        ordered = sorted(self.recent)
+        rank = math.ceil(p / 100.0 * len(ordered))
+        return ordered[max(rank, 1) - 1]
 
 
 @attrs.define

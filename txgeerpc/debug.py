@@ -1,0 +1,463 @@
+"""
+The debug page: what a :class:`~txgeerpc.Server` serves, and how it is doing.
+
+GeeRPC serves ``/debug/geerpc``: one table per service, each method's Go
+signature and call count (PROTOCOL.md section 6, vector 07).
+:class:`DebugResource` serves the same place with more: uptime, open
+connections, and per method its calls, errors, calls in flight and the 50th
+and 99th percentile latency of its recent calls, as an HTML page (readable
+without scripts) or as JSON (``Accept: application/json`` or
+``?format=json``).
+
+Everything a page shows is read from the server at once into a
+:class:`Snapshot`; the HTML is rendered from it by :mod:`twisted.web.template`,
+which escapes every name and signature.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.template import (
+    Element,
+    Flattenable,
+    Tag,
+    TagLoader,
+    XMLString,
+    flattenString,
+    renderer,
+)
+
+from ._service import RECENT_DURATIONS, Method, Service
+
+if TYPE_CHECKING:
+    from .server import Server
+
+HTML_TYPE = b"text/html; charset=utf-8"
+JSON_TYPE = b"application/json; charset=utf-8"
+_TEXT_TYPE = b"text/plain; charset=utf-8"
+# No scripts, nothing fetched: the page is its own inline style and text.
+_HTML_POLICY = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+@attrs.frozen
+class MethodSnapshot:
+    """One method's numbers at one moment.
+
+    :ivar p50_seconds: median latency of its recent calls, ``None`` before
+        any call finished (likewise :attr:`p99_seconds`).
+    """
+
+    name: str
+    signature: str
+    calls: int
+    errors: int
+    in_flight: int
+    p50_seconds: float | None
+    p99_seconds: float | None
+    total_seconds: float
+
+    @classmethod
+    def of(cls, method: Method) -> MethodSnapshot:
+        """Read ``method``'s statistics now."""
+        stats = method.stats
+        return cls(
+            name=method.name,
+            signature=method.signature(),
+            calls=stats.calls,
+            errors=stats.errors,
+            in_flight=stats.in_flight,
+            p50_seconds=stats.percentile(50),
+            p99_seconds=stats.percentile(99),
+            total_seconds=stats.total_seconds,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (latencies in milliseconds, ``null`` when unknown)."""
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "calls": self.calls,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "p50_ms": _milliseconds(self.p50_seconds),
+            "p99_ms": _milliseconds(self.p99_seconds),
+            "total_seconds": self.total_seconds,
+        }
+
+
+@attrs.frozen
+class ServiceSnapshot:
+    """One service's methods, sorted by name."""
+
+    name: str
+    methods: tuple[MethodSnapshot, ...]
+
+    @classmethod
+    def of(cls, service: Service) -> ServiceSnapshot:
+        """Read every method of ``service`` now."""
+        return cls(
+            name=service.name,
+            methods=tuple(
+                MethodSnapshot.of(service.methods[name]) for name in sorted(service.methods)
+            ),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"name": self.name, "methods": [method.to_json() for method in self.methods]}
+
+
+@attrs.frozen
+class Snapshot:
+    """Everything the debug page shows, read at one moment.
+
+    :ivar uptime_seconds: time since the server was made, on its clock.
+    :ivar connections: RPC connections open.
+    :ivar services: the registered services, sorted by name.
+    """
+
+    uptime_seconds: float
+    connections: int
+    services: tuple[ServiceSnapshot, ...]
+
+    @classmethod
+    def of(cls, server: Server) -> Snapshot:
+        """Read ``server`` now."""
+        services = server.services
+        return cls(
+            uptime_seconds=max(server.clock.seconds() - server.started_at, 0.0),
+            connections=server.connections,
+            services=tuple(ServiceSnapshot.of(services[name]) for name in sorted(services)),
+        )
+
+    @property
+    def calls(self) -> int:
+        """Calls of every method of every service."""
+        return sum(method.calls for service in self.services for method in service.methods)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: ``{"uptime_seconds", "connections", "calls", "services"}``."""
+        return {
+            "uptime_seconds": self.uptime_seconds,
+            "connections": self.connections,
+            "calls": self.calls,
+            "services": [service.to_json() for service in self.services],
+        }
+
+
+_TEMPLATE = """\
+<html xmlns:t="http://twistedmatrix.com/ns/twisted.web.template/0.1" lang="en">
+<head>
+<meta charset="utf-8" />
+<meta name="viewport" content="width=device-width, initial-scale=1" />
+<title>txgeerpc services</title>
+<style>
+body { font-family: sans-serif; margin: 1.5em; }
+dl#summary { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em; }
+dt { font-weight: bold; }
+dd { margin: 0; }
+table.service { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
+td.calls, td.errors, td.in-flight, td.p50, td.p99 { text-align: right; }
+</style>
+</head>
+<body>
+<h1>txgeerpc services</h1>
+<dl id="summary" t:render="summary">
+<dt>Uptime</dt>
+<dd id="uptime"><t:attr name="data-seconds"><t:slot name="uptime_seconds" /></t:attr><t:slot
+name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
+<dt>Open connections</dt>
+<dd id="connections"><t:slot name="connections" /></dd>
+<dt>Total calls</dt>
+<dd id="total-calls"><t:slot name="calls" /></dd>
+</dl>
+<p id="no-services" t:render="no_services">No services are registered.</p>
+<section class="service-block" t:render="services">
+<h2>Service <t:slot name="service" /></h2>
+<table class="service"><t:attr name="data-service"><t:slot name="service" /></t:attr>
+<thead>
+<tr>
+<th scope="col">method</th>
+<th scope="col">signature</th>
+<th scope="col">calls</th>
+<th scope="col">errors</th>
+<th scope="col">in flight</th>
+<th scope="col">p50 latency</th>
+<th scope="col">p99 latency</th>
+</tr>
+</thead>
+<tbody>
+<tr class="method" t:render="methods"><t:attr name="data-method"><t:slot name="method" /></t:attr>
+<th scope="row" class="name"><t:slot name="method" /></th>
+<td class="signature"><code><t:slot name="signature" /></code></td>
+<td class="calls"><t:slot name="calls" /></td>
+<td class="errors"><t:slot name="errors" /></td>
+<td class="in-flight"><t:slot name="in_flight" /></td>
+<td class="p50"><t:slot name="p50" /></td>
+<td class="p99"><t:slot name="p99" /></td>
+</tr>
+</tbody>
+</table>
+</section>
+<p id="note" t:render="note">Calls count every invocation, failed and timed-out ones included.
+Latency percentiles cover each method's last <t:slot name="window" /> finished calls.</p>
+</body>
+</html>
+"""
+
+
+class _Page(Element):
+    """The HTML page for one :class:`Snapshot`."""
+
+    loader = XMLString(_TEMPLATE)
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self._snapshot = snapshot
+
+    @renderer
+    def summary(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        snapshot = self._snapshot
+        return tag.fillSlots(
+            uptime=human_duration(snapshot.uptime_seconds),
+            uptime_seconds=f"{snapshot.uptime_seconds:.1f}",
+            connections=str(snapshot.connections),
+            calls=str(snapshot.calls),
+        )
+
+    @renderer
+    def no_services(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return "" if self._snapshot.services else tag
+
+    @renderer
+    def services(self, request: IRequest | None, tag: Tag) -> Iterator[Flattenable]:
+        for service in self._snapshot.services:
+            yield _ServiceBlock(TagLoader(tag.clone().fillSlots(service=service.name)), service)
+
+    @renderer
+    def note(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return tag.fillSlots(window=str(RECENT_DURATIONS))
+
+
+class _ServiceBlock(Element):
+    """One service's heading and table, from the page's template."""
+
+    def __init__(self, loader: TagLoader, service: ServiceSnapshot) -> None:
+        super().__init__(loader)
+        self._service = service
+
+    @renderer
+    def methods(self, request: IRequest | None, tag: Tag) -> Iterator[Flattenable]:
+        for method in self._service.methods:
+            yield tag.clone().fillSlots(
+                method=method.name,
+                signature=method.signature,
+                calls=str(method.calls),
+                errors=str(method.errors),
+                in_flight=str(method.in_flight),
+                p50=format_latency(method.p50_seconds),
+                p99=format_latency(method.p99_seconds),
+            )
+
+
+def render_html(snapshot: Snapshot) -> bytes:
+    """The page for ``snapshot``, as UTF-8 HTML (doctype included).
+
+    :raises Exception: a template or renderer error.
+    """
+    rendered: list[bytes] = []
+    failures: list[Any] = []
+    flattenString(None, _Page(snapshot)).addCallbacks(rendered.append, failures.append)
+    if failures:
+        failures[0].raiseException()
+    if not rendered:  # every renderer above is synchronous
+        raise RuntimeError("the debug page did not render synchronously")
+    return b"<!DOCTYPE html>\n" + rendered[0]
+
+
+def render_json(snapshot: Snapshot) -> bytes:
+    """``snapshot`` as UTF-8 JSON (ASCII-only, so any name is safe in it)."""
+    return json.dumps(snapshot.to_json(), indent=2).encode("ascii") + b"\n"
+
+
+def human_duration(seconds: float) -> str:
+    """``1d 02h 03m 04s``, ``5m 00s``, ``7s``: whole seconds, largest unit first."""
+    whole = int(max(seconds, 0.0))
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h {minutes:02d}m {secs:02d}s"
+    if hours:
+        return f"{hours}h {minutes:02d}m {secs:02d}s"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def format_latency(seconds: float | None) -> str:
+    """A latency in milliseconds with three significant-ish digits
+    (``0.042 ms``, ``3.14 ms``, ``250 ms``), or ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    ms = seconds * 1000.0
+    if ms >= 100.0:
+        return f"{ms:.0f} ms"
+    if ms >= 10.0:
+        return f"{ms:.1f} ms"
+    if ms >= 1.0:
+        return f"{ms:.2f} ms"
+    return f"{ms:.3f} ms"
+
+
+def _milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000.0
+
+
+def _media_ranges(accept: str) -> Iterator[tuple[str, float]]:
+    """The ``(type/subtype, q)`` pairs of an Accept header (malformed ones skipped)."""
+    for item in accept.split(","):
+        media, *parameters = (part.strip() for part in item.split(";"))
+        if media.count("/") != 1:
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value.strip())
+                except ValueError:
+                    quality = -1.0
+        if 0.0 <= quality <= 1.0:
+            yield media.lower(), quality
+
+
+def _acceptance(ranges: list[tuple[str, float]], media: str) -> tuple[float, int]:
+    """How much ``media`` is accepted: ``(q, specificity)`` of the most
+    specific range matching it (``(0, -1)``: not at all)."""
+    kind = media.split("/")[0]
+    best = (0.0, -1)
+    for candidate, quality in ranges:
+        if candidate == media:
+            specificity = 2
+        elif candidate == f"{kind}/*":
+            specificity = 1
+        elif candidate == "*/*":
+            specificity = 0
+        else:
+            continue
+        if specificity > best[1]:
+            best = (quality, specificity)
+    return best
+
+
+def prefers_json(accept: str | None) -> bool:
+    """Whether an Accept header prefers ``application/json`` to ``text/html``:
+    a higher q, or the same non-zero q through a more specific range
+    (``application/json, */*``).  HTML wins every other tie and when there is
+    no header (browsers list ``text/html`` first)."""
+    if not accept:
+        return False
+    ranges = list(_media_ranges(accept))
+    json_q, json_specificity = _acceptance(ranges, "application/json")
+    html_q, html_specificity = _acceptance(ranges, "text/html")
+    if json_q != html_q:
+        return json_q > html_q
+    return json_q > 0.0 and json_specificity > html_specificity
+
+
+class DebugResource(Resource):
+    """The debug page of a :class:`~txgeerpc.Server` (mounted at
+    ``/debug/geerpc`` by :meth:`~txgeerpc.Server.port_factory`).
+
+    ``GET`` and ``HEAD`` answer HTML (``text/html; charset=utf-8``) or, for
+    ``?format=json`` or an ``Accept`` header preferring
+    ``application/json``, JSON (``application/json; charset=utf-8``)::
+
+        {"uptime_seconds": 12.5, "connections": 1, "calls": 3,
+         "services": [{"name": "Foo", "methods": [{"name": "Sum",
+           "signature": "Sum(Args) -> int", "calls": 1, "errors": 0,
+           "in_flight": 0, "p50_ms": 0.01, "p99_ms": 0.01,
+           "total_seconds": 1e-05}]}]}
+
+    Services and methods are sorted by name; latencies are ``null`` before a
+    method's first call finishes.  Other methods get ``405``, paths below
+    this one ``404``, a ``format`` other than ``json`` or ``html`` ``400``.
+
+    :param server: the server to describe; read afresh on every request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, server: Server) -> None:
+        super().__init__()
+        self._server = server
+
+    def render(self, request: IRequest) -> bytes:
+        """``GET`` and ``HEAD`` as below; ``405`` with ``Allow: GET, HEAD``
+        for every other method (twisted.web would answer ``501`` to the
+        methods it does not know)."""
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            return _plain(request, 405, b"405 method not allowed\n")
+        result: bytes = super().render(request)
+        return result
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """The page (its body)."""
+        return self._respond(request)
+
+    def render_HEAD(self, request: IRequest) -> bytes:
+        """The page's headers, its ``Content-Length`` included, and no body."""
+        body = self._respond(request)
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b""
+
+    def _respond(self, request: IRequest) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        if request.postpath not in ([], [b""]):  # type: ignore[attr-defined]
+            return _plain(request, 404, b"404 page not found\n")
+        formats = request.args.get(b"format", []) if request.args else []
+        if formats:
+            wanted = formats[-1]
+            if wanted not in (b"json", b"html"):
+                return _plain(request, 400, b"400 unknown format: use format=json or format=html\n")
+            as_json = wanted == b"json"
+        else:
+            request.setHeader(b"vary", b"Accept")
+            accept = request.getHeader(b"accept")
+            as_json = prefers_json(accept.decode("latin-1") if accept is not None else None)
+        snapshot = Snapshot.of(self._server)
+        if as_json:
+            request.setHeader(b"content-type", JSON_TYPE)
+            return render_json(snapshot)
+        request.setHeader(b"content-type", HTML_TYPE)
+        request.setHeader(b"content-security-policy", _HTML_POLICY)
+        return render_html(snapshot)
+
+
+def _plain(request: IRequest, code: int, text: bytes) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", _TEXT_TYPE)
+    return text
+
+
+__all__ = [
+    "DebugResource",
+    "MethodSnapshot",
+    "ServiceSnapshot",
+    "Snapshot",
+    "format_latency",
+    "human_duration",
+    "prefers_json",
+    "render_html",
+    "render_json",
+]
