@@ -4,17 +4,24 @@ Build and drive ``geepeer``, the Go GeeRPC peer in ``geepeer/`` beside this file
 geepeer is written with Go's standard library only, from the wire facts in
 PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
 
-- ``geepeer server -listen 127.0.0.1:0`` prints ``LISTENING 127.0.0.1:PORT`` and
-  serves Foo, Arith and Records until killed. It reads the Option the way the
-  reference does (a JSON decoder on the raw socket), so a client that sends its
-  first request together with the Option can lose it (PROTOCOL.md 3.3).
-- ``geepeer client -addr HOST:PORT -scenario basic|timeout|records
+- ``geepeer server -listen 127.0.0.1:0 [-http]`` prints ``LISTENING
+  127.0.0.1:PORT`` and serves Foo, Arith and Records until killed. It reads the
+  Option the way the reference does (a JSON decoder on the raw socket), so a
+  client that sends its first request together with the Option can lose it
+  (PROTOCOL.md 3.3). ``-http`` serves over HTTP instead, like the reference's
+  ``HandleHTTP`` + ``http.Serve`` (PROTOCOL.md 6): ``CONNECT /_geeprc_`` gets
+  ``HTTP/1.0 200 Connected to Gee RPC`` and then the same stream (bytes sent
+  before that line are lost, defect 2), any other method there gets ``405
+  must CONNECT``, and ``/debug/geerpc`` is a debug page.
+- ``geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http]
   [-wide-option] [-option-pause 50ms] [-call-timeout 20s] [-dump-c2s FILE]
   [-dump-s2c FILE]`` prints one JSON object per call: ``case``, ``method``,
   ``reply`` (null when the call failed), ``error`` and, for records, ``equal``.
   ``-wide-option`` (Option padded to 512 bytes, no newline) and
   ``-option-pause`` (sleep after the Option) are only needed against geepeer's
-  own faithful server; ``-wide-option`` does not depend on timing.
+  own faithful server; ``-wide-option`` does not depend on timing. ``-http``
+  first sends ``CONNECT /_geeprc_ HTTP/1.0\n\n`` and requires the ``200
+  Connected to Gee RPC`` answer (the reference's ``DialHTTP``).
 - ``geepeer decode-replies < s2c.bin`` prints one JSON object per reply:
   ``ServiceMethod``, ``Seq``, ``Error``, ``Reply``.
 - ``geepeer encode-requests < requests.jsonl > c2s.bin`` turns lines
@@ -159,13 +166,17 @@ def build_geepeer(tmp_dir: Path, engine: Engine) -> Path:
 class GeepeerServer:
     """``geepeer server`` as a context manager; entering yields its address.
 
-    ``log`` holds the server's stderr (its log lines) so far, and still after
-    exit. Exiting kills the process with SIGKILL and reaps it.
+    ``http`` serves GeeRPC over HTTP (``-http``). ``log`` holds the server's
+    stderr (its log lines) so far, and still after exit. Exiting kills the
+    process with SIGKILL and reaps it.
     """
 
-    def __init__(self, binary: Path, start_timeout: float = START_TIMEOUT) -> None:
+    def __init__(
+        self, binary: Path, start_timeout: float = START_TIMEOUT, *, http: bool = False
+    ) -> None:
         self.binary = binary
         self.start_timeout = start_timeout
+        self.http = http
         self.address: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
@@ -190,8 +201,11 @@ class GeepeerServer:
         self._final_log = None
         # O_APPEND: the server's writes always land at the end while we read.
         with open(self._log_path, "ab") as log_file:
+            argv = [str(self.binary), "server", "-listen", "127.0.0.1:0"]
+            if self.http:
+                argv.append("-http")
             self._process = subprocess.Popen(
-                [str(self.binary), "server", "-listen", "127.0.0.1:0"],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
@@ -256,12 +270,15 @@ class GeepeerServer:
             self._log_path = None
 
 
-def running_server(binary: Path, start_timeout: float = START_TIMEOUT) -> GeepeerServer:
-    """``with running_server(binary) as address:`` runs ``geepeer server``.
+def running_server(
+    binary: Path, start_timeout: float = START_TIMEOUT, *, http: bool = False
+) -> GeepeerServer:
+    """``with running_server(binary) as address:`` runs ``geepeer server``
+    (``geepeer server -http`` with ``http=True``).
 
     Keep the returned object to read its ``log`` (stderr) during or after the block.
     """
-    return GeepeerServer(binary, start_timeout)
+    return GeepeerServer(binary, start_timeout, http=http)
 
 
 def _run(
@@ -303,6 +320,7 @@ def run_client(
     scenario: str,
     stdin: bytes = b"",
     *,
+    http: bool = False,
     wide_option: bool = False,
     option_pause: str | None = None,
     call_timeout: str | None = None,
@@ -311,12 +329,15 @@ def run_client(
 ) -> list[dict[str, Any]]:
     """Run ``geepeer client`` to completion and return its JSON lines.
 
-    ``wide_option`` pads the Option to 512 bytes without newline so that even
+    ``http`` dials like the reference's ``DialHTTP`` (``CONNECT /_geeprc_``
+    first). ``wide_option`` pads the Option to 512 bytes without newline so that even
     a reference-style server loses no request bytes. ``option_pause`` and
     ``call_timeout`` are Go durations (``"50ms"``). Raises
     GeepeerError with the client's stderr on a non-zero exit or on timeout.
     """
     argv = [str(binary), "client", "-addr", address, "-scenario", scenario]
+    if http:
+        argv.append("-http")
     if wide_option:
         argv.append("-wide-option")
     if option_pause is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -256,3 +257,168 @@ def test_go_server_reproduces_read_ahead_hazard(geepeer: Path) -> None:
     request = encode_requests(geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1}}])
     with running_server(geepeer) as address:
         assert _raw_session(address, DEFAULT_OPTION + request) == b""
+
+
+# -- HTTP mode (-http): the reference's HandleHTTP and DialHTTP, PROTOCOL.md 6 --------
+
+CONNECT_HEAD = b"CONNECT /_geeprc_ HTTP/1.0\n\n"
+CONNECTED = b"HTTP/1.0 200 Connected to Gee RPC\n\n"
+
+
+def _http_exchange(address: str, request: bytes, timeout: float = 30.0) -> bytes:
+    """Send one HTTP request (it must ask the server to close) and read the answer."""
+    host, port = address.rsplit(":", 1)
+    received = bytearray()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return bytes(received)
+
+
+def _head_and_body(response: bytes) -> tuple[list[bytes], dict[bytes, bytes], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.lower()] = value.strip()
+    return status.split(b" ", 2), headers, body
+
+
+@pytest.mark.parametrize("scenario", ["basic", "timeout"])
+def test_go_http_client_go_http_server(geepeer: Path, scenario: str) -> None:
+    server = running_server(geepeer, http=True)
+    with server as address:
+        lines = run_client(geepeer, address, scenario, http=True, wide_option=True)
+    if scenario == "timeout":
+        assert [(x["case"], x["reply"], x["error"]) for x in lines] == [
+            ("sleep", None, "rpc server: request handle timeout: expect within 250ms"),
+            ("sum_after_timeout", 5, ""),
+        ]
+    else:
+        simple = [
+            (x["case"], x["method"], x["reply"], x["error"]) for x in lines[: len(EXPECTED_BASIC)]
+        ]
+        assert simple == EXPECTED_BASIC
+        assert lines[len(EXPECTED_BASIC)]["equal"] is True
+        assert sorted(x["reply"] for x in lines[len(EXPECTED_BASIC) + 1 :]) == [
+            1001 * i for i in range(64)
+        ]
+    assert "rpc server:" not in server.log
+
+
+def test_go_http_server_plain_http_answers(geepeer: Path) -> None:
+    """405 on the RPC path exactly as vector 08 (not http.Error: no nosniff
+    header), the debug page, and 404 for the unmerged rename's path."""
+    with running_server(geepeer, http=True) as address:
+        refused = _http_exchange(
+            address,
+            f"GET /_geeprc_ HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n".encode(),
+        )
+        page = _http_exchange(address, b"GET /debug/geerpc HTTP/1.0\r\n\r\n")
+        renamed = _http_exchange(address, b"CONNECT /_geerpc_ HTTP/1.0\n\n")
+    status, headers, body = _head_and_body(refused)
+    assert status == [b"HTTP/1.1", b"405", b"Method Not Allowed"]
+    assert sorted(headers) == [b"connection", b"content-length", b"content-type", b"date"]
+    assert headers[b"content-type"] == b"text/plain; charset=utf-8"
+    assert body == b"405 must CONNECT\n"
+    status, headers, body = _head_and_body(page)
+    assert status[1] == b"200" and headers[b"content-type"] == b"text/html; charset=utf-8"
+    assert b"GeeRPC Services" in body and b"Service Records" in body
+    assert _head_and_body(renamed)[0][1] == b"404"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        CONNECT_HEAD,
+        b"CONNECT /_geeprc_ HTTP/1.0\r\n\r\n",
+        b"CONNECT /_geeprc_ HTTP/1.1\r\n\r\n",
+        b"CONNECT /_geeprc_ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["reference", "crlf", "http11", "http11-host"],
+)
+def test_go_http_server_connect_then_stream(geepeer: Path, head: bytes) -> None:
+    """The 200 line is exactly the reference's 35 bytes whatever the variant
+    (PROTOCOL.md 6), then the stream works once the client waited for it."""
+    request = encode_requests(geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1}}])
+    with running_server(geepeer, http=True) as address:
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(head)
+            answer = b""
+            while not answer.endswith(b"\n\n"):
+                chunk = sock.recv(1)
+                assert chunk, answer
+                answer += chunk
+            sock.sendall(_wide_option() + request)
+            sock.shutdown(socket.SHUT_WR)
+            rest = bytearray()
+            while chunk := sock.recv(65536):
+                rest += chunk
+    assert answer == CONNECTED
+    assert decode_replies(geepeer, bytes(rest)) == [_reply(1, "Foo.Sum", 1)]
+
+
+def test_go_http_server_loses_bytes_sent_with_connect_head(geepeer: Path) -> None:
+    """Vector 19 (defect 2, kept on purpose): CONNECT, Option and request in one
+    write get the 200 line and nothing else; the server then reads EOF."""
+    request = encode_requests(geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1}}])
+    server = running_server(geepeer, http=True)
+    with server as address:
+        assert _raw_session(address, CONNECT_HEAD + DEFAULT_OPTION + request) == CONNECTED
+        assert "rpc server: options error:  EOF" in server.log
+
+
+def test_go_http_client_sends_the_reference_head_and_checks_the_status(
+    geepeer_classic: Path,
+) -> None:
+    """The client's head is vector 06's 28 bytes; any status but ``200
+    Connected to Gee RPC`` fails the dial (exit 1), as in the reference."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        port = listener.getsockname()[1]
+        process = subprocess.Popen(
+            [str(geepeer_classic), "client", "-addr", f"127.0.0.1:{port}", "-http"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                head = b""
+                while not head.endswith(b"\n\n"):
+                    chunk = conn.recv(1)
+                    assert chunk, head
+                    head += chunk
+                conn.sendall(b"HTTP/1.0 200 OK\n\n")
+                stdout, stderr = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()  # this PID only
+            process.communicate()
+    assert head == CONNECT_HEAD
+    assert (process.returncode, stdout) == (1, b"")
+    assert b"unexpected HTTP response: 200 OK" in stderr
+
+
+def test_go_http_client_dumps(geepeer: Path, tmp_path: Path) -> None:
+    """Over HTTP, -dump-s2c starts with the 200 line, -dump-c2s after the Option."""
+    c2s, s2c = tmp_path / "c2s.bin", tmp_path / "s2c.bin"
+    with running_server(geepeer, http=True) as address:
+        run_client(
+            geepeer,
+            address,
+            "timeout",
+            http=True,
+            wide_option=True,
+            extra_args=["-dump-c2s", str(c2s), "-dump-s2c", str(s2c)],
+        )
+    received = s2c.read_bytes()
+    assert received.startswith(CONNECTED)
+    assert [r["Seq"] for r in decode_replies(geepeer, received[len(CONNECTED) :])] == [1, 2]
+    first = encode_requests(geepeer, [{"method": "Foo.Sleep", "seq": 1, "arg": {"Num1": 1}}])
+    assert c2s.read_bytes().startswith(first)

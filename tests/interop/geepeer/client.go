@@ -86,20 +86,36 @@ func writeOption(conn net.Conn, opt Option, wide bool) error {
 	return err
 }
 
-func dialClient(addr string, opt Option, wide bool, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
-	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+// dialClient connects, performs the CONNECT exchange when overHTTP (as the
+// reference's DialHTTP), writes the Option and starts the reader. The s2c dump
+// gets every byte received (the CONNECT answer included), the c2s dump every
+// byte sent after the Option.
+func dialClient(addr string, opt Option, overHTTP, wide bool, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
+	var tee *teeConn
+	conn := raw
+	if c2s != nil || s2c != nil {
+		tee = &teeConn{Conn: raw, s2c: s2c}
+		conn = tee
+	}
+	if overHTTP {
+		if conn, err = httpConnect(conn, 10*time.Second); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
 	if err := writeOption(conn, opt, wide); err != nil {
-		conn.Close()
+		raw.Close()
 		return nil, fmt.Errorf("writing option: %w", err)
 	}
 	if optionPause > 0 {
 		time.Sleep(optionPause)
 	}
-	if c2s != nil || s2c != nil {
-		conn = &teeConn{Conn: conn, c2s: c2s, s2c: s2c}
+	if tee != nil {
+		tee.c2s = c2s // only this goroutine has written so far
 	}
 	c := &rpcClient{
 		conn:    conn,
@@ -260,6 +276,9 @@ func runClient(args []string) error {
 	wideOption := fs.Bool("wide-option", false,
 		"send the Option padded to 512 bytes without newline (the measured escape hatch "+
 			"of PROTOCOL.md 3.3), so even the reference server reads no request bytes with it")
+	overHTTP := fs.Bool("http", false,
+		"dial like the reference's DialHTTP: send \"CONNECT "+defaultRPCPath+
+			" HTTP/1.0\\n\\n\", require \""+connected+"\", then speak GeeRPC")
 	callTimeout := fs.Duration("call-timeout", 20*time.Second, "give up waiting for one reply after this")
 	dumpC2S := fs.String("dump-c2s", "", "write the request bytes sent after the Option to this file")
 	dumpS2C := fs.String("dump-s2c", "", "write every byte received from the server to this file")
@@ -295,7 +314,7 @@ func runClient(args []string) error {
 		defer f.Close()
 		*d.w = f
 	}
-	c, err := dialClient(*addr, opt, *wideOption, *optionPause, c2s, s2c)
+	c, err := dialClient(*addr, opt, *overHTTP, *wideOption, *optionPause, c2s, s2c)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,8 @@
 // Command geepeer is a GeeRPC-protocol peer written from the wire facts in
 // PROTOCOL.md, used by txgeerpc's interoperability tests. Standard library only.
 //
-//	geepeer server -listen 127.0.0.1:0
-//	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-option-pause 50ms] [-call-timeout 20s]
+//	geepeer server -listen 127.0.0.1:0 [-http]
+//	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
 package main
@@ -14,8 +14,8 @@ import (
 )
 
 const usage = `usage:
-  geepeer server -listen 127.0.0.1:0
-  geepeer client -addr HOST:PORT -scenario basic|timeout|records [-option-pause 50ms] [-call-timeout 20s]
+  geepeer server -listen 127.0.0.1:0 [-http]
+  geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
 `

@@ -18,6 +18,9 @@ import (
 func runServer(args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "TCP address to listen on")
+	overHTTP := fs.Bool("http", false,
+		"serve GeeRPC over HTTP like the reference's HandleHTTP + http.Serve: CONNECT "+
+			defaultRPCPath+", the debug page at "+defaultDebugPath)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -27,6 +30,9 @@ func runServer(args []string) error {
 	}
 	// os.Stdout is unbuffered: the line is on the pipe when Printf returns.
 	fmt.Printf("LISTENING %s\n", ln.Addr())
+	if *overHTTP {
+		return serveHTTP(ln)
+	}
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
