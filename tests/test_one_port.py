@@ -102,6 +102,16 @@ class ServerTests(SynchronousTestCase):
         self.assertIn(b"content-type: text/plain; charset=utf-8", answer.lower())
         self.assertTrue(answer.endswith(b"\r\n\r\n405 must CONNECT\n"), answer)
 
+    def test_http_request_split_anywhere(self) -> None:
+        request = vector("08-http-get-rpc-path.c2s.bin")
+        for cut in range(1, len(request)):
+            protocol, transport = self.connect()
+            protocol.dataReceived(request[:cut])
+            protocol.dataReceived(request[cut:])
+            answer = transport.value()
+            self.assertTrue(answer.startswith(b"HTTP/1.1 405 "), f"split at {cut}")
+            self.assertTrue(answer.endswith(b"405 must CONNECT\n"), f"split at {cut}")
+
     def test_connect_elsewhere_is_404(self) -> None:
         protocol, transport = self.connect()
         protocol.dataReceived(b"CONNECT /elsewhere HTTP/1.0\n\n")
