@@ -41,8 +41,10 @@ class SniffTests(SynchronousTestCase):
             self.assertEqual(set(decided[:first]), {None}, start)
 
     def test_garbage(self) -> None:
-        for garbage in [b"\x00\x01", b"HELLO ", b"CONNECTX", b"get / HTTP/1.1", b" " * 64]:
+        for garbage in [b"\x00\x01", b"get / HTTP/1.1", b" " * 64, b"ABCDEFGHIJKLMNOPQ"]:
             self.assertEqual(sniff(garbage), Kind.GARBAGE, garbage)
+        # Unknown methods are HTTP all the same: the site answers them (501).
+        self.assertEqual(sniff(b"PROPFIND / HTTP/1.1"), Kind.HTTP)
 
 
 class ServerTests(SynchronousTestCase):
@@ -57,7 +59,8 @@ class ServerTests(SynchronousTestCase):
         protocol.makeConnection(transport)
 
         def close() -> None:
-            if not transport.disconnected:
+            # StringTransport never reports the end: do it, as a real one would.
+            if protocol in self.factory.open:
                 transport.disconnected = True
                 protocol.connectionLost()
 
@@ -128,6 +131,49 @@ class ServerTests(SynchronousTestCase):
             self.clock.advance(0.001)
             self.assertTrue(transport.disconnecting, first)
             self.assertEqual(transport.value(), b"")
+
+    def test_a_slow_http_head_is_dropped_at_the_deadline(self) -> None:
+        timeout = self.server.settings.handshake_timeout
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET /debug/geerpc HTTP/1.1\r\n")
+        for _ in range(3):
+            self.clock.advance(timeout / 4)
+            protocol.dataReceived(b"X-Slow: 1\r\n")
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(timeout / 4)
+        self.assertTrue(transport.disconnecting)
+
+    def test_whitespace_before_connect(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\r\n" + vector("19-coalesced-connect.c2s.bin"))
+        self.assertEqual(transport.value(), CONNECTED + vector("01-gob-tcp.s2c.bin")[:75])
+
+    def test_a_refused_connection_reads_nothing_more(self) -> None:
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"CONNECT /nope HTTP/1.0\n\n")
+        transport.clear()
+        protocol.dataReceived(vector("19-coalesced-connect.c2s.bin"))
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(self.server.connections, 0)
+
+    def test_a_half_close_still_gets_every_reply(self) -> None:
+        # Go answers what it read, then closes, when the client stops sending.
+        protocol, transport = self.connect()
+        protocol.dataReceived(vector("06-gob-http-connect.c2s.bin"))
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), vector("06-gob-http-connect.s2c.bin"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_a_half_close_waits_for_running_requests(self) -> None:
+        protocol, transport = self.connect()
+        data = vector("03-gob-handle-timeout.c2s.bin")  # Foo.Sleep{1}, HandleTimeout 250ms, ...
+        protocol.dataReceived(data)
+        protocol.readConnectionLost()
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.25)
+        self.assertTrue(transport.disconnecting)
+        self.assertIn(b"expect within 250ms", transport.value())
 
     def test_garbage_is_closed(self) -> None:
         protocol, transport = self.connect()
@@ -202,12 +248,17 @@ class ClientEndpointTests(SynchronousTestCase):
         self.assertEqual(factory.built[0].data, b"first bytes more")
 
     def test_anything_but_200_fails_the_connect(self) -> None:
-        for answer in [b"HTTP/1.1 405 Method Not Allowed\r\n\r\n", b"SSH-2.0-x\r\n\r\n"]:
+        for answer in [
+            b"HTTP/1.1 405 Method Not Allowed\r\n\r\n",
+            b"SSH-2.0-x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        ]:
             wrapped = _Wrapped()
             d = HTTPConnectEndpoint(wrapped).connect(_RecorderFactory())  # type: ignore[arg-type]
             assert wrapped.protocol is not None
             wrapped.protocol.dataReceived(answer)
-            self.failureResultOf(d, ConnectFailed)
+            failure = self.failureResultOf(d, ConnectFailed)
+            self.assertNotIn("Traceback", str(failure.value))
             self.assertTrue(wrapped.transport.disconnecting)
 
     def test_cancelling_aborts_the_exchange(self) -> None:

@@ -28,6 +28,8 @@ from .errors import ConnectFailed, ProtocolError
 CONNECTED = b"HTTP/1.0 200 Connected to Gee RPC\n\n"
 """The reference server's exact answer to a CONNECT on the RPC path."""
 
+CONNECTED_REASON = "Connected to Gee RPC"
+
 MAX_HEAD_SIZE = 8192
 """Longest request or response head accepted, in bytes."""
 
@@ -135,14 +137,15 @@ class _ConnectingProtocol(Protocol):
             head, rest = split
             status, reason = parse_status(head)
         except BadHead as error:
-            self._fail(ConnectFailed(Failure(error)))
+            self._fail(ConnectFailed(error))
             return
-        if status != 200:
-            self._fail(ConnectFailed(Failure(BadHead(f"CONNECT answered {status} {reason}"))))
+        if (status, reason) != (200, CONNECTED_REASON):
+            # As Go's DialHTTP: the exact status text, or no GeeRPC server.
+            self._fail(ConnectFailed(BadHead(f"unexpected HTTP response: {status} {reason}")))
             return
         inner = self._factory.buildProtocol(self.transport.getPeer())
         if inner is None:
-            self._fail(ConnectFailed(Failure(BadHead("the protocol factory built nothing"))))
+            self._fail(ConnectFailed(BadHead("the protocol factory built nothing")))
             return
         self._inner = inner
         self._buffer = b""
@@ -160,7 +163,7 @@ class _ConnectingProtocol(Protocol):
         if self._inner is not None:
             self._inner.connectionLost(reason)
         elif not self._done.called:
-            self._done.errback(ConnectFailed(reason))
+            self._done.errback(ConnectFailed(reason.value))
 
 
 @implementer(IStreamClientEndpoint)

@@ -12,14 +12,22 @@ buffered bytes, all of them) to the chosen protocol.
 from __future__ import annotations
 
 import enum
+import re
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
@@ -36,17 +44,8 @@ class Kind(enum.Enum):
 
 
 _WHITESPACE = b" \t\r\n"
-_HTTP_METHODS = {
-    b"GET",
-    b"HEAD",
-    b"POST",
-    b"PUT",
-    b"DELETE",
-    b"OPTIONS",
-    b"PATCH",
-    b"TRACE",
-}
-_LONGEST_METHOD = max(len(method) for method in (*_HTTP_METHODS, b"CONNECT"))
+_LONGEST_METHOD = 16  # no HTTP method name is longer
+_END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 
 
 def sniff(data: bytes) -> Kind | None:
@@ -63,21 +62,18 @@ def sniff(data: bytes) -> Kind | None:
     word = data[start : start + _LONGEST_METHOD + 1]
     space = word.find(b" ")
     if space == -1:
-        if len(word) > _LONGEST_METHOD or not _could_be_method(word):
+        if len(word) > _LONGEST_METHOD or not (word.isalpha() and word.isupper()):
             return Kind.GARBAGE
         return None
     method = word[:space]
     if method == b"CONNECT":
         return Kind.CONNECT
-    if method in _HTTP_METHODS:
-        return Kind.HTTP
+    if method and method.isalpha() and method.isupper():
+        return Kind.HTTP  # the site answers methods it does not know (501)
     return Kind.GARBAGE
 
 
-def _could_be_method(prefix: bytes) -> bool:
-    return any(method.startswith(prefix) for method in (*_HTTP_METHODS, b"CONNECT"))
-
-
+@implementer(IHalfCloseableProtocol)
 class OnePortProtocol(Protocol):
     """Buffers a new connection's first bytes until :func:`sniff` decides,
     then becomes the chosen protocol's pass-through."""
@@ -91,6 +87,8 @@ class OnePortProtocol(Protocol):
         self._buffer = b""
         self._inner: IProtocol | None = None
         self._connect_head = False
+        self._refused = False
+        self._http_head_seen = b""  # plain HTTP: bytes until the first head ends
         self._deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -101,11 +99,16 @@ class OnePortProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._inner is not None:
+            if self._deadline is not None:
+                self._watch_http_head(data)
             self._inner.dataReceived(data)
+            return
+        if self._refused:
             return
         self._buffer += data
         if self._connect_head:
-            self._read_connect_head()
+            if b"\n" in data:  # the head can only have ended on a newline
+                self._read_connect_head()
             return
         kind = sniff(self._buffer)
         if kind is None:
@@ -113,16 +116,27 @@ class OnePortProtocol(Protocol):
         if kind is Kind.RPC:
             self._become(self._factory.rpc.buildProtocol(self._address), self._buffer)
         elif kind is Kind.HTTP:
-            self._become(self._factory.site.buildProtocol(self._address), self._buffer)
+            # The deadline holds until the first request head is complete.
+            buffered = self._buffer
+            self._become(self._factory.site.buildProtocol(self._address), buffered, keep=True)
+            self._watch_http_head(buffered)
         elif kind is Kind.CONNECT:
             self._connect_head = True
             self._read_connect_head()
         else:
             self._refuse(f"unrecognised protocol, first bytes {self._buffer[:16]!r}")
 
+    def _watch_http_head(self, data: bytes) -> None:
+        seen = self._http_head_seen + data
+        if _END_OF_HEAD.search(seen.lstrip(_WHITESPACE)) is not None:
+            self._cancel_deadline()
+            self._http_head_seen = b""
+        else:
+            self._http_head_seen = seen[-3:]
+
     def _read_connect_head(self) -> None:
         try:
-            split = split_head(self._buffer)
+            split = split_head(self._buffer.lstrip(_WHITESPACE))
             if split is None:
                 return
             head, rest = split
@@ -140,8 +154,9 @@ class OnePortProtocol(Protocol):
         # Unlike the reference, bytes sent right after the head are kept.
         self._become(self._factory.rpc.buildProtocol(self._address), rest)
 
-    def _become(self, inner: IProtocol | None, buffered: bytes) -> None:
-        self._cancel_deadline()
+    def _become(self, inner: IProtocol | None, buffered: bytes, keep: bool = False) -> None:
+        if not keep:
+            self._cancel_deadline()
         self._buffer = b""
         if inner is None:
             self.transport.loseConnection()
@@ -153,7 +168,8 @@ class OnePortProtocol(Protocol):
 
     def _refuse(self, why: str, answer: bytes = b"") -> None:
         self._cancel_deadline()
-        self._log.warn("txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why)
+        self._refused = True
+        self._log.info("txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why)
         self._buffer = b""
         if answer:
             self.transport.write(answer)
@@ -175,6 +191,23 @@ class OnePortProtocol(Protocol):
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
+
+    def readConnectionLost(self) -> None:
+        inner = self._inner
+        if inner is None:
+            self._cancel_deadline()
+            self.transport.loseConnection()
+        elif IHalfCloseableProtocol.providedBy(inner):
+            inner.readConnectionLost()
+        else:
+            self.transport.loseConnection()  # written replies still go out first
+
+    def writeConnectionLost(self) -> None:
+        inner = self._inner
+        if inner is not None and IHalfCloseableProtocol.providedBy(inner):
+            inner.writeConnectionLost()
+        else:
+            self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._factory.open.discard(self)

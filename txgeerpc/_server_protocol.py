@@ -14,7 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -84,7 +90,7 @@ def describe_address(address: IAddress) -> str:
     return str(address)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class ServerProtocol(Protocol):
     """One server-side connection."""
 
@@ -119,6 +125,7 @@ class ServerProtocol(Protocol):
         self._batch: list[bytes] | None = None
         self._closing = False
         self._connected = False
+        self._peer_done = False
         self.peer = ""
 
     def connectionMade(self) -> None:
@@ -208,6 +215,8 @@ class ServerProtocol(Protocol):
         finally:
             self._processing = False
             self._flush_batch()
+            if self._peer_done:
+                self._finish_if_idle()
 
     def _take_turn(self) -> None:
         self._next_turn = None
@@ -236,6 +245,34 @@ class ServerProtocol(Protocol):
         elif self._connected:
             self.transport.write(data)
 
+    def readConnectionLost(self) -> None:
+        """The peer has sent everything (a half-close): answer what it sent,
+        then close — what Go does at EOF."""
+        self._peer_done = True
+        if self._dispatcher is None:  # not even an Option: nothing to answer
+            self._closing = True
+            if self._connected:
+                self._close()
+            return
+        self._process()
+        self._finish_if_idle()
+
+    def writeConnectionLost(self) -> None:
+        """The peer reads no more: replies cannot be delivered."""
+        self.transport.abortConnection()
+
+    def _finish_if_idle(self) -> None:
+        dispatcher = self._dispatcher
+        if (
+            self._closing
+            or not self._connected
+            or self._next_turn is not None
+            or (dispatcher is not None and dispatcher.in_flight)
+        ):
+            return
+        self._closing = True
+        self._close()
+
     def _request_done(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
@@ -246,6 +283,8 @@ class ServerProtocol(Protocol):
         if _IN_FLIGHT in self._paused and dispatcher.in_flight < self._settings.max_in_flight:
             self._resume(_IN_FLIGHT)
             self._process()
+        if self._peer_done:
+            self._finish_if_idle()
 
     # Reading pauses for either of two reasons and resumes when neither holds.
     def _pause(self, reason: str) -> None:
