@@ -163,7 +163,7 @@ def serve(kind: str, cpu: int | None, profile_path: str | None) -> None:
 
         server = Server(reactor)
         register_examples(server)
-        factory = server.factory()
+        factory = server.port_factory()  # what twistd geerpc listens with
     else:
         raise SystemExit(f"unknown server kind {kind!r}")
 
