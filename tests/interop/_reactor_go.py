@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.error import ProcessExitedAlready
@@ -29,7 +29,8 @@ from twisted.python.failure import Failure
 
 from tests._live_reactor import reactor_left_clean
 from txgeerpc import Client, Server, connect
-from txgeerpc.examples import Arith, Foo, Point, Record, Records
+from txgeerpc.errors import RemoteError
+from txgeerpc.examples import Args, Arith, Foo, Point, Record, Records
 
 from ._geepeer import EXPECTED_BASIC
 
@@ -376,3 +377,41 @@ class OneShot(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.done.callback(self.received)
+
+
+async def call_every_method(client: Client) -> None:
+    """Every example method of a Go GeeRPC server, its error texts, 64
+    concurrent calls and the SAMPLE record, through ``client``."""
+
+    async def call(method: str, argument: Any, **kwargs: Any) -> Any:
+        return await client.call(method, argument, timeout=CALL_TIMEOUT, **kwargs)
+
+    async def error_of(method: str, argument: Any, **kwargs: Any) -> str:
+        with pytest.raises(RemoteError) as info:
+            await call(method, argument, **kwargs)
+        return info.value.message
+
+    assert await call("Foo.Sum", Args(1, 2)) == 3
+    assert await call("Foo.Sleep", Args(0, 7)) == 7
+    assert await call("Arith.Multiply", Args(3, 4)) == 12
+    assert await call("Arith.Multiply", Args(-(2**31), 2**31)) == -(2**62)
+    assert await call("Arith.Divide", Args(-7, 2)) == -3
+    assert await error_of("Arith.Divide", Args(7, 0)) == "divide by zero"
+    assert await call("Arith.Echo", "héllo, 世界 ✓ \U0001f600") == "héllo, 世界 ✓ \U0001f600"
+    assert await call("Arith.Echo", "") == ""
+    assert await error_of("Arith.Fail", "custom failure 100%") == "custom failure 100%"
+    assert await call("Records.Keys", {"b": 2, "a": 1, "ç": 3}) == ["a", "b", "ç"]
+    assert await call("Records.Keys", {}, argument_type=dict[str, int]) == []
+    assert await error_of("Foo.Nope", Args(5, 6)) == "rpc server: can't find method Nope"
+    assert await call("Foo.Sum", Args(8, 9)) == 17
+    assert await error_of("Nope.Sum", Args(1, 1)) == "rpc server: can't find service Nope"
+    # A body Go cannot decode: Go's codec text, and the stream goes on.
+    assert (await error_of("Arith.Echo", Args(1, 2))).startswith("gob: ")
+    assert await call("Foo.Sum", Args(2, 2)) == 4
+    echoed = await call("Records.Echo", SAMPLE, result_type=Record)
+    assert canonical(echoed) == canonical(SAMPLE)
+    results = await gatherResults(
+        [client.call("Foo.Sum", Args(i, 1000 * i), timeout=CALL_TIMEOUT) for i in range(64)]
+    )
+    assert results == [1001 * i for i in range(64)]
+    assert client.available and client.pending == 0

@@ -63,6 +63,7 @@ from ._reactor_go import (
     OneShot,
     _clean_reactor_and_children,  # noqa: F401 - the autouse fixture, applied here
     _TrackingFactory,
+    call_every_method,
     canonical,
     check_basic,
     go_client_lines,
@@ -335,45 +336,7 @@ async def test_txgeerpc_client_calls_every_method_of_go_server(geepeer: Path) ->
     server = running_server(geepeer)
     with server as address:
         async with txgeerpc_client(address) as client:
-
-            async def call(method: str, argument: Any, **kwargs: Any) -> Any:
-                return await client.call(method, argument, timeout=CALL_TIMEOUT, **kwargs)
-
-            async def error_of(method: str, argument: Any, **kwargs: Any) -> str:
-                with pytest.raises(RemoteError) as info:
-                    await call(method, argument, **kwargs)
-                return info.value.message
-
-            assert await call("Foo.Sum", Args(1, 2)) == 3
-            assert await call("Foo.Sleep", Args(0, 7)) == 7
-            assert await call("Arith.Multiply", Args(3, 4)) == 12
-            assert await call("Arith.Multiply", Args(-(2**31), 2**31)) == -(2**62)
-            assert await call("Arith.Divide", Args(-7, 2)) == -3
-            assert await error_of("Arith.Divide", Args(7, 0)) == "divide by zero"
-            assert (
-                await call("Arith.Echo", "héllo, 世界 ✓ \U0001f600") == "héllo, 世界 ✓ \U0001f600"
-            )
-            assert await call("Arith.Echo", "") == ""
-            assert await error_of("Arith.Fail", "custom failure 100%") == "custom failure 100%"
-            keys = {"b": 2, "a": 1, "ç": 3}
-            assert await call("Records.Keys", keys) == ["a", "b", "ç"]
-            assert await call("Records.Keys", {}, argument_type=dict[str, int]) == []
-            assert await error_of("Foo.Nope", Args(5, 6)) == "rpc server: can't find method Nope"
-            assert await call("Foo.Sum", Args(8, 9)) == 17
-            assert await error_of("Nope.Sum", Args(1, 1)) == "rpc server: can't find service Nope"
-            # A body Go cannot decode: Go's codec text, and the stream goes on.
-            assert (await error_of("Arith.Echo", Args(1, 2))).startswith("gob: ")
-            assert await call("Foo.Sum", Args(2, 2)) == 4
-
-            echoed = await call("Records.Echo", SAMPLE, result_type=Record)
-            # Go sends the empty Matrix row back as a nil slice: an empty list here.
-            assert canonical(echoed) == canonical(SAMPLE)
-
-            results = await gatherResults(
-                [client.call("Foo.Sum", Args(i, 1000 * i), timeout=CALL_TIMEOUT) for i in range(64)]
-            )
-            assert results == [1001 * i for i in range(64)]
-            assert client.available and client.pending == 0
+            await call_every_method(client)
     assert "rpc server: read header error" not in server.log
 
 

@@ -33,9 +33,9 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from txgeerpc import Client, connect
+from txgeerpc import connect
 from txgeerpc.errors import RemoteError
-from txgeerpc.examples import Args, Record
+from txgeerpc.examples import Args
 
 from ._geepeer import decode_replies, encode_requests, running_server
 from ._reactor_go import (
@@ -45,6 +45,7 @@ from ._reactor_go import (
     TIMEOUT_TEXT,
     OneShot,
     _clean_reactor_and_children,  # noqa: F401 - the autouse fixture, applied here
+    call_every_method,
     canonical,
     check_basic,
     go_client_lines,
@@ -176,47 +177,12 @@ async def test_go_http_client_handle_timeout_against_txgeerpc_port(geepeer: Path
 # -- B: txgeerpc http@ client -> Go server in -http mode ------------------------------
 
 
-async def _call_every_method(client: Client) -> None:
-    async def call(method: str, argument: Any, **kwargs: Any) -> Any:
-        return await client.call(method, argument, timeout=CALL_TIMEOUT, **kwargs)
-
-    async def error_of(method: str, argument: Any, **kwargs: Any) -> str:
-        with pytest.raises(RemoteError) as info:
-            await call(method, argument, **kwargs)
-        return info.value.message
-
-    assert await call("Foo.Sum", Args(1, 2)) == 3
-    assert await call("Foo.Sleep", Args(0, 7)) == 7
-    assert await call("Arith.Multiply", Args(3, 4)) == 12
-    assert await call("Arith.Multiply", Args(-(2**31), 2**31)) == -(2**62)
-    assert await call("Arith.Divide", Args(-7, 2)) == -3
-    assert await error_of("Arith.Divide", Args(7, 0)) == "divide by zero"
-    assert await call("Arith.Echo", "héllo, 世界 ✓ \U0001f600") == "héllo, 世界 ✓ \U0001f600"
-    assert await call("Arith.Echo", "") == ""
-    assert await error_of("Arith.Fail", "custom failure 100%") == "custom failure 100%"
-    assert await call("Records.Keys", {"b": 2, "a": 1, "ç": 3}) == ["a", "b", "ç"]
-    assert await call("Records.Keys", {}, argument_type=dict[str, int]) == []
-    assert await error_of("Foo.Nope", Args(5, 6)) == "rpc server: can't find method Nope"
-    assert await call("Foo.Sum", Args(8, 9)) == 17
-    assert await error_of("Nope.Sum", Args(1, 1)) == "rpc server: can't find service Nope"
-    # A body Go cannot decode: Go's codec text, and the stream goes on.
-    assert (await error_of("Arith.Echo", Args(1, 2))).startswith("gob: ")
-    assert await call("Foo.Sum", Args(2, 2)) == 4
-    echoed = await call("Records.Echo", SAMPLE, result_type=Record)
-    assert canonical(echoed) == canonical(SAMPLE)
-    results = await gatherResults(
-        [client.call("Foo.Sum", Args(i, 1000 * i), timeout=CALL_TIMEOUT) for i in range(64)]
-    )
-    assert results == [1001 * i for i in range(64)]
-    assert client.available and client.pending == 0
-
-
 @pytest_twisted.ensureDeferred
 async def test_txgeerpc_http_client_calls_every_method_of_go_http_server(geepeer: Path) -> None:
     server = running_server(geepeer, http=True)
     with server as address:
         async with txgeerpc_client(address, scheme="http") as client:
-            await _call_every_method(client)
+            await call_every_method(client)
         log = server.log
     assert "rpc server: read header error" not in log
     assert "rpc server: options error" not in log

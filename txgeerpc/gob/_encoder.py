@@ -333,13 +333,7 @@ def _enc_int(value: Any, out: bytearray, encoder: Encoder) -> None:
         value = int(value)
     if not INT64_MIN <= value <= INT64_MAX:
         raise EncodeError("", f"{value} overflows Go int (int64)")
-    zigzag = value << 1 if value >= 0 else ((-value - 1) << 1) | 1
-    if zigzag < 128:
-        out.append(zigzag)
-    else:
-        body = zigzag.to_bytes((zigzag.bit_length() + 7) // 8, "big")
-        out.append(256 - len(body))
-        out += body
+    write_int(out, value)
 
 
 def _enc_uint(value: Any, out: bytearray, encoder: Encoder) -> None:
