@@ -19,15 +19,17 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 
-from ._one_port import OnePortFactory
+from ._one_port import OnePortFactory, mount
 from ._server_protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
-from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .examples import register_examples
+from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
+from .registry import MemoryStore, RegistryPurge, RegistryResource, purge_interval
 from .server import Server
 
 DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
@@ -49,6 +51,13 @@ def _positive_int(text: str) -> int:
 
 _positive_float.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
 _positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more, got {text}")
+    return value
 
 
 class Options(usage.Options):
@@ -103,6 +112,19 @@ class Options(usage.Options):
             DEFAULT_DEBUG_PATH,
             'HTTP path of the debug page ("none": no debug page).',
         ],
+        [
+            "registry-path",
+            None,
+            DEFAULT_REGISTRY_PATH,
+            'HTTP path of the embedded registry ("none": no registry).',
+        ],
+        [
+            "registry-timeout",
+            None,
+            DEFAULT_REGISTRY_TIMEOUT,
+            "Seconds a registry entry lives after its last heartbeat (0: forever).",
+            _non_negative_float,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -126,7 +148,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        for name in ("rpc-path", "debug-path"):
+        for name in ("rpc-path", "debug-path", "registry-path"):
             if self[name].lower() != "none" and not self[name].startswith("/"):
                 raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")
         if self["rpc-path"].lower() == "none":
@@ -175,12 +197,14 @@ class _ListeningService(Service):
         server: Server,
         factory: OnePortFactory,
         debug_path: str | None,
+        registry_path: str | None = None,
     ) -> None:
         self._reactor = reactor
         self._description = description
         self._server = server
         self._factory = factory
         self._debug_path = debug_path
+        self._registry_path = registry_path
         self._port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -209,6 +233,8 @@ class _ListeningService(Service):
             extra = f"; over HTTP: http@{hostport}"
             if self._debug_path is not None:
                 extra += f"; debug page: http://{hostport}{self._debug_path}"
+            if self._registry_path is not None:
+                extra += f"; registry: http://{hostport}{self._registry_path}"
         self._log.info(
             "txgeerpc: serving {services} on {address}{extra} (from {description}). Try: "
             "python -m txgeerpc call {address} {example}",
@@ -289,8 +315,19 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
     parent = MultiService()
+    registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
+    if registry_path is not None:
+        # An embedded registry on the same port, so the demo has one.
+        store = MemoryStore(config["registry-timeout"])
+        registry = RegistryResource(store, reactor)
+        mount(factory.site.resource, registry_path, registry)
+        interval = purge_interval(config["registry-timeout"])
+        RegistryPurge(store, reactor, interval).setServiceParent(parent)
+        parent.registry = registry  # type: ignore[attr-defined]
     for description in config["listen"]:
-        listening = _ListeningService(reactor, description, server, factory, debug_path)
+        listening = _ListeningService(
+            reactor, description, server, factory, debug_path, registry_path
+        )
         listening.setServiceParent(parent)
     parent.server = server  # type: ignore[attr-defined]
     return parent

@@ -61,7 +61,12 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
 
 
 def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
-    """Read the startup log until it says where it listens.
+    """Read the startup log until it says where it listens."""
+    return _wait_for(process, rb"serving .* on (tcp@127\.0\.0\.1:\d+)")
+
+
+def _wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
+    """Read the startup log until ``pattern`` matches; its first group.
 
     Reads the raw pipe (os.read), not a buffered file: select() cannot see
     lines already sitting in a file object's buffer.
@@ -80,7 +85,7 @@ def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
             if not chunk:
                 break
             output += chunk
-            match = re.search(rb"serving .* on (tcp@127\.0\.0\.1:\d+)", output)
+            match = re.search(pattern, output)
             if match:
                 return match.group(1).decode()
     finally:
@@ -186,3 +191,57 @@ def test_cli_errors_without_server() -> None:
     assert "wrong format 'nowhere'" in bad_address.stderr
     helped = _cli("call", "--help")
     assert helped.returncode == 0 and "twistd -n geerpc" in helped.stdout
+
+
+def _registry(url: str, method: str, server: str | None = None) -> tuple[int, str]:
+    """One registry request; (status, X-Geerpc-Servers)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method=method)
+    if server is not None:
+        request.add_header("X-Geerpc-Server", server)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("X-Geerpc-Servers", "")
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+
+
+def test_demo_embeds_a_registry(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
+    address, _ = demo_server
+    url = f"http://{address.removeprefix('tcp@')}/_geerpc_/registry"
+    assert _registry(url, "GET") == (200, "")
+    assert _registry(url, "POST", "tcp@127.0.0.1:7002")[0] == 200
+    assert _registry(url, "POST", "a,b")[0] == 400
+    assert _registry(url, "GET") == (200, "tcp@127.0.0.1:7002")
+
+
+def test_standalone_registry(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            *TWISTD,
+            *("-n", "--pidfile=", "--logfile=-", "geerpc-registry"),
+            *("--listen", "tcp:0:interface=127.0.0.1", "--timeout", "60"),
+        ],
+        cwd=tmp_path,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        port = _wait_for(process, rb"Site starting on (\d+)")
+        url = f"http://127.0.0.1:{port}/_geerpc_/registry"
+        assert _registry(url, "POST", "http@127.0.0.1:1234")[0] == 200
+        assert _registry(url, "POST")[0] == 500  # no header, as the reference
+        assert _registry(url, "PUT")[0] == 405
+        assert _registry(url, "GET") == (200, "http@127.0.0.1:1234")
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()

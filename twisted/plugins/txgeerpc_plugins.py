@@ -6,3 +6,10 @@ geerpc = ServiceMaker(
     "Serve GeeRPC services (python -m txgeerpc call ... to call them).",
     "geerpc",
 )
+
+geerpc_registry = ServiceMaker(
+    "txgeerpc registry",
+    "txgeerpc.registry_tap",
+    "Serve a GeeRPC registry (servers heartbeat to it, clients discover through it).",
+    "geerpc-registry",
+)

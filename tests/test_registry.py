@@ -1,0 +1,127 @@
+"""
+The registry: Go's wire protocol (vectors 09-14) and what txgeerpc adds
+(validation, purge timer, DELETE, JSON), on a Clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from txgeerpc import registry_tap
+from txgeerpc._one_port import mount
+from txgeerpc.registry import (
+    MemoryStore,
+    RegistryPurge,
+    RegistryResource,
+    purge_interval,
+    validate_address,
+)
+
+from ._helpers import checked_clock, vector
+
+PATH = "/_geerpc_/registry"
+
+
+def _status_and_headers(answer: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return lines[0], headers, body
+
+
+class RegistryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.store = MemoryStore(timeout=3)
+        root = Resource()
+        mount(root, PATH, RegistryResource(self.store, self.clock))
+        self.site = Site(root, reactor=self.clock)
+
+    def exchange(self, request: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(request)
+        channel.connectionLost(None)  # type: ignore[arg-type]
+        return _status_and_headers(transport.value())
+
+    def request(self, method: str, server: str | None = None, accept: str = "") -> Any:
+        lines = [f"{method} {PATH} HTTP/1.1", "Host: x", "Content-Length: 0"]
+        if server is not None:
+            lines.append(f"X-Geerpc-Server: {server}")
+        if accept:
+            lines.append(f"Accept: {accept}")
+        return self.exchange(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def test_go_vectors(self) -> None:
+        # 09: empty list; 10 and 11: heartbeats; 12: the sorted list; 13: no
+        # header; 14: another method.  Status, X-Geerpc-Servers and body as recorded.
+        for name in ["09", "10", "11", "12", "13", "14"]:
+            client = vector(next(_vector_names(name)) + ".c2s.bin")
+            recorded = _status_and_headers(vector(next(_vector_names(name)) + ".s2c.bin"))
+            ours = self.exchange(client)
+            self.assertEqual(ours[0], recorded[0], name)
+            self.assertEqual(
+                ours[1].get(b"x-geerpc-servers"), recorded[1].get(b"x-geerpc-servers"), name
+            )
+            self.assertEqual((ours[2], ours[1].get(b"content-length")), (b"", b"0"), name)
+
+    def test_entries_expire_and_are_purged(self) -> None:
+        self.request("POST", "tcp@127.0.0.1:1")
+        self.clock.advance(2)
+        self.request("POST", "tcp@127.0.0.1:2")
+        self.clock.advance(1.5)  # the first is 3.5 s old
+        self.assertEqual(self.request("GET")[1][b"x-geerpc-servers"], b"tcp@127.0.0.1:2")
+        purge = RegistryPurge(self.store, self.clock, purge_interval(3))
+        purge.startService()
+        self.addCleanup(purge.stopService)
+        self.clock.advance(purge_interval(3))
+        self.assertEqual([entry.address for entry in self.store.live(0)], ["tcp@127.0.0.1:2"])
+
+    def test_validation_delete_and_json(self) -> None:
+        for bad in ["a,b@x:1", "tcp@host", "ftp@h:1", "tcp@h:99999", "tcp@ h:1", "unix@rel"]:
+            status, _, body = self.request("POST", bad)
+            self.assertEqual(status, b"HTTP/1.1 400 Bad Request", bad)
+            self.assertIn(b"bad X-Geerpc-Server", body)
+        self.request("POST", "http@127.0.0.1:7001")
+        self.clock.advance(1)
+        status, headers, body = self.request("GET", accept="application/json")
+        self.assertEqual(headers[b"x-geerpc-servers"], b"http@127.0.0.1:7001")
+        self.assertEqual(
+            json.loads(body),
+            {
+                "servers": [
+                    {"address": "http@127.0.0.1:7001", "last_heartbeat": 0, "age_seconds": 1}
+                ]
+            },
+        )
+        self.assertEqual(self.request("DELETE", "http@127.0.0.1:7001")[0], b"HTTP/1.1 200 OK")
+        self.assertEqual(
+            self.request("DELETE", "http@127.0.0.1:7001")[0], b"HTTP/1.1 404 Not Found"
+        )
+        self.assertEqual(self.request("GET")[1][b"x-geerpc-servers"], b"")
+
+    def test_addresses(self) -> None:
+        for good in ["tcp@127.0.0.1:7001", "tcp@[::1]:80", "http@host.example:443", "unix@/tmp/s"]:
+            self.assertEqual(validate_address(good), good)
+
+    def test_twistd_plugin(self) -> None:
+        options = registry_tap.Options()
+        options.parseOptions(["--timeout", "2", "--listen", "tcp:0:interface=127.0.0.1"])
+        service = registry_tap.makeService(options, reactor=self.clock)
+        self.assertEqual(service.store.timeout, 2)  # type: ignore[attr-defined]
+
+
+def _vector_names(prefix: str) -> Any:
+    from ._helpers import VECTORS
+
+    return (path.name[: -len(".c2s.bin")] for path in VECTORS.glob(f"{prefix}-*.c2s.bin"))

@@ -1,0 +1,233 @@
+"""
+The GeeRPC registry (PROTOCOL.md section 10), as a ``twisted.web`` resource.
+
+Wire-compatible with the Go reference, so Go and Python servers and clients
+can share one registry:
+
+- ``POST`` with ``X-Geerpc-Server: proto@addr`` registers or refreshes an
+  entry (``200``, empty body); the header missing or empty is ``500``.
+- ``GET`` answers ``X-Geerpc-Servers``: the live addresses, sorted and
+  comma-joined (present and empty when there are none).
+- any other method: ``405``, empty body.
+
+Unlike the reference: addresses are validated (``400``), expired entries are
+purged on a timer too (:class:`RegistryPurge`), ``DELETE`` with the same
+header deregisters, and a ``GET`` that accepts ``application/json`` gets every
+entry with its last heartbeat.  Where entries live is an :class:`IRegistryStore`
+(:class:`MemoryStore` here; other stores plug in behind the same interface).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from zope.interface import Interface, implementer
+
+SERVER_HEADER = b"X-Geerpc-Server"
+SERVERS_HEADER = b"X-Geerpc-Servers"
+DEFAULT_TIMEOUT = 300.0
+"""Seconds an entry lives after its last heartbeat (the reference's 5 min)."""
+
+_PROTOCOLS = ("tcp", "tcp4", "tcp6", "http", "unix")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):([0-9]{1,5})\Z")
+_MAX_ADDRESS = 512
+
+
+class InvalidServerAddress(ValueError):
+    """An ``X-Geerpc-Server`` value that is not ``proto@addr``."""
+
+
+def validate_address(address: str) -> str:
+    """``address`` if it is a ``proto@addr`` a client can dial.
+
+    :raises InvalidServerAddress: with the reason.
+    """
+    if len(address) > _MAX_ADDRESS:
+        raise InvalidServerAddress(f"longer than {_MAX_ADDRESS} characters")
+    if "," in address or any(char.isspace() for char in address):
+        raise InvalidServerAddress("commas and whitespace are not allowed")
+    protocol, at, rest = address.partition("@")
+    if not at or protocol not in _PROTOCOLS:
+        raise InvalidServerAddress(f"expected one of {', '.join(_PROTOCOLS)} then @")
+    if protocol == "unix":
+        if not rest.startswith("/"):
+            raise InvalidServerAddress("a unix address is an absolute path")
+        return address
+    match = _HOST_PORT.match(rest)
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise InvalidServerAddress("expected host:port")
+    return address
+
+
+@attrs.frozen
+class Entry:
+    address: str
+    last_heartbeat: float
+
+
+class IRegistryStore(Interface):
+    """Where registry entries live (in memory; on etcd...)."""
+
+    def heartbeat(address: str, now: float) -> None:
+        """Register ``address`` or refresh it."""
+
+    def deregister(address: str) -> bool:
+        """Forget ``address``; False if it was not registered."""
+
+    def live(now: float) -> list[Entry]:
+        """The entries still alive at ``now``, sorted by address."""
+
+    def purge(now: float) -> list[str]:
+        """Drop the entries dead at ``now``; the addresses dropped."""
+
+
+@implementer(IRegistryStore)
+class MemoryStore:
+    """Entries in a dict.  ``timeout`` 0 means entries never expire."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._entries: dict[str, float] = {}
+
+    def heartbeat(self, address: str, now: float) -> None:
+        self._entries[address] = now
+
+    def deregister(self, address: str) -> bool:
+        return self._entries.pop(address, None) is not None
+
+    def _alive(self, last: float, now: float) -> bool:
+        return self.timeout <= 0 or last + self.timeout > now
+
+    def live(self, now: float) -> list[Entry]:
+        return [
+            Entry(address, last)
+            for address, last in sorted(self._entries.items())
+            if self._alive(last, now)
+        ]
+
+    def purge(self, now: float) -> list[str]:
+        dead = [address for address, last in self._entries.items() if not self._alive(last, now)]
+        for address in dead:
+            del self._entries[address]
+        return dead
+
+
+class RegistryResource(Resource):
+    """The registry at one path (``/_geerpc_/registry`` by default)."""
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, store: IRegistryStore, clock: IReactorTime) -> None:
+        super().__init__()
+        self.store = store
+        self.clock = clock
+
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        if method == b"POST":
+            return self._post(request)
+        if method in (b"GET", b"HEAD"):
+            return self._get(request)
+        if method == b"DELETE":
+            return self._delete(request)
+        request.setResponseCode(405)
+        return b""
+
+    def _address(self, request: Request) -> str | None:
+        raw = request.getHeader(SERVER_HEADER)
+        value = raw.decode("latin-1").strip() if raw else ""
+        if not value:
+            request.setResponseCode(500)  # as the reference answers a missing header
+            return None
+        try:
+            return validate_address(value)
+        except InvalidServerAddress as error:
+            self._log.info(
+                "registry: refused {header} {value!r}: {error}",
+                header=SERVER_HEADER.decode(),
+                value=value,
+                error=error,
+            )
+            request.setResponseCode(400)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.write(f"bad {SERVER_HEADER.decode()}: {error}\n".encode())
+            return None
+
+    def _post(self, request: Request) -> bytes:
+        address = self._address(request)
+        if address is not None:
+            self.store.heartbeat(address, self.clock.seconds())
+        return b""
+
+    def _delete(self, request: Request) -> bytes:
+        address = self._address(request)
+        if address is not None and not self.store.deregister(address):
+            request.setResponseCode(404)
+        return b""
+
+    def _get(self, request: Request) -> bytes:
+        now = self.clock.seconds()
+        entries = self.store.live(now)
+        request.setHeader(SERVERS_HEADER, ",".join(entry.address for entry in entries).encode())
+        accept = request.getHeader(b"accept") or b""
+        if b"application/json" not in accept:
+            return b""
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        body = {
+            "servers": [
+                {
+                    "address": entry.address,
+                    "last_heartbeat": entry.last_heartbeat,
+                    "age_seconds": round(now - entry.last_heartbeat, 3),
+                }
+                for entry in entries
+            ]
+        }
+        return json.dumps(body).encode()
+
+
+class RegistryPurge(Service):
+    """Drops expired entries every ``interval`` seconds (the reference only
+    does so while answering a GET), logging each one."""
+
+    _log = Logger()
+
+    def __init__(self, store: IRegistryStore, clock: IReactorTime, interval: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval
+        self._next: IDelayedCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._next = self._clock.callLater(self._interval, self._purge)
+
+    def _purge(self) -> None:
+        for address in self._store.purge(self._clock.seconds()):
+            self._log.info("registry: {address} expired", address=address)
+        self._schedule()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        return None
+
+
+def purge_interval(timeout: float) -> float:
+    """How often to purge: often enough that an entry is gone within
+    ``timeout`` plus one interval (a quarter of the timeout, 1 s at least)."""
+    return max(timeout / 4, 1.0) if timeout > 0 else 60.0
