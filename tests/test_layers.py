@@ -8,7 +8,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 PACKAGE = Path(__file__).resolve().parents[1] / "txgeerpc"
-COMPOSITION_ROOTS = {"tap.py", "_cli.py"}
+COMPOSITION_ROOTS = {"tap.py", "registry_tap.py", "_cli.py"}
 
 
 def imports_global_reactor(source: str) -> bool:
