@@ -33,6 +33,9 @@ from zope.interface import Interface, implementer
 
 SERVER_HEADER = b"X-Geerpc-Server"
 SERVERS_HEADER = b"X-Geerpc-Servers"
+TIMEOUT_HEADER = b"X-Geerpc-Timeout"
+"""Sent with every heartbeat answer: the TTL, so servers can beat in time
+(a txgeerpc extension; Go servers ignore it)."""
 DEFAULT_TIMEOUT = 300.0
 """Seconds an entry lives after its last heartbeat (the reference's 5 min)."""
 
@@ -166,6 +169,9 @@ class RegistryResource(Resource):
         address = self._address(request)
         if address is not None:
             self.store.heartbeat(address, self.clock.seconds())
+            timeout = getattr(self.store, "timeout", None)
+            if timeout is not None:
+                request.setHeader(TIMEOUT_HEADER, f"{timeout:g}".encode())
         return b""
 
     def _delete(self, request: Request) -> bytes:

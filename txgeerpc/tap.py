@@ -28,8 +28,16 @@ from ._server_protocol import (
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .examples import register_examples
+from .heartbeat import Heartbeat, agent_request
 from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
-from .registry import MemoryStore, RegistryPurge, RegistryResource, purge_interval
+from .registry import (
+    InvalidServerAddress,
+    MemoryStore,
+    RegistryPurge,
+    RegistryResource,
+    purge_interval,
+    validate_address,
+)
 from .server import Server
 
 DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
@@ -113,6 +121,21 @@ class Options(usage.Options):
             'HTTP path of the debug page ("none": no debug page).',
         ],
         [
+            "registry",
+            None,
+            None,
+            "URL of a GeeRPC registry to heartbeat to "
+            "(e.g. http://127.0.0.1:9999/_geerpc_/registry); needs --advertise.",
+        ],
+        ["advertise", None, None, "The address to register: proto@host:port."],
+        [
+            "heartbeat",
+            None,
+            None,
+            "Seconds between heartbeats (default: a third of the registry's TTL, or 60).",
+            _positive_float,
+        ],
+        [
             "registry-path",
             None,
             DEFAULT_REGISTRY_PATH,
@@ -148,6 +171,13 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
+        if bool(self["registry"]) != bool(self["advertise"]):
+            raise usage.UsageError("--registry and --advertise go together")
+        if self["advertise"]:
+            try:
+                validate_address(self["advertise"])
+            except InvalidServerAddress as error:
+                raise usage.UsageError(f"--advertise {self['advertise']!r}: {error}") from None
         for name in ("rpc-path", "debug-path", "registry-path"):
             if self[name].lower() != "none" and not self[name].startswith("/"):
                 raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")
@@ -329,5 +359,14 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             reactor, description, server, factory, debug_path, registry_path
         )
         listening.setServiceParent(parent)
+    if config["registry"]:
+        # Added last, so stopped first: deregistered while still serving.
+        Heartbeat(
+            reactor,
+            agent_request(reactor),
+            config["registry"],
+            config["advertise"],
+            period=config["heartbeat"],
+        ).setServiceParent(parent)
     parent.server = server  # type: ignore[attr-defined]
     return parent

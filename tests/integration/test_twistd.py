@@ -10,6 +10,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
 
 
 def _wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
-    """Read the startup log until ``pattern`` matches; its first group.
+    """Read the startup log until ``pattern`` matches; its first group (or the
+    whole match).
 
     Reads the raw pipe (os.read), not a buffered file: select() cannot see
     lines already sitting in a file object's buffer.
@@ -87,7 +89,7 @@ def _wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
             output += chunk
             match = re.search(pattern, output)
             if match:
-                return match.group(1).decode()
+                return match.group(match.re.groups and 1).decode()
     finally:
         selector.close()
     raise AssertionError("twistd did not report its address:\n" + output.decode(errors="replace"))
@@ -217,31 +219,60 @@ def test_demo_embeds_a_registry(demo_server: tuple[str, subprocess.Popen[bytes]]
     assert _registry(url, "GET") == (200, "tcp@127.0.0.1:7002")
 
 
-def test_standalone_registry(tmp_path: Path) -> None:
-    process = subprocess.Popen(
-        [
-            *TWISTD,
-            *("-n", "--pidfile=", "--logfile=-", "geerpc-registry"),
-            *("--listen", "tcp:0:interface=127.0.0.1", "--timeout", "60"),
-        ],
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
         cwd=tmp_path,
         env=_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    try:
-        port = _wait_for(process, rb"Site starting on (\d+)")
-        url = f"http://127.0.0.1:{port}/_geerpc_/registry"
-        assert _registry(url, "POST", "http@127.0.0.1:1234")[0] == 200
-        assert _registry(url, "POST")[0] == 500  # no header, as the reference
-        assert _registry(url, "PUT")[0] == 405
-        assert _registry(url, "GET") == (200, "http@127.0.0.1:1234")
-    finally:
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
+    registry = _start(
+        tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1", "--timeout", "60"
+    )
+    try:
+        port = _wait_for(registry, rb"Site starting on (\d+)")
+        url = f"http://127.0.0.1:{port}/_geerpc_/registry"
+        assert _registry(url, "POST", "http@127.0.0.1:1234")[0] == 200
+        assert _registry(url, "POST")[0] == 500  # no header, as the reference
+        assert _registry(url, "PUT")[0] == 405
+        assert _registry(url, "GET") == (200, "http@127.0.0.1:1234")
+        assert _registry(url, "DELETE", "http@127.0.0.1:1234")[0] == 200
+
+        # A server heartbeats from its start and deregisters on a clean stop.
+        with socket.socket() as probe:  # a free port to advertise and listen on
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        server = _start(
+            tmp_path,
+            "geerpc",
+            *("--listen", f"tcp:{free}:interface=127.0.0.1"),
+            *("--registry", url, "--advertise", f"tcp@127.0.0.1:{free}"),
+        )
+        try:
+            _wait_for(server, rb"heartbeat: .* registered at")
+            assert _registry(url, "GET") == (200, f"tcp@127.0.0.1:{free}")
+        finally:
+            os.kill(server.pid, signal.SIGTERM)
+            assert server.wait(timeout=15) == -signal.SIGTERM
+            assert server.stdout is not None
+            assert b"deregistered" in server.stdout.read()
+            _stop(server)
+        assert _registry(url, "GET") == (200, "")
+    finally:
+        _stop(registry)
