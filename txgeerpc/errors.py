@@ -177,3 +177,10 @@ __all__ = [
     "UnexpectedDisconnect",
     "UnsupportedCodec",
 ]
+
+
+class NoServers(GeeRPCError):
+    """Discovery knows no server to call (Go: ``rpc discovery: no available servers``)."""
+
+    def __init__(self) -> None:
+        super().__init__("rpc discovery: no available servers")
