@@ -1,0 +1,85 @@
+"""Discovery: a static list, and a registry polled on a Clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc.discovery import DEFAULT_REFRESH, RegistryDiscovery, StaticDiscovery
+from txgeerpc.heartbeat import Answer
+
+from ._helpers import checked_clock
+from .test_heartbeat import URL, FakeRegistry
+
+
+class StaticTests(SynchronousTestCase):
+    def test_copies_and_listeners(self) -> None:
+        given = ["tcp@a:1"]
+        discovery = StaticDiscovery(given)
+        given.append("tcp@b:1")
+        self.assertEqual(discovery.servers(), ["tcp@a:1"])
+        seen: list[list[str]] = []
+        discovery.on_change(seen.append)
+        discovery.update(["tcp@c:1"])
+        self.assertEqual(seen, [["tcp@c:1"]])
+        self.successResultOf(discovery.ready())
+
+
+class RegistryDiscoveryTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.registry = FakeRegistry(self.clock, timeout=0)
+
+    def beat(self, address: str) -> None:
+        self.registry.request(b"POST", URL, {b"X-Geerpc-Server": address.encode()}, 1)
+
+    def start(self, request: Any = None) -> RegistryDiscovery:
+        discovery = RegistryDiscovery(self.clock, request or self.registry.request, URL)
+        discovery.startService()
+        self.addCleanup(discovery.stopService)
+        return discovery
+
+    def test_refreshes_every_ten_seconds_and_tells_listeners(self) -> None:
+        self.beat("tcp@b:1")
+        discovery = self.start()
+        self.successResultOf(discovery.ready())
+        self.assertEqual(discovery.servers(), ["tcp@b:1"])
+        seen: list[list[str]] = []
+        discovery.on_change(seen.append)
+        self.beat("tcp@a:1")
+        self.clock.advance(DEFAULT_REFRESH - 0.1)
+        self.assertEqual(discovery.servers(), ["tcp@b:1"])
+        self.clock.advance(0.1)
+        self.assertEqual(discovery.servers(), ["tcp@a:1", "tcp@b:1"])
+        self.assertEqual(seen, [["tcp@a:1", "tcp@b:1"]])
+
+    def test_a_failing_registry_keeps_the_last_good_list(self) -> None:
+        self.beat("tcp@a:1")
+        discovery = self.start()
+        self.registry.up = False
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual((discovery.servers(), discovery.failures), (["tcp@a:1"], 1))
+        self.registry.up = True
+        self.registry.restart(timeout=0)
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual((discovery.servers(), discovery.failures), ([], 0))
+
+    def test_a_hung_registry_never_holds_up_the_list(self) -> None:
+        self.beat("tcp@a:1")
+        hung: list[Deferred[Answer]] = []
+
+        def request(*args: Any) -> Deferred[Answer]:
+            if hung:  # the first answers, the next hangs
+                waiting: Deferred[Answer] = Deferred()
+                hung.append(waiting)
+                return waiting
+            hung.append(Deferred())
+            return self.registry.request(*args)
+
+        discovery = self.start(request)
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual(discovery.servers(), ["tcp@a:1"])  # answered at once
+        discovery.refresh()  # not doubled while one is under way
+        self.assertEqual(len(hung), 2)

@@ -1,0 +1,162 @@
+"""
+Where the servers are: a static list, or a GeeRPC registry polled in the
+background.
+
+Calls never wait behind a slow registry: :meth:`servers` answers at once with
+the last good list; a refresh that fails (registry down, a bad status, a
+timeout) keeps that list and is logged (unlike the reference, defect 30).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from .heartbeat import Request
+from .registry import SERVERS_HEADER
+
+DEFAULT_REFRESH = 10.0
+"""Seconds between registry refreshes (the reference's default)."""
+
+Listener = Callable[[list[str]], None]
+
+
+class StaticDiscovery:
+    """A list the caller keeps up to date with :meth:`update`."""
+
+    def __init__(self, servers: Iterable[str] = ()) -> None:
+        self._servers = list(servers)
+        self._listeners: list[Listener] = []
+
+    def servers(self) -> list[str]:
+        """The current servers (a copy)."""
+        return list(self._servers)
+
+    def update(self, servers: Iterable[str]) -> None:
+        """Replace the list (copied, unlike the reference, defect 31)."""
+        self._servers = list(servers)
+        for listener in list(self._listeners):
+            listener(self.servers())
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener(servers)`` after every change."""
+        self._listeners.append(listener)
+
+    def ready(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class RegistryDiscovery(Service):
+    """Servers from a registry's ``X-Geerpc-Servers``, refreshed every
+    ``refresh`` seconds while the service runs.
+
+    :param request: how to make HTTP requests (see :mod:`txgeerpc.heartbeat`).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        request: Request,
+        registry_url: str,
+        *,
+        refresh: float = DEFAULT_REFRESH,
+        request_timeout: float = 5.0,
+    ) -> None:
+        self._clock = clock
+        self._request = request
+        self.registry_url = registry_url
+        self._refresh = refresh
+        self._request_timeout = request_timeout
+        self._servers: list[str] = []
+        self._listeners: list[Listener] = []
+        self._next: IDelayedCall | None = None
+        self._pending: Deferred[Any] | None = None
+        self._ready: list[Deferred[None]] = []
+        self._refreshed_once = False
+        self.failures = 0
+
+    def servers(self) -> list[str]:
+        """The last good list (a copy); empty before the first refresh."""
+        return list(self._servers)
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def ready(self) -> Deferred[None]:
+        """Fires once the first refresh has ended, well or not."""
+        if self._refreshed_once:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._ready.append(waiter)
+        return waiter
+
+    def startService(self) -> None:
+        super().startService()
+        self.refresh()
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        if self._pending is not None:
+            self._pending.cancel()
+
+    def refresh(self) -> None:
+        """Ask the registry now (a refresh already under way is not doubled)."""
+        if self._pending is not None:
+            return
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        d = self._request(b"GET", self.registry_url, {}, self._request_timeout)
+        self._pending = d
+        d.addCallbacks(self._answered, self._failed)
+        d.addBoth(self._done)
+
+    def _answered(self, answer: tuple[int, dict[bytes, bytes]]) -> None:
+        status, headers = answer
+        if status != 200:
+            self._failed(f"the registry answered {status}")
+            return
+        raw = headers.get(SERVERS_HEADER.lower(), b"").decode("latin-1")
+        servers = sorted({server.strip() for server in raw.split(",") if server.strip()})
+        self.failures = 0
+        if servers != self._servers:
+            self._log.info(
+                "discovery: {registry} lists {servers}",
+                registry=self.registry_url,
+                servers=", ".join(servers) or "no servers",
+            )
+            self._servers = servers
+            for listener in list(self._listeners):
+                listener(self.servers())
+
+    def _failed(self, reason: Any) -> None:
+        if not self.running:
+            return
+        self.failures += 1
+        why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
+        self._log.warn(
+            "discovery: refreshing from {registry} failed ({why}); keeping {count} known servers",
+            registry=self.registry_url,
+            why=why,
+            count=len(self._servers),
+        )
+
+    def _done(self, result: Any) -> None:
+        self._pending = None
+        if not self._refreshed_once:
+            self._refreshed_once = True
+            waiters, self._ready = self._ready, []
+            for waiter in waiters:
+                waiter.callback(None)
+        if self.running:
+            self._next = self._clock.callLater(self._refresh, self.refresh)
