@@ -1,0 +1,159 @@
+"""The XClient over in-memory servers: selection, fail modes, broadcast."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import Client, Server
+from txgeerpc.discovery import StaticDiscovery
+from txgeerpc.errors import CallTimeout, ConnectFailed, NoServers, RemoteError
+from txgeerpc.examples import Args, register_examples
+from txgeerpc.selection import RoundRobinSelect
+from txgeerpc.testing import InMemoryConnection, connect_in_memory
+from txgeerpc.xclient import FailMode, XClient
+
+from ._helpers import checked_clock
+
+ADDRESSES = ["tcp@a:1", "tcp@b:1", "tcp@c:1"]
+
+
+class Slow:
+    """``Slow.Wait`` answers after ``delay`` seconds; ``Slow.Boom`` fails on one server."""
+
+    def __init__(self, clock: Any, name: str, delay: float, boom: bool) -> None:
+        self._clock, self._name, self._delay, self._boom = clock, name, delay, boom
+
+    def Wait(self, arg: Any) -> Deferred[str]:
+        return deferLater(self._clock, self._delay, lambda: self._name)
+
+    def Boom(self, arg: Any) -> Any:
+        if self._boom:
+            raise ValueError(f"boom on {self._name}")
+        return deferLater(self._clock, 100, lambda: self._name)
+
+
+class XClientTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.servers: dict[str, Server] = {}
+        self.connections: list[InMemoryConnection] = []
+        self.down: set[str] = set()
+        self.by_address: dict[str, InMemoryConnection] = {}
+        for address in ADDRESSES:
+            server = Server(self.clock)
+            register_examples(server)
+            server.register(Slow(self.clock, address, 1, address == "tcp@b:1"), name="Slow")
+            self.servers[address] = server
+        self.discovery = StaticDiscovery(ADDRESSES)
+
+    def dial(self, address: str) -> Deferred[Client]:
+        if address in self.down:
+            return fail(ConnectFailed(ConnectionRefusedError()))
+        connection = connect_in_memory(self.servers[address], clock=self.clock)
+        self.connections.append(connection)
+        self.by_address[address] = connection
+        self.addCleanup(connection.close)
+        return succeed(connection.client)
+
+    def flush(self) -> None:
+        for connection in self.connections:
+            connection.flush()
+
+    def xclient(self, **kwargs: Any) -> XClient:
+        xclient = XClient(
+            self.discovery,
+            self.dial,
+            self.clock,
+            selector=RoundRobinSelect(random.Random(1)),
+            **kwargs,
+        )
+        return xclient
+
+    def calls_per_server(self) -> dict[str, int]:
+        return {
+            address: server.services["Foo"].methods["Sum"].stats.calls
+            for address, server in self.servers.items()
+        }
+
+    def sum_calls(self, xclient: XClient, count: int) -> list[Any]:
+        results = []
+        for n in range(count):
+            d = xclient.call("Foo.Sum", Args(n, 1))
+            self.flush()
+            self.clock.advance(1)  # any backoff
+            self.flush()
+            results.append(d)
+        return results
+
+    def test_round_robin_spreads_evenly_and_reuses_connections(self) -> None:
+        xclient = self.xclient()
+        results = self.sum_calls(xclient, 30)
+        self.assertEqual([self.successResultOf(d) for d in results], [n + 1 for n in range(30)])
+        self.assertEqual(set(self.calls_per_server().values()), {10})
+        self.assertEqual(len(self.connections), 3)
+
+    def test_fail_over_hides_a_dead_server_fail_fast_does_not(self) -> None:
+        self.down.add("tcp@b:1")
+        over = self.sum_calls(self.xclient(mode=FailMode.FAIL_OVER), 9)
+        self.assertEqual([self.successResultOf(d) for d in over], [n + 1 for n in range(9)])
+        outcomes: list[Any] = []
+        for d in self.sum_calls(self.xclient(mode=FailMode.FAIL_FAST), 9):
+            d.addBoth(outcomes.append)
+        failures = [outcome for outcome in outcomes if not isinstance(outcome, int)]
+        self.assertEqual(len(failures), 3)  # only the calls that went to b
+        self.assertTrue(all(failure.check(ConnectFailed) for failure in failures))
+
+    def test_a_call_that_may_have_run_is_retried_only_if_idempotent(self) -> None:
+        for idempotent, expected in [((), CallTimeout), (("Slow.Wait",), None)]:
+            self.discovery.update(["tcp@a:1"])
+            slow = self.servers["tcp@a:1"].services["Slow"].instance
+            slow._delay = 5  # longer than the call timeout
+            xclient = self.xclient(mode=FailMode.FAIL_TRY, retries=1, idempotent=idempotent)
+            d = xclient.call("Slow.Wait", None, timeout=1)
+            self.flush()
+            self.clock.advance(1)  # times out
+            slow._delay = 0.5
+            self.clock.advance(0.05)  # backoff over; a retry is sent (if allowed)
+            self.flush()
+            self.clock.advance(0.5)
+            self.flush()
+            self.clock.advance(5)  # the first, abandoned handler ends
+            self.flush()
+            if expected is None:
+                self.assertEqual(self.successResultOf(d), "tcp@a:1")
+            else:
+                self.failureResultOf(d, expected)
+
+    def test_broadcast(self) -> None:
+        xclient = self.xclient()
+        d = xclient.broadcast("Slow.Wait")
+        self.flush()
+        self.clock.advance(1)
+        self.flush()
+        self.assertIn(self.successResultOf(d), ADDRESSES)
+        # One fails at once: the broadcast fails and the others are cancelled.
+        d = xclient.broadcast("Slow.Boom")
+        self.flush()
+        self.assertIn("boom on tcp@b:1", self.failureResultOf(d, RemoteError).value.message)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual([c.client.pending for c in self.connections], [0, 0, 0])
+        self.clock.advance(100)
+        self.flush()
+        self.discovery.update([])
+        self.failureResultOf(xclient.broadcast("Slow.Wait"), NoServers)
+        self.failureResultOf(xclient.call("Foo.Sum", Args()), NoServers)
+
+    def test_connections_close_when_their_server_leaves(self) -> None:
+        xclient = self.xclient()
+        self.sum_calls(xclient, 3)
+        self.assertEqual(xclient.connections, ADDRESSES)
+        self.discovery.update(ADDRESSES[:2])
+        self.flush()
+        self.assertEqual(xclient.connections, ADDRESSES[:2])
+        self.assertFalse(self.by_address["tcp@c:1"].client.available)
+        self.assertTrue(self.by_address["tcp@a:1"].client.available)

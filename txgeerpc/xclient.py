@@ -1,0 +1,278 @@
+"""
+The load-balancing client: calls spread over the servers a discovery knows,
+one cached connection per server.
+
+Fail modes (what a failed call does next):
+
+- ``FAIL_FAST``: fail;
+- ``FAIL_OVER``: try another server — only when the call cannot have run
+  (the connection could not be made) unless the method is declared
+  idempotent, in which case any connection failure or timeout is retried;
+- ``FAIL_TRY``: retry the same server, with the same rule.
+
+Retries are bounded (``retries``) and spaced by a doubling backoff.  Errors
+the server itself answered (:class:`~txgeerpc.errors.RemoteError`) are never
+retried.  Connections are dialled without holding up calls to other servers
+and closed when their server leaves the list.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .client import Client
+from .errors import (
+    CallTimeout,
+    ConnectFailed,
+    ConnectionShutdown,
+    ConnectTimeout,
+    GeeRPCError,
+    NoServers,
+)
+from .selection import RandomSelect, Selector
+
+
+class FailMode(enum.Enum):
+    FAIL_FAST = "fail-fast"
+    FAIL_OVER = "fail-over"
+    FAIL_TRY = "fail-try"
+
+
+class Discovery(Protocol):
+    def servers(self) -> list[str]: ...
+
+    def on_change(self, listener: Callable[[list[str]], None]) -> None: ...
+
+
+Dial = Callable[[str], "Deferred[Client]"]
+
+# Failures after which the call certainly did not run on the server.
+_NOT_SENT = (ConnectFailed, ConnectTimeout)
+# Failures after which it may have run.
+_MAYBE_RAN = (CallTimeout, ConnectionShutdown)
+
+
+class XClient:
+    """Calls through a discovery and a selector.
+
+    :param dial: opens a :class:`Client` to an address (``lambda address:
+        connect(reactor, address)`` in production).
+    :param idempotent: ``Service.Method`` names safe to run twice.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        dial: Dial,
+        clock: IReactorTime,
+        *,
+        selector: Selector | None = None,
+        mode: FailMode = FailMode.FAIL_FAST,
+        retries: int = 3,
+        backoff: float = 0.05,
+        idempotent: Iterable[str] = (),
+    ) -> None:
+        self._discovery = discovery
+        self._dial = dial
+        self._clock = clock
+        self._selector = selector or RandomSelect()
+        self.mode = mode
+        self._retries = retries
+        self._backoff = backoff
+        self._idempotent = set(idempotent)
+        self._ready: dict[str, Client] = {}
+        self._waiting: dict[str, list[Deferred[Client]]] = {}
+        self._dials: dict[str, Deferred[Client]] = {}
+        self._closed = False
+        discovery.on_change(self._servers_changed)
+
+    # -- connections -------------------------------------------------------------
+
+    def _client(self, address: str) -> Deferred[Client]:
+        """The connection to ``address``: cached, or dialled once for every
+        call that waits for it (without holding up calls to other servers)."""
+        client = self._ready.get(address)
+        if client is not None:
+            if client.available:
+                return succeed(client)
+            del self._ready[address]
+        waiter: Deferred[Client] = Deferred()  # cancelling it leaves the dial to others
+        waiters = self._waiting.get(address)
+        if waiters is not None:
+            waiters.append(waiter)
+            return waiter
+        self._waiting[address] = [waiter]
+        dialling = self._dial(address)
+        self._dials[address] = dialling
+        dialling.addCallbacks(
+            lambda client: self._dialled(address, client),
+            lambda failure: self._dial_failed(address, failure),
+        )
+        return waiter
+
+    def _dialled(self, address: str, client: Client) -> None:
+        self._dials.pop(address, None)
+        waiters = self._waiting.pop(address, None)
+        if waiters is None or self._closed:  # dropped while dialling
+            client.close()
+            return
+        self._ready[address] = client
+        for waiter in waiters:
+            if not waiter.called:
+                waiter.callback(client)
+
+    def _dial_failed(self, address: str, failure: Failure) -> None:
+        self._dials.pop(address, None)
+        for waiter in self._waiting.pop(address, []):
+            if not waiter.called:
+                waiter.errback(failure)
+
+    def _servers_changed(self, servers: list[str]) -> None:
+        for address in set(self.connections) - set(servers):
+            self._drop(address)
+
+    def _drop(self, address: str) -> None:
+        client = self._ready.pop(address, None)
+        if client is not None:
+            client.close()
+        dialling = self._dials.get(address)
+        if dialling is not None:
+            dialling.cancel()
+
+    async def close(self) -> None:
+        """Close every connection; calls still running fail."""
+        self._closed = True
+        for address in self.connections:
+            self._drop(address)
+
+    @property
+    def connections(self) -> list[str]:
+        """Addresses with a connection (or a dial) under way."""
+        return sorted(set(self._ready) | set(self._waiting))
+
+    # -- calls -------------------------------------------------------------------
+
+    def call(
+        self,
+        service_method: str,
+        argument: Any = None,
+        *,
+        timeout: float | None = None,
+        key: str | None = None,
+        **options: Any,
+    ) -> Deferred[Any]:
+        """Call one server chosen by the selector (``key`` for hashing selectors).
+
+        :returns: a Deferred failing with :class:`NoServers`, or what the
+            last attempt failed with (see :meth:`txgeerpc.Client.call`).
+        """
+        return ensureDeferred(self._call(service_method, argument, timeout, key, options))
+
+    async def _call(
+        self,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        key: str | None,
+        options: Any,
+    ) -> Any:
+        if self._closed:
+            raise ConnectionShutdown()
+        tried: list[str] = []
+        delay = self._backoff
+        address = self._pick(tried, key)
+        attempt = 0
+        while True:
+            try:
+                client = await self._client(address)
+                return await client.call(service_method, argument, timeout=timeout, **options)
+            except GeeRPCError as error:
+                retryable = isinstance(error, _NOT_SENT) or (
+                    isinstance(error, _MAYBE_RAN) and service_method in self._idempotent
+                )
+                if self.mode is FailMode.FAIL_FAST or not retryable or attempt >= self._retries:
+                    raise
+                attempt += 1
+                tried.append(address)
+                self._log.info(
+                    "xclient: {method} on {address} failed ({error}); retry {attempt}",
+                    method=service_method,
+                    address=address,
+                    error=error,
+                    attempt=attempt,
+                )
+                if isinstance(error, _NOT_SENT):
+                    self._drop(address)
+                await deferLater(self._clock, delay, lambda: None)
+                delay *= 2
+                if self.mode is FailMode.FAIL_OVER:
+                    address = self._pick(tried, key)
+
+    def _pick(self, tried: list[str], key: str | None) -> str:
+        servers = self._discovery.servers()
+        fresh = [server for server in servers if server not in tried]
+        return self._selector.select(fresh or servers, key=key)
+
+    def broadcast(
+        self, service_method: str, argument: Any = None, *, timeout: float | None = None
+    ) -> Deferred[Any]:
+        """Call every server.  Fires with one server's reply when all succeed;
+        the first failure fails it and cancels the calls still running.
+
+        :raises NoServers: (through the Deferred) when no server is known.
+        """
+        servers = self._discovery.servers()
+        if not servers:
+            return _failed(NoServers())
+        calls = [
+            ensureDeferred(self._call_one(address, service_method, argument, timeout))
+            for address in servers
+        ]
+        def cancel_all(_: Deferred[Any]) -> None:
+            for call in calls:
+                call.cancel()
+
+        outcome: Deferred[Any] = Deferred(cancel_all)
+        replies: list[Any] = []
+
+        def succeeded(reply: Any) -> Any:
+            replies.append(reply)
+            if len(replies) == len(calls) and not outcome.called:
+                outcome.callback(replies[0])
+            return None
+
+        def failed(failure: Failure) -> None:
+            if not outcome.called:
+                outcome.errback(failure)
+                for call in calls:
+                    call.cancel()  # really reaches the calls: their entries go
+
+        for call in calls:
+            call.addCallbacks(succeeded, failed)
+        DeferredList(calls, consumeErrors=True)
+        return outcome
+
+    async def _call_one(
+        self, address: str, service_method: str, argument: Any, timeout: float | None
+    ) -> Any:
+        client = await self._client(address)
+        return await client.call(service_method, argument, timeout=timeout)
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d
+
+
+__all__ = ["CancelledError", "FailMode", "XClient"]
