@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from typing import Any
 
@@ -27,8 +28,10 @@ from ._wire import GOB
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
 from .codec._gob import HEADER
-from .errors import GeeRPCError, RemoteError
+from .discovery import RegistryDiscovery
+from .errors import GeeRPCError, NoServers, RemoteError
 from .gob import EMPTY
+from .heartbeat import agent_request
 
 EXIT_OK = 0
 EXIT_CALL_FAILED = 1
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "address",
         metavar="ADDRESS",
         help="server address: tcp@HOST:PORT, http@HOST:PORT (HTTP CONNECT), unix@/PATH, "
-        "or a Twisted endpoint string",
+        "a Twisted endpoint string, or a registry URL (http://HOST:PORT/_geerpc_/registry: "
+        "one of the servers it lists)",
     )
     call.add_argument("service_method", metavar="Service.Method", help="what to call")
     call.add_argument(
@@ -141,9 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _list(reactor: Any, options: argparse.Namespace) -> int:
     try:
-        client = await connect(
-            reactor, options.address, connect_timeout=options.connect_timeout or None
-        )
+        address = await _server_from_registry(reactor, options.address)
+        client = await connect(reactor, address, connect_timeout=options.connect_timeout or None)
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
@@ -174,11 +177,30 @@ async def _list(reactor: Any, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _server_from_registry(reactor: Any, address: str) -> str:
+    """``address`` itself, or, for a registry URL, one of the servers it lists."""
+    if not address.startswith(("http://", "https://")):
+        return address
+    discovery = RegistryDiscovery(reactor, agent_request(reactor), address)
+    discovery.startService()
+    try:
+        await discovery.ready()
+    finally:
+        discovery.stopService()
+    servers = discovery.servers()
+    if not servers:
+        if discovery.failures:
+            raise GeeRPCError(f"rpc discovery: cannot reach the registry at {address}")
+        raise NoServers()
+    return random.choice(servers)
+
+
 async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int:
     try:
+        address = await _server_from_registry(reactor, options.address)
         client = await connect(
             reactor,
-            options.address,
+            address,
             codec=options.codec,
             handle_timeout=options.handle_timeout,
             connect_timeout=options.connect_timeout or None,

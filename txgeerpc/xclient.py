@@ -238,6 +238,7 @@ class XClient:
             ensureDeferred(self._call_one(address, service_method, argument, timeout))
             for address in servers
         ]
+
         def cancel_all(_: Deferred[Any]) -> None:
             for call in calls:
                 call.cancel()

@@ -191,6 +191,11 @@ def test_cli_errors_without_server() -> None:
     bad_address = _cli("call", "nowhere", "Foo.Sum", "{}")
     assert bad_address.returncode == 1
     assert "wrong format 'nowhere'" in bad_address.stderr
+    no_registry = _cli("call", "http://127.0.0.1:1/_geerpc_/registry", "Foo.Sum", "{}")
+    assert (no_registry.returncode, no_registry.stderr) == (
+        1,
+        "error: rpc discovery: cannot reach the registry at http://127.0.0.1:1/_geerpc_/registry\n",
+    )
     helped = _cli("call", "--help")
     assert helped.returncode == 0 and "twistd -n geerpc" in helped.stdout
 
@@ -267,6 +272,9 @@ def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
         try:
             _wait_for(server, rb"heartbeat: .* registered at")
             assert _registry(url, "GET") == (200, f"tcp@127.0.0.1:{free}")
+            # The CLI takes the registry's URL instead of an address.
+            through = _cli("call", url, "Foo.Sum", '{"Num1":2,"Num2":3}')
+            assert (through.returncode, through.stdout, through.stderr) == (0, "5\n", "")
         finally:
             os.kill(server.pid, signal.SIGTERM)
             assert server.wait(timeout=15) == -signal.SIGTERM
