@@ -11,7 +11,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Server
 from txgeerpc.discovery import StaticDiscovery
-from txgeerpc.errors import CallTimeout, ConnectFailed, NoServers, RemoteError
+from txgeerpc.errors import (
+    CallTimeout,
+    ConnectFailed,
+    ConnectionShutdown,
+    NoServers,
+    RemoteError,
+)
 from txgeerpc.examples import Args, register_examples
 from txgeerpc.selection import RoundRobinSelect
 from txgeerpc.testing import InMemoryConnection, connect_in_memory
@@ -157,3 +163,54 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(xclient.connections, ADDRESSES[:2])
         self.assertFalse(self.by_address["tcp@c:1"].client.available)
         self.assertTrue(self.by_address["tcp@a:1"].client.available)
+
+
+class XClientEdgeTests(SynchronousTestCase):
+    """What an independent review found."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.dials: list[Deferred[Client]] = []
+
+    def pending_dial(self, address: str) -> Deferred[Client]:
+        dial: Deferred[Client] = Deferred()
+        self.dials.append(dial)
+        return dial
+
+    def test_close_fails_calls_waiting_to_retry(self) -> None:
+        xclient = XClient(
+            StaticDiscovery(["tcp@a:1"]), self.pending_dial, self.clock, mode=FailMode.FAIL_TRY
+        )
+        d = xclient.call("Foo.Sum", Args())
+        self.dials[0].errback(ConnectFailed("refused"))
+        xclient.close()
+        self.clock.advance(1)  # the backoff ends after the close
+        self.failureResultOf(d, ConnectionShutdown)
+        self.assertEqual(len(self.dials), 1)  # no dial after close
+        self.failureResultOf(xclient.broadcast("Foo.Sum"), ConnectionShutdown)
+
+    def test_a_server_leaving_while_dialled_fails_over(self) -> None:
+        discovery = StaticDiscovery(["tcp@a:1"])
+        xclient = XClient(discovery, self.pending_dial, self.clock, mode=FailMode.FAIL_OVER)
+        d = xclient.call("Foo.Sum", Args())
+        discovery.update(["tcp@b:1"])
+        self.clock.advance(1)
+        self.assertEqual(len(self.dials), 2)  # b is dialled
+        self.assertNoResult(d)
+        for _ in range(3):  # b refuses every retry
+            self.dials[-1].errback(ConnectFailed("refused"))
+            self.clock.advance(10)
+        self.failureResultOf(d, ConnectFailed)
+        self.assertEqual(len(self.dials), 4)  # a once, b three times (retries=3)
+
+    def test_a_dial_that_raises_does_not_block_the_address(self) -> None:
+        attempts: list[str] = []
+
+        def broken(address: str) -> Deferred[Client]:
+            attempts.append(address)
+            raise ValueError("no")
+
+        xclient = XClient(StaticDiscovery(["tcp@a:1"]), broken, self.clock)
+        self.failureResultOf(xclient.call("Foo.Sum", Args()), ValueError)
+        self.failureResultOf(xclient.call("Foo.Sum", Args()), ValueError)
+        self.assertEqual((attempts, xclient.connections), (["tcp@a:1", "tcp@a:1"], []))

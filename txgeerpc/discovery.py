@@ -40,8 +40,7 @@ class StaticDiscovery:
     def update(self, servers: Iterable[str]) -> None:
         """Replace the list (copied, unlike the reference, defect 31)."""
         self._servers = list(servers)
-        for listener in list(self._listeners):
-            listener(self.servers())
+        _tell(self._listeners, self.servers())
 
     def on_change(self, listener: Listener) -> None:
         """Call ``listener(servers)`` after every change."""
@@ -136,8 +135,7 @@ class RegistryDiscovery(Service):
                 servers=", ".join(servers) or "no servers",
             )
             self._servers = servers
-            for listener in list(self._listeners):
-                listener(self.servers())
+            _tell(self._listeners, self.servers())
 
     def _failed(self, reason: Any) -> None:
         if not self.running:
@@ -160,3 +158,15 @@ class RegistryDiscovery(Service):
                 waiter.callback(None)
         if self.running:
             self._next = self._clock.callLater(self._refresh, self.refresh)
+
+
+_log = Logger()
+
+
+def _tell(listeners: list[Listener], servers: list[str]) -> None:
+    """Every listener hears of the change, whatever the others raise."""
+    for listener in list(listeners):
+        try:
+            listener(list(servers))
+        except Exception:
+            _log.failure("discovery: a listener failed on {servers}", servers=servers)

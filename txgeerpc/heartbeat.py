@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -157,6 +157,8 @@ class Heartbeat(Service):
             self._next = self._clock.callLater(delay, self._beat)
 
     def stopService(self) -> Deferred[None]:
+        if not self.running:  # stopped already (deregistered once is enough)
+            return succeed(None)
         super().stopService()
         if self._next is not None and self._next.active():
             self._next.cancel()

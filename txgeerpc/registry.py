@@ -58,6 +58,8 @@ def validate_address(address: str) -> str:
     if "," in address or any(char.isspace() for char in address):
         raise InvalidServerAddress("commas and whitespace are not allowed")
     protocol, at, rest = address.partition("@")
+    if "@" in rest:
+        raise InvalidServerAddress("one @ only (Go clients split on every @)")
     if not at or protocol not in _PROTOCOLS:
         raise InvalidServerAddress(f"expected one of {', '.join(_PROTOCOLS)} then @")
     if protocol == "unix":
@@ -183,7 +185,9 @@ class RegistryResource(Resource):
     def _get(self, request: Request) -> bytes:
         now = self.clock.seconds()
         entries = self.store.live(now)
-        request.setHeader(SERVERS_HEADER, ",".join(entry.address for entry in entries).encode())
+        # Bytes back as they came (the header was read as latin-1), as Go does.
+        listed = ",".join(entry.address for entry in entries).encode("latin-1")
+        request.setHeader(SERVERS_HEADER, listed)
         accept = request.getHeader(b"accept") or b""
         if b"application/json" not in accept:
             return b""

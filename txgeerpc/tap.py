@@ -360,13 +360,30 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
         listening.setServiceParent(parent)
     if config["registry"]:
-        # Added last, so stopped first: deregistered while still serving.
-        Heartbeat(
+        heartbeat = Heartbeat(
             reactor,
             agent_request(reactor),
             config["registry"],
             config["advertise"],
             period=config["heartbeat"],
-        ).setServiceParent(parent)
+        )
+        heartbeat.setServiceParent(parent)
+        parent = _DeregisterFirst(parent, heartbeat)
     parent.server = server  # type: ignore[attr-defined]
     return parent
+
+
+class _DeregisterFirst(MultiService):
+    """Stops the heartbeat (its DELETE answered) before anything else, so the
+    server leaves the registry while it still serves."""
+
+    def __init__(self, services: MultiService, heartbeat: Heartbeat) -> None:
+        super().__init__()
+        services.setServiceParent(self)
+        self._services = services
+        self._heartbeat = heartbeat
+
+    def stopService(self) -> Deferred[None]:
+        d = self._heartbeat.stopService()
+        d.addBoth(lambda _: super(_DeregisterFirst, self).stopService())
+        return d

@@ -22,7 +22,14 @@ import enum
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    ensureDeferred,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -35,6 +42,7 @@ from .errors import (
     ConnectionShutdown,
     ConnectTimeout,
     GeeRPCError,
+    InvalidAddress,
     NoServers,
 )
 from .selection import RandomSelect, Selector
@@ -55,7 +63,7 @@ class Discovery(Protocol):
 Dial = Callable[[str], "Deferred[Client]"]
 
 # Failures after which the call certainly did not run on the server.
-_NOT_SENT = (ConnectFailed, ConnectTimeout)
+_NOT_SENT = (ConnectFailed, ConnectTimeout, InvalidAddress)
 # Failures after which it may have run.
 _MAYBE_RAN = (CallTimeout, ConnectionShutdown)
 
@@ -112,7 +120,7 @@ class XClient:
             waiters.append(waiter)
             return waiter
         self._waiting[address] = [waiter]
-        dialling = self._dial(address)
+        dialling = maybeDeferred(self._dial, address)  # a dial that raises fails its callers
         self._dials[address] = dialling
         dialling.addCallbacks(
             lambda client: self._dialled(address, client),
@@ -123,8 +131,11 @@ class XClient:
     def _dialled(self, address: str, client: Client) -> None:
         self._dials.pop(address, None)
         waiters = self._waiting.pop(address, None)
-        if waiters is None or self._closed:  # dropped while dialling
+        if waiters is None or self._closed:  # dropped while dialling: _drop failed them
             client.close()
+            for waiter in waiters or ():
+                if not waiter.called:
+                    waiter.errback(ConnectionShutdown())
             return
         self._ready[address] = client
         for waiter in waiters:
@@ -145,15 +156,28 @@ class XClient:
         client = self._ready.pop(address, None)
         if client is not None:
             client.close()
-        dialling = self._dials.get(address)
+        # Calls waiting for a dial never reached the server: closing says so,
+        # and a server leaving the list is a failed connect (fail-over retries).
+        for waiter in self._waiting.pop(address, []):
+            if not waiter.called:
+                waiter.errback(
+                    ConnectionShutdown()
+                    if self._closed
+                    else ConnectFailed(f"{address} left the server list")
+                )
+        dialling = self._dials.pop(address, None)
         if dialling is not None:
+            dialling.addErrback(lambda failure: None)
             dialling.cancel()
 
-    async def close(self) -> None:
-        """Close every connection; calls still running fail."""
+    def close(self) -> Deferred[None]:
+        """Close every connection; calls still running or waiting fail with
+        :class:`~txgeerpc.errors.ConnectionShutdown`.  Fires once closed."""
         self._closed = True
+        closing = [client.close() for client in self._ready.values()]
         for address in self.connections:
             self._drop(address)
+        return DeferredList(closing).addCallback(lambda _: None)
 
     @property
     def connections(self) -> list[str]:
@@ -193,6 +217,8 @@ class XClient:
         address = self._pick(tried, key)
         attempt = 0
         while True:
+            if self._closed:
+                raise ConnectionShutdown()
             try:
                 client = await self._client(address)
                 return await client.call(service_method, argument, timeout=timeout, **options)
@@ -231,6 +257,8 @@ class XClient:
 
         :raises NoServers: (through the Deferred) when no server is known.
         """
+        if self._closed:
+            return _failed(ConnectionShutdown())
         servers = self._discovery.servers()
         if not servers:
             return _failed(NoServers())
