@@ -17,15 +17,9 @@ from twisted.web.server import Site
 from ._one_port import mount
 from ._wire import DEFAULT_REGISTRY_PATH
 from .registry import DEFAULT_TIMEOUT, MemoryStore, RegistryPurge, RegistryResource, purge_interval
+from .tap import non_negative_float
 
 DEFAULT_LISTEN = "tcp:9999:interface=127.0.0.1"
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"must be 0 or more, got {text}")
-    return value
 
 
 class Options(usage.Options):
@@ -41,7 +35,7 @@ class Options(usage.Options):
             None,
             DEFAULT_TIMEOUT,
             "Seconds an entry lives after its last heartbeat (0: forever).",
-            _non_negative_float,
+            non_negative_float,
         ],
         ["path", None, DEFAULT_REGISTRY_PATH, "HTTP path of the registry."],
     ]

@@ -61,7 +61,8 @@ _positive_float.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
 _positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
+    """An option value: a number, 0 or more."""
     value = float(text)
     if not value >= 0:
         raise ValueError(f"must be 0 or more, got {text}")
@@ -146,7 +147,7 @@ class Options(usage.Options):
             None,
             DEFAULT_REGISTRY_TIMEOUT,
             "Seconds a registry entry lives after its last heartbeat (0: forever).",
-            _non_negative_float,
+            non_negative_float,
         ],
     ]
 

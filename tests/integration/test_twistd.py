@@ -32,33 +32,33 @@ def _environment() -> dict[str, str]:
 
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    process = subprocess.Popen(
-        [
-            *TWISTD,
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "geerpc",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
+    process = _start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        yield _wait_for_address(process), process
+    finally:
+        _stop(process)
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
         cwd=tmp_path,
         env=_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    try:
-        yield _wait_for_address(process), process
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait()
-        assert process.stdout is not None
-        process.stdout.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
 
 
 def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
@@ -222,28 +222,6 @@ def test_demo_embeds_a_registry(demo_server: tuple[str, subprocess.Popen[bytes]]
     assert _registry(url, "POST", "tcp@127.0.0.1:7002")[0] == 200
     assert _registry(url, "POST", "a,b")[0] == 400
     assert _registry(url, "GET") == (200, "tcp@127.0.0.1:7002")
-
-
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
-        cwd=tmp_path,
-        env=_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.stdout is not None
-    process.stdout.close()
 
 
 def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
 from twisted.internet.error import ProcessExitedAlready
@@ -415,3 +415,29 @@ async def call_every_method(client: Client) -> None:
     )
     assert results == [1001 * i for i in range(64)]
     assert client.available and client.pending == 0
+
+
+async def fresh_connections_failures(address: str, count: int, at_once: int = 8) -> list[str]:
+    """Open ``count`` fresh connections to ``address`` (``tcp@``/``http@``),
+    ``at_once`` at a time, each calling Foo.Sum as soon as it is connected
+    (the Option and the request then leave in one write); what went wrong."""
+
+    async def one(n: int) -> int:
+        client = await connect(reactor, address, connect_timeout=5)
+        try:
+            return int(await client.call("Foo.Sum", Args(n, 1), timeout=5))
+        finally:
+            await client.close()
+
+    failures = []
+    for start in range(0, count, at_once):
+        batch = range(start, min(start + at_once, count))
+        outcomes: Any = await DeferredList(
+            [Deferred.fromCoroutine(one(n)) for n in batch], consumeErrors=True
+        )
+        for n, (ok, result) in zip(batch, outcomes, strict=True):
+            if not ok:
+                failures.append(f"connection {n}: {result.getErrorMessage()!r}")
+            elif result != n + 1:
+                failures.append(f"connection {n}: got {result}")
+    return failures

@@ -66,6 +66,7 @@ from ._reactor_go import (
     call_every_method,
     canonical,
     check_basic,
+    fresh_connections_failures,
     go_client_lines,
     run_go_client,
     txgeerpc_client,
@@ -386,26 +387,8 @@ async def test_fresh_connections_calling_at_once_survive_go_read_ahead(geepeer: 
     write): every call is answered."""
     server = running_server(geepeer)
 
-    async def one(n: int) -> int:
-        client = await connect(reactor, "tcp@" + address, connect_timeout=5)
-        try:
-            # Called in the same reactor turn as the connection: one write.
-            return int(await client.call("Foo.Sum", Args(n, 1), timeout=5))
-        finally:
-            await client.close()
-
     with server as address:
-        failures = []
-        for start in range(0, FRESH_CONNECTIONS, AT_ONCE):
-            batch = range(start, start + AT_ONCE)
-            outcomes: Any = await DeferredList(
-                [Deferred.fromCoroutine(one(n)) for n in batch], consumeErrors=True
-            )
-            for n, (ok, result) in zip(batch, outcomes, strict=True):
-                if not ok:
-                    failures.append(f"connection {n}: {result.getErrorMessage()!r}")
-                elif result != n + 1:
-                    failures.append(f"connection {n}: got {result}")
+        failures = await fresh_connections_failures("tcp@" + address, FRESH_CONNECTIONS, AT_ONCE)
         log = server.log
     assert not failures, "\n".join(failures) + f"\nGo server log:\n{log}"
     assert "rpc server:" not in log

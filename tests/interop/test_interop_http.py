@@ -23,17 +23,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from txgeerpc import connect
 from txgeerpc.errors import RemoteError
 from txgeerpc.examples import Args
 
@@ -48,6 +46,7 @@ from ._reactor_go import (
     call_every_method,
     canonical,
     check_basic,
+    fresh_connections_failures,
     go_client_lines,
     run_go_client,
     txgeerpc_client,
@@ -301,26 +300,8 @@ async def test_txgeerpc_http_client_never_loses_first_call_to_go_http_server(
     soon as it is connected: every call is answered by the Go -http server."""
     server = running_server(geepeer, http=True)
 
-    async def one(n: int) -> int:
-        client = await connect(reactor, "http@" + address, connect_timeout=5)
-        try:
-            # Called in the same reactor turn as the connection.
-            return int(await client.call("Foo.Sum", Args(n, 1), timeout=5))
-        finally:
-            await client.close()
-
     with server as address:
-        failures = []
-        for start in range(0, FRESH_CONNECTIONS, AT_ONCE):
-            batch = range(start, min(start + AT_ONCE, FRESH_CONNECTIONS))
-            outcomes: Any = await DeferredList(
-                [Deferred.fromCoroutine(one(n)) for n in batch], consumeErrors=True
-            )
-            for n, (ok, result) in zip(batch, outcomes, strict=True):
-                if not ok:
-                    failures.append(f"connection {n}: {result.getErrorMessage()!r}")
-                elif result != n + 1:
-                    failures.append(f"connection {n}: got {result}")
+        failures = await fresh_connections_failures("http@" + address, FRESH_CONNECTIONS, AT_ONCE)
         log = server.log
     assert not failures, "\n".join(failures) + f"\nGo server log:\n{log}"
     assert "rpc server:" not in log

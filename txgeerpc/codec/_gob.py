@@ -17,7 +17,7 @@ from .._wire import GOB, EmptyStruct, Header
 from ..errors import CodecError
 from ..gob._decoder import Decoder, StructDef, _dec_string
 from ..gob._encoder import Encoder, utf8
-from ..gob._numbers import read_uint, uint_bytes, write_int
+from ..gob._numbers import SMALL, read_uint, uint_bytes, write_int
 from ..gob._types import EMPTY, STRING, STRING_ID, UINT, UINT_ID, StructOf
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
@@ -145,14 +145,14 @@ class GobMessageEncoder:
                 self._prefixes[service_method] = prefix
         last = 0 if service_method else -1
         if seq:
-            prefix += _DELTAS[1 - last] + (_SMALL[seq] if seq < 128 else uint_bytes(seq))
+            prefix += _DELTAS[1 - last] + (SMALL[seq] if seq < 128 else uint_bytes(seq))
             last = 1
         if error:
             text = utf8(error)
             prefix += _DELTAS[2 - last] + uint_bytes(len(text)) + text
         prefix += b"\x00"
         length = len(prefix)
-        head = (_SMALL[length] if length < 128 else uint_bytes(length)) + prefix
+        head = (SMALL[length] if length < 128 else uint_bytes(length)) + prefix
         if body_type is EMPTY:
             empty = self._empty_value
             if empty is None:
@@ -166,8 +166,7 @@ class GobMessageEncoder:
 
 
 _MAX_SEQ = 2**64 - 1
-_SMALL = [bytes((n,)) for n in range(128)]
-_DELTAS = _SMALL[:4]
+_DELTAS = SMALL[:4]
 
 
 @implementer(ICodec)

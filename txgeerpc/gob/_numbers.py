@@ -30,12 +30,13 @@ class Truncated(CodecError):
 def uint_bytes(value: int) -> bytes:
     """The gob encoding of an unsigned integer (``0 <= value < 2**64``)."""
     if value < 128:
-        return _SMALL[value]
+        return SMALL[value]
     body = value.to_bytes((value.bit_length() + 7) // 8, "big")
     return bytes((256 - len(body),)) + body
 
 
-_SMALL = [bytes((n,)) for n in range(128)]
+SMALL = [bytes((n,)) for n in range(128)]
+"""The one-byte encodings of 0..127."""
 
 
 def write_uint(out: bytearray, value: int) -> None:
@@ -48,13 +49,7 @@ def write_uint(out: bytearray, value: int) -> None:
 
 
 def write_int(out: bytearray, value: int) -> None:
-    zigzag = value << 1 if value >= 0 else ((-value - 1) << 1) | 1
-    if zigzag < 128:
-        out.append(zigzag)
-    else:
-        body = zigzag.to_bytes((zigzag.bit_length() + 7) // 8, "big")
-        out.append(256 - len(body))
-        out += body
+    write_uint(out, value << 1 if value >= 0 else ((-value - 1) << 1) | 1)
 
 
 def float_bits(value: float) -> int:

@@ -307,13 +307,9 @@ def infer_type(value: Any) -> GobType:
     raise UnsupportedType(f"gob: no Go type for a value of type {kind.__name__}")
 
 
+# A value's exact type -> its Go type (bytearray values go the slow way).
 _BASIC_VALUES: dict[type, GobType] = {
-    bool: BOOL,
-    int: INT,
-    float: FLOAT,
-    complex: COMPLEX,
-    str: STRING,
-    bytes: BYTES,
+    kind: gob for kind, gob in _BASIC_ANNOTATIONS.items() if kind is not bytearray
 }
 
 
