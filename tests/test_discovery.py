@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc.discovery import DEFAULT_REFRESH, RegistryDiscovery, StaticDiscovery
@@ -83,3 +83,46 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.assertEqual(discovery.servers(), ["tcp@a:1"])  # answered at once
         discovery.refresh()  # not doubled while one is under way
         self.assertEqual(len(hung), 2)
+
+    def test_the_json_listing_and_a_go_registry_header(self) -> None:
+        many = sorted(f"tcp@server-{n:04}.cluster.example:7001" for n in range(400))
+        for address in many:
+            self.beat(address)
+        asked: list[dict[bytes, bytes]] = []
+
+        def recording(method: bytes, url: str, headers: dict[bytes, bytes], t: float) -> Any:
+            asked.append(headers)
+            return self.registry.request(method, url, headers, t)
+
+        discovery = self.start(recording)
+        self.assertEqual(asked[0], {b"Accept": b"application/json"})
+        self.assertEqual(discovery.servers(), many)  # from the body: no header that long
+
+        def like_go(*args: Any) -> Deferred[Answer]:
+            # Go's registry ignores Accept: the header only, no body.
+            return self.registry.request(b"GET", URL, {}, 1)
+
+        go = self.start(like_go)
+        self.assertEqual(go.servers(), many)
+
+    def test_a_json_body_that_lists_nothing_is_a_failed_refresh(self) -> None:
+        answers = iter(
+            [
+                Answer(200, {b"content-type": b"application/json"}, b'{"servers": []}'),
+                Answer(200, {b"content-type": b"application/json"}, b"{not json"),
+                Answer(
+                    200, {b"content-type": b"application/json"}, b'{"servers": [{"address": 7}]}'
+                ),
+            ]
+        )
+
+        def request(*args: Any) -> Deferred[Answer]:
+            return succeed(next(answers))
+
+        discovery = self.start(request)
+        self.assertEqual((discovery.servers(), discovery.failures), ([], 0))
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual(discovery.failures, 1)
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual(discovery.failures, 2)
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

@@ -19,7 +19,10 @@ class AddressTests(SynchronousTestCase):
     def test_host_port(self) -> None:
         self.assertEqual(split_host_port("[::1]:80"), ("::1", 80))
         self.assertEqual(split_host_port("localhost:7001"), ("localhost", 7001))
-        for bad in ("nohost", ":80", "h:port", "h:70000"):
+        self.assertEqual(split_host_port("[fe80::1%eth0]:80"), ("fe80::1%eth0", 80))
+        # Go dials an empty host as this machine (and registers ":port" so).
+        self.assertEqual(split_host_port(":80"), ("localhost", 80))
+        for bad in ("nohost", "h:port", "h:70000", "h:0"):
             self.assertRaises(InvalidAddress, split_host_port, bad)
 
     def test_endpoints(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -53,12 +54,13 @@ class FakeRegistry:
         lines += [f"{name.decode()}: {value.decode()}" for name, value in headers.items()]
         channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode())
         channel.connectionLost(None)  # type: ignore[arg-type]
-        head = transport.value().split(b"\r\n\r\n")[0].split(b"\r\n")
+        head_bytes, _, body = transport.value().partition(b"\r\n\r\n")
+        head = head_bytes.split(b"\r\n")
         found = {}
         for line in head[1:]:
             name, _, value = line.partition(b":")
             found[name.strip().lower()] = value.strip()
-        return succeed((int(head[0].split()[1]), found))
+        return succeed(Answer(int(head[0].split()[1]), found, body))
 
     def live(self) -> list[str]:
         return [entry.address for entry in self.store.live(self.clock.seconds())]
@@ -115,12 +117,27 @@ class HeartbeatTests(SynchronousTestCase):
         self.successResultOf(beat.stopService())
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_a_period_at_or_over_the_ttl_is_warned_about_once(self) -> None:
+        events: list[dict[str, Any]] = []
+        slow = Heartbeat(self.clock, self.registry.request, URL, "tcp@h:3", period=9)
+        slow._log = Logger(observer=events.append)  # type: ignore[misc]
+        slow.startService()
+        self.clock.advance(9)
+        warnings = [formatEvent(event) for event in events if event["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("every 9s", warnings[0])
+        self.assertIn("after 9s", warnings[0])
+        self.assertIn("at most every 3s", warnings[0])
+        self.successResultOf(slow.stopService())
+
     def test_a_go_registry_without_ttl_and_explicit_periods(self) -> None:
         def like_go(*args: Any) -> Deferred[Answer]:
             # Go's registry announces no TTL.
             def strip(answer: Answer) -> Answer:
-                status, headers = answer
-                return status, {k: v for k, v in headers.items() if k != b"x-geerpc-timeout"}
+                status, headers, body = answer
+                return Answer(
+                    status, {k: v for k, v in headers.items() if k != b"x-geerpc-timeout"}, body
+                )
 
             return self.registry.request(*args).addCallback(strip)
 

@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from txgeerpc import registry_tap
 from txgeerpc._one_port import mount
 from txgeerpc.registry import (
+    InvalidServerAddress,
     MemoryStore,
     RegistryPurge,
     RegistryResource,
@@ -111,8 +112,38 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(self.request("GET")[1][b"x-geerpc-servers"], b"")
 
     def test_addresses(self) -> None:
-        for good in ["tcp@127.0.0.1:7001", "tcp@[::1]:80", "http@host.example:443", "unix@/tmp/s"]:
+        for good in [
+            "tcp@127.0.0.1:7001",
+            "tcp@[::1]:80",
+            "http@host.example:443",
+            "unix@/tmp/s",
+            "tcp@[::]:9999",  # a Go server listening on ":9999" registers this
+            "tcp@:9999",
+            "tcp@[fe80::1%eth0]:80",
+        ]:
             self.assertEqual(validate_address(good), good)
+        for bad in ["tcp@[fe80::1%]:80", "tcp@[::1]%x:80", "tcp@h:0", "tcp@:", "tcp@[x]:1"]:
+            self.assertRaises(InvalidServerAddress, validate_address, bad)
+
+    def test_a_header_sent_twice_is_refused(self) -> None:
+        request = (
+            f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+            "X-Geerpc-Server: tcp@127.0.0.1:1\r\nX-Geerpc-Server: tcp@127.0.0.1:2\r\n\r\n"
+        ).encode()
+        status, _, body = self.exchange(request)
+        self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
+        self.assertIn(b"sent more than once", body)
+        self.assertEqual(self.store.live(0), [])
+
+    def test_a_long_listing_goes_in_the_json_body_only(self) -> None:
+        addresses = sorted(f"tcp@server-{n:04}.cluster.example:7001" for n in range(400))
+        for address in addresses:
+            self.request("POST", address)
+        _, headers, body = self.request("GET", accept="application/json")
+        self.assertNotIn(b"x-geerpc-servers", headers)  # > 8 KiB: Twisted clients refuse it
+        self.assertEqual([entry["address"] for entry in json.loads(body)["servers"]], addresses)
+        # Go clients (no Accept) still get the header, however long.
+        self.assertEqual(self.request("GET")[1][b"x-geerpc-servers"], ",".join(addresses).encode())
 
     def test_twistd_plugin(self) -> None:
         options = registry_tap.Options()

@@ -65,6 +65,9 @@ class OptionsTests(SynchronousTestCase):
             ["--max-message-size", "-1"],
             ["--service", "no_colon"],
             ["--handle-timeout", "soon"],
+            ["--registry", "127.0.0.1:9999/_geerpc_/registry", "--advertise", "tcp@h:1"],
+            ["--registry", "ftp://h/r", "--advertise", "tcp@h:1"],
+            ["--registry", "http:///r", "--advertise", "tcp@h:1"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
 

@@ -15,6 +15,7 @@ from txgeerpc.errors import (
     CallTimeout,
     ConnectFailed,
     ConnectionShutdown,
+    ConnectTimeout,
     NoServers,
     RemoteError,
 )
@@ -214,3 +215,36 @@ class XClientEdgeTests(SynchronousTestCase):
         self.failureResultOf(xclient.call("Foo.Sum", Args()), ValueError)
         self.failureResultOf(xclient.call("Foo.Sum", Args()), ValueError)
         self.assertEqual((attempts, xclient.connections), (["tcp@a:1", "tcp@a:1"], []))
+
+    def test_the_timeout_covers_a_hung_dial(self) -> None:
+        fast = XClient(StaticDiscovery(["tcp@a:1"]), self.pending_dial, self.clock)
+        d = fast.call("Foo.Sum", Args(), timeout=2)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.failureResultOf(d, ConnectTimeout)  # within its timeout, never sent
+        self.assertEqual(fast.connections, ["tcp@a:1"])  # the dial goes on for the cache
+        self.assertEqual(fast._waiting["tcp@a:1"], [])  # the waiter is forgotten
+        self.successResultOf(fast.close())
+
+        b = Server(self.clock)
+        register_examples(b)
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        over = XClient(
+            StaticDiscovery(["tcp@a:1", "tcp@b:1"]),
+            lambda address: (
+                self.pending_dial(address) if address == "tcp@a:1" else succeed(connection.client)
+            ),
+            self.clock,
+            selector=RoundRobinSelect(random.Random(0)),  # starts at a
+            mode=FailMode.FAIL_OVER,
+        )
+        d = over.call("Foo.Sum", Args(2, 3), timeout=2)
+        self.clock.advance(2)  # a's dial hangs: over to b
+        self.clock.advance(1)  # backoff
+        connection.flush()
+        self.assertEqual(self.successResultOf(d), 5)
+        closed = over.close()
+        connection.flush()
+        self.successResultOf(closed)

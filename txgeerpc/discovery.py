@@ -9,6 +9,7 @@ timeout) keeps that list and is logged (unlike the reference, defect 30).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .heartbeat import Request
+from .heartbeat import Answer, Request
 from .registry import SERVERS_HEADER
 
 DEFAULT_REFRESH = 10.0
@@ -115,18 +116,24 @@ class RegistryDiscovery(Service):
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
-        d = self._request(b"GET", self.registry_url, {}, self._request_timeout)
+        # txgeerpc registries answer JSON too (no header-size limit); Go's
+        # ignore the Accept and answer the header.
+        d = self._request(
+            b"GET", self.registry_url, {b"Accept": b"application/json"}, self._request_timeout
+        )
         self._pending = d
         d.addCallbacks(self._answered, self._failed)
         d.addBoth(self._done)
 
-    def _answered(self, answer: tuple[int, dict[bytes, bytes]]) -> None:
-        status, headers = answer
-        if status != 200:
-            self._failed(f"the registry answered {status}")
+    def _answered(self, answer: Answer) -> None:
+        if answer.status != 200:
+            self._failed(f"the registry answered {answer.status}")
             return
-        raw = headers.get(SERVERS_HEADER.lower(), b"").decode("latin-1")
-        servers = sorted({server.strip() for server in raw.split(",") if server.strip()})
+        try:
+            servers = listed_servers(answer)
+        except ValueError as error:
+            self._failed(str(error))
+            return
         self.failures = 0
         if servers != self._servers:
             self._log.info(
@@ -158,6 +165,28 @@ class RegistryDiscovery(Service):
                 waiter.callback(None)
         if self.running:
             self._next = self._clock.callLater(self._refresh, self.refresh)
+
+
+def listed_servers(answer: Answer) -> list[str]:
+    """The servers a registry's ``GET`` answer lists, sorted: from its JSON
+    body when it sent one, else from ``X-Geerpc-Servers``.
+
+    :raises ValueError: a JSON body that is not a registry listing.
+    """
+    content_type = answer.headers.get(b"content-type", b"")
+    if content_type.startswith(b"application/json"):
+        try:
+            listing = json.loads(answer.body)
+            found = [entry["address"] for entry in listing["servers"]]
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                f"the registry sent a JSON body that lists no servers ({error})"
+            ) from None
+        if not all(isinstance(address, str) for address in found):
+            raise ValueError("the registry sent a JSON listing with addresses that are not strings")
+    else:
+        found = answer.headers.get(SERVERS_HEADER.lower(), b"").decode("latin-1").split(",")
+    return sorted({server.strip() for server in found if server.strip()})
 
 
 _log = Logger()

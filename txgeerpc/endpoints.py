@@ -37,13 +37,16 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 def split_host_port(hostport: str) -> tuple[str, int]:
-    """``"127.0.0.1:7001"`` / ``"[::1]:7001"`` -> host and port.
+    """``"127.0.0.1:7001"`` / ``"[::1]:7001"`` -> host and port; an empty host
+    (``":7001"``) is this machine, as Go dials it.
 
     :raises InvalidAddress: no port, or a port that is not a number in range.
     """
     host, colon, port_text = hostport.rpartition(":")
-    if not colon or not host:
+    if not colon:
         raise InvalidAddress(f"missing port in address {hostport!r}")
+    if not host:
+        host = "localhost"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:

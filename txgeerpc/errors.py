@@ -151,6 +151,36 @@ class UnexpectedDisconnect(ConnectionShutdown):
         self.reason = reason
 
 
+class NoServers(GeeRPCError):
+    """Discovery knows no server to call (Go: ``rpc discovery: no available servers``)."""
+
+    def __init__(self) -> None:
+        super().__init__("rpc discovery: no available servers")
+
+
+class RegistryError(GeeRPCError):
+    """A request to a registry got no usable answer (see the subclasses; a
+    refused connection fails with Twisted's own error)."""
+
+
+class RegistryTimeout(RegistryError):
+    """The registry did not answer within the request's timeout."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        super().__init__(f"registry {url} did not answer within {timeout:g}s")
+        self.url = url
+        self.timeout = timeout
+
+
+class RegistryAnswerTooLarge(RegistryError):
+    """The registry's answer body went over the limit."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(f"registry {url} answered more than {limit} bytes")
+        self.url = url
+        self.limit = limit
+
+
 def _describe(reason: Any) -> str:
     value = getattr(reason, "value", reason)
     text = str(value)
@@ -168,8 +198,12 @@ __all__ = [
     "InvalidAddress",
     "MessageTooLarge",
     "MethodNotFound",
+    "NoServers",
     "ProtocolError",
     "RegistrationError",
+    "RegistryAnswerTooLarge",
+    "RegistryError",
+    "RegistryTimeout",
     "RemoteError",
     "ServiceAlreadyDefined",
     "ServiceError",
@@ -177,10 +211,3 @@ __all__ = [
     "UnexpectedDisconnect",
     "UnsupportedCodec",
 ]
-
-
-class NoServers(GeeRPCError):
-    """Discovery knows no server to call (Go: ``rpc discovery: no available servers``)."""
-
-    def __init__(self) -> None:
-        super().__init__("rpc discovery: no available servers")

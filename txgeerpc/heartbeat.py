@@ -16,28 +16,46 @@ reference should have (PROTOCOL.md defects 32, 33 and 35):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from .errors import RegistryAnswerTooLarge, RegistryTimeout
 from .registry import SERVER_HEADER, TIMEOUT_HEADER
 
-Answer = tuple[int, dict[bytes, bytes]]
-"""(status, response headers with lower-case names)."""
+
+class Answer(NamedTuple):
+    """What a registry answered."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    """Response headers, names in lower case (the first value of each)."""
+    body: bytes = b""
+
+
 Request = Callable[[bytes, str, dict[bytes, bytes], float], "Deferred[Answer]"]
-"""``(method, url, headers, timeout) -> Deferred[(status, response headers)]``."""
+"""``(method, url, headers, timeout) -> Deferred[Answer]``."""
+
+MAX_ANSWER_BODY = 8 * 1024 * 1024
+"""Bytes of a registry's answer body :func:`agent_request` reads at most."""
 
 DEFAULT_PERIOD = 60.0
 MAX_PERIOD = 240.0  # the reference's default: never beat less often
 FIRST_RETRY = 1.0
 
 
-def agent_request(reactor: Any) -> Request:
-    """A :data:`Request` made with ``twisted.web.client.Agent``."""
-    from twisted.web.client import Agent, readBody
+def agent_request(reactor: Any, *, max_body: int = MAX_ANSWER_BODY) -> Request:
+    """A :data:`Request` made with ``twisted.web.client.Agent``.
+
+    Its Deferred fails with :class:`~txgeerpc.errors.RegistryTimeout` after
+    ``timeout`` seconds, :class:`~txgeerpc.errors.RegistryAnswerTooLarge` past
+    ``max_body`` bytes of body, or the connection's own error (refused...).
+    """
+    from twisted.web.client import Agent
     from twisted.web.http_headers import Headers
 
     agent = Agent(reactor)
@@ -49,17 +67,59 @@ def agent_request(reactor: Any) -> Request:
             response = await agent.request(
                 method, url.encode(), Headers({name: [value] for name, value in headers.items()})
             )
-            await readBody(response)  # always read (and so release) the body
+            body = await _read_body(response, max_body, url)  # always read: it frees the connection
             found = {
                 name.lower(): values[0] for name, values in response.headers.getAllRawHeaders()
             }
-            return response.code, found
+            return Answer(response.code, found, body)
 
         d = ensureDeferred(go())
-        d.addTimeout(timeout, reactor)
+        # Cancelled before the answer, Agent fails with ResponseNeverReceived
+        # rather than CancelledError: whatever it is, it was the timeout.
+        d.addTimeout(timeout, reactor, lambda *_: Failure(RegistryTimeout(url, timeout)))
         return d
 
     return request
+
+
+def _read_body(response: Any, limit: int, url: str) -> Deferred[bytes]:
+    """The body of ``response``, at most ``limit`` bytes; cancelling (or going
+    over) drops the connection."""
+    from twisted.internet.protocol import Protocol
+    from twisted.web.client import ResponseDone
+    from twisted.web.http import PotentialDataLoss
+
+    class Collect(Protocol):
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+            self.size = 0
+
+        def stop(self) -> None:
+            if self.transport is not None:
+                self.transport.stopProducing()  # type: ignore[attr-defined]
+
+        def dataReceived(self, data: bytes) -> None:
+            if done.called:
+                return
+            self.size += len(data)
+            if self.size > limit:
+                done.errback(RegistryAnswerTooLarge(url, limit))
+                self.stop()
+                return
+            self.parts.append(data)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if done.called:
+                return
+            if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+                done.callback(b"".join(self.parts))
+            else:
+                done.errback(reason)
+
+    collect = Collect()
+    done: Deferred[bytes] = Deferred(lambda _: collect.stop())
+    response.deliverBody(collect)
+    return done
 
 
 class Heartbeat(Service):
@@ -95,6 +155,7 @@ class Heartbeat(Service):
         self._beating: Deferred[Any] | None = None
         self.beats = 0
         self.failures = 0
+        self._warned_period = False
 
     def startService(self) -> None:
         super().startService()
@@ -113,7 +174,7 @@ class Heartbeat(Service):
 
     def _answered(self, result: Answer) -> None:
         self._beating = None
-        status, headers = result
+        status, headers, _ = result
         if not 200 <= status < 300:
             self._failed(f"the registry answered {status}")
             return
@@ -126,13 +187,25 @@ class Heartbeat(Service):
         self.beats += 1
         self.failures = 0
         self._retry = FIRST_RETRY
+        announced = headers.get(TIMEOUT_HEADER.lower())
+        try:
+            ttl = float(announced) if announced else 0.0
+        except ValueError:
+            ttl = 0.0
         if self._period is None:
-            announced = headers.get(TIMEOUT_HEADER.lower())
-            try:
-                ttl = float(announced) if announced else 0.0
-            except ValueError:
-                ttl = 0.0
             self.period = min(ttl / 3, MAX_PERIOD) if ttl > 0 else DEFAULT_PERIOD
+        elif 0 < ttl <= self._period and not self._warned_period:
+            self._warned_period = True
+            self._log.warn(
+                "heartbeat: beating every {period}s to {registry}, which forgets servers "
+                "after {ttl}s: {advertise} will drop out between beats (beat at most every "
+                "{suggested}s)",
+                period=f"{self._period:g}",
+                registry=self.registry_url,
+                ttl=f"{ttl:g}",
+                advertise=self.advertise,
+                suggested=f"{ttl / 3:g}",
+            )
         self._schedule(self.period)
 
     def _failed(self, reason: Any) -> None:
@@ -173,7 +246,7 @@ class Heartbeat(Service):
         )
 
         def done(result: Any) -> None:
-            status = result[0] if isinstance(result, tuple) else None
+            status = result.status if isinstance(result, Answer) else None
             self._log.info(
                 "heartbeat: {advertise} deregistered from {registry} ({status})",
                 advertise=self.advertise,

@@ -36,11 +36,19 @@ SERVERS_HEADER = b"X-Geerpc-Servers"
 TIMEOUT_HEADER = b"X-Geerpc-Timeout"
 """Sent with every heartbeat answer: the TTL, so servers can beat in time
 (a txgeerpc extension; Go servers ignore it)."""
+MAX_LISTING_HEADER = 8192
+"""A JSON answer carries ``X-Geerpc-Servers`` too while it is at most this
+long: HTTP clients limit header lines (Twisted's to 16 KiB); the body has
+no such limit."""
 DEFAULT_TIMEOUT = 300.0
 """Seconds an entry lives after its last heartbeat (the reference's 5 min)."""
 
 _PROTOCOLS = ("tcp", "tcp4", "tcp6", "http", "unix")
-_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+):([0-9]{1,5})\Z")
+# An empty host is the local system (Go dials ":port" so); IPv6 literals may
+# carry a zone ("[fe80::1%eth0]").
+_HOST_PORT = re.compile(
+    r"(\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9.\-_]+)?\]|[A-Za-z0-9.\-_]*):([0-9]{1,5})\Z"
+)
 _MAX_ADDRESS = 512
 
 
@@ -148,12 +156,14 @@ class RegistryResource(Resource):
         return b""
 
     def _address(self, request: Request) -> str | None:
-        raw = request.getHeader(SERVER_HEADER)
-        value = raw.decode("latin-1").strip() if raw else ""
+        values = request.requestHeaders.getRawHeaders(SERVER_HEADER) or []
+        value = values[0].decode("latin-1").strip() if values else ""
         if not value:
             request.setResponseCode(500)  # as the reference answers a missing header
             return None
         try:
+            if len(values) > 1:
+                raise InvalidServerAddress("sent more than once")
             return validate_address(value)
         except InvalidServerAddress as error:
             self._log.info(
@@ -187,10 +197,12 @@ class RegistryResource(Resource):
         entries = self.store.live(now)
         # Bytes back as they came (the header was read as latin-1), as Go does.
         listed = ",".join(entry.address for entry in entries).encode("latin-1")
-        request.setHeader(SERVERS_HEADER, listed)
         accept = request.getHeader(b"accept") or b""
         if b"application/json" not in accept:
+            request.setHeader(SERVERS_HEADER, listed)
             return b""
+        if len(listed) <= MAX_LISTING_HEADER:
+            request.setHeader(SERVERS_HEADER, listed)
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         body = {
             "servers": [

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -179,6 +180,12 @@ class Options(usage.Options):
                 validate_address(self["advertise"])
             except InvalidServerAddress as error:
                 raise usage.UsageError(f"--advertise {self['advertise']!r}: {error}") from None
+        if self["registry"]:
+            registry = urlsplit(self["registry"])
+            if registry.scheme not in ("http", "https") or not registry.hostname:
+                raise usage.UsageError(
+                    f"--registry wants an http:// or https:// URL, got {self['registry']!r}"
+                )
         for name in ("rpc-path", "debug-path", "registry-path"):
             if self[name].lower() != "none" and not self[name].startswith("/"):
                 raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")

@@ -114,7 +114,9 @@ class XClient:
             if client.available:
                 return succeed(client)
             del self._ready[address]
-        waiter: Deferred[Client] = Deferred()  # cancelling it leaves the dial to others
+        # Cancelling a waiter (its call timed out) forgets it; the dial goes on
+        # for the others and the cache.
+        waiter: Deferred[Client] = Deferred(lambda d: self._forget(address, d))
         waiters = self._waiting.get(address)
         if waiters is not None:
             waiters.append(waiter)
@@ -127,6 +129,11 @@ class XClient:
             lambda failure: self._dial_failed(address, failure),
         )
         return waiter
+
+    def _forget(self, address: str, waiter: Deferred[Client]) -> None:
+        waiters = self._waiting.get(address)
+        if waiters is not None and waiter in waiters:
+            waiters.remove(waiter)
 
     def _dialled(self, address: str, client: Client) -> None:
         self._dials.pop(address, None)
@@ -197,8 +204,11 @@ class XClient:
     ) -> Deferred[Any]:
         """Call one server chosen by the selector (``key`` for hashing selectors).
 
-        :returns: a Deferred failing with :class:`NoServers`, or what the
-            last attempt failed with (see :meth:`txgeerpc.Client.call`).
+        :param timeout: seconds each attempt may take, waiting for its
+            connection included (``None``: no limit).
+        :returns: a Deferred failing with :class:`NoServers`,
+            :class:`CallTimeout`, or what the last attempt failed with (see
+            :meth:`txgeerpc.Client.call`).
         """
         return ensureDeferred(self._call(service_method, argument, timeout, key, options))
 
@@ -220,8 +230,7 @@ class XClient:
             if self._closed:
                 raise ConnectionShutdown()
             try:
-                client = await self._client(address)
-                return await client.call(service_method, argument, timeout=timeout, **options)
+                return await self._attempt(address, service_method, argument, timeout, options)
             except GeeRPCError as error:
                 retryable = isinstance(error, _NOT_SENT) or (
                     isinstance(error, _MAYBE_RAN) and service_method in self._idempotent
@@ -254,6 +263,7 @@ class XClient:
     ) -> Deferred[Any]:
         """Call every server.  Fires with one server's reply when all succeed;
         the first failure fails it and cancels the calls still running.
+        ``timeout`` bounds each server's call, connecting included.
 
         :raises NoServers: (through the Deferred) when no server is known.
         """
@@ -294,8 +304,39 @@ class XClient:
     async def _call_one(
         self, address: str, service_method: str, argument: Any, timeout: float | None
     ) -> Any:
-        client = await self._client(address)
-        return await client.call(service_method, argument, timeout=timeout)
+        return await self._attempt(address, service_method, argument, timeout, {})
+
+    async def _attempt(
+        self,
+        address: str,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        options: Any,
+    ) -> Any:
+        """One call to ``address``; ``timeout`` covers waiting for its connection."""
+        waiting = self._client(address)
+        if timeout is None or waiting.called:
+            client = await waiting
+            return await client.call(service_method, argument, timeout=timeout, **options)
+        deadline = self._clock.seconds() + timeout
+        client = await _within(waiting, deadline, self._clock, timeout)
+        left = deadline - self._clock.seconds()
+        if left <= 0:
+            raise CallTimeout(service_method, timeout)
+        return await client.call(service_method, argument, timeout=left, **options)
+
+
+def _within(
+    waiting: Deferred[Client], deadline: float, clock: IReactorTime, timeout: float
+) -> Deferred[Client]:
+    """``waiting``, failing with :class:`ConnectTimeout` at ``deadline`` (the
+    call was never sent: fail-over may try another server)."""
+    return waiting.addTimeout(
+        max(deadline - clock.seconds(), 0),
+        clock,
+        lambda *_: Failure(ConnectTimeout(timeout)),
+    )
 
 
 def _failed(error: Exception) -> Deferred[Any]:
