@@ -102,6 +102,7 @@ class XClientTests(SynchronousTestCase):
         results = self.sum_calls(xclient, 30)
         self.assertEqual([self.successResultOf(d) for d in results], [n + 1 for n in range(30)])
         self.assertEqual(set(self.calls_per_server().values()), {10})
+        self.assertEqual(xclient.calls_sent, self.calls_per_server())
         self.assertEqual(len(self.connections), 3)
 
     def test_fail_over_hides_a_dead_server_fail_fast_does_not(self) -> None:

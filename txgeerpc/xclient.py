@@ -19,6 +19,7 @@ and closed when their server leaves the list.
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -102,6 +103,8 @@ class XClient:
         self._waiting: dict[str, list[Deferred[Client]]] = {}
         self._dials: dict[str, Deferred[Client]] = {}
         self._closed = False
+        self.calls_sent: Counter[str] = Counter()
+        """Calls sent to each server address (retries included), for monitoring."""
         discovery.on_change(self._servers_changed)
 
     # -- connections -------------------------------------------------------------
@@ -318,12 +321,14 @@ class XClient:
         waiting = self._client(address)
         if timeout is None or waiting.called:
             client = await waiting
-            return await client.call(service_method, argument, timeout=timeout, **options)
-        deadline = self._clock.seconds() + timeout
-        client = await _within(waiting, deadline, self._clock, timeout)
-        left = deadline - self._clock.seconds()
-        if left <= 0:
-            raise CallTimeout(service_method, timeout)
+            left = timeout
+        else:
+            deadline = self._clock.seconds() + timeout
+            client = await _within(waiting, deadline, self._clock, timeout)
+            left = deadline - self._clock.seconds()
+            if left <= 0:
+                raise CallTimeout(service_method, timeout)
+        self.calls_sent[address] += 1
         return await client.call(service_method, argument, timeout=left, **options)
 
 

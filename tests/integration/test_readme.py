@@ -52,3 +52,41 @@ def test_testing_example_passes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED (successes=1)" in result.stdout
+
+
+def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
+    from .test_twistd import _free_port, _start, _stop, _wait_for
+
+    (tmp_path / "spread.py").write_text(python_blocks()["spread.py"], encoding="utf-8")
+    registry = _start(tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1")
+    servers = []
+    try:
+        registry_port = _wait_for(registry, rb"Site starting on (\d+)")
+        url = f"http://127.0.0.1:{registry_port}/_geerpc_/registry"
+        addresses = []
+        for _ in range(2):
+            port = _free_port()
+            addresses.append(f"tcp@127.0.0.1:{port}")
+            servers.append(
+                _start(
+                    tmp_path,
+                    "geerpc",
+                    *("--listen", f"tcp:{port}:interface=127.0.0.1"),
+                    *("--registry", url, "--advertise", addresses[-1]),
+                )
+            )
+        for server in servers:
+            _wait_for(server, rb"heartbeat: .* registered at")
+        result = subprocess.run(
+            [sys.executable, "spread.py", url],
+            cwd=tmp_path,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        expected = "".join(f"{address}: 5 calls\n" for address in sorted(addresses))
+        assert (result.returncode, result.stdout) == (0, expected), result.stderr
+    finally:
+        for process in [*servers, registry]:
+            _stop(process)

@@ -95,6 +95,14 @@ def _wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
     raise AssertionError("twistd did not report its address:\n" + output.decode(errors="replace"))
 
 
+def _free_port() -> int:
+    """A port free right now on 127.0.0.1 (for a server that must know its
+    own port before it starts, to advertise it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "txgeerpc", *argv],
@@ -238,9 +246,7 @@ def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
         assert _registry(url, "DELETE", "http@127.0.0.1:1234")[0] == 200
 
         # A server heartbeats from its start and deregisters on a clean stop.
-        with socket.socket() as probe:  # a free port to advertise and listen on
-            probe.bind(("127.0.0.1", 0))
-            free = probe.getsockname()[1]
+        free = _free_port()
         server = _start(
             tmp_path,
             "geerpc",
