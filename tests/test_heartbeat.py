@@ -63,7 +63,7 @@ class FakeRegistry:
         return succeed(Answer(int(head[0].split()[1]), found, body))
 
     def live(self) -> list[str]:
-        return [entry.address for entry in self.store.live(self.clock.seconds())]
+        return [entry.address for entry in self.store.entries(self.clock.seconds())]
 
 
 class HeartbeatTests(SynchronousTestCase):
@@ -98,7 +98,7 @@ class HeartbeatTests(SynchronousTestCase):
         self.clock.advance(8.9)
         self.assertEqual(self.registry.live(), ["tcp@127.0.0.1:7001"])
         self.clock.advance(purge_interval(9))
-        self.assertEqual(self.registry.store.live(0), [])  # purged, not just hidden
+        self.assertEqual(self.registry.store.entries(0), [])  # purged, not just hidden
 
     def test_a_registry_down_at_start_or_restarting_is_rejoined(self) -> None:
         self.registry.up = False

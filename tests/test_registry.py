@@ -8,15 +8,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from txgeerpc import registry_tap
 from txgeerpc._one_port import mount
 from txgeerpc.registry import (
+    Entry,
     InvalidServerAddress,
+    IRegistryStore,
     MemoryStore,
     RegistryPurge,
     RegistryResource,
@@ -86,7 +92,7 @@ class RegistryTests(SynchronousTestCase):
         purge.startService()
         self.addCleanup(purge.stopService)
         self.clock.advance(purge_interval(3))
-        self.assertEqual([entry.address for entry in self.store.live(0)], ["tcp@127.0.0.1:2"])
+        self.assertEqual([entry.address for entry in self.store.entries(0)], ["tcp@127.0.0.1:2"])
 
     def test_validation_delete_and_json(self) -> None:
         for bad in ["a,b@x:1", "tcp@host", "ftp@h:1", "tcp@h:99999", "tcp@ h:1", "unix@rel"]:
@@ -133,7 +139,7 @@ class RegistryTests(SynchronousTestCase):
         status, _, body = self.exchange(request)
         self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
         self.assertIn(b"sent more than once", body)
-        self.assertEqual(self.store.live(0), [])
+        self.assertEqual(self.store.entries(0), [])
 
     def test_a_long_listing_goes_in_the_json_body_only(self) -> None:
         addresses = sorted(f"tcp@server-{n:04}.cluster.example:7001" for n in range(400))
@@ -156,3 +162,97 @@ def _vector_names(prefix: str) -> Any:
     from ._helpers import VECTORS
 
     return (path.name[: -len(".c2s.bin")] for path in VECTORS.glob(f"{prefix}-*.c2s.bin"))
+
+
+@implementer(IRegistryStore)
+class RemoteStore:
+    """A store across the network: every answer waits for the test to give it."""
+
+    timeout = 7.0
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, Deferred[Any]]] = []
+
+    def _ask(self, what: str) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.asked.append((what, d))
+        return d
+
+    def heartbeat(self, address: str, now: float) -> Deferred[None]:
+        return self._ask(f"heartbeat {address}")
+
+    def deregister(self, address: str) -> Deferred[bool]:
+        return self._ask(f"deregister {address}")
+
+    def live(self, now: float) -> Deferred[list[Entry]]:
+        return self._ask("live")
+
+    def purge(self, now: float) -> Deferred[list[str]]:
+        return self._ask("purge")
+
+
+class RemoteStoreTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.store = RemoteStore()
+        root = Resource()
+        mount(root, PATH, RegistryResource(self.store, self.clock))
+        self.site = Site(root, reactor=self.clock)
+
+    def send(self, method: str, server: str | None = None) -> tuple[Any, StringTransport]:
+        channel = self.site.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        lines = [f"{method} {PATH} HTTP/1.1", "Host: x", "Content-Length: 0"]
+        if server is not None:
+            lines.append(f"X-Geerpc-Server: {server}")
+        channel.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return channel, transport
+
+    def test_answers_wait_for_the_store(self) -> None:
+        channel, transport = self.send("POST", "tcp@127.0.0.1:1")
+        self.assertEqual(transport.value(), b"")  # nothing until the store answers
+        self.assertEqual(self.store.asked[0][0], "heartbeat tcp@127.0.0.1:1")
+        self.store.asked[0][1].callback(None)
+        status, headers, _ = _status_and_headers(transport.value())
+        self.assertEqual((status, headers[b"x-geerpc-timeout"]), (b"HTTP/1.1 200 OK", b"7"))
+        channel.connectionLost(None)
+
+        channel, transport = self.send("GET")
+        self.store.asked[1][1].callback([Entry("tcp@127.0.0.1:1", 0.0)])
+        self.assertEqual(
+            _status_and_headers(transport.value())[1][b"x-geerpc-servers"], b"tcp@127.0.0.1:1"
+        )
+        channel.connectionLost(None)
+
+        channel, transport = self.send("DELETE", "tcp@127.0.0.1:1")
+        self.store.asked[2][1].callback(False)
+        self.assertEqual(_status_and_headers(transport.value())[0], b"HTTP/1.1 404 Not Found")
+        channel.connectionLost(None)
+
+    def test_a_failing_store_is_503_and_logged(self) -> None:
+        channel, transport = self.send("GET")
+        self.store.asked[0][1].errback(ConnectionRefusedError("etcd is down"))
+        status, _, body = _status_and_headers(transport.value())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(body, b"registry store unavailable\n")
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
+        channel.connectionLost(None)
+
+    def test_a_client_gone_before_the_answer(self) -> None:
+        channel, transport = self.send("GET")
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.store.asked[0][1].callback([])  # nothing written, nothing raised
+        self.assertEqual(transport.value(), b"")
+
+    def test_purging_survives_failures_and_stops_cleanly(self) -> None:
+        purge = RegistryPurge(self.store, self.clock, 2)
+        purge.startService()
+        self.clock.advance(2)
+        self.store.asked[0][1].errback(ConnectionRefusedError("etcd is down"))
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
+        self.clock.advance(2)  # tried again
+        self.assertEqual([what for what, _ in self.store.asked], ["purge", "purge"])
+        purge.stopService()  # cancels the purge under way; nothing is rescheduled
+        self.assertTrue(self.store.asked[1][1].called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
-from zope.interface import Interface, implementer
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import Attribute, Interface, implementer
 
 SERVER_HEADER = b"X-Geerpc-Server"
 SERVERS_HEADER = b"X-Geerpc-Servers"
@@ -87,18 +90,24 @@ class Entry:
 
 
 class IRegistryStore(Interface):
-    """Where registry entries live (in memory; on etcd...)."""
+    """Where registry entries live (in memory; on etcd...).  Every method
+    answers with a Deferred, so a store may live across the network; a store
+    that cannot answer fails it (the registry then answers ``503``)."""
 
-    def heartbeat(address: str, now: float) -> None:
+    timeout: float = Attribute(  # type: ignore[assignment]
+        "Seconds an entry lives after its last heartbeat (0: for ever)."
+    )
+
+    def heartbeat(address: str, now: float) -> Deferred[None]:
         """Register ``address`` or refresh it."""
 
-    def deregister(address: str) -> bool:
+    def deregister(address: str) -> Deferred[bool]:
         """Forget ``address``; False if it was not registered."""
 
-    def live(now: float) -> list[Entry]:
+    def live(now: float) -> Deferred[list[Entry]]:
         """The entries still alive at ``now``, sorted by address."""
 
-    def purge(now: float) -> list[str]:
+    def purge(now: float) -> Deferred[list[str]]:
         """Drop the entries dead at ``now``; the addresses dropped."""
 
 
@@ -110,27 +119,32 @@ class MemoryStore:
         self.timeout = timeout
         self._entries: dict[str, float] = {}
 
-    def heartbeat(self, address: str, now: float) -> None:
+    def heartbeat(self, address: str, now: float) -> Deferred[None]:
         self._entries[address] = now
+        return succeed(None)
 
-    def deregister(self, address: str) -> bool:
-        return self._entries.pop(address, None) is not None
+    def deregister(self, address: str) -> Deferred[bool]:
+        return succeed(self._entries.pop(address, None) is not None)
 
     def _alive(self, last: float, now: float) -> bool:
         return self.timeout <= 0 or last + self.timeout > now
 
-    def live(self, now: float) -> list[Entry]:
+    def entries(self, now: float) -> list[Entry]:
+        """:meth:`live`, at once."""
         return [
             Entry(address, last)
             for address, last in sorted(self._entries.items())
             if self._alive(last, now)
         ]
 
-    def purge(self, now: float) -> list[str]:
+    def live(self, now: float) -> Deferred[list[Entry]]:
+        return succeed(self.entries(now))
+
+    def purge(self, now: float) -> Deferred[list[str]]:
         dead = [address for address, last in self._entries.items() if not self._alive(last, now)]
         for address in dead:
             del self._entries[address]
-        return dead
+        return succeed(dead)
 
 
 class RegistryResource(Resource):
@@ -144,16 +158,76 @@ class RegistryResource(Resource):
         self.store = store
         self.clock = clock
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method
         if method == b"POST":
-            return self._post(request)
+            address = self._address(request)
+            if address is None:
+                return b""
+            return self._answer(
+                request, self.store.heartbeat(address, self.clock.seconds()), self._registered
+            )
         if method in (b"GET", b"HEAD"):
-            return self._get(request)
+            now = self.clock.seconds()
+            return self._answer(
+                request, self.store.live(now), lambda r, e: self._listing(r, e, now)
+            )
         if method == b"DELETE":
-            return self._delete(request)
+            address = self._address(request)
+            if address is None:
+                return b""
+            return self._answer(request, self.store.deregister(address), self._deregistered)
         request.setResponseCode(405)
         return b""
+
+    def _answer(
+        self,
+        request: Request,
+        asked: Deferred[Any],
+        answer: Callable[[Request, Any], bytes],
+    ) -> bytes | int:
+        """Render ``answer(request, result)`` once the store has answered:
+        at once for an in-memory store, later for a remote one."""
+
+        def render(result: Any) -> bytes:
+            if isinstance(result, Failure):
+                return self._unavailable(request, result)
+            return answer(request, result)
+
+        at_once: list[Any] = []
+        waiting = False
+        gone = False
+
+        def answered(result: Any) -> None:
+            if not waiting:
+                at_once.append(result)
+            elif not gone:
+                body = render(result)
+                request.setHeader(b"content-length", b"%d" % len(body))
+                request.write(body)
+                request.finish()
+
+        def disconnected(_: Any) -> None:
+            nonlocal gone
+            gone = True
+
+        asked.addBoth(answered)
+        if at_once:
+            return render(at_once[0])
+        waiting = True
+        request.notifyFinish().addErrback(disconnected)
+        return NOT_DONE_YET
+
+    def _unavailable(self, request: Request, failure: Failure) -> bytes:
+        self._log.failure(
+            "registry: the store failed on {method} {uri}",
+            failure=failure,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+        )
+        request.setResponseCode(503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"registry store unavailable\n"
 
     def _address(self, request: Request) -> str | None:
         values = request.requestHeaders.getRawHeaders(SERVER_HEADER) or []
@@ -177,24 +251,18 @@ class RegistryResource(Resource):
             request.write(f"bad {SERVER_HEADER.decode()}: {error}\n".encode())
             return None
 
-    def _post(self, request: Request) -> bytes:
-        address = self._address(request)
-        if address is not None:
-            self.store.heartbeat(address, self.clock.seconds())
-            timeout = getattr(self.store, "timeout", None)
-            if timeout is not None:
-                request.setHeader(TIMEOUT_HEADER, f"{timeout:g}".encode())
+    def _registered(self, request: Request, _: None) -> bytes:
+        timeout = getattr(self.store, "timeout", None)
+        if timeout is not None:
+            request.setHeader(TIMEOUT_HEADER, f"{timeout:g}".encode())
         return b""
 
-    def _delete(self, request: Request) -> bytes:
-        address = self._address(request)
-        if address is not None and not self.store.deregister(address):
+    def _deregistered(self, request: Request, known: bool) -> bytes:
+        if not known:
             request.setResponseCode(404)
         return b""
 
-    def _get(self, request: Request) -> bytes:
-        now = self.clock.seconds()
-        entries = self.store.live(now)
+    def _listing(self, request: Request, entries: list[Entry], now: float) -> bytes:
         # Bytes back as they came (the header was read as latin-1), as Go does.
         listed = ",".join(entry.address for entry in entries).encode("latin-1")
         accept = request.getHeader(b"accept") or b""
@@ -228,6 +296,7 @@ class RegistryPurge(Service):
         self._clock = clock
         self._interval = interval
         self._next: IDelayedCall | None = None
+        self._purging: Deferred[list[str]] | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -237,15 +306,36 @@ class RegistryPurge(Service):
         self._next = self._clock.callLater(self._interval, self._purge)
 
     def _purge(self) -> None:
-        for address in self._store.purge(self._clock.seconds()):
+        self._next = None
+        self._purging = self._store.purge(self._clock.seconds())
+        self._purging.addCallbacks(self._purged, self._failed)
+
+    def _purged(self, dropped: list[str]) -> None:
+        self._purging = None
+        for address in dropped:
             self._log.info("registry: {address} expired", address=address)
-        self._schedule()
+        if self.running:
+            self._schedule()
+
+    def _failed(self, failure: Failure) -> None:
+        self._purging = None
+        if failure.check(CancelledError):
+            return
+        self._log.failure(
+            "registry: purging failed (retrying in {interval}s)",
+            failure=failure,
+            interval=self._interval,
+        )
+        if self.running:
+            self._schedule()
 
     def stopService(self) -> Any:
         super().stopService()
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
+        if self._purging is not None:
+            self._purging.cancel()
         return None
 
 
