@@ -28,7 +28,7 @@ from ._wire import GOB
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
 from .codec._gob import HEADER
-from .discovery import RegistryDiscovery
+from .discovery import RegistryDiscovery, listed_servers
 from .errors import GeeRPCError, NoServers, RemoteError
 from .gob import EMPTY
 from .heartbeat import agent_request
@@ -140,7 +140,55 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+    servers = commands.add_parser(
+        "servers",
+        help="list the servers a registry knows",
+        description="List the live servers of a GeeRPC registry (txgeerpc's or Go's), one "
+        "per line; a txgeerpc registry also tells how long ago each one last beat.",
+    )
+    servers.add_argument(
+        "registry", metavar="REGISTRY_URL", help="e.g. http://127.0.0.1:9999/_geerpc_/registry"
+    )
+    servers.add_argument("--json", action="store_true", help="print the listing as JSON")
+    servers.add_argument(
+        "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait (default: 10)"
+    )
     return parser
+
+
+async def _servers(reactor: Any, options: argparse.Namespace) -> int:
+    url = options.registry
+    if not url.startswith(("http://", "https://")):
+        print(f"error: {url!r} is not an http:// or https:// URL", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        answer = await agent_request(reactor)(
+            b"GET", url, {b"Accept": b"application/json"}, options.timeout or 10.0
+        )
+    except Exception as error:
+        print(f"error: cannot reach the registry at {url}: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    if answer.status != 200:
+        print(f"error: the registry at {url} answered {answer.status}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    try:
+        addresses = listed_servers(answer)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    ages: dict[str, float] = {}
+    if answer.headers.get(b"content-type", b"").startswith(b"application/json"):
+        ages = {
+            entry["address"]: entry.get("age_seconds")
+            for entry in json.loads(answer.body)["servers"]
+        }
+    if options.json:
+        print(dumps({"servers": [{"address": a, "age_seconds": ages.get(a)} for a in addresses]}))
+        return EXIT_OK
+    for address in addresses:
+        age = ages.get(address)
+        print(address if age is None else f"{address}  (last heartbeat {age:g}s ago)")
+    return EXIT_OK
 
 
 async def _list(reactor: Any, options: argparse.Namespace) -> int:
@@ -277,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
 
         if options.command == "call":
             command = _call(reactor, options, argument)
+        elif options.command == "servers":
+            command = _servers(reactor, options)
         else:
             command = _list(reactor, options)
         return ensureDeferred(command).addCallbacks(finish, crash)

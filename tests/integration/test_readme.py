@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -87,6 +88,18 @@ def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
         )
         expected = "".join(f"{address}: 5 calls\n" for address in sorted(addresses))
         assert (result.returncode, result.stdout) == (0, expected), result.stderr
+
+        listing = subprocess.run(
+            [sys.executable, "-m", "txgeerpc", "servers", url, "--json"],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0, listing.stderr
+        listed = json.loads(listing.stdout)["servers"]
+        assert [server["address"] for server in listed] == sorted(addresses)
+        assert all(0 <= server["age_seconds"] < 30 for server in listed)
     finally:
         for process in [*servers, registry]:
             _stop(process)
