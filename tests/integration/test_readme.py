@@ -56,20 +56,20 @@ def test_testing_example_passes(tmp_path: Path) -> None:
 
 
 def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
-    from .test_twistd import _free_port, _start, _stop, _wait_for
+    from tests._processes import free_port, start, stop, wait_for
 
     (tmp_path / "spread.py").write_text(python_blocks()["spread.py"], encoding="utf-8")
-    registry = _start(tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1")
+    registry = start(tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1")
     servers = []
     try:
-        registry_port = _wait_for(registry, rb"Site starting on (\d+)")
+        registry_port = wait_for(registry, rb"Site starting on (\d+)")
         url = f"http://127.0.0.1:{registry_port}/_geerpc_/registry"
         addresses = []
         for _ in range(2):
-            port = _free_port()
+            port = free_port()
             addresses.append(f"tcp@127.0.0.1:{port}")
             servers.append(
-                _start(
+                start(
                     tmp_path,
                     "geerpc",
                     *("--listen", f"tcp:{port}:interface=127.0.0.1"),
@@ -77,7 +77,7 @@ def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
                 )
             )
         for server in servers:
-            _wait_for(server, rb"heartbeat: .* registered at")
+            wait_for(server, rb"heartbeat: .* registered at")
         result = subprocess.run(
             [sys.executable, "spread.py", url],
             cwd=tmp_path,
@@ -102,4 +102,4 @@ def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
         assert all(0 <= server["age_seconds"] < 30 for server in listed)
     finally:
         for process in [*servers, registry]:
-            _stop(process)
+            stop(process)

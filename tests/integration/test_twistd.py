@@ -7,27 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import selectors
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-STARTUP_DEADLINE = 30.0
-
-
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+from tests._processes import TWISTD
+from tests._processes import environment as _environment
+from tests._processes import free_port as _free_port
+from tests._processes import start as _start
+from tests._processes import stop as _stop
+from tests._processes import wait_for as _wait_for
 
 
 @pytest.fixture
@@ -39,68 +32,9 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         _stop(process)
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
-        cwd=tmp_path,
-        env=_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-    assert process.stdout is not None
-    process.stdout.close()
-
-
 def _wait_for_address(process: subprocess.Popen[bytes]) -> str:
     """Read the startup log until it says where it listens."""
     return _wait_for(process, rb"serving .* on (tcp@127\.0\.0\.1:\d+)")
-
-
-def _wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
-    """Read the startup log until ``pattern`` matches; its first group (or the
-    whole match).
-
-    Reads the raw pipe (os.read), not a buffered file: select() cannot see
-    lines already sitting in a file object's buffer.
-    """
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    output = b""
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=deadline - time.monotonic()):
-                break
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            output += chunk
-            match = re.search(pattern, output)
-            if match:
-                return match.group(match.re.groups and 1).decode()
-    finally:
-        selector.close()
-    raise AssertionError("twistd did not report its address:\n" + output.decode(errors="replace"))
-
-
-def _free_port() -> int:
-    """A port free right now on 127.0.0.1 (for a server that must know its
-    own port before it starts, to advertise it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:

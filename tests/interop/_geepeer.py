@@ -12,7 +12,16 @@ PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
   ``HandleHTTP`` + ``http.Serve`` (PROTOCOL.md 6): ``CONNECT /_geeprc_`` gets
   ``HTTP/1.0 200 Connected to Gee RPC`` and then the same stream (bytes sent
   before that line are lost, defect 2), any other method there gets ``405
-  must CONNECT``, and ``/debug/geerpc`` is a debug page.
+  must CONNECT``, and ``/debug/geerpc`` is a debug page. ``-registry URL``
+  heartbeats to a GeeRPC registry as the reference's heartbeat helper does
+  (PROTOCOL.md 10; the request bytes are vector 10's): it advertises
+  ``tcp@ADDRESS`` (``http@ADDRESS`` with ``-http``), sends the first beat
+  before serving and prints ``HEARTBEAT STATUS`` (``HEARTBEAT 200 OK``, or
+  ``HEARTBEAT ERROR ...`` when the request failed, which ends the heartbeats
+  for good, defect 32), then beats every ``-heartbeat`` (a Go duration; 0,
+  the default, is the reference's 4 minutes). Besides Foo, Arith and Records
+  it serves ``Peer.Calls(string) int``: how many calls of that
+  ``Service.Method`` this process has run.
 - ``geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http]
   [-wide-option] [-option-pause 50ms] [-call-timeout 20s] [-dump-c2s FILE]
   [-dump-s2c FILE]`` prints one JSON object per call: ``case``, ``method``,
@@ -22,6 +31,19 @@ PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
   own faithful server; ``-wide-option`` does not depend on timing. ``-http``
   first sends ``CONNECT /_geeprc_ HTTP/1.0\n\n`` and requires the ``200
   Connected to Gee RPC`` answer (the reference's ``DialHTTP``).
+- ``geepeer xclient -registry URL [-scenario spread|broadcast] [-select
+  roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s]
+  [-update-timeout 10s]`` calls through the registry like the reference's
+  XClient over its registry discovery (PROTOCOL.md 9): a plain ``GET`` of the
+  registry (vector 12's bytes), the servers from ``X-Geerpc-Servers``; round
+  robin starts at a random position and steps by one. ``spread`` calls
+  ``Foo.Sum{i, 1000*i}`` for i = 1..N, one server picked per call;
+  ``broadcast`` calls ``Foo.Sum{1, 2}`` on every listed server at once. One
+  JSON object per call: ``case``, ``method``, ``server`` (the
+  ``protocol@address`` called), ``reply``, ``error`` and
+  ``transport_error``. ``http@`` servers are dialled with ``CONNECT`` first.
+  Exit status 1 when the registry cannot be read or a call failed in
+  transport (after printing every line).
 - ``geepeer decode-replies < s2c.bin`` prints one JSON object per reply:
   ``ServiceMethod``, ``Seq``, ``Error``, ``Reply``.
 - ``geepeer encode-requests < requests.jsonl > c2s.bin`` turns lines
@@ -166,21 +188,41 @@ def build_geepeer(tmp_dir: Path, engine: Engine) -> Path:
 class GeepeerServer:
     """``geepeer server`` as a context manager; entering yields its address.
 
-    ``http`` serves GeeRPC over HTTP (``-http``). ``log`` holds the server's
-    stderr (its log lines) so far, and still after exit. Exiting kills the
-    process with SIGKILL and reaps it.
+    ``http`` serves GeeRPC over HTTP (``-http``). With ``registry`` (a URL) the
+    server heartbeats there every ``heartbeat`` (a Go duration, ``None``: the
+    reference's 4 minutes); entering then also waits for the first beat's
+    outcome, ``first_heartbeat`` (``"200 OK"``, or ``"ERROR ..."``).
+    ``log`` holds the server's stderr (its log lines) so far, and still after
+    exit. Exiting kills the process with SIGKILL and reaps it.
     """
 
     def __init__(
-        self, binary: Path, start_timeout: float = START_TIMEOUT, *, http: bool = False
+        self,
+        binary: Path,
+        start_timeout: float = START_TIMEOUT,
+        *,
+        http: bool = False,
+        registry: str | None = None,
+        heartbeat: str | None = None,
     ) -> None:
         self.binary = binary
         self.start_timeout = start_timeout
         self.http = http
+        self.registry = registry
+        self.heartbeat = heartbeat
         self.address: str | None = None
+        self.first_heartbeat: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._stdout = b""
         self._log_path: Path | None = None
         self._final_log: str | None = None
+
+    @property
+    def advertised(self) -> str:
+        """The ``protocol@address`` clients dial (and the heartbeat registers)."""
+        if self.address is None:
+            raise GeepeerError("the server is not running")
+        return f"{'http' if self.http else 'tcp'}@{self.address}"
 
     @property
     def log(self) -> str:
@@ -204,6 +246,10 @@ class GeepeerServer:
             argv = [str(self.binary), "server", "-listen", "127.0.0.1:0"]
             if self.http:
                 argv.append("-http")
+            if self.registry is not None:
+                argv += ["-registry", self.registry]
+            if self.heartbeat is not None:
+                argv += ["-heartbeat", self.heartbeat]
             self._process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -211,8 +257,11 @@ class GeepeerServer:
                 stderr=log_file,
                 bufsize=0,
             )
+        self._stdout = b""
         try:
-            self.address = self._read_listening_line()
+            self.address = self._read_line("LISTENING ")
+            if self.registry is not None:
+                self.first_heartbeat = self._read_line("HEARTBEAT ")
         except BaseException:
             self._stop()
             raise
@@ -226,19 +275,20 @@ class GeepeerServer:
     ) -> None:
         self._stop()
 
-    def _read_listening_line(self) -> str:
+    def _read_line(self, prefix: str) -> str:
+        """The next line the server prints, which must start with ``prefix``;
+        the rest of it."""
         process = self._process
         assert process is not None and process.stdout is not None
         deadline = time.monotonic() + self.start_timeout
-        received = b""
         with selectors.DefaultSelector() as selector:
             selector.register(process.stdout, selectors.EVENT_READ)
-            while b"\n" not in received:
+            while b"\n" not in self._stdout:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise GeepeerError(
-                        f"geepeer server printed no LISTENING line in {self.start_timeout}s;"
-                        f" stdout {received!r}, log:\n{self.log}"
+                        f"geepeer server printed no {prefix.strip()} line in"
+                        f" {self.start_timeout}s; stdout {self._stdout!r}, log:\n{self.log}"
                     )
                 if not selector.select(remaining):
                     continue
@@ -247,13 +297,13 @@ class GeepeerServer:
                     process.wait()
                     raise GeepeerError(
                         f"geepeer server exited with status {process.returncode} before"
-                        f" listening; stdout {received!r}, log:\n{self.log}"
+                        f" its {prefix.strip()} line; stdout {self._stdout!r}, log:\n{self.log}"
                     )
-                received += chunk
-        line = received.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
-        prefix = "LISTENING "
+                self._stdout += chunk
+        raw, self._stdout = self._stdout.split(b"\n", 1)
+        line = raw.decode("utf-8", "replace").strip()
         if not line.startswith(prefix):
-            raise GeepeerError(f"unexpected first line from geepeer server: {line!r}")
+            raise GeepeerError(f"expected {prefix.strip()} from geepeer server, got {line!r}")
         return line[len(prefix) :]
 
     def _stop(self) -> None:
@@ -271,14 +321,21 @@ class GeepeerServer:
 
 
 def running_server(
-    binary: Path, start_timeout: float = START_TIMEOUT, *, http: bool = False
+    binary: Path,
+    start_timeout: float = START_TIMEOUT,
+    *,
+    http: bool = False,
+    registry: str | None = None,
+    heartbeat: str | None = None,
 ) -> GeepeerServer:
     """``with running_server(binary) as address:`` runs ``geepeer server``
-    (``geepeer server -http`` with ``http=True``).
+    (``geepeer server -http`` with ``http=True``; heartbeating to the
+    ``registry`` URL every ``heartbeat``, a Go duration, when given).
 
-    Keep the returned object to read its ``log`` (stderr) during or after the block.
+    Keep the returned object to read its ``log`` (stderr), ``advertised``
+    address or ``first_heartbeat`` during or after the block.
     """
-    return GeepeerServer(binary, start_timeout, http=http)
+    return GeepeerServer(binary, start_timeout, http=http, registry=registry, heartbeat=heartbeat)
 
 
 def _run(
@@ -346,6 +403,41 @@ def run_client(
         argv += ["-call-timeout", call_timeout]
     argv += list(extra_args)
     result = _run(argv, stdin, timeout, f"geepeer client -scenario {scenario}")
+    return _json_lines(result.stdout)
+
+
+def run_xclient(
+    binary: Path,
+    registry: str,
+    scenario: str = "spread",
+    *,
+    select: str | None = None,
+    calls: int | None = None,
+    wide_option: bool = False,
+    call_timeout: str | None = None,
+    extra_args: Iterable[str] = (),
+    timeout: float = RUN_TIMEOUT,
+) -> list[dict[str, Any]]:
+    """Run ``geepeer xclient`` against the ``registry`` URL to completion and
+    return its JSON lines (one per call: ``case``, ``method``, ``server``,
+    ``reply``, ``error``, ``transport_error``).
+
+    ``select`` is ``roundrobin`` (geepeer's default) or ``random``;
+    ``wide_option`` is needed when the registry lists geepeer's own servers.
+    Raises GeepeerError with the client's output on a non-zero exit (the
+    registry could not be read, or a call failed in transport) or on timeout.
+    """
+    argv = [str(binary), "xclient", "-registry", registry, "-scenario", scenario]
+    if select is not None:
+        argv += ["-select", select]
+    if calls is not None:
+        argv += ["-calls", str(calls)]
+    if wide_option:
+        argv.append("-wide-option")
+    if call_timeout is not None:
+        argv += ["-call-timeout", call_timeout]
+    argv += list(extra_args)
+    result = _run(argv, b"", timeout, f"geepeer xclient -scenario {scenario}")
     return _json_lines(result.stdout)
 
 

@@ -86,12 +86,13 @@ func writeOption(conn net.Conn, opt Option, wide bool) error {
 	return err
 }
 
-// dialClient connects, performs the CONNECT exchange when overHTTP (as the
-// reference's DialHTTP), writes the Option and starts the reader. The s2c dump
-// gets every byte received (the CONNECT answer included), the c2s dump every
-// byte sent after the Option.
-func dialClient(addr string, opt Option, overHTTP, wide bool, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
-	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
+// dialClient connects (network is what net.Dial gets: "tcp", or the protocol
+// of an xclient address), performs the CONNECT exchange when overHTTP (as the
+// reference's DialHTTP), writes the Option and starts the reader. The s2c dump gets every
+// byte received (the CONNECT answer included), the c2s dump every byte sent
+// after the Option.
+func dialClient(network, addr string, opt Option, overHTTP, wide bool, optionPause time.Duration, c2s, s2c io.Writer) (*rpcClient, error) {
+	raw, err := net.DialTimeout(network, addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +127,14 @@ func dialClient(addr string, opt Option, overHTTP, wide bool, optionPause time.D
 	c.enc = gob.NewEncoder(c.buf)
 	go c.receive(gob.NewDecoder(conn))
 	return c, nil
+}
+
+// available reports whether the client can still send calls (its reader has
+// not stopped).
+func (c *rpcClient) available() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.shutdown == nil
 }
 
 func (c *rpcClient) receive(dec *gob.Decoder) {
@@ -314,7 +323,7 @@ func runClient(args []string) error {
 		defer f.Close()
 		*d.w = f
 	}
-	c, err := dialClient(*addr, opt, *overHTTP, *wideOption, *optionPause, c2s, s2c)
+	c, err := dialClient("tcp", *addr, opt, *overHTTP, *wideOption, *optionPause, c2s, s2c)
 	if err != nil {
 		return err
 	}

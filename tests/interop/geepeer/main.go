@@ -1,8 +1,9 @@
 // Command geepeer is a GeeRPC-protocol peer written from the wire facts in
 // PROTOCOL.md, used by txgeerpc's interoperability tests. Standard library only.
 //
-//	geepeer server -listen 127.0.0.1:0 [-http]
+//	geepeer server -listen 127.0.0.1:0 [-http] [-registry URL [-heartbeat 4m0s]]
 //	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
+//	geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
 package main
@@ -14,8 +15,9 @@ import (
 )
 
 const usage = `usage:
-  geepeer server -listen 127.0.0.1:0 [-http]
+  geepeer server -listen 127.0.0.1:0 [-http] [-registry URL [-heartbeat 4m0s]]
   geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
+  geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
 `
@@ -32,6 +34,8 @@ func main() {
 		err = runServer(os.Args[2:])
 	case "client":
 		err = runClient(os.Args[2:])
+	case "xclient":
+		err = runXClient(os.Args[2:])
 	case "decode-replies":
 		err = runDecodeReplies()
 	case "encode-requests":

@@ -21,8 +21,16 @@ func runServer(args []string) error {
 	overHTTP := fs.Bool("http", false,
 		"serve GeeRPC over HTTP like the reference's HandleHTTP + http.Serve: CONNECT "+
 			defaultRPCPath+", the debug page at "+defaultDebugPath)
+	registry := fs.String("registry", "",
+		"registry URL (http://HOST:PORT"+defaultRegistryPath+") to heartbeat to, as the "+
+			"reference's registry.Heartbeat: the first beat before serving, then one per period")
+	period := fs.Duration("heartbeat", 0,
+		"time between heartbeats (0: the reference's default, "+defaultHeartbeat.String()+")")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *period < 0 {
+		return fmt.Errorf("server: -heartbeat must not be negative, got %s", *period)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -30,6 +38,14 @@ func runServer(args []string) error {
 	}
 	// os.Stdout is unbuffered: the line is on the pipe when Printf returns.
 	fmt.Printf("LISTENING %s\n", ln.Addr())
+	if *registry != "" {
+		protocol := "tcp"
+		if *overHTTP {
+			protocol = "http"
+		}
+		// Like the reference, serve whatever became of the first beat.
+		fmt.Printf("HEARTBEAT %s\n", startHeartbeat(*registry, protocol+"@"+ln.Addr().String(), *period))
+	}
 	if *overHTTP {
 		return serveHTTP(ln)
 	}
@@ -113,6 +129,7 @@ func (c *serverConn) serve(timeout time.Duration) {
 			c.send(&h, invalidBody)
 			continue
 		}
+		countCall(h.ServiceMethod)
 		wg.Add(1)
 		go func(h Header) {
 			defer wg.Done()

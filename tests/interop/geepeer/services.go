@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -21,7 +22,21 @@ func argsMethod(f func(Args) (int, error)) *method {
 	}
 }
 
-// services mirrors txgeerpc.examples: Foo, Arith and Records.
+// served counts the calls this process has run, by "Service.Method" (known
+// methods whose argument decoded). Peer.Calls reads it.
+var served = struct {
+	sync.Mutex
+	calls map[string]int
+}{calls: map[string]int{}}
+
+func countCall(serviceMethod string) {
+	served.Lock()
+	served.calls[serviceMethod]++
+	served.Unlock()
+}
+
+// services mirrors txgeerpc.examples: Foo, Arith and Records. Peer is
+// geepeer's own, for tests that need to know which server ran their calls.
 var services = map[string]map[string]*method{
 	"Foo": {
 		"Sum": argsMethod(func(a Args) (int, error) { return a.Num1 + a.Num2, nil }),
@@ -67,13 +82,25 @@ var services = map[string]map[string]*method{
 			},
 		},
 	},
+	"Peer": {
+		// Calls("Foo.Sum") is how many Foo.Sum calls this server has run so
+		// far (this one included when asked about itself).
+		"Calls": {
+			newArg: func() any { return new(string) },
+			call: func(a any) (any, error) {
+				served.Lock()
+				defer served.Unlock()
+				return served.calls[*a.(*string)], nil
+			},
+		},
+	},
 }
 
 // newReply allocates the reply a Go client would pass for serviceMethod, or
 // returns nil when the reply should be discarded (unknown method).
 func newReply(serviceMethod string) any {
 	switch serviceMethod {
-	case "Foo.Sum", "Foo.Sleep", "Arith.Multiply", "Arith.Divide", "Arith.Fail":
+	case "Foo.Sum", "Foo.Sleep", "Arith.Multiply", "Arith.Divide", "Arith.Fail", "Peer.Calls":
 		return new(int)
 	case "Arith.Echo":
 		return new(string)
@@ -89,7 +116,7 @@ func newReply(serviceMethod string) any {
 // methods default to Args (as in the basic scenario's Foo.Nope).
 func newArgFor(serviceMethod string) any {
 	switch serviceMethod {
-	case "Arith.Echo", "Arith.Fail":
+	case "Arith.Echo", "Arith.Fail", "Peer.Calls":
 		return new(string)
 	case "Records.Echo":
 		return new(Record)
