@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,15 +30,45 @@ def environment() -> dict[str, str]:
     return env
 
 
+class _Output:
+    """Everything a process has written so far, read by a thread so the pipe
+    never fills up (a chatty registry would block on a full pipe)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self._pipe = process.stdout
+        self.data = b""
+        self.position = 0  # where the next wait_for starts looking
+        self.ended = False
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self._pipe.fileno(), 65536):
+            with self.changed:
+                self.data += chunk
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+
+_outputs: dict[int, _Output] = {}
+
+
 def start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
-    """``twistd -n ARGS`` in ``tmp_path``, logging to its stdout (a pipe)."""
-    return subprocess.Popen(
+    """``twistd -n ARGS`` in ``tmp_path``, logging to its stdout (read by
+    :func:`wait_for` and :func:`output`)."""
+    process = subprocess.Popen(
         [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    _outputs[process.pid] = _Output(process)
+    return process
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -50,40 +80,39 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
+    output = _outputs.pop(process.pid, None)
+    if output is not None:
+        output.thread.join(timeout=15)
     assert process.stdout is not None
     process.stdout.close()
 
 
-def wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
-    """Read the startup log until ``pattern`` matches; its first group (or the
-    whole match).
+def output(process: subprocess.Popen[bytes]) -> bytes:
+    """All the process wrote, once it has exited."""
+    process.wait(timeout=15)
+    log = _outputs[process.pid]
+    log.thread.join(timeout=15)
+    return log.data
 
-    Reads the raw pipe (os.read), not a buffered file: select() cannot see
-    lines already sitting in a file object's buffer.
-    """
-    assert process.stdout is not None
-    fd = process.stdout.fileno()
-    selector = selectors.DefaultSelector()
-    selector.register(fd, selectors.EVENT_READ)
+
+def wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
+    """Wait until the log matches ``pattern`` after the previous match; its
+    first group (or the whole match)."""
+    log = _outputs[process.pid]
     deadline = time.monotonic() + STARTUP_DEADLINE
-    output = b""
-    try:
-        while time.monotonic() < deadline:
-            if not selector.select(timeout=deadline - time.monotonic()):
-                break
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            output += chunk
-            match = re.search(pattern, output)
+    with log.changed:
+        while True:
+            match = re.compile(pattern).search(log.data, log.position)
             if match:
+                log.position = match.end()
                 return match.group(match.re.groups and 1).decode()
-    finally:
-        selector.close()
-    raise AssertionError(
-        f"twistd did not log {pattern!r} within {STARTUP_DEADLINE}s:\n"
-        + output.decode(errors="replace")
-    )
+            left = deadline - time.monotonic()
+            if log.ended or left <= 0:
+                break
+            log.changed.wait(left)
+        text = log.data.decode(errors="replace")
+    ended = "twistd exited" if log.ended else f"not within {STARTUP_DEADLINE}s"
+    raise AssertionError(f"twistd did not log {pattern!r} ({ended}):\n{text}")
 
 
 def free_port() -> int:

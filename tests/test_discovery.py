@@ -126,3 +126,19 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.clock.advance(DEFAULT_REFRESH)
         self.assertEqual(discovery.failures, 2)
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_refresh_answers_with_the_list_and_listeners_can_leave(self) -> None:
+        discovery = self.start()
+        seen: list[list[str]] = []
+        leave = discovery.on_change(seen.append)
+        self.beat("tcp@a:1")
+        self.assertEqual(self.successResultOf(discovery.refresh()), ["tcp@a:1"])
+        leave()
+        leave()  # twice is harmless
+        self.beat("tcp@b:1")
+        self.assertEqual(self.successResultOf(discovery.refresh()), ["tcp@a:1", "tcp@b:1"])
+        self.assertEqual(seen, [["tcp@a:1"]])
+        self.registry.up = False
+        self.assertEqual(  # a failed refresh answers with the last good list
+            self.successResultOf(discovery.refresh()), ["tcp@a:1", "tcp@b:1"]
+        )

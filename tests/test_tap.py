@@ -90,6 +90,32 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(interface, "127.0.0.1")
         service.stopService()
 
+    def test_advertising_port_0_takes_the_port_listened_on(self) -> None:
+        registry = ["--registry", "http://127.0.0.1:1/_geerpc_/registry"]
+        options = tap.Options()
+        options.parseOptions(
+            [
+                *("--listen", "unix:/tmp/txgeerpc-test.sock"),
+                *("--listen", "tcp:7005:interface=127.0.0.1"),
+                *registry,
+                *("--advertise", "tcp@127.0.0.1:0"),
+            ]
+        )
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(service._heartbeat.advertise, "tcp@127.0.0.1:7005")  # type: ignore[attr-defined]
+
+        unix_only = tap.Options()
+        unix_only.parseOptions(
+            ["--listen", "unix:/tmp/txgeerpc-test.sock", *registry, "--advertise", "tcp@h:0"]
+        )
+        service = tap.makeService(unix_only, reactor=MemoryReactorClock())
+        service.privilegedStartService()
+        with self.assertRaises(tap.CannotListen) as raised:
+            service.startService()
+        self.assertIn("needs a TCP --listen", str(raised.exception))
+
     def test_service_spec_class_with_clock(self) -> None:
         reactor = MemoryReactorClock()
         options = tap.Options()

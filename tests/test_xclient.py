@@ -165,6 +165,10 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(xclient.connections, ADDRESSES[:2])
         self.assertFalse(self.by_address["tcp@c:1"].client.available)
         self.assertTrue(self.by_address["tcp@a:1"].client.available)
+        closed = xclient.close()
+        self.flush()
+        self.successResultOf(closed)
+        self.assertEqual(self.discovery._listeners, [])  # a closed XClient stops listening
 
 
 class XClientEdgeTests(SynchronousTestCase):

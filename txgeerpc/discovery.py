@@ -43,9 +43,10 @@ class StaticDiscovery:
         self._servers = list(servers)
         _tell(self._listeners, self.servers())
 
-    def on_change(self, listener: Listener) -> None:
-        """Call ``listener(servers)`` after every change."""
-        self._listeners.append(listener)
+    def on_change(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(servers)`` after every change, until the returned
+        function is called."""
+        return _subscribe(self._listeners, listener)
 
     def ready(self) -> Deferred[None]:
         return succeed(None)
@@ -79,6 +80,7 @@ class RegistryDiscovery(Service):
         self._next: IDelayedCall | None = None
         self._pending: Deferred[Any] | None = None
         self._ready: list[Deferred[None]] = []
+        self._refreshed: list[Deferred[list[str]]] = []
         self._refreshed_once = False
         self.failures = 0
 
@@ -86,8 +88,10 @@ class RegistryDiscovery(Service):
         """The last good list (a copy); empty before the first refresh."""
         return list(self._servers)
 
-    def on_change(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+    def on_change(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(servers)`` after every change, until the returned
+        function is called."""
+        return _subscribe(self._listeners, listener)
 
     def ready(self) -> Deferred[None]:
         """Fires once the first refresh has ended, well or not."""
@@ -109,10 +113,16 @@ class RegistryDiscovery(Service):
         if self._pending is not None:
             self._pending.cancel()
 
-    def refresh(self) -> None:
-        """Ask the registry now (a refresh already under way is not doubled)."""
+    def refresh(self) -> Deferred[list[str]]:
+        """Ask the registry now (a refresh already under way is not doubled).
+
+        :returns: a Deferred firing with the list once this refresh has ended
+            (the last good list if it failed: it never fails itself).
+        """
+        done: Deferred[list[str]] = Deferred()
+        self._refreshed.append(done)
         if self._pending is not None:
-            return
+            return done
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
@@ -124,6 +134,7 @@ class RegistryDiscovery(Service):
         self._pending = d
         d.addCallbacks(self._answered, self._failed)
         d.addBoth(self._done)
+        return done
 
     def _answered(self, answer: Answer) -> None:
         if answer.status != 200:
@@ -163,6 +174,9 @@ class RegistryDiscovery(Service):
             waiters, self._ready = self._ready, []
             for waiter in waiters:
                 waiter.callback(None)
+        refreshes, self._refreshed = self._refreshed, []
+        for refreshed in refreshes:
+            refreshed.callback(self.servers())
         if self.running:
             self._next = self._clock.callLater(self._refresh, self.refresh)
 
@@ -190,6 +204,16 @@ def listed_servers(answer: Answer) -> list[str]:
 
 
 _log = Logger()
+
+
+def _subscribe(listeners: list[Listener], listener: Listener) -> Callable[[], None]:
+    listeners.append(listener)
+
+    def unsubscribe() -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return unsubscribe
 
 
 def _tell(listeners: list[Listener], servers: list[str]) -> None:

@@ -129,7 +129,13 @@ class Options(usage.Options):
             "URL of a GeeRPC registry to heartbeat to "
             "(e.g. http://127.0.0.1:9999/_geerpc_/registry); needs --advertise.",
         ],
-        ["advertise", None, None, "The address to register: proto@host:port."],
+        [
+            "advertise",
+            None,
+            None,
+            "The address to register: proto@host:port (port 0: the port the first TCP "
+            "--listen gets).",
+        ],
         [
             "heartbeat",
             None,
@@ -177,7 +183,8 @@ class Options(usage.Options):
             raise usage.UsageError("--registry and --advertise go together")
         if self["advertise"]:
             try:
-                validate_address(self["advertise"])
+                # Port 0: the port the first TCP --listen gets.
+                validate_address(_with_port(self["advertise"], 1, only_if=0))
             except InvalidServerAddress as error:
                 raise usage.UsageError(f"--advertise {self['advertise']!r}: {error}") from None
         if self["registry"]:
@@ -244,6 +251,15 @@ class _ListeningService(Service):
         self._debug_path = debug_path
         self._registry_path = registry_path
         self._port: IListeningPort | None = None
+
+    @property
+    def port(self) -> IListeningPort | None:
+        """The listening port, once listening."""
+        return self._port
+
+    @property
+    def description(self) -> str:
+        return self._description
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -362,11 +378,13 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
         parent.registry = registry  # type: ignore[attr-defined]
+    listeners = []
     for description in config["listen"]:
         listening = _ListeningService(
             reactor, description, server, factory, debug_path, registry_path
         )
         listening.setServiceParent(parent)
+        listeners.append(listening)
     if config["registry"]:
         heartbeat = Heartbeat(
             reactor,
@@ -375,10 +393,46 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             config["advertise"],
             period=config["heartbeat"],
         )
+        if _port_of(config["advertise"]) == 0:
+            _AdvertiseBoundPort(heartbeat, listeners).setServiceParent(parent)
         heartbeat.setServiceParent(parent)
         parent = _DeregisterFirst(parent, heartbeat)
     parent.server = server  # type: ignore[attr-defined]
     return parent
+
+
+def _port_of(address: str) -> int | None:
+    _, _, port = address.rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def _with_port(address: str, port: int, *, only_if: int | None = None) -> str:
+    """``address`` with its port replaced (only when it is ``only_if``, if given)."""
+    if only_if is not None and _port_of(address) != only_if:
+        return address
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
+class _AdvertiseBoundPort(Service):
+    """Started after the listeners, before the heartbeat: ``--advertise
+    HOST:0`` becomes HOST and the port the first TCP listener got."""
+
+    def __init__(self, heartbeat: Heartbeat, listeners: list[_ListeningService]) -> None:
+        self._heartbeat = heartbeat
+        self._listeners = listeners
+
+    def startService(self) -> None:
+        super().startService()
+        for listening in self._listeners:
+            host = listening.port.getHost() if listening.port is not None else None
+            bound = getattr(host, "port", None)
+            if isinstance(bound, int):
+                self._heartbeat.advertise = _with_port(self._heartbeat.advertise, bound)
+                return
+        raise CannotListen(
+            ", ".join(listening.description for listening in self._listeners),
+            "--advertise with port 0 needs a TCP --listen to take the port from",
+        )
 
 
 class _DeregisterFirst(MultiService):

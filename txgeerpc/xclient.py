@@ -58,7 +58,9 @@ class FailMode(enum.Enum):
 class Discovery(Protocol):
     def servers(self) -> list[str]: ...
 
-    def on_change(self, listener: Callable[[list[str]], None]) -> None: ...
+    def on_change(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``listener`` after every change until the returned function is called."""
+        ...
 
 
 Dial = Callable[[str], "Deferred[Client]"]
@@ -105,7 +107,7 @@ class XClient:
         self._closed = False
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
-        discovery.on_change(self._servers_changed)
+        self._unsubscribe = discovery.on_change(self._servers_changed)
 
     # -- connections -------------------------------------------------------------
 
@@ -184,6 +186,7 @@ class XClient:
         """Close every connection; calls still running or waiting fail with
         :class:`~txgeerpc.errors.ConnectionShutdown`.  Fires once closed."""
         self._closed = True
+        self._unsubscribe()
         closing = [client.close() for client in self._ready.values()]
         for address in self.connections:
             self._drop(address)

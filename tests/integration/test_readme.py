@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests._processes import start, stop, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,28 +58,22 @@ def test_testing_example_passes(tmp_path: Path) -> None:
 
 
 def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
-    from tests._processes import free_port, start, stop, wait_for
-
     (tmp_path / "spread.py").write_text(python_blocks()["spread.py"], encoding="utf-8")
     registry = start(tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1")
-    servers = []
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         registry_port = wait_for(registry, rb"Site starting on (\d+)")
         url = f"http://127.0.0.1:{registry_port}/_geerpc_/registry"
-        addresses = []
-        for _ in range(2):
-            port = free_port()
-            addresses.append(f"tcp@127.0.0.1:{port}")
+        for _ in range(2):  # port 0, advertised as the port it gets
             servers.append(
                 start(
                     tmp_path,
                     "geerpc",
-                    *("--listen", f"tcp:{port}:interface=127.0.0.1"),
-                    *("--registry", url, "--advertise", addresses[-1]),
+                    *("--listen", "tcp:0:interface=127.0.0.1"),
+                    *("--registry", url, "--advertise", "tcp@127.0.0.1:0"),
                 )
             )
-        for server in servers:
-            wait_for(server, rb"heartbeat: .* registered at")
+        addresses = [wait_for(server, rb"heartbeat: (\S+) registered at") for server in servers]
         result = subprocess.run(
             [sys.executable, "spread.py", url],
             cwd=tmp_path,

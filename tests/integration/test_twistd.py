@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests._processes import TWISTD
+from tests._processes import TWISTD, output
 from tests._processes import environment as _environment
-from tests._processes import free_port as _free_port
 from tests._processes import start as _start
 from tests._processes import stop as _stop
 from tests._processes import wait_for as _wait_for
@@ -92,8 +91,7 @@ def test_readme_demo(demo_server: tuple[str, subprocess.Popen[bytes]]) -> None:
     # SIGTERM shuts down cleanly (twistd then re-raises the signal to report it).
     os.kill(process.pid, signal.SIGTERM)
     assert process.wait(timeout=15) == -signal.SIGTERM
-    assert process.stdout is not None
-    assert b"Server Shut Down." in process.stdout.read()
+    assert b"Server Shut Down." in output(process)
 
 
 def test_port_in_use_fails_startup(tmp_path: Path) -> None:
@@ -180,24 +178,25 @@ def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
         assert _registry(url, "DELETE", "http@127.0.0.1:1234")[0] == 200
 
         # A server heartbeats from its start and deregisters on a clean stop.
-        free = _free_port()
         server = _start(
             tmp_path,
             "geerpc",
-            *("--listen", f"tcp:{free}:interface=127.0.0.1"),
-            *("--registry", url, "--advertise", f"tcp@127.0.0.1:{free}"),
+            *("--listen", "tcp:0:interface=127.0.0.1"),
+            # Port 0: the port the listener gets.
+            *("--registry", url, "--advertise", "tcp@127.0.0.1:0"),
         )
         try:
-            _wait_for(server, rb"heartbeat: .* registered at")
-            assert _registry(url, "GET") == (200, f"tcp@127.0.0.1:{free}")
+            listening = _wait_for_address(server)
+            advertised = _wait_for(server, rb"heartbeat: (\S+) registered at")
+            assert advertised == listening
+            assert _registry(url, "GET") == (200, advertised)
             # The CLI takes the registry's URL instead of an address.
             through = _cli("call", url, "Foo.Sum", '{"Num1":2,"Num2":3}')
             assert (through.returncode, through.stdout, through.stderr) == (0, "5\n", "")
         finally:
             os.kill(server.pid, signal.SIGTERM)
             assert server.wait(timeout=15) == -signal.SIGTERM
-            assert server.stdout is not None
-            assert b"deregistered" in server.stdout.read()
+            assert b"deregistered" in output(server)
             _stop(server)
         assert _registry(url, "GET") == (200, "")
     finally:

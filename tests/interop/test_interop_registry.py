@@ -54,7 +54,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._live_reactor import _selectables
-from tests._processes import free_port, start, stop, wait_for
+from tests._processes import start, stop, wait_for
 from txgeerpc import connect
 from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.examples import Args
@@ -116,24 +116,25 @@ def txgeerpc_servers(
     """One ``twistd geerpc`` (the example services) per protocol (``tcp`` or
     ``http``: how it advertises itself), heartbeating to ``registry``; entered
     once every one of them is registered. Stopped by PID on exit."""
-    servers: list[TwistdServer] = []
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         for protocol in protocols:
-            port = free_port()
-            advertised = f"{protocol}@127.0.0.1:{port}"
-            process = start(
-                tmp_path,
-                "geerpc",
-                *("--listen", f"tcp:{port}:interface=127.0.0.1"),
-                *("--registry", registry, "--advertise", advertised),
+            processes.append(
+                start(
+                    tmp_path,
+                    "geerpc",
+                    *("--listen", "tcp:0:interface=127.0.0.1"),
+                    # Port 0: the port the listener gets.
+                    *("--registry", registry, "--advertise", f"{protocol}@127.0.0.1:0"),
+                )
             )
-            servers.append(TwistdServer(advertised, process))
-        for server in servers:
-            wait_for(server.process, rb"heartbeat: .* registered at")
-        yield servers
+        yield [
+            TwistdServer(wait_for(process, rb"heartbeat: (\S+) registered at"), process)
+            for process in processes
+        ]
     finally:
-        for server in servers:
-            server.stop()
+        for process in processes:
+            stop(process)
 
 
 @contextmanager
