@@ -1,6 +1,11 @@
 from __future__ import annotations
 
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+)
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,7 +32,10 @@ class AddressTests(SynchronousTestCase):
 
     def test_endpoints(self) -> None:
         reactor = MemoryReactor()
-        self.assertIsInstance(client_endpoint(reactor, "tcp@127.0.0.1:1"), HostnameEndpoint)
+        # IP literals are dialled directly (a refusal is seen at once), names resolved.
+        self.assertIsInstance(client_endpoint(reactor, "tcp@127.0.0.1:1"), TCP4ClientEndpoint)
+        self.assertIsInstance(client_endpoint(reactor, "tcp@[::1]:1"), TCP6ClientEndpoint)
+        self.assertIsInstance(client_endpoint(reactor, "tcp@localhost:1"), HostnameEndpoint)
         self.assertIsInstance(client_endpoint(reactor, "unix@/tmp/s"), UNIXClientEndpoint)
         self.assertIsInstance(client_endpoint(reactor, "unix:path=/tmp/s"), UNIXClientEndpoint)
         with self.assertRaises(InvalidAddress) as raised:

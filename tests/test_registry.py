@@ -5,12 +5,14 @@ The registry: Go's wire protocol (vectors 09-14) and what txgeerpc adds
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -18,7 +20,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from txgeerpc import registry_tap
-from txgeerpc._one_port import mount
+from txgeerpc._one_port import QuietSite, mount
 from txgeerpc.registry import (
     Entry,
     InvalidServerAddress,
@@ -117,6 +119,34 @@ class RegistryTests(SynchronousTestCase):
         )
         self.assertEqual(self.request("GET")[1][b"x-geerpc-servers"], b"")
 
+    def test_membership_is_logged_and_the_access_log_stays_quiet(self) -> None:
+        events: list[dict[str, Any]] = []
+        resource = self.site.resource.getChildWithDefault(b"_geerpc_", None)
+        registry = resource.getChildWithDefault(b"registry", None)
+        registry._log = Logger(observer=events.append)
+        for _ in range(3):
+            self.request("POST", "tcp@127.0.0.1:1")
+            self.clock.advance(1)
+        self.clock.advance(3)  # expired...
+        self.request("POST", "tcp@127.0.0.1:1")  # ...so this is a join again
+        self.request("DELETE", "tcp@127.0.0.1:1")
+        self.request("DELETE", "tcp@127.0.0.1:1")  # 404: nothing left
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["registry: tcp@127.0.0.1:1 joined"] * 2 + ["registry: tcp@127.0.0.1:1 left"],
+        )
+
+        access = io.StringIO()
+        site = QuietSite(self.site.resource, reactor=self.clock)
+        site.quiet_paths.add(PATH.encode())
+        site._logFile = access
+        self.site = site
+        self.request("POST", "tcp@127.0.0.1:1")
+        self.request("GET")
+        self.assertEqual(access.getvalue(), "")  # heartbeats and listings: quiet
+        self.request("POST", "a,b")
+        self.assertIn('"POST /_geerpc_/registry HTTP/1.1" 400', access.getvalue())
+
     def test_addresses(self) -> None:
         for good in [
             "tcp@127.0.0.1:7001",
@@ -178,7 +208,7 @@ class RemoteStore:
         self.asked.append((what, d))
         return d
 
-    def heartbeat(self, address: str, now: float) -> Deferred[None]:
+    def heartbeat(self, address: str, now: float) -> Deferred[bool]:
         return self._ask(f"heartbeat {address}")
 
     def deregister(self, address: str) -> Deferred[bool]:

@@ -116,6 +116,15 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(len(failures), 3)  # only the calls that went to b
         self.assertTrue(all(failure.check(ConnectFailed) for failure in failures))
 
+    def test_failing_over_to_an_untried_server_does_not_wait(self) -> None:
+        self.down.update({"tcp@a:1", "tcp@b:1"})
+        xclient = self.xclient(mode=FailMode.FAIL_OVER, cooldown=0)
+        for n in range(3):  # starting at each server in turn
+            d = xclient.call("Foo.Sum", Args(n, 1))
+            self.flush()
+            self.assertEqual(self.successResultOf(d), n + 1)  # no time has passed
+        self.assertEqual(self.calls_per_server()["tcp@c:1"], 3)
+
     def test_a_call_that_may_have_run_is_retried_only_if_idempotent(self) -> None:
         for idempotent, expected in [((), CallTimeout), (("Slow.Wait",), None)]:
             self.discovery.update(["tcp@a:1"])
@@ -253,3 +262,41 @@ class XClientEdgeTests(SynchronousTestCase):
         closed = over.close()
         connection.flush()
         self.successResultOf(closed)
+
+    def test_a_server_that_refuses_is_passed_over_for_a_while(self) -> None:
+        attempts: list[str] = []
+
+        def dial(address: str) -> Deferred[Client]:
+            attempts.append(address)
+            if address == "tcp@b:1":
+                return fail(ConnectFailed("refused"))
+            return self.pending_dial(address)
+
+        xclient = XClient(
+            StaticDiscovery(["tcp@a:1", "tcp@b:1"]),
+            dial,
+            self.clock,
+            selector=RoundRobinSelect(random.Random(0)),
+            cooldown=1,
+            max_cooldown=3,
+        )
+        calls: list[Deferred[Any]] = []
+
+        def call(count: int) -> int:
+            for _ in range(count):
+                d = xclient.call("Foo.Sum", Args())
+                d.addErrback(lambda failure: failure.trap(ConnectFailed, ConnectionShutdown))
+                calls.append(d)
+            return attempts.count("tcp@b:1")
+
+        self.assertEqual(call(4), 1)  # refused once, then passed over
+        for period in (1, 2, 3):  # doubling, capped at max_cooldown
+            before = attempts.count("tcp@b:1")
+            self.clock.advance(period - 0.01)
+            self.assertEqual(call(4), before)  # still passed over
+            self.clock.advance(0.01)
+            self.assertEqual(call(2), before + 1)  # tried again (and refused)
+        closed = xclient.close()
+        self.successResultOf(closed)
+        for d in calls:
+            self.successResultOf(d)

@@ -247,6 +247,25 @@ def mount(root: Resource, path: str, resource: Resource) -> None:
     parent.putChild(segments[-1], resource)
 
 
+class QuietSite(Site):
+    """A :class:`~twisted.web.server.Site` whose access log leaves out the
+    successful requests under ``quiet_paths`` (registry heartbeats and
+    listings: one line per server per beat would drown the rest)."""
+
+    def __init__(self, resource: Resource, *args: Any, **kwargs: Any) -> None:
+        super().__init__(resource, *args, **kwargs)
+        self.quiet_paths: set[bytes] = set()
+
+    def log(self, request: Any) -> None:
+        path = request.path or b""
+        if request.code < 400 and any(
+            path == quiet or path.startswith(quiet.rstrip(b"/") + b"/")
+            for quiet in self.quiet_paths
+        ):
+            return
+        super().log(request)
+
+
 class OnePortFactory(Factory):
     """Builds :class:`OnePortProtocol` for a :class:`~txgeerpc.Server`.
 
@@ -274,7 +293,7 @@ class OnePortFactory(Factory):
             from .debug import DebugResource
 
             mount(root, debug_path, DebugResource(server))
-        self.site = Site(root, reactor=clock)
+        self.site = QuietSite(root, reactor=clock)
         self.site.displayTracebacks = False
         self.site.noisy = False
 
@@ -282,4 +301,12 @@ class OnePortFactory(Factory):
         return OnePortProtocol(self, addr)
 
 
-__all__ = ["Kind", "MustConnect", "OnePortFactory", "OnePortProtocol", "mount", "sniff"]
+__all__ = [
+    "Kind",
+    "MustConnect",
+    "OnePortFactory",
+    "OnePortProtocol",
+    "QuietSite",
+    "mount",
+    "sniff",
+]

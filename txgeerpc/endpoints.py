@@ -11,9 +11,16 @@ GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, clientFromString
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    UNIXClientEndpoint,
+    clientFromString,
+)
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from ._http_connect import HTTPConnectEndpoint
@@ -79,12 +86,23 @@ def client_endpoint(
     protocol, rest = split_address(address)
     if protocol in ("tcp", "tcp4", "tcp6"):
         host, port = split_host_port(rest)
-        # HostnameEndpoint's own default limit is 30 s; the caller's decides instead.
-        return HostnameEndpoint(reactor, host, port, timeout=timeout or _NO_LIMIT)
+        return _tcp(reactor, host, port, timeout)
     if protocol == "http":
         host, port = split_host_port(rest)
-        tcp = HostnameEndpoint(reactor, host, port, timeout=timeout or _NO_LIMIT)
-        return HTTPConnectEndpoint(tcp, DEFAULT_RPC_PATH)
+        return HTTPConnectEndpoint(_tcp(reactor, host, port, timeout), DEFAULT_RPC_PATH)
     if protocol == "unix":
         return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")
+
+
+def _tcp(reactor: Any, host: str, port: int, timeout: float | None) -> IStreamClientEndpoint:
+    """An IP literal is dialled directly: HostnameEndpoint would notice a
+    refused connection only at its next 0.3 s attempt tick."""
+    limit = timeout or _NO_LIMIT  # the endpoints' own default is 30 s; the caller's decides
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return HostnameEndpoint(reactor, host, port, timeout=limit)
+    if ip.version == 4:
+        return TCP4ClientEndpoint(reactor, host, port, timeout=limit)
+    return TCP6ClientEndpoint(reactor, host, port, timeout=limit)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -98,8 +99,9 @@ class IRegistryStore(Interface):
         "Seconds an entry lives after its last heartbeat (0: for ever)."
     )
 
-    def heartbeat(address: str, now: float) -> Deferred[None]:
-        """Register ``address`` or refresh it."""
+    def heartbeat(address: str, now: float) -> Deferred[bool]:
+        """Register ``address`` or refresh it; True if it was not registered
+        (or had expired)."""
 
     def deregister(address: str) -> Deferred[bool]:
         """Forget ``address``; False if it was not registered."""
@@ -119,9 +121,10 @@ class MemoryStore:
         self.timeout = timeout
         self._entries: dict[str, float] = {}
 
-    def heartbeat(self, address: str, now: float) -> Deferred[None]:
+    def heartbeat(self, address: str, now: float) -> Deferred[bool]:
+        last = self._entries.get(address)
         self._entries[address] = now
-        return succeed(None)
+        return succeed(last is None or not self._alive(last, now))
 
     def deregister(self, address: str) -> Deferred[bool]:
         return succeed(self._entries.pop(address, None) is not None)
@@ -165,18 +168,22 @@ class RegistryResource(Resource):
             if address is None:
                 return b""
             return self._answer(
-                request, self.store.heartbeat(address, self.clock.seconds()), self._registered
+                request,
+                self.store.heartbeat(address, self.clock.seconds()),
+                partial(self._registered, request, address),
             )
         if method in (b"GET", b"HEAD"):
             now = self.clock.seconds()
-            return self._answer(
-                request, self.store.live(now), lambda r, e: self._listing(r, e, now)
-            )
+            return self._answer(request, self.store.live(now), partial(self._listing, request, now))
         if method == b"DELETE":
             address = self._address(request)
             if address is None:
                 return b""
-            return self._answer(request, self.store.deregister(address), self._deregistered)
+            return self._answer(
+                request,
+                self.store.deregister(address),
+                partial(self._deregistered, request, address),
+            )
         request.setResponseCode(405)
         return b""
 
@@ -184,15 +191,15 @@ class RegistryResource(Resource):
         self,
         request: Request,
         asked: Deferred[Any],
-        answer: Callable[[Request, Any], bytes],
+        answer: Callable[[Any], bytes],
     ) -> bytes | int:
-        """Render ``answer(request, result)`` once the store has answered:
+        """Render ``answer(result)`` once the store has answered:
         at once for an in-memory store, later for a remote one."""
 
         def render(result: Any) -> bytes:
             if isinstance(result, Failure):
                 return self._unavailable(request, result)
-            return answer(request, result)
+            return answer(result)
 
         at_once: list[Any] = []
         waiting = False
@@ -251,18 +258,22 @@ class RegistryResource(Resource):
             request.write(f"bad {SERVER_HEADER.decode()}: {error}\n".encode())
             return None
 
-    def _registered(self, request: Request, _: None) -> bytes:
+    def _registered(self, request: Request, address: str, new: bool) -> bytes:
+        if new:
+            self._log.info("registry: {address} joined", address=address)
         timeout = getattr(self.store, "timeout", None)
         if timeout is not None:
             request.setHeader(TIMEOUT_HEADER, f"{timeout:g}".encode())
         return b""
 
-    def _deregistered(self, request: Request, known: bool) -> bytes:
-        if not known:
+    def _deregistered(self, request: Request, address: str, known: bool) -> bytes:
+        if known:
+            self._log.info("registry: {address} left", address=address)
+        else:
             request.setResponseCode(404)
         return b""
 
-    def _listing(self, request: Request, entries: list[Entry], now: float) -> bytes:
+    def _listing(self, request: Request, now: float, entries: list[Entry]) -> bytes:
         # Bytes back as they came (the header was read as latin-1), as Go does.
         listed = ",".join(entry.address for entry in entries).encode("latin-1")
         accept = request.getHeader(b"accept") or b""

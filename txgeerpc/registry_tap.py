@@ -12,9 +12,8 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
-from ._one_port import mount
+from ._one_port import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
 from .registry import DEFAULT_TIMEOUT, MemoryStore, RegistryPurge, RegistryResource, purge_interval
 from .tap import non_negative_float
@@ -65,7 +64,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     store = MemoryStore(config["timeout"])
     root = Resource()
     mount(root, config["path"], RegistryResource(store, reactor))
-    site = Site(root, reactor=reactor)
+    site = QuietSite(root, reactor=reactor)
+    site.quiet_paths.add(config["path"].encode())
     parent = MultiService()
     RegistryPurge(store, reactor, purge_interval(config["timeout"])).setServiceParent(parent)
     for description in config["listen"]:

@@ -375,6 +375,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         store = MemoryStore(config["registry-timeout"])
         registry = RegistryResource(store, reactor)
         mount(factory.site.resource, registry_path, registry)
+        factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
         parent.registry = registry  # type: ignore[attr-defined]

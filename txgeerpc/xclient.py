@@ -77,6 +77,10 @@ class XClient:
     :param dial: opens a :class:`Client` to an address (``lambda address:
         connect(reactor, address)`` in production).
     :param idempotent: ``Service.Method`` names safe to run twice.
+    :param cooldown: seconds a server whose dial failed is passed over while
+        others are up (doubling on each further failure, up to
+        ``max_cooldown``; over at its first good dial), so a dead server that
+        discovery still lists costs calls nothing.
     """
 
     _log = Logger()
@@ -92,6 +96,8 @@ class XClient:
         retries: int = 3,
         backoff: float = 0.05,
         idempotent: Iterable[str] = (),
+        cooldown: float = 1.0,
+        max_cooldown: float = 30.0,
     ) -> None:
         self._discovery = discovery
         self._dial = dial
@@ -105,6 +111,9 @@ class XClient:
         self._waiting: dict[str, list[Deferred[Client]]] = {}
         self._dials: dict[str, Deferred[Client]] = {}
         self._closed = False
+        self._cooldown = cooldown
+        self._max_cooldown = max_cooldown
+        self._cooling: dict[str, tuple[float, float]] = {}  # address: (until, last period)
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
         self._unsubscribe = discovery.on_change(self._servers_changed)
@@ -142,6 +151,7 @@ class XClient:
 
     def _dialled(self, address: str, client: Client) -> None:
         self._dials.pop(address, None)
+        self._cooling.pop(address, None)
         waiters = self._waiting.pop(address, None)
         if waiters is None or self._closed:  # dropped while dialling: _drop failed them
             client.close()
@@ -156,6 +166,10 @@ class XClient:
 
     def _dial_failed(self, address: str, failure: Failure) -> None:
         self._dials.pop(address, None)
+        if self._cooldown > 0:
+            _, last = self._cooling.get(address, (0.0, 0.0))
+            period = min(last * 2, self._max_cooldown) if last else self._cooldown
+            self._cooling[address] = (self._clock.seconds() + period, period)
         for waiter in self._waiting.pop(address, []):
             if not waiter.called:
                 waiter.errback(failure)
@@ -163,6 +177,8 @@ class XClient:
     def _servers_changed(self, servers: list[str]) -> None:
         for address in set(self.connections) - set(servers):
             self._drop(address)
+        for address in set(self._cooling) - set(servers):
+            del self._cooling[address]
 
     def _drop(self, address: str) -> None:
         client = self._ready.pop(address, None)
@@ -254,15 +270,24 @@ class XClient:
                 )
                 if isinstance(error, _NOT_SENT):
                     self._drop(address)
-                await deferLater(self._clock, delay, lambda: None)
-                delay *= 2
+                # Going over to a server not tried yet need not wait.
+                over_at_once = (
+                    self.mode is FailMode.FAIL_OVER
+                    and isinstance(error, _NOT_SENT)
+                    and any(server not in tried for server in self._discovery.servers())
+                )
+                if not over_at_once:
+                    await deferLater(self._clock, delay, lambda: None)
+                    delay *= 2
                 if self.mode is FailMode.FAIL_OVER:
                     address = self._pick(tried, key)
 
     def _pick(self, tried: list[str], key: str | None) -> str:
         servers = self._discovery.servers()
         fresh = [server for server in servers if server not in tried]
-        return self._selector.select(fresh or servers, key=key)
+        now = self._clock.seconds()
+        warm = [server for server in fresh if self._cooling.get(server, (0.0, 0.0))[0] <= now]
+        return self._selector.select(warm or fresh or servers, key=key)
 
     def broadcast(
         self, service_method: str, argument: Any = None, *, timeout: float | None = None
