@@ -7,7 +7,12 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc.discovery import DEFAULT_REFRESH, RegistryDiscovery, StaticDiscovery
+from txgeerpc.discovery import (
+    DEFAULT_KEEP_ON_EMPTY,
+    DEFAULT_REFRESH,
+    RegistryDiscovery,
+    StaticDiscovery,
+)
 from txgeerpc.heartbeat import Answer
 
 from ._helpers import checked_clock
@@ -64,7 +69,45 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.registry.up = True
         self.registry.restart(timeout=0)
         self.clock.advance(DEFAULT_REFRESH)
-        self.assertEqual((discovery.servers(), discovery.failures), ([], 0))
+        self.assertEqual((discovery.servers(), discovery.failures), (["tcp@a:1"], 0))
+
+    def test_a_registry_that_suddenly_lists_nobody_is_believed_later(self) -> None:
+        self.beat("tcp@a:1")
+        self.beat("tcp@b:1")
+        discovery = self.start()
+        self.registry.restart(timeout=0)  # forgets everyone until their next beat
+        for _ in range(int(DEFAULT_KEEP_ON_EMPTY // DEFAULT_REFRESH) - 1):
+            self.clock.advance(DEFAULT_REFRESH)
+            self.assertEqual(discovery.servers(), ["tcp@a:1", "tcp@b:1"])
+        self.beat("tcp@b:1")  # b re-joins: the new list is believed at once
+        self.clock.advance(DEFAULT_REFRESH)
+        self.assertEqual(discovery.servers(), ["tcp@b:1"])
+        self.registry.restart(timeout=0)
+        self.clock.advance(DEFAULT_REFRESH)  # the first empty answer: the hold starts
+        self.clock.advance(DEFAULT_KEEP_ON_EMPTY - DEFAULT_REFRESH)
+        self.assertEqual(discovery.servers(), ["tcp@b:1"])
+        self.clock.advance(DEFAULT_REFRESH)  # nobody re-joined: believed after the hold
+        self.assertEqual(discovery.servers(), [])
+        at_once = RegistryDiscovery(self.clock, self.registry.request, URL, keep_on_empty=0)
+        self.beat("tcp@a:1")
+        at_once.startService()
+        self.registry.restart(timeout=0)
+        self.assertEqual(self.successResultOf(at_once.refresh()), [])
+        at_once.stopService()
+
+    def test_a_waiter_that_refreshes_again_leaves_one_timer(self) -> None:
+        discovery = self.start()
+
+        def again(servers: list[str]) -> None:
+            discovery.refresh()
+
+        discovery.refresh().addCallback(again)
+        self.assertEqual(len([c for c in self.clock.getDelayedCalls() if c.active()]), 1)
+        discovery.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        asked = len(self.registry.requests)
+        self.assertEqual(self.successResultOf(discovery.refresh()), [])
+        self.assertEqual(len(self.registry.requests), asked)  # stopped: nothing sent
 
     def test_a_hung_registry_never_holds_up_the_list(self) -> None:
         self.beat("tcp@a:1")

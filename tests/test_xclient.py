@@ -20,7 +20,7 @@ from txgeerpc.errors import (
     RemoteError,
 )
 from txgeerpc.examples import Args, register_examples
-from txgeerpc.selection import RoundRobinSelect
+from txgeerpc.selection import PowerOfTwoChoices, RoundRobinSelect
 from txgeerpc.testing import InMemoryConnection, connect_in_memory
 from txgeerpc.xclient import FailMode, XClient
 
@@ -115,6 +115,33 @@ class XClientTests(SynchronousTestCase):
         failures = [outcome for outcome in outcomes if not isinstance(outcome, int)]
         self.assertEqual(len(failures), 3)  # only the calls that went to b
         self.assertTrue(all(failure.check(ConnectFailed) for failure in failures))
+
+    def test_a_server_leaving_finishes_its_running_calls_first(self) -> None:
+        xclient = self.xclient(mode=FailMode.FAIL_FAST)
+        self.discovery.update(["tcp@a:1"])
+        running = xclient.call("Slow.Wait", None)
+        self.flush()
+        self.assertEqual(xclient.in_flight("tcp@a:1"), 1)
+        self.discovery.update(["tcp@c:1"])  # a leaves while its call runs
+        self.assertEqual(xclient.connections, [])
+        self.assertTrue(self.by_address["tcp@a:1"].client.available)  # draining, not closed
+        self.clock.advance(1)
+        self.flush()
+        self.assertEqual(self.successResultOf(running), "tcp@a:1")
+        self.assertFalse(self.by_address["tcp@a:1"].client.available)  # closed once done
+        self.assertEqual(xclient.in_flight("tcp@a:1"), 0)
+
+    def test_power_of_two_choices_counts_this_xclients_calls(self) -> None:
+        selector = PowerOfTwoChoices(rng=random.Random(3))
+        xclient = XClient(self.discovery, self.dial, self.clock, selector=selector)
+        self.assertEqual(selector.in_flight, xclient.in_flight)
+        calls = [xclient.call("Slow.Wait", None) for _ in range(6)]
+        self.flush()
+        # Each pick avoids the busier of its two: the load stays even.
+        self.assertEqual(sorted(xclient.in_flight(a) for a in ADDRESSES), [2, 2, 2])
+        self.clock.advance(1)
+        self.flush()
+        self.assertEqual(len([self.successResultOf(d) for d in calls]), 6)
 
     def test_failing_over_to_an_untried_server_does_not_wait(self) -> None:
         self.down.update({"tcp@a:1", "tcp@b:1"})
@@ -300,3 +327,60 @@ class XClientEdgeTests(SynchronousTestCase):
         self.successResultOf(closed)
         for d in calls:
             self.successResultOf(d)
+
+    def test_a_short_timeout_leaves_a_shared_dial_alone(self) -> None:
+        xclient = XClient(StaticDiscovery(["tcp@a:1"]), self.pending_dial, self.clock)
+        patient = xclient.call("Foo.Sum", Args(), timeout=30)
+        hasty = xclient.call("Foo.Sum", Args(), timeout=0.5)
+        self.clock.advance(0.5)
+        self.failureResultOf(hasty, ConnectTimeout)
+        self.assertEqual(len(self.dials), 1)
+        self.assertFalse(self.dials[0].called)  # not cancelled: the patient call still waits
+        self.assertNoResult(patient)
+        self.assertEqual(xclient._cooling, {})  # a slow dial is no failed dial
+        self.successResultOf(xclient.close())
+        self.failureResultOf(patient, ConnectionShutdown)
+
+    def test_close_ends_a_backoff_at_once(self) -> None:
+        xclient = XClient(
+            StaticDiscovery(["tcp@a:1"]),
+            lambda address: fail(ConnectFailed("refused")),
+            self.clock,
+            mode=FailMode.FAIL_TRY,
+            backoff=5,
+            cooldown=0,
+        )
+        d = xclient.call("Foo.Sum", Args())
+        self.assertNoResult(d)  # waiting 5 s before retrying
+        self.successResultOf(xclient.close())
+        self.failureResultOf(d, ConnectionShutdown)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_call_made_before_the_first_list_waits_for_it(self) -> None:
+        class Slow(StaticDiscovery):
+            def __init__(self) -> None:
+                super().__init__()
+                self.first: Deferred[None] = Deferred()
+
+            def ready(self) -> Deferred[None]:
+                return self.first
+
+        b = Server(self.clock)
+        register_examples(b)
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        discovery = Slow()
+        xclient = XClient(discovery, lambda address: succeed(connection.client), self.clock)
+        d = xclient.call("Foo.Sum", Args(1, 2))
+        broadcast = xclient.broadcast("Foo.Sum", Args(3, 4))
+        late = xclient.call("Foo.Sum", Args(), timeout=1)
+        self.clock.advance(1)
+        self.failureResultOf(late, NoServers)  # bounded by its timeout
+        discovery.update(["tcp@b:1"])
+        discovery.first.callback(None)
+        connection.flush()
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertEqual(self.successResultOf(broadcast), 7)
+        closed = xclient.close()
+        connection.flush()
+        self.successResultOf(closed)

@@ -23,6 +23,10 @@ from .registry import SERVERS_HEADER
 
 DEFAULT_REFRESH = 10.0
 """Seconds between registry refreshes (the reference's default)."""
+DEFAULT_KEEP_ON_EMPTY = 120.0
+"""Seconds a registry that suddenly lists no server is not believed: a
+restarted registry is empty until each server's next heartbeat (every 100 s
+for txgeerpc servers at the default TTL)."""
 
 Listener = Callable[[list[str]], None]
 
@@ -57,6 +61,9 @@ class RegistryDiscovery(Service):
     ``refresh`` seconds while the service runs.
 
     :param request: how to make HTTP requests (see :mod:`txgeerpc.heartbeat`).
+    :param keep_on_empty: when the registry suddenly lists no server at all
+        (it restarted; servers re-join at their next heartbeat), keep the
+        last list this many seconds before believing it (0: at once).
     """
 
     _log = Logger()
@@ -69,6 +76,7 @@ class RegistryDiscovery(Service):
         *,
         refresh: float = DEFAULT_REFRESH,
         request_timeout: float = 5.0,
+        keep_on_empty: float = DEFAULT_KEEP_ON_EMPTY,
     ) -> None:
         self._clock = clock
         self._request = request
@@ -82,6 +90,8 @@ class RegistryDiscovery(Service):
         self._ready: list[Deferred[None]] = []
         self._refreshed: list[Deferred[list[str]]] = []
         self._refreshed_once = False
+        self._keep_on_empty = keep_on_empty
+        self._empty_since: float | None = None
         self.failures = 0
 
     def servers(self) -> list[str]:
@@ -123,6 +133,9 @@ class RegistryDiscovery(Service):
         self._refreshed.append(done)
         if self._pending is not None:
             return done
+        if not self.running and self._refreshed_once:  # stopped: no more requests
+            self._refreshed.remove(done)
+            return succeed(self.servers())
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
@@ -146,6 +159,20 @@ class RegistryDiscovery(Service):
             self._failed(str(error))
             return
         self.failures = 0
+        if not servers and self._servers and self._keep_on_empty > 0:
+            now = self._clock.seconds()
+            if self._empty_since is None:
+                self._empty_since = now
+                self._log.warn(
+                    "discovery: {registry} lists no servers (restarted?); keeping {count} "
+                    "known servers for up to {keep}s while they re-join",
+                    registry=self.registry_url,
+                    count=len(self._servers),
+                    keep=f"{self._keep_on_empty:g}",
+                )
+            if now - self._empty_since < self._keep_on_empty:
+                return
+        self._empty_since = None
         if servers != self._servers:
             self._log.info(
                 "discovery: {registry} lists {servers}",
@@ -169,6 +196,12 @@ class RegistryDiscovery(Service):
 
     def _done(self, result: Any) -> None:
         self._pending = None
+        # Schedule before telling anyone: a waiter may refresh again at once
+        # (which cancels this timer), and must not end up with two.
+        if self.running:
+            if self._next is not None and self._next.active():
+                self._next.cancel()
+            self._next = self._clock.callLater(self._refresh, self.refresh)
         if not self._refreshed_once:
             self._refreshed_once = True
             waiters, self._ready = self._ready, []
@@ -177,8 +210,6 @@ class RegistryDiscovery(Service):
         refreshes, self._refreshed = self._refreshed, []
         for refreshed in refreshes:
             refreshed.callback(self.servers())
-        if self.running:
-            self._next = self._clock.callLater(self._refresh, self.refresh)
 
 
 def listed_servers(answer: Answer) -> list[str]:

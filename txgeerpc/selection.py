@@ -120,10 +120,16 @@ class ConsistentHash(Selector):
 
 
 class PowerOfTwoChoices(Selector):
-    """Of two servers picked at random, the one with fewer calls in flight."""
+    """Of two servers picked at random, the one with fewer calls in flight.
 
-    def __init__(self, in_flight: Callable[[str], int], rng: random.Random | None = None) -> None:
-        self._in_flight = in_flight
+    :param in_flight: calls running on an address; an :class:`XClient` given
+        this selector without one supplies its own count.
+    """
+
+    def __init__(
+        self, in_flight: Callable[[str], int] | None = None, rng: random.Random | None = None
+    ) -> None:
+        self.in_flight = in_flight
         self._rng = rng or random.Random()
 
     def select(self, servers: Sequence[str], key: str | None = None) -> str:
@@ -133,4 +139,6 @@ class PowerOfTwoChoices(Selector):
             return servers[0]
         first, second = self._rng.sample(range(len(servers)), 2)
         a, b = servers[first], servers[second]
-        return a if self._in_flight(a) <= self._in_flight(b) else b
+        if self.in_flight is None:
+            raise TypeError("PowerOfTwoChoices needs in_flight (or an XClient to supply it)")
+        return a if self.in_flight(a) <= self.in_flight(b) else b

@@ -46,7 +46,7 @@ from .errors import (
     InvalidAddress,
     NoServers,
 )
-from .selection import RandomSelect, Selector
+from .selection import PowerOfTwoChoices, RandomSelect, Selector
 
 
 class FailMode(enum.Enum):
@@ -60,6 +60,10 @@ class Discovery(Protocol):
 
     def on_change(self, listener: Callable[[list[str]], None]) -> Callable[[], None]:
         """Call ``listener`` after every change until the returned function is called."""
+        ...
+
+    def ready(self) -> Deferred[None]:
+        """Fires once the first list is known (well or not)."""
         ...
 
 
@@ -114,9 +118,14 @@ class XClient:
         self._cooldown = cooldown
         self._max_cooldown = max_cooldown
         self._cooling: dict[str, tuple[float, float]] = {}  # address: (until, last period)
+        self._draining: set[Client] = set()  # left the list; closed when their calls end
+        self._in_flight: Counter[str] = Counter()
+        self._sleeping: set[Deferred[None]] = set()  # backoffs, cancelled by close()
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
         self._unsubscribe = discovery.on_change(self._servers_changed)
+        if isinstance(self._selector, PowerOfTwoChoices) and self._selector.in_flight is None:
+            self._selector.in_flight = self.in_flight
 
     # -- connections -------------------------------------------------------------
 
@@ -166,7 +175,7 @@ class XClient:
 
     def _dial_failed(self, address: str, failure: Failure) -> None:
         self._dials.pop(address, None)
-        if self._cooldown > 0:
+        if self._cooldown > 0 and not failure.check(CancelledError):
             _, last = self._cooling.get(address, (0.0, 0.0))
             period = min(last * 2, self._max_cooldown) if last else self._cooldown
             self._cooling[address] = (self._clock.seconds() + period, period)
@@ -183,7 +192,10 @@ class XClient:
     def _drop(self, address: str) -> None:
         client = self._ready.pop(address, None)
         if client is not None:
-            client.close()
+            if self._closed or client.pending == 0:
+                client.close()
+            else:  # no new calls; those running finish first
+                self._draining.add(client)
         # Calls waiting for a dial never reached the server: closing says so,
         # and a server leaving the list is a failed connect (fail-over retries).
         for waiter in self._waiting.pop(address, []):
@@ -203,10 +215,18 @@ class XClient:
         :class:`~txgeerpc.errors.ConnectionShutdown`.  Fires once closed."""
         self._closed = True
         self._unsubscribe()
-        closing = [client.close() for client in self._ready.values()]
+        for sleeping in list(self._sleeping):
+            sleeping.cancel()
+        draining, self._draining = self._draining, set()
+        closing = [client.close() for client in [*self._ready.values(), *draining]]
         for address in self.connections:
             self._drop(address)
         return DeferredList(closing).addCallback(lambda _: None)
+
+    def in_flight(self, address: str) -> int:
+        """Calls of this XClient running on ``address`` now (what
+        :class:`~txgeerpc.selection.PowerOfTwoChoices` compares)."""
+        return self._in_flight[address]
 
     @property
     def connections(self) -> list[str]:
@@ -244,6 +264,7 @@ class XClient:
     ) -> Any:
         if self._closed:
             raise ConnectionShutdown()
+        await self._first_list(timeout)
         tried: list[str] = []
         delay = self._backoff
         address = self._pick(tried, key)
@@ -268,8 +289,6 @@ class XClient:
                     error=error,
                     attempt=attempt,
                 )
-                if isinstance(error, _NOT_SENT):
-                    self._drop(address)
                 # Going over to a server not tried yet need not wait.
                 over_at_once = (
                     self.mode is FailMode.FAIL_OVER
@@ -277,10 +296,37 @@ class XClient:
                     and any(server not in tried for server in self._discovery.servers())
                 )
                 if not over_at_once:
-                    await deferLater(self._clock, delay, lambda: None)
+                    await self._sleep(delay)
                     delay *= 2
                 if self.mode is FailMode.FAIL_OVER:
                     address = self._pick(tried, key)
+
+    async def _first_list(self, timeout: float | None) -> None:
+        """Before the discovery's first list is known, wait for it (at most
+        ``timeout``): a call made right after start-up finds its servers."""
+        if self._discovery.servers():
+            return
+        ready = getattr(self._discovery, "ready", None)
+        if ready is None:
+            return
+        shared: Deferred[None] = ready()
+        if shared.called:
+            return
+        waiting: Deferred[None] = Deferred()  # ours to time out, not the discovery's
+        shared.addBoth(lambda _: None if waiting.called else waiting.callback(None))
+        if timeout is not None:
+            waiting.addTimeout(timeout, self._clock, lambda *_: Failure(NoServers()))
+        await waiting
+
+    async def _sleep(self, delay: float) -> None:
+        sleeping = deferLater(self._clock, delay, lambda: None)
+        self._sleeping.add(sleeping)
+        try:
+            await sleeping
+        except CancelledError:
+            raise ConnectionShutdown() from None
+        finally:
+            self._sleeping.discard(sleeping)
 
     def _pick(self, tried: list[str], key: str | None) -> str:
         servers = self._discovery.servers()
@@ -300,6 +346,15 @@ class XClient:
         """
         if self._closed:
             return _failed(ConnectionShutdown())
+        if not self._discovery.servers():
+            return ensureDeferred(self._first_list(timeout)).addCallback(
+                lambda _: self._broadcast(service_method, argument, timeout)
+            )
+        return self._broadcast(service_method, argument, timeout)
+
+    def _broadcast(
+        self, service_method: str, argument: Any, timeout: float | None
+    ) -> Deferred[Any]:
         servers = self._discovery.servers()
         if not servers:
             return _failed(NoServers())
@@ -357,7 +412,16 @@ class XClient:
             if left <= 0:
                 raise CallTimeout(service_method, timeout)
         self.calls_sent[address] += 1
-        return await client.call(service_method, argument, timeout=left, **options)
+        self._in_flight[address] += 1
+        try:
+            return await client.call(service_method, argument, timeout=left, **options)
+        finally:
+            self._in_flight[address] -= 1
+            if not self._in_flight[address]:
+                del self._in_flight[address]
+            if client in self._draining and client.pending == 0:
+                self._draining.discard(client)
+                client.close()
 
 
 def _within(
