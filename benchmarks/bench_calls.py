@@ -3,11 +3,12 @@
 Calls per second and latency of txgeerpc, against the ceiling of a raw
 Twisted length-prefixed echo carrying the same bytes.
 
-    python benchmarks/bench_calls.py             # full run, well under a minute
+    python benchmarks/bench_calls.py             # full run, about a minute
     python benchmarks/bench_calls.py --quick     # a few seconds (smoke test)
     python benchmarks/bench_calls.py --json out.json
+    python benchmarks/bench_calls.py --systems echo,rpc,xclient
 
-Two systems per codec, each on one TCP connection to 127.0.0.1:
+Two systems per codec by default, each on one TCP connection to 127.0.0.1:
 
 - ``echo``: :class:`~twisted.protocols.basic.Int32StringReceiver` frames; the
   client sends the exact bytes a txgeerpc call of ``Arith.Multiply
@@ -17,13 +18,23 @@ Two systems per codec, each on one TCP connection to 127.0.0.1:
 - ``rpc``: ``client.call("Arith.Multiply", {"Num1": 6, "Num2": 7})`` against a
   :class:`txgeerpc.Server` serving :mod:`txgeerpc.examples`.
 
+Two more on request (``--systems``), reported in a second table against rpc
+and echo:
+
+- ``xclient``: the same call through :class:`txgeerpc.xclient.XClient` with a
+  :class:`~txgeerpc.discovery.StaticDiscovery` of one address (the rpc
+  server's: no extra server process) and :class:`RoundRobinSelect`, dialling
+  with ``txgeerpc.connect``: what XClient adds to a plain ``Client.call``;
+- ``xclient3``: the same with three addresses, the rpc server and two more
+  rpc servers (one connection each; round robin spreads the calls evenly).
+
 Each server runs in its own subprocess (``--serve echo`` / ``--serve rpc``,
 which print their port and run until their stdin closes or they get SIGTERM),
 so on a 2-core machine client and server each get a core (they are pinned to
 one each unless ``--no-pin``).  The client side runs here on the global
 reactor.  Each configuration keeps N calls in flight (one completes, the next
-is issued), after a warm-up; rounds interleave echo and rpc so slow drift
-affects both.  Neither side sets TCP_NODELAY (txgeerpc does not either).
+is issued), after a warm-up; rounds interleave the systems so slow drift
+affects them all.  Neither side sets TCP_NODELAY (txgeerpc does not either).
 Other processes' CPU use during the run is measured and reported: on a
 2-core machine anything else running makes the numbers meaningless.
 
@@ -37,6 +48,7 @@ import argparse
 import cProfile
 import functools
 import json
+import operator
 import os
 import platform
 import select
@@ -60,6 +72,9 @@ from twisted.python.failure import Failure
 import twisted
 import txgeerpc
 from txgeerpc import Header, default_registry
+from txgeerpc.discovery import StaticDiscovery
+from txgeerpc.selection import RoundRobinSelect
+from txgeerpc.xclient import XClient
 
 METHOD = "Arith.Multiply"
 ARGUMENT = {"Num1": 6, "Num2": 7}
@@ -67,7 +82,11 @@ ARGUMENT_TEXT = json.dumps(ARGUMENT, separators=(",", ":"))
 EXPECTED = 42
 MAX_FRAME = 4 * 1024 * 1024  # the echo's explicit MAX_LENGTH (= txgeerpc's default limit)
 
-SYSTEMS = ("echo", "rpc")
+SYSTEMS = ("echo", "rpc", "xclient", "xclient3")
+DEFAULT_SYSTEMS = ("echo", "rpc")  # the xclient systems add ~50 % to the run each
+SERVER_KINDS = ("echo", "rpc")
+# XClient systems: how many rpc servers their StaticDiscovery lists.
+XCLIENT_SERVERS = {"xclient": 1, "xclient3": 3}
 BUSY_WARNING = 0.1  # average cores used by other processes above which the report warns
 DEFAULT_IN_FLIGHT = (1, 16, 128)
 
@@ -316,16 +335,39 @@ class Target:
     samples: dict[int, list[Sample]] = field(default_factory=dict)
 
 
-async def connect_echo(reactor: Any, port: int, codec: str) -> Target:
-    protocol = await connectProtocol(HostnameEndpoint(reactor, "127.0.0.1", port), EchoClient())
+async def connect_echo(reactor: Any, ports: list[int], codec: str) -> Target:
+    endpoint = HostnameEndpoint(reactor, "127.0.0.1", ports[0])
+    protocol = await connectProtocol(endpoint, EchoClient())
     frame = request_bytes(codec)
     return Target("echo", codec, functools.partial(protocol.call, frame), frame, protocol.close)
 
 
-async def connect_rpc(reactor: Any, port: int, codec: str) -> Target:
-    client = await txgeerpc.connect(reactor, f"tcp@127.0.0.1:{port}", codec=codec)
+async def connect_rpc(reactor: Any, ports: list[int], codec: str) -> Target:
+    client = await txgeerpc.connect(reactor, f"tcp@127.0.0.1:{ports[0]}", codec=codec)
     return Target(
         "rpc", codec, functools.partial(client.call, METHOD, ARGUMENT), EXPECTED, client.close
+    )
+
+
+async def connect_xclient(reactor: Any, ports: list[int], codec: str, kind: str) -> Target:
+    """An XClient over the first ``XCLIENT_SERVERS[kind]`` rpc servers, each
+    connection dialled (one call per server, round robin) before measuring."""
+    addresses = [f"tcp@127.0.0.1:{port}" for port in ports[: XCLIENT_SERVERS[kind]]]
+
+    def dial(address: str) -> Deferred[txgeerpc.Client]:
+        return txgeerpc.connect(reactor, address, codec=codec)
+
+    xclient = XClient(StaticDiscovery(addresses), dial, reactor, selector=RoundRobinSelect())
+    for _ in addresses:
+        result = await xclient.call(METHOD, ARGUMENT)
+        if result != EXPECTED:
+            await xclient.close()
+            raise RuntimeError(f"{kind}/{codec}: got {result!r}, expected {EXPECTED!r}")
+    if sorted(xclient.connections) != sorted(addresses):
+        await xclient.close()
+        raise RuntimeError(f"{kind}/{codec}: connected to {xclient.connections}, not {addresses}")
+    return Target(
+        kind, codec, functools.partial(xclient.call, METHOD, ARGUMENT), EXPECTED, xclient.close
     )
 
 
@@ -447,18 +489,43 @@ def ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, A
     return out
 
 
+def xclient_ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, Any]]:
+    """Each XClient system against plain rpc (what XClient adds) and echo."""
+    by_key = {(r["system"], r["codec"], r["in_flight"]): r for r in results}
+    out = []
+    for system in XCLIENT_SERVERS:
+        for codec in codecs:
+            for in_flight in sorted({r["in_flight"] for r in results}):
+                row = by_key.get((system, codec, in_flight))
+                if row is None:
+                    continue
+                ratio: dict[str, Any] = {"system": system, "codec": codec, "in_flight": in_flight}
+                for base in ("rpc", "echo"):
+                    other = by_key.get((base, codec, in_flight))
+                    for key, metric in (
+                        ("throughput", "calls_per_s"),
+                        ("p50", "p50_us"),
+                        ("p99", "p99_us"),
+                    ):
+                        ratio[f"{key}_ratio_{base}"] = (
+                            row[metric] / other[metric] if other is not None else None
+                        )
+                out.append(ratio)
+    return out
+
+
 def verdicts(ratio_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for row in ratio_rows:
         throughput = TARGET_THROUGHPUT_RATIO_BY_CODEC.get(row["codec"], TARGET_THROUGHPUT_RATIO)
         # (in flight, ratio key, metric, target text, passes?)
-        targets = [
+        targets: list[tuple[int, str, str, str, Callable[[float], bool]]] = [
             (
                 TARGET_IN_FLIGHT_THROUGHPUT,
                 "throughput_ratio",
                 "rpc calls/s / echo calls/s",
                 f">= {throughput}",
-                lambda v, minimum=throughput: v >= minimum,
+                functools.partial(operator.le, throughput),  # throughput <= v
             ),
             (
                 TARGET_IN_FLIGHT_LATENCY,
@@ -503,6 +570,7 @@ def render(report: dict[str, Any]) -> str:
         f"{meta['cpus']} CPUs; other processes used {load} CPU on average meanwhile",
         "",
     ]
+    table_start = len(lines)
     header = (
         f"{'codec':<6} {'in flight':>9} {'echo calls/s':>13} {'rpc calls/s':>12} "
         f"{'rpc/echo':>8} {'echo p50':>9} {'rpc p50':>9} {'rpc/echo':>8} "
@@ -531,6 +599,9 @@ def render(report: dict[str, Any]) -> str:
                 f"{num(ratio, 'p50_ratio', '.2f'):>8} "
                 f"{num(echo, 'p99_us', '.1f'):>9} {num(rpc, 'p99_us', '.1f'):>9}"
             )
+    if not any(r["system"] in ("echo", "rpc") for r in report["results"]):
+        del lines[table_start:]  # only XClient systems measured: no echo/rpc table
+    lines += render_xclient(report)
     if other is not None and other > BUSY_WARNING:
         lines += [
             "",
@@ -548,21 +619,66 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_xclient(report: dict[str, Any]) -> list[str]:
+    """The XClient systems' table (no lines when none was measured)."""
+    rows = report.get("xclient_ratios") or []
+    if not rows:
+        return []
+    by_key = {(r["system"], r["codec"], r["in_flight"]): r for r in report["results"]}
+    lines = [
+        "",
+        "Through XClient(StaticDiscovery([...]), dial=connect, selector=RoundRobinSelect()):",
+        "xclient: one address, the rpc server's; xclient3: three addresses, the rpc server and",
+        "two more rpc servers (pinned with it); /rpc and /echo: ratios to the same row's rpc, echo",
+        "",
+    ]
+    header = (
+        f"{'codec':<6} {'in flight':>9} {'system':<8} {'calls/s':>9} {'/rpc':>5} {'/echo':>5} "
+        f"{'p50 (us)':>9} {'/rpc':>5} {'/echo':>5} {'p99 (us)':>9} {'/rpc':>5}"
+    )
+    lines += [header, "-" * len(header)]
+
+    def ratio(row: dict[str, Any], key: str) -> str:
+        value = row[key]
+        return "-" if value is None else f"{value:.2f}"
+
+    for row in rows:
+        result = by_key[(row["system"], row["codec"], row["in_flight"])]
+        lines.append(
+            f"{row['codec']:<6} {row['in_flight']:>9} {row['system']:<8} "
+            f"{result['calls_per_s']:>9,.0f} {ratio(row, 'throughput_ratio_rpc'):>5} "
+            f"{ratio(row, 'throughput_ratio_echo'):>5} {result['p50_us']:>9.1f} "
+            f"{ratio(row, 'p50_ratio_rpc'):>5} {ratio(row, 'p50_ratio_echo'):>5} "
+            f"{result['p99_us']:>9.1f} {ratio(row, 'p99_ratio_rpc'):>5}"
+        )
+    return lines
+
+
 # --------------------------------------------------------------------------- main
 
 
+async def connect_system(reactor: Any, kind: str, ports: list[int], codec: str) -> Target:
+    if kind == "echo":
+        return await connect_echo(reactor, ports, codec)
+    if kind == "rpc":
+        return await connect_rpc(reactor, ports, codec)
+    return await connect_xclient(reactor, ports, codec, kind)
+
+
 async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProcess]) -> None:
-    ports = {server.kind: server.port for server in servers}
-    connectors = {"echo": connect_echo, "rpc": connect_rpc}
+    ports: dict[str, list[int]] = {}
+    for server in servers:
+        ports.setdefault(server.kind, []).append(server.port)
     targets: list[Target] = []
     try:
         for codec in args.codecs:
             for kind in args.systems:
-                target = await connectors[kind](reactor, ports[kind], codec)
+                server_kind = "echo" if kind == "echo" else "rpc"
+                target = await connect_system(reactor, kind, ports[server_kind], codec)
                 targets.append(target)
                 result = await target.call()
                 if result != target.expected:
-                    raise RuntimeError(f"{kind}/{codec}: got {result!r}, expected")
+                    raise RuntimeError(f"{kind}/{codec}: got {result!r}, expected {EXPECTED!r}")
         profilers: dict[tuple[str, str, int], cProfile.Profile] = {}
         monitor = CpuMonitor([server.process.pid for server in servers])
         total = args.rounds * len(args.in_flight) * len(targets)
@@ -583,7 +699,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
                     target.samples.setdefault(in_flight, []).append(sample)
                     if not args.no_progress:
                         sys.stderr.write(
-                            f"[{step}/{total}] round {round_number + 1} {target.kind:<4} "
+                            f"[{step}/{total}] round {round_number + 1} {target.kind:<8} "
                             f"{target.codec:<5} {in_flight:>3} in flight: "
                             f"{sample.rate:>9,.0f} calls/s\n"
                         )
@@ -597,6 +713,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
 
     results = [summarize(t, n) for t in targets for n in args.in_flight]
     ratio_rows = ratios(results, args.codecs)
+    xclient_rows = xclient_ratios(results, args.codecs)
     report = {
         "meta": {
             "date": time.strftime("%Y-%m-%d"),
@@ -611,6 +728,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
             "pinning": args.pinning,
             "codecs": args.codecs,
             "systems": args.systems,
+            "servers": [server.kind for server in servers],
             "in_flight": args.in_flight,
             "rounds": args.rounds,
             "duration_s": args.duration,
@@ -621,6 +739,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
         },
         "results": results,
         "ratios": ratio_rows,
+        "xclient_ratios": xclient_rows,
         "targets": verdicts(ratio_rows),
     }
     print(render(report))
@@ -645,7 +764,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--codecs",
         help=f"comma-separated codecs (default: all registered: {','.join(default_codecs())})",
     )
-    parser.add_argument("--systems", default="echo,rpc", help="echo,rpc (default both)")
+    parser.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated, of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}); "
+        "the xclient systems call the rpc server(s) through txgeerpc.xclient.XClient",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client/server to CPUs")
     parser.add_argument(
@@ -655,7 +779,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "writes DIR/*.pstats (slows everything down: numbers are not comparable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no per-measurement lines")
-    parser.add_argument("--serve", choices=SYSTEMS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVER_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -674,7 +798,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.codecs = [short_name(default_registry.get(c.strip()).name) for c in codecs]
     except txgeerpc.errors.UnsupportedCodec as error:
         parser.error(f"unknown codec: {error}")
-    args.systems = [s.strip() for s in args.systems.split(",")]
+    args.systems = list(dict.fromkeys(s.strip() for s in args.systems.split(",")))
     if not set(args.systems) <= set(SYSTEMS):
         parser.error(f"--systems takes {','.join(SYSTEMS)}")
     return args
@@ -693,12 +817,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
+    # One rpc server for rpc and xclient (the same process: XClient's cost is
+    # measured against the same server), two more for xclient3.
+    wanted: list[str] = []
+    if "echo" in args.systems:
+        wanted.append("echo")
+    rpc_servers = max(
+        [1 if kind == "rpc" else XCLIENT_SERVERS.get(kind, 0) for kind in args.systems]
+    )
+    wanted += ["rpc"] * rpc_servers
     servers: list[ServerProcess] = []
     try:
-        for kind in args.systems:
-            profile_path = (
-                os.path.join(args.profile, f"server-{kind}.pstats") if args.profile else None
-            )
+        for index, kind in enumerate(wanted):
+            nth = wanted[:index].count(kind)
+            name = f"server-{kind}{f'-{nth + 1}' if nth else ''}.pstats"
+            profile_path = os.path.join(args.profile, name) if args.profile else None
             servers.append(start_server(kind, server_cpu, profile_path))
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
