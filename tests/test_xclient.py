@@ -173,6 +173,27 @@ class XClientTests(SynchronousTestCase):
             else:
                 self.failureResultOf(d, expected)
 
+    def test_a_call_failing_on_a_ready_connection_is_retried(self) -> None:
+        self.discovery.update(["tcp@a:1"])
+        slow = self.servers["tcp@a:1"].services["Slow"].instance
+        xclient = self.xclient(mode=FailMode.FAIL_TRY, retries=1, idempotent={"Slow.Wait"})
+        warm = xclient.call("Foo.Sum", Args(1, 1))
+        self.flush()
+        self.assertEqual(self.successResultOf(warm), 2)
+        slow._delay = 5
+        d = xclient.call("Slow.Wait", None, timeout=1)  # the connection is up already
+        self.flush()
+        self.clock.advance(1)  # times out
+        slow._delay = 0.5
+        self.clock.advance(0.05)  # backoff over: retried
+        self.flush()
+        self.clock.advance(0.5)
+        self.flush()
+        self.assertEqual(self.successResultOf(d), "tcp@a:1")
+        self.assertEqual((xclient.calls_sent["tcp@a:1"], xclient.in_flight("tcp@a:1")), (3, 0))
+        self.clock.advance(5)  # the abandoned first handler ends
+        self.flush()
+
     def test_broadcast(self) -> None:
         xclient = self.xclient()
         d = xclient.broadcast("Slow.Wait")

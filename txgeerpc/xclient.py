@@ -252,7 +252,67 @@ class XClient:
             :class:`CallTimeout`, or what the last attempt failed with (see
             :meth:`txgeerpc.Client.call`).
         """
+        fast = self._fast_call(service_method, argument, timeout, key, options)
+        if fast is not None:
+            return fast
         return ensureDeferred(self._call(service_method, argument, timeout, key, options))
+
+    def _fast_call(
+        self,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        key: str | None,
+        options: Any,
+    ) -> Deferred[Any] | None:
+        """The common case without coroutines: a list, no server cooling
+        down, and the chosen server's connection up.  Failures go on to the
+        retry loop.  ``None`` when the case is not that simple."""
+        if self._closed or self._cooling:
+            return None
+        servers = self._discovery.servers()
+        if not servers:
+            return None
+        address = self._selector.select(servers, key=key)
+        client = self._ready.get(address)
+        if client is None or not client.available:
+            return ensureDeferred(
+                self._call(service_method, argument, timeout, key, options, first=address)
+            )
+        self.calls_sent[address] += 1
+        self._in_flight[address] += 1
+        d = client.call(service_method, argument, timeout=timeout, **options)
+        d.addBoth(self._call_ended, address, client)
+        if self.mode is not FailMode.FAIL_FAST:
+            d.addErrback(self._retry, address, service_method, argument, timeout, key, options)
+        return d
+
+    def _call_ended(self, result: Any, address: str, client: Client) -> Any:
+        self._in_flight[address] -= 1
+        if not self._in_flight[address]:
+            del self._in_flight[address]
+        if client in self._draining and client.pending == 0:
+            self._draining.discard(client)
+            client.close()
+        return result
+
+    def _retry(
+        self,
+        failure: Failure,
+        address: str,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        key: str | None,
+        options: Any,
+    ) -> Any:
+        if not isinstance(failure.value, GeeRPCError):
+            return failure
+        return ensureDeferred(
+            self._call(
+                service_method, argument, timeout, key, options, first=address, error=failure.value
+            )
+        )
 
     async def _call(
         self,
@@ -261,45 +321,55 @@ class XClient:
         timeout: float | None,
         key: str | None,
         options: Any,
+        *,
+        first: str | None = None,
+        error: GeeRPCError | None = None,
     ) -> Any:
-        if self._closed:
-            raise ConnectionShutdown()
-        await self._first_list(timeout)
-        tried: list[str] = []
-        delay = self._backoff
-        address = self._pick(tried, key)
-        attempt = 0
-        while True:
+        """The call's attempts from the first (to ``first``, already chosen;
+        ``error``: how that attempt failed, if it was made)."""
+        if first is None:
             if self._closed:
                 raise ConnectionShutdown()
-            try:
-                return await self._attempt(address, service_method, argument, timeout, options)
-            except GeeRPCError as error:
-                retryable = isinstance(error, _NOT_SENT) or (
-                    isinstance(error, _MAYBE_RAN) and service_method in self._idempotent
-                )
-                if self.mode is FailMode.FAIL_FAST or not retryable or attempt >= self._retries:
-                    raise
-                attempt += 1
-                tried.append(address)
-                self._log.info(
-                    "xclient: {method} on {address} failed ({error}); retry {attempt}",
-                    method=service_method,
-                    address=address,
-                    error=error,
-                    attempt=attempt,
-                )
-                # Going over to a server not tried yet need not wait.
-                over_at_once = (
-                    self.mode is FailMode.FAIL_OVER
-                    and isinstance(error, _NOT_SENT)
-                    and any(server not in tried for server in self._discovery.servers())
-                )
-                if not over_at_once:
-                    await self._sleep(delay)
-                    delay *= 2
-                if self.mode is FailMode.FAIL_OVER:
-                    address = self._pick(tried, key)
+            await self._first_list(timeout)
+            first = self._pick([], key)
+        address = first
+        tried: list[str] = []
+        delay = self._backoff
+        attempt = 0
+        while True:
+            if error is None:
+                if self._closed:
+                    raise ConnectionShutdown()
+                try:
+                    return await self._attempt(address, service_method, argument, timeout, options)
+                except GeeRPCError as failed:
+                    error = failed
+            retryable = isinstance(error, _NOT_SENT) or (
+                isinstance(error, _MAYBE_RAN) and service_method in self._idempotent
+            )
+            if self.mode is FailMode.FAIL_FAST or not retryable or attempt >= self._retries:
+                raise error
+            attempt += 1
+            tried.append(address)
+            self._log.info(
+                "xclient: {method} on {address} failed ({error}); retry {attempt}",
+                method=service_method,
+                address=address,
+                error=error,
+                attempt=attempt,
+            )
+            # Going over to a server not tried yet need not wait.
+            over_at_once = (
+                self.mode is FailMode.FAIL_OVER
+                and isinstance(error, _NOT_SENT)
+                and any(server not in tried for server in self._discovery.servers())
+            )
+            if not over_at_once:
+                await self._sleep(delay)
+                delay *= 2
+            if self.mode is FailMode.FAIL_OVER:
+                address = self._pick(tried, key)
+            error = None
 
     async def _first_list(self, timeout: float | None) -> None:
         """Before the discovery's first list is known, wait for it (at most
@@ -413,15 +483,8 @@ class XClient:
                 raise CallTimeout(service_method, timeout)
         self.calls_sent[address] += 1
         self._in_flight[address] += 1
-        try:
-            return await client.call(service_method, argument, timeout=left, **options)
-        finally:
-            self._in_flight[address] -= 1
-            if not self._in_flight[address]:
-                del self._in_flight[address]
-            if client in self._draining and client.pending == 0:
-                self._draining.discard(client)
-                client.close()
+        d = client.call(service_method, argument, timeout=left, **options)
+        return await d.addBoth(self._call_ended, address, client)
 
 
 def _within(
