@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -113,11 +112,3 @@ def wait_for(process: subprocess.Popen[bytes], pattern: bytes) -> str:
         text = log.data.decode(errors="replace")
     ended = "twistd exited" if log.ended else f"not within {STARTUP_DEADLINE}s"
     raise AssertionError(f"twistd did not log {pattern!r} ({ended}):\n{text}")
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (for a server that must know its
-    own port before it starts, to advertise it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

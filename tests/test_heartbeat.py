@@ -18,8 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc._one_port import mount
-from txgeerpc.heartbeat import DEFAULT_PERIOD, Answer, Heartbeat
-from txgeerpc.registry import MemoryStore, RegistryPurge, RegistryResource, purge_interval
+from txgeerpc.heartbeat import DEFAULT_PERIOD, MIN_PERIOD, Answer, Heartbeat
+from txgeerpc.registry import Entry, MemoryStore, RegistryPurge, RegistryResource, purge_interval
 
 from ._helpers import checked_clock
 
@@ -33,6 +33,7 @@ class FakeRegistry:
         self.clock = clock
         self.up = True
         self.requests: list[tuple[bytes, dict[bytes, bytes]]] = []
+        self.timeouts: list[float] = []
         self.restart(timeout)
 
     def restart(self, timeout: float) -> None:
@@ -45,6 +46,7 @@ class FakeRegistry:
         self, method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
     ) -> Deferred[Answer]:
         self.requests.append((method, headers))
+        self.timeouts.append(timeout)
         if not self.up:
             return fail(ConnectionRefusedError())
         channel = self.site.buildProtocol(None)
@@ -155,3 +157,135 @@ class HeartbeatTests(SynchronousTestCase):
         beat.startService()
         self.assertEqual((beat.beats, beat.failures), (0, 1))  # 400 from the registry
         self.successResultOf(beat.stopService())
+
+
+class LimitsTests(SynchronousTestCase):
+    """What a registry announces is not trusted to set a tight loop, a hung
+    request never outlives the entry it refreshes, and a failed deregistration
+    says so."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.events: list[dict[str, Any]] = []
+        self.patch(Heartbeat, "_log", Logger(observer=self.events.append))
+
+    def start(self, registry: FakeRegistry, **kwargs: Any) -> Heartbeat:
+        beat = Heartbeat(self.clock, registry.request, URL, "tcp@127.0.0.1:7001", **kwargs)
+        beat.startService()
+        self.addCleanup(beat.stopService)
+        return beat
+
+    def logged(self, level: LogLevel) -> list[str]:
+        return [formatEvent(event) for event in self.events if event["log_level"] is level]
+
+    def test_a_tiny_announced_ttl_is_floored_and_warned_about(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=0.0001)  # announces X-Geerpc-Timeout: 0.0001
+        beat = self.start(registry)
+        self.assertEqual(beat.period, MIN_PERIOD)
+        [next_beat] = self.clock.getDelayedCalls()
+        self.assertEqual(next_beat.getTime() - self.clock.seconds(), MIN_PERIOD)
+        self.clock.advance(MIN_PERIOD - 0.001)  # no beat before the floor
+        self.assertEqual(len(registry.requests), 1)
+        for _ in range(4):
+            self.clock.advance(MIN_PERIOD)
+        self.assertEqual(len(registry.requests), 5)
+        self.assertEqual(
+            self.logged(LogLevel.warn),
+            [
+                f"heartbeat: {URL} forgets servers after 0.0001s; beating every 0.5s (the "
+                "shortest period, not a third of that): tcp@127.0.0.1:7001 will drop out "
+                "between beats"
+            ],
+        )
+
+    def test_explicit_periods_below_the_floor_are_refused(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=9)
+        for period in (0, 0.1, MIN_PERIOD - 0.001, float("nan")):
+            with self.assertRaises(ValueError):
+                Heartbeat(self.clock, registry.request, URL, "tcp@h:1", period=period)
+        self.assertEqual(self.start(registry, period=MIN_PERIOD).period, MIN_PERIOD)
+
+    def test_requests_time_out_within_one_period(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=3)
+        beat = self.start(registry)  # the first beat does not know the TTL yet: 10 s
+        self.clock.advance(1)
+        self.clock.advance(1)
+        self.successResultOf(beat.stopService())
+        self.assertEqual([method for method, _ in registry.requests], [b"POST"] * 3 + [b"DELETE"])
+        self.assertEqual(registry.timeouts, [10, 1, 1, 1])
+        pinned = self.start(FakeRegistry(self.clock, timeout=30), period=2, request_timeout=5)
+        self.assertEqual(pinned.request_timeout, 2)
+
+    def test_a_hung_beat_is_retried_before_the_entry_expires(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=3)
+        hung: list[Deferred[Answer]] = []
+
+        def request(
+            method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
+        ) -> Deferred[Answer]:
+            if len(registry.requests) == 1 and not hung:  # the second beat hangs
+                d: Deferred[Answer] = Deferred()
+                d.addTimeout(timeout, self.clock)
+                hung.append(d)
+                return d
+            return registry.request(method, url, headers, timeout)
+
+        beat = Heartbeat(self.clock, request, URL, "tcp@127.0.0.1:7001")
+        beat.startService()  # a good beat at 0: the entry lives until 3
+        self.assertEqual(beat.period, 1)
+        self.clock.advance(1)  # the second beat hangs, and times out at 2 (one period)
+        self.clock.advance(1)
+        self.assertEqual((beat.failures, hung[0].called), (1, True))
+        self.clock.advance(0.5)  # retried half a period later, before the entry expired
+        self.assertEqual(
+            registry.store.entries(self.clock.seconds()), [Entry("tcp@127.0.0.1:7001", 2.5)]
+        )
+        self.assertEqual(beat.failures, 0)
+        self.successResultOf(beat.stopService())
+
+    def test_a_full_registry_says_so_in_the_log(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=9)
+        registry.store.max_entries = 1
+        registry.store.heartbeat("tcp@127.0.0.1:1", 0)
+        beat = self.start(registry)
+        self.assertEqual((beat.beats, beat.failures), (0, 1))
+        self.assertIn(
+            "failed (the registry answered 503: registry full: it holds at most 1 server); "
+            "retrying in 1.0s",
+            self.logged(LogLevel.warn)[0],
+        )
+
+    def test_deregistration_is_logged_as_it_went(self) -> None:
+        registry = FakeRegistry(self.clock, timeout=9)
+        self.successResultOf(self.start(registry).stopService())
+        self.assertEqual(
+            self.logged(LogLevel.info)[-1],
+            f"heartbeat: tcp@127.0.0.1:7001 deregistered from {URL}",
+        )
+        beat = self.start(registry)
+        registry.up = False
+        self.successResultOf(beat.stopService())
+        warning = self.logged(LogLevel.warn)[-1]
+        self.assertTrue(
+            warning.startswith(
+                f"heartbeat: could not deregister tcp@127.0.0.1:7001 from {URL}: Connection was "
+                "refused"
+            ),
+            warning,
+        )
+        self.assertTrue(warning.endswith("; the registry will expire it after its TTL"), warning)
+        for status, level, text in [
+            (405, LogLevel.info, "does not deregister (405, as Go registries answer)"),
+            (404, LogLevel.info, "was not registered at"),
+            (503, LogLevel.warn, "could not deregister tcp@127.0.0.1:7001 from"),
+        ]:
+            answers = {b"POST": Answer(200, {}), b"DELETE": Answer(status, {})}
+            beat = Heartbeat(
+                self.clock,
+                lambda method, *_: succeed(answers[method]),  # noqa: B023 - used at once
+                URL,
+                "tcp@127.0.0.1:7001",
+            )
+            beat.startService()
+            self.successResultOf(beat.stopService())
+            self.assertIn(text, self.logged(level)[-1], status)

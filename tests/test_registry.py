@@ -9,10 +9,11 @@ import io
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent
+from twisted.logger import Logger, LogLevel, formatEvent
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -21,7 +22,9 @@ from zope.interface import implementer
 
 from txgeerpc import registry_tap
 from txgeerpc._one_port import QuietSite, mount
+from txgeerpc.errors import RegistryFull
 from txgeerpc.registry import (
+    DEFAULT_MAX_ENTRIES,
     Entry,
     InvalidServerAddress,
     IRegistryStore,
@@ -186,6 +189,82 @@ class RegistryTests(SynchronousTestCase):
         options.parseOptions(["--timeout", "2", "--listen", "tcp:0:interface=127.0.0.1"])
         service = registry_tap.makeService(options, reactor=self.clock)
         self.assertEqual(service.store.timeout, 2)  # type: ignore[attr-defined]
+        self.assertEqual(service.store.max_entries, DEFAULT_MAX_ENTRIES)  # type: ignore[attr-defined]
+        options = registry_tap.Options()
+        options.parseOptions(["--max-entries", "3"])
+        service = registry_tap.makeService(options, reactor=self.clock)
+        self.assertEqual(service.store.max_entries, 3)  # type: ignore[attr-defined]
+        for bad in ("0", "-1", "many"):
+            self.assertRaises(
+                usage.UsageError, registry_tap.Options().parseOptions, ["--max-entries", bad]
+            )
+
+    def test_a_full_registry_refuses_new_servers_with_503(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.patch(RegistryResource, "_log", Logger(observer=events.append))
+        self.patch(MemoryStore, "_log", Logger(observer=events.append))
+        self.store.max_entries = 2
+        for port in (1, 2):
+            self.assertEqual(self.request("POST", f"tcp@127.0.0.1:{port}")[0], b"HTTP/1.1 200 OK")
+        status, headers, body = self.request("POST", "tcp@127.0.0.1:3")
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(headers[b"content-type"], b"text/plain; charset=utf-8")
+        self.assertEqual(body, b"registry full: it holds at most 2 servers\n")
+        self.assertEqual(
+            formatEvent(events[-1]),
+            "registry: refused tcp@127.0.0.1:3: registry full: it holds at most 2 servers",
+        )
+        self.assertEqual(events[-1]["log_level"], LogLevel.warn)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        # Refreshing a listed server always works; so does a DELETE.
+        self.assertEqual(self.request("POST", "tcp@127.0.0.1:2")[0], b"HTTP/1.1 200 OK")
+        self.clock.advance(2)
+        self.request("POST", "tcp@127.0.0.1:2")
+        self.assertEqual(self.request("DELETE", "tcp@127.0.0.1:2")[0], b"HTTP/1.1 200 OK")
+        self.assertEqual(self.request("POST", "tcp@127.0.0.1:3")[0], b"HTTP/1.1 200 OK")
+        self.assertEqual(self.request("POST", "tcp@127.0.0.1:4")[0][9:12], b"503")
+        # An expired entry makes room (dropped, and logged, as the purge does).
+        self.clock.advance(1.5)  # :1 is 3.5 s old
+        self.assertEqual(self.request("POST", "tcp@127.0.0.1:4")[0], b"HTTP/1.1 200 OK")
+        self.assertIn("registry: tcp@127.0.0.1:1 expired", [formatEvent(e) for e in events])
+        self.assertEqual(
+            [entry.address for entry in self.store.entries(0)],
+            ["tcp@127.0.0.1:3", "tcp@127.0.0.1:4"],
+        )
+        self.assertRaises(ValueError, MemoryStore, max_entries=0)
+
+    def test_paths_below_the_registry_are_404(self) -> None:
+        # Go's mux: the pattern "/_geerpc_/registry" matches that path only.
+        for path in [PATH + "/anything", PATH + "/", PATH + "/a/b"]:
+            for method in ["POST", "GET", "DELETE"]:
+                request = (
+                    f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                    "X-Geerpc-Server: tcp@127.0.0.1:1\r\n\r\n"
+                ).encode()
+                status, headers, body = self.exchange(request)
+                self.assertEqual(
+                    (status, body), (b"HTTP/1.1 404 Not Found", b"404 page not found\n")
+                )
+                self.assertNotIn(b"x-geerpc-servers", headers)
+        self.assertEqual(self.store.entries(0), [])
+        self.assertEqual(self.request("GET")[0], b"HTTP/1.1 200 OK")  # ?query is the same path
+        self.assertEqual(
+            self.exchange(f"GET {PATH}?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode())[0],
+            b"HTTP/1.1 200 OK",
+        )
+
+    def test_an_answer_that_cannot_be_rendered_is_500(self) -> None:
+        # A store whose addresses Go's latin-1 header cannot carry.
+        store = _OddStore()
+        root = Resource()
+        mount(root, PATH, RegistryResource(store, self.clock))
+        self.site = Site(root, reactor=self.clock)
+        status, headers, body = self.request("GET")
+        self.assertEqual(
+            (status, body), (b"HTTP/1.1 500 Internal Server Error", b"registry error\n")
+        )
+        self.assertNotIn(b"x-geerpc-servers", headers)
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
 
 
 def _vector_names(prefix: str) -> Any:
@@ -219,6 +298,14 @@ class RemoteStore:
 
     def purge(self, now: float) -> Deferred[list[str]]:
         return self._ask("purge")
+
+
+@implementer(IRegistryStore)
+class _OddStore(MemoryStore):
+    """Lists an address no HTTP header can carry."""
+
+    def live(self, now: float) -> Deferred[list[Entry]]:
+        return succeed([Entry("tcp@\u4e2d.example:1", now)])
 
 
 class RemoteStoreTests(SynchronousTestCase):
@@ -267,6 +354,26 @@ class RemoteStoreTests(SynchronousTestCase):
         self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
         self.assertEqual(body, b"registry store unavailable\n")
         self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
+        channel.connectionLost(None)
+
+    def test_a_later_answer_that_cannot_be_rendered_is_500_and_finished(self) -> None:
+        channel, transport = self.send("GET")
+        self.store.asked[0][1].callback([Entry("tcp@\u4e2d.example:1", 0.0)])
+        status, headers, body = _status_and_headers(transport.value())
+        self.assertEqual(
+            (status, body), (b"HTTP/1.1 500 Internal Server Error", b"registry error\n")
+        )
+        self.assertEqual(headers[b"content-length"], b"15")
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeEncodeError)), 1)
+        channel.connectionLost(None)
+
+    def test_a_full_remote_store_is_503(self) -> None:
+        channel, transport = self.send("POST", "tcp@127.0.0.1:1")
+        self.store.asked[0][1].errback(RegistryFull(5))
+        status, _, body = _status_and_headers(transport.value())
+        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(body, b"registry full: it holds at most 5 servers\n")
+        self.assertEqual(self.flushLoggedErrors(), [])
         channel.connectionLost(None)
 
     def test_a_client_gone_before_the_answer(self) -> None:

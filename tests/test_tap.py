@@ -11,6 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from txgeerpc import tap
 from txgeerpc._one_port import OnePortFactory
 from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
+from txgeerpc.heartbeat import MIN_PERIOD
+from txgeerpc.registry import DEFAULT_MAX_ENTRIES
 
 
 class OptionsTests(SynchronousTestCase):
@@ -68,8 +70,30 @@ class OptionsTests(SynchronousTestCase):
             ["--registry", "127.0.0.1:9999/_geerpc_/registry", "--advertise", "tcp@h:1"],
             ["--registry", "ftp://h/r", "--advertise", "tcp@h:1"],
             ["--registry", "http:///r", "--advertise", "tcp@h:1"],
+            ["--heartbeat", "0.1"],  # below MIN_PERIOD: a tight loop of POSTs
+            ["--heartbeat", "0"],
+            ["--registry-max-entries", "0"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
+        self.assertEqual(self.parse("--heartbeat", "0.5")["heartbeat"], MIN_PERIOD)
+
+    def test_advertising_port_0_needs_a_tcp_listen(self) -> None:
+        registry = ("--registry", "http://127.0.0.1:1/_geerpc_/registry")
+        for listen in (["unix:/tmp/x.sock"], ["systemd:domain=UNIX:index=0"], ["stdio:"]):
+            argv = [arg for description in listen for arg in ("--listen", description)]
+            with self.assertRaises(usage.UsageError) as raised:
+                self.parse(*argv, *registry, "--advertise", "tcp@127.0.0.1:0")
+            self.assertIn("port 0 takes the port of the first TCP --listen", str(raised.exception))
+            self.parse(*argv, *registry, "--advertise", "tcp@127.0.0.1:7001")  # a port: fine
+        for listen in (
+            [],  # the default: tcp:7001
+            ["unix:/tmp/x.sock", "tcp:0:interface=127.0.0.1"],
+            ["TCP6:port=0"],
+            ["ssl:0:privateKey=k.pem"],
+            ["systemd:domain=INET:index=0"],
+        ):
+            argv = [arg for description in listen for arg in ("--listen", description)]
+            self.parse(*argv, *registry, "--advertise", "tcp@127.0.0.1:0")
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -106,15 +130,26 @@ class MakeServiceTests(SynchronousTestCase):
         service.startService()
         self.assertEqual(service._heartbeat.advertise, "tcp@127.0.0.1:7005")  # type: ignore[attr-defined]
 
+        # Options refuses this; the service still guards against it.
         unix_only = tap.Options()
-        unix_only.parseOptions(
-            ["--listen", "unix:/tmp/txgeerpc-test.sock", *registry, "--advertise", "tcp@h:0"]
-        )
+        unix_only.parseOptions([*registry, "--advertise", "tcp@h:0"])
+        unix_only["listen"] = ["unix:/tmp/txgeerpc-test.sock"]
         service = tap.makeService(unix_only, reactor=MemoryReactorClock())
         service.privilegedStartService()
         with self.assertRaises(tap.CannotListen) as raised:
             service.startService()
         self.assertIn("needs a TCP --listen", str(raised.exception))
+
+    def test_the_embedded_registry_is_bounded(self) -> None:
+        options = tap.Options()
+        options.parseOptions(["--registry-max-entries", "5", "--registry-timeout", "7"])
+        service = tap.makeService(options, reactor=MemoryReactorClock())
+        store = service.registry.store  # type: ignore[attr-defined]
+        self.assertEqual((store.max_entries, store.timeout), (5, 7))
+        options = tap.Options()
+        options.parseOptions([])
+        store = tap.makeService(options, reactor=MemoryReactorClock()).registry.store  # type: ignore[attr-defined]
+        self.assertEqual(store.max_entries, DEFAULT_MAX_ENTRIES)
 
     def test_service_spec_class_with_clock(self) -> None:
         reactor = MemoryReactorClock()

@@ -8,6 +8,7 @@ import argparse
 import json
 import random
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -29,7 +30,14 @@ from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
 from .codec._gob import HEADER
 from .discovery import RegistryDiscovery, listed_servers
-from .errors import GeeRPCError, NoServers, RemoteError
+from .errors import (
+    ConnectFailed,
+    ConnectTimeout,
+    GeeRPCError,
+    InvalidAddress,
+    NoServers,
+    RemoteError,
+)
 from .gob import EMPTY
 from .heartbeat import agent_request
 
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="server address: tcp@HOST:PORT, http@HOST:PORT (HTTP CONNECT), unix@/PATH, "
         "a Twisted endpoint string, or a registry URL (http://HOST:PORT/_geerpc_/registry: "
-        "one of the servers it lists)",
+        "one of the servers it lists, chosen at random; the next if it cannot be reached)",
     )
     call.add_argument("service_method", metavar="Service.Method", help="what to call")
     call.add_argument(
@@ -127,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "address",
         metavar="ADDRESS",
-        help="server address: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH, or an endpoint string",
+        help="server address: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH, an endpoint string, "
+        "or a registry URL (one of the servers it lists)",
     )
     listing.add_argument("--json", action="store_true", help="print the description as JSON")
     listing.add_argument(
@@ -193,8 +202,12 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
 
 async def _list(reactor: Any, options: argparse.Namespace) -> int:
     try:
-        address = await _server_from_registry(reactor, options.address)
-        client = await connect(reactor, address, connect_timeout=options.connect_timeout or None)
+        client = await _connect_first(
+            await _addresses(reactor, options.address),
+            lambda address: connect(
+                reactor, address, connect_timeout=options.connect_timeout or None
+            ),
+        )
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
@@ -225,10 +238,19 @@ async def _list(reactor: Any, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _server_from_registry(reactor: Any, address: str) -> str:
-    """``address`` itself, or, for a registry URL, one of the servers it lists."""
+async def _addresses(
+    reactor: Any,
+    address: str,
+    shuffle: Callable[[list[str]], None] = random.shuffle,
+) -> list[str]:
+    """``[address]``, or, for a registry URL, the servers it lists in random
+    order (the order :func:`_connect_first` tries them in).
+
+    :raises GeeRPCError: the registry cannot be reached.
+    :raises NoServers: it lists none.
+    """
     if not address.startswith(("http://", "https://")):
-        return address
+        return [address]
     discovery = RegistryDiscovery(reactor, agent_request(reactor), address)
     discovery.startService()
     try:
@@ -240,18 +262,46 @@ async def _server_from_registry(reactor: Any, address: str) -> str:
         if discovery.failures:
             raise GeeRPCError(f"rpc discovery: cannot reach the registry at {address}")
         raise NoServers()
-    return random.choice(servers)
+    shuffle(servers)
+    return servers
+
+
+_NOT_SENT = (ConnectFailed, ConnectTimeout, InvalidAddress)
+"""Connect errors after which nothing was sent: trying another server is
+safe whatever the method does."""
+
+
+async def _connect_first(
+    addresses: Sequence[str], connect_to: Callable[[str], Deferred[Client]]
+) -> Client:
+    """A client connected to the first of ``addresses`` that takes a
+    connection; a note on stderr for each one passed over.
+
+    :raises GeeRPCError: the last connect error when none does (any other
+        error at once).
+    """
+    last: GeeRPCError = NoServers()
+    for index, address in enumerate(addresses):
+        try:
+            return await connect_to(address)
+        except _NOT_SENT as error:
+            last = error
+            if index + 1 < len(addresses):
+                print(f"note: {address}: {error}; trying the next server", file=sys.stderr)
+    raise last
 
 
 async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int:
     try:
-        address = await _server_from_registry(reactor, options.address)
-        client = await connect(
-            reactor,
-            address,
-            codec=options.codec,
-            handle_timeout=options.handle_timeout,
-            connect_timeout=options.connect_timeout or None,
+        client = await _connect_first(
+            await _addresses(reactor, options.address),
+            lambda address: connect(
+                reactor,
+                address,
+                codec=options.codec,
+                handle_timeout=options.handle_timeout,
+                connect_timeout=options.connect_timeout or None,
+            ),
         )
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)

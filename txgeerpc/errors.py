@@ -211,3 +211,20 @@ __all__ = [
     "UnexpectedDisconnect",
     "UnsupportedCodec",
 ]
+
+
+class RegistryFull(RegistryError):
+    """The registry already holds as many entries as it takes
+    (``max_entries``) and refuses a new one; refreshing an entry it holds
+    is always allowed.  Its HTTP answer is ``503``.
+
+    :ivar limit: the most entries the registry holds.
+    """
+
+    def __init__(self, limit: int) -> None:
+        servers = "server" if limit == 1 else "servers"
+        super().__init__(f"registry full: it holds at most {limit} {servers}")
+        self.limit = limit
+
+
+__all__ += ["RegistryFull"]

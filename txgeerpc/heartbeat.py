@@ -5,10 +5,14 @@ reference should have (PROTOCOL.md defects 32, 33 and 35):
 
 - the first beat at start, then one per period; the period is the caller's,
   else a third of the TTL the registry announces (``X-Geerpc-Timeout``, sent
-  by txgeerpc registries), else 60 s;
-- every request has a timeout and its status is checked;
-- a failed beat is retried with backoff (1 s, doubling, up to the period),
-  for ever: a registry that is down at start or restarts is re-joined;
+  by txgeerpc registries), else 60 s; never less than :data:`MIN_PERIOD`
+  (an announced TTL is not trusted to set a tight loop of requests);
+- every request has a timeout, at most the period (a hung request must not
+  outlive the entry it refreshes), and its status is checked;
+- a failed beat is retried with backoff (1 s or half a period if less,
+  doubling, up to the period), for ever: a registry that is down at start or
+  restarts is re-joined, and a beat that hung for a whole period is retried
+  before the entry expires (after 2.5 periods of the 3 a TTL lasts);
 - on a clean stop the entry is deregistered (``DELETE``; Go registries answer
   405 and simply let it expire).
 """
@@ -45,6 +49,8 @@ MAX_ANSWER_BODY = 8 * 1024 * 1024
 
 DEFAULT_PERIOD = 60.0
 MAX_PERIOD = 240.0  # the reference's default: never beat less often
+MIN_PERIOD = 0.5
+"""Seconds between beats at least, whatever the registry announces."""
 FIRST_RETRY = 1.0
 
 
@@ -127,8 +133,11 @@ class Heartbeat(Service):
 
     :param request: how to make HTTP requests (:func:`agent_request` in
         production, a fake in tests).
-    :param period: seconds between beats; ``None`` derives it from the TTL.
-    :param request_timeout: seconds each request may take.
+    :param period: seconds between beats, :data:`MIN_PERIOD` at least;
+        ``None`` derives it from the TTL the registry announces.
+    :param request_timeout: seconds each request may take at most (and at
+        most one period).
+    :raises ValueError: ``period`` is less than :data:`MIN_PERIOD`.
     """
 
     _log = Logger()
@@ -143,6 +152,8 @@ class Heartbeat(Service):
         period: float | None = None,
         request_timeout: float = 10.0,
     ) -> None:
+        if period is not None and not period >= MIN_PERIOD:
+            raise ValueError(f"a heartbeat period is {MIN_PERIOD:g}s at least, got {period:g}s")
         self._clock = clock
         self._request = request
         self.registry_url = registry_url
@@ -151,15 +162,22 @@ class Heartbeat(Service):
         self.period = period if period is not None else DEFAULT_PERIOD
         self._request_timeout = request_timeout
         self._next: IDelayedCall | None = None
-        self._retry = FIRST_RETRY
+        self._retry = self._first_retry()
         self._beating: Deferred[Any] | None = None
         self.beats = 0
         self.failures = 0
         self._warned_period = False
+        self._warned_floor = False
 
     def startService(self) -> None:
         super().startService()
         self._beat()
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds the next request may take: the configured request timeout,
+        but no more than the period."""
+        return min(self._request_timeout, self.period)
 
     def _beat(self) -> None:
         self._next = None
@@ -167,16 +185,16 @@ class Heartbeat(Service):
             b"POST",
             self.registry_url,
             {SERVER_HEADER: self.advertise.encode()},
-            self._request_timeout,
+            self.request_timeout,
         )
         self._beating = d
         d.addCallbacks(self._answered, self._failed)
 
     def _answered(self, result: Answer) -> None:
         self._beating = None
-        status, headers, _ = result
+        status, headers, body = result
         if not 200 <= status < 300:
-            self._failed(f"the registry answered {status}")
+            self._failed(_refusal(status, body))
             return
         if self.beats == 0 or self.failures:
             self._log.info(
@@ -186,7 +204,6 @@ class Heartbeat(Service):
             )
         self.beats += 1
         self.failures = 0
-        self._retry = FIRST_RETRY
         announced = headers.get(TIMEOUT_HEADER.lower())
         try:
             ttl = float(announced) if announced else 0.0
@@ -194,6 +211,9 @@ class Heartbeat(Service):
             ttl = 0.0
         if self._period is None:
             self.period = min(ttl / 3, MAX_PERIOD) if ttl > 0 else DEFAULT_PERIOD
+            if self.period < MIN_PERIOD:
+                self.period = MIN_PERIOD
+                self._warn_floor(ttl)
         elif 0 < ttl <= self._period and not self._warned_period:
             self._warned_period = True
             self._log.warn(
@@ -206,7 +226,24 @@ class Heartbeat(Service):
                 advertise=self.advertise,
                 suggested=f"{ttl / 3:g}",
             )
+        self._retry = self._first_retry()
         self._schedule(self.period)
+
+    def _first_retry(self) -> float:
+        return min(FIRST_RETRY, self.period / 2)
+
+    def _warn_floor(self, ttl: float) -> None:
+        if self._warned_floor:
+            return
+        self._warned_floor = True
+        self._log.warn(
+            "heartbeat: {registry} forgets servers after {ttl}s; beating every {period}s "
+            "(the shortest period, not a third of that){dropping}",
+            registry=self.registry_url,
+            ttl=f"{ttl:g}",
+            period=f"{MIN_PERIOD:g}",
+            dropping=f": {self.advertise} will drop out between beats" if ttl <= MIN_PERIOD else "",
+        )
 
     def _failed(self, reason: Any) -> None:
         self._beating = None
@@ -242,16 +279,46 @@ class Heartbeat(Service):
             b"DELETE",
             self.registry_url,
             {SERVER_HEADER: self.advertise.encode()},
-            self._request_timeout,
+            self.request_timeout,
         )
+        return d.addCallbacks(self._deregistered, self._not_deregistered)
 
-        def done(result: Any) -> None:
-            status = result.status if isinstance(result, Answer) else None
+    def _deregistered(self, answer: Answer) -> None:
+        if 200 <= answer.status < 300:
             self._log.info(
-                "heartbeat: {advertise} deregistered from {registry} ({status})",
+                "heartbeat: {advertise} deregistered from {registry}",
                 advertise=self.advertise,
                 registry=self.registry_url,
-                status=status if status is not None else "no answer",
             )
+        elif answer.status == 404:
+            self._log.info(
+                "heartbeat: {advertise} was not registered at {registry} (nothing to deregister)",
+                advertise=self.advertise,
+                registry=self.registry_url,
+            )
+        elif answer.status == 405:
+            self._log.info(
+                "heartbeat: {registry} does not deregister (405, as Go registries answer); "
+                "it will expire {advertise} after its TTL",
+                advertise=self.advertise,
+                registry=self.registry_url,
+            )
+        else:
+            self._not_deregistered(_refusal(answer.status, answer.body))
 
-        return d.addBoth(done)
+    def _not_deregistered(self, reason: Any) -> None:
+        why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
+        self._log.warn(
+            "heartbeat: could not deregister {advertise} from {registry}: {why}; the "
+            "registry will expire it after its TTL",
+            advertise=self.advertise,
+            registry=self.registry_url,
+            why=why,
+        )
+
+
+def _refusal(status: int, body: bytes) -> str:
+    """What a registry's error answer says: its status and the first line of
+    its body ("registry full: ..."), if any."""
+    said = body.decode("utf-8", "replace").strip().split("\n", 1)[0][:200]
+    return f"the registry answered {status}: {said}" if said else f"the registry answered {status}"

@@ -8,13 +8,17 @@ can share one registry:
   entry (``200``, empty body); the header missing or empty is ``500``.
 - ``GET`` answers ``X-Geerpc-Servers``: the live addresses, sorted and
   comma-joined (present and empty when there are none).
-- any other method: ``405``, empty body.
+- any other method: ``405``, empty body;
+- any other path (``/_geerpc_/registry/x``, even a trailing slash): ``404``,
+  as Go's ``http.ServeMux`` answers for a pattern without a trailing slash.
 
 Unlike the reference: addresses are validated (``400``), expired entries are
 purged on a timer too (:class:`RegistryPurge`), ``DELETE`` with the same
-header deregisters, and a ``GET`` that accepts ``application/json`` gets every
-entry with its last heartbeat.  Where entries live is an :class:`IRegistryStore`
-(:class:`MemoryStore` here; other stores plug in behind the same interface).
+header deregisters, a ``GET`` that accepts ``application/json`` gets every
+entry with its last heartbeat, and the number of entries is bounded (a
+heartbeat for a new server when full is ``503``; see :class:`MemoryStore`).
+Where entries live is an :class:`IRegistryStore` (:class:`MemoryStore` here;
+other stores plug in behind the same interface).
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Attribute, Interface, implementer
+
+from .errors import RegistryFull
 
 SERVER_HEADER = b"X-Geerpc-Server"
 SERVERS_HEADER = b"X-Geerpc-Servers"
@@ -46,6 +52,9 @@ long: HTTP clients limit header lines (Twisted's to 16 KiB); the body has
 no such limit."""
 DEFAULT_TIMEOUT = 300.0
 """Seconds an entry lives after its last heartbeat (the reference's 5 min)."""
+DEFAULT_MAX_ENTRIES = 10_000
+"""Entries a :class:`MemoryStore` holds at most (the reference has no limit:
+anyone who can reach it could fill its memory with made-up servers)."""
 
 _PROTOCOLS = ("tcp", "tcp4", "tcp6", "http", "unix")
 # An empty host is the local system (Go dials ":port" so); IPv6 literals may
@@ -101,7 +110,8 @@ class IRegistryStore(Interface):
 
     def heartbeat(address: str, now: float) -> Deferred[bool]:
         """Register ``address`` or refresh it; True if it was not registered
-        (or had expired)."""
+        (or had expired).  A store that takes no more entries fails it with
+        :class:`~txgeerpc.errors.RegistryFull` (the registry answers ``503``)."""
 
     def deregister(address: str) -> Deferred[bool]:
         """Forget ``address``; False if it was not registered."""
@@ -115,14 +125,36 @@ class IRegistryStore(Interface):
 
 @implementer(IRegistryStore)
 class MemoryStore:
-    """Entries in a dict.  ``timeout`` 0 means entries never expire."""
+    """Entries in a dict.
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    :param timeout: seconds an entry lives after its last heartbeat (0: entries
+        never expire).
+    :param max_entries: entries held at most.  A heartbeat for a new address
+        when that many are held first drops the expired ones (logged as
+        expired); if none has expired it fails with
+        :class:`~txgeerpc.errors.RegistryFull`.  Refreshing an entry the store
+        holds is always allowed.
+    :raises ValueError: ``max_entries`` is less than 1.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, timeout: float = DEFAULT_TIMEOUT, *, max_entries: int = DEFAULT_MAX_ENTRIES
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be 1 or more, got {max_entries}")
         self.timeout = timeout
+        self.max_entries = max_entries
         self._entries: dict[str, float] = {}
 
     def heartbeat(self, address: str, now: float) -> Deferred[bool]:
         last = self._entries.get(address)
+        if last is None and len(self._entries) >= self.max_entries:
+            for dead in self._drop_dead(now):
+                self._log.info("registry: {address} expired", address=dead)
+            if len(self._entries) >= self.max_entries:
+                return fail(RegistryFull(self.max_entries))
         self._entries[address] = now
         return succeed(last is None or not self._alive(last, now))
 
@@ -144,14 +176,18 @@ class MemoryStore:
         return succeed(self.entries(now))
 
     def purge(self, now: float) -> Deferred[list[str]]:
+        return succeed(self._drop_dead(now))
+
+    def _drop_dead(self, now: float) -> list[str]:
         dead = [address for address, last in self._entries.items() if not self._alive(last, now)]
         for address in dead:
             del self._entries[address]
-        return succeed(dead)
+        return dead
 
 
 class RegistryResource(Resource):
-    """The registry at one path (``/_geerpc_/registry`` by default)."""
+    """The registry at one path (``/_geerpc_/registry`` by default): mount it
+    there (``putChild``); any path below it answers ``404``."""
 
     isLeaf = True
     _log = Logger()
@@ -162,6 +198,12 @@ class RegistryResource(Resource):
         self.clock = clock
 
     def render(self, request: Request) -> bytes | int:
+        if request.postpath:
+            # Go's mux matches the pattern "/_geerpc_/registry" exactly.
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"x-content-type-options", b"nosniff")
+            return b"404 page not found\n"
         method = request.method
         if method == b"POST":
             address = self._address(request)
@@ -194,12 +236,17 @@ class RegistryResource(Resource):
         answer: Callable[[Any], bytes],
     ) -> bytes | int:
         """Render ``answer(result)`` once the store has answered:
-        at once for an in-memory store, later for a remote one."""
+        at once for an in-memory store, later for a remote one.  A store's
+        failure is ``503``; rendering that raises (a bug, or a remote store's
+        odd answer) is ``500`` and logged, and the request is finished."""
 
         def render(result: Any) -> bytes:
-            if isinstance(result, Failure):
-                return self._unavailable(request, result)
-            return answer(result)
+            try:
+                if isinstance(result, Failure):
+                    return self._unavailable(request, result)
+                return answer(result)
+            except Exception:
+                return self._broken(request, Failure())
 
         at_once: list[Any] = []
         waiting = False
@@ -218,7 +265,15 @@ class RegistryResource(Resource):
             nonlocal gone
             gone = True
 
-        asked.addBoth(answered)
+        def unanswered(failure: Failure) -> None:
+            self._log.failure(
+                "registry: cannot answer {method} {uri}",
+                failure=failure,
+                method=request.method.decode("latin-1"),
+                uri=request.uri.decode("latin-1"),
+            )
+
+        asked.addBoth(answered).addErrback(unanswered)
         if at_once:
             return render(at_once[0])
         waiting = True
@@ -226,15 +281,36 @@ class RegistryResource(Resource):
         return NOT_DONE_YET
 
     def _unavailable(self, request: Request, failure: Failure) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setResponseCode(503)
+        if failure.check(RegistryFull):
+            values = request.requestHeaders.getRawHeaders(SERVER_HEADER) or [b""]
+            self._log.warn(
+                "registry: refused {address}: {error}",
+                address=values[0].decode("latin-1"),
+                error=failure.value,
+            )
+            return f"{failure.value}\n".encode()
         self._log.failure(
             "registry: the store failed on {method} {uri}",
             failure=failure,
             method=request.method.decode("latin-1"),
             uri=request.uri.decode("latin-1"),
         )
-        request.setResponseCode(503)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"registry store unavailable\n"
+
+    def _broken(self, request: Request, failure: Failure) -> bytes:
+        self._log.failure(
+            "registry: answering {method} {uri} failed",
+            failure=failure,
+            method=request.method.decode("latin-1"),
+            uri=request.uri.decode("latin-1"),
+        )
+        for name in (SERVERS_HEADER, TIMEOUT_HEADER):
+            request.responseHeaders.removeHeader(name)
+        request.setResponseCode(500)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"registry error\n"
 
     def _address(self, request: Request) -> str | None:
         values = request.requestHeaders.getRawHeaders(SERVER_HEADER) or []

@@ -15,8 +15,15 @@ from twisted.web.resource import Resource
 
 from ._one_port import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
-from .registry import DEFAULT_TIMEOUT, MemoryStore, RegistryPurge, RegistryResource, purge_interval
-from .tap import non_negative_float
+from .registry import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_TIMEOUT,
+    MemoryStore,
+    RegistryPurge,
+    RegistryResource,
+    purge_interval,
+)
+from .tap import _positive_int, non_negative_float
 
 DEFAULT_LISTEN = "tcp:9999:interface=127.0.0.1"
 
@@ -37,6 +44,14 @@ class Options(usage.Options):
             non_negative_float,
         ],
         ["path", None, DEFAULT_REGISTRY_PATH, "HTTP path of the registry."],
+        [
+            "max-entries",
+            None,
+            DEFAULT_MAX_ENTRIES,
+            "Servers the registry holds at most; a heartbeat from a new one when full "
+            "is answered 503 (refreshing a listed one always works).",
+            _positive_int,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -61,7 +76,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    store = MemoryStore(config["timeout"])
+    store = MemoryStore(config["timeout"], max_entries=config["max-entries"])
     root = Resource()
     mount(root, config["path"], RegistryResource(store, reactor))
     site = QuietSite(root, reactor=reactor)

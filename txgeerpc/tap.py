@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,8 @@ from ._server_protocol import (
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .examples import register_examples
-from .heartbeat import Heartbeat, agent_request
+from .heartbeat import MIN_PERIOD, Heartbeat, agent_request
+from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES
 from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
 from .registry import (
     InvalidServerAddress,
@@ -58,7 +60,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _heartbeat_period(text: str) -> float:
+    value = float(text)
+    if not value >= MIN_PERIOD:
+        raise ValueError(f"must be {MIN_PERIOD:g} seconds or more, got {text}")
+    return value
+
+
 _positive_float.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
+_heartbeat_period.coerceDoc = f"Seconds, {MIN_PERIOD:g} or more."  # type: ignore[attr-defined]
 _positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
 
 
@@ -141,7 +151,7 @@ class Options(usage.Options):
             None,
             None,
             "Seconds between heartbeats (default: a third of the registry's TTL, or 60).",
-            _positive_float,
+            _heartbeat_period,
         ],
         [
             "registry-path",
@@ -155,6 +165,14 @@ class Options(usage.Options):
             DEFAULT_REGISTRY_TIMEOUT,
             "Seconds a registry entry lives after its last heartbeat (0: forever).",
             non_negative_float,
+        ],
+        [
+            "registry-max-entries",
+            None,
+            DEFAULT_REGISTRY_MAX_ENTRIES,
+            "Servers the embedded registry holds at most; a heartbeat from a new one when "
+            "full is answered 503 (refreshing a listed one always works).",
+            _positive_int,
         ],
     ]
 
@@ -187,6 +205,11 @@ class Options(usage.Options):
                 validate_address(_with_port(self["advertise"], 1, only_if=0))
             except InvalidServerAddress as error:
                 raise usage.UsageError(f"--advertise {self['advertise']!r}: {error}") from None
+            if _port_of(self["advertise"]) == 0 and not any(map(_has_port, self["listen"])):
+                raise usage.UsageError(
+                    f"--advertise {self['advertise']!r}: port 0 takes the port of the first "
+                    "TCP --listen (tcp:, tcp6:, ssl:), and there is none; give the port"
+                )
         if self["registry"]:
             registry = urlsplit(self["registry"])
             if registry.scheme not in ("http", "https") or not registry.hostname:
@@ -372,7 +395,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
     if registry_path is not None:
         # An embedded registry on the same port, so the demo has one.
-        store = MemoryStore(config["registry-timeout"])
+        store = MemoryStore(config["registry-timeout"], max_entries=config["registry-max-entries"])
         registry = RegistryResource(store, reactor)
         mount(factory.site.resource, registry_path, registry)
         factory.site.quiet_paths.add(registry_path.encode())
@@ -402,6 +425,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     return parent
 
 
+def _has_port(description: str) -> bool:
+    """Whether listening on the endpoint string ``description`` gets a TCP port."""
+    kind, _, arguments = description.partition(":")
+    kind = kind.strip().lower()
+    if kind == "systemd":
+        return re.search(r"(?:^|:)domain=INET6?(?::|$)", arguments) is not None
+    return kind in ("tcp", "tcp6", "ssl")
+
+
 def _port_of(address: str) -> int | None:
     _, _, port = address.rpartition(":")
     return int(port) if port.isdigit() else None
@@ -416,7 +448,8 @@ def _with_port(address: str, port: int, *, only_if: int | None = None) -> str:
 
 class _AdvertiseBoundPort(Service):
     """Started after the listeners, before the heartbeat: ``--advertise
-    HOST:0`` becomes HOST and the port the first TCP listener got."""
+    HOST:0`` becomes HOST and the port the first TCP listener got.
+    (:class:`Options` refuses it with no TCP ``--listen``; this is a guard.)"""
 
     def __init__(self, heartbeat: Heartbeat, listeners: list[_ListeningService]) -> None:
         self._heartbeat = heartbeat

@@ -39,7 +39,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -181,19 +180,6 @@ class Processes:
         ended = gatherResults([process.ended for process in self._started])
         _timeout(ended, 30, lambda: "twistd processes still running after SIGKILL")
         await ended
-
-
-def free_addresses(count: int) -> list[str]:
-    """``count`` distinct free 127.0.0.1 ports, as ``tcp@`` addresses (held
-    together while chosen, so they differ)."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return sorted(f"tcp@127.0.0.1:{probe.getsockname()[1]}" for probe in probes)
-    finally:
-        for probe in probes:
-            probe.close()
 
 
 # -- what the client side sees ----------------------------------------------------
@@ -425,27 +411,36 @@ async def cluster_scenario(workdir: str) -> dict[str, float]:
         )
         started = await registry.wait_for(rb"Site starting on (\d+)", STARTUP_DEADLINE)
         url = f"http://127.0.0.1:{int(started.group(1))}/_geerpc_/registry"
-        addresses = free_addresses(3)
-        servers = {
-            address: processes.spawn(
-                address,
+        # Each server listens on a port of its own choosing and advertises it
+        # (--advertise HOST:0), then logs the address it registered.
+        spawned = [
+            processes.spawn(
+                f"server {number}",
                 "geerpc",
-                *("--listen", f"tcp:{address.rpartition(':')[2]}:interface=127.0.0.1"),
+                *("--listen", "tcp:0:interface=127.0.0.1"),
                 *("--service", SERVICE, "--registry-path", "none"),
-                *("--registry", url, "--advertise", address, "--heartbeat", f"{HEARTBEAT:g}"),
+                *("--registry", url, "--advertise", "tcp@127.0.0.1:0"),
+                *("--heartbeat", f"{HEARTBEAT:g}"),
             )
-            for address in addresses
-        }
-        await gatherResults(
+            for number in (1, 2, 3)
+        ]
+        registered = await gatherResults(
             [
                 server.wait_for(
-                    rb"heartbeat: " + re.escape(address.encode()) + rb" registered at",
-                    STARTUP_DEADLINE,
+                    rb"heartbeat: (tcp@127\.0\.0\.1:\d+) registered at", STARTUP_DEADLINE
                 )
-                for address, server in servers.items()
+                for server in spawned
             ],
             consumeErrors=True,
         )
+        servers = {
+            match.group(1).decode(): server
+            for match, server in zip(registered, spawned, strict=True)
+        }
+        addresses = sorted(servers)
+        assert len(addresses) == 3, addresses
+        for address, server in servers.items():
+            server.name = f"{server.name} ({address})"
         pids = {address: server.pid for address, server in servers.items()}
         victim, survivors = addresses[0], addresses[1:]
 

@@ -1,20 +1,26 @@
 """The heartbeat's and discovery's HTTP requests (``agent_request``) against a
-registry on a real 127.0.0.1 socket: answers, the body cap, the timeout."""
+registry on a real 127.0.0.1 socket: answers, the body cap, the timeout; and
+the registry's own cap on request bodies (413)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from txgeerpc._one_port import mount
+from txgeerpc import Server
+from txgeerpc._one_port import QuietSite, mount
 from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.errors import RegistryAnswerTooLarge, RegistryTimeout
 from txgeerpc.heartbeat import agent_request
@@ -85,3 +91,66 @@ async def test_heartbeat_and_listing_requests_over_a_socket() -> None:
         await until(lambda: not connections.protocols)
     finally:
         await port.stopListening()
+
+
+class _Raw(Protocol):
+    """Sends one request; collects the answer until the server closes."""
+
+    def __init__(self, request: bytes) -> None:
+        self._request = request
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self._request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(self.received)
+
+
+async def _send(port: int, request: bytes) -> bytes:
+    """``request`` on a new connection; all the server answered before it
+    closed the connection (within 5 s, or the test fails)."""
+    raw = _Raw(request)
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), raw)
+    answered = raw.closed
+    answered.addTimeout(5, reactor)  # the server must close by itself, promptly
+    return await answered
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_large_body_gets_413_at_once_and_is_closed() -> None:
+    """Both of txgeerpc's sites (``twistd geerpc-registry``'s and the one-port
+    site of ``twistd geerpc``): a POST announcing 1 MiB is answered 413 and
+    closed before its body is sent, and when the whole 1 MiB is sent too;
+    nothing is registered."""
+    store = MemoryStore(timeout=30)
+    root = Resource()
+    mount(root, PATH, RegistryResource(store, reactor))
+    standalone = WrappingFactory(QuietSite(root))
+    server = Server(reactor)
+    one_port = server.port_factory()
+    mount(one_port.site.resource, PATH, RegistryResource(store, reactor))
+    head = (
+        f"POST {PATH} HTTP/1.1\r\nHost: r\r\nX-Geerpc-Server: tcp@127.0.0.1:7001\r\n"
+        f"Content-Length: {1024 * 1024}\r\n\r\n"
+    ).encode()
+    factories: list[tuple[Any, Collection[object]]] = [
+        (standalone, standalone.protocols),  # the open connections, updated in place
+        (one_port, one_port.open),
+    ]
+    for factory, connections in factories:
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        try:
+            for request in (head, head + b"x" * (1024 * 1024)):
+                answer = await _send(port.getHost().port, request)
+                assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n"), answer
+                assert answer.endswith(b"(the limit is 65536 bytes)\n"), answer
+            assert store.entries(0) == []
+            await until(lambda connections=connections: not connections)
+        finally:
+            await port.stopListening()

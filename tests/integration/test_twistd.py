@@ -166,7 +166,9 @@ def test_demo_embeds_a_registry(demo_server: tuple[str, subprocess.Popen[bytes]]
 
 def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
     registry = _start(
-        tmp_path, "geerpc-registry", "--listen", "tcp:0:interface=127.0.0.1", "--timeout", "60"
+        tmp_path,
+        "geerpc-registry",
+        *("--listen", "tcp:0:interface=127.0.0.1", "--timeout", "60", "--max-entries", "2"),
     )
     try:
         port = _wait_for(registry, rb"Site starting on (\d+)")
@@ -174,6 +176,7 @@ def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
         assert _registry(url, "POST", "http@127.0.0.1:1234")[0] == 200
         assert _registry(url, "POST")[0] == 500  # no header, as the reference
         assert _registry(url, "PUT")[0] == 405
+        assert _registry(url + "/x", "POST", "tcp@127.0.0.1:9")[0] == 404  # as Go's mux
         assert _registry(url, "GET") == (200, "http@127.0.0.1:1234")
         assert _registry(url, "DELETE", "http@127.0.0.1:1234")[0] == 200
 
@@ -193,6 +196,18 @@ def test_standalone_registry_and_heartbeats(tmp_path: Path) -> None:
             # The CLI takes the registry's URL instead of an address.
             through = _cli("call", url, "Foo.Sum", '{"Num1":2,"Num2":3}')
             assert (through.returncode, through.stdout, through.stderr) == (0, "5\n", "")
+            # A dead server still listed: the CLI passes over it whenever it
+            # picks it first (half the time: 4 calls all pass by luck 1 in 16).
+            dead = "tcp@127.0.0.1:1"
+            assert _registry(url, "POST", dead)[0] == 200
+            assert _registry(url, "POST", "tcp@127.0.0.1:2")[0] == 503  # --max-entries 2
+            for command in [("call", url, "Foo.Sum", '{"Num1":2,"Num2":3}')] * 3 + [("list", url)]:
+                result = _cli(*command)
+                assert result.returncode == 0, result.stderr
+                note = f"note: {dead}: rpc client: connect failed"
+                assert result.stderr == "" or result.stderr.startswith(note), result.stderr
+                assert result.stdout.startswith("5\n" if command[0] == "call" else "Arith\n")
+            assert _registry(url, "DELETE", dead)[0] == 200
         finally:
             os.kill(server.pid, signal.SIGTERM)
             assert server.wait(timeout=15) == -signal.SIGTERM

@@ -1,0 +1,91 @@
+"""
+``python -m txgeerpc call REGISTRY_URL``: the servers a registry lists are
+tried in random order, passing over those that cannot be connected to
+(nothing was sent to them, so that is safe for any method).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc._cli import _addresses, _connect_first
+from txgeerpc.errors import (
+    CallTimeout,
+    ConnectFailed,
+    ConnectTimeout,
+    InvalidAddress,
+    NoServers,
+)
+
+
+class _FakeConnect:
+    """``connect`` that fails (or succeeds) per address, recording the tries."""
+
+    def __init__(self, outcomes: dict[str, Exception | None]) -> None:
+        self.outcomes = outcomes
+        self.tried: list[str] = []
+
+    def __call__(self, address: str) -> Deferred[Any]:
+        self.tried.append(address)
+        outcome = self.outcomes[address]
+        return fail(outcome) if outcome is not None else succeed(f"client of {address}")
+
+
+class ConnectFirstTests(SynchronousTestCase):
+    def run_connect(self, addresses: list[str], fake: _FakeConnect) -> tuple[Deferred[Any], str]:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(_connect_first(addresses, fake))
+        return d, stderr.getvalue()
+
+    def test_servers_that_cannot_be_reached_are_passed_over(self) -> None:
+        fake = _FakeConnect(
+            {
+                "tcp@dead:1": ConnectFailed(ConnectionRefusedError()),
+                "tcp@slow:2": ConnectTimeout(5),
+                "tcp@odd": InvalidAddress("wrong format 'tcp@odd'"),
+                "tcp@live:3": None,
+                "tcp@never:4": None,
+            }
+        )
+        d, stderr = self.run_connect(
+            ["tcp@dead:1", "tcp@slow:2", "tcp@odd", "tcp@live:3", "tcp@never:4"], fake
+        )
+        self.assertEqual(self.successResultOf(d), "client of tcp@live:3")
+        self.assertEqual(fake.tried, ["tcp@dead:1", "tcp@slow:2", "tcp@odd", "tcp@live:3"])
+        notes = stderr.splitlines()
+        self.assertEqual(len(notes), 3, stderr)
+        for note, address in zip(notes, ["tcp@dead:1", "tcp@slow:2", "tcp@odd"], strict=True):
+            self.assertTrue(note.startswith(f"note: {address}: "), note)
+            self.assertTrue(note.endswith("; trying the next server"), note)
+
+    def test_when_none_can_be_reached_the_last_error_is_reported(self) -> None:
+        refused = ConnectFailed(ConnectionRefusedError())
+        late = ConnectTimeout(5)
+        fake = _FakeConnect({"tcp@a:1": refused, "tcp@b:2": late})
+        d, stderr = self.run_connect(["tcp@a:1", "tcp@b:2"], fake)
+        self.assertIs(self.failureResultOf(d, ConnectTimeout).value, late)
+        self.assertEqual(len(stderr.splitlines()), 1)  # a note for the first only
+        # One address (not from a registry): its error, and no note.
+        d, stderr = self.run_connect(["tcp@a:1"], fake)
+        self.assertIs(self.failureResultOf(d, ConnectFailed).value, refused)
+        self.assertEqual(stderr, "")
+        self.failureResultOf(self.run_connect([], fake)[0], NoServers)
+
+    def test_other_errors_are_not_failed_over(self) -> None:
+        fake = _FakeConnect({"tcp@a:1": CallTimeout("x", 1), "tcp@b:2": None})
+        d, _ = self.run_connect(["tcp@a:1", "tcp@b:2"], fake)
+        self.failureResultOf(d, CallTimeout)
+        self.assertEqual(fake.tried, ["tcp@a:1"])
+
+
+class AddressesTests(SynchronousTestCase):
+    def test_an_address_is_itself(self) -> None:
+        d = Deferred.fromCoroutine(_addresses(None, "tcp@127.0.0.1:7001"))
+        self.assertEqual(self.successResultOf(d), ["tcp@127.0.0.1:7001"])
