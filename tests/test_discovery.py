@@ -14,6 +14,7 @@ from txgeerpc.discovery import (
     StaticDiscovery,
 )
 from txgeerpc.heartbeat import Answer
+from txgeerpc.registry import SERVERS_HEADER
 
 from ._helpers import checked_clock
 from .test_heartbeat import URL, FakeRegistry
@@ -185,3 +186,20 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.assertEqual(  # a failed refresh answers with the last good list
             self.successResultOf(discovery.refresh()), ["tcp@a:1", "tcp@b:1"]
         )
+
+    def test_a_refresh_asked_for_when_ready_is_a_new_one(self) -> None:
+        hung: list[Deferred[Answer]] = []
+
+        def request(*args: Any) -> Deferred[Answer]:
+            waiting: Deferred[Answer] = Deferred()
+            hung.append(waiting)
+            return waiting
+
+        discovery = self.start(request)
+        again: list[Deferred[list[str]]] = []
+        discovery.ready().addCallback(lambda _: again.append(discovery.refresh()))
+        hung[0].callback(Answer(200, {SERVERS_HEADER.lower(): b"tcp@a:1"}))
+        self.assertEqual(len(hung), 2)  # a second request went out...
+        self.assertNoResult(again[0])  # ...and the refresh waits for it
+        hung[1].callback(Answer(200, {SERVERS_HEADER.lower(): b"tcp@b:1"}))
+        self.assertEqual(self.successResultOf(again[0]), ["tcp@b:1"])

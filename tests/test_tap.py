@@ -79,7 +79,12 @@ class OptionsTests(SynchronousTestCase):
 
     def test_advertising_port_0_needs_a_tcp_listen(self) -> None:
         registry = ("--registry", "http://127.0.0.1:1/_geerpc_/registry")
-        for listen in (["unix:/tmp/x.sock"], ["systemd:domain=UNIX:index=0"], ["stdio:"]):
+        for listen in (
+            ["unix:/tmp/x.sock"],
+            ["systemd:domain=UNIX:index=0"],
+            ["stdio:"],
+            ["haproxy:unix:/tmp/x.sock"],
+        ):
             argv = [arg for description in listen for arg in ("--listen", description)]
             with self.assertRaises(usage.UsageError) as raised:
                 self.parse(*argv, *registry, "--advertise", "tcp@127.0.0.1:0")
@@ -91,6 +96,7 @@ class OptionsTests(SynchronousTestCase):
             ["TCP6:port=0"],
             ["ssl:0:privateKey=k.pem"],
             ["systemd:domain=INET:index=0"],
+            ["haproxy:tcp:0:interface=127.0.0.1"],
         ):
             argv = [arg for description in listen for arg in ("--listen", description)]
             self.parse(*argv, *registry, "--advertise", "tcp@127.0.0.1:0")

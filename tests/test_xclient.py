@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Server
-from txgeerpc.discovery import StaticDiscovery
+from txgeerpc.discovery import RegistryDiscovery, StaticDiscovery
 from txgeerpc.errors import (
     CallTimeout,
     ConnectFailed,
@@ -20,7 +20,7 @@ from txgeerpc.errors import (
     RemoteError,
 )
 from txgeerpc.examples import Args, register_examples
-from txgeerpc.selection import PowerOfTwoChoices, RoundRobinSelect
+from txgeerpc.selection import ConsistentHash, PowerOfTwoChoices, RoundRobinSelect
 from txgeerpc.testing import InMemoryConnection, connect_in_memory
 from txgeerpc.xclient import FailMode, XClient
 
@@ -405,3 +405,145 @@ class XClientEdgeTests(SynchronousTestCase):
         closed = xclient.close()
         connection.flush()
         self.successResultOf(closed)
+
+    def test_close_ends_retries_that_would_start_after_it(self) -> None:
+        b = Server(self.clock)
+        register_examples(b)
+        b.register(Slow(self.clock, "tcp@b:1", 5, False), name="Slow")
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        xclient = XClient(
+            StaticDiscovery(["tcp@b:1"]),
+            lambda address: succeed(connection.client),
+            self.clock,
+            mode=FailMode.FAIL_TRY,
+            idempotent={"Slow.Wait"},
+            backoff=5,
+        )
+        d = xclient.call("Slow.Wait", None)  # idempotent: a lost connection would be retried
+        connection.flush()
+        closed = xclient.close()
+        connection.flush()
+        self.successResultOf(closed)
+        self.failureResultOf(d, ConnectionShutdown)  # at once, no retry
+        self.clock.advance(5)  # the server's handler ends; nothing else is scheduled
+        connection.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancelling_a_call_during_its_backoff_is_a_cancel(self) -> None:
+        xclient = XClient(
+            StaticDiscovery(["tcp@a:1"]),
+            lambda address: fail(ConnectFailed("refused")),
+            self.clock,
+            mode=FailMode.FAIL_TRY,
+            backoff=5,
+            cooldown=0,
+        )
+        d = xclient.call("Foo.Sum", Args())
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bad_timeouts_and_selectors_fail_the_deferred(self) -> None:
+        b = Server(self.clock)
+        register_examples(b)
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        xclient = XClient(
+            StaticDiscovery(["tcp@b:1"]), lambda address: succeed(connection.client), self.clock
+        )
+        warm = xclient.call("Foo.Sum", Args(1, 1))
+        connection.flush()
+        self.successResultOf(warm)
+        for timeout in (0, -1):
+            self.failureResultOf(xclient.call("Foo.Sum", Args(), timeout=timeout), ValueError)
+            self.failureResultOf(xclient.broadcast("Foo.Sum", Args(), timeout=timeout), ValueError)
+        self.assertEqual(xclient.in_flight("tcp@b:1"), 0)
+        hashing = XClient(
+            StaticDiscovery(["tcp@b:1", "tcp@c:1"]),
+            lambda address: succeed(connection.client),
+            self.clock,
+            selector=ConsistentHash(),
+        )
+        self.failureResultOf(hashing.call("Foo.Sum", Args()), ValueError)  # no key
+        for client in (xclient, hashing):
+            closed = client.close()
+            connection.flush()
+            self.successResultOf(closed)
+
+    def test_waiting_for_the_first_list_ends_with_close_or_a_stopped_discovery(self) -> None:
+        class Never(StaticDiscovery):
+            def ready(self) -> Deferred[None]:
+                return Deferred()
+
+        xclient = XClient(Never(), self.pending_dial, self.clock)
+        d = xclient.call("Foo.Sum", Args())
+        broadcast = xclient.broadcast("Foo.Sum", Args())
+        self.successResultOf(xclient.close())
+        self.failureResultOf(d, ConnectionShutdown)
+        self.failureResultOf(broadcast, ConnectionShutdown)
+        self.assertEqual(self.dials, [])
+
+        never_started = RegistryDiscovery(self.clock, lambda *a: Deferred(), "http://r/")
+        idle = XClient(never_started, self.pending_dial, self.clock)
+        self.failureResultOf(idle.call("Foo.Sum", Args()), NoServers)  # at once
+
+    def test_the_wait_for_the_first_list_counts_against_the_timeout(self) -> None:
+        class Late(StaticDiscovery):
+            def __init__(self) -> None:
+                super().__init__()
+                self.first: Deferred[None] = Deferred()
+
+            def ready(self) -> Deferred[None]:
+                return self.first
+
+        discovery = Late()
+        xclient = XClient(discovery, self.pending_dial, self.clock)
+        d = xclient.call("Foo.Sum", Args(), timeout=2)
+        self.clock.advance(1.5)
+        discovery.update(["tcp@a:1"])
+        discovery.first.callback(None)
+        self.clock.advance(0.49)
+        self.assertNoResult(d)
+        self.clock.advance(0.01)  # 2 s in all, not 1.5 + 2
+        self.failureResultOf(d, ConnectTimeout)
+        self.successResultOf(xclient.close())
+
+    def test_fail_try_does_not_redial_a_server_that_left(self) -> None:
+        discovery = StaticDiscovery(["tcp@a:1", "tcp@b:1"])
+        xclient = XClient(
+            discovery,
+            self.pending_dial,
+            self.clock,
+            selector=RoundRobinSelect(random.Random(0)),  # starts at a
+            mode=FailMode.FAIL_TRY,
+        )
+        d = xclient.call("Foo.Sum", Args())
+        discovery.update(["tcp@b:1"])  # a leaves while dialled: its waiter fails over...
+        self.clock.advance(1)
+        self.assertEqual(len(self.dials), 2)  # ...to b, not to a again
+        b = Server(self.clock)
+        register_examples(b)
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        self.dials[1].callback(connection.client)
+        connection.flush()
+        self.assertEqual(self.successResultOf(d), 0)
+        self.assertEqual(xclient.connections, ["tcp@b:1"])
+        closed = xclient.close()
+        connection.flush()
+        self.successResultOf(closed)
+
+    def test_a_dial_ending_after_its_server_left_is_not_kept(self) -> None:
+        discovery = StaticDiscovery(["tcp@a:1"])
+        xclient = XClient(discovery, self.pending_dial, self.clock)
+        waiting = xclient._client("tcp@a:1")
+        discovery._servers = []  # gone without telling (as a listener might learn late)
+        b = Server(self.clock)
+        register_examples(b)
+        connection = connect_in_memory(b, clock=self.clock)
+        self.addCleanup(connection.close)
+        self.dials[0].callback(connection.client)
+        self.assertIs(self.successResultOf(waiting), connection.client)  # its waiter is served
+        self.assertEqual(xclient.connections, [])  # but nothing is cached
+        self.assertFalse(connection.client.available)  # and, idle, it is closed

@@ -104,8 +104,10 @@ class RegistryDiscovery(Service):
         return _subscribe(self._listeners, listener)
 
     def ready(self) -> Deferred[None]:
-        """Fires once the first refresh has ended, well or not."""
-        if self._refreshed_once:
+        """Fires once the first refresh has ended, well or not (at once if
+        the service is not running and no refresh is under way: none will
+        come)."""
+        if self._refreshed_once or (not self.running and self._pending is None):
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._ready.append(waiter)
@@ -202,12 +204,12 @@ class RegistryDiscovery(Service):
             if self._next is not None and self._next.active():
                 self._next.cancel()
             self._next = self._clock.callLater(self._refresh, self.refresh)
-        if not self._refreshed_once:
-            self._refreshed_once = True
-            waiters, self._ready = self._ready, []
-            for waiter in waiters:
-                waiter.callback(None)
+        # Taken before anyone hears: a refresh asked for by a waiter is a new one.
         refreshes, self._refreshed = self._refreshed, []
+        waiters, self._ready = self._ready, []
+        self._refreshed_once = True
+        for waiter in waiters:
+            waiter.callback(None)
         for refreshed in refreshes:
             refreshed.callback(self.servers())
 

@@ -429,6 +429,8 @@ def _has_port(description: str) -> bool:
     """Whether listening on the endpoint string ``description`` gets a TCP port."""
     kind, _, arguments = description.partition(":")
     kind = kind.strip().lower()
+    if kind == "haproxy":  # PROXY protocol wrapped around another endpoint
+        return _has_port(arguments)
     if kind == "systemd":
         return re.search(r"(?:^|:)domain=INET6?(?::|$)", arguments) is not None
     return kind in ("tcp", "tcp6", "ssl")

@@ -121,6 +121,7 @@ class XClient:
         self._draining: set[Client] = set()  # left the list; closed when their calls end
         self._in_flight: Counter[str] = Counter()
         self._sleeping: set[Deferred[None]] = set()  # backoffs, cancelled by close()
+        self._waiting_for_list: set[Deferred[None]] = set()  # likewise
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
         self._unsubscribe = discovery.on_change(self._servers_changed)
@@ -132,6 +133,8 @@ class XClient:
     def _client(self, address: str) -> Deferred[Client]:
         """The connection to ``address``: cached, or dialled once for every
         call that waits for it (without holding up calls to other servers)."""
+        if self._closed:
+            return _failed(ConnectionShutdown())
         client = self._ready.get(address)
         if client is not None:
             if client.available:
@@ -168,10 +171,17 @@ class XClient:
                 if not waiter.called:
                     waiter.errback(ConnectionShutdown())
             return
-        self._ready[address] = client
+        listed = address in self._discovery.servers()
+        if listed:
+            self._ready[address] = client
         for waiter in waiters:
             if not waiter.called:
                 waiter.callback(client)
+        if not listed:  # it left the list meanwhile: serve these calls, keep nothing
+            if client.pending == 0:
+                client.close()
+            else:
+                self._draining.add(client)
 
     def _dial_failed(self, address: str, failure: Failure) -> None:
         self._dials.pop(address, None)
@@ -215,8 +225,8 @@ class XClient:
         :class:`~txgeerpc.errors.ConnectionShutdown`.  Fires once closed."""
         self._closed = True
         self._unsubscribe()
-        for sleeping in list(self._sleeping):
-            sleeping.cancel()
+        for waiting in [*self._sleeping, *self._waiting_for_list]:
+            waiting.cancel()
         draining, self._draining = self._draining, set()
         closing = [client.close() for client in [*self._ready.values(), *draining]]
         for address in self.connections:
@@ -252,7 +262,12 @@ class XClient:
             :class:`CallTimeout`, or what the last attempt failed with (see
             :meth:`txgeerpc.Client.call`).
         """
-        fast = self._fast_call(service_method, argument, timeout, key, options)
+        if timeout is not None and not timeout > 0:
+            return _failed(ValueError(f"timeout must be positive or None, got {timeout!r}"))
+        try:
+            fast = self._fast_call(service_method, argument, timeout, key, options)
+        except Exception as error:  # a selector that raises, say: through the Deferred
+            return _failed(error)
         if fast is not None:
             return fast
         return ensureDeferred(self._call(service_method, argument, timeout, key, options))
@@ -265,27 +280,42 @@ class XClient:
         key: str | None,
         options: Any,
     ) -> Deferred[Any] | None:
-        """The common case without coroutines: a list, no server cooling
-        down, and the chosen server's connection up.  Failures go on to the
-        retry loop.  ``None`` when the case is not that simple."""
-        if self._closed or self._cooling:
+        """The common case without coroutines: a list, the chosen server not
+        cooling down, and its connection up.  Failures go on to the retry
+        loop.  ``None`` when the case is not that simple."""
+        if self._closed:
             return None
         servers = self._discovery.servers()
         if not servers:
             return None
-        address = self._selector.select(servers, key=key)
+        address = (
+            self._pick([], key, servers)
+            if self._cooling
+            else self._selector.select(servers, key=key)
+        )
         client = self._ready.get(address)
         if client is None or not client.available:
             return ensureDeferred(
                 self._call(service_method, argument, timeout, key, options, first=address)
             )
-        self.calls_sent[address] += 1
-        self._in_flight[address] += 1
-        d = client.call(service_method, argument, timeout=timeout, **options)
-        d.addBoth(self._call_ended, address, client)
+        d = self._send(client, address, service_method, argument, timeout, options)
         if self.mode is not FailMode.FAIL_FAST:
             d.addErrback(self._retry, address, service_method, argument, timeout, key, options)
         return d
+
+    def _send(
+        self,
+        client: Client,
+        address: str,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        options: Any,
+    ) -> Deferred[Any]:
+        d = client.call(service_method, argument, timeout=timeout, **options)
+        self.calls_sent[address] += 1
+        self._in_flight[address] += 1
+        return d.addBoth(self._call_ended, address, client)
 
     def _call_ended(self, result: Any, address: str, client: Client) -> Any:
         self._in_flight[address] -= 1
@@ -327,10 +357,16 @@ class XClient:
     ) -> Any:
         """The call's attempts from the first (to ``first``, already chosen;
         ``error``: how that attempt failed, if it was made)."""
+        attempt_timeout = timeout
         if first is None:
             if self._closed:
                 raise ConnectionShutdown()
+            started = self._clock.seconds()
             await self._first_list(timeout)
+            if timeout is not None:  # the wait for the list counts against the first attempt
+                attempt_timeout = timeout - (self._clock.seconds() - started)
+                if attempt_timeout <= 0:
+                    raise NoServers()
             first = self._pick([], key)
         address = first
         tried: list[str] = []
@@ -341,13 +377,21 @@ class XClient:
                 if self._closed:
                     raise ConnectionShutdown()
                 try:
-                    return await self._attempt(address, service_method, argument, timeout, options)
+                    return await self._attempt(
+                        address, service_method, argument, attempt_timeout, options
+                    )
                 except GeeRPCError as failed:
                     error = failed
+                attempt_timeout = timeout
             retryable = isinstance(error, _NOT_SENT) or (
                 isinstance(error, _MAYBE_RAN) and service_method in self._idempotent
             )
-            if self.mode is FailMode.FAIL_FAST or not retryable or attempt >= self._retries:
+            if (
+                self.mode is FailMode.FAIL_FAST
+                or not retryable
+                or attempt >= self._retries
+                or self._closed
+            ):
                 raise error
             attempt += 1
             tried.append(address)
@@ -367,8 +411,8 @@ class XClient:
             if not over_at_once:
                 await self._sleep(delay)
                 delay *= 2
-            if self.mode is FailMode.FAIL_OVER:
-                address = self._pick(tried, key)
+            if self.mode is FailMode.FAIL_OVER or address not in self._discovery.servers():
+                address = self._pick(tried, key)  # (fail-try too, once its server left)
             error = None
 
     async def _first_list(self, timeout: float | None) -> None:
@@ -386,20 +430,34 @@ class XClient:
         shared.addBoth(lambda _: None if waiting.called else waiting.callback(None))
         if timeout is not None:
             waiting.addTimeout(timeout, self._clock, lambda *_: Failure(NoServers()))
-        await waiting
+        self._waiting_for_list.add(waiting)
+        try:
+            await waiting
+        except CancelledError:
+            if self._closed:
+                raise ConnectionShutdown() from None
+            raise
+        finally:
+            self._waiting_for_list.discard(waiting)
 
     async def _sleep(self, delay: float) -> None:
+        if self._closed:
+            raise ConnectionShutdown()
         sleeping = deferLater(self._clock, delay, lambda: None)
         self._sleeping.add(sleeping)
         try:
             await sleeping
         except CancelledError:
-            raise ConnectionShutdown() from None
+            if self._closed:
+                raise ConnectionShutdown() from None
+            raise  # the caller cancelled the call
         finally:
             self._sleeping.discard(sleeping)
 
-    def _pick(self, tried: list[str], key: str | None) -> str:
-        servers = self._discovery.servers()
+    def _pick(self, tried: list[str], key: str | None, servers: list[str] | None = None) -> str:
+        """The selector's choice among the servers not tried yet and not
+        cooling down (or, if none is left, among those not tried, or all)."""
+        servers = self._discovery.servers() if servers is None else servers
         fresh = [server for server in servers if server not in tried]
         now = self._clock.seconds()
         warm = [server for server in fresh if self._cooling.get(server, (0.0, 0.0))[0] <= now]
@@ -416,6 +474,8 @@ class XClient:
         """
         if self._closed:
             return _failed(ConnectionShutdown())
+        if timeout is not None and not timeout > 0:
+            return _failed(ValueError(f"timeout must be positive or None, got {timeout!r}"))
         if not self._discovery.servers():
             return ensureDeferred(self._first_list(timeout)).addCallback(
                 lambda _: self._broadcast(service_method, argument, timeout)
@@ -425,6 +485,8 @@ class XClient:
     def _broadcast(
         self, service_method: str, argument: Any, timeout: float | None
     ) -> Deferred[Any]:
+        if self._closed:
+            return _failed(ConnectionShutdown())
         servers = self._discovery.servers()
         if not servers:
             return _failed(NoServers())
@@ -481,10 +543,7 @@ class XClient:
             left = deadline - self._clock.seconds()
             if left <= 0:
                 raise CallTimeout(service_method, timeout)
-        self.calls_sent[address] += 1
-        self._in_flight[address] += 1
-        d = client.call(service_method, argument, timeout=left, **options)
-        return await d.addBoth(self._call_ended, address, client)
+        return await self._send(client, address, service_method, argument, left, options)
 
 
 def _within(
