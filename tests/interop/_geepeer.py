@@ -275,6 +275,11 @@ class GeepeerServer:
     ) -> None:
         self._stop()
 
+    def next_heartbeat(self) -> str:
+        """Wait for the server's next periodic heartbeat; its status
+        (``200 OK``, or ``ERROR ...``)."""
+        return self._read_line("HEARTBEAT ")
+
     def _read_line(self, prefix: str) -> str:
         """The next line the server prints, which must start with ``prefix``;
         the rest of it."""

@@ -64,7 +64,8 @@ func sendHeartbeat(registry, addr string) (string, error) {
 // per period from a goroutine; 0 means the reference's default period. As in
 // the reference, the first request that fails (the very first included) ends
 // the heartbeats for good (defect 32). It returns the first beat's status
-// line, or "ERROR " and the error.
+// line, or "ERROR " and the error; each later beat prints its own HEARTBEAT
+// line on stdout.
 func startHeartbeat(registry, addr string, period time.Duration) string {
 	if period == 0 {
 		period = defaultHeartbeat
@@ -78,10 +79,13 @@ func startHeartbeat(registry, addr string, period time.Duration) string {
 		ticker := time.NewTicker(period)
 		defer ticker.Stop()
 		for range ticker.C {
-			if _, err := sendHeartbeat(registry, addr); err != nil {
+			status, err := sendHeartbeat(registry, addr)
+			if err != nil {
 				log.Println("rpc registry: heartbeat error:", err)
+				fmt.Printf("HEARTBEAT ERROR %s\n", err)
 				return
 			}
+			fmt.Printf("HEARTBEAT %s\n", status)
 		}
 	}()
 	return status
