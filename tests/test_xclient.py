@@ -240,6 +240,17 @@ class XClientEdgeTests(SynchronousTestCase):
         self.dials.append(dial)
         return dial
 
+    def serve(self, slow: float | None = None) -> InMemoryConnection:
+        """A connection to an in-memory server of the examples (and
+        ``Slow.Wait`` answering after ``slow`` seconds)."""
+        server = Server(self.clock)
+        register_examples(server)
+        if slow is not None:
+            server.register(Slow(self.clock, "tcp@b:1", slow, False), name="Slow")
+        connection = connect_in_memory(server, clock=self.clock)
+        self.addCleanup(connection.close)
+        return connection
+
     def test_close_fails_calls_waiting_to_retry(self) -> None:
         xclient = XClient(
             StaticDiscovery(["tcp@a:1"]), self.pending_dial, self.clock, mode=FailMode.FAIL_TRY
@@ -289,10 +300,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.assertEqual(fast._waiting["tcp@a:1"], [])  # the waiter is forgotten
         self.successResultOf(fast.close())
 
-        b = Server(self.clock)
-        register_examples(b)
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve()
         over = XClient(
             StaticDiscovery(["tcp@a:1", "tcp@b:1"]),
             lambda address: (
@@ -386,10 +394,7 @@ class XClientEdgeTests(SynchronousTestCase):
             def ready(self) -> Deferred[None]:
                 return self.first
 
-        b = Server(self.clock)
-        register_examples(b)
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve()
         discovery = Slow()
         xclient = XClient(discovery, lambda address: succeed(connection.client), self.clock)
         d = xclient.call("Foo.Sum", Args(1, 2))
@@ -407,11 +412,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.successResultOf(closed)
 
     def test_close_ends_retries_that_would_start_after_it(self) -> None:
-        b = Server(self.clock)
-        register_examples(b)
-        b.register(Slow(self.clock, "tcp@b:1", 5, False), name="Slow")
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve(slow=5)
         xclient = XClient(
             StaticDiscovery(["tcp@b:1"]),
             lambda address: succeed(connection.client),
@@ -445,10 +446,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_bad_timeouts_and_selectors_fail_the_deferred(self) -> None:
-        b = Server(self.clock)
-        register_examples(b)
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve()
         xclient = XClient(
             StaticDiscovery(["tcp@b:1"]), lambda address: succeed(connection.client), self.clock
         )
@@ -522,10 +520,7 @@ class XClientEdgeTests(SynchronousTestCase):
         discovery.update(["tcp@b:1"])  # a leaves while dialled: its waiter fails over...
         self.clock.advance(1)
         self.assertEqual(len(self.dials), 2)  # ...to b, not to a again
-        b = Server(self.clock)
-        register_examples(b)
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve()
         self.dials[1].callback(connection.client)
         connection.flush()
         self.assertEqual(self.successResultOf(d), 0)
@@ -539,10 +534,7 @@ class XClientEdgeTests(SynchronousTestCase):
         xclient = XClient(discovery, self.pending_dial, self.clock)
         waiting = xclient._client("tcp@a:1")
         discovery._servers = []  # gone without telling (as a listener might learn late)
-        b = Server(self.clock)
-        register_examples(b)
-        connection = connect_in_memory(b, clock=self.clock)
-        self.addCleanup(connection.close)
+        connection = self.serve()
         self.dials[0].callback(connection.client)
         self.assertIs(self.successResultOf(waiting), connection.client)  # its waiter is served
         self.assertEqual(xclient.connections, [])  # but nothing is cached
