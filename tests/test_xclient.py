@@ -240,6 +240,17 @@ class XClientEdgeTests(SynchronousTestCase):
         self.dials.append(dial)
         return dial
 
+    def refused_then_backing_off(self) -> XClient:
+        """An XClient whose every dial is refused, retrying after 5 s."""
+        return XClient(
+            StaticDiscovery(["tcp@a:1"]),
+            lambda address: fail(ConnectFailed("refused")),
+            self.clock,
+            mode=FailMode.FAIL_TRY,
+            backoff=5,
+            cooldown=0,
+        )
+
     def serve(self, slow: float | None = None) -> InMemoryConnection:
         """A connection to an in-memory server of the examples (and
         ``Slow.Wait`` answering after ``slow`` seconds)."""
@@ -371,14 +382,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.failureResultOf(patient, ConnectionShutdown)
 
     def test_close_ends_a_backoff_at_once(self) -> None:
-        xclient = XClient(
-            StaticDiscovery(["tcp@a:1"]),
-            lambda address: fail(ConnectFailed("refused")),
-            self.clock,
-            mode=FailMode.FAIL_TRY,
-            backoff=5,
-            cooldown=0,
-        )
+        xclient = self.refused_then_backing_off()
         d = xclient.call("Foo.Sum", Args())
         self.assertNoResult(d)  # waiting 5 s before retrying
         self.successResultOf(xclient.close())
@@ -432,14 +436,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_cancelling_a_call_during_its_backoff_is_a_cancel(self) -> None:
-        xclient = XClient(
-            StaticDiscovery(["tcp@a:1"]),
-            lambda address: fail(ConnectFailed("refused")),
-            self.clock,
-            mode=FailMode.FAIL_TRY,
-            backoff=5,
-            cooldown=0,
-        )
+        xclient = self.refused_then_backing_off()
         d = xclient.call("Foo.Sum", Args())
         d.cancel()
         self.failureResultOf(d, CancelledError)

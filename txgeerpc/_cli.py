@@ -29,7 +29,7 @@ from ._wire import GOB
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
 from .codec._gob import HEADER
-from .discovery import RegistryDiscovery, listed_servers
+from .discovery import RegistryDiscovery, registry_listing
 from .errors import (
     ConnectFailed,
     ConnectTimeout,
@@ -181,16 +181,11 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
         print(f"error: the registry at {url} answered {answer.status}", file=sys.stderr)
         return EXIT_CALL_FAILED
     try:
-        addresses = listed_servers(answer)
+        ages = registry_listing(answer)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
-    ages: dict[str, float] = {}
-    if answer.headers.get(b"content-type", b"").startswith(b"application/json"):
-        ages = {
-            entry["address"]: entry.get("age_seconds")
-            for entry in json.loads(answer.body)["servers"]
-        }
+    addresses = sorted(ages)
     if options.json:
         print(dumps({"servers": [{"address": a, "age_seconds": ages.get(a)} for a in addresses]}))
         return EXIT_OK

@@ -220,20 +220,33 @@ def listed_servers(answer: Answer) -> list[str]:
 
     :raises ValueError: a JSON body that is not a registry listing.
     """
+    return sorted(registry_listing(answer))
+
+
+def registry_listing(answer: Answer) -> dict[str, float | None]:
+    """Each server a registry's ``GET`` answer lists, with the seconds since
+    its last heartbeat when the registry says (a txgeerpc registry's JSON).
+
+    :raises ValueError: a JSON body that is not a registry listing.
+    """
     content_type = answer.headers.get(b"content-type", b"")
-    if content_type.startswith(b"application/json"):
-        try:
-            listing = json.loads(answer.body)
-            found = [entry["address"] for entry in listing["servers"]]
-        except (ValueError, TypeError, KeyError) as error:
-            raise ValueError(
-                f"the registry sent a JSON body that lists no servers ({error})"
-            ) from None
-        if not all(isinstance(address, str) for address in found):
-            raise ValueError("the registry sent a JSON listing with addresses that are not strings")
-    else:
-        found = answer.headers.get(SERVERS_HEADER.lower(), b"").decode("latin-1").split(",")
-    return sorted({server.strip() for server in found if server.strip()})
+    if not content_type.startswith(b"application/json"):
+        raw = answer.headers.get(SERVERS_HEADER.lower(), b"").decode("latin-1").split(",")
+        return {server.strip(): None for server in raw if server.strip()}
+    try:
+        entries = [
+            (entry["address"], entry.get("age_seconds"))
+            for entry in json.loads(answer.body)["servers"]
+        ]
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise ValueError(f"the registry sent a JSON body that lists no servers ({error})") from None
+    if not all(isinstance(address, str) for address, _ in entries):
+        raise ValueError("the registry sent a JSON listing with addresses that are not strings")
+    return {
+        address.strip(): float(age) if isinstance(age, (int, float)) else None
+        for address, age in entries
+        if address.strip()
+    }
 
 
 _log = Logger()

@@ -28,6 +28,7 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     ensureDeferred,
+    fail,
     maybeDeferred,
     succeed,
 )
@@ -134,7 +135,7 @@ class XClient:
         """The connection to ``address``: cached, or dialled once for every
         call that waits for it (without holding up calls to other servers)."""
         if self._closed:
-            return _failed(ConnectionShutdown())
+            return fail(ConnectionShutdown())
         client = self._ready.get(address)
         if client is not None:
             if client.available:
@@ -178,10 +179,7 @@ class XClient:
             if not waiter.called:
                 waiter.callback(client)
         if not listed:  # it left the list meanwhile: serve these calls, keep nothing
-            if client.pending == 0:
-                client.close()
-            else:
-                self._draining.add(client)
+            self._retire(client)
 
     def _dial_failed(self, address: str, failure: Failure) -> None:
         self._dials.pop(address, None)
@@ -199,13 +197,21 @@ class XClient:
         for address in set(self._cooling) - set(servers):
             del self._cooling[address]
 
-    def _drop(self, address: str) -> None:
+    def _retire(self, client: Client) -> Deferred[None] | None:
+        """Close ``client`` now if it is idle (or the XClient closes), else
+        once its running calls end (no new ones reach it).  The close's
+        Deferred, if closed now."""
+        if self._closed or client.pending == 0:
+            self._draining.discard(client)
+            return client.close()
+        self._draining.add(client)
+        return None
+
+    def _drop(self, address: str) -> Deferred[None] | None:
+        """Forget ``address``: retire its connection, fail the calls waiting
+        for its dial and cancel the dial.  The connection's close, if any."""
         client = self._ready.pop(address, None)
-        if client is not None:
-            if self._closed or client.pending == 0:
-                client.close()
-            else:  # no new calls; those running finish first
-                self._draining.add(client)
+        closing = self._retire(client) if client is not None else None
         # Calls waiting for a dial never reached the server: closing says so,
         # and a server leaving the list is a failed connect (fail-over retries).
         for waiter in self._waiting.pop(address, []):
@@ -219,6 +225,7 @@ class XClient:
         if dialling is not None:
             dialling.addErrback(lambda failure: None)
             dialling.cancel()
+        return closing
 
     def close(self) -> Deferred[None]:
         """Close every connection; calls still running or waiting fail with
@@ -227,11 +234,9 @@ class XClient:
         self._unsubscribe()
         for waiting in [*self._sleeping, *self._waiting_for_list]:
             waiting.cancel()
-        draining, self._draining = self._draining, set()
-        closing = [client.close() for client in [*self._ready.values(), *draining]]
-        for address in self.connections:
-            self._drop(address)
-        return DeferredList(closing).addCallback(lambda _: None)
+        closing = [self._retire(client) for client in list(self._draining)]
+        closing += [self._drop(address) for address in self.connections]
+        return DeferredList([d for d in closing if d is not None]).addCallback(lambda _: None)
 
     def in_flight(self, address: str) -> int:
         """Calls of this XClient running on ``address`` now (what
@@ -262,12 +267,12 @@ class XClient:
             :class:`CallTimeout`, or what the last attempt failed with (see
             :meth:`txgeerpc.Client.call`).
         """
-        if timeout is not None and not timeout > 0:
-            return _failed(ValueError(f"timeout must be positive or None, got {timeout!r}"))
+        if not _valid_timeout(timeout):
+            return fail(ValueError(f"timeout must be positive or None, got {timeout!r}"))
         try:
             fast = self._fast_call(service_method, argument, timeout, key, options)
         except Exception as error:  # a selector that raises, say: through the Deferred
-            return _failed(error)
+            return fail(error)
         if fast is not None:
             return fast
         return ensureDeferred(self._call(service_method, argument, timeout, key, options))
@@ -322,8 +327,7 @@ class XClient:
         if not self._in_flight[address]:
             del self._in_flight[address]
         if client in self._draining and client.pending == 0:
-            self._draining.discard(client)
-            client.close()
+            self._retire(client)
         return result
 
     def _retry(
@@ -473,9 +477,9 @@ class XClient:
         :raises NoServers: (through the Deferred) when no server is known.
         """
         if self._closed:
-            return _failed(ConnectionShutdown())
-        if timeout is not None and not timeout > 0:
-            return _failed(ValueError(f"timeout must be positive or None, got {timeout!r}"))
+            return fail(ConnectionShutdown())
+        if not _valid_timeout(timeout):
+            return fail(ValueError(f"timeout must be positive or None, got {timeout!r}"))
         if not self._discovery.servers():
             return ensureDeferred(self._first_list(timeout)).addCallback(
                 lambda _: self._broadcast(service_method, argument, timeout)
@@ -486,10 +490,10 @@ class XClient:
         self, service_method: str, argument: Any, timeout: float | None
     ) -> Deferred[Any]:
         if self._closed:
-            return _failed(ConnectionShutdown())
+            return fail(ConnectionShutdown())
         servers = self._discovery.servers()
         if not servers:
-            return _failed(NoServers())
+            return fail(NoServers())
         calls = [
             ensureDeferred(self._call_one(address, service_method, argument, timeout))
             for address in servers
@@ -558,10 +562,8 @@ def _within(
     )
 
 
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
+def _valid_timeout(timeout: float | None) -> bool:
+    return timeout is None or timeout > 0  # (NaN is not)
 
 
 __all__ = ["CancelledError", "FailMode", "XClient"]
