@@ -228,3 +228,51 @@ class RegistryFull(RegistryError):
 
 
 __all__ += ["RegistryFull"]
+
+
+class EtcdError(GeeRPCError):
+    """etcd answered with an error (or could not be used at all).
+
+    :ivar code: the gRPC status code etcd gave (``0`` when it gave none).
+    :ivar endpoint: the endpoint that answered (``""`` when none did).
+    """
+
+    def __init__(self, message: str, *, code: int = 0, endpoint: str = "") -> None:
+        super().__init__(f"etcd at {endpoint}: {message}" if endpoint else f"etcd: {message}")
+        self.message = message
+        self.code = code
+        self.endpoint = endpoint
+
+
+class EtcdUnavailable(EtcdError):
+    """No endpoint of the cluster could be reached, or each of them failed
+    or timed out; the reasons, one per endpoint tried, are in ``reasons``."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        tried = "; ".join(f"{endpoint}: {reason}" for endpoint, reason in reasons.items())
+        super().__init__(f"no endpoint answered ({tried})")
+        self.reasons = dict(reasons)
+
+
+class EtcdCompacted(EtcdError):
+    """The revision asked for has been compacted away.
+
+    :ivar compact_revision: the oldest revision still kept.
+    """
+
+    def __init__(self, compact_revision: int, *, endpoint: str = "") -> None:
+        super().__init__(
+            f"revision compacted (oldest kept: {compact_revision})", code=11, endpoint=endpoint
+        )
+        self.compact_revision = compact_revision
+
+
+class EtcdAnswerTooLarge(EtcdError):
+    """An answer (or one watch message) was larger than the client reads."""
+
+    def __init__(self, limit: int, *, endpoint: str = "") -> None:
+        super().__init__(f"answer larger than {limit} bytes", endpoint=endpoint)
+        self.limit = limit
+
+
+__all__ += ["EtcdAnswerTooLarge", "EtcdCompacted", "EtcdError", "EtcdUnavailable"]

@@ -1,0 +1,614 @@
+"""
+:class:`EtcdClient`: the :class:`~txgeerpc.etcd.Etcd` operations against a
+real etcd (v3) cluster, through its JSON gateway (``POST /v3/...``), with
+``treq`` over a connection pool of its own.
+
+Every request goes to one member; a member that cannot be reached, times
+out or answers "unavailable" (no leader, shutting down) is left for the next
+one, and the member that answered is asked first next time.  A watch is one
+long ``POST /v3/watch`` answer; when it ends for any reason but
+:meth:`Watch.stop`, the watch resumes from its last revision + 1 on the next
+member, so no change is missed or seen twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from ..errors import EtcdCompacted, EtcdError, EtcdUnavailable
+from . import _gateway as gateway
+from ._api import EventsListener, KeyValue, Range, WatchEvent
+
+DEFAULT_REQUEST_TIMEOUT = 5.0
+"""Seconds one request to one member may take (a watch: until it is set up)."""
+DEFAULT_MAX_ANSWER = 16 * 1024 * 1024
+"""Bytes one answer (or one watch message) may take at most."""
+RECONNECT_DELAY = 0.5
+MAX_RECONNECT_DELAY = 5.0
+_HEALTHY = 1.0  # seconds a watch must have lived to count as a good connection
+
+
+@attrs.frozen
+class EtcdTLS:
+    """How to reach ``https://`` endpoints: the CA that signed the members'
+    certificates (None: the system's trust store), and a client certificate
+    and its key (PEM files) for clusters that ask for one
+    (``--client-cert-auth``)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def policy(self) -> IPolicyForHTTPS:
+        return _TLSPolicy(self)
+
+
+@implementer(IPolicyForHTTPS)
+class _TLSPolicy:
+    def __init__(self, tls: EtcdTLS) -> None:
+        from twisted.internet import ssl
+
+        self._trust: Any = None
+        if tls.ca is not None:
+            with open(tls.ca, "rb") as ca:
+                self._trust = ssl.Certificate.loadPEM(ca.read())
+        self._client: Any = None
+        if tls.cert is not None:
+            with open(tls.cert, "rb") as cert, open(tls.key or tls.cert, "rb") as key:
+                self._client = ssl.PrivateCertificate.loadPEM(key.read() + b"\n" + cert.read())
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        from twisted.internet import ssl
+
+        return ssl.optionsForClientTLS(
+            hostname.decode("ascii"),
+            trustRoot=self._trust if self._trust is not None else ssl.platformTrust(),
+            clientCertificate=self._client,
+        )
+
+
+def normalize_endpoints(endpoints: str | Sequence[str], *, tls: bool = False) -> list[str]:
+    """``"URL[,URL...]"`` or a list, as base URLs: ``host:port`` gets
+    ``http://`` (``https://`` with TLS), trailing slashes go.
+
+    :raises ValueError: no endpoint, or one that is not http(s).
+    """
+    if isinstance(endpoints, str):
+        endpoints = endpoints.split(",")
+    found = []
+    for endpoint in endpoints:
+        endpoint = endpoint.strip().rstrip("/")
+        if not endpoint:
+            continue
+        if "://" not in endpoint:
+            endpoint = ("https://" if tls else "http://") + endpoint
+        scheme = endpoint.partition("://")[0]
+        if scheme not in ("http", "https"):
+            raise ValueError(f"etcd endpoint {endpoint!r}: expected http:// or https://")
+        found.append(endpoint)
+    if not found:
+        raise ValueError("no etcd endpoint given")
+    return found
+
+
+class _Unreachable(Exception):
+    """This member did not answer (or answered "unavailable"): try another."""
+
+
+class EtcdClient:
+    """An etcd v3 cluster, through the JSON gateway of its members.
+
+    :param reactor: for connections and time (requests time out on it).
+    :param endpoints: the members' client URLs (``http://127.0.0.1:2379``),
+        a list or comma-separated.
+    :param request_timeout: seconds one member gets to answer one request.
+    :param username: with ``password``: etcd auth credentials; the token
+        they get is renewed when etcd no longer takes it.
+    :param tls: certificates for ``https://`` endpoints.
+    :param max_answer: bytes an answer may take at most.
+
+    Every Deferred fails with :class:`~txgeerpc.errors.EtcdUnavailable` when
+    no member answered, or :class:`~txgeerpc.errors.EtcdError` when one
+    refused.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpoints: str | Sequence[str],
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        username: str | None = None,
+        password: str | None = None,
+        tls: EtcdTLS | None = None,
+        max_answer: int = DEFAULT_MAX_ANSWER,
+        reconnect_delay: float = RECONNECT_DELAY,
+        max_reconnect_delay: float = MAX_RECONNECT_DELAY,
+    ) -> None:
+        self.endpoints = normalize_endpoints(endpoints, tls=tls is not None)
+        if (username is None) != (password is None):
+            raise ValueError("etcd auth needs both a username and a password")
+        self._reactor = reactor
+        self._clock: IReactorTime = reactor
+        self.request_timeout = request_timeout
+        self._credentials = (username, password) if username is not None else None
+        self._token: str | None = None
+        self._max_answer = max_answer
+        self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool.retryAutomatically = False  # a put must not be sent twice behind our back
+        agent = Agent(
+            reactor,
+            pool=self._pool,
+            connectTimeout=request_timeout,
+            **({"contextFactory": tls.policy()} if tls is not None else {}),
+        )
+        self._http = HTTPClient(agent)
+        self._preferred = 0
+        self._running: set[Deferred[Any]] = set()
+        self._watches: set[_PrefixWatch] = set()
+        self._closed = False
+
+    # -- the operations ----------------------------------------------------
+
+    def put(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[int]:
+        return self._call("/v3/kv/put", gateway.put_request(key, value, lease), gateway.revision)
+
+    def get(self, key: bytes) -> Deferred[KeyValue | None]:
+        def first(answer: dict[str, Any]) -> KeyValue | None:
+            kvs = gateway.range_answer(answer).kvs
+            return kvs[0] if kvs else None
+
+        return self._call("/v3/kv/range", gateway.range_request(key), first)
+
+    def get_prefix(self, prefix: bytes) -> Deferred[Range]:
+        return self._call(
+            "/v3/kv/range", gateway.range_request(prefix, prefix=True), gateway.range_answer
+        )
+
+    def count_prefix(self, prefix: bytes) -> Deferred[int]:
+        return self._call(
+            "/v3/kv/range",
+            gateway.range_request(prefix, prefix=True, count_only=True),
+            lambda answer: gateway.number(answer, "count"),
+        )
+
+    def delete(self, key: bytes) -> Deferred[int]:
+        return self._call(
+            "/v3/kv/deleterange",
+            gateway.range_request(key),
+            lambda answer: gateway.number(answer, "deleted"),
+        )
+
+    def grant(self, ttl: int) -> Deferred[int]:
+        if ttl < 1:
+            raise ValueError(f"a lease lasts 1 second or more, not {ttl}")
+        return self._call(
+            "/v3/lease/grant", {"TTL": ttl}, lambda answer: gateway.number(answer, "ID")
+        )
+
+    def keep_alive(self, lease: int) -> Deferred[int]:
+        # A stream of one answer; a lease that is gone comes back without a TTL.
+        return self._call(
+            "/v3/lease/keepalive",
+            {"ID": str(lease)},
+            lambda answer: max(gateway.number(answer.get("result") or {}, "TTL"), 0),
+        )
+
+    def revoke(self, lease: int) -> Deferred[bool]:
+        def gone(failure: Failure) -> bool:
+            failure.trap(EtcdError)
+            if failure.value.code != gateway.NOT_FOUND:  # type: ignore[union-attr]
+                failure.raiseException()
+            return False
+
+        d = self._call("/v3/lease/revoke", {"ID": str(lease)}, lambda answer: True)
+        return d.addErrback(gone)
+
+    def create(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
+        return self._call(
+            "/v3/kv/txn", gateway.create_request(key, value, lease), gateway.create_answer
+        )
+
+    def watch_prefix(
+        self, prefix: bytes, start_revision: int, listener: EventsListener
+    ) -> _PrefixWatch:
+        if self._closed:
+            raise EtcdError("client closed")
+        watch = _PrefixWatch(self, prefix, start_revision, listener)
+        self._watches.add(watch)
+        watch.done.addBoth(self._forget_watch, watch)
+        watch.start()
+        return watch
+
+    def _forget_watch(self, result: Any, watch: _PrefixWatch) -> Any:
+        self._watches.discard(watch)
+        return result
+
+    def close(self) -> Deferred[None]:
+        """Stop every watch, cancel every request, close every connection."""
+        self._closed = True
+        for watch in list(self._watches):
+            watch.stop()
+        for running in list(self._running):
+            running.cancel()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
+
+    # -- requests, with fail-over --------------------------------------------
+
+    def _call(
+        self, path: str, body: dict[str, Any], read: Callable[[dict[str, Any]], Any]
+    ) -> Deferred[Any]:
+        if self._closed:
+            return fail(EtcdError("client closed"))
+        d = ensureDeferred(self._request(path, body))
+        self._running.add(d)
+
+        def done(result: Any) -> Any:
+            self._running.discard(d)
+            return result
+
+        d.addBoth(done)
+        return d.addCallback(read)
+
+    def _order(self) -> Iterator[tuple[int, str]]:
+        """Every endpoint once, the one that last answered first."""
+        count = len(self.endpoints)
+        for step in range(count):
+            index = (self._preferred + step) % count
+            yield index, self.endpoints[index]
+
+    async def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        reasons: dict[str, str] = {}
+        for index, endpoint in self._order():
+            try:
+                answer = await self._ask(endpoint, path, body)
+            except _Unreachable as reason:
+                reasons[endpoint] = str(reason)
+                continue
+            self._preferred = index
+            return answer
+        raise EtcdUnavailable(reasons)
+
+    async def _ask(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One member's answer; an expired auth token is renewed once."""
+        for attempt in (1, 2):
+            try:
+                answer: dict[str, Any] = await self._timed(self._exchange(endpoint, path, body))
+                return answer
+            except EtcdError as error:
+                if error.code in (gateway.UNAVAILABLE, gateway.DEADLINE_EXCEEDED):
+                    raise _Unreachable(error.message) from None
+                if error.code == gateway.UNAUTHENTICATED and self._credentials and attempt == 1:
+                    self._token = None
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    async def _timed(self, exchange: Any) -> Any:
+        d = ensureDeferred(exchange)
+        d.addTimeout(self.request_timeout, self._clock)
+        try:
+            return await d
+        except (EtcdError, CancelledError):
+            raise
+        except TimeoutError:
+            raise _Unreachable(f"no answer within {self.request_timeout:g}s") from None
+        except Exception as error:  # refused, reset, unresolvable...: the transport's own
+            raise _Unreachable(_describe(error)) from None
+
+    async def _headers(self, endpoint: str) -> dict[bytes, list[bytes]]:
+        headers = {b"Content-Type": [b"application/json"]}
+        if self._credentials is not None:
+            if self._token is None:
+                self._token = await self._authenticate(endpoint)
+            headers[b"Authorization"] = [self._token.encode("ascii")]
+        return headers
+
+    async def _authenticate(self, endpoint: str) -> str:
+        assert self._credentials is not None
+        name, password = self._credentials
+        answer = await self._post(
+            endpoint, "/v3/auth/authenticate", {"name": name, "password": password}, {}
+        )
+        token = answer.get("token")
+        if not isinstance(token, str) or not token:
+            raise EtcdError("authentication answered no token", endpoint=endpoint)
+        return token
+
+    async def _exchange(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post(endpoint, path, body, await self._headers(endpoint))
+
+    async def _post(
+        self,
+        endpoint: str,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[bytes, list[bytes]],
+    ) -> dict[str, Any]:
+        response = await self._http.post(
+            endpoint + path,
+            data=json.dumps(body).encode(),
+            headers=Headers({b"Content-Type": [b"application/json"], **headers}),
+        )
+        data = await _read(response, self._max_answer, endpoint)
+        if response.code >= 500 and not data.startswith(b"{"):
+            raise _Unreachable(f"HTTP {response.code}")
+        answer = gateway.load(data, endpoint)
+        error = gateway.error_of(answer, endpoint)
+        if error is None and isinstance(answer.get("result"), dict):
+            error = gateway.error_of(answer["result"], endpoint)
+        if error is not None:
+            raise error
+        if response.code != 200:
+            raise EtcdError(f"HTTP {response.code}", endpoint=endpoint)
+        result: dict[str, Any] = answer
+        return result
+
+    async def _open_stream(self, endpoint: str, path: str, body: dict[str, Any]) -> Any:
+        """A streamed answer, once its status is known to be 200."""
+
+        async def open_() -> Any:
+            headers = await self._headers(endpoint)
+            # A member that loses its leader ends the stream, rather than
+            # serving a stale view of the cluster.
+            headers[b"Grpc-Metadata-Hasleader"] = [b"true"]
+            response = await self._http.post(
+                endpoint + path,
+                data=json.dumps(body).encode(),
+                headers=Headers(headers),
+            )
+            if response.code != 200:
+                data = await _read(response, self._max_answer, endpoint)
+                error = gateway.error_of(gateway.load(data, endpoint), endpoint)
+                raise error or EtcdError(f"HTTP {response.code}", endpoint=endpoint)
+            return response
+
+        return await self._timed(open_())
+
+
+def _describe(error: BaseException) -> str:
+    reasons = getattr(error, "reasons", None)  # ResponseFailed & co. wrap Failures
+    if reasons:
+        return "; ".join(_describe(reason.value) for reason in reasons)
+    return str(error) or type(error).__name__
+
+
+class _Body(Protocol):
+    """Hands a response body's segments to ``received`` until it ends
+    (``ended``: None when complete, else the reason); :meth:`abort` drops the
+    connection."""
+
+    def __init__(
+        self, received: Callable[[bytes], None], ended: Callable[[Failure | None], None]
+    ) -> None:
+        self._received = received
+        self._ended = ended
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.aborted:
+            self._received(data)
+
+    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
+        if isinstance(reason, Failure) and not reason.check(ResponseDone, PotentialDataLoss):
+            self._ended(reason)
+        else:
+            self._ended(None)
+
+
+def _read(response: Any, limit: int, endpoint: str) -> Deferred[bytes]:
+    """A whole (short) answer body, at most ``limit`` bytes."""
+    from ..errors import EtcdAnswerTooLarge
+
+    parts: list[bytes] = []
+    size = 0
+
+    def received(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > limit:
+            if not done.called:
+                done.errback(EtcdAnswerTooLarge(limit, endpoint=endpoint))
+            body.abort()
+            return
+        parts.append(data)
+
+    def ended(reason: Failure | None) -> None:
+        if done.called:
+            return
+        if reason is None:
+            done.callback(b"".join(parts))
+        else:
+            done.errback(reason)
+
+    body = _Body(received, ended)
+    done: Deferred[bytes] = Deferred(lambda _: body.abort())
+    response.deliverBody(body)
+    return done
+
+
+class _PrefixWatch:
+    """One prefix watch of an :class:`EtcdClient` (see
+    :meth:`~txgeerpc.etcd.Etcd.watch_prefix`)."""
+
+    _log = Logger()
+
+    def __init__(
+        self, client: EtcdClient, prefix: bytes, start_revision: int, listener: EventsListener
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.revision = start_revision - 1
+        self._listener = listener
+        self.done: Deferred[None] = Deferred()
+        self.endpoint: str | None = None
+        """The member the watch is connected to (None between connections)."""
+        self._index = client._preferred
+        self._failures = 0
+        self._opening: Deferred[Any] | None = None
+        self._body: _Body | None = None
+        self._stream: gateway.MessageStream | None = None
+        self._retry: IDelayedCall | None = None
+        self._healthy_since: float | None = None
+        self._stopped = False
+        self.reconnections = 0
+        """How many times the watch resumed on a new connection."""
+
+    def start(self) -> None:
+        self._connect()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._close_connection()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _close_connection(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+        body, self._body = self._body, None
+        if body is not None:
+            body.abort()
+        self.endpoint = None
+
+    def _connect(self) -> None:
+        self._retry = None
+        client = self._client
+        endpoint = client.endpoints[self._index % len(client.endpoints)]
+        request = gateway.watch_request(self.prefix, self.revision + 1)
+        opening = ensureDeferred(client._open_stream(endpoint, "/v3/watch", request))
+        self._opening = opening
+        opening.addCallbacks(self._opened, self._lost, callbackArgs=(endpoint,))
+
+    def _opened(self, response: Any, endpoint: str) -> None:
+        self._opening = None
+        self.endpoint = endpoint
+        self._stream = gateway.MessageStream(endpoint, self._client._max_answer)
+        self._body = _Body(self._received, self._ended)
+        response.deliverBody(self._body)
+
+    def _received(self, data: bytes) -> None:
+        assert self._stream is not None
+        try:
+            messages = self._stream.feed(data)
+        except EtcdError as error:
+            self._drop(str(error))
+            return
+        for message in messages:
+            if self._stopped or self._body is None:
+                return
+            self._message(message)
+
+    def _message(self, message: Any) -> None:
+        error = gateway.error_of(message, self.endpoint or "")
+        if error is not None:
+            self._drop(str(error))
+            return
+        result = message.get("result") or {}
+        if result.get("canceled"):
+            compacted = gateway.number(result, "compact_revision")
+            if compacted:
+                self._stopped = True
+                self._close_connection()
+                self.done.errback(EtcdCompacted(compacted, endpoint=self.endpoint or ""))
+            else:
+                self._drop(f"watch canceled: {result.get('cancel_reason') or 'no reason given'}")
+            return
+        if result.get("created"):
+            self._healthy_since = self._client._clock.seconds()
+            if self.reconnections:
+                self._log.info(
+                    "etcd: watch of {prefix!r} resumed on {endpoint} from revision {revision}",
+                    prefix=self.prefix,
+                    endpoint=self.endpoint,
+                    revision=self.revision + 1,
+                )
+        events = [
+            event for event in gateway.watch_events(result) if event.kv.mod_revision > self.revision
+        ]
+        if events:
+            self.revision = max(event.kv.mod_revision for event in events)
+            self._tell(events)
+
+    def _tell(self, events: list[WatchEvent]) -> None:
+        try:
+            self._listener(events, self.revision)
+        except Exception:
+            self._log.failure("etcd: a watch listener failed")
+
+    def _drop(self, reason: str) -> None:
+        """End this connection and resume on the next member."""
+        self._close_connection()
+        self._lost(Failure(_Unreachable(reason)))
+
+    def _ended(self, reason: Failure | None) -> None:
+        if self._body is None:
+            return  # we dropped it
+        self._body = None
+        self._lost(reason or Failure(_Unreachable("the member ended the watch")))
+
+    def _lost(self, reason: Failure) -> None:
+        self._opening = None
+        client = self._client
+        endpoint = self.endpoint or client.endpoints[self._index % len(client.endpoints)]
+        self.endpoint = None
+        if self._stopped:
+            return
+        if reason.check(CancelledError):
+            return
+        now = self._client._clock.seconds()
+        if self._healthy_since is not None and now - self._healthy_since >= _HEALTHY:
+            self._failures = 0
+        self._healthy_since = None
+        self._failures += 1
+        self._index += 1
+        self.reconnections += 1
+        # Every other member at once; once each has failed in a row, back off.
+        behind = self._failures - len(self._client.endpoints)
+        delay = 0.0
+        if behind >= 0:
+            delay = min(self._client.reconnect_delay * 2**behind, self._client.max_reconnect_delay)
+        self._log.warn(
+            "etcd: watch of {prefix!r} on {endpoint} lost ({reason}); resuming from revision "
+            "{revision} in {delay:g}s",
+            prefix=self.prefix,
+            endpoint=endpoint,
+            reason=_describe(reason.value) if reason.value else reason,
+            revision=self.revision + 1,
+            delay=delay,
+        )
+        self._retry = self._client._clock.callLater(delay, self._connect)
+
+
+__all__ = ["EtcdClient", "EtcdTLS", "normalize_endpoints"]
