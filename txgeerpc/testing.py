@@ -24,6 +24,7 @@ from ._client_protocol import ClientProtocol
 from ._server_protocol import ServerProtocol
 from ._wire import Option, seconds_to_ns
 from .client import Client
+from .etcd._fake import FakeEtcd
 from .server import Server
 
 
@@ -89,4 +90,4 @@ def connect_in_memory(
     return InMemoryConnection(Client(client_protocol), client_protocol, server_protocol, pump)
 
 
-__all__ = ["InMemoryConnection", "connect_in_memory"]
+__all__ = ["FakeEtcd", "InMemoryConnection", "connect_in_memory"]
