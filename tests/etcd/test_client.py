@@ -16,6 +16,8 @@ trial (the ``TestCase`` classes pytest does not collect).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -301,13 +303,15 @@ async def tls(cluster: EtcdCluster, files: dict[str, Path]) -> None:
 # -- three members ------------------------------------------------------------
 
 
-async def watched_member_killed(cluster: EtcdCluster) -> dict[str, Any]:
+async def watched_member_lost(cluster: EtcdCluster, freeze: bool = False) -> dict[str, Any]:
     """A writer keeps putting and deleting keys while the member the watch is
-    connected to is SIGKILLed; the watch sees every change exactly once."""
+    connected to is SIGKILLed (or, with ``freeze``, SIGSTOPped: its sockets
+    stay open and say nothing); the watch sees every change exactly once."""
     baseline = ReactorBaseline()
-    watcher = EtcdClient(reactor, cluster.endpoints, request_timeout=2)
-    writer = EtcdClient(reactor, cluster.endpoints, request_timeout=2)
+    watcher = EtcdClient(reactor, cluster.endpoints, request_timeout=1, watch_probe=1)
+    writer = EtcdClient(reactor, cluster.endpoints, request_timeout=1)
     written = 0
+    victim = None
     try:
         start = await writer.put(b"/k/start", b"")
         recorder = Recorder()
@@ -334,7 +338,10 @@ async def watched_member_killed(cluster: EtcdCluster) -> dict[str, Any]:
         for number in range(120):
             if number == 40:
                 await _until(lambda: len(recorder.events) >= 25, "events before the kill")
-                victim.kill()
+                if freeze:
+                    os.kill(victim.process.pid, signal.SIGSTOP)
+                else:
+                    victim.kill()
                 killed_at = _now()
             await write(number)
             written += 1
@@ -347,7 +354,7 @@ async def watched_member_killed(cluster: EtcdCluster) -> dict[str, Any]:
 
         # etcd's own history of the same revisions, through a survivor.
         replay = Recorder()
-        survivors = [m.client_url for m in cluster.members if m.running]
+        survivors = [m.client_url for m in cluster.members if m is not victim]
         checker = EtcdClient(reactor, survivors)
         try:
             check = checker.watch_prefix(b"/k/", start + 1, replay)
@@ -373,6 +380,8 @@ async def watched_member_killed(cluster: EtcdCluster) -> dict[str, Any]:
         await watcher.close()
         await writer.close()
         await baseline.settled()
+        if freeze and victim is not None:
+            victim.kill()  # SIGKILL ends a stopped process too
 
 
 # -- runners ------------------------------------------------------------------
@@ -419,7 +428,13 @@ async def test_tls(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_watched_member_killed(tmp_path: Path) -> None:
     with EtcdCluster.start(tmp_path, members=3) as cluster:
-        print("watch across a killed member:", await watched_member_killed(cluster))
+        print("watch across a killed member:", await watched_member_lost(cluster))
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_watched_member_frozen(tmp_path: Path) -> None:
+    with EtcdCluster.start(tmp_path, members=3) as cluster:
+        print("watch across a frozen member:", await watched_member_lost(cluster, freeze=True))
 
 
 class ClientTrialTests(TestCase):
@@ -453,4 +468,7 @@ class ClientTrialTests(TestCase):
         return _run(tls, cluster, files)
 
     def test_watched_member_killed(self) -> Deferred[Any]:
-        return _run(watched_member_killed, self.cluster(3))
+        return _run(watched_member_lost, self.cluster(3))
+
+    def test_watched_member_frozen(self) -> Deferred[Any]:
+        return _run(watched_member_lost, self.cluster(3), True)

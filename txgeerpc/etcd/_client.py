@@ -40,6 +40,10 @@ DEFAULT_MAX_ANSWER = 16 * 1024 * 1024
 """Bytes one answer (or one watch message) may take at most."""
 RECONNECT_DELAY = 0.5
 MAX_RECONNECT_DELAY = 5.0
+WATCH_PROBE = 10.0
+"""Seconds a watch may be quiet before its member is asked whether it still
+answers (a frozen or cut-off member keeps the connection open but sends
+nothing); a member that does not answer is left for the next."""
 _HEALTHY = 1.0  # seconds a watch must have lived to count as a good connection
 
 
@@ -121,6 +125,10 @@ class EtcdClient:
         they get is renewed when etcd no longer takes it.
     :param tls: certificates for ``https://`` endpoints.
     :param max_answer: bytes an answer may take at most.
+    :param reconnect_delay: seconds a watch waits before resuming once every
+        member failed in a row (doubling, up to ``max_reconnect_delay``).
+    :param watch_probe: seconds a watch may be quiet before its member is
+        checked (0: never).
 
     Every Deferred fails with :class:`~txgeerpc.errors.EtcdUnavailable` when
     no member answered, or :class:`~txgeerpc.errors.EtcdError` when one
@@ -141,6 +149,7 @@ class EtcdClient:
         max_answer: int = DEFAULT_MAX_ANSWER,
         reconnect_delay: float = RECONNECT_DELAY,
         max_reconnect_delay: float = MAX_RECONNECT_DELAY,
+        watch_probe: float = WATCH_PROBE,
     ) -> None:
         self.endpoints = normalize_endpoints(endpoints, tls=tls is not None)
         if (username is None) != (password is None):
@@ -153,6 +162,7 @@ class EtcdClient:
         self._max_answer = max_answer
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
+        self.watch_probe = watch_probe
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.retryAutomatically = False  # a put must not be sent twice behind our back
         agent = Agent(
@@ -386,7 +396,7 @@ class EtcdClient:
         return await self._timed(open_())
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException | None) -> str:
     reasons = getattr(error, "reasons", None)  # ResponseFailed & co. wrap Failures
     if reasons:
         return "; ".join(_describe(reason.value) for reason in reasons)
@@ -475,6 +485,8 @@ class _PrefixWatch:
         self._stream: gateway.MessageStream | None = None
         self._retry: IDelayedCall | None = None
         self._healthy_since: float | None = None
+        self._probe: IDelayedCall | None = None
+        self._probing: Deferred[Any] | None = None
         self._stopped = False
         self.reconnections = 0
         """How many times the watch resumed on a new connection."""
@@ -491,6 +503,7 @@ class _PrefixWatch:
             self.done.callback(None)
 
     def _close_connection(self) -> None:
+        self._stop_probing()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
@@ -517,9 +530,11 @@ class _PrefixWatch:
         self._stream = gateway.MessageStream(endpoint, self._client._max_answer)
         self._body = _Body(self._received, self._ended)
         response.deliverBody(self._body)
+        self._quiet_from_now()
 
     def _received(self, data: bytes) -> None:
         assert self._stream is not None
+        self._quiet_from_now()
         try:
             messages = self._stream.feed(data)
         except EtcdError as error:
@@ -560,6 +575,49 @@ class _PrefixWatch:
         if events:
             self.revision = max(event.kv.mod_revision for event in events)
             self._tell(events)
+
+    def _quiet_from_now(self) -> None:
+        """(Re)start the quiet period after which the member is checked."""
+        if self._client.watch_probe <= 0 or self._probing is not None:
+            return
+        if self._probe is not None and self._probe.active():
+            self._probe.reset(self._client.watch_probe)
+        else:
+            self._probe = self._client._clock.callLater(self._client.watch_probe, self._check)
+
+    def _stop_probing(self) -> None:
+        if self._probe is not None and self._probe.active():
+            self._probe.cancel()
+        self._probe = None
+        probing, self._probing = self._probing, None
+        if probing is not None:
+            probing.cancel()
+
+    def _check(self) -> None:
+        self._probe = None
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        client = self._client
+
+        async def ask() -> None:
+            headers = await client._headers(endpoint)
+            await client._post(endpoint, "/v3/maintenance/status", {}, headers)
+
+        probing = ensureDeferred(client._timed(ask()))
+        self._probing = probing
+
+        def answered(_: Any) -> None:
+            self._probing = None
+            self._quiet_from_now()
+
+        def silent(reason: Failure) -> None:
+            if self._probing is not probing:
+                return  # cancelled: the connection is gone anyway
+            self._probing = None
+            self._drop(f"the member did not answer a check: {_describe(reason.value)}")
+
+        probing.addCallbacks(answered, silent)
 
     def _tell(self, events: list[WatchEvent]) -> None:
         try:
@@ -604,7 +662,7 @@ class _PrefixWatch:
             "{revision} in {delay:g}s",
             prefix=self.prefix,
             endpoint=endpoint,
-            reason=_describe(reason.value) if reason.value else reason,
+            reason=_describe(reason.value),
             revision=self.revision + 1,
             delay=delay,
         )
