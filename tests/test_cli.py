@@ -89,3 +89,28 @@ class AddressesTests(SynchronousTestCase):
     def test_an_address_is_itself(self) -> None:
         d = Deferred.fromCoroutine(_addresses(None, "tcp@127.0.0.1:7001"))
         self.assertEqual(self.successResultOf(d), ["tcp@127.0.0.1:7001"])
+
+
+class ServersUsageTests(SynchronousTestCase):
+    """``servers`` lists a registry or etcd: exactly one of them."""
+
+    def test_a_registry_or_etcd_is_needed_and_not_both(self) -> None:
+        from txgeerpc._cli import _servers, build_parser
+
+        for argv in (["servers"], ["servers", "http://127.0.0.1:1/r", "--etcd", "127.0.0.1:2"]):
+            options = build_parser().parse_args(argv)
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                d = Deferred.fromCoroutine(_servers(None, options))
+            self.assertEqual(self.successResultOf(d), 2, argv)
+            self.assertIn("a REGISTRY_URL or --etcd", stderr.getvalue())
+
+    def test_a_bad_etcd_endpoint_is_a_usage_error(self) -> None:
+        from txgeerpc._cli import _servers, build_parser
+
+        options = build_parser().parse_args(["servers", "--etcd", "ftp://127.0.0.1:2"])
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            d = Deferred.fromCoroutine(_servers(None, options))
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertIn("expected http:// or https://", stderr.getvalue())

@@ -33,11 +33,14 @@ from .discovery import RegistryDiscovery, registry_listing
 from .errors import (
     ConnectFailed,
     ConnectTimeout,
+    EtcdError,
     GeeRPCError,
     InvalidAddress,
     NoServers,
     RemoteError,
 )
+from .etcd._client import EtcdClient
+from .etcd._keys import DEFAULT_PREFIX, address_of, heartbeat_of
 from .gob import EMPTY
 from .heartbeat import agent_request
 
@@ -156,7 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
         "per line; a txgeerpc registry also tells how long ago each one last beat.",
     )
     servers.add_argument(
-        "registry", metavar="REGISTRY_URL", help="e.g. http://127.0.0.1:9999/_geerpc_/registry"
+        "registry",
+        metavar="REGISTRY_URL",
+        nargs="?",
+        help="e.g. http://127.0.0.1:9999/_geerpc_/registry",
+    )
+    servers.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="list the servers registered in etcd instead (its members' client URLs)",
+    )
+    servers.add_argument(
+        "--etcd-prefix",
+        default=DEFAULT_PREFIX,
+        metavar="P",
+        help=f"etcd key prefix of the entries (default: {DEFAULT_PREFIX})",
     )
     servers.add_argument("--json", action="store_true", help="print the listing as JSON")
     servers.add_argument(
@@ -166,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _servers(reactor: Any, options: argparse.Namespace) -> int:
+    if (options.registry is None) == (options.etcd is None):
+        print("error: give a REGISTRY_URL or --etcd URL[,URL...]", file=sys.stderr)
+        return EXIT_USAGE
+    if options.etcd is not None:
+        return await _etcd_servers(reactor, options)
     url = options.registry
     if not url.startswith(("http://", "https://")):
         print(f"error: {url!r} is not an http:// or https:// URL", file=sys.stderr)
@@ -185,13 +207,40 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
+    return _print_listing(ages, options.json, "last heartbeat")
+
+
+async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> int:
+    try:
+        etcd = EtcdClient(reactor, options.etcd, request_timeout=options.timeout or 10.0)
+    except ValueError as error:
+        print(f"error: --etcd: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        listed = await etcd.get_prefix(options.etcd_prefix.encode())
+    except EtcdError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    finally:
+        await etcd.close()
+    now = reactor.seconds()
+    ages: dict[str, float | None] = {}
+    for kv in listed.kvs:
+        address = address_of(options.etcd_prefix.encode(), kv.key)
+        if address is not None:
+            heartbeat = heartbeat_of(kv.value)
+            ages[address] = None if heartbeat is None else round(max(now - heartbeat, 0), 3)
+    return _print_listing(ages, options.json, "last written")
+
+
+def _print_listing(ages: dict[str, float | None], as_json: bool, what: str) -> int:
     addresses = sorted(ages)
-    if options.json:
+    if as_json:
         print(dumps({"servers": [{"address": a, "age_seconds": ages.get(a)} for a in addresses]}))
         return EXIT_OK
     for address in addresses:
         age = ages.get(address)
-        print(address if age is None else f"{address}  (last heartbeat {age:g}s ago)")
+        print(address if age is None else f"{address}  ({what} {age:g}s ago)")
     return EXIT_OK
 
 
