@@ -27,6 +27,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests._etcd import EtcdCluster, free_ports
@@ -165,8 +166,18 @@ async def fail_over(cluster: EtcdCluster) -> None:
     etcd = EtcdClient(reactor, [nobody, *cluster.endpoints], request_timeout=2)
     alone = EtcdClient(reactor, [nobody], request_timeout=2)
     try:
-        # The dead endpoint is tried first, once; then the live one is preferred.
-        await etcd.put(b"/f/a", b"1")
+        # The dead endpoint is tried first, once; then the live one is preferred,
+        # and the log says so.
+        logged: list[str] = []
+        observer = lambda event: logged.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        try:
+            await etcd.put(b"/f/a", b"1")
+            await etcd.put(b"/f/a", b"1")
+        finally:
+            globalLogPublisher.removeObserver(observer)
+        switched = [line for line in logged if "now using" in line]
+        assert len(switched) == 1 and nobody in switched[0], logged
         assert etcd.endpoints[etcd._preferred] == cluster.endpoints[0]
         recorder = Recorder()
         watch = etcd.watch_prefix(b"/f/", 1, recorder)

@@ -295,6 +295,13 @@ class EtcdClient:
             except _Unreachable as reason:
                 reasons[endpoint] = str(reason)
                 continue
+            if reasons and index != self._preferred:
+                self._log.warn(
+                    "etcd: {failed} did not answer ({reasons}); now using {endpoint}",
+                    failed=", ".join(reasons),
+                    reasons="; ".join(reasons.values()),
+                    endpoint=endpoint,
+                )
             self._preferred = index
             return answer
         raise EtcdUnavailable(reasons)
