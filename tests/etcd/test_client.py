@@ -181,7 +181,7 @@ async def fail_over(cluster: EtcdCluster) -> None:
         assert etcd.endpoints[etcd._preferred] == cluster.endpoints[0]
         recorder = Recorder()
         watch = etcd.watch_prefix(b"/f/", 1, recorder)
-        await _until(lambda: len(recorder.events) == 1, "the watch through the live member")
+        await _until(lambda: len(recorder.events) == 2, "the watch through the live member")
         assert watch.endpoint == cluster.endpoints[0]
         watch.stop()
         started = _now()
