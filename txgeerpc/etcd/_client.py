@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
@@ -110,6 +110,10 @@ def normalize_endpoints(endpoints: str | Sequence[str], *, tls: bool = False) ->
     return found
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 class _Unreachable(Exception):
     """This member did not answer (or answered "unavailable"): try another."""
 
@@ -165,6 +169,7 @@ class EtcdClient:
         self.watch_probe = watch_probe
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.retryAutomatically = False  # a put must not be sent twice behind our back
+        self._pool._factory = _QuietFactory  # no "Starting factory" log per connection
         agent = Agent(
             reactor,
             pool=self._pool,
