@@ -164,7 +164,7 @@ async def two_registries(cluster: EtcdCluster, workdir: Path) -> dict[str, float
         assert b.returncode in (0, -signal.SIGTERM), log  # twistd re-raises the signal
         assert "Server Shut Down." in log, log
         assert "Traceback" not in log and "Unhandled" not in log, log
-        assert "Starting factory" not in log, log  # the etcd pool's connections are quiet
+        assert "_HTTP11ClientFactory" not in log, log  # the etcd pool's connections are quiet
         return {"dropped after": round(dropped, 2)}
     finally:
         if discovery is not None:
