@@ -371,6 +371,7 @@ class EtcdClient:
             endpoint + path,
             data=json.dumps(body).encode(),
             headers=Headers({b"Content-Type": [b"application/json"], **headers}),
+            unbuffered=True,  # read once, by _read: no copy kept by treq
         )
         data = await _read(response, self._max_answer, endpoint)
         if response.code >= 500 and not data.startswith(b"{"):
@@ -398,6 +399,9 @@ class EtcdClient:
                 endpoint + path,
                 data=json.dumps(body).encode(),
                 headers=Headers(headers),
+                # treq would otherwise keep a copy of every message for as
+                # long as the watch lasts.
+                unbuffered=True,
             )
             if response.code != 200:
                 data = await _read(response, self._max_answer, endpoint)
