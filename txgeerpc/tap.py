@@ -9,11 +9,12 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -29,6 +30,9 @@ from ._server_protocol import (
 )
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
+from .etcd import _options as etcd_options
+from .etcd._api import Etcd
+from .etcd._registration import DEFAULT_TTL, EtcdRegistration
 from .examples import register_examples
 from .heartbeat import MIN_PERIOD, Heartbeat, agent_request
 from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES
@@ -143,8 +147,16 @@ class Options(usage.Options):
             "advertise",
             None,
             None,
-            "The address to register: proto@host:port (port 0: the port the first TCP "
-            "--listen gets).",
+            "The address to register (at --registry, or in --etcd): proto@host:port "
+            "(port 0: the port the first TCP --listen gets).",
+        ],
+        [
+            "ttl",
+            None,
+            None,
+            f"With --etcd: seconds the registration outlives this server (its etcd lease; "
+            f"renewed every third of it; default {DEFAULT_TTL}).",
+            _positive_int,
         ],
         [
             "heartbeat",
@@ -174,6 +186,8 @@ class Options(usage.Options):
             "full is answered 503 (refreshing a listed one always works).",
             _positive_int,
         ],
+        # Direct registration on etcd (instead of --registry), with --advertise.
+        *etcd_options.PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -197,8 +211,25 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
-        if bool(self["registry"]) != bool(self["advertise"]):
-            raise usage.UsageError("--registry and --advertise go together")
+        if self["registry"] and self["etcd"]:
+            raise usage.UsageError(
+                "--registry and --etcd: register at one of them (a registry on the same "
+                "etcd lists the servers registered in it directly)"
+            )
+        if self["etcd"]:
+            if not self["advertise"]:
+                raise usage.UsageError("--etcd needs --advertise (the address to register)")
+        elif bool(self["registry"]) != bool(self["advertise"]):
+            raise usage.UsageError(
+                "--registry and --advertise go together"
+                if self["registry"]
+                else "--advertise needs --registry or --etcd (where to register)"
+            )
+        if self["ttl"] is not None and not self["etcd"]:
+            raise usage.UsageError("--ttl needs --etcd")
+        if self["ttl"] is None:
+            self["ttl"] = DEFAULT_TTL
+        etcd_options.check(self)
         if self["advertise"]:
             try:
                 # Port 0: the port the first TCP --listen gets.
@@ -381,8 +412,14 @@ def build_server(config: Options, clock: Any) -> Server:
     return server
 
 
-def makeService(config: Options, reactor: Any = None) -> IService:
-    """Build the ``twistd geerpc`` service tree."""
+def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = None) -> IService:
+    """Build the ``twistd geerpc`` service tree.
+
+    :param reactor: the reactor (the global one by default).
+    :param etcd: with ``--etcd``, the cluster to register in (by default an
+        :class:`~txgeerpc.etcd.EtcdClient` the options describe); it is
+        closed on stop, after the lease is revoked.
+    """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -409,18 +446,29 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
         listening.setServiceParent(parent)
         listeners.append(listening)
+    registration: Heartbeat | EtcdRegistration | None = None
+    close_etcd = None
     if config["registry"]:
-        heartbeat = Heartbeat(
+        registration = Heartbeat(
             reactor,
             agent_request(reactor),
             config["registry"],
             config["advertise"],
             period=config["heartbeat"],
         )
+    elif config["etcd"]:
+        if etcd is None:
+            etcd = etcd_options.client(config, reactor)
+        registration = EtcdRegistration(
+            etcd, config["advertise"], reactor, ttl=config["ttl"], prefix=config["etcd-prefix"]
+        )
+        close_etcd = etcd.close
+    if registration is not None:
         if _port_of(config["advertise"]) == 0:
-            _AdvertiseBoundPort(heartbeat, listeners).setServiceParent(parent)
-        heartbeat.setServiceParent(parent)
-        parent = _DeregisterFirst(parent, heartbeat)
+            _AdvertiseBoundPort(registration, listeners).setServiceParent(parent)
+        registration.setServiceParent(parent)
+        parent = _DeregisterFirst(parent, registration, then=close_etcd)
+        parent.registration = registration  # type: ignore[attr-defined]
     parent.server = server  # type: ignore[attr-defined]
     return parent
 
@@ -449,12 +497,15 @@ def _with_port(address: str, port: int, *, only_if: int | None = None) -> str:
 
 
 class _AdvertiseBoundPort(Service):
-    """Started after the listeners, before the heartbeat: ``--advertise
-    HOST:0`` becomes HOST and the port the first TCP listener got.
-    (:class:`Options` refuses it with no TCP ``--listen``; this is a guard.)"""
+    """Started after the listeners, before the registration (heartbeat or
+    etcd): ``--advertise HOST:0`` becomes HOST and the port the first TCP
+    listener got.  (:class:`Options` refuses it with no TCP ``--listen``;
+    this is a guard.)"""
 
-    def __init__(self, heartbeat: Heartbeat, listeners: list[_ListeningService]) -> None:
-        self._heartbeat = heartbeat
+    def __init__(
+        self, registration: Heartbeat | EtcdRegistration, listeners: list[_ListeningService]
+    ) -> None:
+        self._registration = registration
         self._listeners = listeners
 
     def startService(self) -> None:
@@ -463,7 +514,11 @@ class _AdvertiseBoundPort(Service):
             host = listening.port.getHost() if listening.port is not None else None
             bound = getattr(host, "port", None)
             if isinstance(bound, int):
-                self._heartbeat.advertise = _with_port(self._heartbeat.advertise, bound)
+                registration = self._registration
+                if isinstance(registration, Heartbeat):
+                    registration.advertise = _with_port(registration.advertise, bound)
+                else:
+                    registration.address = _with_port(registration.address, bound)
                 return
         raise CannotListen(
             ", ".join(listening.description for listening in self._listeners),
@@ -472,16 +527,37 @@ class _AdvertiseBoundPort(Service):
 
 
 class _DeregisterFirst(MultiService):
-    """Stops the heartbeat (its DELETE answered) before anything else, so the
-    server leaves the registry while it still serves."""
+    """Stops the registration (the heartbeat's DELETE answered, or the etcd
+    lease revoked) before anything else, so the server leaves the registry
+    while it still serves; then stops the rest, and calls ``then`` (closing
+    the etcd client) and waits for it too."""
 
-    def __init__(self, services: MultiService, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self,
+        services: MultiService,
+        registration: Heartbeat | EtcdRegistration,
+        *,
+        then: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
         super().__init__()
         services.setServiceParent(self)
         self._services = services
-        self._heartbeat = heartbeat
+        self._registration = registration
+        self._then = then
+
+    @property
+    def _heartbeat(self) -> Heartbeat | EtcdRegistration:
+        """The registration (its name from when it could only be a heartbeat)."""
+        return self._registration
 
     def stopService(self) -> Deferred[None]:
-        d = self._heartbeat.stopService()
-        d.addBoth(lambda _: super(_DeregisterFirst, self).stopService())
+        d = self._registration.stopService()
+        d.addBoth(lambda _: self._stop_the_rest())
         return d
+
+    def _stop_the_rest(self) -> Deferred[None]:
+        stopping: list[Deferred[Any]] = [super().stopService()]
+        if self._then is not None:
+            then, self._then = self._then, None
+            stopping.append(then())
+        return gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)

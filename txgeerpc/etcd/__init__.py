@@ -8,10 +8,16 @@ The interface the rest of txgeerpc uses is :class:`Etcd`;
 
 from ._api import Etcd, EventsListener, KeyValue, Range, Watch, WatchEvent
 from ._client import EtcdClient, EtcdTLS, normalize_endpoints
+from ._discovery import EtcdDiscovery
+from ._registration import EtcdRegistration
+from ._store import EtcdStore
 
 __all__ = [
     "Etcd",
     "EtcdClient",
+    "EtcdDiscovery",
+    "EtcdRegistration",
+    "EtcdStore",
     "EtcdTLS",
     "EventsListener",
     "KeyValue",

@@ -1,0 +1,197 @@
+"""
+``twistd geerpc --etcd URL --advertise proto@addr [--ttl SECONDS]``: the
+options, and the service tree (built with a FakeEtcd injected): an
+EtcdRegistration in the heartbeat's place, ``--advertise HOST:0`` taking the
+bound port, and on stop the lease revoked first, while the server still
+listens, then the etcd client closed and waited for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import tap
+from txgeerpc.etcd import EtcdClient, EtcdRegistration
+from txgeerpc.etcd._keys import DEFAULT_PREFIX
+from txgeerpc.heartbeat import Heartbeat
+from txgeerpc.testing import FakeEtcd
+
+ETCD = ("--etcd", "http://127.0.0.1:2379")
+ADVERTISE = ("--advertise", "tcp@127.0.0.1:7005")
+LISTEN = ("--listen", "tcp:7005:interface=127.0.0.1")
+
+
+def parse(*argv: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def services(tree: IService) -> list[IService]:
+    """Every service in ``tree``, depth first."""
+    found = [tree]
+    if isinstance(tree, MultiService):
+        for child in tree:
+            found += services(child)
+    return found
+
+
+def listening(tree: IService) -> list[Any]:
+    """The ports the tree's listeners hold (None: not listening)."""
+    return [
+        service.port for service in services(tree) if isinstance(service, tap._ListeningService)
+    ]
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_etcd_and_advertise(self) -> None:
+        options = parse(*ETCD, *ADVERTISE)
+        self.assertEqual(
+            {key: options[key] for key in ("etcd", "advertise", "ttl", "etcd-prefix", "registry")},
+            {
+                "etcd": ["http://127.0.0.1:2379"],
+                "advertise": "tcp@127.0.0.1:7005",
+                "ttl": 10,
+                "etcd-prefix": DEFAULT_PREFIX,
+                "registry": None,
+            },
+        )
+        options = parse(
+            *("--etcd", "127.0.0.1:2379,http://127.0.0.1:22379/"),
+            *ADVERTISE,
+            *("--ttl", "3", "--etcd-prefix", "/mine/"),
+        )
+        self.assertEqual(options["etcd"], ["http://127.0.0.1:2379", "http://127.0.0.1:22379"])
+        self.assertEqual((options["ttl"], options["etcd-prefix"]), (3, "/mine/"))
+
+    def test_usage_errors(self) -> None:
+        registry = ("--registry", "http://127.0.0.1:1/_geerpc_/registry")
+        for argv, message in [
+            ([*ETCD], "--etcd needs --advertise"),
+            ([*ADVERTISE], "--advertise needs --registry or --etcd"),
+            ([*registry], "--registry and --advertise go together"),
+            ([*registry, *ETCD, *ADVERTISE], "--registry and --etcd"),
+            ([*ADVERTISE, *registry, "--ttl", "3"], "--ttl needs --etcd"),
+            ([*ETCD, *ADVERTISE, "--ttl", "0"], "must be a positive integer"),
+            ([*ETCD, *ADVERTISE, "--ttl", "2.5"], "invalid literal for int()"),
+            (["--etcd", "ftp://127.0.0.1:2379", *ADVERTISE], "expected http:// or https://"),
+            ([*ETCD, *ADVERTISE, "--etcd-prefix", ""], "--etcd-prefix must not be empty"),
+            ([*ETCD, "--advertise", "127.0.0.1:7005"], "--advertise"),
+            ([*ADVERTISE, *registry, "--etcd-user", "u"], "--etcd-user needs --etcd"),
+            (
+                [*ETCD, "--listen", "unix:/tmp/x.sock", "--advertise", "tcp@127.0.0.1:0"],
+                "port 0 takes the port of the first TCP --listen",
+            ),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as raised:
+                parse(*argv)
+            self.assertIn(message, str(raised.exception), argv)
+
+    def test_the_registry_is_unchanged(self) -> None:
+        options = parse("--registry", "http://127.0.0.1:1/_geerpc_/registry", *ADVERTISE)
+        self.assertEqual((options["etcd"], options["ttl"]), (None, 10))
+        tree = tap.makeService(options, reactor=MemoryReactorClock())
+        self.assertIsInstance(tree.registration, Heartbeat)  # type: ignore[attr-defined]
+        self.assertEqual(
+            [s for s in services(tree) if isinstance(s, EtcdRegistration)],
+            [],
+        )
+
+    def test_help_lists_the_etcd_options(self) -> None:
+        text = str(tap.Options())
+        for option in ("--etcd=", "--etcd-prefix=", "--etcd-timeout=", "--ttl="):
+            self.assertIn(option, text)
+
+
+class ServiceTreeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.etcd = FakeEtcd(self.reactor)
+        self.addCleanup(self.etcd.close)
+
+    def build(self, *argv: str) -> IService:
+        options = parse(*argv)
+        return tap.makeService(options, reactor=self.reactor, etcd=self.etcd)
+
+    def start(self, tree: IService) -> None:
+        tree.privilegedStartService()
+        tree.startService()
+
+    def test_registers_in_etcd(self) -> None:
+        tree = self.build(*LISTEN, *ETCD, *ADVERTISE, "--ttl", "3", "--etcd-prefix", "/p/")
+        [registration] = [s for s in services(tree) if isinstance(s, EtcdRegistration)]
+        self.assertIs(tree.registration, registration)  # type: ignore[attr-defined]
+        self.assertEqual([s for s in services(tree) if isinstance(s, Heartbeat)], [])
+        self.assertEqual((registration.ttl, registration.prefix), (3, "/p/"))
+        self.start(tree)
+        kv = self.successResultOf(self.etcd.get(b"/p/tcp@127.0.0.1:7005"))
+        self.assertEqual(kv.lease, registration.lease)
+        self.reactor.pump([1] * 10)  # renewed every second
+        self.assertEqual(self.etcd.requests.count("keep_alive"), 10)
+        self.successResultOf(tree.stopService())
+
+    def test_advertising_port_0_takes_the_bound_port(self) -> None:
+        tree = self.build(
+            *("--listen", "unix:/tmp/txgeerpc-test.sock"),
+            *LISTEN,
+            *ETCD,
+            *("--advertise", "tcp@127.0.0.1:0"),
+        )
+        self.start(tree)
+        registration = tree.registration  # type: ignore[attr-defined]
+        self.assertEqual(registration.address, "tcp@127.0.0.1:7005")
+        listed = self.successResultOf(self.etcd.get_prefix(DEFAULT_PREFIX.encode()))
+        self.assertEqual(
+            [kv.key for kv in listed.kvs], [DEFAULT_PREFIX.encode() + b"tcp@127.0.0.1:7005"]
+        )
+        self.successResultOf(tree.stopService())
+
+    def test_on_stop_revoke_first_then_stop_and_close(self) -> None:
+        closing: Deferred[None] = Deferred()
+        real_close = self.etcd.close
+
+        def close() -> Deferred[None]:
+            real_close()
+            return closing  # the client's connections take a while to close
+
+        self.patch(self.etcd, "close", close)
+        tree = self.build(*LISTEN, *ETCD, *ADVERTISE)
+        self.start(tree)
+        self.assertNotIn(None, listening(tree))
+        self.etcd.delay = 2.0  # the revoke takes two seconds to be answered
+        stopped = tree.stopService()
+        self.assertEqual(self.etcd.requests[-1], "revoke")
+        self.assertNotIn(None, listening(tree))  # still serving while it leaves
+        self.assertNotIn("close", self.etcd.requests)
+        self.reactor.advance(2)  # revoked: now the rest stops, and the client closes
+        self.assertEqual(listening(tree), [None])
+        self.assertEqual(self.etcd.requests[-2:], ["revoke", "close"])
+        self.assertNoResult(stopped)  # until the client is closed
+        closing.callback(None)
+        self.assertIsNone(self.successResultOf(stopped))
+        self.etcd.delay = 0
+        self.assertIsNone(self.successResultOf(self.etcd.get(b"/x")) if False else None)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_completes_when_etcd_is_down(self) -> None:
+        tree = self.build(*LISTEN, *ETCD, *ADVERTISE)
+        self.start(tree)
+        self.etcd.available = False
+        self.successResultOf(tree.stopService())
+        self.assertEqual(self.etcd.requests[-2:], ["revoke", "close"])
+        self.assertEqual(listening(tree), [None])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_a_real_client_by_default(self) -> None:
+        options = parse(*LISTEN, *ETCD, *ADVERTISE, "--etcd-timeout", "2")
+        tree = tap.makeService(options, reactor=self.reactor)
+        etcd = tree.registration._etcd  # type: ignore[attr-defined]
+        self.assertIsInstance(etcd, EtcdClient)
+        self.assertEqual((etcd.endpoints, etcd.request_timeout), (["http://127.0.0.1:2379"], 2))
+        self.successResultOf(etcd.close())
