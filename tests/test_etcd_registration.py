@@ -56,7 +56,8 @@ class StartTests(RegistrationTestCase):
         self.assertIsNotNone(registration.lease)
         self.assertEqual(kv.lease, registration.lease)
         self.assertEqual(
-            json.loads(kv.value), {"address": ADDRESS, "heartbeat": self.clock.seconds()}
+            json.loads(kv.value),
+            {"address": ADDRESS, "registered": self.clock.seconds(), "ttl": 6},
         )
         self.assertEqual(registration.registrations, 1)
         self.assertIn(f"{ADDRESS} registered as {KEY.decode()}", self.logged(LogLevel.info)[0])

@@ -482,3 +482,23 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
             ["registry store: memory (timeout 2.5s, at most 10000 entries)"],
         )
         service.stopService()
+
+
+class DirectEntryListingTests(SynchronousTestCase):
+    def test_a_directly_registered_server_is_listed_as_alive_now(self) -> None:
+        # Its lease renewals write nothing, so its registration time is not
+        # its last heartbeat: a live lease means alive now.
+        from twisted.internet.task import Clock
+
+        from txgeerpc.etcd import EtcdRegistration
+
+        clock = Clock()
+        etcd = FakeEtcd(clock)
+        registration = EtcdRegistration(etcd, "tcp@127.0.0.1:7001", clock, ttl=6)
+        registration.startService()
+        clock.advance(100)
+        store = EtcdStore(etcd, timeout=30)
+        entries = self.successResultOf(store.live(clock.seconds()))
+        self.assertEqual(entries, [Entry("tcp@127.0.0.1:7001", clock.seconds())])
+        registration.stopService()
+        etcd.close()

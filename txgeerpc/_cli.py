@@ -230,7 +230,7 @@ async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> int:
         if address is not None:
             heartbeat = heartbeat_of(kv.value)
             ages[address] = None if heartbeat is None else round(max(now - heartbeat, 0), 3)
-    return _print_listing(ages, options.json, "last written")
+    return _print_listing(ages, options.json, "last heartbeat")
 
 
 def _print_listing(ages: dict[str, float | None], as_json: bool, what: str) -> int:

@@ -4,8 +4,11 @@ attached to a lease.  The registry store (:mod:`._store`), direct
 registration (:mod:`._registration`) and discovery (:mod:`._discovery`) all
 use these keys, so a server registered either way is listed by both.
 
-The value is JSON, ``{"address": ..., "heartbeat": unix time}``; the key is
-what counts (a value written by hand, or empty, is fine).
+The value is JSON: ``{"address": ..., "heartbeat": unix time}`` from a
+registry (rewritten at every heartbeat), ``{"address": ..., "registered":
+unix time, "ttl": seconds}`` from a server registered directly (written once:
+its lease renewals write nothing).  The key is what counts (a value written
+by hand, or empty, is fine).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ def address_of(prefix: bytes, key: bytes) -> str | None:
 
 def entry_value(address: str, heartbeat: float) -> bytes:
     return json.dumps({"address": address, "heartbeat": heartbeat}).encode()
+
+
+def registration_value(address: str, registered: float, ttl: int) -> bytes:
+    return json.dumps({"address": address, "registered": registered, "ttl": ttl}).encode()
 
 
 def heartbeat_of(value: bytes) -> float | None:

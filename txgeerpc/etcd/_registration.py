@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 
 from ..errors import EtcdError
 from ._api import Etcd
-from ._keys import DEFAULT_PREFIX, check_prefix, entry_value, server_key
+from ._keys import DEFAULT_PREFIX, check_prefix, registration_value, server_key
 
 DEFAULT_TTL = 10
 """Seconds a server's key outlives its last lease renewal."""
@@ -117,7 +117,7 @@ class EtcdRegistration(Service):
         if self.lease is None:
             self._send(self._etcd.grant(self.ttl), self._granted)
         elif not self._registered:
-            value = entry_value(self.address, self._clock.seconds())
+            value = registration_value(self.address, self._clock.seconds(), self.ttl)
             self._send(self._etcd.put(self.key, value, lease=self.lease), self._put)
         else:
             self._send(self._etcd.keep_alive(self.lease), self._renewed)

@@ -200,6 +200,8 @@ class EtcdStore:
         for kv in listing.kvs:
             address = self._address(kv)
             if address is not None:
+                # A server registered directly writes no heartbeat: its
+                # lease, alive, says it is alive now.
                 heartbeat = heartbeat_of(kv.value)
                 entries.append(Entry(address, now if heartbeat is None else heartbeat))
         entries.sort(key=lambda entry: entry.address)
