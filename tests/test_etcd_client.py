@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -36,13 +36,15 @@ class TreqUseTests(SynchronousTestCase):
         etcd = EtcdClient(reactor, "127.0.0.1:2379")
         http = _RecordingHTTP()
         etcd._http = http  # type: ignore[assignment]
-        etcd.get(b"k")
-        etcd.watch_prefix(b"/p/", 1, lambda events, revision: None)
+        asked = etcd.get(b"k")
+        watch = etcd.watch_prefix(b"/p/", 1, lambda events, revision: None)
         self.assertEqual(
             [(url, options["unbuffered"]) for url, options in http.requests],
             [("http://127.0.0.1:2379/v3/kv/range", True), ("http://127.0.0.1:2379/v3/watch", True)],
         )
         etcd.close()
+        self.failureResultOf(asked, CancelledError)
+        self.assertIsNone(self.successResultOf(watch.done))
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
