@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc.discovery import (
@@ -17,7 +19,7 @@ from txgeerpc.heartbeat import Answer
 from txgeerpc.registry import SERVERS_HEADER
 
 from ._helpers import checked_clock
-from .test_heartbeat import URL, FakeRegistry
+from .test_heartbeat import URL, URL_B, FakeRegistry, TwoRegistries
 
 
 class StaticTests(SynchronousTestCase):
@@ -203,3 +205,98 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.assertNoResult(again[0])  # ...and the refresh waits for it
         hung[1].callback(Answer(200, {SERVERS_HEADER.lower(): b"tcp@b:1"}))
         self.assertEqual(self.successResultOf(again[0]), ["tcp@b:1"])
+
+
+class SeveralRegistriesTests(SynchronousTestCase):
+    """A refresh that fails at one registry asks the next ones before it
+    counts as failed; the next refresh starts at the one that answered."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.registries = TwoRegistries(self.clock)
+        for registry in (self.registries.a, self.registries.b):
+            registry.request(b"POST", URL, {b"X-Geerpc-Server": b"tcp@a:1"}, 1)
+        self.registries.take_asked()
+        self.events: list[dict[str, Any]] = []
+        self.patch(RegistryDiscovery, "_log", Logger(observer=self.events.append))
+
+    def start(self, request: Any = None) -> RegistryDiscovery:
+        discovery = RegistryDiscovery(
+            self.clock, request or self.registries.request, [URL, URL_B], refresh=10
+        )
+        discovery.startService()
+        self.addCleanup(discovery.stopService)
+        return discovery
+
+    def warnings(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e["log_level"] is LogLevel.warn]
+
+    def test_one_url_or_several(self) -> None:
+        one = RegistryDiscovery(self.clock, self.registries.request, URL)
+        self.assertEqual((one.registry_urls, one.registry_url), ((URL,), URL))
+        several = RegistryDiscovery(self.clock, self.registries.request, (URL, URL_B))
+        self.assertEqual((several.registry_urls, several.registry_url), ((URL, URL_B), URL))
+        with self.assertRaises(ValueError):
+            RegistryDiscovery(self.clock, self.registries.request, [])
+
+    def test_a_refresh_tries_the_next_registry_at_once(self) -> None:
+        self.registries.a.up = False
+        discovery = self.start()
+        self.successResultOf(discovery.ready())
+        self.assertEqual(self.registries.take_asked(), [(b"GET", URL), (b"GET", URL_B)])
+        self.assertEqual((discovery.servers(), discovery.failures), (["tcp@a:1"], 0))
+        self.assertEqual(discovery.registry_url, URL_B)
+        [warning] = self.warnings()
+        self.assertTrue(warning.startswith(f"discovery: refreshing from {URL} failed ("), warning)
+        self.assertTrue(warning.endswith(f"); trying {URL_B}"), warning)
+        self.registries.a.up = True
+        self.clock.advance(10)  # the next refresh starts at the one that answered
+        self.assertEqual(self.registries.take_asked(), [(b"GET", URL_B)])
+
+    def test_a_bad_answer_tries_the_next_registry(self) -> None:
+        for bad in (
+            Answer(503, {}),
+            Answer(200, {b"content-type": b"application/json"}, b"{not json"),
+        ):
+            answers = {URL: bad, URL_B: Answer(200, {SERVERS_HEADER.lower(): b"tcp@b:1"})}
+
+            def request(method: bytes, url: str, *args: Any) -> Deferred[Answer]:
+                self.registries.asked.append((method, url))
+                return succeed(answers[url])  # noqa: B023 - used at once
+
+            discovery = self.start(request)
+            self.assertEqual((discovery.servers(), discovery.failures), (["tcp@b:1"], 0), bad)
+            self.assertEqual(self.registries.take_asked(), [(b"GET", URL), (b"GET", URL_B)])
+            discovery.stopService()
+
+    def test_it_fails_when_every_registry_failed_and_keeps_the_list(self) -> None:
+        discovery = self.start()
+        self.registries.take_asked()
+        self.registries.a.up = self.registries.b.up = False
+        self.assertEqual(self.successResultOf(discovery.refresh()), ["tcp@a:1"])
+        self.assertEqual(self.registries.take_asked(), [(b"GET", URL), (b"GET", URL_B)])
+        self.assertEqual(discovery.failures, 1)
+        self.assertIn(
+            ", as from every other registry; keeping 1 known servers", self.warnings()[-1]
+        )
+        self.clock.advance(10)  # one refresh, one request to each: no more
+        self.assertEqual(self.registries.take_asked(), [(b"GET", URL), (b"GET", URL_B)])
+        self.assertEqual(discovery.failures, 2)
+
+    def test_stopping_ends_the_refresh_without_asking_the_others(self) -> None:
+        hung: list[Deferred[Answer]] = []
+
+        def request(method: bytes, url: str, *args: Any) -> Deferred[Answer]:
+            self.registries.asked.append((method, url))
+            if url == URL:
+                return fail(ConnectionRefusedError())
+            hung.append(Deferred())
+            return hung[-1]
+
+        discovery = self.start(request)
+        ready = discovery.ready()
+        self.assertNoResult(ready)
+        discovery.stopService()
+        self.successResultOf(ready)
+        self.assertEqual(self.registries.take_asked(), [(b"GET", URL), (b"GET", URL_B)])
+        self.assertEqual(discovery.failures, 0)

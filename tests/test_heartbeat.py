@@ -289,3 +289,197 @@ class LimitsTests(SynchronousTestCase):
             beat.startService()
             self.successResultOf(beat.stopService())
             self.assertIn(text, self.logged(level)[-1], status)
+
+
+URL_B = "http://registry-b.test/_geerpc_/registry"
+
+
+class TwoRegistries:
+    """Two registries (each a FakeRegistry) behind one request function,
+    which records the method and URL of every request."""
+
+    def __init__(self, clock: Any) -> None:
+        self.a = FakeRegistry(clock, timeout=9)
+        self.b = FakeRegistry(clock, timeout=9)
+        self.asked: list[tuple[bytes, str]] = []
+
+    def request(
+        self, method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
+    ) -> Deferred[Answer]:
+        self.asked.append((method, url))
+        return {URL: self.a, URL_B: self.b}[url].request(method, url, headers, timeout)
+
+    def take_asked(self) -> list[tuple[bytes, str]]:
+        asked, self.asked = self.asked, []
+        return asked
+
+
+class SeveralRegistriesTests(SynchronousTestCase):
+    """Beats go to the registry that answered last; one that fails is passed
+    over for the next at once; the backoff starts only when all have failed in
+    a row; deregistration moves on too, within one request timeout."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.registries = TwoRegistries(self.clock)
+        self.events: list[dict[str, Any]] = []
+        self.patch(Heartbeat, "_log", Logger(observer=self.events.append))
+
+    def start(self, advertise: str = "tcp@127.0.0.1:7001", **kwargs: Any) -> Heartbeat:
+        beat = Heartbeat(self.clock, self.registries.request, [URL, URL_B], advertise, **kwargs)
+        beat.startService()
+        self.addCleanup(beat.stopService)
+        return beat
+
+    def logged(self, level: LogLevel) -> list[str]:
+        return [formatEvent(event) for event in self.events if event["log_level"] is level]
+
+    def delays(self) -> list[float]:
+        return [call.getTime() - self.clock.seconds() for call in self.clock.getDelayedCalls()]
+
+    def test_one_url_or_several(self) -> None:
+        request = self.registries.request
+        self.assertEqual(Heartbeat(self.clock, request, URL, "tcp@h:1").registry_urls, (URL,))
+        several = Heartbeat(self.clock, request, (URL, URL_B), "tcp@h:1")
+        self.assertEqual((several.registry_urls, several.registry_url), ((URL, URL_B), URL))
+        with self.assertRaises(ValueError):
+            Heartbeat(self.clock, request, [], "tcp@h:1")
+
+    def test_a_failing_registry_is_passed_over_at_once(self) -> None:
+        self.registries.a.up = False
+        beat = self.start()
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL), (b"POST", URL_B)])
+        self.assertEqual((beat.registry_url, beat.beats, beat.failures), (URL_B, 1, 0))
+        self.assertEqual(self.registries.b.live(), ["tcp@127.0.0.1:7001"])
+        self.assertEqual(self.delays(), [beat.period])  # the next beat, no backoff
+        [warning] = self.logged(LogLevel.warn)
+        self.assertTrue(warning.startswith(f"heartbeat: tcp@127.0.0.1:7001 to {URL} failed ("))
+        self.assertTrue(warning.endswith(f"); trying {URL_B} now"), warning)
+        self.assertEqual(
+            self.logged(LogLevel.info), [f"heartbeat: tcp@127.0.0.1:7001 registered at {URL_B}"]
+        )
+
+    def test_it_stays_on_the_registry_that_works(self) -> None:
+        self.registries.a.up = False
+        beat = self.start()
+        self.registries.a.up = True  # back, but B answers: beats stay there
+        for _ in range(5):
+            self.clock.advance(beat.period)
+        self.assertEqual(self.registries.take_asked()[2:], [(b"POST", URL_B)] * 5)
+        self.registries.b.up = False  # now B fails: back to A at once
+        self.clock.advance(beat.period)
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL_B), (b"POST", URL)])
+        self.assertEqual((beat.registry_url, beat.failures), (URL, 0))
+        self.assertEqual(self.registries.a.live(), ["tcp@127.0.0.1:7001"])
+        self.assertEqual(self.delays(), [beat.period])
+
+    def test_the_backoff_starts_when_every_registry_failed_in_a_row(self) -> None:
+        self.registries.a.up = self.registries.b.up = False
+        beat = self.start()
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL), (b"POST", URL_B)])
+        self.assertEqual((beat.failures, self.delays()), (2, [1.0]))
+        self.assertTrue(
+            self.logged(LogLevel.warn)[-1].endswith(
+                f", as to every other registry; retrying at {URL} in 1.0s"
+            ),
+            self.logged(LogLevel.warn)[-1],
+        )
+        self.clock.advance(1)  # a round: both again, then twice the delay
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL), (b"POST", URL_B)])
+        self.assertEqual((beat.failures, self.delays()), (4, [2.0]))
+        self.clock.advance(2)
+        self.assertEqual(self.delays(), [4.0])
+        self.registries.b.up = True
+        self.clock.advance(4)  # A still fails, B answers at once
+        self.assertEqual(self.registries.take_asked()[-2:], [(b"POST", URL), (b"POST", URL_B)])
+        self.assertEqual((beat.registry_url, beat.failures), (URL_B, 0))
+        self.assertEqual(self.registries.b.live(), ["tcp@127.0.0.1:7001"])
+        self.registries.b.up = False  # the backoff starts over from its first delay
+        self.clock.advance(beat.period)
+        self.assertEqual(self.delays(), [1.0])
+
+    def test_a_refusal_any_registry_would_repeat_is_not_failed_over(self) -> None:
+        beat = self.start("not an address")  # 400 from A: B would say the same
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL)])
+        self.assertEqual((beat.registry_url, beat.failures, self.delays()), (URL, 1, [1.0]))
+        self.assertIn("the registry answered 400", self.logged(LogLevel.warn)[-1])
+        self.assertTrue(self.logged(LogLevel.warn)[-1].endswith("; retrying in 1.0s"))
+
+    def test_a_full_registry_is_failed_over(self) -> None:
+        self.registries.a.store.max_entries = 1
+        self.registries.a.store.heartbeat("tcp@127.0.0.1:1", 0)
+        beat = self.start()  # 503 from A
+        self.assertEqual(self.registries.take_asked(), [(b"POST", URL), (b"POST", URL_B)])
+        self.assertEqual((beat.registry_url, beat.beats), (URL_B, 1))
+        self.assertIn("the registry answered 503: registry full", self.logged(LogLevel.warn)[0])
+
+    def test_deregistration_goes_to_the_registry_that_answered_last(self) -> None:
+        self.registries.a.up = False
+        beat = self.start()
+        self.registries.a.up = True
+        self.registries.take_asked()
+        self.successResultOf(beat.stopService())
+        self.assertEqual(self.registries.take_asked(), [(b"DELETE", URL_B)])
+        self.assertEqual(self.registries.b.live(), [])
+        self.assertEqual(
+            self.logged(LogLevel.info)[-1],
+            f"heartbeat: tcp@127.0.0.1:7001 deregistered from {URL_B}",
+        )
+
+    def test_deregistration_fails_over(self) -> None:
+        beat = self.start()
+        self.registries.a.up = False
+        self.registries.take_asked()
+        self.successResultOf(beat.stopService())
+        self.assertEqual(self.registries.take_asked(), [(b"DELETE", URL), (b"DELETE", URL_B)])
+        warning = self.logged(LogLevel.warn)[-1]
+        self.assertTrue(
+            warning.startswith(f"heartbeat: could not deregister tcp@127.0.0.1:7001 from {URL}: "),
+            warning,
+        )
+        self.assertTrue(warning.endswith(f"; trying {URL_B}"), warning)
+        # B holds no entry (A had it): nothing to deregister there, and said so.
+        self.assertIn(f"was not registered at {URL_B}", self.logged(LogLevel.info)[-1])
+
+    def test_deregistration_stays_within_one_request_timeout(self) -> None:
+        timeouts: list[tuple[str, float]] = []
+        slow: dict[str, float] = {URL: 1.0}  # A fails after 1 s
+
+        def request(
+            method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
+        ) -> Deferred[Answer]:
+            if method == b"POST":
+                return succeed(Answer(200, {b"x-geerpc-timeout": b"9"}))
+            timeouts.append((url, timeout))
+            d: Deferred[Answer] = Deferred()
+            d.addTimeout(timeout, self.clock)
+            if url in slow:
+                self.clock.callLater(slow[url], d.errback, ConnectionRefusedError())
+            return d
+
+        beat = Heartbeat(self.clock, request, [URL, URL_B], "tcp@h:1")
+        beat.startService()
+        self.assertEqual(beat.request_timeout, 3)
+        stopping = beat.stopService()
+        self.clock.advance(1)  # A refused after 1 s: B gets what is left of the 3 s
+        self.assertEqual(timeouts, [(URL, 3), (URL_B, 2)])
+        self.clock.advance(2)
+        self.assertIsNone(self.successResultOf(stopping))
+        self.assertTrue(
+            self.logged(LogLevel.warn)[-1].startswith(
+                f"heartbeat: could not deregister tcp@h:1 from {URL_B}: "
+            )
+        )
+        # A hung DELETE uses up the whole bound: no other registry is asked.
+        timeouts.clear()
+        del slow[URL]
+        beat.startService()
+        stopping = beat.stopService()
+        self.clock.advance(3)
+        self.assertIsNone(self.successResultOf(stopping))
+        self.assertEqual(timeouts, [(URL, 3)])
+        self.assertTrue(
+            self.logged(LogLevel.warn)[-1].startswith(
+                f"heartbeat: could not deregister tcp@h:1 from {URL}: "
+            )
+        )

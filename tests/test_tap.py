@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txgeerpc import tap
 from txgeerpc._one_port import OnePortFactory
 from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
-from txgeerpc.heartbeat import MIN_PERIOD
+from txgeerpc.heartbeat import MIN_PERIOD, Heartbeat
 from txgeerpc.registry import DEFAULT_MAX_ENTRIES
 
 
@@ -188,3 +188,46 @@ class PluginTests(SynchronousTestCase):
         names = {maker.tapname: maker for maker in getPlugins(IServiceMaker, plugins)}
         self.assertIn("geerpc", names)
         self.assertEqual(names["geerpc"].module, "txgeerpc.tap")
+
+
+class SeveralRegistriesTests(SynchronousTestCase):
+    """``--registry URL,URL...``: each URL checked, the heartbeat given them all."""
+
+    A = "http://127.0.0.1:9999/_geerpc_/registry"
+    B = "https://registry-b.example:9443/_geerpc_/registry"
+
+    def parse(self, registry: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(["--registry", registry, "--advertise", "tcp@127.0.0.1:7001"])
+        return options
+
+    def test_several_urls_are_parsed(self) -> None:
+        self.assertEqual(self.parse(self.A)["registry"], [self.A])
+        self.assertEqual(
+            self.parse(f"{self.A}, {self.B},{self.A},")["registry"],  # spaces, repeats, a comma
+            [self.A, self.B],
+        )
+
+    def test_the_heartbeat_gets_every_url(self) -> None:
+        tree = tap.makeService(self.parse(f"{self.A},{self.B}"), reactor=MemoryReactorClock())
+        heartbeat = tree.registration  # type: ignore[attr-defined]
+        self.assertIsInstance(heartbeat, Heartbeat)
+        self.assertEqual(
+            (heartbeat.registry_urls, heartbeat.registry_url), ((self.A, self.B), self.A)
+        )
+
+    def test_a_bad_url_among_them_is_refused(self) -> None:
+        for registry, named in [
+            (f"{self.A},ftp://h/r", "'ftp://h/r'"),
+            (f"127.0.0.1:9999/_geerpc_/registry,{self.B}", "'127.0.0.1:9999/_geerpc_/registry'"),
+            (f"{self.A},http:///r", "'http:///r'"),
+            (",", "','"),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=registry) as raised:
+                self.parse(registry)
+            self.assertIn(
+                f"--registry wants an http:// or https:// URL, got {named}", str(raised.exception)
+            )
+
+    def test_the_help_says_so(self) -> None:
+        self.assertIn("comma-separated", str(tap.Options()))

@@ -5,12 +5,14 @@ background.
 Calls never wait behind a slow registry: :meth:`servers` answers at once with
 the last good list; a refresh that fails (registry down, a bad status, a
 timeout) keeps that list and is logged (unlike the reference, defect 30).
+Given several registries that share one list (registries on etcd), a refresh
+that fails at one asks the next ones before it counts as failed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -18,7 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .heartbeat import Answer, Request
+from .heartbeat import Answer, Request, registry_urls
 from .registry import SERVERS_HEADER
 
 DEFAULT_REFRESH = 10.0
@@ -61,9 +63,15 @@ class RegistryDiscovery(Service):
     ``refresh`` seconds while the service runs.
 
     :param request: how to make HTTP requests (see :mod:`txgeerpc.heartbeat`).
+    :param registry_url: the registry's URL, or several registries' (that
+        share one list): a refresh asks the one that answered last, and the
+        next ones in turn while they fail.
     :param keep_on_empty: when the registry suddenly lists no server at all
         (it restarted; servers re-join at their next heartbeat), keep the
         last list this many seconds before believing it (0: at once).
+    :raises ValueError: no registry URL is given.
+    :ivar registry_urls: every registry, in the order given.
+    :ivar registry_url: the registry the next refresh asks first.
     """
 
     _log = Logger()
@@ -72,7 +80,7 @@ class RegistryDiscovery(Service):
         self,
         clock: IReactorTime,
         request: Request,
-        registry_url: str,
+        registry_url: str | Sequence[str],
         *,
         refresh: float = DEFAULT_REFRESH,
         request_timeout: float = 5.0,
@@ -80,7 +88,8 @@ class RegistryDiscovery(Service):
     ) -> None:
         self._clock = clock
         self._request = request
-        self.registry_url = registry_url
+        self.registry_urls = registry_urls(registry_url)
+        self._current = 0  # the registry asked first
         self._refresh = refresh
         self._request_timeout = request_timeout
         self._servers: list[str] = []
@@ -93,6 +102,12 @@ class RegistryDiscovery(Service):
         self._keep_on_empty = keep_on_empty
         self._empty_since: float | None = None
         self.failures = 0
+
+    @property
+    def registry_url(self) -> str:
+        """The registry the next refresh asks first (the one that answered
+        last)."""
+        return self.registry_urls[self._current]
 
     def servers(self) -> list[str]:
         """The last good list (a copy); empty before the first refresh."""
@@ -141,25 +156,38 @@ class RegistryDiscovery(Service):
         if self._next is not None and self._next.active():
             self._next.cancel()
         self._next = None
+        self._ask(0)
+        return done
+
+    def _ask(self, tried: int) -> None:
+        """Ask the registry in use, the ``tried``-th of this refresh."""
         # txgeerpc registries answer JSON too (no header-size limit); Go's
         # ignore the Accept and answer the header.
         d = self._request(
             b"GET", self.registry_url, {b"Accept": b"application/json"}, self._request_timeout
         )
         self._pending = d
-        d.addCallbacks(self._answered, self._failed)
-        d.addBoth(self._done)
-        return done
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(tried,), errbackArgs=(tried,))
+        d.addErrback(self._broken)
 
-    def _answered(self, answer: Answer) -> None:
+    def _broken(self, failure: Any) -> None:
+        """A bug while taking an answer in: the refresh still ends."""
+        self._log.failure("discovery: taking in a refresh failed", failure)
+        self._done()
+
+    def _answered(self, answer: Answer, tried: int) -> None:
         if answer.status != 200:
-            self._failed(f"the registry answered {answer.status}")
+            self._failed(f"the registry answered {answer.status}", tried)
             return
         try:
             servers = listed_servers(answer)
         except ValueError as error:
-            self._failed(str(error))
+            self._failed(str(error), tried)
             return
+        self._take(servers)
+        self._done()
+
+    def _take(self, servers: list[str]) -> None:
         self.failures = 0
         if not servers and self._servers and self._keep_on_empty > 0:
             now = self._clock.seconds()
@@ -184,19 +212,37 @@ class RegistryDiscovery(Service):
             self._servers = servers
             _tell(self._listeners, self.servers())
 
-    def _failed(self, reason: Any) -> None:
-        if not self.running:
+    def _failed(self, reason: Any, tried: int) -> None:
+        if not self.running:  # stopped (the request cancelled): no more requests
+            self._done()
+            return
+        why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
+        failed_at = self.registry_url
+        count = len(self.registry_urls)
+        self._current = (self._current + 1) % count
+        if tried + 1 < count:
+            self._log.warn(
+                "discovery: refreshing from {registry} failed ({why}); trying {next}",
+                registry=failed_at,
+                why=why,
+                next=self.registry_url,
+            )
+            self._ask(tried + 1)
             return
         self.failures += 1
-        why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
         self._log.warn(
-            "discovery: refreshing from {registry} failed ({why}); keeping {count} known servers",
-            registry=self.registry_url,
+            "discovery: refreshing from {registry} failed ({why}){others}; keeping {count} "
+            "known servers",
+            registry=failed_at,
             why=why,
+            others=", as from every other registry" if count > 1 else "",
             count=len(self._servers),
         )
+        self._done()
 
-    def _done(self, result: Any) -> None:
+    def _done(self) -> None:
+        """The refresh has ended (well or not): schedule the next, tell the
+        waiters."""
         self._pending = None
         # Schedule before telling anyone: a waiter may refresh again at once
         # (which cancels this timer), and must not end up with two.

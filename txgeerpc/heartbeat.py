@@ -14,16 +14,20 @@ reference should have (PROTOCOL.md defects 32, 33 and 35):
   restarts is re-joined, and a beat that hung for a whole period is retried
   before the entry expires (after 2.5 periods of the 3 a TTL lasts);
 - on a clean stop the entry is deregistered (``DELETE``; Go registries answer
-  405 and simply let it expire).
+  405 and simply let it expire);
+- given several registries (processes sharing one list, as registries on etcd
+  do), beats go to the one that answered last; one that fails (no answer, a
+  timeout, a 5xx) is passed over for the next at once, and the backoff only
+  starts when every one of them has failed in a row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -128,16 +132,42 @@ def _read_body(response: Any, limit: int, url: str) -> Deferred[bytes]:
     return done
 
 
+def registry_urls(registry_url: str | Sequence[str]) -> tuple[str, ...]:
+    """One registry URL or several, as a tuple.
+
+    :raises ValueError: no URL at all.
+    """
+    urls = (registry_url,) if isinstance(registry_url, str) else tuple(registry_url)
+    if not urls:
+        raise ValueError("no registry URL given")
+    return urls
+
+
+def fails_over(status: int) -> bool:
+    """Whether a registry that answered ``status`` to a heartbeat (or a
+    refresh) should be passed over for another one: yes for 5xx (unavailable,
+    full, a broken proxy) and the 4xx that are about that server (404 and 405:
+    not a registry there; 408, 429); no for the other 4xx, which are about the
+    request (a bad address), so any registry would answer the same."""
+    return not 400 <= status < 500 or status in (404, 405, 408, 429)
+
+
 class Heartbeat(Service):
     """Keeps ``advertise`` registered at ``registry_url``.
 
     :param request: how to make HTTP requests (:func:`agent_request` in
         production, a fake in tests).
+    :param registry_url: the registry's URL, or several registries' (that
+        share one list): beats go to the one that answered last and move on
+        to the next when it fails (see :func:`fails_over`).
     :param period: seconds between beats, :data:`MIN_PERIOD` at least;
         ``None`` derives it from the TTL the registry announces.
     :param request_timeout: seconds each request may take at most (and at
         most one period).
-    :raises ValueError: ``period`` is less than :data:`MIN_PERIOD`.
+    :raises ValueError: ``period`` is less than :data:`MIN_PERIOD`, or no
+        registry URL is given.
+    :ivar registry_urls: every registry, in the order given.
+    :ivar registry_url: the registry the next beat goes to.
     """
 
     _log = Logger()
@@ -146,7 +176,7 @@ class Heartbeat(Service):
         self,
         clock: IReactorTime,
         request: Request,
-        registry_url: str,
+        registry_url: str | Sequence[str],
         advertise: str,
         *,
         period: float | None = None,
@@ -156,7 +186,10 @@ class Heartbeat(Service):
             raise ValueError(f"a heartbeat period is {MIN_PERIOD:g}s at least, got {period:g}s")
         self._clock = clock
         self._request = request
-        self.registry_url = registry_url
+        self.registry_urls = registry_urls(registry_url)
+        self._current = 0  # the registry beats go to
+        self._answered_last = 0  # the registry that last took a beat
+        self._failed_in_row = 0  # registries passed over since the last answer or backoff
         self.advertise = advertise
         self._period = period
         self.period = period if period is not None else DEFAULT_PERIOD
@@ -168,6 +201,12 @@ class Heartbeat(Service):
         self.failures = 0
         self._warned_period = False
         self._warned_floor = False
+
+    @property
+    def registry_url(self) -> str:
+        """The registry the next beat goes to (the one that answered last,
+        unless it failed since)."""
+        return self.registry_urls[self._current]
 
     def startService(self) -> None:
         super().startService()
@@ -194,7 +233,7 @@ class Heartbeat(Service):
         self._beating = None
         status, headers, body = result
         if not 200 <= status < 300:
-            self._failed(_refusal(status, body))
+            self._failed(_refusal(status, body), fail_over=fails_over(status))
             return
         if self.beats == 0 or self.failures:
             self._log.info(
@@ -204,6 +243,8 @@ class Heartbeat(Service):
             )
         self.beats += 1
         self.failures = 0
+        self._answered_last = self._current
+        self._failed_in_row = 0
         announced = headers.get(TIMEOUT_HEADER.lower())
         try:
             ttl = float(announced) if announced else 0.0
@@ -245,20 +286,47 @@ class Heartbeat(Service):
             dropping=f": {self.advertise} will drop out between beats" if ttl <= MIN_PERIOD else "",
         )
 
-    def _failed(self, reason: Any) -> None:
+    def _failed(self, reason: Any, *, fail_over: bool = True) -> None:
         self._beating = None
         if not self.running:
             return
         self.failures += 1
         why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
-        self._log.warn(
-            "heartbeat: {advertise} to {registry} failed ({why}); retrying in {delay}s",
-            advertise=self.advertise,
-            registry=self.registry_url,
-            why=why,
-            delay=self._retry,
-        )
+        failed_at = self.registry_url
+        count = len(self.registry_urls)
+        if fail_over and count > 1:
+            self._current = (self._current + 1) % count
+            self._failed_in_row += 1
+            if self._failed_in_row < count:  # another registry has not failed yet: at once
+                self._log.warn(
+                    "heartbeat: {advertise} to {registry} failed ({why}); trying {next} now",
+                    advertise=self.advertise,
+                    registry=failed_at,
+                    why=why,
+                    next=self.registry_url,
+                )
+                self._beat()
+                return
+        self._failed_in_row = 0
         delay = self._retry
+        if fail_over and count > 1:
+            self._log.warn(
+                "heartbeat: {advertise} to {registry} failed ({why}), as to every other "
+                "registry; retrying at {next} in {delay}s",
+                advertise=self.advertise,
+                registry=failed_at,
+                why=why,
+                next=self.registry_url,
+                delay=delay,
+            )
+        else:
+            self._log.warn(
+                "heartbeat: {advertise} to {registry} failed ({why}); retrying in {delay}s",
+                advertise=self.advertise,
+                registry=failed_at,
+                why=why,
+                delay=delay,
+            )
         self._retry = min(self._retry * 2, max(self.period, FIRST_RETRY))
         self._schedule(delay)
 
@@ -267,6 +335,13 @@ class Heartbeat(Service):
             self._next = self._clock.callLater(delay, self._beat)
 
     def stopService(self) -> Deferred[None]:
+        """Stop beating and deregister: from the registry that answered last,
+        then (if it fails, see :func:`fails_over`) from the next ones, all
+        within one :attr:`request_timeout`.
+
+        :returns: a Deferred firing with ``None`` once deregistered or given
+            up on (it never fails: the registry expires the entry anyway).
+        """
         if not self.running:  # stopped already (deregistered once is enough)
             return succeed(None)
         super().stopService()
@@ -275,44 +350,75 @@ class Heartbeat(Service):
         self._next = None
         if self._beating is not None:
             self._beating.cancel()
-        d = self._request(
-            b"DELETE",
-            self.registry_url,
-            {SERVER_HEADER: self.advertise.encode()},
-            self.request_timeout,
-        )
-        return d.addCallbacks(self._deregistered, self._not_deregistered)
+        return ensureDeferred(self._deregister(self.request_timeout))
 
-    def _deregistered(self, answer: Answer) -> None:
+    async def _deregister(self, bound: float) -> None:
+        count = len(self.registry_urls)
+        start = self._clock.seconds()
+        for tried in range(count):
+            url = self.registry_urls[(self._answered_last + tried) % count]
+            timeout = bound - (self._clock.seconds() - start)
+            try:
+                answer = await self._request(
+                    b"DELETE", url, {SERVER_HEADER: self.advertise.encode()}, timeout
+                )
+            except CancelledError:  # the stop was cancelled: ask no one else
+                why = "cancelled"
+                break
+            except Exception:
+                why = Failure().getErrorMessage()
+            else:
+                if self._deregistered(answer, url):
+                    return
+                why = _refusal(answer.status, answer.body)
+                if not fails_over(answer.status):
+                    break
+            later = self.registry_urls[(self._answered_last + tried + 1) % count]
+            if tried + 1 == count or self._clock.seconds() - start >= bound:
+                break
+            self._log.warn(
+                "heartbeat: could not deregister {advertise} from {registry}: {why}; trying {next}",
+                advertise=self.advertise,
+                registry=url,
+                why=why,
+                next=later,
+            )
+        self._not_deregistered(why, url)
+
+    def _deregistered(self, answer: Answer, url: str) -> bool:
+        """Log what ``url`` answered to the ``DELETE``, if it settles it.
+
+        :returns: whether it does (otherwise it is a failure).
+        """
         if 200 <= answer.status < 300:
             self._log.info(
                 "heartbeat: {advertise} deregistered from {registry}",
                 advertise=self.advertise,
-                registry=self.registry_url,
+                registry=url,
             )
         elif answer.status == 404:
             self._log.info(
                 "heartbeat: {advertise} was not registered at {registry} (nothing to deregister)",
                 advertise=self.advertise,
-                registry=self.registry_url,
+                registry=url,
             )
         elif answer.status == 405:
             self._log.info(
                 "heartbeat: {registry} does not deregister (405, as Go registries answer); "
                 "it will expire {advertise} after its TTL",
                 advertise=self.advertise,
-                registry=self.registry_url,
+                registry=url,
             )
         else:
-            self._not_deregistered(_refusal(answer.status, answer.body))
+            return False
+        return True
 
-    def _not_deregistered(self, reason: Any) -> None:
-        why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
+    def _not_deregistered(self, why: str, url: str) -> None:
         self._log.warn(
             "heartbeat: could not deregister {advertise} from {registry}: {why}; the "
             "registry will expire it after its TTL",
             advertise=self.advertise,
-            registry=self.registry_url,
+            registry=url,
             why=why,
         )
 

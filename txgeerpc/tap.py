@@ -141,7 +141,9 @@ class Options(usage.Options):
             None,
             None,
             "URL of a GeeRPC registry to heartbeat to "
-            "(e.g. http://127.0.0.1:9999/_geerpc_/registry); needs --advertise.",
+            "(e.g. http://127.0.0.1:9999/_geerpc_/registry), or several, comma-separated, "
+            "of registries sharing one list (on etcd): beats go to the one that answered "
+            "last and move on to the next when it fails; needs --advertise.",
         ],
         [
             "advertise",
@@ -242,16 +244,33 @@ class Options(usage.Options):
                     "TCP --listen (tcp:, tcp6:, ssl:), and there is none; give the port"
                 )
         if self["registry"]:
-            registry = urlsplit(self["registry"])
-            if registry.scheme not in ("http", "https") or not registry.hostname:
-                raise usage.UsageError(
-                    f"--registry wants an http:// or https:// URL, got {self['registry']!r}"
-                )
+            self["registry"] = _registry_urls(self["registry"])
         for name in ("rpc-path", "debug-path", "registry-path"):
             if self[name].lower() != "none" and not self[name].startswith("/"):
                 raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")
         if self["rpc-path"].lower() == "none":
             raise usage.UsageError("--rpc-path cannot be none (Go clients CONNECT to it)")
+
+
+def _registry_urls(given: str | list[str]) -> list[str]:
+    """The URLs of ``--registry URL[,URL...]`` (or a list of them, as
+    parsed already), each checked, in order and without repeats.
+
+    :raises usage.UsageError: one is not an http(s) URL, or none is given.
+    """
+    urls: list[str] = []
+    for text in given.split(",") if isinstance(given, str) else given:
+        url = text.strip()
+        if not url:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise usage.UsageError(f"--registry wants an http:// or https:// URL, got {url!r}")
+        if url not in urls:
+            urls.append(url)
+    if not urls:
+        raise usage.UsageError(f"--registry wants an http:// or https:// URL, got {given!r}")
+    return urls
 
 
 def load_service(spec: str, clock: Any) -> Any:

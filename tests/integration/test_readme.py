@@ -99,3 +99,78 @@ def test_walk_through_spreads_calls_over_two_servers(tmp_path: Path) -> None:
     finally:
         for process in [*servers, registry]:
             stop(process)
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_walk_through_on_etcd(tmp_path: Path) -> None:
+    """Two registries on one etcd, a server heartbeating to them and one
+    registered in etcd directly; calls spread over both through either
+    registry (one of them killed) and straight from etcd."""
+    from tests._etcd import EtcdCluster
+
+    blocks = python_blocks()
+    for name in ("spread.py", "etcd_spread.py"):
+        (tmp_path / name).write_text(blocks[name], encoding="utf-8")
+    processes: list[subprocess.Popen[bytes]] = []
+    with EtcdCluster.start(tmp_path) as cluster:
+        try:
+            etcd = ",".join(cluster.endpoints)
+            urls = []
+            for _ in range(2):
+                registry = start(
+                    tmp_path,
+                    *("geerpc-registry", "--etcd", etcd, "--timeout", "30"),
+                    *("--listen", "tcp:0:interface=127.0.0.1"),
+                )
+                processes.append(registry)
+                port = wait_for(registry, rb"Site starting on (\d+)")
+                urls.append(f"http://127.0.0.1:{port}/_geerpc_/registry")
+            first = processes[0]
+            a = start(
+                tmp_path,
+                *("geerpc", "--listen", "tcp:0:interface=127.0.0.1"),
+                *("--registry", ",".join(urls), "--advertise", "tcp@127.0.0.1:0"),
+            )
+            processes.append(a)
+            b = start(
+                tmp_path,
+                *("geerpc", "--listen", "tcp:0:interface=127.0.0.1"),
+                *("--etcd", etcd, "--advertise", "tcp@127.0.0.1:0"),
+            )
+            processes.append(b)
+            addresses = sorted(
+                [
+                    wait_for(a, rb"heartbeat: (\S+) registered at"),
+                    wait_for(b, rb"etcd: (\S+) registered as"),
+                ]
+            )
+            expected = "".join(f"{address}: 5 calls\n" for address in addresses)
+
+            result = _run(tmp_path, "spread.py", urls[1])
+            assert (result.returncode, result.stdout) == (0, expected), result.stderr
+            stop(first)  # one registry down: the other lists both still
+            result = _run(tmp_path, "spread.py", urls[1])
+            assert (result.returncode, result.stdout) == (0, expected), result.stderr
+            result = _run(tmp_path, "etcd_spread.py", etcd)
+            assert (result.returncode, result.stdout) == (0, expected), result.stderr
+
+            listing = _run(tmp_path, "-m", "txgeerpc", "servers", "--etcd", etcd, "--json")
+            assert listing.returncode == 0, listing.stderr
+            listed = json.loads(listing.stdout)["servers"]
+            assert [server["address"] for server in listed] == addresses
+
+            # Server a's heartbeats move to the registry still up.
+            wait_for(a, rb"heartbeat: [^\n]*" + re.escape(urls[1].encode()))
+        finally:
+            for process in reversed(processes):
+                stop(process)
