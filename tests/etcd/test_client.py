@@ -25,14 +25,15 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tests._etcd import EtcdCluster, free_ports
 from tests.integration.test_cluster import ReactorBaseline
-from txgeerpc.errors import EtcdCompacted, EtcdError, EtcdUnavailable
+from txgeerpc.errors import EtcdAnswerTooLarge, EtcdCompacted, EtcdError, EtcdUnavailable
 from txgeerpc.etcd import EtcdClient, EtcdTLS, KeyValue, WatchEvent
 
 DEADLINE = 10.0
@@ -199,6 +200,90 @@ async def fail_over(cluster: EtcdCluster) -> None:
     await baseline.settled()
 
 
+class Silent(Protocol):
+    """A "member" that takes connections and requests, and never answers."""
+
+    def connectionMade(self) -> None:
+        silent_connections.append(self)
+
+
+silent_connections: list[Silent] = []
+
+
+async def unanswered_member(cluster: EtcdCluster) -> None:
+    """A member that answers nothing: an idempotent request moves on after
+    the timeout, one that may have been applied does not; a request
+    cancelled (or cut by ``close()``) is not sent anywhere else."""
+    baseline = ReactorBaseline()
+    port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+    silent = f"http://127.0.0.1:{port.getHost().port}"
+    member = cluster.members[0]
+    etcd = EtcdClient(reactor, [silent, *cluster.endpoints], request_timeout=0.5)
+    try:
+        # A put may be applied twice harmlessly: after the timeout, the next member.
+        started = _now()
+        await etcd.put(b"/u/put", b"1")
+        assert 0.5 <= _now() - started < 2, _now() - started
+        assert member.get(b"/u/put") == b"1"
+
+        # A create that timed out may have been applied: it is not sent again.
+        etcd._preferred = 0
+        try:
+            await etcd.create(b"/u/create", b"1")
+        except EtcdUnavailable as error:
+            assert list(error.reasons) == [silent], error.reasons
+            assert "no answer within 0.5s" in error.reasons[silent], error.reasons
+            assert "may have been applied" in error.reasons[silent], error.reasons
+        else:
+            raise AssertionError("a create that may have been applied was sent again")
+        assert member.get(b"/u/create") is None
+
+        # Cancelled, or cut off by close(): nothing goes to another member.
+        etcd._preferred = 0
+        cancelled = etcd.put(b"/u/cancelled", b"1")
+        await deferLater(reactor, 0.1, lambda: None)
+        cancelled.cancel()
+        closed = etcd.put(b"/u/closed", b"1")
+        await deferLater(reactor, 0.1, lambda: None)
+        await etcd.close()
+        for d in (cancelled, closed):
+            try:
+                await d
+            except CancelledError:
+                pass
+            else:
+                raise AssertionError("a cancelled put was answered")
+        await deferLater(reactor, 1.0, lambda: None)  # past the timeout: nothing moved on
+        assert member.get(b"/u/cancelled") is None
+        assert member.get(b"/u/closed") is None
+    finally:
+        await etcd.close()
+        for connection in silent_connections:
+            connection.transport.abortConnection()  # type: ignore[union-attr]
+        silent_connections.clear()
+        await port.stopListening()
+    await baseline.settled()
+
+
+async def oversized_watch_message(cluster: EtcdCluster) -> None:
+    baseline = ReactorBaseline()
+    etcd = EtcdClient(reactor, cluster.endpoints, max_answer=2048)
+    try:
+        start = await etcd.put(b"/o/small", b"1")
+        watch = etcd.watch_prefix(b"/o/", start + 1, Recorder())
+        await etcd.put(b"/o/large", b"x" * 4096)
+        try:
+            await watch.done
+        except EtcdAnswerTooLarge as error:
+            assert error.limit == 2048
+        else:
+            raise AssertionError("a watch message over the limit was taken")
+        assert watch.reconnections == 0  # the same message again would not fit either
+    finally:
+        await etcd.close()
+    await baseline.settled()
+
+
 async def authenticated(cluster: EtcdCluster) -> None:
     member = cluster.members[0]
     member.request("/v3/auth/user/add", {"name": "root", "password": "s3cret"})
@@ -218,10 +303,26 @@ async def authenticated(cluster: EtcdCluster) -> None:
         found = await etcd.get(b"/a/k")
         assert found is not None and found.value == b"v"
         assert etcd._token and etcd._token != first_token + "-stale"
+        # A watch opened with a token etcd no longer takes renews it too.
+        etcd._token = etcd._token + "-stale"
         recorder = Recorder()
         watch = etcd.watch_prefix(b"/a/", 1, recorder)
         await _until(lambda: len(recorder.events) == 1, "an authenticated watch")
         watch.stop()
+        # Many requests needing a token share one login.
+        logins = 0
+        authenticate = etcd._authenticate
+
+        async def counted(endpoint: str) -> str:
+            nonlocal logins
+            logins += 1
+            return await authenticate(endpoint)
+
+        etcd._authenticate = counted  # type: ignore[method-assign]
+        etcd._token = None
+        answers = await gatherResults([etcd.get(b"/a/k") for _ in range(10)])
+        assert [kv.value for kv in answers if kv] == [b"v"] * 10
+        assert logins == 1, logins
         for client in (anonymous, wrong):
             try:
                 await client.get(b"/a/k")
@@ -424,6 +525,18 @@ async def test_fail_over(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_unanswered_member(tmp_path: Path) -> None:
+    with EtcdCluster.start(tmp_path) as cluster:
+        await unanswered_member(cluster)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
+async def test_oversized_watch_message(tmp_path: Path) -> None:
+    with EtcdCluster.start(tmp_path) as cluster:
+        await oversized_watch_message(cluster)
+
+
+@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
 async def test_authenticated(tmp_path: Path) -> None:
     with EtcdCluster.start(tmp_path) as cluster:
         await authenticated(cluster)
@@ -467,6 +580,12 @@ class ClientTrialTests(TestCase):
 
     def test_fail_over(self) -> Deferred[Any]:
         return _run(fail_over, self.cluster())
+
+    def test_unanswered_member(self) -> Deferred[Any]:
+        return _run(unanswered_member, self.cluster())
+
+    def test_oversized_watch_message(self) -> Deferred[Any]:
+        return _run(oversized_watch_message, self.cluster())
 
     def test_authenticated(self) -> Deferred[Any]:
         return _run(authenticated, self.cluster())

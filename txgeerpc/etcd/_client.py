@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
+from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -30,7 +31,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from ..errors import EtcdCompacted, EtcdError, EtcdUnavailable
+from ..errors import EtcdAnswerTooLarge, EtcdCompacted, EtcdError, EtcdUnavailable
 from . import _gateway as gateway
 from ._api import EventsListener, KeyValue, Range, WatchEvent
 
@@ -115,7 +116,15 @@ class _QuietFactory(_HTTP11ClientFactory):
 
 
 class _Unreachable(Exception):
-    """This member did not answer (or answered "unavailable"): try another."""
+    """This member did not answer (or answered "unavailable"): try another.
+
+    :ivar sent: whether the request may have been applied (it reached the
+        member, and no answer says otherwise).
+    """
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        super().__init__(reason)
+        self.sent = sent
 
 
 class EtcdClient:
@@ -163,12 +172,14 @@ class EtcdClient:
         self.request_timeout = request_timeout
         self._credentials = (username, password) if username is not None else None
         self._token: str | None = None
+        self._logging_in: list[Deferred[str]] | None = None
         self._max_answer = max_answer
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
         self.watch_probe = watch_probe
         self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.retryAutomatically = False  # a put must not be sent twice behind our back
+        # Fail-over decides what is sent again (see _request), not the pool.
+        self._pool.retryAutomatically = False
         self._pool._factory = _QuietFactory  # no "Starting factory" log per connection
         agent = Agent(
             reactor,
@@ -214,10 +225,17 @@ class EtcdClient:
         )
 
     def grant(self, ttl: int) -> Deferred[int]:
+        """See :meth:`txgeerpc.etcd.Etcd.grant`.
+
+        :raises ValueError: ``ttl`` is less than 1.
+        """
         if ttl < 1:
             raise ValueError(f"a lease lasts 1 second or more, not {ttl}")
         return self._call(
-            "/v3/lease/grant", {"TTL": ttl}, lambda answer: gateway.number(answer, "ID")
+            "/v3/lease/grant",
+            {"TTL": ttl},
+            lambda answer: gateway.number(answer, "ID"),
+            idempotent=False,  # granted twice, one lease would sit unused for its TTL
         )
 
     def keep_alive(self, lease: int) -> Deferred[int]:
@@ -240,15 +258,27 @@ class EtcdClient:
 
     def create(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
         return self._call(
-            "/v3/kv/txn", gateway.create_request(key, value, lease), gateway.create_answer
+            "/v3/kv/txn",
+            gateway.create_request(key, value, lease),
+            gateway.create_answer,
+            idempotent=False,  # applied twice, the second answers "exists"
         )
 
     def watch_prefix(
         self, prefix: bytes, start_revision: int, listener: EventsListener
     ) -> _PrefixWatch:
-        if self._closed:
-            raise EtcdError("client closed")
+        """See :meth:`txgeerpc.etcd.Etcd.watch_prefix`.  After :meth:`close`,
+        the watch's ``done`` has failed with :class:`EtcdError`.
+
+        :raises ValueError: ``start_revision`` is less than 1.
+        """
+        if start_revision < 1:
+            raise ValueError(f"a watch starts at revision 1 or later, not {start_revision}")
         watch = _PrefixWatch(self, prefix, start_revision, listener)
+        if self._closed:
+            watch.stop()
+            watch.done = fail(EtcdError("client closed"))
+            return watch
         self._watches.add(watch)
         watch.done.addBoth(self._forget_watch, watch)
         watch.start()
@@ -259,7 +289,10 @@ class EtcdClient:
         return result
 
     def close(self) -> Deferred[None]:
-        """Stop every watch, cancel every request, close every connection."""
+        """Stop every watch and cancel every request (their Deferreds fail
+        with ``CancelledError``); the Deferred fires once the idle pooled
+        connections are closed (the aborted ones close on the next reactor
+        turns).  Nothing works after it."""
         self._closed = True
         for watch in list(self._watches):
             watch.stop()
@@ -271,19 +304,42 @@ class EtcdClient:
     # -- requests, with fail-over --------------------------------------------
 
     def _call(
-        self, path: str, body: dict[str, Any], read: Callable[[dict[str, Any]], Any]
+        self,
+        path: str,
+        body: dict[str, Any],
+        read: Callable[[dict[str, Any]], Any],
+        *,
+        idempotent: bool = True,
     ) -> Deferred[Any]:
+        """``read(answer)`` of the first member that answers.  A request
+        that is not ``idempotent`` goes to another member only when it was
+        certainly not applied (no connection, or "no leader")."""
         if self._closed:
             return fail(EtcdError("client closed"))
-        d = ensureDeferred(self._request(path, body))
-        self._running.add(d)
+        request = _Request()
+        # Cancelling stops the member being asked (and any fail-over); the
+        # work's own outcome then only needs consuming.
+        result: Deferred[Any] = Deferred(lambda _: request.cancel())
+        self._running.add(result)
 
-        def done(result: Any) -> Any:
-            self._running.discard(d)
-            return result
+        def finished(outcome: Any) -> None:
+            self._running.discard(result)
+            if result.called:
+                return
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+                return
+            try:
+                value = read(outcome)
+            except EtcdError:
+                result.errback()
+            except Exception as error:  # a field that is not what etcd sends
+                result.errback(EtcdError(f"unexpected answer ({error!r}): {outcome!r:.300}"))
+            else:
+                result.callback(value)
 
-        d.addBoth(done)
-        return d.addCallback(read)
+        ensureDeferred(self._request(path, body, request, idempotent)).addBoth(finished)
+        return result
 
     def _order(self) -> Iterator[tuple[int, str]]:
         """Every endpoint once, the one that last answered first."""
@@ -292,13 +348,18 @@ class EtcdClient:
             index = (self._preferred + step) % count
             yield index, self.endpoints[index]
 
-    async def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _request(
+        self, path: str, body: dict[str, Any], request: _Request, idempotent: bool
+    ) -> dict[str, Any]:
         reasons: dict[str, str] = {}
         for index, endpoint in self._order():
             try:
-                answer = await self._ask(endpoint, path, body)
+                answer = await self._ask(endpoint, path, body, request)
             except _Unreachable as reason:
                 reasons[endpoint] = str(reason)
+                if reason.sent and not idempotent:
+                    reasons[endpoint] += " (it may have been applied: not sent to another member)"
+                    break
                 continue
             if reasons and index != self._preferred:
                 self._log.warn(
@@ -311,40 +372,91 @@ class EtcdClient:
             return answer
         raise EtcdUnavailable(reasons)
 
-    async def _ask(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One member's answer; an expired auth token is renewed once."""
+    async def _ask(
+        self, endpoint: str, path: str, body: dict[str, Any], request: _Request
+    ) -> dict[str, Any]:
+        """One member's answer; an auth token it no longer takes is renewed once."""
         for attempt in (1, 2):
             try:
-                answer: dict[str, Any] = await self._timed(self._exchange(endpoint, path, body))
+                exchange = self._exchange(endpoint, path, body, request)
+                answer: dict[str, Any] = await self._timed(exchange, request)
                 return answer
             except EtcdError as error:
-                if error.code in (gateway.UNAVAILABLE, gateway.DEADLINE_EXCEEDED):
-                    raise _Unreachable(error.message) from None
-                if error.code == gateway.UNAUTHENTICATED and self._credentials and attempt == 1:
-                    self._token = None
-                    continue
-                raise
+                self._check_answer(error, request, retry=attempt == 1)
         raise AssertionError("unreachable")
 
-    async def _timed(self, exchange: Any) -> Any:
+    def _check_answer(self, error: EtcdError, request: _Request, *, retry: bool) -> None:
+        """Return to try again with a new token; raise what the error means."""
+        if error.code in (gateway.UNAVAILABLE, gateway.DEADLINE_EXCEEDED):
+            raise _Unreachable(error.message, sent=error.message not in gateway.NOT_APPLIED)
+        if error.code == gateway.UNAUTHENTICATED and self._credentials and retry:
+            self._forget_token(request.token)
+            return
+        raise error
+
+    async def _timed(self, exchange: Any, request: _Request | None = None) -> Any:
+        """``exchange`` within the request timeout; a member that cannot be
+        used is :class:`_Unreachable`, a cancelled request ``CancelledError``."""
         d = ensureDeferred(exchange)
-        d.addTimeout(self.request_timeout, self._clock)
+        timeout = self.request_timeout
+        d.addTimeout(
+            timeout,
+            self._clock,
+            lambda *_: Failure(_Unreachable(f"no answer within {timeout:g}s", sent=True)),
+        )
+        if request is not None:
+            request.attempt = d
         try:
             return await d
-        except (EtcdError, CancelledError):
+        except (EtcdError, _Unreachable, CancelledError):
+            if request is not None and request.cancelled:
+                raise CancelledError() from None
             raise
-        except TimeoutError:
-            raise _Unreachable(f"no answer within {self.request_timeout:g}s") from None
         except Exception as error:  # refused, reset, unresolvable...: the transport's own
-            raise _Unreachable(_describe(error)) from None
+            if (request is not None and request.cancelled) or self._closed:
+                raise CancelledError() from None
+            sent = not isinstance(error, ConnectError | ConnectingCancelledError)
+            raise _Unreachable(_describe(error), sent=sent) from None
+        finally:
+            if request is not None:
+                request.attempt = None
 
-    async def _headers(self, endpoint: str) -> dict[bytes, list[bytes]]:
+    async def _headers(self, endpoint: str, request: _Request) -> dict[bytes, list[bytes]]:
         headers = {b"Content-Type": [b"application/json"]}
         if self._credentials is not None:
-            if self._token is None:
-                self._token = await self._authenticate(endpoint)
-            headers[b"Authorization"] = [self._token.encode("ascii")]
+            token = self._token if self._token is not None else await self._login(endpoint)
+            request.token = token
+            headers[b"Authorization"] = [token.encode("ascii")]
         return headers
+
+    def _forget_token(self, sent: str | None) -> None:
+        """Drop the token a member refused, unless it was renewed since."""
+        if sent is not None and self._token == sent:
+            self._token = None
+
+    async def _login(self, endpoint: str) -> str:
+        """A new auth token: one login at a time, whoever needs it."""
+        if self._logging_in is not None:
+            waiter: Deferred[str] = Deferred()
+            self._logging_in.append(waiter)
+            return await waiter
+        waiting: list[Deferred[str]] = []
+        self._logging_in = waiting
+        try:
+            token = await self._authenticate(endpoint)
+        except BaseException as error:
+            self._logging_in = None
+            # Waiters try for themselves (at the next member) unless the
+            # credentials were refused.
+            reason = error if isinstance(error, EtcdError) else None
+            for waiter in waiting:
+                waiter.errback(reason or _Unreachable(f"login: {_describe(error)}", sent=False))
+            raise
+        self._logging_in = None
+        self._token = token
+        for waiter in waiting:
+            waiter.callback(token)
+        return token
 
     async def _authenticate(self, endpoint: str) -> str:
         assert self._credentials is not None
@@ -357,8 +469,10 @@ class EtcdClient:
             raise EtcdError("authentication answered no token", endpoint=endpoint)
         return token
 
-    async def _exchange(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._post(endpoint, path, body, await self._headers(endpoint))
+    async def _exchange(
+        self, endpoint: str, path: str, body: dict[str, Any], request: _Request
+    ) -> dict[str, Any]:
+        return await self._post(endpoint, path, body, await self._headers(endpoint, request))
 
     async def _post(
         self,
@@ -367,6 +481,8 @@ class EtcdClient:
         body: dict[str, Any],
         headers: dict[bytes, list[bytes]],
     ) -> dict[str, Any]:
+        if self._closed:
+            raise CancelledError()
         response = await self._http.post(
             endpoint + path,
             data=json.dumps(body).encode(),
@@ -375,7 +491,7 @@ class EtcdClient:
         )
         data = await _read(response, self._max_answer, endpoint)
         if response.code >= 500 and not data.startswith(b"{"):
-            raise _Unreachable(f"HTTP {response.code}")
+            raise _Unreachable(f"HTTP {response.code}", sent=True)
         answer = gateway.load(data, endpoint)
         error = gateway.error_of(answer, endpoint)
         if error is None and isinstance(answer.get("result"), dict):
@@ -387,14 +503,18 @@ class EtcdClient:
         result: dict[str, Any] = answer
         return result
 
-    async def _open_stream(self, endpoint: str, path: str, body: dict[str, Any]) -> Any:
+    async def _open_stream(
+        self, endpoint: str, path: str, body: dict[str, Any], request: _Request
+    ) -> Any:
         """A streamed answer, once its status is known to be 200."""
 
         async def open_() -> Any:
-            headers = await self._headers(endpoint)
+            headers = await self._headers(endpoint, request)
             # A member that loses its leader ends the stream, rather than
             # serving a stale view of the cluster.
             headers[b"Grpc-Metadata-Hasleader"] = [b"true"]
+            if self._closed:
+                raise CancelledError()
             response = await self._http.post(
                 endpoint + path,
                 data=json.dumps(body).encode(),
@@ -409,7 +529,28 @@ class EtcdClient:
                 raise error or EtcdError(f"HTTP {response.code}", endpoint=endpoint)
             return response
 
-        return await self._timed(open_())
+        for attempt in (1, 2):
+            try:
+                return await self._timed(open_(), request)
+            except EtcdError as error:
+                self._check_answer(error, request, retry=attempt == 1)
+        raise AssertionError("unreachable")
+
+
+class _Request:
+    """One request's state across the members it is sent to."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.attempt: Deferred[Any] | None = None
+        """The exchange with the member being asked."""
+        self.token: str | None = None
+        """The auth token it was last sent with."""
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.attempt is not None:
+            self.attempt.cancel()
 
 
 def _describe(error: BaseException | None) -> str:
@@ -449,8 +590,6 @@ class _Body(Protocol):
 
 def _read(response: Any, limit: int, endpoint: str) -> Deferred[bytes]:
     """A whole (short) answer body, at most ``limit`` bytes."""
-    from ..errors import EtcdAnswerTooLarge
-
     parts: list[bytes] = []
     size = 0
 
@@ -497,6 +636,8 @@ class _PrefixWatch:
         self._index = client._preferred
         self._failures = 0
         self._opening: Deferred[Any] | None = None
+        self._request: _Request | None = None
+        self._token: str | None = None  # the auth token the stream was opened with
         self._body: _Body | None = None
         self._stream: gateway.MessageStream | None = None
         self._retry: IDelayedCall | None = None
@@ -524,6 +665,9 @@ class _PrefixWatch:
             self._retry.cancel()
         self._retry = None
         opening, self._opening = self._opening, None
+        request, self._request = self._request, None
+        if request is not None:
+            request.cancel()
         if opening is not None:
             opening.cancel()
         body, self._body = self._body, None
@@ -535,14 +679,19 @@ class _PrefixWatch:
         self._retry = None
         client = self._client
         endpoint = client.endpoints[self._index % len(client.endpoints)]
-        request = gateway.watch_request(self.prefix, self.revision + 1)
-        opening = ensureDeferred(client._open_stream(endpoint, "/v3/watch", request))
+        body = gateway.watch_request(self.prefix, self.revision + 1)
+        self._request = request = _Request()
+        opening = ensureDeferred(client._open_stream(endpoint, "/v3/watch", body, request))
         self._opening = opening
         opening.addCallbacks(self._opened, self._lost, callbackArgs=(endpoint,))
 
     def _opened(self, response: Any, endpoint: str) -> None:
         self._opening = None
+        if self._request is not None:
+            self._token = self._request.token
+        self._request = None
         self.endpoint = endpoint
+        self._stop_probing()
         self._stream = gateway.MessageStream(endpoint, self._client._max_answer)
         self._body = _Body(self._received, self._ended)
         response.deliverBody(self._body)
@@ -553,6 +702,10 @@ class _PrefixWatch:
         self._quiet_from_now()
         try:
             messages = self._stream.feed(data)
+        except EtcdAnswerTooLarge as error:
+            # Resuming would only get the same message again.
+            self._finish(error)
+            return
         except EtcdError as error:
             self._drop(str(error))
             return
@@ -569,12 +722,13 @@ class _PrefixWatch:
         result = message.get("result") or {}
         if result.get("canceled"):
             compacted = gateway.number(result, "compact_revision")
+            reason = str(result.get("cancel_reason") or "no reason given")
             if compacted:
-                self._stopped = True
-                self._close_connection()
-                self.done.errback(EtcdCompacted(compacted, endpoint=self.endpoint or ""))
-            else:
-                self._drop(f"watch canceled: {result.get('cancel_reason') or 'no reason given'}")
+                self._finish(EtcdCompacted(compacted, endpoint=self.endpoint or ""))
+                return
+            if "auth" in reason.lower() or "token" in reason.lower():
+                self._client._forget_token(self._token)  # a new one at the next connection
+            self._drop(f"watch canceled: {reason}")
             return
         if result.get("created"):
             self._healthy_since = self._client._clock.seconds()
@@ -617,8 +771,7 @@ class _PrefixWatch:
         client = self._client
 
         async def ask() -> None:
-            headers = await client._headers(endpoint)
-            await client._post(endpoint, "/v3/maintenance/status", {}, headers)
+            await client._post(endpoint, "/v3/maintenance/status", {}, {})  # needs no auth
 
         probing = ensureDeferred(client._timed(ask()))
         self._probing = probing
@@ -635,6 +788,13 @@ class _PrefixWatch:
 
         probing.addCallbacks(answered, silent)
 
+    def _finish(self, error: EtcdError) -> None:
+        """The watch cannot go on: ``done`` fails with ``error``."""
+        self._stopped = True
+        self._close_connection()
+        if not self.done.called:
+            self.done.errback(error)
+
     def _tell(self, events: list[WatchEvent]) -> None:
         try:
             self._listener(events, self.revision)
@@ -644,16 +804,18 @@ class _PrefixWatch:
     def _drop(self, reason: str) -> None:
         """End this connection and resume on the next member."""
         self._close_connection()
-        self._lost(Failure(_Unreachable(reason)))
+        self._lost(Failure(_Unreachable(reason, sent=True)))
 
     def _ended(self, reason: Failure | None) -> None:
         if self._body is None:
             return  # we dropped it
         self._body = None
-        self._lost(reason or Failure(_Unreachable("the member ended the watch")))
+        self._lost(reason or Failure(_Unreachable("the member ended the watch", sent=True)))
 
     def _lost(self, reason: Failure) -> None:
         self._opening = None
+        self._request = None
+        self._stop_probing()  # a check of the member just lost must not drop the next one
         client = self._client
         endpoint = self.endpoint or client.endpoints[self._index % len(client.endpoints)]
         self.endpoint = None

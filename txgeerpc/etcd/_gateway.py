@@ -25,6 +25,9 @@ NOT_FOUND = 5
 UNAUTHENTICATED = 16
 INVALID_ARGUMENT = 3
 COMPACTED_MESSAGE = "required revision has been compacted"
+NOT_APPLIED = frozenset({"no leader"})
+"""Unavailable answers a member gives before proposing anything: a write
+so refused can go to another member."""
 
 
 def b64(data: bytes) -> str:
@@ -36,8 +39,15 @@ def unb64(text: str) -> bytes:
 
 
 def number(message: dict[str, Any], name: str) -> int:
-    """An integer field (a string for 64-bit ones), 0 when left out."""
-    return int(message.get(name) or 0)
+    """An integer field (a string for 64-bit ones), 0 when left out.
+
+    :raises EtcdError: it is not an integer.
+    """
+    value = message.get(name) or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise EtcdError(f"{name} is not an integer: {value!r:.100}") from None
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -116,7 +126,6 @@ def watch_request(prefix: bytes, start_revision: int) -> dict[str, Any]:
             "key": b64(prefix),
             "range_end": b64(prefix_end(prefix)),
             "start_revision": str(start_revision),
-            "progress_notify": True,
         }
     }
 
