@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests._processes import start, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +43,9 @@ def test_program_example_runs(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, "5\n2\n"), result.stderr
 
 
-def test_testing_example_passes(tmp_path: Path) -> None:
-    block = next(code for code in python_blocks().values() if "connect_in_memory" in code)
+@pytest.mark.parametrize("uses", ["connect_in_memory", "FakeEtcd"])
+def test_testing_example_passes(tmp_path: Path, uses: str) -> None:
+    block = next(code for code in python_blocks().values() if uses in code)
     (tmp_path / "test_readme_example.py").write_text(block, encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
