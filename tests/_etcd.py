@@ -26,6 +26,12 @@ working directory)::
 three: 3.4 first asks its peers for a cluster, a second each); under a
 reactor-spinning ``TestCase`` call it before the reactor work starts.
 
+Every ``etcd`` runs in a session of its own (a Ctrl-C at the terminal reaches
+the test process, which stops it) and, on Linux, is killed by the kernel when
+the thread that started it ends (``PR_SET_PDEATHSIG``): a test process
+SIGKILLed (a CI timeout, an OOM kill) leaves no etcd behind.  So start
+clusters from a thread that outlives them (the main thread, or the reactor's).
+
 A cluster is ready when every member has logged that it serves clients, a
 linearizable range through each member's JSON gateway answers 200 (so a quorum
 with a leader is up: writes go through), and, for more than one member, each
@@ -36,6 +42,8 @@ reports a leader in ``/v3/maintenance/status``.  After ``members[i].kill()``,
 from __future__ import annotations
 
 import base64
+import ctypes
+import ctypes.util
 import json
 import os
 import re
@@ -44,12 +52,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.client import HTTPException
 from pathlib import Path
 from types import TracebackType
@@ -84,6 +93,36 @@ def free_ports(n: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGKILL the child when the thread
+    that forked it ends (Linux); None elsewhere, or without a usable
+    ``prctl``.  Everything is looked up here, before the fork: the function
+    only calls ``prctl`` and ``getppid`` in the child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    kill = int(signal.SIGKILL)
+    getppid = os.getppid
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(1)
+
+    return preexec
 
 
 def etcd_executable() -> str:
@@ -435,6 +474,7 @@ def _spawn(
     initial_cluster = ",".join(f"{n}={u}" for n, u in zip(names, peer_urls, strict=True))
     # etcd also reads its flags from ETCD_* variables; only ours count here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
+    preexec = _die_with_parent()
     members: list[EtcdMember] = []
     for name, client_url, peer_url in zip(names, client_urls, peer_urls, strict=True):
         data_dir = directory / name
@@ -457,7 +497,13 @@ def _spawn(
         ]  # fmt: skip
         try:
             process = subprocess.Popen(
-                args, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                args,
+                cwd=directory,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=preexec,
             )
         except BaseException:
             EtcdCluster(members).stop()

@@ -17,7 +17,7 @@ from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Server
-from txgeerpc.errors import EtcdUnavailable
+from txgeerpc.errors import EtcdError, EtcdUnavailable
 from txgeerpc.etcd import EtcdDiscovery, EtcdRegistration
 from txgeerpc.etcd._keys import DEFAULT_PREFIX, server_key
 from txgeerpc.selection import RoundRobinSelect
@@ -283,6 +283,18 @@ class CompactionTests(DiscoveryTestCase):
         self.put(C)
         self.assertEqual(discovery.servers(), [C, B])
 
+    def test_stopped_by_a_listener_at_the_listing_after_a_compaction(self) -> None:
+        self.fall_behind()
+        discovery = self.discovery_under_test
+        discovery.on_change(lambda servers: discovery.stopService())
+        self.etcd.available = True  # compacted: listed again, a change: stopped
+        self.assertEqual(self.heard, [[C, A, B], [B]])
+        self.assertFalse(discovery.running)
+        self.assertEqual(self.etcd.requests.count("watch_prefix"), 1)  # not watched again
+        self.put(A)
+        self.assertEqual(discovery.servers(), [B])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
 
 class StopTests(DiscoveryTestCase):
     def test_stop_leaves_nothing_on_the_clock(self) -> None:
@@ -321,6 +333,81 @@ class StopTests(DiscoveryTestCase):
         self.assertEqual(discovery.servers(), [A, B])
         self.put(C)
         self.assertEqual(discovery.servers(), [C, A, B])
+
+    def test_stopped_by_a_listener_at_the_first_listing(self) -> None:
+        self.put(A)
+        discovery = self.discovery()
+        discovery.on_change(lambda servers: discovery.stopService())
+        discovery.startService()
+        self.assertEqual(self.heard, [[A]])
+        self.assertFalse(discovery.running)
+        self.assertNotIn("watch_prefix", self.etcd.requests)  # no watch left behind
+        self.put(B)
+        self.assertEqual(discovery.servers(), [A])
+        self.successResultOf(discovery.ready())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class WatchRefusedTests(DiscoveryTestCase):
+    """``watch_prefix`` raising at once (the real client does once it is
+    closed, or for a bad revision): a failed listing, tried again."""
+
+    def refuse_watches(self, error: Exception, times: int) -> None:
+        real_watch_prefix = self.etcd.watch_prefix
+        refused: list[Exception] = []
+
+        def watch_prefix(*args: Any) -> Any:
+            if len(refused) < times:
+                self.etcd.requests.append("watch_prefix")
+                refused.append(error)
+                raise error
+            return real_watch_prefix(*args)
+
+        self.patch(self.etcd, "watch_prefix", watch_prefix)
+
+    def test_refused_watch_releases_ready_and_retries(self) -> None:
+        self.put(A)
+        self.refuse_watches(EtcdError("client closed"), times=2)
+        self.etcd.delay = 1
+        discovery = self.discovery(retry=2, max_retry=8)
+        discovery.startService()
+        ready = discovery.ready()
+        self.clock.advance(1)
+        self.successResultOf(ready)  # not left waiting for ever
+        self.assertEqual(discovery.servers(), [A])  # the listing itself was good
+        self.assertEqual(discovery.failures, 1)
+        [warning] = self.logged(LogLevel.warn)
+        self.assertIn("failed (etcd: client closed)", warning)
+        self.assertIn("retrying in 2s", warning)
+        self.clock.pump([2, 1])  # listed again, the watch refused again: backoff
+        self.assertEqual(discovery.failures, 2)
+        self.clock.pump([4, 1])
+        self.assertEqual(discovery.failures, 0)
+        self.assertEqual(self.etcd.requests.count("watch_prefix"), 3)
+        self.etcd.delay = 0
+        self.put(B)  # the third watch is on
+        self.assertEqual(discovery.servers(), [A, B])
+        self.assertIn("answers again after 2 failed listings", self.logged(LogLevel.info)[-2])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_value_error_too(self) -> None:
+        self.refuse_watches(ValueError("bad revision"), times=1)
+        discovery = self.discovery(retry=1)
+        discovery.startService()
+        self.successResultOf(discovery.ready())
+        self.assertEqual(discovery.failures, 1)
+        self.clock.advance(1)
+        self.put(A)
+        self.assertEqual(discovery.servers(), [A])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_while_retrying_after_a_refused_watch(self) -> None:
+        self.refuse_watches(EtcdError("client closed"), times=1)
+        discovery = self.discovery()
+        discovery.startService()
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        discovery.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class Who:

@@ -11,10 +11,11 @@ import json
 from itertools import pairwise
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from txgeerpc.errors import EtcdUnavailable
 from txgeerpc.etcd import EtcdRegistration
 from txgeerpc.etcd._keys import DEFAULT_PREFIX, server_key
 from txgeerpc.testing import FakeEtcd
@@ -218,6 +219,175 @@ class BackoffTests(RegistrationTestCase):
             due = min(call.getTime() for call in self.clock.getDelayedCalls())
             self.clock.advance(due - self.clock.seconds())
         return self.clock.seconds()
+
+
+class FrozenMemberTests(RegistrationTestCase):
+    """A member that takes a keep-alive and never answers: the etcd client
+    gives up on it after its request timeout (5 s by default), longer than a
+    short TTL."""
+
+    def freeze_keep_alives(self, count: int, timeout: float = 5.0) -> list[Deferred[int]]:
+        """The next ``count`` keep-alives fail after ``timeout`` seconds
+        (cancelled before, they end at once)."""
+        real_keep_alive = self.etcd.keep_alive
+        frozen: list[Deferred[int]] = []
+
+        def keep_alive(lease: int) -> Deferred[int]:
+            if len(frozen) >= count:
+                return real_keep_alive(lease)
+            self.etcd.requests.append("keep_alive")
+            d: Deferred[int] = Deferred(lambda _: timer.cancel())
+            timer = self.clock.callLater(timeout, d.errback, EtcdUnavailable({"m": "timeout"}))
+            frozen.append(d)
+            return d
+
+        self.patch(self.etcd, "keep_alive", keep_alive)
+        return frozen
+
+    def test_a_renewal_is_bounded_by_the_period(self) -> None:
+        registration = self.registration(ttl=2)  # period 2/3 s, first retry 2/9 s
+        registration.startService()
+        lease = registration.lease
+        frozen = self.freeze_keep_alives(1)
+        for _ in range(100):  # 10 s, the lease never lapses
+            self.clock.advance(0.1)
+            self.assertIsNotNone(self.stored(), self.clock.seconds())
+        self.assertTrue(frozen[0].called)  # given up on after the period
+        self.assertEqual(self.etcd.requests.count("grant"), 1)
+        self.assertEqual(registration.lease, lease)
+        self.assertEqual(registration.failures, 0)
+        [warning] = self.logged(LogLevel.warn)
+        self.assertIn(
+            f"renewing the lease of {ADDRESS} failed (no answer within 0.666667s)", warning
+        )
+        self.assertIn("works again", self.logged(LogLevel.info)[-1])
+
+    def test_renewals_given_up_on_back_off_as_failures(self) -> None:
+        registration = self.registration(ttl=9)  # period 3 s, first retry 1 s
+        registration.startService()
+        self.freeze_keep_alives(2)
+        # The renewal at 3 is given up on at 6, its retry at 7 at 10, the
+        # next goes out at 12 (backoff 1, then 2 s).
+        times = [self.next_keep_alive() for _ in range(3)]
+        self.assertEqual([time - 1000 for time in times], [3, 7, 12])
+        self.assertEqual(registration.failures, 0)
+        # Unanswered for longer than the TTL: the lease expired at 9.
+        self.assertEqual(registration.registrations, 2)
+        self.assertEqual(self.stored().lease, registration.lease)
+        self.assertIn("renewing the lease of", self.logged(LogLevel.warn)[0])
+        self.assertIn("is gone", self.logged(LogLevel.warn)[1])
+
+    def next_keep_alive(self) -> float:
+        before = self.etcd.requests.count("keep_alive")
+        while self.etcd.requests.count("keep_alive") == before:
+            due = min(call.getTime() for call in self.clock.getDelayedCalls())
+            self.clock.advance(due - self.clock.seconds())
+        return self.clock.seconds()
+
+
+class KeyCheckTests(RegistrationTestCase):
+    def test_read_back_every_third_renewal(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        self.clock.pump([1] * 30)
+        self.assertEqual(self.etcd.requests[:2], ["grant", "put"])
+        self.assertEqual(
+            self.etcd.requests[2:], ["keep_alive", "keep_alive", "keep_alive", "get"] * 10
+        )
+        self.assertEqual(registration.registrations, 1)
+        self.assertEqual(self.logged(LogLevel.warn), [])
+
+    def test_a_key_deleted_by_hand_is_put_back(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        self.successResultOf(self.etcd.delete(KEY))
+        self.clock.pump([1, 1])
+        self.assertIsNone(self.stored())
+        self.clock.advance(1)  # the third renewal reads it back
+        self.assertEqual(self.etcd.requests[-3:], ["keep_alive", "get", "put"])
+        self.assertEqual(self.stored().lease, registration.lease)
+        self.assertEqual(registration.registrations, 2)
+        [warning] = self.logged(LogLevel.warn)
+        self.assertIn(
+            f"the key of {ADDRESS} was deleted; putting it back under lease {registration.lease:x}",
+            warning,
+        )
+        self.clock.advance(1)  # renewals go on as before
+        self.assertEqual(self.etcd.requests[-1], "keep_alive")
+
+    def test_a_key_overwritten_under_another_lease_is_put_back(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        other = self.successResultOf(self.etcd.grant(100))
+        self.successResultOf(self.etcd.put(KEY, b"another process", lease=other))
+        self.clock.pump([1, 1, 1])
+        kv = self.stored()
+        self.assertEqual(kv.lease, registration.lease)
+        self.assertEqual(json.loads(kv.value)["address"], ADDRESS)
+        [warning] = self.logged(LogLevel.warn)
+        self.assertIn(f"was overwritten under another lease ({other:x})", warning)
+        self.assertEqual(self.successResultOf(self.etcd.keep_alive(other)), 100)  # left alone
+
+    def test_a_key_overwritten_without_a_lease_is_put_back(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        self.successResultOf(self.etcd.put(KEY, b"by hand"))
+        self.clock.pump([1, 1, 1])
+        self.assertEqual(self.stored().lease, registration.lease)
+        self.assertIn("was overwritten without a lease", self.logged(LogLevel.warn)[0])
+
+    def test_a_check_not_answered_holds_no_renewal_back(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        unanswered: list[Deferred[Any]] = []
+        real_get = self.etcd.get
+
+        def get(key: bytes) -> Deferred[Any]:
+            if unanswered:
+                return real_get(key)
+            self.etcd.requests.append("get")
+            unanswered.append(Deferred())
+            return unanswered[0]
+
+        self.patch(self.etcd, "get", get)
+        self.clock.pump([1, 1, 1])  # the third renewal, at 3: its check hangs
+        self.assertEqual(self.etcd.requests[-2:], ["keep_alive", "get"])
+        self.clock.advance(1)  # given up on at 4, and the renewal goes out on time
+        self.assertTrue(unanswered[0].called)
+        self.assertEqual(self.etcd.requests[-1], "keep_alive")
+        self.assertEqual(self.etcd.requests.count("keep_alive"), 4)
+        self.assertEqual(registration.failures, 0)
+        self.assertEqual(self.logged(LogLevel.warn), [])
+        self.clock.pump([1, 1])  # the next check works
+        self.assertEqual(self.etcd.requests[-2:], ["keep_alive", "get"])
+
+    def test_a_failed_check_is_not_a_failed_renewal(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        self.clock.pump([1, 1])
+        self.patch(self.etcd, "get", lambda key: fail(EtcdUnavailable({"m": "down"})))
+        self.clock.advance(1)
+        self.assertEqual((registration.failures, registration.registrations), (0, 1))
+        self.assertEqual(self.logged(LogLevel.warn), [])
+        self.clock.advance(1)
+        self.assertEqual(self.etcd.requests.count("keep_alive"), 4)
+
+    def test_stop_while_checking(self) -> None:
+        registration = self.registration(ttl=3)
+        registration.startService()
+        self.clock.pump([1, 1])
+        self.etcd.delay = 0.5
+        self.clock.advance(1)  # the renewal is under way
+        self.clock.advance(0.5)  # renewed; the check is under way
+        self.assertEqual(self.etcd.requests[-1], "get")
+        stopped = registration.stopService()
+        self.clock.advance(0.5)
+        self.successResultOf(stopped)
+        self.assertEqual(self.etcd.requests[-1], "revoke")
+        self.assertEqual(
+            [call for call in self.clock.getDelayedCalls() if call.func != self.etcd._end_lease],
+            [],
+        )
 
 
 class StopTests(RegistrationTestCase):

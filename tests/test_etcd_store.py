@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
@@ -32,6 +34,7 @@ from txgeerpc.registry import Entry, RegistryPurge, RegistryResource
 from txgeerpc.testing import FakeEtcd
 
 from ._helpers import checked_clock
+from .test_tap_etcd import TLSFiles
 
 PATH = "/_geerpc_/registry"
 A = "tcp@127.0.0.1:7001"
@@ -66,6 +69,16 @@ class _Hooked:
             return answer
 
         return call
+
+
+class _CreateRetried(FakeEtcd):
+    """A create applied, whose answer was lost (the member froze): the
+    client sent it again, to another member, which found the key there,
+    with the lease of the first attempt."""
+
+    def create(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
+        super().create(key, value, lease=lease)
+        return super().create(key, value, lease=lease)
 
 
 class EtcdStoreTestCase(SynchronousTestCase):
@@ -180,6 +193,28 @@ class HeartbeatTests(EtcdStoreTestCase):
         self.assertEqual(self.fake.requests.count("revoke"), 1)
         self.clock.advance(3)
         self.assertIsNone(self.kv(A))
+
+    def test_a_create_applied_then_retried_counts_as_created(self) -> None:
+        etcd = _CreateRetried(self.clock)
+        self.addCleanup(etcd.close)
+        store = EtcdStore(etcd, timeout=3)
+        self.assertIs(self.result(store.heartbeat(A, 0)), True)
+        self.assertEqual(etcd.requests, ["get", "count_prefix", "grant", "create", "create"])
+        found = self.result(etcd.get(key(A)))
+        assert found is not None
+        self.assertEqual(found.lease, 1000)  # our lease, not revoked
+        self.assertEqual(self.result(etcd.keep_alive(1000)), 3)
+        self.clock.advance(2)
+        self.assertIs(self.result(store.heartbeat(A, 2)), False)  # refreshed, not joined again
+        self.assertNotIn("revoke", etcd.requests)
+        self.assertEqual(self.result(store.purge(2)), [])
+
+    def test_without_leases_an_existing_entry_is_not_taken_for_ours(self) -> None:
+        hooked = _Hooked(self.fake)
+        hooked.before["create"] = lambda: self.result(self.fake.put(key(A), b"by hand"))
+        store = EtcdStore(hooked, timeout=0)  # type: ignore[arg-type]
+        self.assertIs(self.result(store.heartbeat(A, 0)), False)  # another's, refreshed
+        self.assertEqual(self.fake.requests[-2:], ["create", "put"])
 
     def test_a_lease_ending_between_renewal_and_write(self) -> None:
         hooked = _Hooked(self.fake)
@@ -422,6 +457,45 @@ class RegistryEtcdOptionsTests(SynchronousTestCase):
         self.assertIn("must not be empty", self.refused(*etcd, "--etcd-prefix", ""))
         self.assertIn("--etcd:", self.refused("--etcd", "ftp://x"))
 
+    def test_etcd_timeout_must_be_finite_and_positive(self) -> None:
+        etcd = ("--etcd", "http://127.0.0.1:2379")
+        for value in ("nan", "inf", "0"):
+            self.assertIn(
+                "--etcd-timeout must be a finite number more than 0",
+                self.refused(*etcd, "--etcd-timeout", value),
+            )
+
+    def test_bad_tls_files_are_usage_errors(self) -> None:
+        pki = TLSFiles(self)
+        etcd = ("--etcd", "127.0.0.1:2379")
+        garbage = f"{pki.garbage!r}: not a PEM"
+        self.assertIn(
+            f"--etcd-ca {garbage} certificate", self.refused(*etcd, "--etcd-ca", pki.garbage)
+        )
+        self.assertIn(
+            f"--etcd-key {garbage} private key",
+            self.refused(*etcd, "--etcd-cert", pki.cert, "--etcd-key", pki.garbage),
+        )
+        self.assertIn(
+            "keys do not match",
+            self.refused(*etcd, "--etcd-cert", pki.cert, "--etcd-key", pki.other_key),
+        )
+        options = self.parse(
+            *etcd, "--etcd-ca", pki.ca, "--etcd-cert", pki.cert, "--etcd-key", pki.key
+        )
+        self.assertEqual(options["etcd"], ["https://127.0.0.1:2379"])
+        service = registry_tap.makeService(options, reactor=MemoryReactorClock())
+        self.successResultOf(service.store._etcd.close())
+
+
+def walk(tree: IService) -> list[IService]:
+    """Every service in ``tree``, depth first."""
+    found = [tree]
+    if isinstance(tree, MultiService):
+        for child in tree:
+            found += walk(child)
+    return found
+
 
 class RegistryEtcdServiceTests(SynchronousTestCase):
     def service(self, *argv: str) -> Any:
@@ -470,6 +544,70 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
         self.assertEqual(fakes[0].requests, [])
         service.stopService()
         self.assertEqual(fakes[0].requests, ["close"])
+
+    def fake_client(self, *argv: str) -> tuple[Any, FakeEtcd, MemoryReactorClock]:
+        """The service tree, on a FakeEtcd and a MemoryReactorClock, started."""
+        fakes: list[FakeEtcd] = []
+
+        def client(config: Any, reactor: Any) -> FakeEtcd:
+            fakes.append(FakeEtcd(reactor))
+            return fakes[-1]
+
+        self.patch(registry_tap._options, "client", client)
+        reactor = MemoryReactorClock()
+        options = registry_tap.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
+        service = registry_tap.makeService(options, reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        return service, fakes[0], reactor
+
+    def test_the_client_is_closed_after_the_listeners_and_the_requests_under_way(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
+        service, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379")
+        [listener] = [s for s in walk(service) if isinstance(s, StreamServerEndpointService)]
+        listener_stopped: Deferred[None] = Deferred()
+        stop_listening = listener.stopService
+
+        def stop() -> Deferred[None]:
+            stop_listening()
+            return listener_stopped  # connections take a while to close
+
+        self.patch(listener, "stopService", stop)
+        etcd.delay = 1
+        heartbeat = service.store.heartbeat(A, 0)  # four requests: four seconds
+        stopped = service.stopService()
+        self.assertFalse(listener.running)
+        self.assertNotIn("close", etcd.requests)  # not while the listeners stop
+        listener_stopped.callback(None)
+        self.assertNotIn("close", etcd.requests)  # nor while a heartbeat is under way
+        reactor.pump([1] * 4)
+        self.assertIs(self.successResultOf(heartbeat), True)
+        self.assertEqual(etcd.requests[-2:], ["create", "close"])
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(len(events), 1)  # the start line only: nothing cut short
+
+    def test_requests_under_way_hold_the_close_back_for_the_etcd_timeout_at_most(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
+        service, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379", "--etcd-timeout", "2")
+        etcd.delay = 100
+        heartbeat = service.store.heartbeat(A, 0)
+        stopped = service.stopService()
+        reactor.advance(1.9)
+        self.assertNotIn("close", etcd.requests)
+        reactor.advance(0.1)
+        self.assertEqual(etcd.requests[-1], "close")
+        self.assertIsNone(self.successResultOf(stopped))
+        self.failureResultOf(heartbeat, EtcdError)  # cut short: the registry answers 503
+        self.assertIn("closing the etcd client with 1 store operations", formatEvent(events[-1]))
+
+    def test_no_request_under_way_closes_at_once(self) -> None:
+        service, etcd, _ = self.fake_client("--etcd", "127.0.0.1:2379")
+        self.assertIs(self.successResultOf(service.store.heartbeat(A, 0)), True)
+        self.successResultOf(service.stopService())
+        self.assertEqual(etcd.requests[-1], "close")
 
     def test_memory_without_etcd(self) -> None:
         events: list[dict[str, Any]] = []

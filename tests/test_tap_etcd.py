@@ -8,8 +8,16 @@ listens, then the etcd client closed and waited for.
 
 from __future__ import annotations
 
+import datetime
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
@@ -17,6 +25,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import tap
+from txgeerpc.errors import EtcdError
 from txgeerpc.etcd import EtcdClient, EtcdRegistration
 from txgeerpc.etcd._keys import DEFAULT_PREFIX
 from txgeerpc.heartbeat import Heartbeat
@@ -25,6 +34,50 @@ from txgeerpc.testing import FakeEtcd
 ETCD = ("--etcd", "http://127.0.0.1:2379")
 ADVERTISE = ("--advertise", "tcp@127.0.0.1:7005")
 LISTEN = ("--listen", "tcp:7005:interface=127.0.0.1")
+
+
+class TLSFiles:
+    """PEM files in a temporary directory (removed after ``test``): a
+    self-signed certificate as CA and client certificate, its key, another
+    key, and a file that is no PEM at all."""
+
+    def __init__(self, test: SynchronousTestCase) -> None:
+        # Not test.mktemp(): under pytest it leaves directories in the working one.
+        directory = Path(tempfile.mkdtemp(prefix="txgeerpc-test-"))
+        test.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "txgeerpc-test")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(1)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+
+        def write(name: str, data: bytes) -> str:
+            path = directory / name
+            path.write_bytes(data)
+            return str(path)
+
+        def pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+            return key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+
+        self.cert = self.ca = write(
+            "cert.pem", certificate.public_bytes(serialization.Encoding.PEM)
+        )
+        self.key = write("key.pem", pem(key))
+        self.other_key = write("other.pem", pem(ec.generate_private_key(ec.SECP256R1())))
+        self.garbage = write("garbage.pem", b"not a PEM file\n")
 
 
 def parse(*argv: str) -> tap.Options:
@@ -93,6 +146,45 @@ class OptionsTests(SynchronousTestCase):
                 parse(*argv)
             self.assertIn(message, str(raised.exception), argv)
 
+    def test_etcd_timeout_must_be_finite_and_positive(self) -> None:
+        for value in ("nan", "inf", "-inf", "0", "-1"):
+            with self.assertRaises(usage.UsageError, msg=value) as raised:
+                parse(*ETCD, *ADVERTISE, "--etcd-timeout", value)
+            self.assertIn(
+                "--etcd-timeout must be a finite number more than 0", str(raised.exception)
+            )
+        self.assertEqual(parse(*ETCD, *ADVERTISE, "--etcd-timeout", "0.5")["etcd-timeout"], 0.5)
+
+    def test_tls_files_are_loaded_when_the_options_are_checked(self) -> None:
+        pki = TLSFiles(self)
+        tls = ("--etcd-ca", pki.ca, "--etcd-cert", pki.cert, "--etcd-key", pki.key)
+        options = parse(*LISTEN, "--etcd", "127.0.0.1:2379", *ADVERTISE, *tls)
+        self.assertEqual(options["etcd"], ["https://127.0.0.1:2379"])
+        tree = tap.makeService(options, reactor=MemoryReactorClock())
+        self.successResultOf(tree.registration._etcd.close())  # type: ignore[attr-defined]
+        for argv, message in [
+            (
+                ["--etcd-ca", pki.garbage],
+                f"--etcd-ca {pki.garbage!r}: not a PEM certificate (PEM routines: no start line)",
+            ),
+            (
+                ["--etcd-cert", pki.key, "--etcd-key", pki.key],
+                f"--etcd-cert {pki.key!r}: not a PEM certificate",
+            ),
+            (
+                ["--etcd-cert", pki.cert, "--etcd-key", pki.garbage],
+                f"--etcd-key {pki.garbage!r}: not a PEM private key",
+            ),
+            (
+                ["--etcd-cert", pki.cert, "--etcd-key", pki.other_key],
+                f"--etcd-cert {pki.cert!r} and --etcd-key {pki.other_key!r}: "
+                "Certificate public and private keys do not match",
+            ),
+        ]:
+            with self.assertRaises(usage.UsageError, msg=argv) as raised:
+                parse(*ETCD, *ADVERTISE, *argv)
+            self.assertIn(message, str(raised.exception), argv)
+
     def test_the_registry_is_unchanged(self) -> None:
         options = parse("--registry", "http://127.0.0.1:1/_geerpc_/registry", *ADVERTISE)
         self.assertEqual((options["etcd"], options["ttl"]), (None, 10))
@@ -155,14 +247,22 @@ class ServiceTreeTests(SynchronousTestCase):
     def test_on_stop_revoke_first_then_stop_and_close(self) -> None:
         closing: Deferred[None] = Deferred()
         real_close = self.etcd.close
+        deleted: list[bytes] = []  # heard by a watch
+        deleted_at_close: list[list[bytes]] = []
 
         def close() -> Deferred[None]:
+            deleted_at_close.append(list(deleted))
             real_close()
             return closing  # the client's connections take a while to close
 
         self.patch(self.etcd, "close", close)
         tree = self.build(*LISTEN, *ETCD, *ADVERTISE)
         self.start(tree)
+        self.etcd.watch_prefix(
+            DEFAULT_PREFIX.encode(),
+            0,
+            lambda events, _: deleted.extend(e.kv.key for e in events if e.kind == "delete"),
+        )
         self.assertNotIn(None, listening(tree))
         self.etcd.delay = 2.0  # the revoke takes two seconds to be answered
         stopped = tree.stopService()
@@ -175,8 +275,10 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertNoResult(stopped)  # until the client is closed
         closing.callback(None)
         self.assertIsNone(self.successResultOf(stopped))
+        # The revoke deleted the key before the client was closed; after, nothing works.
+        self.assertEqual(deleted_at_close, [[DEFAULT_PREFIX.encode() + b"tcp@127.0.0.1:7005"]])
         self.etcd.delay = 0
-        self.assertIsNone(self.successResultOf(self.etcd.get(b"/x")) if False else None)
+        self.failureResultOf(self.etcd.get(b"/x"), EtcdError)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_stop_completes_when_etcd_is_down(self) -> None:

@@ -11,9 +11,12 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from ._one_port import QuietSite, mount
@@ -80,27 +83,88 @@ class Options(usage.Options):
 
 
 class _StoreService(Service):
-    """Says at start which store the registry uses; closes its etcd client
-    (if any) at stop, once the listeners have been told to stop."""
+    """Says at start which store the registry uses.  At stop (once the
+    listeners have stopped: see :class:`_StoreLast`) it waits for the etcd
+    store's operations under way, ``drain`` seconds at most, then closes
+    the etcd client."""
 
     _log = Logger()
 
-    def __init__(self, description: str, etcd: Etcd | None = None) -> None:
+    def __init__(
+        self,
+        description: str,
+        etcd: Etcd | None = None,
+        *,
+        store: EtcdStore | None = None,
+        clock: IReactorTime | None = None,
+        drain: float = 0.0,
+    ) -> None:
         self.description = description
         self.etcd = etcd
+        self._store = store
+        self._clock = clock
+        self._drain = drain
 
     def startService(self) -> None:
         super().startService()
         self._log.info("registry store: {store}", store=self.description)
 
-    def stopService(self) -> Any:
+    def stopService(self) -> Deferred[None] | None:
         super().stopService()
-        return self.etcd.close() if self.etcd is not None else None
+        etcd = self.etcd
+        if etcd is None:
+            return None
+        store = self._store
+        if store is None or self._clock is None or not store.under_way:
+            return etcd.close()
+        idle = store.idle()
+        idle.addTimeout(self._drain, self._clock)
+
+        def drained(result: object) -> Deferred[None]:
+            if isinstance(result, Failure):
+                self._log.info(
+                    "registry: closing the etcd client with {count} store operations"
+                    " still under way after {drain}s",
+                    count=store.under_way,
+                    drain=f"{self._drain:g}",
+                )
+            return etcd.close()
+
+        return idle.addBoth(drained)
+
+
+class _StoreLast(MultiService):
+    """The store service, then the rest of the registry (its purge timer and
+    listeners) as one :class:`MultiService`: started in that order, and
+    stopped the other way round, waiting for the rest to have stopped before
+    the store service stops (and closes the etcd client)."""
+
+    _log = Logger()
+
+    def __init__(self, store: _StoreService, rest: MultiService) -> None:
+        super().__init__()
+        store.setServiceParent(self)
+        rest.setServiceParent(self)
+        self._store = store
+        self._rest = rest
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        d: Deferred[Any] = maybeDeferred(self._rest.stopService)
+
+        def rest_failed(failure: Failure) -> None:
+            self._log.failure("registry: stopping the listeners failed", failure=failure)
+
+        d.addErrback(rest_failed)
+        d.addCallback(lambda _: self._store.stopService())
+        return d
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """The registry service tree: the store, a purge timer and one listener
-    per --listen (stopped in reverse order: the store's etcd client last)."""
+    per --listen (stopped in reverse order: the store's etcd client closed
+    once the listeners have stopped and the requests under way have ended,
+    or --etcd-timeout passed)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -108,7 +172,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     store: IRegistryStore
     if config["etcd"]:
         etcd = _options.client(config, reactor)
-        store = EtcdStore(
+        store = etcd_store = EtcdStore(
             etcd,
             timeout=config["timeout"],
             prefix=config["etcd-prefix"],
@@ -118,6 +182,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             f"etcd at {config['etcd']}, prefix {config['etcd-prefix']!r}"
             f" (timeout {config['timeout']:g}s, at most {config['max-entries']} entries)",
             etcd,
+            store=etcd_store,
+            clock=reactor,
+            drain=config["etcd-timeout"],
         )
     else:
         store = MemoryStore(config["timeout"], max_entries=config["max-entries"])
@@ -128,12 +195,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     mount(root, config["path"], RegistryResource(store, reactor))
     site = QuietSite(root, reactor=reactor)
     site.quiet_paths.add(config["path"].encode())
-    parent = MultiService()
-    described.setServiceParent(parent)
-    RegistryPurge(store, reactor, purge_interval(config["timeout"])).setServiceParent(parent)
+    rest = MultiService()
+    RegistryPurge(store, reactor, purge_interval(config["timeout"])).setServiceParent(rest)
     for description in config["listen"]:
         StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(
-            parent
+            rest
         )
+    parent = _StoreLast(described, rest)
     parent.store = store  # type: ignore[attr-defined]
     return parent

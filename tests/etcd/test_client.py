@@ -243,6 +243,9 @@ async def unanswered_member(cluster: EtcdCluster) -> None:
         cancelled = etcd.put(b"/u/cancelled", b"1")
         await deferLater(reactor, 0.1, lambda: None)
         cancelled.cancel()
+        # Its caller gave up on the silent member: the next request starts at the next.
+        assert etcd.endpoints[etcd._preferred] == member.client_url
+        etcd._preferred = 0
         closed = etcd.put(b"/u/closed", b"1")
         await deferLater(reactor, 0.1, lambda: None)
         await etcd.close()

@@ -2,18 +2,53 @@
 The etcd test harness (``tests/_etcd.py``) against real ``etcd`` processes:
 one member takes a put and answers a range through its JSON gateway; three
 members share what is written through any of them, and the two left answer
-after one is killed.  SynchronousTestCases, so both pytest and trial run them;
-each test stops every process it started.
+after one is killed; an etcd outlives no test process, even a SIGKILLed one.
+SynchronousTestCases, so both pytest and trial run them; each test stops
+every process it started.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests._etcd import EtcdCluster, b64, free_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Starts a cluster, says the PID of its etcd, and dies without a word.
+_ORPHAN = """
+import os, signal, sys
+from pathlib import Path
+from tests._etcd import EtcdCluster
+cluster = EtcdCluster.start(Path(sys.argv[1]), members=1)
+print(cluster.members[0].process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped yet, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill()
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
 
 
 class FreePortsTests(SynchronousTestCase):
@@ -51,6 +86,38 @@ class SingleMemberTests(SynchronousTestCase):
         self.assertIsNotNone(cluster.members[0].process.poll())
         self.assertFalse(directory.exists())  # its own temporary directory
         self.assertIn("received signal; shutting down", cluster.members[0].output())
+
+
+class OrphanTests(SynchronousTestCase):
+    def test_etcd_dies_with_a_sigkilled_test_process(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("PR_SET_PDEATHSIG is Linux's")
+        directory = Path(tempfile.mkdtemp(prefix="txgeerpc-test-"))
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT), *filter(None, [environment.get("PYTHONPATH")])]
+        )
+        test_process = subprocess.run(
+            [sys.executable, "-c", _ORPHAN, str(directory)],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual(test_process.returncode, -signal.SIGKILL, test_process.stderr)
+        pid = int(test_process.stdout)
+
+        def kill_it() -> None:  # should this test fail: leave no etcd behind either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+        self.addCleanup(kill_it)
+        deadline = time.monotonic() + 10
+        pause = threading.Event()
+        while _alive(pid) and time.monotonic() < deadline:
+            pause.wait(0.05)
+        self.assertFalse(_alive(pid), f"etcd {pid} outlived the process that started it")
 
 
 class ThreeMemberTests(SynchronousTestCase):

@@ -319,7 +319,7 @@ class EtcdClient:
         request = _Request()
         # Cancelling stops the member being asked (and any fail-over); the
         # work's own outcome then only needs consuming.
-        result: Deferred[Any] = Deferred(lambda _: request.cancel())
+        result: Deferred[Any] = Deferred(lambda _: self._cancel(request))
         self._running.add(result)
 
         def finished(outcome: Any) -> None:
@@ -341,6 +341,13 @@ class EtcdClient:
         ensureDeferred(self._request(path, body, request, idempotent)).addBoth(finished)
         return result
 
+    def _cancel(self, request: _Request) -> None:
+        # A caller that gave up waiting (its own deadline, shorter than ours)
+        # had no answer from this member: the next request starts at the next.
+        if request.attempt is not None and request.index == self._preferred and not self._closed:
+            self._preferred = (request.index + 1) % len(self.endpoints)
+        request.cancel()
+
     def _order(self) -> Iterator[tuple[int, str]]:
         """Every endpoint once, the one that last answered first."""
         count = len(self.endpoints)
@@ -353,6 +360,7 @@ class EtcdClient:
     ) -> dict[str, Any]:
         reasons: dict[str, str] = {}
         for index, endpoint in self._order():
+            request.index = index
             try:
                 answer = await self._ask(endpoint, path, body, request)
             except _Unreachable as reason:
@@ -546,6 +554,8 @@ class _Request:
         """The exchange with the member being asked."""
         self.token: str | None = None
         """The auth token it was last sent with."""
+        self.index = 0
+        """The endpoint being asked."""
 
     def cancel(self) -> None:
         self.cancelled = True

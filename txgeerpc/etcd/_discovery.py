@@ -141,28 +141,43 @@ class EtcdDiscovery(Service):
         if self._listing is not d or not self.running:
             return
         self._listing = None
-        self.listings += 1
         if self.failures:
             self._log.info(
                 "discovery: etcd answers again after {failures} failed listings",
                 failures=self.failures,
             )
-        self.failures = 0
-        self._retry = self._first_retry
         keys = {}
         for kv in listed.kvs:
             address = address_of(self._prefix, kv.key)
             if address is not None:
                 keys[kv.key] = address
         self._keys = keys
+        generation = self._generation
         self._update()
-        self._start_watch(listed.revision + 1)
+        if generation != self._generation or not self.running:
+            return  # a listener stopped (or restarted) the service
+        try:
+            self._start_watch(listed.revision + 1)
+        except Exception:
+            # The client refused at once (closed, or a bad revision): as a
+            # failed listing, tried again with backoff.
+            self._failed(Failure())
+            return
+        self.listings += 1
+        self.failures = 0
+        self._retry = self._first_retry
         self._first_listing_ended()
 
     def _list_failed(self, reason: Failure, d: Deferred[Range]) -> None:
         if self._listing is not d or not self.running:
             return  # cancelled by stopService
         self._listing = None
+        self._failed(reason)
+
+    def _failed(self, reason: Failure) -> None:
+        """A listing (or the start of its watch) failed: keep the list, list
+        again after the backoff delay, and release the ready() waiters (they
+        do not wait for the retry)."""
         self.failures += 1
         delay = self._retry
         self._retry = min(self._retry * 2, self._max_retry)
@@ -194,6 +209,9 @@ class EtcdDiscovery(Service):
     # -- watching -----------------------------------------------------------------
 
     def _start_watch(self, revision: int) -> None:
+        """Watch from ``revision`` on.  Raises what ``watch_prefix`` raises."""
+        if not self.running:
+            return
         self._generation += 1
         generation = self._generation
 

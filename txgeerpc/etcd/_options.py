@@ -5,6 +5,7 @@ where the cluster is, the key prefix, TLS files and auth credentials.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -28,7 +29,9 @@ PARAMETERS: list[list[Any]] = [
         "etcd-timeout",
         None,
         DEFAULT_REQUEST_TIMEOUT,
-        "Seconds one etcd member has to answer one request (then the next is asked).",
+        "Seconds one etcd member has to answer one request (then the next is asked; "
+        "a lease renewal gives up sooner, within a third of --ttl, and its retry goes "
+        "to the next member).",
         float,
     ],
     ["etcd-ca", None, None, "PEM file of the CA that signed the etcd members' certificates."],
@@ -65,13 +68,17 @@ def check(config: usage.Options) -> None:
         raise usage.UsageError(f"--etcd: {error}") from None
     if not config["etcd-prefix"]:
         raise usage.UsageError("--etcd-prefix must not be empty")
-    if config["etcd-timeout"] <= 0:
-        raise usage.UsageError("--etcd-timeout must be more than 0")
+    if not (math.isfinite(config["etcd-timeout"]) and config["etcd-timeout"] > 0):
+        raise usage.UsageError(
+            f"--etcd-timeout must be a finite number more than 0, not {config['etcd-timeout']}"
+        )
     if (config["etcd-cert"] is None) != (config["etcd-key"] is None):
         raise usage.UsageError("--etcd-cert and --etcd-key go together")
     for name in ("etcd-ca", "etcd-cert", "etcd-key", "etcd-password-file"):
         if config[name] is not None and not os.path.isfile(config[name]):
             raise usage.UsageError(f"--{name} {config[name]!r}: no such file")
+    if tls:
+        _check_tls(config["etcd-ca"], config["etcd-cert"], config["etcd-key"])
     password = None
     if config["etcd-password-file"] is not None:
         with open(config["etcd-password-file"], encoding="utf-8") as file:
@@ -85,6 +92,58 @@ def check(config: usage.Options) -> None:
             f"--etcd-user needs a password: --etcd-password-file or ${PASSWORD_ENVIRONMENT}"
         )
     config["etcd-password"] = password
+
+
+def _check_tls(ca: str | None, cert: str | None, key: str | None) -> None:
+    """Load the TLS files as the client will, so that a bad one is a usage
+    error naming it rather than a traceback when the service is made.
+
+    :raises usage.UsageError: a file that is not what it should be, or a key
+        that is not the certificate's.
+    """
+    try:
+        from OpenSSL import crypto
+        from twisted.internet import ssl
+        from twisted.internet.error import VerifyError
+    except ImportError as error:  # Twisted without its [tls] extra
+        raise usage.UsageError(f"etcd over TLS needs pyOpenSSL: {error}") from None
+
+    def load(name: str, path: str, what: str, loader: Any) -> None:
+        try:
+            with open(path, "rb") as file:
+                loader(file.read())
+        except crypto.Error as error:
+            raise usage.UsageError(f"--{name} {path!r}: not {what} ({_reasons(error)})") from None
+        except (OSError, ValueError) as error:
+            raise usage.UsageError(f"--{name} {path!r}: {error}") from None
+
+    if ca is not None:
+        load("etcd-ca", ca, "a PEM certificate", ssl.Certificate.loadPEM)
+    if cert is not None and key is not None:
+        load("etcd-cert", cert, "a PEM certificate", ssl.Certificate.loadPEM)
+        load(
+            "etcd-key",
+            key,
+            "a PEM private key",
+            lambda data: ssl.KeyPair.load(data, crypto.FILETYPE_PEM),
+        )
+    try:
+        EtcdTLS(ca=ca, cert=cert, key=key).policy()
+    except (crypto.Error, VerifyError, OSError, ValueError) as error:
+        # Each file loaded well alone: the key is not the certificate's.
+        files = f"--etcd-cert {cert!r} and --etcd-key {key!r}" if cert else f"--etcd-ca {ca!r}"
+        why = _reasons(error) if isinstance(error, crypto.Error) else str(error)
+        raise usage.UsageError(f"{files}: {why}") from None
+
+
+def _reasons(error: Exception) -> str:
+    """What an ``OpenSSL.crypto.Error`` says, readably."""
+    found = [
+        f"{entry[0]}: {entry[2]}" if entry[0] else str(entry[2])
+        for entry in (error.args[0] if error.args and isinstance(error.args[0], list) else [])
+        if isinstance(entry, tuple) and len(entry) == 3
+    ]
+    return "; ".join(found) or str(error) or type(error).__name__
 
 
 def client(config: usage.Options, reactor: Any) -> EtcdClient:

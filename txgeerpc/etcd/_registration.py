@@ -11,6 +11,16 @@ The rules follow :class:`~txgeerpc.heartbeat.Heartbeat`'s:
 - at start a lease of ``ttl`` seconds is granted and the key put under it
   (overwriting whatever was there);
 - the lease is renewed every third of the TTL (:data:`MIN_PERIOD` at least);
+  a renewal not answered within that period is given up on and counts as
+  failed, so one request cannot hold the renewals back for the etcd
+  client's whole request timeout (5 s by default, longer than the TTL of a
+  short lease); the :class:`~txgeerpc.etcd.EtcdClient` sends the retry to
+  the next member, so a member that stops answering without closing its
+  connections (frozen, partitioned) does not let the lease lapse;
+- every :data:`CHECK_EVERY` renewals (about once per TTL) the key is read
+  back: deleted by hand, or overwritten under another lease (another
+  process registering the same address), it is put back under this
+  server's lease, with a warning;
 - when etcd says the lease is gone (it was unreachable for longer than the
   TTL, or someone revoked the lease), the server registers again under a new
   lease;
@@ -26,13 +36,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..errors import EtcdError
-from ._api import Etcd
+from ._api import Etcd, KeyValue
 from ._keys import DEFAULT_PREFIX, check_prefix, registration_value, server_key
 
 DEFAULT_TTL = 10
@@ -40,6 +51,8 @@ DEFAULT_TTL = 10
 MIN_PERIOD = 0.5
 """Seconds between lease renewals at least."""
 FIRST_RETRY = 1.0
+CHECK_EVERY = 3
+"""Renewals between two readings of the key (about one per TTL)."""
 _LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: "requested lease not found"
 
 
@@ -120,7 +133,11 @@ class EtcdRegistration(Service):
             value = registration_value(self.address, self._clock.seconds(), self.ttl)
             self._send(self._etcd.put(self.key, value, lease=self.lease), self._put)
         else:
-            self._send(self._etcd.keep_alive(self.lease), self._renewed)
+            renewal = self._etcd.keep_alive(self.lease)
+            # No longer than the period: the lease must not lapse while one
+            # member keeps the request for the client's whole request timeout.
+            renewal.addTimeout(self.period, self._clock)
+            self._send(renewal, self._renewed)
 
     def _send(self, d: Deferred[Any], answered: Callable[[Any], None]) -> None:
         self._pending = d
@@ -160,7 +177,65 @@ class EtcdRegistration(Service):
                 "etcd: renewing the lease of {address} works again", address=self.address
             )
         self._worked()
-        self._schedule(self.period)
+        if self.renewals % CHECK_EVERY == 0:
+            self._check()
+        else:
+            self._schedule(self.period)
+
+    # -- the key, read back now and then ------------------------------------------
+
+    def _check(self) -> None:
+        """Read the key back after a renewal; the next renewal still comes a
+        period after this one (a check not answered within it is dropped)."""
+        renewed = self._clock.seconds()
+        d: Deferred[KeyValue | None] = self._etcd.get(self.key)
+        d.addTimeout(self.period, self._clock)
+        self._pending = d
+        d.addCallbacks(
+            self._checked,
+            self._check_failed,
+            callbackArgs=(d, renewed),
+            errbackArgs=(d, renewed),
+        )
+
+    def _checked(self, kv: KeyValue | None, d: Deferred[Any], renewed: float) -> None:
+        if self._pending is d:
+            self._pending = None
+        if not self.running:
+            return
+        if kv is not None and kv.lease == self.lease:
+            self._schedule(self._rest_of_period(renewed))
+            return
+        if kv is None:
+            what = "deleted"
+        elif kv.lease:
+            what = f"overwritten under another lease ({kv.lease:x})"
+        else:
+            what = "overwritten without a lease"
+        self._log.warn(
+            "etcd: the key of {address} was {what}; putting it back under lease {lease:x}",
+            address=self.address,
+            what=what,
+            lease=self.lease or 0,
+        )
+        self._registered = False
+        self._step()  # the put, at once
+
+    def _check_failed(self, reason: Failure, d: Deferred[Any], renewed: float) -> None:
+        if self._pending is d:
+            self._pending = None
+        if not self.running:
+            return  # cancelled by stopService
+        # The renewal worked; the next one says whether etcd is reachable.
+        self._log.debug(
+            "etcd: reading the key of {address} back failed ({why}); read again later",
+            address=self.address,
+            why=self._why(reason),
+        )
+        self._schedule(self._rest_of_period(renewed))
+
+    def _rest_of_period(self, since: float) -> float:
+        return max(0.0, self.period - (self._clock.seconds() - since))
 
     def _lease_lost(self, why: str) -> None:
         self._log.warn(
@@ -200,7 +275,7 @@ class EtcdRegistration(Service):
                 "with backoff up to every {period}s",
                 what=self._doing(),
                 address=self.address,
-                why=reason.getErrorMessage(),
+                why=self._why(reason),
                 delay=f"{delay:g}",
                 period=f"{self.period:g}",
             )
@@ -209,10 +284,15 @@ class EtcdRegistration(Service):
                 "etcd: {what} {address} failed again ({why}); retrying in {delay}s",
                 what=self._doing(),
                 address=self.address,
-                why=reason.getErrorMessage(),
+                why=self._why(reason),
                 delay=f"{delay:g}",
             )
         self._schedule(delay)
+
+    def _why(self, reason: Failure) -> str:
+        if reason.check(defer.TimeoutError):
+            return f"no answer within {self.period:g}s"
+        return reason.getErrorMessage()
 
     def _doing(self) -> str:
         if self.lease is None:

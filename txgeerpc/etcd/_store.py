@@ -14,8 +14,9 @@ registered itself directly), and rewrites the value.
 from __future__ import annotations
 
 from math import ceil
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -30,6 +31,8 @@ _ATTEMPTS = 3
 appearing and vanishing under it (other registries and expiring leases)."""
 _MAX_SKIPPED = 1024
 """Foreign keys remembered as already logged (beyond that, not logged)."""
+
+_T = TypeVar("_T")
 
 
 @implementer(IRegistryStore)
@@ -80,6 +83,32 @@ class EtcdStore:
         self._deregistered: set[str] = set()
         """Deregistered through this store: gone, but not expired."""
         self._skipped: set[bytes] = set()
+        self.under_way = 0
+        """Operations begun and not ended yet."""
+        self._idle: list[Deferred[None]] = []
+
+    def idle(self) -> Deferred[None]:
+        """Fires once no operation is under way (at once if none is), so
+        that the etcd client is closed only after them.  Cancellable."""
+        if not self.under_way:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        return waiter
+
+    def _track(self, d: Deferred[_T]) -> Deferred[_T]:
+        self.under_way += 1
+
+        def ended(result: Any) -> Any:
+            self.under_way -= 1
+            if not self.under_way:
+                waiters, self._idle = self._idle, []
+                for waiter in waiters:
+                    if not waiter.called:  # else: cancelled
+                        waiter.callback(None)
+            return result
+
+        return d.addBoth(ended)
 
     # -- IRegistryStore ------------------------------------------------------
 
@@ -96,7 +125,7 @@ class EtcdStore:
         :class:`~txgeerpc.errors.EtcdError` (also when the entry kept
         appearing and vanishing for three rounds).
         """
-        return ensureDeferred(self._heartbeat(address, now))
+        return self._track(ensureDeferred(self._heartbeat(address, now)))
 
     async def _heartbeat(self, address: str, now: float) -> bool:
         key = server_key(self.prefix, address)
@@ -129,7 +158,8 @@ class EtcdStore:
         return True
 
     async def _join(self, key: bytes, value: bytes) -> bool | None:
-        """Create ``key``: True if created, False if someone else's entry was
+        """Create ``key``: True if created (by this call: also when the key
+        found is under the lease just granted), False if someone else's entry was
         there (refreshed instead), None if that entry vanished meanwhile."""
         if await self._etcd.count_prefix(self._prefix) >= self.max_entries:
             raise RegistryFull(self.max_entries)
@@ -140,6 +170,10 @@ class EtcdStore:
             await self._revoke_unused(lease)
             raise
         if existing is None:
+            return True
+        if lease and existing.lease == lease:
+            # Ours: the create was applied, its answer lost, and the client
+            # sent it again (to another member), which found the key it made.
             return True
         # Created by another registry at the same moment (or without a lease):
         # theirs stays, ours goes.
@@ -171,7 +205,7 @@ class EtcdStore:
 
         Fails with an :class:`~txgeerpc.errors.EtcdError`.
         """
-        return ensureDeferred(self._deregister(address))
+        return self._track(ensureDeferred(self._deregister(address)))
 
     async def _deregister(self, address: str) -> bool:
         key = server_key(self.prefix, address)
@@ -192,7 +226,7 @@ class EtcdStore:
 
         Fails with an :class:`~txgeerpc.errors.EtcdError`.
         """
-        return ensureDeferred(self._live(now))
+        return self._track(ensureDeferred(self._live(now)))
 
     async def _live(self, now: float) -> list[Entry]:
         listing = await self._etcd.get_prefix(self._prefix)
@@ -217,7 +251,7 @@ class EtcdStore:
 
         Fails with an :class:`~txgeerpc.errors.EtcdError`.
         """
-        return ensureDeferred(self._purge())
+        return self._track(ensureDeferred(self._purge()))
 
     async def _purge(self) -> list[str]:
         listing = await self._etcd.get_prefix(self._prefix)
