@@ -33,21 +33,22 @@ for txgeerpc servers at the default TTL)."""
 Listener = Callable[[list[str]], None]
 
 
-class StaticDiscovery:
-    """A list the caller keeps up to date with :meth:`update`."""
+class ServerList:
+    """What a discovery's users see: its list (copied out), listeners told
+    of every change, and :meth:`ready` for the first list.  A discovery
+    calls :meth:`_change` with each new list and :meth:`_first_ended` once
+    its first attempt has ended, and says in :meth:`_first_coming` whether
+    one is still to end."""
 
-    def __init__(self, servers: Iterable[str] = ()) -> None:
-        self._servers = list(servers)
+    def __init__(self) -> None:
+        self._servers: list[str] = []
         self._listeners: list[Listener] = []
+        self._ready: list[Deferred[None]] = []
+        self._first_done = False
 
     def servers(self) -> list[str]:
-        """The current servers (a copy)."""
+        """The last known list (a copy); empty before the first."""
         return list(self._servers)
-
-    def update(self, servers: Iterable[str]) -> None:
-        """Replace the list (copied, unlike the reference, defect 31)."""
-        self._servers = list(servers)
-        _tell(self._listeners, self.servers())
 
     def on_change(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(servers)`` after every change, until the returned
@@ -55,10 +56,48 @@ class StaticDiscovery:
         return _subscribe(self._listeners, listener)
 
     def ready(self) -> Deferred[None]:
-        return succeed(None)
+        """Fires once the first attempt at a list has ended, well or not (at
+        once if none is under way or coming: the discovery is not running)."""
+        if self._first_done or not self._first_coming():
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._ready.append(waiter)
+        return waiter
+
+    def _first_coming(self) -> bool:
+        return False
+
+    def _change(self, servers: list[str]) -> bool:
+        """Make ``servers`` the list, telling the listeners; False if it was already."""
+        if servers == self._servers:
+            return False
+        self._servers = servers
+        _tell(self._listeners, self.servers())
+        return True
+
+    def _first_ended(self) -> None:
+        self._first_done = True
+        waiters, self._ready = self._ready, []
+        for waiter in waiters:
+            waiter.callback(None)
 
 
-class RegistryDiscovery(Service):
+class StaticDiscovery(ServerList):
+    """A list the caller keeps up to date with :meth:`update`."""
+
+    def __init__(self, servers: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._servers = list(servers)
+        self._first_done = True
+
+    def update(self, servers: Iterable[str]) -> None:
+        """Replace the list (copied, unlike the reference, defect 31); the
+        listeners are told even when it is the same."""
+        self._servers = list(servers)
+        _tell(self._listeners, self.servers())
+
+
+class RegistryDiscovery(ServerList, Service):
     """Servers from a registry's ``X-Geerpc-Servers``, refreshed every
     ``refresh`` seconds while the service runs.
 
@@ -92,13 +131,10 @@ class RegistryDiscovery(Service):
         self._current = 0  # the registry asked first
         self._refresh = refresh
         self._request_timeout = request_timeout
-        self._servers: list[str] = []
-        self._listeners: list[Listener] = []
+        ServerList.__init__(self)
         self._next: IDelayedCall | None = None
         self._pending: Deferred[Any] | None = None
-        self._ready: list[Deferred[None]] = []
         self._refreshed: list[Deferred[list[str]]] = []
-        self._refreshed_once = False
         self._keep_on_empty = keep_on_empty
         self._empty_since: float | None = None
         self.failures = 0
@@ -109,24 +145,8 @@ class RegistryDiscovery(Service):
         last)."""
         return self.registry_urls[self._current]
 
-    def servers(self) -> list[str]:
-        """The last good list (a copy); empty before the first refresh."""
-        return list(self._servers)
-
-    def on_change(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(servers)`` after every change, until the returned
-        function is called."""
-        return _subscribe(self._listeners, listener)
-
-    def ready(self) -> Deferred[None]:
-        """Fires once the first refresh has ended, well or not (at once if
-        the service is not running and no refresh is under way: none will
-        come)."""
-        if self._refreshed_once or (not self.running and self._pending is None):
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._ready.append(waiter)
-        return waiter
+    def _first_coming(self) -> bool:
+        return bool(self.running) or self._pending is not None
 
     def startService(self) -> None:
         super().startService()
@@ -150,7 +170,7 @@ class RegistryDiscovery(Service):
         self._refreshed.append(done)
         if self._pending is not None:
             return done
-        if not self.running and self._refreshed_once:  # stopped: no more requests
+        if not self.running and self._first_done:  # stopped: no more requests
             self._refreshed.remove(done)
             return succeed(self.servers())
         if self._next is not None and self._next.active():
@@ -209,8 +229,7 @@ class RegistryDiscovery(Service):
                 registry=self.registry_url,
                 servers=", ".join(servers) or "no servers",
             )
-            self._servers = servers
-            _tell(self._listeners, self.servers())
+            self._change(servers)
 
     def _failed(self, reason: Any, tried: int) -> None:
         if not self.running:  # stopped (the request cancelled): no more requests
@@ -252,10 +271,7 @@ class RegistryDiscovery(Service):
             self._next = self._clock.callLater(self._refresh, self.refresh)
         # Taken before anyone hears: a refresh asked for by a waiter is a new one.
         refreshes, self._refreshed = self._refreshed, []
-        waiters, self._ready = self._ready, []
-        self._refreshed_once = True
-        for waiter in waiters:
-            waiter.callback(None)
+        self._first_ended()
         for refreshed in refreshes:
             refreshed.callback(self.servers())
 

@@ -16,15 +16,13 @@ and then followed by a watch: etcd pushes every change, nothing is polled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..discovery import Listener, _subscribe, _tell
+from ..discovery import ServerList
 from ..errors import EtcdCompacted
 from ._api import Etcd, Range, Watch, WatchEvent
 from ._keys import DEFAULT_PREFIX, address_of, check_prefix
@@ -33,7 +31,7 @@ DEFAULT_RETRY = 1.0
 DEFAULT_MAX_RETRY = 30.0
 
 
-class EtcdDiscovery(Service):
+class EtcdDiscovery(ServerList, Service):
     """The servers registered in ``etcd`` under ``prefix``, kept up to date by
     a watch while the service runs.  It has the surface of
     :class:`~txgeerpc.discovery.RegistryDiscovery`, so an
@@ -74,10 +72,7 @@ class EtcdDiscovery(Service):
         self._max_retry = max_retry
         self._retry = retry
         self._keys: dict[bytes, str] = {}  # key: the address it names
-        self._servers: list[str] = []
-        self._listeners: list[Listener] = []
-        self._ready: list[Deferred[None]] = []
-        self._listed_once = False
+        ServerList.__init__(self)
         self._listing: Deferred[Range] | None = None
         self._next: IDelayedCall | None = None
         self._watch: Watch | None = None
@@ -87,24 +82,8 @@ class EtcdDiscovery(Service):
 
     # -- the Discovery surface ------------------------------------------------------
 
-    def servers(self) -> list[str]:
-        """The last known list, sorted (a copy); empty before the first listing."""
-        return list(self._servers)
-
-    def on_change(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(servers)`` after every change of the list, until the
-        returned function is called."""
-        return _subscribe(self._listeners, listener)
-
-    def ready(self) -> Deferred[None]:
-        """Fires once the first listing has ended, well or not (at once if
-        the service is not running and no listing is under way: none will
-        come)."""
-        if self._listed_once or (not self.running and self._listing is None):
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._ready.append(waiter)
-        return waiter
+    def _first_coming(self) -> bool:
+        return bool(self.running) or self._listing is not None
 
     # -- the service --------------------------------------------------------------
 
@@ -125,7 +104,7 @@ class EtcdDiscovery(Service):
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.stop()
-        self._first_listing_ended()  # nobody waits for a listing that will not come
+        self._first_ended()  # nobody waits for a listing that will not come
 
     # -- listing ------------------------------------------------------------------
 
@@ -166,7 +145,7 @@ class EtcdDiscovery(Service):
         self.listings += 1
         self.failures = 0
         self._retry = self._first_retry
-        self._first_listing_ended()
+        self._first_ended()
 
     def _list_failed(self, reason: Failure, d: Deferred[Range]) -> None:
         if self._listing is not d or not self.running:
@@ -198,13 +177,7 @@ class EtcdDiscovery(Service):
                 delay=f"{delay:g}",
             )
         self._next = self._clock.callLater(delay, self._list)
-        self._first_listing_ended()
-
-    def _first_listing_ended(self) -> None:
-        self._listed_once = True
-        waiters, self._ready = self._ready, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._first_ended()
 
     # -- watching -----------------------------------------------------------------
 
@@ -264,13 +237,11 @@ class EtcdDiscovery(Service):
 
     def _update(self) -> None:
         servers = sorted(set(self._keys.values()))
-        if servers == self._servers:
-            return
-        self._log.info(
-            "discovery: etcd lists {servers}", servers=", ".join(servers) or "no servers"
-        )
-        self._servers = servers
-        _tell(self._listeners, self.servers())
+        if servers != self._servers:
+            self._log.info(
+                "discovery: etcd lists {servers}", servers=", ".join(servers) or "no servers"
+            )
+            self._change(servers)
 
 
 __all__ = ["EtcdDiscovery"]
