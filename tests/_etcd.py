@@ -54,7 +54,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -63,6 +62,8 @@ from http.client import HTTPException
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests._processes import _Output
 
 STARTUP_DEADLINE = 30.0
 STOP_TIMEOUT = 15.0
@@ -139,27 +140,9 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-class _Log:
-    """Everything a process has written so far, read by a thread so the pipe
-    never fills up."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        self._pipe = process.stdout
-        self.data = b""
-        self.ended = False
-        self.changed = threading.Condition()
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def _drain(self) -> None:
-        while chunk := os.read(self._pipe.fileno(), 65536):
-            with self.changed:
-                self.data += chunk
-                self.changed.notify_all()
-        with self.changed:
-            self.ended = True
-            self.changed.notify_all()
+class _Log(_Output):
+    """Everything a process has written so far (read by a thread so the pipe
+    never fills up), and waits on it."""
 
     def has(self, pattern: re.Pattern[bytes]) -> bool:
         """Whether the log so far matches ``pattern``."""
