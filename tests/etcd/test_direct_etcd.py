@@ -28,13 +28,13 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests._etcd import EtcdCluster
 from tests._processes import STARTUP_DEADLINE
-from tests.integration.test_cluster import Listing, Processes, ReactorBaseline
+from tests.integration.test_cluster import Listing, Processes, ReactorBaseline, registered
 from txgeerpc import connect
 from txgeerpc.errors import GeeRPCError
 from txgeerpc.etcd import EtcdClient, EtcdDiscovery
@@ -108,21 +108,8 @@ async def direct_scenario(cluster: EtcdCluster, workdir: str) -> dict[str, Any]:
             )
             for number in (1, 2)
         ]
-        registered = await gatherResults(
-            [
-                server.wait_for(rb"etcd: (tcp@127\.0\.0\.1:\d+) registered as", STARTUP_DEADLINE)
-                for server in spawned
-            ],
-            consumeErrors=True,
-        )
-        servers = {
-            match.group(1).decode(): server
-            for match, server in zip(registered, spawned, strict=True)
-        }
+        servers = await registered(spawned, rb"etcd: (tcp@127\.0\.0\.1:\d+) registered as")
         addresses = sorted(servers)
-        assert len(addresses) == 2, addresses
-        for address, server in servers.items():
-            server.name = f"{server.name} ({address})"
         victim, survivor = addresses
 
         # 1. Both listed (pushed by the watch), both called.

@@ -361,6 +361,21 @@ class Kill:
 # -- the scenario -------------------------------------------------------------------
 
 
+async def registered(spawned: list[Twistd], pattern: bytes) -> dict[str, Twistd]:
+    """Each server by the address it logged (``pattern``'s group) once
+    registered; its name then says the address."""
+    found = await gatherResults(
+        [server.wait_for(pattern, STARTUP_DEADLINE) for server in spawned], consumeErrors=True
+    )
+    servers = {
+        match.group(1).decode(): server for match, server in zip(found, spawned, strict=True)
+    }
+    assert len(servers) == len(spawned), servers
+    for address, server in servers.items():
+        server.name = f"{server.name} ({address})"
+    return servers
+
+
 class ReactorBaseline:
     """Delayed calls and sockets that existed before the scenario (trial's own
     timeout call, for one), to tell what the scenario leaves behind."""
@@ -424,23 +439,8 @@ async def cluster_scenario(workdir: str) -> dict[str, float]:
             )
             for number in (1, 2, 3)
         ]
-        registered = await gatherResults(
-            [
-                server.wait_for(
-                    rb"heartbeat: (tcp@127\.0\.0\.1:\d+) registered at", STARTUP_DEADLINE
-                )
-                for server in spawned
-            ],
-            consumeErrors=True,
-        )
-        servers = {
-            match.group(1).decode(): server
-            for match, server in zip(registered, spawned, strict=True)
-        }
+        servers = await registered(spawned, rb"heartbeat: (tcp@127\.0\.0\.1:\d+) registered at")
         addresses = sorted(servers)
-        assert len(addresses) == 3, addresses
-        for address, server in servers.items():
-            server.name = f"{server.name} ({address})"
         pids = {address: server.pid for address, server in servers.items()}
         victim, survivors = addresses[0], addresses[1:]
 
