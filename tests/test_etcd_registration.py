@@ -406,6 +406,20 @@ class StopTests(RegistrationTestCase):
         self.successResultOf(registration.stopService())
         self.assertEqual(self.etcd.requests.count("revoke"), 1)
 
+    def test_stop_waits_for_the_revoke_at_most_stop_timeout(self) -> None:
+        # However many members the client tries, a stop ends in time.
+        registration = EtcdRegistration(self.etcd, ADDRESS, self.clock, ttl=3, stop_timeout=2)
+        registration.startService()
+        self.etcd.delay = 60
+        stopped = registration.stopService()
+        self.clock.advance(1.9)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertIn("could not revoke the lease", self.logged(LogLevel.warn)[-1])
+        self.etcd.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_stop_completes_when_etcd_is_down(self) -> None:
         registration = self.registration(ttl=3)
         registration.startService()

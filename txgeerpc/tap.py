@@ -479,7 +479,12 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
         if etcd is None:
             etcd = etcd_options.client(config, reactor)
         registration = EtcdRegistration(
-            etcd, config["advertise"], reactor, ttl=config["ttl"], prefix=config["etcd-prefix"]
+            etcd,
+            config["advertise"],
+            reactor,
+            ttl=config["ttl"],
+            prefix=config["etcd-prefix"],
+            stop_timeout=config["etcd-timeout"],
         )
         close_etcd = etcd.close
     if registration is not None:

@@ -30,6 +30,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from tests._etcd import EtcdCluster, free_ports
 from tests.integration.test_cluster import ReactorBaseline
@@ -166,7 +168,13 @@ async def fail_over(cluster: EtcdCluster) -> None:
     nobody = f"http://127.0.0.1:{dead}"
     etcd = EtcdClient(reactor, [nobody, *cluster.endpoints], request_timeout=2)
     alone = EtcdClient(reactor, [nobody], request_timeout=2)
+    # Not etcd at all (a proxy's error page, another web server): the next is asked.
+    web = reactor.listenTCP(0, Site(Resource(), timeout=None), interface="127.0.0.1")
+    elsewhere = f"http://127.0.0.1:{web.getHost().port}"
+    misdirected = EtcdClient(reactor, [elsewhere, *cluster.endpoints], request_timeout=2)
     try:
+        await misdirected.put(b"/g/b", b"1")
+        assert misdirected.endpoints[misdirected._preferred] == cluster.endpoints[0]
         # The dead endpoint is tried first, once; then the live one is preferred,
         # and the log says so.
         logged: list[str] = []
@@ -197,6 +205,8 @@ async def fail_over(cluster: EtcdCluster) -> None:
     finally:
         await etcd.close()
         await alone.close()
+        await misdirected.close()
+        await web.stopListening()
     await baseline.settled()
 
 
@@ -237,6 +247,17 @@ async def unanswered_member(cluster: EtcdCluster) -> None:
         else:
             raise AssertionError("a create that may have been applied was sent again")
         assert member.get(b"/u/create") is None
+        # ... and its retry, a new request, starts at the next member.
+        assert await etcd.create(b"/u/create", b"1") is None
+
+        # Requests under way together each try every member once, whatever
+        # the others meanwhile learnt about which one answers.
+        etcd._preferred = 0
+        first = etcd.get(b"/u/put")
+        await deferLater(reactor, 0.2, lambda: None)
+        second = etcd.get(b"/u/put")
+        answers = await gatherResults([first, second])
+        assert [kv.value for kv in answers if kv] == [b"1", b"1"], answers
 
         # Cancelled, or cut off by close(): nothing goes to another member.
         etcd._preferred = 0
@@ -326,6 +347,14 @@ async def authenticated(cluster: EtcdCluster) -> None:
         answers = await gatherResults([etcd.get(b"/a/k") for _ in range(10)])
         assert [kv.value for kv in answers if kv] == [b"v"] * 10
         assert logins == 1, logins
+        # The request that started a login is cancelled: the others still get in.
+        etcd._token = None
+        started, waiting = etcd.get(b"/a/k"), etcd.get(b"/a/k")
+        started.cancel()
+        found = await waiting
+        assert found is not None and found.value == b"v"
+        assert logins == 2, logins
+        started.addErrback(lambda failure: failure.trap(CancelledError))
         for client in (anonymous, wrong):
             try:
                 await client.get(b"/a/k")
@@ -336,6 +365,26 @@ async def authenticated(cluster: EtcdCluster) -> None:
     finally:
         for client in (etcd, anonymous, wrong):
             await client.close()
+    await baseline.settled()
+
+    # A login that gets no answer sent nothing: even a grant goes on to the next member.
+    port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+    silent = f"http://127.0.0.1:{port.getHost().port}"
+    etcd = EtcdClient(
+        reactor,
+        [silent, *cluster.endpoints],
+        username="root",
+        password="s3cret",
+        request_timeout=0.5,
+    )
+    try:
+        assert await etcd.grant(5) > 0
+    finally:
+        await etcd.close()
+        for connection in silent_connections:
+            connection.transport.abortConnection()  # type: ignore[union-attr]
+        silent_connections.clear()
+        await port.stopListening()
     await baseline.settled()
 
 

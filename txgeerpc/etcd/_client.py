@@ -14,7 +14,7 @@ member, so no change is missed or seen twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -172,7 +172,8 @@ class EtcdClient:
         self.request_timeout = request_timeout
         self._credentials = (username, password) if username is not None else None
         self._token: str | None = None
-        self._logging_in: list[Deferred[str]] | None = None
+        self._logging_in: Deferred[str] | None = None
+        self._login_waiters: list[Deferred[str]] = []
         self._max_answer = max_answer
         self.reconnect_delay = reconnect_delay
         self.max_reconnect_delay = max_reconnect_delay
@@ -298,6 +299,8 @@ class EtcdClient:
             watch.stop()
         for running in list(self._running):
             running.cancel()
+        if self._logging_in is not None:
+            self._logging_in.cancel()
         closed: Deferred[None] = self._pool.closeCachedConnections()
         return closed
 
@@ -348,12 +351,14 @@ class EtcdClient:
             self._preferred = (request.index + 1) % len(self.endpoints)
         request.cancel()
 
-    def _order(self) -> Iterator[tuple[int, str]]:
-        """Every endpoint once, the one that last answered first."""
-        count = len(self.endpoints)
-        for step in range(count):
-            index = (self._preferred + step) % count
-            yield index, self.endpoints[index]
+    def _order(self) -> list[tuple[int, str]]:
+        """Every endpoint once, the one that last answered first (as of now:
+        other requests may change that meanwhile)."""
+        count, start = len(self.endpoints), self._preferred
+        return [
+            ((start + step) % count, self.endpoints[(start + step) % count])
+            for step in range(count)
+        ]
 
     async def _request(
         self, path: str, body: dict[str, Any], request: _Request, idempotent: bool
@@ -367,6 +372,8 @@ class EtcdClient:
                 reasons[endpoint] = str(reason)
                 if reason.sent and not idempotent:
                     reasons[endpoint] += " (it may have been applied: not sent to another member)"
+                    # The caller's retry is a new request: it starts at the next.
+                    self._preferred = (index + 1) % len(self.endpoints)
                     break
                 continue
             if reasons and index != self._preferred:
@@ -405,13 +412,16 @@ class EtcdClient:
     async def _timed(self, exchange: Any, request: _Request | None = None) -> Any:
         """``exchange`` within the request timeout; a member that cannot be
         used is :class:`_Unreachable`, a cancelled request ``CancelledError``."""
+        if request is not None:
+            request.sent = False  # until the exchange sends it (it starts right now)
         d = ensureDeferred(exchange)
         timeout = self.request_timeout
-        d.addTimeout(
-            timeout,
-            self._clock,
-            lambda *_: Failure(_Unreachable(f"no answer within {timeout:g}s", sent=True)),
-        )
+
+        def timed_out(*_: Any) -> Failure:
+            sent = request is None or request.sent  # not sent: still connecting, or logging in
+            return Failure(_Unreachable(f"no answer within {timeout:g}s", sent=sent))
+
+        d.addTimeout(timeout, self._clock, timed_out)
         if request is not None:
             request.attempt = d
         try:
@@ -423,7 +433,9 @@ class EtcdClient:
         except Exception as error:  # refused, reset, unresolvable...: the transport's own
             if (request is not None and request.cancelled) or self._closed:
                 raise CancelledError() from None
-            sent = not isinstance(error, ConnectError | ConnectingCancelledError)
+            sent = (request is None or request.sent) and not isinstance(
+                error, ConnectError | ConnectingCancelledError
+            )
             raise _Unreachable(_describe(error), sent=sent) from None
         finally:
             if request is not None:
@@ -442,29 +454,34 @@ class EtcdClient:
         if sent is not None and self._token == sent:
             self._token = None
 
-    async def _login(self, endpoint: str) -> str:
-        """A new auth token: one login at a time, whoever needs it."""
-        if self._logging_in is not None:
-            waiter: Deferred[str] = Deferred()
-            self._logging_in.append(waiter)
-            return await waiter
-        waiting: list[Deferred[str]] = []
-        self._logging_in = waiting
-        try:
-            token = await self._authenticate(endpoint)
-        except BaseException as error:
-            self._logging_in = None
-            # Waiters try for themselves (at the next member) unless the
-            # credentials were refused.
-            reason = error if isinstance(error, EtcdError) else None
-            for waiter in waiting:
-                waiter.errback(reason or _Unreachable(f"login: {_describe(error)}", sent=False))
-            raise
+    def _login(self, endpoint: str) -> Deferred[str]:
+        """A new auth token: one login at a time, whoever needs it.  The
+        login belongs to no request: cancelling one request cancels only its
+        own wait."""
+        if self._logging_in is None:
+            login = ensureDeferred(self._authenticate(endpoint))
+            login.addTimeout(self.request_timeout, self._clock)
+            self._logging_in = login
+            login.addBoth(self._logged_in)
+        waiter: Deferred[str] = Deferred()
+        self._login_waiters.append(waiter)
+        return waiter
+
+    def _logged_in(self, result: Any) -> None:
         self._logging_in = None
-        self._token = token
-        for waiter in waiting:
-            waiter.callback(token)
-        return token
+        waiters, self._login_waiters = self._login_waiters, []
+        if not isinstance(result, Failure):
+            self._token = result
+        elif not result.check(EtcdError):
+            # Not the credentials refused: the member did not answer.
+            reason = _describe(result.value)
+            result = Failure(_Unreachable(f"login: {reason}", sent=False))
+        for waiter in waiters:
+            if not waiter.called:  # else cancelled
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
 
     async def _authenticate(self, endpoint: str) -> str:
         assert self._credentials is not None
@@ -480,7 +497,9 @@ class EtcdClient:
     async def _exchange(
         self, endpoint: str, path: str, body: dict[str, Any], request: _Request
     ) -> dict[str, Any]:
-        return await self._post(endpoint, path, body, await self._headers(endpoint, request))
+        headers = await self._headers(endpoint, request)
+        request.sent = True
+        return await self._post(endpoint, path, body, headers)
 
     async def _post(
         self,
@@ -498,9 +517,11 @@ class EtcdClient:
             unbuffered=True,  # read once, by _read: no copy kept by treq
         )
         data = await _read(response, self._max_answer, endpoint)
-        if response.code >= 500 and not data.startswith(b"{"):
-            raise _Unreachable(f"HTTP {response.code}", sent=True)
-        answer = gateway.load(data, endpoint)
+        try:
+            answer = gateway.load(data, endpoint)
+        except EtcdError:  # not etcd's gateway (a proxy, another server): try another
+            text = f"HTTP {response.code}, not JSON: {data[:100]!r}"
+            raise _Unreachable(text, sent=True) from None
         error = gateway.error_of(answer, endpoint)
         if error is None and isinstance(answer.get("result"), dict):
             error = gateway.error_of(answer["result"], endpoint)
@@ -523,6 +544,7 @@ class EtcdClient:
             headers[b"Grpc-Metadata-Hasleader"] = [b"true"]
             if self._closed:
                 raise CancelledError()
+            request.sent = True
             response = await self._http.post(
                 endpoint + path,
                 data=json.dumps(body).encode(),
@@ -556,6 +578,8 @@ class _Request:
         """The auth token it was last sent with."""
         self.index = 0
         """The endpoint being asked."""
+        self.sent = False
+        """Whether the request itself went out to it (not only a login)."""
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -694,6 +718,10 @@ class _PrefixWatch:
         opening = ensureDeferred(client._open_stream(endpoint, "/v3/watch", body, request))
         self._opening = opening
         opening.addCallbacks(self._opened, self._lost, callbackArgs=(endpoint,))
+        opening.addErrback(self._broken)
+
+    def _broken(self, failure: Failure) -> None:
+        self._log.failure("etcd: the watch of {prefix!r} broke", failure, prefix=self.prefix)
 
     def _opened(self, response: Any, endpoint: str) -> None:
         self._opening = None
@@ -703,9 +731,11 @@ class _PrefixWatch:
         self.endpoint = endpoint
         self._stop_probing()
         self._stream = gateway.MessageStream(endpoint, self._client._max_answer)
-        self._body = _Body(self._received, self._ended)
-        response.deliverBody(self._body)
-        self._quiet_from_now()
+        body = _Body(self._received, lambda reason: self._ended(body, reason))
+        self._body = body
+        response.deliverBody(body)
+        if self._body is body and not self._stopped:
+            self._quiet_from_now()
 
     def _received(self, data: bytes) -> None:
         assert self._stream is not None
@@ -816,9 +846,9 @@ class _PrefixWatch:
         self._close_connection()
         self._lost(Failure(_Unreachable(reason, sent=True)))
 
-    def _ended(self, reason: Failure | None) -> None:
-        if self._body is None:
-            return  # we dropped it
+    def _ended(self, body: _Body, reason: Failure | None) -> None:
+        if body is not self._body:
+            return  # one we dropped
         self._body = None
         self._lost(reason or Failure(_Unreachable("the member ended the watch", sent=True)))
 

@@ -48,6 +48,9 @@ from ._keys import DEFAULT_PREFIX, check_prefix, registration_value, server_key
 
 DEFAULT_TTL = 10
 """Seconds a server's key outlives its last lease renewal."""
+DEFAULT_STOP_TIMEOUT = 5.0
+"""Seconds a stop waits for etcd to revoke the lease at most (however many
+members it has to try): then the key expires after its TTL."""
 MIN_PERIOD = 0.5
 """Seconds between lease renewals at least."""
 FIRST_RETRY = 1.0
@@ -86,6 +89,7 @@ class EtcdRegistration(Service):
         *,
         ttl: int = DEFAULT_TTL,
         prefix: str = DEFAULT_PREFIX,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
         if not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"a registration TTL is a whole number of seconds, 1 or more: {ttl!r}")
@@ -93,6 +97,8 @@ class EtcdRegistration(Service):
         self.address = address
         self._clock = clock
         self.ttl = ttl
+        self.stop_timeout = stop_timeout
+        """Seconds :meth:`stopService` waits for the revoke at most."""
         self.prefix = check_prefix(prefix)
         self.period = max(ttl / 3, MIN_PERIOD)
         """Seconds between lease renewals."""
@@ -311,9 +317,8 @@ class EtcdRegistration(Service):
         """Stop renewing and revoke the lease (deleting the key).
 
         :returns: a Deferred firing with None once etcd answered the revoke
-            or failed to (bounded by the etcd client's request timeout; a
-            failure is logged: the key then expires after its TTL).  It never
-            fails.
+            or failed to, within ``stop_timeout`` seconds (a failure is
+            logged: the key then expires after its TTL).  It never fails.
         """
         if not self.running:  # stopped already (revoking once is enough)
             return succeed(None)
@@ -330,6 +335,7 @@ class EtcdRegistration(Service):
             return succeed(None)
         address = self.address
         d = self._etcd.revoke(lease)
+        d.addTimeout(self.stop_timeout, self._clock)
 
         def revoked(found: bool) -> None:
             if found:
