@@ -441,6 +441,25 @@ class SeveralRegistriesTests(SynchronousTestCase):
         # B holds no entry (A had it): nothing to deregister there, and said so.
         self.assertIn(f"was not registered at {URL_B}", self.logged(LogLevel.info)[-1])
 
+    def test_a_beat_through_every_registry_ends_within_a_period(self) -> None:
+        # Each registry hangs: the beat tries them all within one period, so
+        # a healthy last one is reached before the entry can expire.
+        asked: list[tuple[str, float]] = []
+
+        def request(
+            method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
+        ) -> Deferred[Answer]:
+            asked.append((url, timeout))
+            d: Deferred[Answer] = Deferred()
+            return d.addTimeout(timeout, self.clock)
+
+        beat = Heartbeat(self.clock, request, [URL, URL_B], "tcp@h:1", period=3)
+        beat.startService()
+        self.clock.advance(3)
+        self.assertEqual(asked, [(URL, 1.5), (URL_B, 1.5)])
+        beat.stopService()
+        self.clock.advance(10)
+
     def test_deregistration_stays_within_one_request_timeout(self) -> None:
         timeouts: list[tuple[str, float]] = []
         slow: dict[str, float] = {URL: 1.0}  # A fails after 1 s
@@ -459,11 +478,12 @@ class SeveralRegistriesTests(SynchronousTestCase):
 
         beat = Heartbeat(self.clock, request, [URL, URL_B], "tcp@h:1")
         beat.startService()
-        self.assertEqual(beat.request_timeout, 3)
+        # A period of 3 s shared by two registries.
+        self.assertEqual(beat.request_timeout, 1.5)
         stopping = beat.stopService()
-        self.clock.advance(1)  # A refused after 1 s: B gets what is left of the 3 s
-        self.assertEqual(timeouts, [(URL, 3), (URL_B, 2)])
-        self.clock.advance(2)
+        self.clock.advance(1)  # A refused after 1 s: B gets what is left of the 1.5 s
+        self.assertEqual(timeouts, [(URL, 1.5), (URL_B, 0.5)])
+        self.clock.advance(0.5)
         self.assertIsNone(self.successResultOf(stopping))
         self.assertTrue(
             self.logged(LogLevel.warn)[-1].startswith(
@@ -475,9 +495,9 @@ class SeveralRegistriesTests(SynchronousTestCase):
         del slow[URL]
         beat.startService()
         stopping = beat.stopService()
-        self.clock.advance(3)
+        self.clock.advance(1.5)
         self.assertIsNone(self.successResultOf(stopping))
-        self.assertEqual(timeouts, [(URL, 3)])
+        self.assertEqual(timeouts, [(URL, 1.5)])
         self.assertTrue(
             self.logged(LogLevel.warn)[-1].startswith(
                 f"heartbeat: could not deregister tcp@h:1 from {URL}: "

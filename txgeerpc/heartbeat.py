@@ -215,8 +215,9 @@ class Heartbeat(Service):
     @property
     def request_timeout(self) -> float:
         """Seconds the next request may take: the configured request timeout,
-        but no more than the period."""
-        return min(self._request_timeout, self.period)
+        but no more than the period shared by the registries (a beat that
+        fails over through every one of them still ends within a period)."""
+        return min(self._request_timeout, self.period / len(self.registry_urls))
 
     def _beat(self) -> None:
         self._next = None
