@@ -131,6 +131,7 @@ class OptionsTests(SynchronousTestCase):
             ([*registry], "--registry and --advertise go together"),
             ([*registry, *ETCD, *ADVERTISE], "--registry and --etcd"),
             ([*ADVERTISE, *registry, "--ttl", "3"], "--ttl needs --etcd"),
+            ([*ETCD, *ADVERTISE, "--heartbeat", "2"], "--heartbeat is for --registry"),
             ([*ETCD, *ADVERTISE, "--ttl", "0"], "must be a positive integer"),
             ([*ETCD, *ADVERTISE, "--ttl", "2.5"], "invalid literal for int()"),
             (["--etcd", "ftp://127.0.0.1:2379", *ADVERTISE], "expected http:// or https://"),

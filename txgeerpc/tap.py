@@ -229,6 +229,11 @@ class Options(usage.Options):
             )
         if self["ttl"] is not None and not self["etcd"]:
             raise usage.UsageError("--ttl needs --etcd")
+        if self["heartbeat"] is not None and self["etcd"]:
+            raise usage.UsageError(
+                "--heartbeat is for --registry; with --etcd the lease is renewed every "
+                "third of --ttl"
+            )
         if self["ttl"] is None:
             self["ttl"] = DEFAULT_TTL
         etcd_options.check(self)
