@@ -134,7 +134,7 @@ class MakeServiceTests(SynchronousTestCase):
         service = tap.makeService(options, reactor=MemoryReactorClock())
         service.privilegedStartService()
         service.startService()
-        self.assertEqual(service._heartbeat.advertise, "tcp@127.0.0.1:7005")  # type: ignore[attr-defined]
+        self.assertEqual(service.registration.advertise, "tcp@127.0.0.1:7005")  # type: ignore[attr-defined]
 
         # Options refuses this; the service still guards against it.
         unix_only = tap.Options()

@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from ._one_port import QuietSite, mount
+from ._services import StopInOrder
 from ._wire import DEFAULT_REGISTRY_PATH
 from .etcd import Etcd, _options
 from .etcd._store import EtcdStore
@@ -84,7 +85,7 @@ class Options(usage.Options):
 
 class _StoreService(Service):
     """Says at start which store the registry uses.  At stop (once the
-    listeners have stopped: see :class:`_StoreLast`) it waits for the etcd
+    listeners have stopped: it is stopped last) it waits for the etcd
     store's operations under way, ``drain`` seconds at most, then closes
     the etcd client."""
 
@@ -133,33 +134,6 @@ class _StoreService(Service):
         return idle.addBoth(drained)
 
 
-class _StoreLast(MultiService):
-    """The store service, then the rest of the registry (its purge timer and
-    listeners) as one :class:`MultiService`: started in that order, and
-    stopped the other way round, waiting for the rest to have stopped before
-    the store service stops (and closes the etcd client)."""
-
-    _log = Logger()
-
-    def __init__(self, store: _StoreService, rest: MultiService) -> None:
-        super().__init__()
-        store.setServiceParent(self)
-        rest.setServiceParent(self)
-        self._store = store
-        self._rest = rest
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        d: Deferred[Any] = maybeDeferred(self._rest.stopService)
-
-        def rest_failed(failure: Failure) -> None:
-            self._log.failure("registry: stopping the listeners failed", failure=failure)
-
-        d.addErrback(rest_failed)
-        d.addCallback(lambda _: self._store.stopService())
-        return d
-
-
 def makeService(config: Options, reactor: Any = None) -> IService:
     """The registry service tree: the store, a purge timer and one listener
     per --listen (stopped in reverse order: the store's etcd client closed
@@ -201,6 +175,8 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(
             rest
         )
-    parent = _StoreLast(described, rest)
+    parent = StopInOrder()
+    described.setServiceParent(parent)
+    rest.setServiceParent(parent)
     parent.store = store  # type: ignore[attr-defined]
     return parent

@@ -9,12 +9,11 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -28,6 +27,7 @@ from ._server_protocol import (
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
+from ._services import CloseOnStop, StopInOrder
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .etcd import _options as etcd_options
@@ -471,7 +471,6 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
         listening.setServiceParent(parent)
         listeners.append(listening)
     registration: Heartbeat | EtcdRegistration | None = None
-    close_etcd = None
     if config["registry"]:
         registration = Heartbeat(
             reactor,
@@ -491,12 +490,18 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
             prefix=config["etcd-prefix"],
             stop_timeout=config["etcd-timeout"],
         )
-        close_etcd = etcd.close
     if registration is not None:
         if _port_of(config["advertise"]) == 0:
             _AdvertiseBoundPort(registration, listeners).setServiceParent(parent)
-        registration.setServiceParent(parent)
-        parent = _DeregisterFirst(parent, registration, then=close_etcd)
+        # Stopped first: the server leaves the registry (its DELETE answered,
+        # or its lease revoked) while it still serves; then the rest; then
+        # the etcd client is closed.
+        ordered = StopInOrder()
+        if config["etcd"] and etcd is not None:
+            CloseOnStop(etcd.close).setServiceParent(ordered)
+        parent.setServiceParent(ordered)
+        registration.setServiceParent(ordered)
+        parent = ordered
         parent.registration = registration  # type: ignore[attr-defined]
     parent.server = server  # type: ignore[attr-defined]
     return parent
@@ -553,40 +558,3 @@ class _AdvertiseBoundPort(Service):
             ", ".join(listening.description for listening in self._listeners),
             "--advertise with port 0 needs a TCP --listen to take the port from",
         )
-
-
-class _DeregisterFirst(MultiService):
-    """Stops the registration (the heartbeat's DELETE answered, or the etcd
-    lease revoked) before anything else, so the server leaves the registry
-    while it still serves; then stops the rest, and calls ``then`` (closing
-    the etcd client) and waits for it too."""
-
-    def __init__(
-        self,
-        services: MultiService,
-        registration: Heartbeat | EtcdRegistration,
-        *,
-        then: Callable[[], Deferred[None]] | None = None,
-    ) -> None:
-        super().__init__()
-        services.setServiceParent(self)
-        self._services = services
-        self._registration = registration
-        self._then = then
-
-    @property
-    def _heartbeat(self) -> Heartbeat | EtcdRegistration:
-        """The registration (its name from when it could only be a heartbeat)."""
-        return self._registration
-
-    def stopService(self) -> Deferred[None]:
-        d = self._registration.stopService()
-        d.addBoth(lambda _: self._stop_the_rest())
-        return d
-
-    def _stop_the_rest(self) -> Deferred[None]:
-        stopping: list[Deferred[Any]] = [super().stopService()]
-        if self._then is not None:
-            then, self._then = self._then, None
-            stopping.append(then())
-        return gatherResults(stopping, consumeErrors=True).addCallback(lambda _: None)
