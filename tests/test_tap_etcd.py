@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import tap
 from txgeerpc.errors import EtcdError
-from txgeerpc.etcd import EtcdClient, EtcdRegistration
+from txgeerpc.etcd import EtcdClient, EtcdRegistration, EtcdTLS
 from txgeerpc.etcd._keys import DEFAULT_PREFIX
 from txgeerpc.heartbeat import Heartbeat
 from txgeerpc.testing import FakeEtcd
@@ -161,8 +161,11 @@ class OptionsTests(SynchronousTestCase):
         tls = ("--etcd-ca", pki.ca, "--etcd-cert", pki.cert, "--etcd-key", pki.key)
         options = parse(*LISTEN, "--etcd", "127.0.0.1:2379", *ADVERTISE, *tls)
         self.assertEqual(options["etcd"], ["https://127.0.0.1:2379"])
+        self.assertEqual(options["etcd-tls"], EtcdTLS(pki.ca, pki.cert, pki.key))
         tree = tap.makeService(options, reactor=MemoryReactorClock())
-        self.successResultOf(tree.registration._etcd.close())  # type: ignore[attr-defined]
+        etcd = tree.registration._etcd  # type: ignore[attr-defined]
+        self.assertTrue(all(url.startswith("https://") for url in etcd.endpoints))
+        self.successResultOf(etcd.close())
         for argv, message in [
             (
                 ["--etcd-ca", pki.garbage],

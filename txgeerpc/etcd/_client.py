@@ -167,7 +167,6 @@ class EtcdClient:
         self.endpoints = normalize_endpoints(endpoints, tls=tls is not None)
         if (username is None) != (password is None):
             raise ValueError("etcd auth needs both a username and a password")
-        self._reactor = reactor
         self._clock: IReactorTime = reactor
         self.request_timeout = request_timeout
         self._credentials = (username, password) if username is not None else None
@@ -277,8 +276,7 @@ class EtcdClient:
             raise ValueError(f"a watch starts at revision 1 or later, not {start_revision}")
         watch = _PrefixWatch(self, prefix, start_revision, listener)
         if self._closed:
-            watch.stop()
-            watch.done = fail(EtcdError("client closed"))
+            watch._finish(EtcdError("client closed"))
             return watch
         self._watches.add(watch)
         watch.done.addBoth(self._forget_watch, watch)
@@ -669,8 +667,8 @@ class _PrefixWatch:
         """The member the watch is connected to (None between connections)."""
         self._index = client._preferred
         self._failures = 0
-        self._opening: Deferred[Any] | None = None
         self._request: _Request | None = None
+        """The connection being opened (cancelling it cancels the opening)."""
         self._token: str | None = None  # the auth token the stream was opened with
         self._body: _Body | None = None
         self._stream: gateway.MessageStream | None = None
@@ -698,12 +696,9 @@ class _PrefixWatch:
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         self._retry = None
-        opening, self._opening = self._opening, None
         request, self._request = self._request, None
         if request is not None:
             request.cancel()
-        if opening is not None:
-            opening.cancel()
         body, self._body = self._body, None
         if body is not None:
             body.abort()
@@ -716,7 +711,6 @@ class _PrefixWatch:
         body = gateway.watch_request(self.prefix, self.revision + 1)
         self._request = request = _Request()
         opening = ensureDeferred(client._open_stream(endpoint, "/v3/watch", body, request))
-        self._opening = opening
         opening.addCallbacks(self._opened, self._lost, callbackArgs=(endpoint,))
         opening.addErrback(self._broken)
 
@@ -724,7 +718,6 @@ class _PrefixWatch:
         self._log.failure("etcd: the watch of {prefix!r} broke", failure, prefix=self.prefix)
 
     def _opened(self, response: Any, endpoint: str) -> None:
-        self._opening = None
         if self._request is not None:
             self._token = self._request.token
         self._request = None
@@ -853,7 +846,6 @@ class _PrefixWatch:
         self._lost(reason or Failure(_Unreachable("the member ended the watch", sent=True)))
 
     def _lost(self, reason: Failure) -> None:
-        self._opening = None
         self._request = None
         self._stop_probing()  # a check of the member just lost must not drop the next one
         client = self._client

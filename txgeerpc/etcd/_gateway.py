@@ -23,8 +23,6 @@ another member may."""
 DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
 UNAUTHENTICATED = 16
-INVALID_ARGUMENT = 3
-COMPACTED_MESSAGE = "required revision has been compacted"
 NOT_APPLIED = frozenset({"no leader"})
 """Unavailable answers a member gives before proposing anything: a write
 so refused can go to another member."""

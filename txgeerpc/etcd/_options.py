@@ -77,8 +77,10 @@ def check(config: usage.Options) -> None:
     for name in ("etcd-ca", "etcd-cert", "etcd-key", "etcd-password-file"):
         if config[name] is not None and not os.path.isfile(config[name]):
             raise usage.UsageError(f"--{name} {config[name]!r}: no such file")
+    config["etcd-tls"] = None
     if tls:
         _check_tls(config["etcd-ca"], config["etcd-cert"], config["etcd-key"])
+        config["etcd-tls"] = EtcdTLS(config["etcd-ca"], config["etcd-cert"], config["etcd-key"])
     password = None
     if config["etcd-password-file"] is not None:
         with open(config["etcd-password-file"], encoding="utf-8") as file:
@@ -148,14 +150,11 @@ def _reasons(error: Exception) -> str:
 
 def client(config: usage.Options, reactor: Any) -> EtcdClient:
     """The :class:`EtcdClient` the (checked) options describe."""
-    tls = None
-    if any(config[name] is not None for name in ("etcd-ca", "etcd-cert", "etcd-key")):
-        tls = EtcdTLS(ca=config["etcd-ca"], cert=config["etcd-cert"], key=config["etcd-key"])
     return EtcdClient(
         reactor,
         config["etcd"],
         request_timeout=config["etcd-timeout"],
         username=config["etcd-user"],
         password=config.get("etcd-password"),
-        tls=tls,
+        tls=config.get("etcd-tls"),
     )

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 
 from ..errors import EtcdError
 from ._api import Etcd, KeyValue
+from ._gateway import NOT_FOUND
 from ._keys import DEFAULT_PREFIX, check_prefix, registration_value, server_key
 
 DEFAULT_TTL = 10
@@ -56,7 +57,6 @@ MIN_PERIOD = 0.5
 FIRST_RETRY = 1.0
 CHECK_EVERY = 3
 """Renewals between two readings of the key (about one per TTL)."""
-_LEASE_NOT_FOUND = 5  # gRPC NOT_FOUND: "requested lease not found"
 
 
 class EtcdRegistration(Service):
@@ -267,7 +267,7 @@ class EtcdRegistration(Service):
             self.lease is not None
             and not self._registered
             and isinstance(reason.value, EtcdError)
-            and reason.value.code == _LEASE_NOT_FOUND
+            and reason.value.code == NOT_FOUND  # "requested lease not found"
         ):
             # Granted, then gone before the put (a long outage, or revoked).
             self._lease_lost("etcd no longer knows it")
@@ -295,9 +295,9 @@ class EtcdRegistration(Service):
             )
         self._schedule(delay)
 
-    def _why(self, reason: Failure) -> str:
+    def _why(self, reason: Failure, within: float | None = None) -> str:
         if reason.check(defer.TimeoutError):
-            return f"no answer within {self.period:g}s"
+            return f"no answer within {within or self.period:g}s"
         return reason.getErrorMessage()
 
     def _doing(self) -> str:
@@ -356,7 +356,7 @@ class EtcdRegistration(Service):
                 "etcd: could not revoke the lease of {address} ({why}); its key expires "
                 "after the TTL ({ttl}s)",
                 address=address,
-                why=reason.getErrorMessage(),
+                why=self._why(reason, self.stop_timeout),
                 ttl=self.ttl,
             )
 
