@@ -5,10 +5,11 @@ processes (Debian's ``etcd-server``; ``scripts/test`` installs it) on free
 synchronous code, like ``tests/_processes.py``: a thread drains each member's
 log, and every wait is on that log with a deadline, never a sleep.
 
-From pytest, take the fixtures of ``tests/etcd/conftest.py``::
+From pytest, a cluster is a context manager::
 
-    def test_put(etcd: EtcdCluster) -> None:     # one member; etcd3: three
-        etcd.members[0].put(b"k", b"v")
+    def test_put(tmp_path: Path) -> None:
+        with EtcdCluster.start(tmp_path, members=3) as cluster:
+            cluster.members[0].put(b"k", b"v")
 
 From trial (and from a ``SynchronousTestCase``, which pytest collects too),
 start a cluster in the test and register its stop as a cleanup.  Without a

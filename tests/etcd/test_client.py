@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, gatherResults
@@ -558,40 +559,24 @@ def _run(scenario: Callable[..., Awaitable[Any]], *args: Any) -> Deferred[Any]:
     return d.addCallback(lambda _: ensureDeferred(scenario(*args)))  # type: ignore[arg-type]
 
 
+Scenario = Callable[[EtcdCluster], Awaitable[None]]
+ONE_MEMBER: list[Scenario] = [
+    operations,
+    compaction,
+    fail_over,
+    unanswered_member,
+    oversized_watch_message,
+    authenticated,
+]
+
+
+@pytest.mark.parametrize("scenario", ONE_MEMBER, ids=lambda scenario: scenario.__name__)
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_operations(tmp_path: Path) -> None:
+async def test_one_member(
+    tmp_path: Path, scenario: Callable[[EtcdCluster], Awaitable[None]]
+) -> None:
     with EtcdCluster.start(tmp_path) as cluster:
-        await operations(cluster)
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_compaction(tmp_path: Path) -> None:
-    with EtcdCluster.start(tmp_path) as cluster:
-        await compaction(cluster)
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_fail_over(tmp_path: Path) -> None:
-    with EtcdCluster.start(tmp_path) as cluster:
-        await fail_over(cluster)
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_unanswered_member(tmp_path: Path) -> None:
-    with EtcdCluster.start(tmp_path) as cluster:
-        await unanswered_member(cluster)
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_oversized_watch_message(tmp_path: Path) -> None:
-    with EtcdCluster.start(tmp_path) as cluster:
-        await oversized_watch_message(cluster)
-
-
-@pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]
-async def test_authenticated(tmp_path: Path) -> None:
-    with EtcdCluster.start(tmp_path) as cluster:
-        await authenticated(cluster)
+        await scenario(cluster)
 
 
 @pytest_twisted.ensureDeferred  # type: ignore[untyped-decorator]

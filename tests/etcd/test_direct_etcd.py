@@ -34,7 +34,13 @@ from twisted.trial.unittest import TestCase
 
 from tests._etcd import EtcdCluster
 from tests._processes import STARTUP_DEADLINE
-from tests.integration.test_cluster import Listing, Processes, ReactorBaseline, registered
+from tests.integration.test_cluster import (
+    Listing,
+    Processes,
+    ReactorBaseline,
+    Twistd,
+    registered,
+)
 from txgeerpc import connect
 from txgeerpc.errors import GeeRPCError
 from txgeerpc.etcd import EtcdClient, EtcdDiscovery
@@ -89,6 +95,28 @@ class Load:
             await running
 
 
+REGISTERED = rb"etcd: (tcp@127\.0\.0\.1:\d+) registered as"
+"""What a ``twistd geerpc --etcd`` server logs once registered; group 1: its address."""
+
+
+def spawn_servers(
+    processes: Processes, endpoints: list[str], ttl: int, *args: str, count: int = 2
+) -> list[Twistd]:
+    """``count`` ``twistd geerpc`` servers registering themselves in etcd,
+    each on a port of its own choosing (``args``: more options)."""
+    return [
+        processes.spawn(
+            f"server {number}",
+            "geerpc",
+            *("--listen", "tcp:0:interface=127.0.0.1", "--registry-path", "none"),
+            *("--etcd", ",".join(endpoints)),
+            *("--advertise", "tcp@127.0.0.1:0", "--ttl", str(ttl)),
+            *args,
+        )
+        for number in range(1, count + 1)
+    ]
+
+
 async def direct_scenario(cluster: EtcdCluster, workdir: str) -> dict[str, Any]:
     baseline = ReactorBaseline()
     processes = Processes(workdir)
@@ -98,17 +126,8 @@ async def direct_scenario(cluster: EtcdCluster, workdir: str) -> dict[str, Any]:
     xclient: XClient | None = None
     load: Load | None = None
     try:
-        spawned = [
-            processes.spawn(
-                f"server {number}",
-                "geerpc",
-                *("--listen", "tcp:0:interface=127.0.0.1", "--registry-path", "none"),
-                *("--etcd", ",".join(cluster.endpoints)),
-                *("--advertise", "tcp@127.0.0.1:0", "--ttl", str(TTL)),
-            )
-            for number in (1, 2)
-        ]
-        servers = await registered(spawned, rb"etcd: (tcp@127\.0\.0\.1:\d+) registered as")
+        spawned = spawn_servers(processes, cluster.endpoints, TTL)
+        servers = await registered(spawned, REGISTERED)
         addresses = sorted(servers)
         victim, survivor = addresses
 

@@ -48,7 +48,8 @@ from zope.interface import implementer
 
 from tests._etcd import EtcdCluster, EtcdMember
 from tests._processes import STARTUP_DEADLINE
-from tests.integration.test_cluster import Listing, Processes, ReactorBaseline
+from tests.etcd.test_direct_etcd import spawn_servers
+from tests.integration.test_cluster import Listing, Processes, ReactorBaseline, registered
 from txgeerpc import connect
 from txgeerpc.errors import GeeRPCError
 from txgeerpc.etcd import EtcdClient, EtcdDiscovery
@@ -154,29 +155,9 @@ async def member_lost(cluster: EtcdCluster, workdir: str, freeze: bool) -> dict[
     watch_log = WatchLog()
     globalLogPublisher.addObserver(watch_log)
     try:
-        spawned = [
-            processes.spawn(
-                f"server {number}",
-                "geerpc",
-                *("--listen", "tcp:0:interface=127.0.0.1", "--registry-path", "none"),
-                *("--etcd", ",".join(endpoints)),
-                *("--advertise", "tcp@127.0.0.1:0", "--ttl", str(TTL)),
-                *("--etcd-timeout", str(ETCD_TIMEOUT)),
-            )
-            for number in (1, 2)
-        ]
-        registered = await gatherResults(
-            [server.wait_for(_REGISTERED, STARTUP_DEADLINE) for server in spawned],
-            consumeErrors=True,
-        )
-        servers = {
-            match.group(1).decode(): server
-            for match, server in zip(registered, spawned, strict=True)
-        }
+        spawned = spawn_servers(processes, endpoints, TTL, "--etcd-timeout", str(ETCD_TIMEOUT))
+        servers = await registered(spawned, _REGISTERED)
         addresses = sorted(servers)
-        assert len(addresses) == 2, addresses
-        for address, server in servers.items():
-            server.name = f"{server.name} ({address})"
 
         # Both listed, and the discovery's watch on member 0.
         discovery.startService()
