@@ -17,8 +17,8 @@ from txgeerpc._option import OptionDecoder
 from txgeerpc._server_protocol import ServerProtocol
 from txgeerpc.examples import register_examples
 
-# shared/ lies beside the repository, in a developer's tree and in CI's clone alike.
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "geerpc-vectors"
+# Byte-exact recordings of the Go reference (see tests/vectors/README.md).
+VECTORS = Path(__file__).resolve().parent / "vectors"
 
 JSON_OPTION = (
     b'{"MagicNumber":3927900,"CodecType":"application/json",'

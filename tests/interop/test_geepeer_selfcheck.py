@@ -25,7 +25,7 @@ from ._geepeer import (
     running_server,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "geerpc-vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 DEFAULT_OPTION = (
     b'{"MagicNumber":3927900,"CodecType":"application/gob",'
@@ -35,7 +35,7 @@ DEFAULT_OPTION = (
 
 def _vector(name: str) -> bytes:
     path = VECTORS / name
-    assert path.exists(), f"vector {path} is missing: shared/ must lie beside the repository"
+    assert path.exists(), f"vector {path} is missing: tests/vectors/ is part of the repository"
     return path.read_bytes()
 
 

@@ -73,7 +73,7 @@ from ._reactor_go import (
     txgeerpc_server,
 )
 
-VECTORS = Path(__file__).resolve().parents[3] / "shared" / "geerpc-vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 # Seed of the random Records (D). Change it to explore; failures print it.
 SEED = 0x6765657270
