@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -484,8 +483,8 @@ class RegistryEtcdOptionsTests(SynchronousTestCase):
             *etcd, "--etcd-ca", pki.ca, "--etcd-cert", pki.cert, "--etcd-key", pki.key
         )
         self.assertEqual(options["etcd"], ["https://127.0.0.1:2379"])
-        service = registry_tap.makeService(options, reactor=MemoryReactorClock())
-        self.successResultOf(service.store._etcd.close())
+        built = registry_tap.build(options, reactor=MemoryReactorClock())
+        self.successResultOf(built.store._etcd.close())  # type: ignore[attr-defined]
 
 
 def walk(tree: IService) -> list[IService]:
@@ -501,16 +500,16 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
     def service(self, *argv: str) -> Any:
         options = registry_tap.Options()
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
-        return registry_tap.makeService(options, reactor=MemoryReactorClock())
+        return registry_tap.build(options, reactor=MemoryReactorClock())
 
     def test_an_etcd_store_whose_client_is_closed_at_stop(self) -> None:
         events: list[dict[str, Any]] = []
         self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
-        service = self.service(
+        built = self.service(
             *("--etcd", "127.0.0.1:2379", "--etcd-prefix", "/p/"),
             *("--timeout", "4", "--max-entries", "9"),
         )
-        store = service.store
+        store, service = built.store, built.service
         self.assertIsInstance(store, EtcdStore)
         self.assertEqual((store.timeout, store.prefix, store.max_entries), (4, "/p/", 9))
         client = store._etcd
@@ -538,8 +537,9 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
             return fakes[-1]
 
         self.patch(registry_tap._options, "client", client)
-        service = self.service("--etcd", "127.0.0.1:2379", "--timeout", "0")
-        self.assertEqual(service.store.timeout, 0)
+        built = self.service("--etcd", "127.0.0.1:2379", "--timeout", "0")
+        self.assertEqual(built.store.timeout, 0)
+        service = built.service
         service.startService()
         self.assertEqual(fakes[0].requests, [])
         service.stopService()
@@ -557,16 +557,17 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = registry_tap.Options()
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
-        service = registry_tap.makeService(options, reactor=reactor)
-        service.privilegedStartService()
-        service.startService()
-        return service, fakes[0], reactor
+        built = registry_tap.build(options, reactor=reactor)
+        built.service.privilegedStartService()
+        built.service.startService()
+        return built, fakes[0], reactor
 
     def test_the_client_is_closed_after_the_listeners_and_the_requests_under_way(self) -> None:
         events: list[dict[str, Any]] = []
         self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
-        service, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379")
-        [listener] = [s for s in walk(service) if isinstance(s, StreamServerEndpointService)]
+        built, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379")
+        service = built.service
+        [listener] = built.listeners
         listener_stopped: Deferred[None] = Deferred()
         stop_listening = listener.stopService
 
@@ -576,7 +577,7 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
 
         self.patch(listener, "stopService", stop)
         etcd.delay = 1
-        heartbeat = service.store.heartbeat(A, 0)  # four requests: four seconds
+        heartbeat = built.store.heartbeat(A, 0)  # four requests: four seconds
         stopped = service.stopService()
         self.assertFalse(listener.running)
         self.assertNotIn("close", etcd.requests)  # not while the listeners stop
@@ -591,10 +592,10 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
     def test_requests_under_way_hold_the_close_back_for_the_etcd_timeout_at_most(self) -> None:
         events: list[dict[str, Any]] = []
         self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
-        service, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379", "--etcd-timeout", "2")
+        built, etcd, reactor = self.fake_client("--etcd", "127.0.0.1:2379", "--etcd-timeout", "2")
         etcd.delay = 100
-        heartbeat = service.store.heartbeat(A, 0)
-        stopped = service.stopService()
+        heartbeat = built.store.heartbeat(A, 0)
+        stopped = built.service.stopService()
         reactor.advance(1.9)
         self.assertNotIn("close", etcd.requests)
         reactor.advance(0.1)
@@ -604,16 +605,17 @@ class RegistryEtcdServiceTests(SynchronousTestCase):
         self.assertIn("closing the etcd client with 1 store operations", formatEvent(events[-1]))
 
     def test_no_request_under_way_closes_at_once(self) -> None:
-        service, etcd, _ = self.fake_client("--etcd", "127.0.0.1:2379")
-        self.assertIs(self.successResultOf(service.store.heartbeat(A, 0)), True)
-        self.successResultOf(service.stopService())
+        built, etcd, _ = self.fake_client("--etcd", "127.0.0.1:2379")
+        self.assertIs(self.successResultOf(built.store.heartbeat(A, 0)), True)
+        self.successResultOf(built.service.stopService())
         self.assertEqual(etcd.requests[-1], "close")
 
     def test_memory_without_etcd(self) -> None:
         events: list[dict[str, Any]] = []
         self.patch(registry_tap._StoreService, "_log", Logger(observer=events.append))
-        service = self.service("--timeout", "2.5")
-        self.assertNotIsInstance(service.store, EtcdStore)
+        built = self.service("--timeout", "2.5")
+        self.assertNotIsInstance(built.store, EtcdStore)
+        service = built.service
         service.startService()
         self.assertEqual(
             [formatEvent(e) for e in events],

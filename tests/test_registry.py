@@ -187,13 +187,13 @@ class RegistryTests(SynchronousTestCase):
     def test_twistd_plugin(self) -> None:
         options = registry_tap.Options()
         options.parseOptions(["--timeout", "2", "--listen", "tcp:0:interface=127.0.0.1"])
-        service = registry_tap.makeService(options, reactor=self.clock)
-        self.assertEqual(service.store.timeout, 2)  # type: ignore[attr-defined]
-        self.assertEqual(service.store.max_entries, DEFAULT_MAX_ENTRIES)  # type: ignore[attr-defined]
+        built = registry_tap.build(options, reactor=self.clock)
+        self.assertEqual(built.store.timeout, 2)  # type: ignore[attr-defined]
+        self.assertEqual(built.store.max_entries, DEFAULT_MAX_ENTRIES)  # type: ignore[attr-defined]
         options = registry_tap.Options()
         options.parseOptions(["--max-entries", "3"])
-        service = registry_tap.makeService(options, reactor=self.clock)
-        self.assertEqual(service.store.max_entries, 3)  # type: ignore[attr-defined]
+        built = registry_tap.build(options, reactor=self.clock)
+        self.assertEqual(built.store.max_entries, 3)  # type: ignore[attr-defined]
         for bad in ("0", "-1", "many"):
             self.assertRaises(
                 usage.UsageError, registry_tap.Options().parseOptions, ["--max-entries", bad]

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from txgeerpc import tap
 from txgeerpc._one_port import OnePortFactory
 from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
+from txgeerpc._twistd import StartupError
 from txgeerpc.heartbeat import MIN_PERIOD, Heartbeat
 from txgeerpc.registry import DEFAULT_MAX_ENTRIES
 
@@ -107,8 +108,8 @@ class MakeServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         options = tap.Options()
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--handle-timeout", "3"])
-        service = tap.makeService(options, reactor=reactor)
-        server = service.server  # type: ignore[attr-defined]
+        built = tap.build(options, reactor=reactor)
+        server, service = built.server, built.service
         self.assertEqual(sorted(server.services), ["Arith", "Foo", "Records"])
         self.assertEqual(server.settings.max_handle_timeout, 3)
         service.privilegedStartService()
@@ -131,30 +132,29 @@ class MakeServiceTests(SynchronousTestCase):
                 *("--advertise", "tcp@127.0.0.1:0"),
             ]
         )
-        service = tap.makeService(options, reactor=MemoryReactorClock())
-        service.privilegedStartService()
-        service.startService()
-        self.assertEqual(service.registration.advertise, "tcp@127.0.0.1:7005")  # type: ignore[attr-defined]
+        built = tap.build(options, reactor=MemoryReactorClock())
+        built.service.privilegedStartService()
+        built.service.startService()
+        self.assertEqual(built.registration.advertise, "tcp@127.0.0.1:7005")  # type: ignore[union-attr]
 
         # Options refuses this; the service still guards against it.
         unix_only = tap.Options()
         unix_only.parseOptions([*registry, "--advertise", "tcp@h:0"])
         unix_only["listen"] = ["unix:/tmp/txgeerpc-test.sock"]
-        service = tap.makeService(unix_only, reactor=MemoryReactorClock())
+        service = tap.build(unix_only, reactor=MemoryReactorClock()).service
         service.privilegedStartService()
-        with self.assertRaises(tap.CannotListen) as raised:
+        with self.assertRaises(StartupError) as raised:
             service.startService()
         self.assertIn("needs a TCP --listen", str(raised.exception))
 
     def test_the_embedded_registry_is_bounded(self) -> None:
         options = tap.Options()
         options.parseOptions(["--registry-max-entries", "5", "--registry-timeout", "7"])
-        service = tap.makeService(options, reactor=MemoryReactorClock())
-        store = service.registry.store  # type: ignore[attr-defined]
+        store = tap.build(options, reactor=MemoryReactorClock()).registry.store  # type: ignore[union-attr]
         self.assertEqual((store.max_entries, store.timeout), (5, 7))
         options = tap.Options()
         options.parseOptions([])
-        store = tap.makeService(options, reactor=MemoryReactorClock()).registry.store  # type: ignore[attr-defined]
+        store = tap.build(options, reactor=MemoryReactorClock()).registry.store  # type: ignore[union-attr]
         self.assertEqual(store.max_entries, DEFAULT_MAX_ENTRIES)
 
     def test_service_spec_class_with_clock(self) -> None:
@@ -163,7 +163,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(
             ["--service", "txgeerpc.examples:Foo", "--service", "txgeerpc.examples:Arith"]
         )
-        server = tap.makeService(options, reactor=reactor).server  # type: ignore[attr-defined]
+        server = tap.build(options, reactor=reactor).server
         self.assertEqual(sorted(server.services), ["Arith", "Foo"])
         self.assertIs(server.services["Foo"].instance._clock, reactor)
 
@@ -171,7 +171,7 @@ class MakeServiceTests(SynchronousTestCase):
         for spec in ("txgeerpc.examples:Missing", "no.such.module:X", "txgeerpc.examples:Args"):
             options = tap.Options()
             options.parseOptions(["--service", spec])
-            self.assertRaises(usage.UsageError, tap.makeService, options, MemoryReactorClock())
+            self.assertRaises(StartupError, tap.build, options, MemoryReactorClock())
 
     def test_addresses(self) -> None:
         from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -209,8 +209,8 @@ class SeveralRegistriesTests(SynchronousTestCase):
         )
 
     def test_the_heartbeat_gets_every_url(self) -> None:
-        tree = tap.makeService(self.parse(f"{self.A},{self.B}"), reactor=MemoryReactorClock())
-        heartbeat = tree.registration  # type: ignore[attr-defined]
+        tree = tap.build(self.parse(f"{self.A},{self.B}"), reactor=MemoryReactorClock())
+        heartbeat = tree.registration
         self.assertIsInstance(heartbeat, Heartbeat)
         self.assertEqual(
             (heartbeat.registry_urls, heartbeat.registry_url), ((self.A, self.B), self.A)

@@ -98,7 +98,7 @@ def services(tree: IService) -> list[IService]:
 def listening(tree: IService) -> list[Any]:
     """The ports the tree's listeners hold (None: not listening)."""
     return [
-        service.port for service in services(tree) if isinstance(service, tap._ListeningService)
+        service.port for service in services(tree) if isinstance(service, tap.Listener)
     ]
 
 
@@ -132,8 +132,8 @@ class OptionsTests(SynchronousTestCase):
             ([*registry, *ETCD, *ADVERTISE], "--registry and --etcd"),
             ([*ADVERTISE, *registry, "--ttl", "3"], "--ttl needs --etcd"),
             ([*ETCD, *ADVERTISE, "--heartbeat", "2"], "--heartbeat is for --registry"),
-            ([*ETCD, *ADVERTISE, "--ttl", "0"], "must be a positive integer"),
-            ([*ETCD, *ADVERTISE, "--ttl", "2.5"], "invalid literal for int()"),
+            ([*ETCD, *ADVERTISE, "--ttl", "0"], "--ttl 0: must be a whole number, 1 or more"),
+            ([*ETCD, *ADVERTISE, "--ttl", "2.5"], "--ttl 2.5: not a whole number"),
             (["--etcd", "ftp://127.0.0.1:2379", *ADVERTISE], "expected http:// or https://"),
             ([*ETCD, *ADVERTISE, "--etcd-prefix", ""], "--etcd-prefix must not be empty"),
             ([*ETCD, "--advertise", "127.0.0.1:7005"], "--advertise"),
@@ -162,8 +162,8 @@ class OptionsTests(SynchronousTestCase):
         options = parse(*LISTEN, "--etcd", "127.0.0.1:2379", *ADVERTISE, *tls)
         self.assertEqual(options["etcd"], ["https://127.0.0.1:2379"])
         self.assertEqual(options["etcd-tls"], EtcdTLS(pki.ca, pki.cert, pki.key))
-        tree = tap.makeService(options, reactor=MemoryReactorClock())
-        etcd = tree.registration._etcd  # type: ignore[attr-defined]
+        tree = tap.build(options, reactor=MemoryReactorClock())
+        etcd = tree.registration._etcd  # type: ignore[union-attr]
         self.assertTrue(all(url.startswith("https://") for url in etcd.endpoints))
         self.successResultOf(etcd.close())
         for argv, message in [
@@ -192,10 +192,10 @@ class OptionsTests(SynchronousTestCase):
     def test_the_registry_is_unchanged(self) -> None:
         options = parse("--registry", "http://127.0.0.1:1/_geerpc_/registry", *ADVERTISE)
         self.assertEqual((options["etcd"], options["ttl"]), (None, 10))
-        tree = tap.makeService(options, reactor=MemoryReactorClock())
-        self.assertIsInstance(tree.registration, Heartbeat)  # type: ignore[attr-defined]
+        tree = tap.build(options, reactor=MemoryReactorClock())
+        self.assertIsInstance(tree.registration, Heartbeat)
         self.assertEqual(
-            [s for s in services(tree) if isinstance(s, EtcdRegistration)],
+            [s for s in services(tree.service) if isinstance(s, EtcdRegistration)],
             [],
         )
 
@@ -211,21 +211,22 @@ class ServiceTreeTests(SynchronousTestCase):
         self.etcd = FakeEtcd(self.reactor)
         self.addCleanup(self.etcd.close)
 
-    def build(self, *argv: str) -> IService:
+    def build(self, *argv: str) -> tap.Geerpc:
         options = parse(*argv)
-        return tap.makeService(options, reactor=self.reactor, etcd=self.etcd)
+        return tap.build(options, reactor=self.reactor, etcd=self.etcd)
 
-    def start(self, tree: IService) -> None:
-        tree.privilegedStartService()
-        tree.startService()
+    def start(self, built: tap.Geerpc) -> None:
+        built.service.privilegedStartService()
+        built.service.startService()
 
     def test_registers_in_etcd(self) -> None:
-        tree = self.build(*LISTEN, *ETCD, *ADVERTISE, "--ttl", "3", "--etcd-prefix", "/p/")
+        built = self.build(*LISTEN, *ETCD, *ADVERTISE, "--ttl", "3", "--etcd-prefix", "/p/")
+        tree = built.service
         [registration] = [s for s in services(tree) if isinstance(s, EtcdRegistration)]
-        self.assertIs(tree.registration, registration)  # type: ignore[attr-defined]
+        self.assertIs(built.registration, registration)
         self.assertEqual([s for s in services(tree) if isinstance(s, Heartbeat)], [])
         self.assertEqual((registration.ttl, registration.prefix), (3, "/p/"))
-        self.start(tree)
+        self.start(built)
         kv = self.successResultOf(self.etcd.get(b"/p/tcp@127.0.0.1:7005"))
         self.assertEqual(kv.lease, registration.lease)
         self.reactor.pump([1] * 10)  # renewed every second
@@ -233,14 +234,16 @@ class ServiceTreeTests(SynchronousTestCase):
         self.successResultOf(tree.stopService())
 
     def test_advertising_port_0_takes_the_bound_port(self) -> None:
-        tree = self.build(
+        built = self.build(
             *("--listen", "unix:/tmp/txgeerpc-test.sock"),
             *LISTEN,
             *ETCD,
             *("--advertise", "tcp@127.0.0.1:0"),
         )
-        self.start(tree)
-        registration = tree.registration  # type: ignore[attr-defined]
+        tree = built.service
+        self.start(built)
+        registration = built.registration
+        assert isinstance(registration, EtcdRegistration)
         self.assertEqual(registration.address, "tcp@127.0.0.1:7005")
         listed = self.successResultOf(self.etcd.get_prefix(DEFAULT_PREFIX.encode()))
         self.assertEqual(
@@ -260,8 +263,9 @@ class ServiceTreeTests(SynchronousTestCase):
             return closing  # the client's connections take a while to close
 
         self.patch(self.etcd, "close", close)
-        tree = self.build(*LISTEN, *ETCD, *ADVERTISE)
-        self.start(tree)
+        built = self.build(*LISTEN, *ETCD, *ADVERTISE)
+        tree = built.service
+        self.start(built)
         self.etcd.watch_prefix(
             DEFAULT_PREFIX.encode(),
             0,
@@ -286,8 +290,9 @@ class ServiceTreeTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_stop_completes_when_etcd_is_down(self) -> None:
-        tree = self.build(*LISTEN, *ETCD, *ADVERTISE)
-        self.start(tree)
+        built = self.build(*LISTEN, *ETCD, *ADVERTISE)
+        tree = built.service
+        self.start(built)
         self.etcd.available = False
         self.successResultOf(tree.stopService())
         self.assertEqual(self.etcd.requests[-2:], ["revoke", "close"])
@@ -296,8 +301,8 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_a_real_client_by_default(self) -> None:
         options = parse(*LISTEN, *ETCD, *ADVERTISE, "--etcd-timeout", "2")
-        tree = tap.makeService(options, reactor=self.reactor)
-        etcd = tree.registration._etcd  # type: ignore[attr-defined]
+        tree = tap.build(options, reactor=self.reactor)
+        etcd = tree.registration._etcd  # type: ignore[union-attr]
         self.assertIsInstance(etcd, EtcdClient)
         self.assertEqual((etcd.endpoints, etcd.request_timeout), (["http://127.0.0.1:2379"], 2))
         self.successResultOf(etcd.close())

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
+import attrs
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -21,6 +20,13 @@ from twisted.web.resource import Resource
 
 from ._one_port import QuietSite, mount
 from ._services import StopInOrder
+from ._twistd import (
+    Listener,
+    ServeOptions,
+    non_negative_seconds,
+    one_line_errors,
+    positive_int,
+)
 from ._wire import DEFAULT_REGISTRY_PATH
 from .etcd import Etcd, _options
 from .etcd._store import EtcdStore
@@ -33,12 +39,13 @@ from .registry import (
     RegistryResource,
     purge_interval,
 )
-from .tap import _positive_int, non_negative_float
 
 DEFAULT_LISTEN = "tcp:9999:interface=127.0.0.1"
 
 
-class Options(usage.Options):
+class Options(ServeOptions):
+    tapname = "geerpc-registry"
+    default_listen = DEFAULT_LISTEN
     synopsis = "[options]"
     longdesc = (
         "Serve a GeeRPC registry: servers POST heartbeats with X-Geerpc-Server, clients GET "
@@ -52,7 +59,7 @@ class Options(usage.Options):
             None,
             DEFAULT_TIMEOUT,
             "Seconds an entry lives after its last heartbeat (0: forever).",
-            non_negative_float,
+            non_negative_seconds,
         ],
         ["path", None, DEFAULT_REGISTRY_PATH, "HTTP path of the registry."],
         [
@@ -61,23 +68,18 @@ class Options(usage.Options):
             DEFAULT_MAX_ENTRIES,
             "Servers the registry holds at most; a heartbeat from a new one when full "
             "is answered 503 (refreshing a listed one always works).",
-            _positive_int,
+            positive_int,
         ],
         *_options.PARAMETERS,
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
-        self["listen"] = []
-
     def opt_listen(self, endpoint: str) -> None:
         """Twisted server endpoint string to listen on (repeatable).
         Default: tcp:9999:interface=127.0.0.1"""
-        self["listen"].append(endpoint)
+        super().opt_listen(endpoint)
 
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+        super().postOptions()
         if not self["path"].startswith("/"):
             raise usage.UsageError(f"--path must start with /, got {self['path']!r}")
         _options.check(self)
@@ -134,15 +136,28 @@ class _StoreService(Service):
         return idle.addBoth(drained)
 
 
-def makeService(config: Options, reactor: Any = None) -> IService:
-    """The registry service tree: the store, a purge timer and one listener
-    per --listen (stopped in reverse order: the store's etcd client closed
-    once the listeners have stopped and the requests under way have ended,
-    or --etcd-timeout passed)."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
+@attrs.frozen
+class RegistryServer:
+    """What ``twistd geerpc-registry``'s options build (:func:`build`).
 
-        reactor = global_reactor
+    :ivar service: the service tree twistd runs.
+    :ivar store: where the entries live.
+    :ivar listeners: one per ``--listen``, in order.
+    """
+
+    service: IService
+    store: IRegistryStore
+    listeners: tuple[Listener, ...]
+
+
+def build(config: Options, reactor: Any) -> RegistryServer:
+    """The registry service tree, listening on nothing yet: the store, a
+    purge timer and one listener per --listen (stopped in reverse order: the
+    store's etcd client closed once the listeners have stopped and the
+    requests under way have ended, or --etcd-timeout passed).
+
+    :raises StartupError: a ``--listen`` that cannot be used.
+    """
     store: IRegistryStore
     if config["etcd"]:
         etcd = _options.client(config, reactor)
@@ -171,12 +186,25 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     site.quiet_paths.add(config["path"].encode())
     rest = MultiService()
     RegistryPurge(store, reactor, purge_interval(config["timeout"])).setServiceParent(rest)
-    for description in config["listen"]:
-        StreamServerEndpointService(serverFromString(reactor, description), site).setServiceParent(
-            rest
-        )
+    listeners = tuple(Listener(reactor, description, site) for description in config["listen"])
+    for listener in listeners:
+        listener.setServiceParent(rest)
     parent = StopInOrder()
     described.setServiceParent(parent)
     rest.setServiceParent(parent)
-    parent.store = store  # type: ignore[attr-defined]
-    return parent
+    return RegistryServer(parent, store, listeners)
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    """twistd's entry point: :func:`build`, then listen at once, so that a
+    mistake (a port in use, an unknown endpoint) is one line on stderr and
+    exit status 1, before twistd daemonizes."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    with one_line_errors(Options.tapname):
+        built = build(config, reactor)
+        for listener in built.listeners:
+            listener.listen()
+    return built.service

@@ -12,22 +12,30 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 
-from ._one_port import OnePortFactory, mount
+from ._one_port import mount
 from ._server_protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
 from ._services import CloseOnStop, StopInOrder
+from ._twistd import (
+    Listener,
+    ServeOptions,
+    StartupError,
+    cwd_on_path,
+    non_negative_seconds,
+    one_line_errors,
+    positive_int,
+    positive_seconds,
+)
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .etcd import _options as etcd_options
@@ -50,41 +58,19 @@ from .server import Server
 DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be a positive number of seconds, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _heartbeat_period(text: str) -> float:
-    value = float(text)
+    value = positive_seconds(text)
     if not value >= MIN_PERIOD:
-        raise ValueError(f"must be {MIN_PERIOD:g} seconds or more, got {text}")
+        raise ValueError(f"must be {MIN_PERIOD:g} seconds or more")
     return value
 
 
-_positive_float.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
 _heartbeat_period.coerceDoc = f"Seconds, {MIN_PERIOD:g} or more."  # type: ignore[attr-defined]
-_positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
 
 
-def non_negative_float(text: str) -> float:
-    """An option value: a number, 0 or more."""
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(f"must be 0 or more, got {text}")
-    return value
-
-
-class Options(usage.Options):
+class Options(ServeOptions):
+    tapname = "geerpc"
+    default_listen = DEFAULT_LISTEN
     synopsis = "[options]"
     longdesc = (
         "Serve GeeRPC services.  With no --service, serves the example services "
@@ -101,28 +87,28 @@ class Options(usage.Options):
             None,
             "Server-side maximum seconds a request may run (the client's "
             "HandleTimeout applies when smaller).",
-            _positive_float,
+            positive_seconds,
         ],
         [
             "max-message-size",
             None,
             DEFAULT_MAX_MESSAGE_SIZE,
             "Largest request header or body, in bytes.",
-            _positive_int,
+            positive_int,
         ],
         [
             "max-in-flight",
             None,
             DEFAULT_MAX_IN_FLIGHT,
             "Requests one connection may have running before reading from it pauses.",
-            _positive_int,
+            positive_int,
         ],
         [
             "handshake-timeout",
             None,
             DEFAULT_HANDSHAKE_TIMEOUT,
             "Seconds a new connection has to send its Option (or HTTP request).",
-            _positive_float,
+            positive_seconds,
         ],
         [
             "rpc-path",
@@ -158,7 +144,7 @@ class Options(usage.Options):
             None,
             f"With --etcd: seconds the registration outlives this server (its etcd lease; "
             f"renewed every third of it; default {DEFAULT_TTL}).",
-            _positive_int,
+            positive_int,
         ],
         [
             "heartbeat",
@@ -178,7 +164,7 @@ class Options(usage.Options):
             None,
             DEFAULT_REGISTRY_TIMEOUT,
             "Seconds a registry entry lives after its last heartbeat (0: forever).",
-            non_negative_float,
+            non_negative_seconds,
         ],
         [
             "registry-max-entries",
@@ -186,7 +172,7 @@ class Options(usage.Options):
             DEFAULT_REGISTRY_MAX_ENTRIES,
             "Servers the embedded registry holds at most; a heartbeat from a new one when "
             "full is answered 503 (refreshing a listed one always works).",
-            _positive_int,
+            positive_int,
         ],
         # Direct registration on etcd (instead of --registry), with --advertise.
         *etcd_options.PARAMETERS,
@@ -194,13 +180,12 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
         self["service"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted server endpoint string to listen on (repeatable).
         Default: tcp:7001:interface=127.0.0.1"""
-        self["listen"].append(endpoint)
+        super().opt_listen(endpoint)
 
     def opt_service(self, spec: str) -> None:
         """MODULE:ATTR of a class or instance to register (repeatable).
@@ -211,8 +196,7 @@ class Options(usage.Options):
         self["service"].append(spec)
 
     def postOptions(self) -> None:
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
+        super().postOptions()
         if self["registry"] and self["etcd"]:
             raise usage.UsageError(
                 "--registry and --etcd: register at one of them (a registry on the same "
@@ -280,15 +264,17 @@ def _registry_urls(given: str | list[str]) -> list[str]:
 
 def load_service(spec: str, clock: Any) -> Any:
     """Resolve ``MODULE:ATTR``; instantiate a class (passing ``clock`` when its
-    constructor has such a parameter).
+    constructor has such a parameter).  Modules are looked for in the current
+    directory too, as ``python -m`` does.
 
-    :raises usage.UsageError: it cannot be imported or built.
+    :raises StartupError: it cannot be imported or built.
     """
     module, _, attribute = spec.partition(":")
+    cwd_on_path()
     try:
         target = namedAny(f"{module}.{attribute}")
-    except (ImportError, AttributeError, ValueError) as error:
-        raise usage.UsageError(f"--service {spec}: cannot import ({error})") from error
+    except Exception as error:  # not found, or the module itself failed to import
+        raise StartupError(f"--service {spec}: cannot import it ({_describe(error)})") from error
     if isinstance(target, type):
         try:
             parameters = inspect.signature(target).parameters
@@ -296,20 +282,28 @@ def load_service(spec: str, clock: Any) -> Any:
             parameters = {}  # type: ignore[assignment]
         try:
             return target(clock=clock) if "clock" in parameters else target()
-        except TypeError as error:
-            raise usage.UsageError(f"--service {spec}: cannot instantiate ({error})") from error
+        except Exception as error:
+            raise StartupError(
+                f"--service {spec}: cannot instantiate it ({_describe(error)})"
+            ) from error
     return target
 
 
-class CannotListen(Exception):
-    """An endpoint of ``--listen`` cannot be listened on."""
+def _describe(error: BaseException) -> str:
+    """An exception as a short phrase, with where it happened for a syntax error."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"SyntaxError: {error.msg} ({error.filename}, line {error.lineno})"
+    text = str(error).strip()
+    name = type(error).__name__
+    if name in ("ModuleNotFound", "ObjectNotFound", "InvalidName"):  # twisted's own
+        return text
+    return f"{name}: {text}" if text else name
 
-    def __init__(self, description: str, reason: object) -> None:
-        super().__init__(f"txgeerpc: cannot listen on {description}: {reason}")
 
-
-class _ListeningService(Service):
-    """Listens on one endpoint string and logs where, with a ready-to-paste call."""
+class _Announcer:
+    """Logs where one listener serves, with a ready-to-paste call, once the
+    reactor runs (signal handlers installed, so whoever waits for the line
+    can also stop the server with SIGTERM)."""
 
     _log = Logger()
 
@@ -318,42 +312,16 @@ class _ListeningService(Service):
         reactor: Any,
         description: str,
         server: Server,
-        factory: OnePortFactory,
         debug_path: str | None,
-        registry_path: str | None = None,
+        registry_path: str | None,
     ) -> None:
         self._reactor = reactor
         self._description = description
         self._server = server
-        self._factory = factory
         self._debug_path = debug_path
         self._registry_path = registry_path
-        self._port: IListeningPort | None = None
 
-    @property
-    def port(self) -> IListeningPort | None:
-        """The listening port, once listening."""
-        return self._port
-
-    @property
-    def description(self) -> str:
-        return self._description
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        endpoint = serverFromString(self._reactor, self._description)
-        d: Deferred[IListeningPort] = endpoint.listen(self._factory)
-        d.addCallback(self._listening)
-        failures: list[Failure] = []
-        d.addErrback(failures.append)
-        if failures:  # the usual case (port in use...): fail startup, exit non-zero
-            raise CannotListen(self._description, failures[0].value)
-        d.addErrback(self._failed)
-
-    def _listening(self, port: IListeningPort) -> None:
-        self._port = port
-        # Announce only once the reactor runs (signal handlers installed), so
-        # whoever waits for this line can also stop the server with SIGTERM.
+    def __call__(self, port: IListeningPort) -> None:
         self._reactor.callWhenRunning(self._announce, port)
 
     def _announce(self, port: IListeningPort) -> None:
@@ -376,20 +344,6 @@ class _ListeningService(Service):
             description=self._description,
             example=example,
         )
-
-    def _failed(self, failure: Any) -> None:
-        self._log.failure(
-            "txgeerpc: cannot listen on {description}", failure, description=self._description
-        )
-        if self._reactor.running:
-            self._reactor.stop()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            port, self._port = self._port, None
-            return port.stopListening()  # type: ignore[no-any-return]
-        return None
 
 
 def geerpc_address(host: Any) -> str:
@@ -417,7 +371,10 @@ def _example_call(server: Server) -> str:
 
 
 def build_server(config: Options, clock: Any) -> Server:
-    """The :class:`Server` a parsed configuration describes."""
+    """The :class:`Server` a parsed configuration describes.
+
+    :raises StartupError: a ``--service`` cannot be loaded or registered.
+    """
     server = Server(
         clock,
         handle_timeout=config["handle-timeout"],
@@ -430,30 +387,46 @@ def build_server(config: Options, clock: Any) -> Server:
             try:
                 server.register(load_service(spec, clock))
             except GeeRPCError as error:
-                raise usage.UsageError(f"--service {spec}: {error}") from error
+                raise StartupError(f"--service {spec}: {error}") from error
     else:
         register_examples(server)
     return server
 
 
-def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = None) -> IService:
-    """Build the ``twistd geerpc`` service tree.
+@attrs.frozen
+class Geerpc:
+    """What ``twistd geerpc``'s options build (:func:`build`).
 
-    :param reactor: the reactor (the global one by default).
+    :ivar service: the service tree twistd runs.
+    :ivar server: the :class:`Server` every listener serves.
+    :ivar listeners: one per ``--listen``, in order.
+    :ivar registry: the embedded registry, unless ``--registry-path none``.
+    :ivar registration: the heartbeat (``--registry``) or etcd registration
+        (``--etcd``), if any.
+    """
+
+    service: IService
+    server: Server
+    listeners: tuple[Listener, ...]
+    registry: RegistryResource | None
+    registration: Heartbeat | EtcdRegistration | None
+
+
+def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
+    """Build the ``twistd geerpc`` service tree, listening on nothing yet.
+
     :param etcd: with ``--etcd``, the cluster to register in (by default an
         :class:`~txgeerpc.etcd.EtcdClient` the options describe); it is
         closed on stop, after the lease is revoked.
+    :raises StartupError: a ``--service`` or ``--listen`` that cannot be used.
     """
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
     server = build_server(config, reactor)
     debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
     parent = MultiService()
     registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
+    registry = None
     if registry_path is not None:
         # An embedded registry on the same port, so the demo has one.
         store = MemoryStore(config["registry-timeout"], max_entries=config["registry-max-entries"])
@@ -462,12 +435,10 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
-        parent.registry = registry  # type: ignore[attr-defined]
     listeners = []
     for description in config["listen"]:
-        listening = _ListeningService(
-            reactor, description, server, factory, debug_path, registry_path
-        )
+        announce = _Announcer(reactor, description, server, debug_path, registry_path)
+        listening = Listener(reactor, description, factory, announce)
         listening.setServiceParent(parent)
         listeners.append(listening)
     registration: Heartbeat | EtcdRegistration | None = None
@@ -502,9 +473,23 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
         parent.setServiceParent(ordered)
         registration.setServiceParent(ordered)
         parent = ordered
-        parent.registration = registration  # type: ignore[attr-defined]
-    parent.server = server  # type: ignore[attr-defined]
-    return parent
+    return Geerpc(parent, server, tuple(listeners), registry, registration)
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    """twistd's entry point: :func:`build`, then listen at once, so that a
+    mistake (a port in use, an unknown endpoint, a service that cannot be
+    imported) is one line on stderr and exit status 1, before twistd
+    daemonizes."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    with one_line_errors(Options.tapname):
+        built = build(config, reactor)
+        for listener in built.listeners:
+            listener.listen()
+    return built.service
 
 
 def _has_port(description: str) -> bool:
@@ -537,7 +522,7 @@ class _AdvertiseBoundPort(Service):
     this is a guard.)"""
 
     def __init__(
-        self, registration: Heartbeat | EtcdRegistration, listeners: list[_ListeningService]
+        self, registration: Heartbeat | EtcdRegistration, listeners: list[Listener]
     ) -> None:
         self._registration = registration
         self._listeners = listeners
@@ -554,7 +539,8 @@ class _AdvertiseBoundPort(Service):
                 else:
                     registration.address = _with_port(registration.address, bound)
                 return
-        raise CannotListen(
-            ", ".join(listening.description for listening in self._listeners),
-            "--advertise with port 0 needs a TCP --listen to take the port from",
+        raise StartupError(
+            "--advertise with port 0 needs a TCP --listen to take the port from, and "
+            + ", ".join(listening.description for listening in self._listeners)
+            + " has none"
         )

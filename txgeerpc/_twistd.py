@@ -1,0 +1,244 @@
+"""
+What the two twistd plugins (``twistd geerpc``, ``twistd geerpc-registry``)
+share: option value types, ``--listen``, listening before twistd daemonizes,
+and startup mistakes reported as one line with a non-zero exit.
+
+Why listening happens in ``makeService``: twistd forks into the background
+(``twistd`` without ``-n``) *before* it starts the services, and reports a
+failure after that only as a truncated ``repr`` through a 100-byte pipe.  A
+port taken, an endpoint string Twisted does not know, a module that cannot be
+imported are all found while ``makeService`` runs, still attached to the shell
+that ran twistd, which then prints one line naming the problem and exits 1.
+(Option mistakes exit 2.)  This is a composition root: it may use the global
+reactor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+__all__: list[str] = []  # private: used by txgeerpc.tap and txgeerpc.registry_tap
+
+
+class StartupError(Exception):
+    """A mistake found while making the service: its text is the whole
+    message the user sees (``twistd TAPNAME: TEXT``)."""
+
+
+def exit_with(tapname: str, message: str, code: int) -> NoReturn:
+    """Print ``twistd TAPNAME: MESSAGE`` (one line) on stderr and exit."""
+    text = " ".join(message.split())  # one line, whatever the message held
+    sys.stderr.write(f"twistd {tapname}: {text}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+@contextmanager
+def one_line_errors(tapname: str) -> Iterator[None]:
+    """Inside it, a :class:`StartupError` or ``usage.UsageError`` ends the
+    process with one line on stderr and exit status 1."""
+    try:
+        yield
+    except (StartupError, usage.UsageError) as error:
+        exit_with(tapname, str(error), 1)
+
+
+# -- option value types -------------------------------------------------------
+
+
+def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError("not a number" if kind is float else "not a whole number") from None
+
+
+def positive_seconds(text: str) -> float:
+    """Seconds, more than 0 (and finite)."""
+    value = _number(text, float)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("must be a number of seconds more than 0")
+    return float(value)
+
+
+def non_negative_seconds(text: str) -> float:
+    """Seconds, 0 or more (and finite)."""
+    value = _number(text, float)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError("must be a number of seconds, 0 or more")
+    return float(value)
+
+
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more."""
+    value = _number(text, int)
+    if value < 1:
+        raise ValueError("must be a whole number, 1 or more")
+    return int(value)
+
+
+positive_seconds.coerceDoc = "Seconds, > 0."  # type: ignore[attr-defined]
+non_negative_seconds.coerceDoc = "Seconds, >= 0."  # type: ignore[attr-defined]
+positive_int.coerceDoc = "A whole number, >= 1."  # type: ignore[attr-defined]
+
+
+class _NamedCoerce(usage.CoerceParameter):
+    """Twisted's coercion, with an error that names the option and its value
+    (Twisted's says only "Parameter type enforcement failed")."""
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            coerced = self.coerce(value)
+        except ValueError as error:
+            raise usage.UsageError(f"--{parameterName} {value}: {error}") from None
+        self.options.opts[parameterName] = coerced
+
+
+class ServeOptions(usage.Options):
+    """Options both plugins share: ``--listen`` (repeatable), option errors
+    that name the option, and, under twistd, one line instead of the whole
+    help."""
+
+    tapname = ""
+    default_listen = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        for name, dispatch in list(self._dispatch.items()):
+            if type(dispatch) is usage.CoerceParameter:
+                named = _NamedCoerce(self, dispatch.coerce)
+                named.doc = dispatch.doc
+                self._dispatch[name] = named
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Twisted server endpoint string to listen on (repeatable)."""
+        self["listen"].append(endpoint)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if getattr(self, "parent", None) is None:  # not under twistd: the caller decides
+                raise
+            exit_with(
+                self.tapname, f"{error} (twistd {self.tapname} --help lists the options)", 2
+            )
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            self["listen"] = [self.default_listen]
+
+
+# -- listening ----------------------------------------------------------------
+
+
+def _reason(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    if isinstance(error, CannotListenError) and error.socketError is not None:
+        error = error.socketError
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror if not error.filename else f"{error.strerror}: {error.filename!r}"
+    return text or type(error).__name__
+
+
+class Listener(Service):
+    """Listens on one endpoint string.  :meth:`listen` listens at once (the
+    plugins call it in ``makeService``); otherwise starting the service does.
+
+    :ivar port: the listening port, once listening.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        factory: IProtocolFactory,
+        announce: Callable[[IListeningPort], None] | None = None,
+    ) -> None:
+        self.description = description
+        self.port: IListeningPort | None = None
+        self._factory = factory
+        self._announce = announce
+        self._listening: Deferred[IListeningPort] | None = None
+        try:
+            self._endpoint = serverFromString(reactor, description)
+        except Exception as error:  # ValueError, KeyError, OSError (ssl: files), ...
+            raise StartupError(f"--listen {description}: {_reason(error)}") from error
+
+    def listen(self) -> None:
+        """Listen now (once).
+
+        :raises StartupError: the endpoint refused at once (a port in use,
+            no permission, no such interface).
+        """
+        if self._listening is not None:
+            return
+        failed_now: list[Failure] = []
+        waiting: list[bool] = []  # empty while listen() runs
+
+        def failed(failure: Failure) -> None:
+            if not waiting:
+                failed_now.append(failure)
+            elif not failure.check(CancelledError):  # cancelled: stopped meanwhile
+                self._log.error(
+                    "cannot listen on {description}: {reason}",
+                    description=self.description,
+                    reason=_reason(failure.value),
+                )
+
+        self._listening = self._endpoint.listen(self._factory)
+        self._listening.addCallbacks(self._listened, failed)
+        waiting.append(True)
+        if failed_now:
+            self._listening = None
+            reason = _reason(failed_now[0].value)
+            raise StartupError(f"cannot listen on {self.description}: {reason}")
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.listen()
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        if self._announce is not None:
+            self._announce(port)
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()  # type: ignore[no-any-return]
+        if listening is not None:
+            listening.cancel()
+        return None
+
+
+def cwd_on_path() -> None:
+    """Put the directory twistd was started from on ``sys.path``, as
+    ``python -m`` does, so ``--service calc:Calc`` finds ``calc.py`` there."""
+    here = os.getcwd()
+    if here not in sys.path and os.path.abspath(here) not in map(os.path.abspath, sys.path):
+        sys.path.insert(0, here)
