@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -27,15 +27,11 @@ from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Point, Record
 from txgeerpc.gob._decoder import read_wire_type
 
+from . import examples
 from .test_gob import GO_CAPTURED_VALUES, GO_CAPTURES
 
-FAST = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-FEWER = settings(FAST, max_examples=50)
+FAST = examples(0.5)
+FEWER = examples(1 / 6)
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 UINT64 = st.integers(min_value=0, max_value=2**64 - 1)

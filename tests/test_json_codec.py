@@ -7,7 +7,7 @@ import itertools
 import json
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,6 +15,7 @@ from txgeerpc._wire import EMPTY_STRUCT, JSON, Header
 from txgeerpc.codec import JSONCodec, default_registry
 from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
 
+from . import examples
 from ._helpers import vector
 
 OPTION_LENGTH = 102
@@ -102,7 +103,7 @@ class VectorTests(SynchronousTestCase):
         self.assertEqual(decode_stream(pieces), REQUESTS)
 
     @given(st.data())
-    @settings(max_examples=100, deadline=None)
+    @examples(1 / 3)
     def test_decode_requests_random_splits(self, data: st.DataObject) -> None:
         stream = requests_stream()
         cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))

@@ -9,7 +9,7 @@ import json
 from typing import Any, Optional
 
 import attrs
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,14 +20,10 @@ from txgeerpc._wire import MAGIC_NUMBER, Header, Option
 from txgeerpc.codec import JSONCodec
 from txgeerpc.errors import MessageTooLarge, ProtocolError
 
+from . import examples
 from ._helpers import decode_all
 
-FAST = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FAST = examples(0.5)
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
@@ -407,7 +403,7 @@ class JSONCodecProperties(SynchronousTestCase):
 class ParsedFastPathTests(SynchronousTestCase):
     """``next_parsed`` (C scanner first) agrees with ``next_value`` + ``loads``."""
 
-    @settings(max_examples=150, deadline=None)
+    @examples(0.5)
     @given(
         values=st.lists(
             st.recursive(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -20,6 +20,7 @@ from txgeerpc.codec import default_registry
 from txgeerpc.errors import GeeRPCError
 from txgeerpc.examples import Args
 
+from . import examples
 from ._helpers import JSON_OPTION, CapturedLogs, checked_clock, connected_server, example_server
 
 json_values = st.recursive(
@@ -51,7 +52,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 class ServerProtocolProperties(SynchronousTestCase):
-    @settings(max_examples=200, deadline=None)
+    @examples(2 / 3)
     @given(garbage=st.binary(max_size=200), cuts=st.lists(st.integers(0, 300), max_size=5))
     def test_random_bytes_after_option_never_escape(self, garbage: bytes, cuts: list[int]) -> None:
         clock = checked_clock(self)
@@ -66,7 +67,7 @@ class ServerProtocolProperties(SynchronousTestCase):
         self.flushLoggedErrors()
         self.assertEqual(server.connections, 0)
 
-    @settings(max_examples=100, deadline=None)
+    @examples(1 / 3)
     @given(
         requests=st.lists(st.tuples(methods, json_values), min_size=1, max_size=6),
         cuts=st.lists(st.integers(0, 2000), max_size=8),
@@ -97,7 +98,7 @@ class ServerProtocolProperties(SynchronousTestCase):
 
 
 class ClientProtocolProperties(SynchronousTestCase):
-    @settings(max_examples=200, deadline=None)
+    @examples(2 / 3)
     @given(reply=st.binary(max_size=200), cuts=st.lists(st.integers(0, 300), max_size=5))
     def test_random_reply_bytes_never_escape(self, reply: bytes, cuts: list[int]) -> None:
         clock = checked_clock(self)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
 from ._introspect import (
@@ -177,21 +178,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     servers.add_argument("--json", action="store_true", help="print the listing as JSON")
     servers.add_argument(
+        "--wait",
+        type=int,
+        default=0,
+        metavar="N",
+        help="ask again until at least N servers are listed, for --timeout seconds at most "
+        "(for scripts that start servers and then use them)",
+    )
+    servers.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait (default: 10)"
     )
     return parser
+
+
+WAIT_INTERVAL = 0.2  # seconds between two listings with --wait
 
 
 async def _servers(reactor: Any, options: argparse.Namespace) -> int:
     if (options.registry is None) == (options.etcd is None):
         print("error: give a REGISTRY_URL or --etcd URL[,URL...]", file=sys.stderr)
         return EXIT_USAGE
-    if options.etcd is not None:
-        return await _etcd_servers(reactor, options)
-    url = options.registry
-    if not url.startswith(("http://", "https://")):
-        print(f"error: {url!r} is not an http:// or https:// URL", file=sys.stderr)
+    if options.registry is not None and not options.registry.startswith(("http://", "https://")):
+        print(f"error: {options.registry!r} is not an http:// or https:// URL", file=sys.stderr)
         return EXIT_USAGE
+    if options.wait < 0:
+        print("error: --wait wants a number of servers, 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    listing = _etcd_servers if options.etcd is not None else _registry_servers
+    deadline = None
+    while True:
+        ages = await listing(reactor, options)
+        if isinstance(ages, int):  # an exit status: it said why
+            return ages
+        if len(ages) >= options.wait:
+            return _print_listing(ages, options.json, "last heartbeat")
+        if deadline is None:
+            deadline = reactor.seconds() + (options.timeout or 10.0)
+        if reactor.seconds() + WAIT_INTERVAL > deadline:
+            print(
+                f"error: {len(ages)} servers listed, not {options.wait}, "
+                f"after {options.timeout or 10.0:g}s",
+                file=sys.stderr,
+            )
+            return EXIT_CALL_FAILED
+        await deferLater(reactor, WAIT_INTERVAL, lambda: None)
+
+
+async def _registry_servers(reactor: Any, options: argparse.Namespace) -> dict[str, Any] | int:
+    """The servers a registry lists, with their ages, or an exit status."""
+    url = options.registry
     try:
         answer = await agent_request(reactor)(
             b"GET", url, {b"Accept": b"application/json"}, options.timeout or 10.0
@@ -203,14 +238,14 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
         print(f"error: the registry at {url} answered {answer.status}", file=sys.stderr)
         return EXIT_CALL_FAILED
     try:
-        ages = registry_listing(answer)
+        return registry_listing(answer)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
-    return _print_listing(ages, options.json, "last heartbeat")
 
 
-async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> int:
+async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> dict[str, Any] | int:
+    """The servers registered in etcd, with their ages, or an exit status."""
     try:
         etcd = EtcdClient(reactor, options.etcd, request_timeout=options.timeout or 10.0)
     except ValueError as error:
@@ -230,7 +265,7 @@ async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> int:
         if address is not None:
             heartbeat = heartbeat_of(kv.value)
             ages[address] = None if heartbeat is None else round(max(now - heartbeat, 0), 3)
-    return _print_listing(ages, options.json, "last heartbeat")
+    return ages
 
 
 def _print_listing(ages: dict[str, float | None], as_json: bool, what: str) -> int:
