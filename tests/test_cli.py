@@ -114,3 +114,49 @@ class ServersUsageTests(SynchronousTestCase):
             d = Deferred.fromCoroutine(_servers(None, options))
         self.assertEqual(self.successResultOf(d), 2)
         self.assertIn("expected http:// or https://", stderr.getvalue())
+
+
+class ServersWaitTests(SynchronousTestCase):
+    """``servers --wait N``: asks again until N servers are listed, within --timeout."""
+
+    def run_servers(self, listings: list[dict[str, Any]], *argv: str) -> tuple[Any, Any, str]:
+        import argparse
+
+        from twisted.internet.task import Clock
+
+        from txgeerpc import _cli
+
+        clock = Clock()
+        asked: list[float] = []
+
+        async def listing(reactor: Any, options: argparse.Namespace) -> dict[str, Any]:
+            asked.append(reactor.seconds())
+            return listings[min(len(asked), len(listings)) - 1]
+
+        self.patch(_cli, "_registry_servers", listing)
+        options = _cli.build_parser().parse_args(["servers", "http://127.0.0.1:1/r", *argv])
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            d = Deferred.fromCoroutine(_cli._servers(clock, options))
+            while clock.getDelayedCalls():
+                clock.advance(_cli.WAIT_INTERVAL)
+        return self.successResultOf(d), asked, out.getvalue() + err.getvalue()
+
+    def test_asks_until_enough_are_listed(self) -> None:
+        one, two = {"tcp@a:1": 0.1}, {"tcp@a:1": 0.3, "tcp@b:2": 0.1}
+        status, asked, printed = self.run_servers([{}, one, two], "--wait", "2")
+        self.assertEqual(status, 0)
+        self.assertEqual(len(asked), 3)
+        self.assertEqual(
+            printed, "tcp@a:1  (last heartbeat 0.3s ago)\ntcp@b:2  (last heartbeat 0.1s ago)\n"
+        )
+
+    def test_gives_up_after_the_timeout(self) -> None:
+        status, asked, printed = self.run_servers([{"tcp@a:1": 0}], "--wait", "2", "--timeout", "1")
+        self.assertEqual(status, 1)
+        self.assertLessEqual(asked[-1], 1.0)
+        self.assertEqual(printed, "error: 1 servers listed, not 2, after 1s\n")
+
+    def test_without_wait_one_listing(self) -> None:
+        status, asked, printed = self.run_servers([{}])
+        self.assertEqual((status, len(asked), printed), (0, 1, ""))
