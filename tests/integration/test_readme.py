@@ -43,7 +43,7 @@ def test_program_example_runs(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, "5\n2\n"), result.stderr
 
 
-@pytest.mark.parametrize("uses", ["connect_in_memory", "FakeEtcd"])
+@pytest.mark.parametrize("uses", ["connect_in_memory", "MemoryNetwork(clock)", "FakeEtcd"])
 def test_testing_example_passes(tmp_path: Path, uses: str) -> None:
     block = next(code for code in python_blocks().values() if uses in code)
     (tmp_path / "test_readme_example.py").write_text(block, encoding="utf-8")
