@@ -27,6 +27,7 @@ class _Recorder(Protocol):
     def __init__(self, request: bytes) -> None:
         self.request = request
         self.received = b""
+        self.chunks: list[int] = []
         self.reason: Failure | None = None
 
     def connectionMade(self) -> None:
@@ -34,6 +35,7 @@ class _Recorder(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
+        self.chunks.append(len(data))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.reason = reason
@@ -75,6 +77,17 @@ class MemoryNetworkTests(SynchronousTestCase):
         self.assertIn(b"Foo", recorder.received)
         assert recorder.reason is not None
         self.assertTrue(recorder.reason.check(ConnectionDone))
+
+    def test_a_slow_reader_without_interval_reads_a_little_per_turn(self) -> None:
+        self.network.faults.to_client.slow_reader(10)
+        endpoint = TCP4ClientEndpoint(self.network.reactor, "127.0.0.1", self.port.getHost().port)
+        recorder = _Recorder(b"GET /debug/geerpc HTTP/1.0\r\n\r\n")
+        connectProtocol(endpoint, recorder)
+        self.network.flush()
+        self.assertTrue(recorder.received.startswith(b"HTTP/1.0 200 OK\r\n"))
+        self.assertGreater(len(recorder.chunks), 10)
+        self.assertEqual(max(recorder.chunks), 10)
+        self.assertIsNotNone(recorder.reason)
 
     def test_listening_through_an_endpoint_string(self) -> None:
         d = serverFromString(self.network.reactor, "tcp:7001:interface=127.0.0.1").listen(

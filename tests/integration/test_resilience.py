@@ -100,3 +100,19 @@ async def test_latency_delays_but_does_not_break() -> None:
         outcomes: Any = await DeferredList(calls)
         assert [value for _, value in outcomes] == [f"late {n}" for n in range(10)]
         assert reactor.seconds() - started >= 0.1  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_pause_holds_calls_and_a_slow_reader_still_delivers() -> None:
+    async with proxied() as (_, proxy, client):
+        proxy.faults.pause()
+        held = client.call("Arith.Echo", "held", timeout=10)
+        with pytest.raises(CallTimeout):
+            await client.call("Arith.Echo", "too late", timeout=0.1)
+        assert not held.called
+        proxy.faults.resume()
+        assert await held == "held"
+        proxy.faults.to_client.slow_reader(500, interval=0.01)
+        text = "s" * 3000
+        assert await client.call("Arith.Echo", text, timeout=10) == text
+        assert client.pending == 0
