@@ -162,9 +162,6 @@ class Sink(Protocol):
         """Deliver the end of the stream."""
 
 
-_EOF = b""
-
-
 class Flow:
     """One direction of one connection under :class:`DirectionFaults`.
 
@@ -188,7 +185,7 @@ class Flow:
         self._sink = sink
         self._reset = reset
         self._window = window
-        self._queue: deque[tuple[float, bytes]] = deque()
+        self._queue: deque[tuple[float, bytes | None]] = deque()  # None: the end
         self._last_due = 0.0
         self._ended = False  # the sender's end is in the queue (or was dropped)
         self._next_read = 0.0
@@ -251,7 +248,7 @@ class Flow:
                 self._queue.append((due, data))
                 self.queued += len(data)
             if ended:
-                self._queue.append((due, _EOF))
+                self._queue.append((due, None))
         if ended:
             self._ended = True
         return True
@@ -266,7 +263,7 @@ class Flow:
         if due > now:
             self.wake(due - now)
             return False
-        if head is _EOF:
+        if head is None:
             queue.popleft()
             self._sink.end()
             return True
@@ -290,7 +287,7 @@ class Flow:
         size = 0
         while queue and size < limit:
             due, data = queue[0]
-            if due > now or data is _EOF:
+            if due > now or data is None:
                 break
             take = min(len(data), limit - size)
             chunks.append(data[:take])
