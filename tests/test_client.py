@@ -11,7 +11,6 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.test.iosim import FakeTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Option, connect
@@ -29,7 +28,7 @@ from txgeerpc.errors import (
     UnsupportedCodec,
 )
 from txgeerpc.examples import Args
-from txgeerpc.testing import connect_in_memory
+from txgeerpc.testing import MemoryNetwork, connect_in_memory
 
 from ._helpers import checked_clock, example_server
 
@@ -288,15 +287,18 @@ class InMemoryRoundTripTests(SynchronousTestCase):
 
     def test_server_disconnect_fails_pending(self) -> None:
         clock = checked_clock(self)
-        server = example_server(clock)
-        pair = connect_in_memory(server, clock=clock)
-        d = pair.client.call("Foo.Sleep", Args(10))
-        pair.flush()
-        transport = pair.server_protocol.transport
-        assert isinstance(transport, FakeTransport)
-        transport.loseConnection()
-        pair.flush()
+        network = MemoryNetwork(clock)
+        port = network.listen(example_server(clock).port_factory())
+        connecting = connect(network.reactor, f"tcp@{port.address}")
+        network.flush()
+        client = self.successResultOf(connecting)
+        d = client.call("Foo.Sleep", Args(10))
+        network.flush()
+        [connection] = network.connections
+        connection.server.loseConnection()
+        network.flush()
         self.failureResultOf(d, UnexpectedDisconnect)
+        network.close()
         self.assertEqual(clock.getDelayedCalls(), [])
 
 
@@ -328,15 +330,12 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_connection_refused(self) -> None:
-        d = connect(self.reactor, "tcp@127.0.0.1:7001")
-        self.reactor.advance(0)
-        connector = self.reactor.connectors[0]
-        _, _, factory, _, _ = self.reactor.tcpClients[0]
-        factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
-        self.reactor.advance(1)
+        network = MemoryNetwork()
+        d = connect(network.reactor, "tcp@127.0.0.1:7001")
+        network.flush()
         failure = self.failureResultOf(d, ConnectFailed)
         self.assertIsInstance(failure.value.reason, ConnectionRefusedError)
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(network.clock.getDelayedCalls(), [])
 
     def test_bad_address_and_codec(self) -> None:
         self.failureResultOf(connect(self.reactor, "nope"), InvalidAddress)

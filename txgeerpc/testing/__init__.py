@@ -1,6 +1,16 @@
 """
-Test helpers for code that uses txgeerpc: a client and a server connected in
-memory, with time and bytes under the test's control.
+Test helpers for code that uses txgeerpc, with time and bytes under the
+test's control:
+
+- :class:`MemoryNetwork`: TCP in memory on a clock; a real :class:`Server`
+  listens with its one-port factory and the real :func:`txgeerpc.connect`
+  (endpoints, HTTP CONNECT, connect timeout) connects to it;
+- :class:`Faults`: latency, blackhole, pause, slow reader, cut and reset, one
+  description applied in memory (a listener's faults) or over loopback TCP
+  (:class:`FaultProxy`);
+- :func:`connect_in_memory`: a client on one server connection through
+  ``twisted.test.iosim``, the shortest way for plain call tests;
+- :class:`FakeEtcd`: etcd in memory.
 
 Example::
 
@@ -20,12 +30,15 @@ import attrs
 from twisted.internet.task import Clock
 from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 
-from ._client_protocol import ClientProtocol
-from ._server_protocol import ServerProtocol
-from ._wire import Option, seconds_to_ns
-from .client import Client
-from .etcd._fake import FakeEtcd
-from .server import Server
+from .._client_protocol import ClientProtocol
+from .._server_protocol import ServerProtocol
+from .._wire import Option, seconds_to_ns
+from ..client import Client
+from ..etcd._fake import FakeEtcd
+from ..server import Server
+from ._faults import DirectionFaults, Faults
+from ._memory import MemoryConnection, MemoryNetwork, MemoryPort, MemoryTransport
+from ._proxy import FaultProxy
 
 
 @attrs.define
@@ -48,8 +61,15 @@ class InMemoryConnection:
         requests in turns).  Never advances any clock."""
         while True:
             self.pump.flush()
-            if not self.server_protocol.take_turn_now():
+            # The server answers long batches in turns, a zero-delay call on
+            # its clock: run it as a reactor would (time does not move).
+            clock = self.server_protocol.factory.clock
+            advance = getattr(clock, "advance", None)
+            if advance is None or not any(
+                call.getTime() <= clock.seconds() for call in clock.getDelayedCalls()
+            ):
                 return
+            advance(0)
 
     def close(self) -> None:
         """Close the client and deliver the close to both sides."""
@@ -90,4 +110,15 @@ def connect_in_memory(
     return InMemoryConnection(Client(client_protocol), client_protocol, server_protocol, pump)
 
 
-__all__ = ["FakeEtcd", "InMemoryConnection", "connect_in_memory"]
+__all__ = [
+    "DirectionFaults",
+    "FakeEtcd",
+    "FaultProxy",
+    "Faults",
+    "InMemoryConnection",
+    "MemoryConnection",
+    "MemoryNetwork",
+    "MemoryPort",
+    "MemoryTransport",
+    "connect_in_memory",
+]
