@@ -207,7 +207,8 @@ MARKERS = [
     DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, XCLIENT, WALK, WALK_PRINTS, WALK_END,
     ETCD_WALK, ETCD_WALK_END,
 ]  # fmt: skip
-TESTING_EXAMPLES = ["connect_in_memory", "FakeEtcd", "MemoryNetwork(clock)"]  # Python blocks run as trial tests
+# Python blocks run as trial tests:
+TESTING_EXAMPLES = ["connect_in_memory", "FakeEtcd", "MemoryNetwork(clock)"]
 
 
 def test_the_shell_uses_the_installed_package(shell: Shell) -> None:
