@@ -9,14 +9,14 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc.discovery import (
+from txgeerpc.discovery import StaticDiscovery
+from txgeerpc.registry import (
     DEFAULT_KEEP_ON_EMPTY,
     DEFAULT_REFRESH,
+    SERVERS_HEADER,
+    Answer,
     RegistryDiscovery,
-    StaticDiscovery,
 )
-from txgeerpc.heartbeat import Answer
-from txgeerpc.registry import SERVERS_HEADER
 
 from ._helpers import checked_clock
 from .test_heartbeat import URL, URL_B, FakeRegistry, TwoRegistries

@@ -18,8 +18,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc._one_port import mount
-from txgeerpc.heartbeat import DEFAULT_PERIOD, MIN_PERIOD, Answer, Heartbeat
-from txgeerpc.registry import Entry, MemoryStore, RegistryPurge, RegistryResource, purge_interval
+from txgeerpc.registry import (
+    DEFAULT_PERIOD,
+    MIN_PERIOD,
+    Answer,
+    Entry,
+    Heartbeat,
+    MemoryStore,
+    RegistryPurge,
+    RegistryResource,
+    purge_interval,
+)
 
 from ._helpers import checked_clock
 

@@ -23,11 +23,11 @@ from zope.interface import implementer
 from txgeerpc import registry_tap
 from txgeerpc._one_port import QuietSite, mount
 from txgeerpc.errors import RegistryFull
+from txgeerpc.interfaces import IRegistryStore
 from txgeerpc.registry import (
     DEFAULT_MAX_ENTRIES,
     Entry,
     InvalidServerAddress,
-    IRegistryStore,
     MemoryStore,
     RegistryPurge,
     RegistryResource,

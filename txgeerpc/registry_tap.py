@@ -22,12 +22,11 @@ from twisted.web.resource import Resource
 from ._one_port import QuietSite, mount
 from ._services import StopInOrder
 from ._wire import DEFAULT_REGISTRY_PATH
-from .etcd import Etcd, _options
-from .etcd._store import EtcdStore
+from .etcd import Etcd, EtcdStore, _options
+from .interfaces import IRegistryStore
 from .registry import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TIMEOUT,
-    IRegistryStore,
     MemoryStore,
     RegistryPurge,
     RegistryResource,

@@ -30,18 +30,21 @@ from ._server_protocol import (
 from ._services import CloseOnStop, StopInOrder
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
+from .etcd import Etcd, EtcdRegistration
 from .etcd import _options as etcd_options
-from .etcd._api import Etcd
-from .etcd._registration import DEFAULT_TTL, EtcdRegistration
+from .etcd._registration import DEFAULT_TTL
 from .examples import register_examples
-from .heartbeat import MIN_PERIOD, Heartbeat, agent_request
+from .interfaces import IRegistration
 from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES
 from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
 from .registry import (
+    MIN_PERIOD,
+    Heartbeat,
     InvalidServerAddress,
     MemoryStore,
     RegistryPurge,
     RegistryResource,
+    agent_request,
     purge_interval,
     validate_address,
 )
@@ -470,7 +473,7 @@ def makeService(config: Options, reactor: Any = None, *, etcd: Etcd | None = Non
         )
         listening.setServiceParent(parent)
         listeners.append(listening)
-    registration: Heartbeat | EtcdRegistration | None = None
+    registration: IRegistration | None = None
     if config["registry"]:
         registration = Heartbeat(
             reactor,
@@ -536,9 +539,7 @@ class _AdvertiseBoundPort(Service):
     listener got.  (:class:`Options` refuses it with no TCP ``--listen``;
     this is a guard.)"""
 
-    def __init__(
-        self, registration: Heartbeat | EtcdRegistration, listeners: list[_ListeningService]
-    ) -> None:
+    def __init__(self, registration: IRegistration, listeners: list[_ListeningService]) -> None:
         self._registration = registration
         self._listeners = listeners
 
@@ -549,10 +550,7 @@ class _AdvertiseBoundPort(Service):
             bound = getattr(host, "port", None)
             if isinstance(bound, int):
                 registration = self._registration
-                if isinstance(registration, Heartbeat):
-                    registration.advertise = _with_port(registration.advertise, bound)
-                else:
-                    registration.address = _with_port(registration.address, bound)
+                registration.advertise = _with_port(registration.advertise, bound)
                 return
         raise CannotListen(
             ", ".join(listening.description for listening in self._listeners),

@@ -21,10 +21,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from txgeerpc import Server
 from txgeerpc._one_port import QuietSite, mount
-from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.errors import RegistryAnswerTooLarge, RegistryTimeout
-from txgeerpc.heartbeat import agent_request
-from txgeerpc.registry import MemoryStore, RegistryResource
+from txgeerpc.registry import MemoryStore, RegistryDiscovery, RegistryResource, agent_request
 
 from .test_sockets import until
 
