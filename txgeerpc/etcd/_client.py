@@ -822,6 +822,7 @@ class _PrefixWatch:
             revision=self.revision + 1,
             delay=delay,
         )
+        # callLater: the delay varies per reconnection (0, then doubling).
         self._retry = self._client._clock.callLater(delay, self._connect)
 
 

@@ -179,6 +179,8 @@ class EtcdDiscovery(ServerList, Service):
                 why=reason.getErrorMessage(),
                 delay=f"{delay:g}",
             )
+        # callLater, not a TimerService: nothing is periodic here (the watch
+        # pushes changes); a failed listing is retried after a doubling delay.
         self._next = self._clock.callLater(delay, self._list)
         self._first_ended()
 

@@ -321,6 +321,8 @@ class EtcdRegistration(Service):
         return "renewing the lease of"
 
     def _schedule(self, delay: float) -> None:
+        # callLater, not a TimerService: the next step comes after a period,
+        # a backoff that doubles, or at once (a lost lease), step by step.
         if self.running:
             self._next = self._clock.callLater(delay, self._step)
 
