@@ -9,14 +9,14 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import Logger, LogLevel, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc.discovery import (
+from txgeerpc.discovery import StaticDiscovery
+from txgeerpc.registry import (
     DEFAULT_KEEP_ON_EMPTY,
     DEFAULT_REFRESH,
+    SERVERS_HEADER,
+    Answer,
     RegistryDiscovery,
-    StaticDiscovery,
 )
-from txgeerpc.heartbeat import Answer
-from txgeerpc.registry import SERVERS_HEADER
 
 from ._helpers import checked_clock
 from .test_heartbeat import URL, URL_B, FakeRegistry, TwoRegistries
@@ -129,6 +129,23 @@ class RegistryDiscoveryTests(SynchronousTestCase):
         self.assertEqual(discovery.servers(), ["tcp@a:1"])  # answered at once
         discovery.refresh()  # not doubled while one is under way
         self.assertEqual(len(hung), 2)
+
+    def test_stopping_during_a_refresh_cancels_it_and_fires_once_it_ended(self) -> None:
+        hung: list[Deferred[Answer]] = []
+
+        def request(*args: Any) -> Deferred[Answer]:
+            hung.append(Deferred())
+            return hung[-1]
+
+        discovery = self.start(request)
+        self.clock.advance(DEFAULT_REFRESH * 3)  # the timer waits for the refresh under way
+        self.assertEqual(len(hung), 1)
+        refreshed = discovery.refresh()  # joins it
+        stopped = discovery.stopService()
+        self.assertTrue(hung[0].called)  # cancelled
+        self.assertEqual(self.successResultOf(refreshed), [])
+        self.assertIsNone(self.successResultOf(stopped))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_the_json_listing_and_a_go_registry_header(self) -> None:
         many = sorted(f"tcp@server-{n:04}.cluster.example:7001" for n in range(400))

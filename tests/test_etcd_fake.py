@@ -6,7 +6,8 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc.errors import EtcdCompacted, EtcdError, EtcdUnavailable
-from txgeerpc.etcd._api import Etcd, KeyValue, WatchEvent
+from txgeerpc.etcd import KeyValue, WatchEvent
+from txgeerpc.interfaces import IEtcd
 from txgeerpc.testing import FakeEtcd
 
 from ._helpers import checked_clock
@@ -18,7 +19,7 @@ class FakeEtcdTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = checked_clock(self)
         self.fake = FakeEtcd(self.clock)
-        self.etcd: Etcd = self.fake
+        self.etcd: IEtcd = self.fake
         self.addCleanup(self.fake.close)
 
     def watch(self, prefix: bytes, start_revision: int) -> tuple[Seen, object]:

@@ -18,8 +18,18 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc._one_port import mount
-from txgeerpc.heartbeat import DEFAULT_PERIOD, MIN_PERIOD, Answer, Heartbeat
-from txgeerpc.registry import Entry, MemoryStore, RegistryPurge, RegistryResource, purge_interval
+from txgeerpc.registry import (
+    DEFAULT_PERIOD,
+    MIN_PERIOD,
+    Answer,
+    Entry,
+    Heartbeat,
+    MemoryStore,
+    RegistryPurge,
+    RegistryResource,
+    purge_interval,
+)
+from txgeerpc.registry._ring import FailoverRing
 
 from ._helpers import checked_clock
 
@@ -503,3 +513,49 @@ class SeveralRegistriesTests(SynchronousTestCase):
                 f"heartbeat: could not deregister tcp@h:1 from {URL}: "
             )
         )
+
+
+class FailoverRingTests(SynchronousTestCase):
+    """The ring the heartbeat and the registry discovery share."""
+
+    def test_one_url_or_several(self) -> None:
+        self.assertEqual(FailoverRing(URL).urls, (URL,))
+        self.assertEqual(FailoverRing([URL, URL_B]).urls, (URL, URL_B))
+        with self.assertRaises(ValueError):
+            FailoverRing([])
+
+    def test_a_round_asks_each_once_then_ends(self) -> None:
+        ring = FailoverRing(["a", "b", "c"])
+        self.assertEqual(ring.current, "a")
+        self.assertTrue(ring.failed())
+        self.assertEqual(ring.current, "b")
+        self.assertTrue(ring.failed())
+        self.assertEqual(ring.current, "c")
+        self.assertFalse(ring.failed())  # every one failed in a row: the round ends
+        self.assertEqual(ring.current, "a")
+        self.assertTrue(ring.failed())  # a new round
+
+    def test_the_one_that_answered_is_asked_first(self) -> None:
+        ring = FailoverRing(["a", "b", "c"])
+        ring.failed()
+        ring.answered()
+        self.assertEqual(ring.current, "b")
+        self.assertEqual(ring.from_answered(), ["b", "c", "a"])
+        self.assertTrue(ring.failed())
+        self.assertTrue(ring.failed())  # the answer started a new round
+        self.assertEqual(ring.current, "a")
+        self.assertEqual(ring.from_answered(), ["b", "c", "a"])  # still b that answered
+        self.assertFalse(ring.failed())
+
+    def test_a_new_round_without_moving_on(self) -> None:
+        ring = FailoverRing(["a", "b"])
+        self.assertTrue(ring.failed())
+        ring.new_round()
+        self.assertEqual(ring.current, "b")
+        self.assertTrue(ring.failed())  # b is the first of the new round
+        self.assertFalse(ring.failed())
+
+    def test_a_single_registry(self) -> None:
+        ring = FailoverRing(URL)
+        self.assertFalse(ring.failed())
+        self.assertEqual(ring.current, URL)

@@ -9,6 +9,7 @@ import io
 import json
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
@@ -23,11 +24,11 @@ from zope.interface import implementer
 from txgeerpc import registry_tap
 from txgeerpc._one_port import QuietSite, mount
 from txgeerpc.errors import RegistryFull
+from txgeerpc.interfaces import IRegistryStore
 from txgeerpc.registry import (
     DEFAULT_MAX_ENTRIES,
     Entry,
     InvalidServerAddress,
-    IRegistryStore,
     MemoryStore,
     RegistryPurge,
     RegistryResource,
@@ -393,3 +394,26 @@ class RemoteStoreTests(SynchronousTestCase):
         purge.stopService()  # cancels the purge under way; nothing is rescheduled
         self.assertTrue(self.store.asked[1][1].called)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_purging_is_a_timer_service_that_starts_at_once(self) -> None:
+        purge = RegistryPurge(self.store, self.clock, 2)
+        self.assertIsInstance(purge, TimerService)
+        purge.startService()
+        self.assertEqual([what for what, _ in self.store.asked], ["purge"])  # at start
+        self.clock.advance(2)  # one purge at a time: the timer waits for it
+        self.assertEqual(len(self.store.asked), 1)
+        self.store.asked[0][1].callback(["tcp@127.0.0.1:1"])
+        self.clock.advance(2)
+        self.assertEqual(len(self.store.asked), 2)
+        stopped = purge.stopService()  # cancels the purge under way, and fires
+        self.assertTrue(self.store.asked[1][1].called)
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_store_whose_entries_never_expire_is_not_purged(self) -> None:
+        self.store.timeout = 0
+        purge = RegistryPurge(self.store, self.clock, 60)
+        purge.startService()
+        self.clock.advance(120)
+        self.assertEqual(self.store.asked, [])
+        self.successResultOf(purge.stopService())

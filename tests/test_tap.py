@@ -12,8 +12,7 @@ from txgeerpc import tap
 from txgeerpc._one_port import OnePortFactory
 from txgeerpc._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
 from txgeerpc._twistd import StartupError
-from txgeerpc.heartbeat import MIN_PERIOD, Heartbeat
-from txgeerpc.registry import DEFAULT_MAX_ENTRIES
+from txgeerpc.registry import DEFAULT_MAX_ENTRIES, MIN_PERIOD, Heartbeat
 
 
 class OptionsTests(SynchronousTestCase):

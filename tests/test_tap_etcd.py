@@ -28,7 +28,7 @@ from txgeerpc import tap
 from txgeerpc.errors import EtcdError
 from txgeerpc.etcd import EtcdClient, EtcdRegistration, EtcdTLS
 from txgeerpc.etcd._keys import DEFAULT_PREFIX
-from txgeerpc.heartbeat import Heartbeat
+from txgeerpc.registry import Heartbeat
 from txgeerpc.testing import FakeEtcd
 
 ETCD = ("--etcd", "http://127.0.0.1:2379")

@@ -10,7 +10,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Server
-from txgeerpc.discovery import RegistryDiscovery, StaticDiscovery
+from txgeerpc.discovery import StaticDiscovery
 from txgeerpc.errors import (
     CallTimeout,
     ConnectFailed,
@@ -20,6 +20,7 @@ from txgeerpc.errors import (
     RemoteError,
 )
 from txgeerpc.examples import Args, register_examples
+from txgeerpc.registry import RegistryDiscovery
 from txgeerpc.selection import ConsistentHash, PowerOfTwoChoices, RoundRobinSelect
 from txgeerpc.testing import InMemoryConnection, connect_in_memory
 from txgeerpc.xclient import FailMode, XClient

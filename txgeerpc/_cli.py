@@ -30,7 +30,6 @@ from ._wire import GOB
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import default_registry
 from .codec._gob import HEADER
-from .discovery import RegistryDiscovery, registry_listing
 from .errors import (
     ConnectFailed,
     ConnectTimeout,
@@ -40,10 +39,10 @@ from .errors import (
     NoServers,
     RemoteError,
 )
-from .etcd._client import EtcdClient
+from .etcd import EtcdClient
 from .etcd._keys import DEFAULT_PREFIX, address_of, heartbeat_of
 from .gob import EMPTY
-from .heartbeat import agent_request
+from .registry import RegistryDiscovery, agent_request, registry_listing
 
 EXIT_OK = 0
 EXIT_CALL_FAILED = 1

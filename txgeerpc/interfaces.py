@@ -4,13 +4,27 @@ Public interfaces: what a codec must provide to plug into txgeerpc.
 A codec is a factory of per-connection, per-direction state, because gob (the
 codec GeeRPC actually speaks) sends each type definition once per connection
 and direction; JSON happens to need no such state.
+
+Also the seams of the registry and etcd packages: :class:`IDiscovery`
+(what an XClient needs of a discovery), :class:`IRegistration` (a server
+keeping itself registered), :class:`IRegistryStore` (where a registry's
+entries live) and :class:`IEtcd` / :class:`IEtcdWatch` (what txgeerpc needs
+of etcd).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from twisted.application.service import IService
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:  # for annotations only: this module imports nothing of txgeerpc
+    from twisted.internet.defer import Deferred
+
+    from .etcd import EventsListener, KeyValue, Range
+    from .registry import Entry
 
 
 class IMessageDecoder(Interface):
@@ -69,3 +83,124 @@ class ICodec(Interface):
 
     def new_encoder() -> IMessageEncoder:
         """A fresh encoder for one direction of a new connection."""
+
+
+class IDiscovery(Interface):
+    """Where the servers are: what an :class:`~txgeerpc.xclient.XClient`
+    needs of a discovery (:class:`~txgeerpc.discovery.StaticDiscovery`,
+    :class:`~txgeerpc.registry.RegistryDiscovery`,
+    :class:`~txgeerpc.etcd.EtcdDiscovery`)."""
+
+    def servers() -> list[str]:
+        """The last known list of ``proto@addr`` (a copy; empty before the
+        first); answers at once, never waits for a source."""
+
+    def on_change(listener: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``listener(servers)`` after every change, until the returned
+        function is called."""
+
+    def ready() -> Deferred[None]:
+        """Fires once the first attempt at a list has ended, well or not (at
+        once if none is under way or coming)."""
+
+
+class IRegistration(IService):
+    """A server keeping its address registered while it runs (a
+    service): a registry heartbeat
+    (:class:`~txgeerpc.registry.Heartbeat`) or an etcd lease
+    (:class:`~txgeerpc.etcd.EtcdRegistration`).  Stopping it deregisters."""
+
+    advertise: str = Attribute(  # type: ignore[assignment]
+        "The ``proto@addr`` registered; may be changed until the service "
+        "starts (``twistd geerpc`` sets the port it got)."
+    )
+
+
+class IRegistryStore(Interface):
+    """Where registry entries live (in memory; on etcd...).  Every method
+    answers with a Deferred, so a store may live across the network; a store
+    that cannot answer fails it (the registry then answers ``503``)."""
+
+    timeout: float = Attribute(  # type: ignore[assignment]
+        "Seconds an entry lives after its last heartbeat (0: for ever)."
+    )
+
+    def heartbeat(address: str, now: float) -> Deferred[bool]:
+        """Register ``address`` or refresh it; True if it was not registered
+        (or had expired).  A store that takes no more entries fails it with
+        :class:`~txgeerpc.errors.RegistryFull` (the registry answers ``503``)."""
+
+    def deregister(address: str) -> Deferred[bool]:
+        """Forget ``address``; False if it was not registered."""
+
+    def live(now: float) -> Deferred[list[Entry]]:
+        """The entries still alive at ``now``, sorted by address."""
+
+    def purge(now: float) -> Deferred[list[str]]:
+        """Drop the entries dead at ``now``; the addresses dropped."""
+
+
+class IEtcdWatch(Interface):
+    """A running prefix watch (see :meth:`IEtcd.watch_prefix`)."""
+
+    revision: int = Attribute(  # type: ignore[assignment]
+        "The revision the watcher has seen everything up to."
+    )
+    done: Deferred[None] = Attribute(  # type: ignore[assignment]
+        "Fires once :meth:`stop` was called; fails with "
+        ":class:`~txgeerpc.errors.EtcdCompacted` when the revision it must resume "
+        "from has been compacted (the watch is then over: re-list, and watch "
+        "again from the listing's revision + 1)."
+    )
+
+    def stop() -> None:
+        """Stop watching (idempotent); ``done`` fires."""
+
+
+class IEtcd(Interface):
+    """The etcd (v3) operations txgeerpc uses
+    (:class:`~txgeerpc.etcd.EtcdClient` against a cluster,
+    :class:`~txgeerpc.testing.FakeEtcd` in memory).  Keys and values are
+    bytes; revisions and lease IDs are ints.  Every Deferred may fail with
+    :class:`~txgeerpc.errors.EtcdUnavailable` (no member answered) or another
+    :class:`~txgeerpc.errors.EtcdError` (a member refused)."""
+
+    def put(key: bytes, value: bytes, *, lease: int = 0) -> Deferred[int]:
+        """Set ``key``; the store's revision after.  A lease that does not
+        exist fails it with an :class:`~txgeerpc.errors.EtcdError` (code 5)."""
+
+    def get(key: bytes) -> Deferred[KeyValue | None]:
+        """``key``, or None."""
+
+    def get_prefix(prefix: bytes) -> Deferred[Range]:
+        """Every key starting with ``prefix`` (non-empty), sorted by key."""
+
+    def count_prefix(prefix: bytes) -> Deferred[int]:
+        """How many keys start with ``prefix``."""
+
+    def delete(key: bytes) -> Deferred[int]:
+        """Delete ``key``; how many keys were deleted (0 or 1)."""
+
+    def grant(ttl: int) -> Deferred[int]:
+        """A new lease of ``ttl`` seconds (1 or more); its ID."""
+
+    def keep_alive(lease: int) -> Deferred[int]:
+        """Renew ``lease`` once; its TTL from now, or 0 when it has expired or
+        was revoked (its keys are then gone)."""
+
+    def revoke(lease: int) -> Deferred[bool]:
+        """Revoke ``lease``, deleting its keys; False if it was already gone."""
+
+    def create(key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
+        """Put ``key`` only if it does not exist (one transaction): None when
+        created, else the existing key, untouched."""
+
+    def watch_prefix(prefix: bytes, start_revision: int, listener: EventsListener) -> IEtcdWatch:
+        """Tell ``listener`` every change under ``prefix`` from
+        ``start_revision`` on, in revision order, none missed and none twice,
+        across reconnections and failing members (each reconnection resumes
+        from the last revision seen + 1).  See :class:`IEtcdWatch`."""
+
+    def close() -> Deferred[None]:
+        """Stop every watch, and close every connection (the Deferred fires
+        once they are closed).  Nothing works after it."""

@@ -28,12 +28,11 @@ from ._twistd import (
     positive_int,
 )
 from ._wire import DEFAULT_REGISTRY_PATH
-from .etcd import Etcd, _options
-from .etcd._store import EtcdStore
+from .etcd import Etcd, EtcdStore, _options
+from .interfaces import IRegistryStore
 from .registry import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TIMEOUT,
-    IRegistryStore,
     MemoryStore,
     RegistryPurge,
     RegistryResource,

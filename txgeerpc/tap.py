@@ -38,18 +38,21 @@ from ._twistd import (
 )
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
+from .etcd import Etcd, EtcdRegistration
 from .etcd import _options as etcd_options
-from .etcd._api import Etcd
-from .etcd._registration import DEFAULT_TTL, EtcdRegistration
+from .etcd._registration import DEFAULT_TTL
 from .examples import register_examples
-from .heartbeat import MIN_PERIOD, Heartbeat, agent_request
+from .interfaces import IRegistration
 from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES
 from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
 from .registry import (
+    MIN_PERIOD,
+    Heartbeat,
     InvalidServerAddress,
     MemoryStore,
     RegistryPurge,
     RegistryResource,
+    agent_request,
     purge_interval,
     validate_address,
 )
@@ -409,7 +412,7 @@ class Geerpc:
     server: Server
     listeners: tuple[Listener, ...]
     registry: RegistryResource | None
-    registration: Heartbeat | EtcdRegistration | None
+    registration: IRegistration | None
 
 
 def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
@@ -441,7 +444,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         listening = Listener(reactor, description, factory, announce)
         listening.setServiceParent(parent)
         listeners.append(listening)
-    registration: Heartbeat | EtcdRegistration | None = None
+    registration: IRegistration | None = None
     if config["registry"]:
         registration = Heartbeat(
             reactor,
@@ -521,9 +524,7 @@ class _AdvertiseBoundPort(Service):
     listener got.  (:class:`Options` refuses it with no TCP ``--listen``;
     this is a guard.)"""
 
-    def __init__(
-        self, registration: Heartbeat | EtcdRegistration, listeners: list[Listener]
-    ) -> None:
+    def __init__(self, registration: IRegistration, listeners: list[Listener]) -> None:
         self._registration = registration
         self._listeners = listeners
 
@@ -534,10 +535,7 @@ class _AdvertiseBoundPort(Service):
             bound = getattr(host, "port", None)
             if isinstance(bound, int):
                 registration = self._registration
-                if isinstance(registration, Heartbeat):
-                    registration.advertise = _with_port(registration.advertise, bound)
-                else:
-                    registration.address = _with_port(registration.address, bound)
+                registration.advertise = _with_port(registration.advertise, bound)
                 return
         raise StartupError(
             "--advertise with port 0 needs a TCP --listen to take the port from, and "

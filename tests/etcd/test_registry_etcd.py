@@ -37,8 +37,7 @@ from twisted.trial.unittest import TestCase
 from tests import _processes
 from tests._etcd import EtcdCluster
 from tests.integration.test_cluster import ReactorBaseline
-from txgeerpc.discovery import RegistryDiscovery
-from txgeerpc.heartbeat import agent_request
+from txgeerpc.registry import RegistryDiscovery, agent_request
 
 TTL = 3
 """The registries' --timeout: the TTL of every entry's lease."""

@@ -56,10 +56,8 @@ from twisted.trial.unittest import TestCase
 
 from tests._processes import STARTUP_DEADLINE, TWISTD, environment
 from txgeerpc import connect
-from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.errors import ConnectFailed, GeeRPCError, UnexpectedDisconnect
-from txgeerpc.heartbeat import agent_request
-from txgeerpc.registry import purge_interval
+from txgeerpc.registry import RegistryDiscovery, agent_request, purge_interval
 from txgeerpc.selection import RoundRobinSelect
 from txgeerpc.xclient import FailMode, XClient
 

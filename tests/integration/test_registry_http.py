@@ -10,21 +10,23 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
+from twisted.web.client import Agent
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from txgeerpc import Server
 from txgeerpc._one_port import QuietSite, mount
-from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.errors import RegistryAnswerTooLarge, RegistryTimeout
-from txgeerpc.heartbeat import agent_request
-from txgeerpc.registry import MemoryStore, RegistryResource
+from txgeerpc.etcd import EtcdClient
+from txgeerpc.registry import MemoryStore, RegistryDiscovery, RegistryResource, agent_request
 
 from .test_sockets import until
 
@@ -154,3 +156,56 @@ async def test_a_large_body_gets_413_at_once_and_is_closed() -> None:
             await until(lambda connections=connections: not connections)
         finally:
             await port.stopListening()
+
+
+class _FakeGateway(Resource):
+    """Answers any etcd gateway request as a range counting nothing."""
+
+    isLeaf = True
+
+    def render_POST(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return b'{"header": {"revision": "1"}, "count": "0"}'
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_log_line_per_connection() -> None:
+    """The registry clients' requests and the etcd client's log nothing per
+    connection (Twisted's "Starting factory"/"Stopping factory"), where a
+    plain Agent does."""
+    store = MemoryStore(timeout=30)
+    root = Resource()
+    mount(root, PATH, RegistryResource(store, reactor))
+    root.putChild(b"v3", _FakeGateway())
+    connections = WrappingFactory(QuietSite(root))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(connections)
+    base = f"http://127.0.0.1:{port.getHost().port}"
+    logged: list[str] = []
+
+    def observer(event: dict[str, Any]) -> None:
+        logged.append(formatEvent(event))
+
+    def factory_lines() -> list[str]:
+        return [line for line in logged if " factory " in line]
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        request = agent_request(reactor)
+        beat = await request(b"POST", base + PATH, {b"X-Geerpc-Server": b"tcp@:7001"}, 5)
+        assert beat.status == 200
+        etcd = EtcdClient(reactor, base)
+        try:
+            assert await etcd.count_prefix(b"/p/") == 0
+        finally:
+            await etcd.close()
+        await until(lambda: not connections.protocols)
+        assert factory_lines() == [], factory_lines()
+
+        # The lines this is about, from a plain Agent: the check can see them.
+        response = await Agent(reactor).request(b"GET", (base + PATH).encode())
+        await treq.content(response)
+        await until(lambda: any("Stopping factory" in line for line in factory_lines()))
+        assert any("Starting factory" in line for line in factory_lines()), logged
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await port.stopListening()

@@ -81,8 +81,7 @@ from twisted.trial.unittest import TestCase
 from tests import _processes
 from tests._etcd import EtcdCluster
 from tests.integration.test_cluster import ReactorBaseline
-from txgeerpc.discovery import RegistryDiscovery
-from txgeerpc.heartbeat import agent_request
+from txgeerpc.registry import RegistryDiscovery, agent_request
 
 from ._geepeer import build_geepeer, go_executable, run_xclient, running_server
 from ._reactor_go import _clean_reactor_and_children  # noqa: F401 - the autouse fixture

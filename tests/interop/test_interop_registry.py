@@ -55,9 +55,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests._live_reactor import _selectables
 from tests._processes import start, stop, wait_for
 from txgeerpc import connect
-from txgeerpc.discovery import RegistryDiscovery
 from txgeerpc.examples import Args
-from txgeerpc.heartbeat import agent_request
+from txgeerpc.registry import RegistryDiscovery, agent_request
 from txgeerpc.selection import RoundRobinSelect
 from txgeerpc.xclient import XClient
 

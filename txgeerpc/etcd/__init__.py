@@ -2,15 +2,23 @@
 etcd (v3) for txgeerpc: a small Twisted client for etcd's JSON gateway
 (:class:`EtcdClient`), and what txgeerpc builds on it.
 
-The interface the rest of txgeerpc uses is :class:`Etcd`;
-:class:`~txgeerpc.testing.FakeEtcd` is an in-memory one for tests.
+The interface the rest of txgeerpc uses is
+:class:`~txgeerpc.interfaces.IEtcd` (also exported here as ``Etcd``, and its
+watches' as ``Watch``); :class:`~txgeerpc.testing.FakeEtcd` is an in-memory
+one for tests.
 """
 
-from ._api import Etcd, EventsListener, KeyValue, Range, Watch, WatchEvent
+from ..interfaces import IEtcd, IEtcdWatch
+from ._api import EventsListener, KeyValue, Range, WatchEvent
 from ._client import EtcdClient, EtcdTLS, normalize_endpoints
 from ._discovery import EtcdDiscovery
 from ._registration import EtcdRegistration
 from ._store import EtcdStore
+
+Etcd = IEtcd
+"""The name :class:`~txgeerpc.interfaces.IEtcd` had here (a ``Protocol`` then)."""
+Watch = IEtcdWatch
+"""The name :class:`~txgeerpc.interfaces.IEtcdWatch` had here."""
 
 __all__ = [
     "Etcd",

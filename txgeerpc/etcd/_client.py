@@ -1,14 +1,15 @@
 """
-:class:`EtcdClient`: the :class:`~txgeerpc.etcd.Etcd` operations against a
-real etcd (v3) cluster, through its JSON gateway (``POST /v3/...``), with
-``treq`` over a connection pool of its own.
+:class:`EtcdClient`: the :class:`~txgeerpc.interfaces.IEtcd` operations
+against a real etcd (v3) cluster, through its JSON gateway (``POST
+/v3/...``), with ``treq`` over a connection pool of its own (and the quiet
+``Agent`` and body reader of :mod:`txgeerpc._http_client`).
 
 Every request goes to one member; a member that cannot be reached, times
 out or answers "unavailable" (no leader, shutting down) is left for the next
 one, and the member that answered is asked first next time.  A watch is one
 long ``POST /v3/watch`` answer; when it ends for any reason but
-:meth:`Watch.stop`, the watch resumes from its last revision + 1 on the next
-member, so no change is missed or seen twice.
+:meth:`~txgeerpc.interfaces.IEtcdWatch.stop`, the watch resumes from its
+last revision + 1 on the next member, so no change is missed or seen twice.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail
 from twisted.internet.error import ConnectError, ConnectingCancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from .._http_client import BodyReader, quiet_agent, read_body
 from ..errors import EtcdAnswerTooLarge, EtcdCompacted, EtcdError, EtcdUnavailable
+from ..interfaces import IEtcd, IEtcdWatch
 from . import _gateway as gateway
 from ._api import EventsListener, KeyValue, Range, WatchEvent
 
@@ -111,10 +112,6 @@ def normalize_endpoints(endpoints: str | Sequence[str], *, tls: bool = False) ->
     return found
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
 class _Unreachable(Exception):
     """This member did not answer (or answered "unavailable"): try another.
 
@@ -127,6 +124,7 @@ class _Unreachable(Exception):
         self.sent = sent
 
 
+@implementer(IEtcd)
 class EtcdClient:
     """An etcd v3 cluster, through the JSON gateway of its members.
 
@@ -180,12 +178,11 @@ class EtcdClient:
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         # Fail-over decides what is sent again (see _request), not the pool.
         self._pool.retryAutomatically = False
-        self._pool._factory = _QuietFactory  # no "Starting factory" log per connection
-        agent = Agent(
+        agent = quiet_agent(  # no "Starting factory" log per connection
             reactor,
             pool=self._pool,
-            connectTimeout=request_timeout,
-            **({"contextFactory": tls.policy()} if tls is not None else {}),
+            connect_timeout=request_timeout,
+            tls=tls.policy() if tls is not None else None,
         )
         self._http = HTTPClient(agent)
         self._preferred = 0
@@ -225,7 +222,7 @@ class EtcdClient:
         )
 
     def grant(self, ttl: int) -> Deferred[int]:
-        """See :meth:`txgeerpc.etcd.Etcd.grant`.
+        """See :meth:`txgeerpc.interfaces.IEtcd.grant`.
 
         :raises ValueError: ``ttl`` is less than 1.
         """
@@ -267,7 +264,7 @@ class EtcdClient:
     def watch_prefix(
         self, prefix: bytes, start_revision: int, listener: EventsListener
     ) -> _PrefixWatch:
-        """See :meth:`txgeerpc.etcd.Etcd.watch_prefix`.  After :meth:`close`,
+        """See :meth:`txgeerpc.interfaces.IEtcd.watch_prefix`.  After :meth:`close`,
         the watch's ``done`` has failed with :class:`EtcdError`.
 
         :raises ValueError: ``start_revision`` is less than 1.
@@ -514,7 +511,7 @@ class EtcdClient:
             headers=Headers({b"Content-Type": [b"application/json"], **headers}),
             unbuffered=True,  # read once, by _read: no copy kept by treq
         )
-        data = await _read(response, self._max_answer, endpoint)
+        data = await self._read(response, endpoint)
         try:
             answer = gateway.load(data, endpoint)
         except EtcdError:  # not etcd's gateway (a proxy, another server): try another
@@ -529,6 +526,11 @@ class EtcdClient:
             raise EtcdError(f"HTTP {response.code}", endpoint=endpoint)
         result: dict[str, Any] = answer
         return result
+
+    def _read(self, response: Any, endpoint: str) -> Deferred[bytes]:
+        """A whole (short) answer body, at most ``max_answer`` bytes."""
+        limit = self._max_answer
+        return read_body(response, limit, lambda: EtcdAnswerTooLarge(limit, endpoint=endpoint))
 
     async def _open_stream(
         self, endpoint: str, path: str, body: dict[str, Any], request: _Request
@@ -552,7 +554,7 @@ class EtcdClient:
                 unbuffered=True,
             )
             if response.code != 200:
-                data = await _read(response, self._max_answer, endpoint)
+                data = await self._read(response, endpoint)
                 error = gateway.error_of(gateway.load(data, endpoint), endpoint)
                 raise error or EtcdError(f"HTTP {response.code}", endpoint=endpoint)
             return response
@@ -592,66 +594,10 @@ def _describe(error: BaseException | None) -> str:
     return str(error) or type(error).__name__
 
 
-class _Body(Protocol):
-    """Hands a response body's segments to ``received`` until it ends
-    (``ended``: None when complete, else the reason); :meth:`abort` drops the
-    connection."""
-
-    def __init__(
-        self, received: Callable[[bytes], None], ended: Callable[[Failure | None], None]
-    ) -> None:
-        self._received = received
-        self._ended = ended
-        self.aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-        if self.transport is not None:
-            self.transport.stopProducing()  # type: ignore[attr-defined]
-
-    def dataReceived(self, data: bytes) -> None:
-        if not self.aborted:
-            self._received(data)
-
-    def connectionLost(self, reason: Failure = ResponseDone) -> None:  # type: ignore[assignment]
-        if isinstance(reason, Failure) and not reason.check(ResponseDone, PotentialDataLoss):
-            self._ended(reason)
-        else:
-            self._ended(None)
-
-
-def _read(response: Any, limit: int, endpoint: str) -> Deferred[bytes]:
-    """A whole (short) answer body, at most ``limit`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-
-    def received(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > limit:
-            if not done.called:
-                done.errback(EtcdAnswerTooLarge(limit, endpoint=endpoint))
-            body.abort()
-            return
-        parts.append(data)
-
-    def ended(reason: Failure | None) -> None:
-        if done.called:
-            return
-        if reason is None:
-            done.callback(b"".join(parts))
-        else:
-            done.errback(reason)
-
-    body = _Body(received, ended)
-    done: Deferred[bytes] = Deferred(lambda _: body.abort())
-    response.deliverBody(body)
-    return done
-
-
+@implementer(IEtcdWatch)
 class _PrefixWatch:
     """One prefix watch of an :class:`EtcdClient` (see
-    :meth:`~txgeerpc.etcd.Etcd.watch_prefix`)."""
+    :meth:`~txgeerpc.interfaces.IEtcd.watch_prefix`)."""
 
     _log = Logger()
 
@@ -670,7 +616,7 @@ class _PrefixWatch:
         self._request: _Request | None = None
         """The connection being opened (cancelling it cancels the opening)."""
         self._token: str | None = None  # the auth token the stream was opened with
-        self._body: _Body | None = None
+        self._body: BodyReader | None = None
         self._stream: gateway.MessageStream | None = None
         self._retry: IDelayedCall | None = None
         self._healthy_since: float | None = None
@@ -724,7 +670,7 @@ class _PrefixWatch:
         self.endpoint = endpoint
         self._stop_probing()
         self._stream = gateway.MessageStream(endpoint, self._client._max_answer)
-        body = _Body(self._received, lambda reason: self._ended(body, reason))
+        body = BodyReader(self._received, lambda reason: self._ended(body, reason))
         self._body = body
         response.deliverBody(body)
         if self._body is body and not self._stopped:
@@ -839,7 +785,7 @@ class _PrefixWatch:
         self._close_connection()
         self._lost(Failure(_Unreachable(reason, sent=True)))
 
-    def _ended(self, body: _Body, reason: Failure | None) -> None:
+    def _ended(self, body: BodyReader, reason: Failure | None) -> None:
         if body is not self._body:
             return  # one we dropped
         self._body = None
@@ -876,6 +822,7 @@ class _PrefixWatch:
             revision=self.revision + 1,
             delay=delay,
         )
+        # callLater: the delay varies per reconnection (0, then doubling).
         self._retry = self._client._clock.callLater(delay, self._connect)
 
 

@@ -21,20 +21,23 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..discovery import ServerList
 from ..errors import EtcdCompacted
-from ._api import Etcd, Range, Watch, WatchEvent
+from ..interfaces import IDiscovery, IEtcd, IEtcdWatch
+from ._api import Range, WatchEvent
 from ._keys import DEFAULT_PREFIX, address_of, check_prefix
 
 DEFAULT_RETRY = 1.0
 DEFAULT_MAX_RETRY = 30.0
 
 
+@implementer(IDiscovery)
 class EtcdDiscovery(ServerList, Service):
     """The servers registered in ``etcd`` under ``prefix``, kept up to date by
     a watch while the service runs.  It has the surface of
-    :class:`~txgeerpc.discovery.RegistryDiscovery`, so an
+    :class:`~txgeerpc.registry.RegistryDiscovery`, so an
     :class:`~txgeerpc.xclient.XClient` takes it.
 
     :param etcd: the cluster (an :class:`~txgeerpc.etcd.EtcdClient`, or a
@@ -53,7 +56,7 @@ class EtcdDiscovery(ServerList, Service):
 
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: IEtcd,
         clock: IReactorTime,
         *,
         prefix: str = DEFAULT_PREFIX,
@@ -75,7 +78,7 @@ class EtcdDiscovery(ServerList, Service):
         ServerList.__init__(self)
         self._listing: Deferred[Range] | None = None
         self._next: IDelayedCall | None = None
-        self._watch: Watch | None = None
+        self._watch: IEtcdWatch | None = None
         self._generation = 0  # of the current watch: events of older ones are dropped
         self.failures = 0
         self.listings = 0
@@ -176,6 +179,8 @@ class EtcdDiscovery(ServerList, Service):
                 why=reason.getErrorMessage(),
                 delay=f"{delay:g}",
             )
+        # callLater, not a TimerService: nothing is periodic here (the watch
+        # pushes changes); a failed listing is retried after a doubling delay.
         self._next = self._clock.callLater(delay, self._list)
         self._first_ended()
 

@@ -1,5 +1,5 @@
 """
-An in-memory :class:`~txgeerpc.etcd._api.Etcd` on an injected clock, for tests.
+An in-memory :class:`~txgeerpc.interfaces.IEtcd` on an injected clock, for tests.
 
 It keeps etcd's bookkeeping (one store revision, bumped once per write
 request; ``create_revision``/``mod_revision``/``version``; leases expiring on
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import EtcdCompacted, EtcdError, EtcdUnavailable
-from ._api import Etcd, EventsListener, KeyValue, Range, WatchEvent
+from ..interfaces import IEtcd, IEtcdWatch
+from ._api import EventsListener, KeyValue, Range, WatchEvent
 
 _T = TypeVar("_T")
 
@@ -31,9 +33,10 @@ class _Lease:
     keys: set[bytes] = attrs.field(factory=set)
 
 
+@implementer(IEtcdWatch)
 @attrs.define(eq=False)
 class _FakeWatch:
-    """A :class:`~txgeerpc.etcd._api.Watch` of :class:`FakeEtcd`.
+    """An :class:`~txgeerpc.interfaces.IEtcdWatch` of :class:`FakeEtcd`.
 
     :ivar revision: the last revision delivered to the listener.
     """
@@ -55,9 +58,10 @@ class _FakeWatch:
             self.done.callback(None)
 
 
+@implementer(IEtcd)
 class FakeEtcd:
     """An etcd v3 kept in memory, on ``clock``: it implements
-    :class:`~txgeerpc.etcd._api.Etcd`.  Answers are already fired unless
+    :class:`~txgeerpc.interfaces.IEtcd`.  Answers are already fired unless
     ``delay`` is set; watch events are delivered synchronously after
     each write, one listener call per revision.
 
@@ -120,27 +124,27 @@ class FakeEtcd:
     # Etcd
 
     def put(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[int]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.put`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.put`."""
         return self._answer("put", lambda: self._put(key, value, lease).mod_revision)
 
     def get(self, key: bytes) -> Deferred[KeyValue | None]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.get`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.get`."""
         return self._answer("get", lambda: self._kvs.get(_checked(key)))
 
     def get_prefix(self, prefix: bytes) -> Deferred[Range]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.get_prefix`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.get_prefix`."""
         return self._answer("get_prefix", lambda: Range(tuple(self._under(prefix)), self._revision))
 
     def count_prefix(self, prefix: bytes) -> Deferred[int]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.count_prefix`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.count_prefix`."""
         return self._answer("count_prefix", lambda: len(self._under(prefix)))
 
     def delete(self, key: bytes) -> Deferred[int]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.delete`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.delete`."""
         return self._answer("delete", lambda: self._delete([_checked(key)]))
 
     def grant(self, ttl: int) -> Deferred[int]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.grant`.  IDs count up from 1000.
+        """See :meth:`~txgeerpc.interfaces.IEtcd.grant`.  IDs count up from 1000.
 
         :raises ValueError: at once, when ``ttl`` is less than 1.
         """
@@ -157,7 +161,7 @@ class FakeEtcd:
         return self._answer("grant", grant)
 
     def keep_alive(self, lease: int) -> Deferred[int]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.keep_alive`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.keep_alive`."""
 
         def keep_alive() -> int:
             found = self._leases.get(lease)
@@ -169,11 +173,11 @@ class FakeEtcd:
         return self._answer("keep_alive", keep_alive)
 
     def revoke(self, lease: int) -> Deferred[bool]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.revoke`."""
+        """See :meth:`~txgeerpc.interfaces.IEtcd.revoke`."""
         return self._answer("revoke", lambda: self._end_lease(lease))
 
     def create(self, key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.create`.  As in etcd, a missing
+        """See :meth:`~txgeerpc.interfaces.IEtcd.create`.  As in etcd, a missing
         lease fails it only when the key is absent (the put branch runs)."""
 
         def create() -> KeyValue | None:
@@ -187,7 +191,7 @@ class FakeEtcd:
     def watch_prefix(
         self, prefix: bytes, start_revision: int, listener: EventsListener
     ) -> _FakeWatch:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.watch_prefix`.  A
+        """See :meth:`~txgeerpc.interfaces.IEtcd.watch_prefix`.  A
         ``start_revision`` of 0 or less means, as in etcd, "from the next
         revision on".  After :meth:`close`, ``done`` fails at once with
         :class:`~txgeerpc.errors.EtcdError`."""
@@ -203,7 +207,7 @@ class FakeEtcd:
         return watch
 
     def close(self) -> Deferred[None]:
-        """See :meth:`~txgeerpc.etcd._api.Etcd.close`: stops every watch,
+        """See :meth:`~txgeerpc.interfaces.IEtcd.close`: stops every watch,
         cancels the lease timers and fails answers still in flight with
         :class:`~txgeerpc.errors.EtcdError`.  Idempotent."""
         self.requests.append("close")
@@ -358,12 +362,6 @@ def _checked(key: bytes) -> bytes:
     if not key:
         raise EtcdError("key is not provided", code=3)
     return key
-
-
-if TYPE_CHECKING:
-
-    def _implements_etcd(clock: IReactorTime) -> Etcd:
-        return FakeEtcd(clock)
 
 
 __all__ = ["FakeEtcd"]

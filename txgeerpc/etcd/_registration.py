@@ -6,7 +6,7 @@ and at once when it stops cleanly (the lease is revoked).
 The key is the one the registry store uses (:mod:`._keys`), so a
 ``twistd geerpc-registry --etcd`` on the same cluster lists the server too.
 
-The rules follow :class:`~txgeerpc.heartbeat.Heartbeat`'s:
+The rules follow :class:`~txgeerpc.registry.Heartbeat`'s:
 
 - at start a lease of ``ttl`` seconds is granted and the key put under it
   (overwriting whatever was there);
@@ -41,9 +41,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..errors import EtcdError
-from ._api import Etcd, KeyValue
+from ..interfaces import IEtcd, IRegistration
+from ._api import KeyValue
 from ._gateway import NOT_FOUND
 from ._keys import DEFAULT_PREFIX, check_prefix, registration_value, server_key
 
@@ -59,6 +61,7 @@ CHECK_EVERY = 3
 """Renewals between two readings of the key (about one per TTL)."""
 
 
+@implementer(IRegistration)
 class EtcdRegistration(Service):
     """Keeps ``address`` registered in ``etcd`` under a lease of ``ttl``
     seconds while the service runs.
@@ -83,7 +86,7 @@ class EtcdRegistration(Service):
 
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: IEtcd,
         address: str,
         clock: IReactorTime,
         *,
@@ -110,6 +113,16 @@ class EtcdRegistration(Service):
         self.registrations = 0
         self.renewals = 0
         self.failures = 0
+
+    @property
+    def advertise(self) -> str:
+        """The :attr:`address` (the name every
+        :class:`~txgeerpc.interfaces.IRegistration` gives it)."""
+        return self.address
+
+    @advertise.setter
+    def advertise(self, address: str) -> None:
+        self.address = address
 
     @property
     def key(self) -> bytes:
@@ -308,6 +321,8 @@ class EtcdRegistration(Service):
         return "renewing the lease of"
 
     def _schedule(self, delay: float) -> None:
+        # callLater, not a TimerService: the next step comes after a period,
+        # a backoff that doubles, or at once (a lost lease), step by step.
         if self.running:
             self._next = self._clock.callLater(delay, self._step)
 

@@ -21,8 +21,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..errors import EtcdError, RegistryFull
-from ..registry import DEFAULT_MAX_ENTRIES, Entry, IRegistryStore
-from ._api import Etcd, KeyValue
+from ..interfaces import IEtcd, IRegistryStore
+from ..registry import DEFAULT_MAX_ENTRIES, Entry
+from ._api import KeyValue
 from ._gateway import NOT_FOUND
 from ._keys import DEFAULT_PREFIX, address_of, check_prefix, entry_value, heartbeat_of, server_key
 
@@ -62,7 +63,7 @@ class EtcdStore:
 
     def __init__(
         self,
-        etcd: Etcd,
+        etcd: IEtcd,
         *,
         timeout: float,
         prefix: str = DEFAULT_PREFIX,

@@ -23,33 +23,19 @@ reference should have (PROTOCOL.md defects 32, 33 and 35):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from .errors import RegistryAnswerTooLarge, RegistryTimeout
-from .registry import SERVER_HEADER, TIMEOUT_HEADER
-
-
-class Answer(NamedTuple):
-    """What a registry answered."""
-
-    status: int
-    headers: dict[bytes, bytes]
-    """Response headers, names in lower case (the first value of each)."""
-    body: bytes = b""
-
-
-Request = Callable[[bytes, str, dict[bytes, bytes], float], "Deferred[Answer]"]
-"""``(method, url, headers, timeout) -> Deferred[Answer]``."""
-
-MAX_ANSWER_BODY = 8 * 1024 * 1024
-"""Bytes of a registry's answer body :func:`agent_request` reads at most."""
+from ..interfaces import IRegistration
+from ._ring import FailoverRing
+from ._wire import SERVER_HEADER, TIMEOUT_HEADER, Answer, Request, fails_over, refusal
 
 DEFAULT_PERIOD = 60.0
 MAX_PERIOD = 240.0  # the reference's default: never beat less often
@@ -58,100 +44,7 @@ MIN_PERIOD = 0.5
 FIRST_RETRY = 1.0
 
 
-def agent_request(reactor: Any, *, max_body: int = MAX_ANSWER_BODY) -> Request:
-    """A :data:`Request` made with ``twisted.web.client.Agent``.
-
-    Its Deferred fails with :class:`~txgeerpc.errors.RegistryTimeout` after
-    ``timeout`` seconds, :class:`~txgeerpc.errors.RegistryAnswerTooLarge` past
-    ``max_body`` bytes of body, or the connection's own error (refused...).
-    """
-    from twisted.web.client import Agent
-    from twisted.web.http_headers import Headers
-
-    agent = Agent(reactor)
-
-    def request(
-        method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
-    ) -> Deferred[Answer]:
-        async def go() -> Answer:
-            response = await agent.request(
-                method, url.encode(), Headers({name: [value] for name, value in headers.items()})
-            )
-            body = await _read_body(response, max_body, url)  # always read: it frees the connection
-            found = {
-                name.lower(): values[0] for name, values in response.headers.getAllRawHeaders()
-            }
-            return Answer(response.code, found, body)
-
-        d = ensureDeferred(go())
-        # Cancelled before the answer, Agent fails with ResponseNeverReceived
-        # rather than CancelledError: whatever it is, it was the timeout.
-        d.addTimeout(timeout, reactor, lambda *_: Failure(RegistryTimeout(url, timeout)))
-        return d
-
-    return request
-
-
-def _read_body(response: Any, limit: int, url: str) -> Deferred[bytes]:
-    """The body of ``response``, at most ``limit`` bytes; cancelling (or going
-    over) drops the connection."""
-    from twisted.internet.protocol import Protocol
-    from twisted.web.client import ResponseDone
-    from twisted.web.http import PotentialDataLoss
-
-    class Collect(Protocol):
-        def __init__(self) -> None:
-            self.parts: list[bytes] = []
-            self.size = 0
-
-        def stop(self) -> None:
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]
-
-        def dataReceived(self, data: bytes) -> None:
-            if done.called:
-                return
-            self.size += len(data)
-            if self.size > limit:
-                done.errback(RegistryAnswerTooLarge(url, limit))
-                self.stop()
-                return
-            self.parts.append(data)
-
-        def connectionLost(self, reason: Any = None) -> None:
-            if done.called:
-                return
-            if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-                done.callback(b"".join(self.parts))
-            else:
-                done.errback(reason)
-
-    collect = Collect()
-    done: Deferred[bytes] = Deferred(lambda _: collect.stop())
-    response.deliverBody(collect)
-    return done
-
-
-def registry_urls(registry_url: str | Sequence[str]) -> tuple[str, ...]:
-    """One registry URL or several, as a tuple.
-
-    :raises ValueError: no URL at all.
-    """
-    urls = (registry_url,) if isinstance(registry_url, str) else tuple(registry_url)
-    if not urls:
-        raise ValueError("no registry URL given")
-    return urls
-
-
-def fails_over(status: int) -> bool:
-    """Whether a registry that answered ``status`` to a heartbeat (or a
-    refresh) should be passed over for another one: yes for 5xx (unavailable,
-    full, a broken proxy) and the 4xx that are about that server (404 and 405:
-    not a registry there; 408, 429); no for the other 4xx, which are about the
-    request (a bad address), so any registry would answer the same."""
-    return not 400 <= status < 500 or status in (404, 405, 408, 429)
-
-
+@implementer(IRegistration)
 class Heartbeat(Service):
     """Keeps ``advertise`` registered at ``registry_url``.
 
@@ -160,6 +53,8 @@ class Heartbeat(Service):
     :param registry_url: the registry's URL, or several registries' (that
         share one list): beats go to the one that answered last and move on
         to the next when it fails (see :func:`fails_over`).
+    :param advertise: the ``proto@addr`` to register; may be changed until
+        the service starts (see :class:`~txgeerpc.interfaces.IRegistration`).
     :param period: seconds between beats, :data:`MIN_PERIOD` at least;
         ``None`` derives it from the TTL the registry announces.
     :param request_timeout: seconds each request may take at most (and at
@@ -186,10 +81,8 @@ class Heartbeat(Service):
             raise ValueError(f"a heartbeat period is {MIN_PERIOD:g}s at least, got {period:g}s")
         self._clock = clock
         self._request = request
-        self.registry_urls = registry_urls(registry_url)
-        self._current = 0  # the registry beats go to
-        self._answered_last = 0  # the registry that last took a beat
-        self._failed_in_row = 0  # registries passed over since the last answer or backoff
+        self._ring = FailoverRing(registry_url)
+        self.registry_urls = self._ring.urls
         self.advertise = advertise
         self._period = period
         self.period = period if period is not None else DEFAULT_PERIOD
@@ -206,7 +99,7 @@ class Heartbeat(Service):
     def registry_url(self) -> str:
         """The registry the next beat goes to (the one that answered last,
         unless it failed since)."""
-        return self.registry_urls[self._current]
+        return self._ring.current
 
     def startService(self) -> None:
         super().startService()
@@ -234,7 +127,7 @@ class Heartbeat(Service):
         self._beating = None
         status, headers, body = result
         if not 200 <= status < 300:
-            self._failed(_refusal(status, body), fail_over=fails_over(status))
+            self._failed(refusal(status, body), fail_over=fails_over(status))
             return
         if self.beats == 0 or self.failures:
             self._log.info(
@@ -244,8 +137,7 @@ class Heartbeat(Service):
             )
         self.beats += 1
         self.failures = 0
-        self._answered_last = self._current
-        self._failed_in_row = 0
+        self._ring.answered()
         announced = headers.get(TIMEOUT_HEADER.lower())
         try:
             ttl = float(announced) if announced else 0.0
@@ -295,20 +187,18 @@ class Heartbeat(Service):
         why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
         failed_at = self.registry_url
         count = len(self.registry_urls)
-        if fail_over and count > 1:
-            self._current = (self._current + 1) % count
-            self._failed_in_row += 1
-            if self._failed_in_row < count:  # another registry has not failed yet: at once
-                self._log.warn(
-                    "heartbeat: {advertise} to {registry} failed ({why}); trying {next} now",
-                    advertise=self.advertise,
-                    registry=failed_at,
-                    why=why,
-                    next=self.registry_url,
-                )
-                self._beat()
-                return
-        self._failed_in_row = 0
+        if not fail_over:
+            self._ring.new_round()
+        elif self._ring.failed():  # another registry has not failed yet: at once
+            self._log.warn(
+                "heartbeat: {advertise} to {registry} failed ({why}); trying {next} now",
+                advertise=self.advertise,
+                registry=failed_at,
+                why=why,
+                next=self.registry_url,
+            )
+            self._beat()
+            return
         delay = self._retry
         if fail_over and count > 1:
             self._log.warn(
@@ -332,6 +222,8 @@ class Heartbeat(Service):
         self._schedule(delay)
 
     def _schedule(self, delay: float) -> None:
+        # callLater, not a TimerService: the delay changes from one beat to
+        # the next (the period follows the registry's TTL; failures back off).
         if self.running:
             self._next = self._clock.callLater(delay, self._beat)
 
@@ -354,10 +246,10 @@ class Heartbeat(Service):
         return ensureDeferred(self._deregister(self.request_timeout))
 
     async def _deregister(self, bound: float) -> None:
-        count = len(self.registry_urls)
+        order = self._ring.from_answered()
+        count = len(order)
         start = self._clock.seconds()
-        for tried in range(count):
-            url = self.registry_urls[(self._answered_last + tried) % count]
+        for tried, url in enumerate(order):
             timeout = bound - (self._clock.seconds() - start)
             try:
                 answer = await self._request(
@@ -371,10 +263,10 @@ class Heartbeat(Service):
             else:
                 if self._deregistered(answer, url):
                     return
-                why = _refusal(answer.status, answer.body)
+                why = refusal(answer.status, answer.body)
                 if not fails_over(answer.status):
                     break
-            later = self.registry_urls[(self._answered_last + tried + 1) % count]
+            later = order[(tried + 1) % count]
             if tried + 1 == count or self._clock.seconds() - start >= bound:
                 break
             self._log.warn(
@@ -422,10 +314,3 @@ class Heartbeat(Service):
             registry=url,
             why=why,
         )
-
-
-def _refusal(status: int, body: bytes) -> str:
-    """What a registry's error answer says: its status and the first line of
-    its body ("registry full: ..."), if any."""
-    said = body.decode("utf-8", "replace").strip().split("\n", 1)[0][:200]
-    return f"the registry answered {status}: {said}" if said else f"the registry answered {status}"
