@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.internet.defer import (
     CancelledError,
@@ -47,7 +47,8 @@ from .errors import (
     InvalidAddress,
     NoServers,
 )
-from .selection import PowerOfTwoChoices, RandomSelect, Selector
+from .interfaces import ILoadAwareSelector, ISelector
+from .selection import RandomSelect
 
 
 class FailMode(enum.Enum):
@@ -81,6 +82,9 @@ class XClient:
 
     :param dial: opens a :class:`Client` to an address (``lambda address:
         connect(reactor, address)`` in production).
+    :param selector: chooses each call's server; an
+        :class:`~txgeerpc.interfaces.ILoadAwareSelector` without its own
+        ``in_flight`` gets :meth:`in_flight`.  Random by default.
     :param idempotent: ``Service.Method`` names safe to run twice.
     :param cooldown: seconds a server whose dial failed is passed over while
         others are up (doubling on each further failure, up to
@@ -96,7 +100,7 @@ class XClient:
         dial: Dial,
         clock: IReactorTime,
         *,
-        selector: Selector | None = None,
+        selector: ISelector | None = None,
         mode: FailMode = FailMode.FAIL_FAST,
         retries: int = 3,
         backoff: float = 0.05,
@@ -107,7 +111,7 @@ class XClient:
         self._discovery = discovery
         self._dial = dial
         self._clock = clock
-        self._selector = selector or RandomSelect()
+        self._selector: ISelector = selector or RandomSelect()
         self.mode = mode
         self._retries = retries
         self._backoff = backoff
@@ -126,8 +130,10 @@ class XClient:
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
         self._unsubscribe = discovery.on_change(self._servers_changed)
-        if isinstance(self._selector, PowerOfTwoChoices) and self._selector.in_flight is None:
-            self._selector.in_flight = self.in_flight
+        if ILoadAwareSelector.providedBy(self._selector):
+            load_aware = cast(Any, self._selector)
+            if load_aware.in_flight is None:
+                load_aware.in_flight = self.in_flight
 
     # -- connections -------------------------------------------------------------
 
