@@ -510,7 +510,9 @@ class XClientEdgeTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_bad_timeouts_and_selectors_fail_the_deferred(self) -> None:
+    def test_bad_timeouts_raise_as_in_client_call(self) -> None:
+        """The rule of Client.call: a bad argument raises at once, whatever
+        state the XClient is in (warm, still without a list, closed)."""
         connection = self.serve()
         xclient = XClient(
             StaticDiscovery(["tcp@b:1"]), lambda address: succeed(connection.client), self.clock
@@ -518,10 +520,33 @@ class XClientEdgeTests(SynchronousTestCase):
         warm = xclient.call("Foo.Sum", Args(1, 1))
         connection.flush()
         self.successResultOf(warm)
-        for timeout in (0, -1):
-            self.failureResultOf(xclient.call("Foo.Sum", Args(), timeout=timeout), ValueError)
-            self.failureResultOf(xclient.broadcast("Foo.Sum", Args(), timeout=timeout), ValueError)
+        for timeout in (0, -1, float("nan")):
+            with self.assertRaises(ValueError):
+                connection.client.call("Foo.Sum", Args(), timeout=timeout)
+            with self.assertRaises(ValueError):
+                xclient.call("Foo.Sum", Args(), timeout=timeout)
+            with self.assertRaises(ValueError):
+                xclient.broadcast("Foo.Sum", Args(), timeout=timeout)
         self.assertEqual(xclient.in_flight("tcp@b:1"), 0)
+        self.assertEqual(xclient.calls_sent["tcp@b:1"], 1)  # the warm-up only
+        unlisted = XClient(StaticDiscovery([]), self.pending_dial, self.clock)
+        closed_client = XClient(StaticDiscovery(["tcp@b:1"]), self.pending_dial, self.clock)
+        self.successResultOf(closed_client.close())
+        for client in (unlisted, closed_client):
+            with self.assertRaises(ValueError):
+                client.call("Foo.Sum", Args(), timeout=0)
+            with self.assertRaises(ValueError):
+                client.broadcast("Foo.Sum", Args(), timeout=0)
+        self.assertEqual((self.dials, self.clock.getDelayedCalls()), ([], []))
+        closed = xclient.close()
+        connection.flush()
+        self.successResultOf(closed)
+        self.successResultOf(unlisted.close())
+
+    def test_what_the_selector_raises_fails_the_deferred(self) -> None:
+        """The selector answers for the list of the moment (perhaps only once
+        it is known, or at a retry): its errors come through the Deferred."""
+        connection = self.serve()
         hashing = XClient(
             StaticDiscovery(["tcp@b:1", "tcp@c:1"]),
             lambda address: succeed(connection.client),
@@ -529,10 +554,10 @@ class XClientEdgeTests(SynchronousTestCase):
             selector=ConsistentHash(),
         )
         self.failureResultOf(hashing.call("Foo.Sum", Args()), ValueError)  # no key
-        for client in (xclient, hashing):
-            closed = client.close()
-            connection.flush()
-            self.successResultOf(closed)
+        self.assertEqual(hashing.calls_sent, {})
+        closed = hashing.close()
+        connection.flush()
+        self.successResultOf(closed)
 
     def test_waiting_for_the_first_list_ends_with_close_or_a_stopped_discovery(self) -> None:
         class Never(StaticDiscovery):

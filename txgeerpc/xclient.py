@@ -14,6 +14,11 @@ Retries are bounded (``retries``) and spaced by a doubling backoff.  Errors
 the server itself answered (:class:`~txgeerpc.errors.RemoteError`) are never
 retried.  Connections are dialled without holding up calls to other servers
 and closed when their server leaves the list.
+
+Bad arguments follow :meth:`txgeerpc.Client.call`'s rule: what the caller
+got wrong (a timeout that is not positive) raises at once; everything that
+happens later — on the network, in the discovery or the selector — fails the
+returned Deferred.
 """
 
 from __future__ import annotations
@@ -193,12 +198,18 @@ class XClient:
     ) -> Deferred[Any]:
         """Call one server chosen by the selector.
 
+        Invalid arguments are programming errors and raise at once, as
+        :meth:`txgeerpc.Client.call`'s do; everything that happens once the
+        call is under way (on the network, in the discovery or the selector)
+        fails the returned Deferred instead.
+
         :param timeout: seconds each attempt may take, waiting for its
             connection included (``None``: no limit).
         :param key: what hashing selectors
             (:class:`~txgeerpc.selection.ConsistentHash`) hash.
         :param result_type: as for :meth:`txgeerpc.Client.call`.
         :param argument_type: as for :meth:`txgeerpc.Client.call`.
+        :raises ValueError: ``timeout`` is neither ``None`` nor positive.
         :returns: a Deferred that fires with the reply and can fail with:
 
             - :class:`~txgeerpc.errors.NoServers`: no server is known (within
@@ -208,15 +219,13 @@ class XClient:
               not connect;
             - :class:`~txgeerpc.errors.ConnectionShutdown`: the XClient was
               closed, before or during the call;
-            - :class:`ValueError`: ``timeout`` is neither ``None`` nor
-              positive;
             - what the selector raised (``ConsistentHash`` without ``key``:
               :class:`ValueError`), or what the dial raised;
             - what the last attempt failed with otherwise (see
               :meth:`txgeerpc.Client.call`).
         """
         if timeout is not None and not timeout > 0:  # (NaN is not)
-            return fail(ValueError(f"timeout must be positive or None, got {timeout!r}"))
+            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         # The fast path: a list, the chosen server's connection up.  No
         # coroutine, and the _Call is made only if the call leaves this path.
         pool = self._pool
@@ -410,20 +419,22 @@ class XClient:
         """Call every server.  Fires with one server's reply when all succeed;
         the first failure fails it and cancels the calls still running.
 
+        Invalid arguments raise at once, as for :meth:`call`.
+
         :param timeout: bounds each server's call, connecting included.
         :param result_type: as for :meth:`txgeerpc.Client.call`.
         :param argument_type: as for :meth:`txgeerpc.Client.call`.
+        :raises ValueError: ``timeout`` is neither ``None`` nor positive.
         :returns: a Deferred that fires with one server's reply and can fail
-            with :class:`ValueError` (a bad ``timeout``),
-            :class:`~txgeerpc.errors.NoServers` (no server is known),
+            with :class:`~txgeerpc.errors.NoServers` (no server is known),
             :class:`~txgeerpc.errors.ConnectionShutdown` (the XClient was
             closed) or the first failure of one server's call (see
             :meth:`txgeerpc.Client.call`).
         """
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         if self._pool.closed:
             return fail(ConnectionShutdown())
-        if timeout is not None and not timeout > 0:
-            return fail(ValueError(f"timeout must be positive or None, got {timeout!r}"))
         call = _Call(service_method, argument, timeout, None, result_type, argument_type)
         if not self._discovery.servers():
             return ensureDeferred(self._first_list(timeout)).addCallback(
