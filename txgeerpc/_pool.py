@@ -50,6 +50,7 @@ class ClientPool:
     :param cooldown: seconds an address whose dial failed stays cool
         (``0``: never).
     :param max_cooldown: the longest cooldown.
+    :ivar closed: set by :meth:`close`, for good (read it, do not set it).
     :ivar draining: clients that left the list and are closed once idle
         (:meth:`call_ended` checks).
     """
