@@ -6,8 +6,11 @@ import collections
 import random
 
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
+import txgeerpc.selection
 from txgeerpc.errors import NoServers
+from txgeerpc.interfaces import ILoadAwareSelector, ISelector
 from txgeerpc.selection import (
     ConsistentHash,
     PowerOfTwoChoices,
@@ -20,6 +23,32 @@ SERVERS = ["tcp@a:1", "tcp@b:1", "tcp@c:1"]
 
 
 class SelectionTests(SynchronousTestCase):
+    def test_every_selector_provides_iselector(self) -> None:
+        for selector in [
+            RandomSelect(),
+            RoundRobinSelect(),
+            WeightedRoundRobin({}),
+            ConsistentHash(),
+            PowerOfTwoChoices(),
+        ]:
+            self.assertTrue(verifyObject(ISelector, selector), selector)
+        self.assertTrue(verifyObject(ILoadAwareSelector, PowerOfTwoChoices()))
+        self.assertFalse(ILoadAwareSelector.providedBy(RoundRobinSelect()))
+
+    def test_exports(self) -> None:
+        self.assertEqual(
+            sorted(txgeerpc.selection.__all__),
+            [
+                "ConsistentHash",
+                "PowerOfTwoChoices",
+                "RandomSelect",
+                "RoundRobinSelect",
+                "WeightedRoundRobin",
+            ],
+        )
+        for name in txgeerpc.selection.__all__:
+            self.assertTrue(hasattr(txgeerpc.selection, name), name)
+
     def test_every_selector_refuses_an_empty_list(self) -> None:
         for selector in [
             RandomSelect(random.Random(1)),

@@ -9,7 +9,9 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
+import txgeerpc.xclient
 from txgeerpc import Client, Server
+from txgeerpc._pool import ClientPool
 from txgeerpc.discovery import StaticDiscovery
 from txgeerpc.errors import (
     CallTimeout,
@@ -19,7 +21,7 @@ from txgeerpc.errors import (
     NoServers,
     RemoteError,
 )
-from txgeerpc.examples import Args, register_examples
+from txgeerpc.examples import Args, Record, register_examples
 from txgeerpc.registry import RegistryDiscovery
 from txgeerpc.selection import ConsistentHash, PowerOfTwoChoices, RoundRobinSelect
 from txgeerpc.testing import InMemoryConnection, connect_in_memory
@@ -43,6 +45,28 @@ class Slow:
         if self._boom:
             raise ValueError(f"boom on {self._name}")
         return deferLater(self._clock, 100, lambda: self._name)
+
+
+class RecordingClient:
+    """Stands for a :class:`Client`: records each call and lets the test answer it."""
+
+    def __init__(self) -> None:
+        self.available = True
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.replies: list[Deferred[Any]] = []
+
+    @property
+    def pending(self) -> int:
+        return len([reply for reply in self.replies if not reply.called])
+
+    def call(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        self.calls.append((args, kwargs))
+        self.replies.append(Deferred())
+        return self.replies[-1]
+
+    def close(self) -> Deferred[None]:
+        self.available = False
+        return succeed(None)
 
 
 class XClientTests(SynchronousTestCase):
@@ -229,6 +253,50 @@ class XClientTests(SynchronousTestCase):
         self.assertEqual(self.discovery._listeners, [])  # a closed XClient stops listening
 
 
+class XClientCallTests(SynchronousTestCase):
+    def test_every_attempt_sends_the_call_as_asked(self) -> None:
+        """The call is one value: the first attempt, a retry (from a dial
+        or from a ready connection) and a broadcast all send the same."""
+        clock = checked_clock(self)
+        recording = RecordingClient()
+        xclient = XClient(
+            StaticDiscovery(["tcp@a:1"]),
+            lambda address: succeed(recording),
+            clock,
+            mode=FailMode.FAIL_TRY,
+            idempotent={"Records.Echo"},
+        )
+        types = {"result_type": Record, "argument_type": Record}
+        asked = (("Records.Echo", {"Name": "x"}), {"timeout": 5, **types})
+
+        def call() -> Deferred[Any]:
+            return xclient.call("Records.Echo", {"Name": "x"}, timeout=5, **types)
+
+        dialled = call()  # the slow path: no connection yet
+        recording.replies[0].errback(ConnectionShutdown())  # may have run: retried
+        clock.advance(0.05)
+        recording.replies[1].callback("one")
+        ready = call()  # the fast path
+        recording.replies[2].errback(CallTimeout("Records.Echo", 5))
+        clock.advance(0.05)
+        recording.replies[3].callback("two")
+        everyone = xclient.broadcast("Records.Echo", {"Name": "x"}, timeout=5, **types)
+        recording.replies[4].callback("three")
+        self.assertEqual(
+            [self.successResultOf(d) for d in (dialled, ready, everyone)], ["one", "two", "three"]
+        )
+        self.assertEqual(recording.calls, [asked] * 5)
+        self.assertEqual(xclient.calls_sent, {"tcp@a:1": 5})
+        self.successResultOf(xclient.close())
+
+    def test_exports(self) -> None:
+        self.assertEqual(
+            sorted(txgeerpc.xclient.__all__), ["Dial", "FailMode", "XClient"]
+        )
+        for name in txgeerpc.xclient.__all__:
+            self.assertTrue(hasattr(txgeerpc.xclient, name), name)
+
+
 class XClientEdgeTests(SynchronousTestCase):
     """What an independent review found."""
 
@@ -309,7 +377,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.failureResultOf(d, ConnectTimeout)  # within its timeout, never sent
         self.assertEqual(fast.connections, ["tcp@a:1"])  # the dial goes on for the cache
-        self.assertEqual(fast._waiting["tcp@a:1"], [])  # the waiter is forgotten
+        self.assertEqual(fast._pool._waiting["tcp@a:1"], [])  # the waiter is forgotten
         self.successResultOf(fast.close())
 
         connection = self.serve()
@@ -378,7 +446,7 @@ class XClientEdgeTests(SynchronousTestCase):
         self.assertEqual(len(self.dials), 1)
         self.assertFalse(self.dials[0].called)  # not cancelled: the patient call still waits
         self.assertNoResult(patient)
-        self.assertEqual(xclient._cooling, {})  # a slow dial is no failed dial
+        self.assertFalse(xclient._pool.cooling)  # a slow dial is no failed dial
         self.successResultOf(xclient.close())
         self.failureResultOf(patient, ConnectionShutdown)
 
@@ -443,7 +511,9 @@ class XClientEdgeTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_bad_timeouts_and_selectors_fail_the_deferred(self) -> None:
+    def test_bad_timeouts_raise_as_in_client_call(self) -> None:
+        """The rule of Client.call: a bad argument raises at once, whatever
+        state the XClient is in (warm, still without a list, closed)."""
         connection = self.serve()
         xclient = XClient(
             StaticDiscovery(["tcp@b:1"]), lambda address: succeed(connection.client), self.clock
@@ -451,10 +521,33 @@ class XClientEdgeTests(SynchronousTestCase):
         warm = xclient.call("Foo.Sum", Args(1, 1))
         connection.flush()
         self.successResultOf(warm)
-        for timeout in (0, -1):
-            self.failureResultOf(xclient.call("Foo.Sum", Args(), timeout=timeout), ValueError)
-            self.failureResultOf(xclient.broadcast("Foo.Sum", Args(), timeout=timeout), ValueError)
+        for timeout in (0, -1, float("nan")):
+            with self.assertRaises(ValueError):
+                connection.client.call("Foo.Sum", Args(), timeout=timeout)
+            with self.assertRaises(ValueError):
+                xclient.call("Foo.Sum", Args(), timeout=timeout)
+            with self.assertRaises(ValueError):
+                xclient.broadcast("Foo.Sum", Args(), timeout=timeout)
         self.assertEqual(xclient.in_flight("tcp@b:1"), 0)
+        self.assertEqual(xclient.calls_sent["tcp@b:1"], 1)  # the warm-up only
+        unlisted = XClient(StaticDiscovery([]), self.pending_dial, self.clock)
+        closed_client = XClient(StaticDiscovery(["tcp@b:1"]), self.pending_dial, self.clock)
+        self.successResultOf(closed_client.close())
+        for client in (unlisted, closed_client):
+            with self.assertRaises(ValueError):
+                client.call("Foo.Sum", Args(), timeout=0)
+            with self.assertRaises(ValueError):
+                client.broadcast("Foo.Sum", Args(), timeout=0)
+        self.assertEqual((self.dials, self.clock.getDelayedCalls()), ([], []))
+        closed = xclient.close()
+        connection.flush()
+        self.successResultOf(closed)
+        self.successResultOf(unlisted.close())
+
+    def test_what_the_selector_raises_fails_the_deferred(self) -> None:
+        """The selector answers for the list of the moment (perhaps only once
+        it is known, or at a retry): its errors come through the Deferred."""
+        connection = self.serve()
         hashing = XClient(
             StaticDiscovery(["tcp@b:1", "tcp@c:1"]),
             lambda address: succeed(connection.client),
@@ -462,10 +555,10 @@ class XClientEdgeTests(SynchronousTestCase):
             selector=ConsistentHash(),
         )
         self.failureResultOf(hashing.call("Foo.Sum", Args()), ValueError)  # no key
-        for client in (xclient, hashing):
-            closed = client.close()
-            connection.flush()
-            self.successResultOf(closed)
+        self.assertEqual(hashing.calls_sent, {})
+        closed = hashing.close()
+        connection.flush()
+        self.successResultOf(closed)
 
     def test_waiting_for_the_first_list_ends_with_close_or_a_stopped_discovery(self) -> None:
         class Never(StaticDiscovery):
@@ -527,13 +620,108 @@ class XClientEdgeTests(SynchronousTestCase):
         connection.flush()
         self.successResultOf(closed)
 
+
+class ClientPoolTests(SynchronousTestCase):
+    """The XClient's connections, one per address."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.servers = ["tcp@a:1", "tcp@b:1"]
+        self.dials: list[Deferred[Client]] = []
+        self.cancelled: list[Deferred[Client]] = []
+        self.pool = ClientPool(
+            self.dial, lambda: self.servers, self.clock, cooldown=1, max_cooldown=3
+        )
+
+    def dial(self, address: str) -> Deferred[Client]:
+        dial: Deferred[Client] = Deferred(self.cancelled.append)
+        self.dials.append(dial)
+        return dial
+
+    def connection(self) -> InMemoryConnection:
+        server = Server(self.clock)
+        register_examples(server)
+        connection = connect_in_memory(server, clock=self.clock)
+        self.addCleanup(connection.close)
+        return connection
+
+    def test_one_dial_serves_every_waiter_then_the_cache(self) -> None:
+        first, second = self.pool.client("tcp@a:1"), self.pool.client("tcp@a:1")
+        self.assertEqual((len(self.dials), self.pool.connections), (1, ["tcp@a:1"]))
+        self.assertIsNone(self.pool.cached("tcp@a:1"))
+        connection = self.connection()
+        self.dials[0].callback(connection.client)
+        self.assertIs(self.successResultOf(first), connection.client)
+        self.assertIs(self.successResultOf(second), connection.client)
+        self.assertIs(self.pool.cached("tcp@a:1"), connection.client)
+        self.assertIs(self.successResultOf(self.pool.client("tcp@a:1")), connection.client)
+        self.assertEqual(len(self.dials), 1)
+
+    def test_a_dead_client_is_dropped_and_dialled_again(self) -> None:
+        connection = self.connection()
+        first = self.pool.client("tcp@a:1")
+        self.dials[0].callback(connection.client)
+        self.successResultOf(first)
+        connection.client.close()
+        connection.flush()
+        self.assertIsNone(self.pool.cached("tcp@a:1"))
+        again = self.pool.client("tcp@a:1")
+        self.assertEqual(len(self.dials), 2)
+        self.assertNoResult(again)
+
+    def test_a_cancelled_waiter_is_forgotten_while_the_dial_goes_on(self) -> None:
+        patient, hasty = self.pool.client("tcp@a:1"), self.pool.client("tcp@a:1")
+        hasty.cancel()
+        self.failureResultOf(hasty, CancelledError)
+        self.assertFalse(self.dials[0].called)
+        connection = self.connection()
+        self.dials[0].callback(connection.client)
+        self.assertIs(self.successResultOf(patient), connection.client)
+        self.assertIs(self.pool.cached("tcp@a:1"), connection.client)
+
+    def test_a_failed_dial_fails_its_waiters_and_cools_the_address(self) -> None:
+        self.assertEqual((self.pool.cooling, self.pool.warm(self.servers)), (False, self.servers))
+        for period in (1, 2, 3, 3):  # doubling, up to max_cooldown
+            waiting = self.pool.client("tcp@a:1")
+            self.dials[-1].errback(ConnectFailed("refused"))
+            self.failureResultOf(waiting, ConnectFailed)
+            self.assertEqual(self.pool.connections, [])
+            self.assertEqual(self.pool.warm(self.servers), ["tcp@b:1"])
+            self.clock.advance(period - 0.01)
+            self.assertEqual(self.pool.warm(self.servers), ["tcp@b:1"])
+            self.clock.advance(0.01)
+            self.assertEqual(self.pool.warm(self.servers), self.servers)
+        self.pool.keep(["tcp@b:1"])  # a leaves: its cooldown is forgotten
+        self.assertFalse(self.pool.cooling)
+
+    def test_a_server_leaving_fails_the_calls_waiting_for_its_dial(self) -> None:
+        waiting = self.pool.client("tcp@a:1")
+        self.pool.keep(["tcp@b:1"])
+        self.failureResultOf(waiting, ConnectFailed)  # never sent: fail-over may retry
+        self.assertEqual(self.cancelled, self.dials)
+        self.assertEqual(self.pool.connections, [])
+
     def test_a_dial_ending_after_its_server_left_is_not_kept(self) -> None:
-        discovery = StaticDiscovery(["tcp@a:1"])
-        xclient = XClient(discovery, self.pending_dial, self.clock)
-        waiting = xclient._client("tcp@a:1")
-        discovery._servers = []  # gone without telling (as a listener might learn late)
-        connection = self.serve()
+        waiting = self.pool.client("tcp@a:1")
+        self.servers = []  # gone without telling (as a listener might learn late)
+        connection = self.connection()
         self.dials[0].callback(connection.client)
         self.assertIs(self.successResultOf(waiting), connection.client)  # its waiter is served
-        self.assertEqual(xclient.connections, [])  # but nothing is cached
+        self.assertEqual(self.pool.connections, [])  # but nothing is cached
         self.assertFalse(connection.client.available)  # and, idle, it is closed
+
+    def test_close_closes_every_connection_and_fails_the_waiters(self) -> None:
+        connection = self.connection()
+        ready = self.pool.client("tcp@a:1")
+        self.dials[0].callback(connection.client)
+        self.successResultOf(ready)
+        waiting = self.pool.client("tcp@b:1")
+        closed = self.pool.close()
+        connection.flush()
+        self.successResultOf(closed)
+        self.failureResultOf(waiting, ConnectionShutdown)
+        self.assertEqual(self.cancelled, [self.dials[1]])
+        self.assertFalse(connection.client.available)
+        self.assertEqual(self.pool.connections, [])
+        self.failureResultOf(self.pool.client("tcp@a:1"), ConnectionShutdown)
+        self.assertEqual(len(self.dials), 2)

@@ -51,6 +51,12 @@ class Client:
     ) -> Deferred[Any]:
         """Call ``Service.Method`` with one argument.
 
+        Invalid arguments are programming errors and raise at once (the
+        ``ValueError`` below); everything that happens once the call is under
+        way — encoding, the network, the server's answer — fails the returned
+        Deferred instead.  :meth:`txgeerpc.xclient.XClient.call` follows the
+        same rule.
+
         :param argument: any value the codec can encode: ints, strings,
             lists, dicts, dataclass/attrs instances...
         :param argument_type: the Go type to send ``argument`` as, as an
@@ -62,6 +68,7 @@ class Client:
             late reply is discarded.
         :param result_type: convert the reply to this type (``int``, a
             dataclass, ``list[Args]``...); plain values otherwise.
+        :raises ValueError: ``timeout`` is neither ``None`` nor positive.
         :returns: a Deferred that fires with the reply and can fail with:
 
             - :class:`~txgeerpc.errors.RemoteError`: the server answered with

@@ -1,5 +1,6 @@
 """
-Public interfaces: what a codec must provide to plug into txgeerpc.
+Public interfaces: what a codec must provide to plug into txgeerpc, and what
+a selector must provide to choose the XClient's servers.
 
 A codec is a factory of per-connection, per-direction state, because gob (the
 codec GeeRPC actually speaks) sends each type definition once per connection
@@ -14,7 +15,7 @@ of etcd).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
@@ -204,3 +205,29 @@ class IEtcd(Interface):
     def close() -> Deferred[None]:
         """Stop every watch, and close every connection (the Deferred fires
         once they are closed).  Nothing works after it."""
+
+
+class ISelector(Interface):
+    """Chooses the server for one call of an
+    :class:`~txgeerpc.xclient.XClient`.  Like a grpc-go Picker it never
+    blocks: it answers from the list it is given and its own state."""
+
+    def select(servers: Sequence[str], key: str | None = None) -> str:
+        """One of ``servers``, the list of the moment (it may change between
+        calls).
+
+        :param key: the call's ``key``, what hashing selectors hash; others
+            ignore it.
+        :raises txgeerpc.errors.NoServers: ``servers`` is empty.
+        """
+
+
+class ILoadAwareSelector(ISelector):
+    """A selector that weighs the calls running on each server.  An
+    :class:`~txgeerpc.xclient.XClient` given one whose ``in_flight`` is
+    ``None`` sets it to its own count."""
+
+    in_flight = Attribute(
+        "``Callable[[str], int] | None``: the calls running on an address now"
+        " (``None`` until supplied)."
+    )

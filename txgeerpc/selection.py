@@ -11,7 +11,9 @@ selector's own state, testable with a seeded random source.
   the list does not change, and moves only the keys of a server that leaves;
 - :class:`PowerOfTwoChoices` picks the less busy of two random servers.
 
-Every ``select`` raises :class:`~txgeerpc.errors.NoServers` on an empty list.
+Each provides :class:`~txgeerpc.interfaces.ISelector` (and
+:class:`PowerOfTwoChoices` :class:`~txgeerpc.interfaces.ILoadAwareSelector`);
+every ``select`` raises :class:`~txgeerpc.errors.NoServers` on an empty list.
 """
 
 from __future__ import annotations
@@ -21,17 +23,22 @@ import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
 
+from zope.interface import implementer
+
 from .errors import NoServers
+from .interfaces import ILoadAwareSelector, ISelector
+
+__all__ = [
+    "ConsistentHash",
+    "PowerOfTwoChoices",
+    "RandomSelect",
+    "RoundRobinSelect",
+    "WeightedRoundRobin",
+]
 
 
-class Selector:
-    """Picks one of ``servers`` for a call (``key``: what hashing selectors hash)."""
-
-    def select(self, servers: Sequence[str], key: str | None = None) -> str:
-        raise NotImplementedError
-
-
-class RandomSelect(Selector):
+@implementer(ISelector)
+class RandomSelect:
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
@@ -41,7 +48,8 @@ class RandomSelect(Selector):
         return servers[self._rng.randrange(len(servers))]
 
 
-class RoundRobinSelect(Selector):
+@implementer(ISelector)
+class RoundRobinSelect:
     def __init__(self, rng: random.Random | None = None) -> None:
         # As the reference: a random start, so that clients do not all begin
         # with the same server.
@@ -55,7 +63,8 @@ class RoundRobinSelect(Selector):
         return chosen
 
 
-class WeightedRoundRobin(Selector):
+@implementer(ISelector)
+class WeightedRoundRobin:
     """Smooth weighted round robin; servers without a weight weigh 1."""
 
     def __init__(self, weights: Mapping[str, int]) -> None:
@@ -83,7 +92,8 @@ class WeightedRoundRobin(Selector):
         return best
 
 
-class ConsistentHash(Selector):
+@implementer(ISelector)
+class ConsistentHash:
     """A hash ring with ``replicas`` points per server."""
 
     def __init__(self, replicas: int = 160) -> None:
@@ -119,7 +129,8 @@ class ConsistentHash(Selector):
         return self._owners[index]
 
 
-class PowerOfTwoChoices(Selector):
+@implementer(ILoadAwareSelector)
+class PowerOfTwoChoices:
     """Of two servers picked at random, the one with fewer calls in flight.
 
     :param in_flight: calls running on an address; an :class:`XClient` given
