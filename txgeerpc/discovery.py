@@ -16,6 +16,8 @@ from zope.interface import implementer
 
 from .interfaces import IDiscovery
 
+__all__ = ["ServerList", "StaticDiscovery"]
+
 Listener = Callable[[list[str]], None]
 
 

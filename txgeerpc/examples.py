@@ -15,6 +15,17 @@ from twisted.internet.task import deferLater
 
 from .gob import Uint
 
+__all__ = [
+    "Args",
+    "Arith",
+    "ExampleError",
+    "Foo",
+    "Point",
+    "Record",
+    "Records",
+    "register_examples",
+]
+
 if TYPE_CHECKING:
     from .server import Server
 

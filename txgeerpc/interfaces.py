@@ -21,6 +21,19 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import IService
 from zope.interface import Attribute, Interface
 
+__all__ = [
+    "ICodec",
+    "IDiscovery",
+    "IEtcd",
+    "IEtcdWatch",
+    "ILoadAwareSelector",
+    "IMessageDecoder",
+    "IMessageEncoder",
+    "IRegistration",
+    "IRegistryStore",
+    "ISelector",
+]
+
 if TYPE_CHECKING:  # for annotations only: this module imports nothing of txgeerpc
     from twisted.internet.defer import Deferred
 

@@ -39,6 +39,8 @@ from .registry import (
     purge_interval,
 )
 
+__all__ = ["Options", "RegistryServer", "build", "makeService"]
+
 DEFAULT_LISTEN = "tcp:9999:interface=127.0.0.1"
 
 

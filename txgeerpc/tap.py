@@ -58,6 +58,16 @@ from .registry import (
 )
 from .server import Server
 
+__all__ = [
+    "Geerpc",
+    "Options",
+    "build",
+    "build_server",
+    "geerpc_address",
+    "load_service",
+    "makeService",
+]
+
 DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
 
 
