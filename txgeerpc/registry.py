@@ -39,6 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import Attribute, Interface, implementer
 
+from .errors import InvalidServerAddress as InvalidServerAddress
 from .errors import RegistryFull
 
 SERVER_HEADER = b"X-Geerpc-Server"
@@ -63,10 +64,6 @@ _HOST_PORT = re.compile(
     r"(\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9.\-_]+)?\]|[A-Za-z0-9.\-_]*):([0-9]{1,5})\Z"
 )
 _MAX_ADDRESS = 512
-
-
-class InvalidServerAddress(ValueError):
-    """An ``X-Geerpc-Server`` value that is not ``proto@addr``."""
 
 
 def validate_address(address: str) -> str:

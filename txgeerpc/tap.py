@@ -29,7 +29,7 @@ from ._server_protocol import (
 )
 from ._services import CloseOnStop, StopInOrder
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
-from .errors import GeeRPCError
+from .errors import CannotListen, GeeRPCError
 from .etcd import _options as etcd_options
 from .etcd._api import Etcd
 from .etcd._registration import DEFAULT_TTL, EtcdRegistration
@@ -299,13 +299,6 @@ def load_service(spec: str, clock: Any) -> Any:
         except TypeError as error:
             raise usage.UsageError(f"--service {spec}: cannot instantiate ({error})") from error
     return target
-
-
-class CannotListen(Exception):
-    """An endpoint of ``--listen`` cannot be listened on."""
-
-    def __init__(self, description: str, reason: object) -> None:
-        super().__init__(f"txgeerpc: cannot listen on {description}: {reason}")
 
 
 class _ListeningService(Service):
