@@ -17,12 +17,11 @@ from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_MESSAGE_SIZE,
     ServerFactory,
     ServerSettings,
 )
 from ._service import Service, build_service
-from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RPC_PATH
 from .codec import CodecRegistry, default_registry
 from .errors import ServiceAlreadyDefined
 
