@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc import registry_tap
-from txgeerpc._one_port import mount
+from txgeerpc._web import mount
 from txgeerpc.errors import EtcdError, EtcdUnavailable, RegistryFull
 from txgeerpc.etcd import EtcdClient, KeyValue
 from txgeerpc.etcd._keys import DEFAULT_PREFIX, server_key

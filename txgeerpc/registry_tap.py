@@ -19,8 +19,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
-from ._one_port import QuietSite, mount
 from ._services import StopInOrder
+from ._web import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
 from .etcd import Etcd, _options
 from .etcd._store import EtcdStore

@@ -21,13 +21,14 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 
-from ._one_port import OnePortFactory, mount
+from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
 )
 from ._services import CloseOnStop, StopInOrder
+from ._web import mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import CannotListen, GeeRPCError
 from .etcd import _options as etcd_options
