@@ -23,11 +23,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc import registry_tap
-from txgeerpc._one_port import mount
+from txgeerpc._twistd_etcd import PASSWORD_ENVIRONMENT
+from txgeerpc._web import mount
 from txgeerpc.errors import EtcdError, EtcdUnavailable, RegistryFull
 from txgeerpc.etcd import EtcdClient, KeyValue
 from txgeerpc.etcd._keys import DEFAULT_PREFIX, server_key
-from txgeerpc.etcd._options import PASSWORD_ENVIRONMENT
 from txgeerpc.etcd._store import EtcdStore
 from txgeerpc.registry import Entry, RegistryPurge, RegistryResource
 from txgeerpc.testing import FakeEtcd

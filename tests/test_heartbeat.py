@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from txgeerpc._one_port import mount
+from txgeerpc._web import mount
 from txgeerpc.registry import (
     DEFAULT_PERIOD,
     MIN_PERIOD,

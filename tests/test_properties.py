@@ -18,7 +18,7 @@ from txgeerpc._jsonsplit import JSONValueSplitter
 from txgeerpc._option import parse_option
 from txgeerpc._wire import MAGIC_NUMBER, Header, Option
 from txgeerpc.codec import JSONCodec
-from txgeerpc.errors import MessageTooLarge, ProtocolError
+from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
 
 from . import examples
 from ._helpers import decode_all
@@ -97,7 +97,7 @@ def segments(data: bytes, draw: Any) -> list[bytes]:
 
 def run_splitter(
     pieces: list[bytes], max_size: int, test: SynchronousTestCase | None = None
-) -> tuple[list[bytes], ProtocolError | None]:
+) -> tuple[list[bytes], ProtocolError | CodecError | None]:
     """Feed pieces, draining after each; values produced and the error, if any.
 
     When ``test`` is given, checks after every drain that no more than
@@ -111,7 +111,7 @@ def run_splitter(
                 values.append(value)
             if test is not None:
                 test.assertLessEqual(len(splitter.buffered()), max_size)
-    except ProtocolError as error:
+    except (ProtocolError, CodecError) as error:
         return values, error
     return values, None
 
@@ -217,7 +217,8 @@ class SplitterProperties(SynchronousTestCase):
     def test_random_bytes_raise_only_protocol_errors(
         self, stream: bytes, data: Any, max_size: int
     ) -> None:
-        # Any exception other than ProtocolError escapes run_splitter and fails the test.
+        # Any exception other than ProtocolError or CodecError escapes
+        # run_splitter and fails the test.
         whole, whole_error = run_splitter([stream], max_size)
         split, split_error = run_splitter(segments(stream, data.draw), max_size, self)
         # Segmentation changes neither the values nor whether the stream is refused.
@@ -372,7 +373,7 @@ class JSONCodecProperties(SynchronousTestCase):
     ) -> None:
         try:
             decode_messages(segments(stream, data.draw), max_size)
-        except ProtocolError:
+        except (ProtocolError, CodecError):
             pass
 
     @given(st.lists(st.tuples(HEADERS, JSON_VALUES), max_size=5), st.data())

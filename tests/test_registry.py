@@ -22,7 +22,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from txgeerpc import registry_tap
-from txgeerpc._one_port import QuietSite, mount
+from txgeerpc._web import QuietSite, mount
 from txgeerpc.errors import RegistryFull
 from txgeerpc.interfaces import IRegistryStore
 from txgeerpc.registry import (

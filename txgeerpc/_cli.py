@@ -28,8 +28,7 @@ from ._jsonvalue import dumps
 from ._version import __version__
 from ._wire import GOB
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
-from .codec import default_registry
-from .codec._gob import HEADER
+from .codec import HEADER, default_registry
 from .errors import (
     ConnectFailed,
     ConnectTimeout,
@@ -39,8 +38,7 @@ from .errors import (
     NoServers,
     RemoteError,
 )
-from .etcd import EtcdClient
-from .etcd._keys import DEFAULT_PREFIX, address_of, heartbeat_of
+from .etcd import DEFAULT_PREFIX, EtcdClient, address_of, heartbeat_of
 from .gob import EMPTY
 from .registry import RegistryDiscovery, agent_request, registry_listing
 

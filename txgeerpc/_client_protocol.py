@@ -1,10 +1,15 @@
 """
 The client side of one GeeRPC stream: writes the Option, multiplexes calls by
 ``Seq``, completes each call's Deferred from its reply.
+
+Lifecycle, one :class:`_State`: connecting -> open -> closing (closed by us,
+or the reply stream broke) -> closed (the connection is lost).  Calls are
+taken only while open.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -28,6 +33,24 @@ from .errors import (
 from .interfaces import ICodec
 
 
+class _State(enum.Enum):
+    CONNECTING = "connecting"
+    """Built, not connected yet: no calls."""
+    OPEN = "open"
+    """Connected: calls are taken."""
+    CLOSING = "closing"
+    """Closed by :meth:`ClientProtocol.close`, or the reply stream broke:
+    pending calls have failed, new ones fail; waiting for the connection to go."""
+    CLOSED = "closed"
+    """The connection is lost: everything has failed, and replies are ignored."""
+
+
+_CONNECTING = _State.CONNECTING
+_OPEN = _State.OPEN
+_CLOSING = _State.CLOSING
+_CLOSED = _State.CLOSED
+
+
 class ClientProtocol(Protocol):
     """One client connection.  See :class:`txgeerpc.Client` for the public API."""
 
@@ -45,9 +68,7 @@ class ClientProtocol(Protocol):
         self._decoder = codec.new_decoder(max_message_size)
         self._pending = PendingCalls()
         self._pairs = MessagePairs(self._decoder)
-        self._connected = False
-        self._closing = False
-        self._lost = False
+        self._state = _CONNECTING
         self._lost_waiters: list[Deferred[None]] = []
 
     @property
@@ -58,10 +79,11 @@ class ClientProtocol(Protocol):
     @property
     def available(self) -> bool:
         """True while calls can be made."""
-        return self._connected and not self._closing
+        return self._state is _OPEN
 
     def connectionMade(self) -> None:
-        self._connected = True
+        if self._state is _CONNECTING:  # close() may have come first
+            self._state = _OPEN
         # Widened, so that a Go server's read-ahead cannot swallow our first calls.
         self.transport.write(self._option.to_widened_json())
 
@@ -75,7 +97,7 @@ class ClientProtocol(Protocol):
     ) -> Deferred[Any]:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
-        if not self.available:
+        if self._state is not _OPEN:
             return fail(ConnectionShutdown())
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
@@ -97,7 +119,7 @@ class ClientProtocol(Protocol):
         return d
 
     def dataReceived(self, data: bytes) -> None:
-        if self._lost:
+        if self._state is _CLOSED:
             return
         decoder = self._decoder
         decoder.feed(data)
@@ -120,33 +142,33 @@ class ClientProtocol(Protocol):
                     call.deferred.errback(CodecError(f"reading body {error}"))
                     continue
                 call.deferred.callback(value)
-        except ProtocolError as error:
+        except (ProtocolError, CodecError) as error:
+            # A frame or a header that does not decode: the stream cannot go on.
             self._log.warn("rpc client: bad reply stream: {error}; closing", error=error)
             reason = error
-            self._closing = True  # before failing calls: their errbacks may call again
+            self._state = _CLOSING  # before failing calls: their errbacks may call again
             self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
             self.transport.abortConnection()
 
     def close(self) -> Deferred[None]:
         """Fail pending calls with ConnectionShutdown and close; fires when closed."""
-        if self._lost:
+        if self._state is _CLOSED:
             return succeed(None)
-        self._closing = True
+        self._state = _CLOSING
         self._pending.fail_all(ConnectionShutdown)
         waiter: Deferred[None] = Deferred()
         self._lost_waiters.append(waiter)
-        if self._connected:
+        if self.connected:  # set by makeConnection
             self.transport.loseConnection()
         return waiter
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._connected = False
-        self._lost = True
-        if self._closing:
+        closing = self._state is _CLOSING
+        self._state = _CLOSED
+        if closing:
             self._pending.fail_all(ConnectionShutdown)
         else:
             self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
-        self._closing = True
         waiters, self._lost_waiters = self._lost_waiters, []
         for waiter in waiters:
             waiter.callback(None)

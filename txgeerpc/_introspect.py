@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._jsonvalue import dumps
-from .gob._types import (
+from .gob import (
     BOOL,
     BYTES,
     COMPLEX,

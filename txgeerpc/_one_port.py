@@ -1,8 +1,8 @@
 """
 One listening port for every protocol: a raw GeeRPC stream (it starts with the
 Option's ``{``), HTTP ``CONNECT`` to the RPC path (then a GeeRPC stream), and
-any other HTTP request (a ``twisted.web`` site: the debug page, the 405 on the
-RPC path, later the registry) — told apart by the first bytes.
+any other HTTP request (a ``twisted.web`` site, built by the server: the debug
+page, the 405 on the RPC path, the registry) — told apart by the first bytes.
 
 :class:`Sniffer` is the sans-IO decision; :class:`OnePortProtocol` is the thin
 protocol that buffers until the decision, then hands the connection (and the
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.interfaces import (
     IAddress,
@@ -25,16 +25,12 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
-from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
-
-if TYPE_CHECKING:
-    from .server import Server
+from ._server_protocol import DEFAULT_HANDSHAKE_TIMEOUT, ServerFactory
+from ._web import QuietSite
+from ._wire import DEFAULT_RPC_PATH
 
 
 class Kind(enum.Enum):
@@ -223,189 +219,40 @@ def _describe(address: IAddress | None) -> str:
     return f"{host}:{port}" if host is not None else str(address)
 
 
-class MustConnect(Resource):
-    """The RPC path answers anything but CONNECT as the reference does:
-    ``405`` with ``405 must CONNECT\\n`` (vector 08)."""
-
-    isLeaf = True
-
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(405)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"405 must CONNECT\n"
-
-
-def mount(root: Resource, path: str, resource: Resource) -> None:
-    """Put ``resource`` at ``path`` (``/debug/geerpc``) under ``root``."""
-    segments = [segment.encode() for segment in path.strip("/").split("/")]
-    parent = root
-    for segment in segments[:-1]:
-        child = parent.children.get(segment)
-        if child is None:
-            child = Resource()
-            parent.putChild(segment, child)
-        parent = child
-    parent.putChild(segments[-1], resource)
-
-
-DEFAULT_MAX_BODY = 64 * 1024
-"""Bytes of request body a :class:`QuietSite` takes at most: the registry and
-the debug page read none."""
-
-
-class _BodyLimitedChannel(HTTPChannel):
-    """An HTTP channel that answers ``413`` and closes the connection as soon
-    as a request body is known to go over its site's ``max_body``: at once for
-    a ``Content-Length`` over it (nothing of the body is read into memory), as
-    the body grows over it for a chunked one.  The request is never rendered."""
-
-    _log = Logger()
-    site: Any  # set by Site.buildProtocol
-    _body_refused = False
-
-    def _max_body(self) -> int:
-        return int(getattr(self.site, "max_body", DEFAULT_MAX_BODY))
-
-    def allHeadersReceived(self) -> None:
-        if self.length is not None and self.length > self._max_body():
-            self.refuse_body(f"Content-Length {self.length}")
-            return
-        super().allHeadersReceived()
-
-    def body_grew(self, size: int) -> bool:
-        """A chunked body has ``size`` bytes so far; False (after answering
-        ``413``) when that is over the limit."""
-        if self._body_refused:
-            return False
-        if size > self._max_body():
-            self.refuse_body(f"chunked body past {self._max_body()} bytes")
-            return False
-        return True
-
-    def refuse_body(self, why: str) -> None:
-        """Answer ``413`` and close; drop whatever else arrives."""
-        if self._body_refused:
-            return
-        self._body_refused = True
-        limit = self._max_body()
-        self._log.info(
-            "txgeerpc: {peer}: {method} {path}: request body over {limit} bytes ({why}); "
-            "answered 413 and closing",
-            peer=_describe(self.transport.getPeer() if self.transport is not None else None),
-            method=getattr(self, "_command", b"?").decode("latin-1"),
-            path=getattr(self, "_path", b"?").decode("latin-1"),
-            limit=limit,
-            why=why,
-        )
-        body = f"413 request body too large (the limit is {limit} bytes)\n".encode()
-        assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 413 Request Entity Too Large\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (len(body), body)
-        )
-        self.loseConnection()
-
-    def lineReceived(self, line: bytes) -> None:
-        if not self._body_refused:
-            super().lineReceived(line)
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if not self._body_refused:
-            super().rawDataReceived(data)
-
-    def allContentReceived(self) -> None:
-        if not self._body_refused:
-            super().allContentReceived()
-
-
-class _BodyLimitedRequest(Request):
-    """Counts a request's body as it arrives (see :class:`_BodyLimitedChannel`)."""
-
-    _body_size = 0
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._body_size += len(data)
-        grew = getattr(self.channel, "body_grew", None)
-        if grew is not None and not grew(self._body_size):
-            return
-        super().handleContentChunk(data)
-
-
-class QuietSite(Site):
-    """A :class:`~twisted.web.server.Site` whose access log leaves out the
-    successful requests under ``quiet_paths`` (registry heartbeats and
-    listings: one line per server per beat would drown the rest), and which
-    takes request bodies of at most ``max_body`` bytes: a longer one (its
-    ``Content-Length``, or a chunked body as it grows) is answered ``413`` and
-    its connection closed, without reading the body into memory (logged).
-
-    :param max_body: bytes of request body taken at most.
-    """
-
-    protocol = _BodyLimitedChannel  # type: ignore[assignment]
-    requestFactory = _BodyLimitedRequest
-
-    def __init__(
-        self, resource: Resource, *args: Any, max_body: int = DEFAULT_MAX_BODY, **kwargs: Any
-    ) -> None:
-        super().__init__(resource, *args, **kwargs)
-        self.quiet_paths: set[bytes] = set()
-        self.max_body = max_body
-
-    def log(self, request: Any) -> None:
-        path = request.path or b""
-        if request.code < 400 and any(
-            path == quiet or path.startswith(quiet.rstrip(b"/") + b"/")
-            for quiet in self.quiet_paths
-        ):
-            return
-        super().log(request)
-
-
 class OnePortFactory(Factory):
-    """Builds :class:`OnePortProtocol` for a :class:`~txgeerpc.Server`.
+    """Builds :class:`OnePortProtocol`: one listening port for a GeeRPC
+    factory and a web site.  :meth:`txgeerpc.Server.port_factory` makes one.
 
-    :ivar site: the ``twisted.web`` site plain HTTP requests go to; mount more
-        resources on ``site.resource`` (a :class:`Resource` root).
+    :param rpc: the factory of raw GeeRPC streams (after ``{``, or after a
+        ``CONNECT`` to ``rpc_path``).
+    :param site: the ``twisted.web`` site plain HTTP requests go to.
+    :param clock: times the deadline for a connection's first request.
+    :param rpc_path: the path ``CONNECT`` must name.
+    :param handshake_timeout: seconds a new connection has to send its Option
+        or its first request head.
+
+    :ivar site: ``site``; mount more resources on ``site.resource``.
     :ivar open: every connection open on this factory's ports, whatever it speaks.
     """
 
     def __init__(
         self,
-        server: Server,
+        rpc: ServerFactory,
+        site: QuietSite,
         clock: IReactorTime,
         *,
         rpc_path: str = DEFAULT_RPC_PATH,
-        debug_path: str | None = DEFAULT_DEBUG_PATH,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.clock = clock
         self.open: set[OnePortProtocol] = set()
-        self.rpc = server.factory()
+        self.rpc = rpc
+        self.site = site
         self.rpc_path = rpc_path
-        self.handshake_timeout = server.settings.handshake_timeout
-        root = Resource()
-        mount(root, rpc_path, MustConnect())
-        if debug_path is not None:
-            from .debug import DebugResource
-
-            mount(root, debug_path, DebugResource(server))
-        self.site = QuietSite(root, reactor=clock)
-        self.site.displayTracebacks = False
-        self.site.noisy = False
+        self.handshake_timeout = handshake_timeout
 
     def buildProtocol(self, addr: IAddress | None) -> OnePortProtocol:
         return OnePortProtocol(self, addr)
 
 
-__all__ = [
-    "DEFAULT_MAX_BODY",
-    "Kind",
-    "MustConnect",
-    "OnePortFactory",
-    "OnePortProtocol",
-    "QuietSite",
-    "mount",
-    "sniff",
-]
+__all__ = ["Kind", "OnePortFactory", "OnePortProtocol", "sniff"]

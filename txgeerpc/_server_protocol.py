@@ -2,15 +2,18 @@
 The server side of one GeeRPC stream: Option negotiation, then header/body
 messages handed to a :class:`~txgeerpc._dispatch.Dispatcher`.
 
-Lifecycle: awaiting the Option (under a handshake deadline) -> serving ->
+Lifecycle, one :class:`_State`: awaiting the Option (under a handshake
+deadline) -> serving -> (the peer half-closed: answering what it sent) ->
 closing (after a protocol error: no more reading, in-flight requests get
-``drain_timeout`` to finish) -> closed.  Reading pauses while the in-flight
-limit is reached or the transport's write buffer is full, so neither a fast
-sender nor a client that never reads makes the server buffer without bound.
+``drain_timeout`` to finish) -> disconnecting -> closed.  Reading pauses while
+the in-flight limit is reached or the transport's write buffer is full, so
+neither a fast sender nor a client that never reads makes the server buffer
+without bound.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
@@ -30,12 +33,12 @@ from ._dispatch import Dispatcher
 from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
 from ._wire import Header, Option, seconds_to_ns
 from .codec import CodecRegistry
-from .errors import ProtocolError, UnsupportedCodec
+from .errors import CodecError, ProtocolError, UnsupportedCodec
 from .interfaces import IMessageDecoder, IMessageEncoder
 
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_DRAIN_TIMEOUT = 10.0
@@ -73,6 +76,32 @@ class ServerSettings:
             return client
         return min(client, server) if client else server
 
+
+class _State(enum.Enum):
+    AWAITING_OPTION = "awaiting the Option"
+    """Connected; the Option has not been read (the handshake deadline runs)."""
+    SERVING = "serving"
+    """Reading requests and answering them."""
+    HALF_CLOSED = "half-closed"
+    """The peer has sent everything: answering what it sent, then closing."""
+    CLOSING = "closing"
+    """No more reading (a protocol error): running requests get the drain
+    timeout to finish, then the connection is closed."""
+    DISCONNECTING = "disconnecting"
+    """The transport was told to close (or aborted); waiting for it to go."""
+    CLOSED = "closed"
+    """The connection is lost."""
+
+
+_AWAITING_OPTION = _State.AWAITING_OPTION
+_SERVING = _State.SERVING
+_HALF_CLOSED = _State.HALF_CLOSED
+_CLOSING = _State.CLOSING
+_DISCONNECTING = _State.DISCONNECTING
+_CLOSED = _State.CLOSED
+# Tuples, not sets: membership is an identity check, no (Python-level) Enum hash.
+_READING = (_SERVING, _AWAITING_OPTION, _HALF_CLOSED)
+_ANSWERING = (_SERVING, _HALF_CLOSED)
 
 _REQUESTS_PER_TURN = 16
 _IN_FLIGHT = "in-flight limit"
@@ -112,24 +141,23 @@ class ServerProtocol(Protocol):
         self._codecs = codecs
         self._clock = clock
         self._settings = settings
+        self._state = _AWAITING_OPTION
+        # The Option's parser, until it has also seen the newline after the Option.
         self._option_decoder: OptionDecoder | None = OptionDecoder(settings.max_option_size)
-        self._decoder: IMessageDecoder | None = None
-        self._encoder: IMessageEncoder | None = None
+        # Set when the Option is accepted (from SERVING on).
+        self._decoder: IMessageDecoder
+        self._encoder: IMessageEncoder
+        self._pairs: MessagePairs
         self._dispatcher: Dispatcher | None = None
-        self._pairs: MessagePairs | None = None
         self._next_turn: IDelayedCall | None = None
         self._close_deadline: IDelayedCall | None = None
-        self._timer: IDelayedCall | None = None
+        self._timer: IDelayedCall | None = None  # the handshake or the drain deadline
         self._paused: set[str] = set()
-        self._processing = False
+        self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
-        self._closing = False
-        self._connected = False
-        self._peer_done = False
         self.peer = ""
 
     def connectionMade(self) -> None:
-        self._connected = True
         if self._connections is not None:
             self._connections.add(self)
         self.peer = describe_address(self.transport.getPeer())
@@ -139,7 +167,7 @@ class ServerProtocol(Protocol):
         self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._state not in _READING:
             return
         option_decoder = self._option_decoder
         if option_decoder is not None:
@@ -152,10 +180,9 @@ class ServerProtocol(Protocol):
                 return
             if option_decoder.settled:
                 self._option_decoder = None
-            if self._decoder is None:
+            if self._state is _AWAITING_OPTION:
                 return
         if data:
-            assert self._decoder is not None
             self._decoder.feed(data)
         self._process()
 
@@ -177,21 +204,22 @@ class ServerProtocol(Protocol):
             self._request_done,
             self.peer,
         )
+        self._state = _SERVING
         return True
 
     def _process(self) -> None:
-        if self._processing or self._closing or self._decoder is None:
+        if self._processing or self._state not in _ANSWERING:
             return
         self._processing = True
         self._batch = []
         decoder = self._decoder
         pairs = self._pairs
         dispatcher = self._dispatcher
-        assert dispatcher is not None and pairs is not None
+        assert dispatcher is not None
         limit = self._settings.max_in_flight
         turn = 0
         try:
-            while not self._closing and not self._paused:
+            while self._state in _ANSWERING and not self._paused:
                 if dispatcher.in_flight >= limit:
                     self._pause(_IN_FLIGHT)
                     return
@@ -209,13 +237,14 @@ class ServerProtocol(Protocol):
                     return
                 dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
                 turn += 1
-        except ProtocolError as error:
+        except (ProtocolError, CodecError) as error:
+            # A frame or a header that does not decode: the stream cannot go on.
             self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")
         finally:
             self._processing = False
             self._flush_batch()
-            if self._peer_done:
+            if self._state is _HALF_CLOSED:
                 self._finish_if_idle()
 
     def _take_turn(self) -> None:
@@ -234,67 +263,64 @@ class ServerProtocol(Protocol):
 
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
-        if batch and self._connected:
+        if batch and self._state is not _CLOSED:
             self.transport.write(b"".join(batch))
 
     def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
-        assert self._encoder is not None
         data = self._encoder.encode(header, body, body_type)
         if self._batch is not None:
             self._batch.append(data)  # written once when the read batch is done
-        elif self._connected:
+        elif self._state is not _CLOSED:
             self.transport.write(data)
 
     def readConnectionLost(self) -> None:
         """The peer has sent everything (a half-close): answer what it sent,
         then close — what Go does at EOF."""
-        self._peer_done = True
-        if self._dispatcher is None:  # not even an Option: nothing to answer
-            self._closing = True
-            if self._connected:
-                self._close()
-            return
-        self._process()
-        self._finish_if_idle()
+        state = self._state
+        if state is _AWAITING_OPTION:  # not even an Option: nothing to answer
+            self._state = _CLOSING
+            self._close()
+        elif state is _SERVING:
+            self._state = _HALF_CLOSED
+            self._process()
+            self._finish_if_idle()
 
     def writeConnectionLost(self) -> None:
         """The peer reads no more: replies cannot be delivered."""
         self.transport.abortConnection()
 
     def _finish_if_idle(self) -> None:
-        dispatcher = self._dispatcher
-        if (
-            self._closing
-            or not self._connected
-            or self._next_turn is not None
-            or (dispatcher is not None and dispatcher.in_flight)
-        ):
+        """Half-closed and nothing left to answer: close."""
+        if self._state is not _HALF_CLOSED or self._next_turn is not None:
             return
-        self._closing = True
-        self._close()
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        if not dispatcher.in_flight:
+            self._close()
 
     def _request_done(self) -> None:
         dispatcher = self._dispatcher
         assert dispatcher is not None
-        if self._closing:
-            if dispatcher.in_flight == 0 and self._connected:
+        state = self._state
+        if state not in _ANSWERING:
+            if state is _CLOSING and dispatcher.in_flight == 0:
                 self._close()
             return
         if _IN_FLIGHT in self._paused and dispatcher.in_flight < self._settings.max_in_flight:
             self._resume(_IN_FLIGHT)
             self._process()
-        if self._peer_done:
+        if self._state is _HALF_CLOSED:
             self._finish_if_idle()
 
-    # Reading pauses for either of two reasons and resumes when neither holds.
+    # Reading pauses for any of three reasons and resumes when none holds.
     def _pause(self, reason: str) -> None:
-        if not self._paused and self._connected:
+        if not self._paused and self._state is not _CLOSED:
             self.transport.pauseProducing()
         self._paused.add(reason)
 
     def _resume(self, reason: str) -> None:
         self._paused.discard(reason)
-        if not self._paused and self._connected and not self._closing:
+        if not self._paused and self._state in _READING:
             self.transport.resumeProducing()
 
     # IPushProducer: the transport tells us when its write buffer fills up.
@@ -311,7 +337,6 @@ class ServerProtocol(Protocol):
 
     def _reject(self, text: str) -> None:
         self._log.warn("{text} (peer {peer}); closing", text=text, peer=self.peer)
-        self._closing = True
         self._cancel_timer()
         self._close()
 
@@ -321,17 +346,17 @@ class ServerProtocol(Protocol):
         dispatcher = self._dispatcher
         assert dispatcher is not None
         self._log.warn("{text} (peer {peer}); closing", text=text, peer=self.peer)
-        self._closing = True
-        if self._connected:
-            self.transport.pauseProducing()
+        self._state = _CLOSING
+        self.transport.pauseProducing()
         if dispatcher.in_flight == 0:
             self._close()
         else:
             self._timer = self._clock.callLater(self._settings.drain_timeout, self._drain_expired)
 
     def _close(self) -> None:
-        if self._close_deadline is not None:
+        if self._state is _DISCONNECTING:
             return
+        self._state = _DISCONNECTING
         # Unregister first: a transport that paused its producer would otherwise
         # wait for resumeProducing instead of closing once its buffer drains.
         self.transport.unregisterProducer()
@@ -348,13 +373,14 @@ class ServerProtocol(Protocol):
             peer=self.peer,
             timeout=self._settings.handshake_timeout,
         )
-        self._closing = True
+        self._state = _DISCONNECTING
         self.transport.abortConnection()
 
     def _drain_expired(self) -> None:
         self._timer = None
-        if self._dispatcher is not None:
-            self._dispatcher.stop()
+        dispatcher = self._dispatcher
+        assert dispatcher is not None  # only CLOSING after the Option drains
+        dispatcher.stop()
         self.transport.abortConnection()
 
     def _cancel_timer(self) -> None:
@@ -364,8 +390,7 @@ class ServerProtocol(Protocol):
             self._timer = None
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._connected = False
-        self._closing = True
+        self._state = _CLOSED
         self._cancel_timer()
         for call in (self._next_turn, self._close_deadline):
             if call is not None and call.active():

@@ -23,6 +23,9 @@ DEFAULT_REGISTRY_PATH = "/_geerpc_/registry"
 
 NANOSECONDS = 1_000_000_000
 
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+"""The largest header or body either side accepts by default, in bytes."""
+
 WIDENED_OPTION_SIZE = 512
 """The size a client pads its Option to, so Go servers keep the bytes after it."""
 

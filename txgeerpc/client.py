@@ -12,11 +12,12 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
-from ._server_protocol import DEFAULT_MAX_MESSAGE_SIZE
-from ._wire import GOB, Option, seconds_to_ns
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, GOB, Option, seconds_to_ns
 from .codec import CodecRegistry, default_registry
 from .endpoints import client_endpoint
 from .errors import ConnectFailed, ConnectTimeout, GeeRPCError
+
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "Client", "connect"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 

@@ -27,6 +27,8 @@ from ._http_connect import HTTPConnectEndpoint
 from ._wire import DEFAULT_RPC_PATH
 from .errors import InvalidAddress
 
+__all__ = ["client_endpoint", "split_address", "split_host_port"]
+
 _NO_LIMIT = 10**9  # seconds; endpoints need a number
 
 

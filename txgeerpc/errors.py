@@ -34,8 +34,15 @@ class MessageTooLarge(ProtocolError):
         self.limit = limit
 
 
-class CodecError(ProtocolError):
-    """A codec could not decode (or encode) a value."""
+class CodecError(GeeRPCError):
+    """A codec could not decode (or encode) a value.
+
+    Not a :class:`ProtocolError`: a body that does not decode or encode fails
+    its own call only, and the connection goes on.  Where the stream itself
+    cannot go on (a header that does not decode, bytes that cannot start a
+    message), the protocol closes the connection, keeping this error as the
+    reason.
+    """
 
 
 class UnsupportedCodec(GeeRPCError):
@@ -51,6 +58,11 @@ class UnsupportedCodec(GeeRPCError):
 
 class InvalidAddress(GeeRPCError, ValueError):
     """An address string is not ``protocol@address`` with a known protocol."""
+
+
+class InvalidServerAddress(GeeRPCError, ValueError):
+    """A server address given to a registry (its ``X-Geerpc-Server`` value, or
+    ``--advertise``) that is not a ``proto@addr`` a client can dial."""
 
 
 class RemoteError(GeeRPCError):
@@ -196,6 +208,7 @@ __all__ = [
     "GeeRPCError",
     "IllFormedServiceMethod",
     "InvalidAddress",
+    "InvalidServerAddress",
     "MessageTooLarge",
     "MethodNotFound",
     "NoServers",

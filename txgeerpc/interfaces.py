@@ -34,11 +34,9 @@ __all__ = [
     "ISelector",
 ]
 
-if TYPE_CHECKING:  # for annotations only: this module imports nothing of txgeerpc
+if TYPE_CHECKING:  # for annotations only; this module imports nothing of txgeerpc
     from twisted.internet.defer import Deferred
 
-    from .etcd import EventsListener, KeyValue, Range
-    from .registry import Entry
 
 
 class IMessageDecoder(Interface):
@@ -147,8 +145,9 @@ class IRegistryStore(Interface):
     def deregister(address: str) -> Deferred[bool]:
         """Forget ``address``; False if it was not registered."""
 
-    def live(now: float) -> Deferred[list[Entry]]:
-        """The entries still alive at ``now``, sorted by address."""
+    def live(now: float) -> Deferred[list[Any]]:
+        """The entries still alive at ``now`` (:class:`txgeerpc.registry.Entry`),
+        sorted by address."""
 
     def purge(now: float) -> Deferred[list[str]]:
         """Drop the entries dead at ``now``; the addresses dropped."""
@@ -183,11 +182,12 @@ class IEtcd(Interface):
         """Set ``key``; the store's revision after.  A lease that does not
         exist fails it with an :class:`~txgeerpc.errors.EtcdError` (code 5)."""
 
-    def get(key: bytes) -> Deferred[KeyValue | None]:
-        """``key``, or None."""
+    def get(key: bytes) -> Deferred[Any]:
+        """``key`` (a :class:`txgeerpc.etcd.KeyValue`), or None."""
 
-    def get_prefix(prefix: bytes) -> Deferred[Range]:
-        """Every key starting with ``prefix`` (non-empty), sorted by key."""
+    def get_prefix(prefix: bytes) -> Deferred[Any]:
+        """Every key starting with ``prefix`` (non-empty), sorted by key (a
+        :class:`txgeerpc.etcd.Range`)."""
 
     def count_prefix(prefix: bytes) -> Deferred[int]:
         """How many keys start with ``prefix``."""
@@ -205,13 +205,15 @@ class IEtcd(Interface):
     def revoke(lease: int) -> Deferred[bool]:
         """Revoke ``lease``, deleting its keys; False if it was already gone."""
 
-    def create(key: bytes, value: bytes, *, lease: int = 0) -> Deferred[KeyValue | None]:
+    def create(key: bytes, value: bytes, *, lease: int = 0) -> Deferred[Any]:
         """Put ``key`` only if it does not exist (one transaction): None when
-        created, else the existing key, untouched."""
+        created, else the existing key (a :class:`txgeerpc.etcd.KeyValue`),
+        untouched."""
 
-    def watch_prefix(prefix: bytes, start_revision: int, listener: EventsListener) -> IEtcdWatch:
-        """Tell ``listener`` every change under ``prefix`` from
-        ``start_revision`` on, in revision order, none missed and none twice,
+    def watch_prefix(prefix: bytes, start_revision: int, listener: Any) -> IEtcdWatch:
+        """Tell ``listener`` (a :data:`txgeerpc.etcd.EventsListener`) every
+        change under ``prefix`` from ``start_revision`` on, in revision order,
+        none missed and none twice,
         across reconnections and failing members (each reconnection resumes
         from the last revision seen + 1).  See :class:`IEtcdWatch`."""
 

@@ -18,7 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
-from ._one_port import QuietSite, mount
+from . import _twistd_etcd as _options
 from ._services import StopInOrder
 from ._twistd import (
     Listener,
@@ -27,8 +27,9 @@ from ._twistd import (
     one_line_errors,
     positive_int,
 )
+from ._web import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
-from .etcd import Etcd, EtcdStore, _options
+from .etcd import Etcd, EtcdStore
 from .interfaces import IRegistryStore
 from .registry import (
     DEFAULT_MAX_ENTRIES,

@@ -1,5 +1,6 @@
 """
-The GeeRPC server: a table of services and the factory that serves them.
+The GeeRPC server: a table of services, the factory that serves them, and the
+web site that shares their port (the debug page, ``405`` on the RPC path).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from ._introspect import SERVICE, Introspection
 from ._one_port import OnePortFactory
@@ -17,14 +20,29 @@ from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_MESSAGE_SIZE,
     ServerFactory,
     ServerSettings,
 )
 from ._service import Service, build_service
-from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_RPC_PATH
+from ._web import QuietSite, mount
+from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RPC_PATH
 from .codec import CodecRegistry, default_registry
+from .debug import DebugResource
 from .errors import ServiceAlreadyDefined
+
+__all__ = ["Server"]
+
+
+class _MustConnect(Resource):
+    """The RPC path answers anything but CONNECT as the reference does:
+    ``405`` with ``405 must CONNECT\\n`` (vector 08)."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"405 must CONNECT\n"
 
 
 class Server:
@@ -132,7 +150,32 @@ class Server:
         and plain HTTP (the debug page at ``debug_path``, ``None`` for none;
         ``405 must CONNECT`` on ``rpc_path``), told apart by the first bytes.
         More ``twisted.web`` resources can be mounted on its ``site``."""
-        return OnePortFactory(self, self.clock, rpc_path=rpc_path, debug_path=debug_path)
+        return OnePortFactory(
+            self._factory,
+            self.site(rpc_path=rpc_path, debug_path=debug_path),
+            self.clock,
+            rpc_path=rpc_path,
+            handshake_timeout=self.settings.handshake_timeout,
+        )
+
+    def site(
+        self,
+        *,
+        rpc_path: str = DEFAULT_RPC_PATH,
+        debug_path: str | None = DEFAULT_DEBUG_PATH,
+    ) -> QuietSite:
+        """A new web site for this server's port: ``405 must CONNECT`` on
+        ``rpc_path`` and the debug page at ``debug_path`` (``None`` for none);
+        no tracebacks in answers, and a :class:`~txgeerpc._web.QuietSite`'s
+        body limit."""
+        root = Resource()
+        mount(root, rpc_path, _MustConnect())
+        if debug_path is not None:
+            mount(root, debug_path, DebugResource(self))
+        site = QuietSite(root, reactor=self.clock)
+        site.displayTracebacks = False
+        site.noisy = False
+        return site
 
     @property
     def connections(self) -> int:

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
-from ._one_port import mount
+from . import _twistd_etcd as etcd_options
 from ._server_protocol import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
@@ -36,11 +36,10 @@ from ._twistd import (
     positive_int,
     positive_seconds,
 )
+from ._web import mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
-from .etcd import Etcd, EtcdRegistration
-from .etcd import _options as etcd_options
-from .etcd._registration import DEFAULT_TTL
+from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
 from .examples import register_examples
 from .interfaces import IRegistration
 from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES

@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from txgeerpc import Server
-from txgeerpc._one_port import QuietSite, mount
+from txgeerpc._web import QuietSite, mount
 from txgeerpc.errors import RegistryAnswerTooLarge, RegistryTimeout
 from txgeerpc.etcd import EtcdClient
 from txgeerpc.registry import MemoryStore, RegistryDiscovery, RegistryResource, agent_request

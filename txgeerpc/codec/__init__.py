@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedCodec
 from ..interfaces import ICodec
+from ._gob import HEADER as HEADER  # not public API: the Header's gob type (the CLI's probe)
 from ._gob import GobCodec
 from ._json import JSONCodec
 

@@ -15,10 +15,23 @@ from zope.interface import implementer
 
 from .._wire import GOB, EmptyStruct, Header
 from ..errors import CodecError
-from ..gob._decoder import Decoder, StructDef, _dec_string
-from ..gob._encoder import Encoder, utf8
-from ..gob._numbers import SMALL, read_uint, uint_bytes, write_int
-from ..gob._types import EMPTY, STRING, STRING_ID, UINT, UINT_ID, StructOf
+from ..gob import (
+    EMPTY,
+    SMALL,
+    STRING,
+    STRING_ID,
+    UINT,
+    UINT_ID,
+    Decoder,
+    Encoder,
+    StructDef,
+    StructOf,
+    read_string,
+    read_uint,
+    uint_bytes,
+    utf8,
+    write_int,
+)
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
 HEADER = StructOf("Header", None)
@@ -48,7 +61,7 @@ class GobMessageDecoder:
             type_id, data, pos = message
             fast = self._fast_headers.get(type_id)
             if fast is None:
-                definition = self._decoder._defs.get(type_id)
+                definition = self._decoder.definition(type_id)
                 fast = self._fast_headers[type_id] = (
                     isinstance(definition, StructDef) and definition.fields == _CANONICAL_HEADER
                 )
@@ -75,11 +88,11 @@ def _parse_header(data: bytes, pos: int) -> Header:
             break
         field += delta
         if field == 0:
-            service_method, pos = _dec_string(data, pos)
+            service_method, pos = read_string(data, pos)
         elif field == 1:
             seq, pos = read_uint(data, pos)
         elif field == 2:
-            error, pos = _dec_string(data, pos)
+            error, pos = read_string(data, pos)
         else:
             raise CodecError(f"gob: header field number {field} out of range")
     if pos != len(data):

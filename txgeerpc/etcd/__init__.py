@@ -10,8 +10,17 @@ one for tests.
 
 from ..interfaces import IEtcd, IEtcdWatch
 from ._api import EventsListener, KeyValue, Range, WatchEvent
+
+# Not public API (not in __all__): what txgeerpc's twistd plugins, CLI and
+# test kit use of the package.
+from ._client import DEFAULT_REQUEST_TIMEOUT as DEFAULT_REQUEST_TIMEOUT
 from ._client import EtcdClient, EtcdTLS, normalize_endpoints
 from ._discovery import EtcdDiscovery
+from ._fake import FakeEtcd as FakeEtcd
+from ._keys import DEFAULT_PREFIX as DEFAULT_PREFIX
+from ._keys import address_of as address_of
+from ._keys import heartbeat_of as heartbeat_of
+from ._registration import DEFAULT_TTL as DEFAULT_TTL
 from ._registration import EtcdRegistration
 from ._store import EtcdStore
 

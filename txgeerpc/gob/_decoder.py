@@ -10,8 +10,8 @@ assumed.
 Safety: a message larger than the limit is refused before it is buffered,
 every count is checked against the bytes actually present before anything
 is allocated, and every failure is a :class:`~txgeerpc.errors.CodecError`
-(fatal to the stream when it concerns framing or type definitions,
-:class:`~txgeerpc.errors.ProtocolError`).
+(one value's problem) or, when it concerns framing or type definitions, a
+:class:`~txgeerpc.errors.ProtocolError` (fatal to the stream).
 """
 
 from __future__ import annotations
@@ -213,7 +213,12 @@ def _dec_bool(data: bytes, pos: int) -> tuple[Any, int]:
     return value != 0, pos
 
 
-def _dec_string(data: bytes, pos: int) -> tuple[Any, int]:
+def read_string(data: bytes, pos: int) -> tuple[Any, int]:
+    """A gob string at ``pos``: ``(text, position after it)``; invalid UTF-8
+    is kept (surrogate-escaped), as Go keeps any bytes in a string.
+
+    :raises CodecError: the data ends early.
+    """
     length, pos = read_uint(data, pos)
     end = pos + length
     if end > len(data):
@@ -241,7 +246,7 @@ _BASIC_DECODERS: dict[int, DecodeFn] = {
     UINT_ID: read_uint,
     FLOAT_ID: read_float,
     BYTES_ID: _dec_bytes,
-    STRING_ID: _dec_string,
+    STRING_ID: read_string,
     COMPLEX_ID: _dec_complex,
 }
 
@@ -310,6 +315,10 @@ class Decoder:
             self._buffer.clear()
             self._pos = 0
         self._buffer += data
+
+    def definition(self, type_id: int) -> WireDef | None:
+        """The peer's definition of ``type_id`` so far, or ``None``."""
+        return self._defs.get(type_id)
 
     def buffered(self) -> int:
         """Bytes received and not yet returned as part of a message."""
@@ -477,7 +486,7 @@ class Decoder:
         """A definition inside a value: any problem with it ends the stream."""
         try:
             return self._define(type_id, data, pos)
-        except ProtocolError as error:
+        except (ProtocolError, CodecError) as error:
             raise _StreamBroken(str(error)) from None
 
     # -- values -----------------------------------------------------------------
@@ -515,7 +524,7 @@ class Decoder:
                     raise CodecError("gob: corrupted data: non-zero delta for singleton")
                 pos += 1
             value, end = function(data, pos)
-        except ProtocolError:
+        except (ProtocolError, CodecError):
             raise
         except (IndexError, OverflowError):
             raise Truncated() from None

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 from twisted.internet.defer import Deferred
 
+from ..errors import InvalidServerAddress as InvalidServerAddress
+
 SERVER_HEADER = b"X-Geerpc-Server"
 SERVERS_HEADER = b"X-Geerpc-Servers"
 TIMEOUT_HEADER = b"X-Geerpc-Timeout"
@@ -30,10 +32,6 @@ _HOST_PORT = re.compile(
     r"(\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9.\-_]+)?\]|[A-Za-z0-9.\-_]*):([0-9]{1,5})\Z"
 )
 _MAX_ADDRESS = 512
-
-
-class InvalidServerAddress(ValueError):
-    """An ``X-Geerpc-Server`` value that is not ``proto@addr``."""
 
 
 def validate_address(address: str) -> str:

@@ -34,7 +34,7 @@ from .._client_protocol import ClientProtocol
 from .._server_protocol import ServerProtocol
 from .._wire import Option, seconds_to_ns
 from ..client import Client
-from ..etcd._fake import FakeEtcd
+from ..etcd import FakeEtcd
 from ..server import Server
 from ._faults import DirectionFaults, Faults
 from ._memory import MemoryConnection, MemoryNetwork, MemoryPort, MemoryTransport

@@ -11,8 +11,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from ._client import DEFAULT_REQUEST_TIMEOUT, EtcdClient, EtcdTLS, normalize_endpoints
-from ._keys import DEFAULT_PREFIX
+from .etcd import DEFAULT_PREFIX, DEFAULT_REQUEST_TIMEOUT, EtcdClient, EtcdTLS, normalize_endpoints
 
 PASSWORD_ENVIRONMENT = "GEERPC_ETCD_PASSWORD"
 
