@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError, TimeoutError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import txgeerpc.testing
 from txgeerpc import Client, Server, connect
-from txgeerpc.errors import ConnectFailed
+from txgeerpc.errors import ConnectFailed, ConnectTimeout
 from txgeerpc.examples import Args
 from txgeerpc.testing import DirectionFaults, Faults, MemoryNetwork, connect_in_memory
 
@@ -119,13 +119,10 @@ class MemoryNetworkTests(SynchronousTestCase):
         self.network.advance(4.9)
         self.assertNoResult(d)
         self.network.advance(0.1)
-        # connect() documents ConnectTimeout here.  What happens is what a real
-        # reactor does: the TCP connector got the same timeout from
-        # client_endpoint(), its timer was scheduled first, and its
-        # TimeoutError wins (reported with the test kit; fixed in client.py
-        # by not passing connect_timeout to the endpoint).
-        failure = self.failureResultOf(d, ConnectFailed)
-        self.assertIsInstance(failure.value.reason, TimeoutError)
+        # The TCP connector has the same timeout and its timer fires first, as
+        # on a real reactor: connect() reports it as what it documents.
+        failure = self.failureResultOf(d, ConnectTimeout)
+        self.assertEqual(failure.value.timeout, 5)
 
     def test_the_server_handshake_timeout_holds_for_a_silent_client(self) -> None:
         endpoint = TCP4ClientEndpoint(self.network.reactor, "127.0.0.1", self.port.getHost().port)

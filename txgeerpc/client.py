@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.error import TimeoutError as TCPTimeoutError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
@@ -156,6 +157,9 @@ def connect(
     def wrap_failure(failure: Failure) -> Failure:
         if failure.check(GeeRPCError, CancelledError):
             return failure
+        if failure.check(TCPTimeoutError) and connect_timeout is not None:
+            # The endpoint's own connect timeout (the same number) fired first.
+            return Failure(ConnectTimeout(connect_timeout))
         return Failure(ConnectFailed(failure.value))
 
     return connecting.addCallbacks(Client, wrap_failure)
