@@ -55,7 +55,7 @@ class ClientProtocolTests(SynchronousTestCase):
 
     def test_option_written_first_widened_to_512_bytes(self) -> None:
         # Go's fields in Go's order, spaces before the closing brace, no newline
-        # (PROTOCOL.md 3.3, vectors 17 and 18).
+        # (docs/protocol.md 3.3, vectors 17 and 18).
         written = self.transport.value()
         self.assertEqual(len(written), 512)
         self.assertEqual(

@@ -1,5 +1,5 @@
 """
-txgeerpc.gob: the wire format against PROTOCOL.md 4.3, the recorded Go
+txgeerpc.gob: the wire format against docs/protocol.md 4.3, the recorded Go
 sessions, and bytes captured from Go's own encoding/gob.
 """
 
@@ -115,7 +115,7 @@ def decode_bytewise(data: bytes, limit: int = 1 << 20) -> list[Any]:
 
 
 class NumberTests(SynchronousTestCase):
-    """The integer and float encodings of PROTOCOL.md 4.3."""
+    """The integer and float encodings of docs/protocol.md 4.3."""
 
     def test_unsigned(self) -> None:
         for value, encoded in [(0, "00"), (7, "07"), (127, "7f"), (128, "ff80"), (256, "fe0100")]:

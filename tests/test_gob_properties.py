@@ -649,7 +649,7 @@ def struct_def(type_id: int, fields: list[tuple[bytes, int]], count: int | None 
 GOB_CODEC = default_registry.get(GOB)
 GO_STREAMS = st.sampled_from(sorted(GO_CAPTURES)).map(lambda name: bytes.fromhex(GO_CAPTURES[name]))
 
-# PROTOCOL.md 4.3: the Header definition Go sends first (id 64).
+# docs/protocol.md 4.3: the Header definition Go sends first (id 64).
 HEADER_DEFINITION = bytes.fromhex(
     "37 7f 03 01 01 06 48 65 61 64 65 72 01 ff 80 00 01 03 01 0d 53 65 72 76 69 63 65"
     " 4d 65 74 68 6f 64 01 0c 00 01 03 53 65 71 01 06 00 01 05 45 72 72 6f 72 01 0c 00 00 00"

@@ -1,4 +1,4 @@
-"""The JSON codec extension against vector 02 (PROTOCOL.md 4.2, 4.4)."""
+"""The JSON codec extension against vector 02 (docs/protocol.md 4.2, 4.4)."""
 
 from __future__ import annotations
 

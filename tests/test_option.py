@@ -1,4 +1,4 @@
-"""The Option preamble: OptionDecoder, parse_option and Option.to_json (PROTOCOL.md 3)."""
+"""The Option preamble: OptionDecoder, parse_option and Option.to_json (docs/protocol.md 3)."""
 
 from __future__ import annotations
 

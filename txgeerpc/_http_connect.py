@@ -1,5 +1,5 @@
 """
-HTTP CONNECT, GeeRPC's HTTP transport (PROTOCOL.md section 6): sans-IO parsers
+HTTP CONNECT, GeeRPC's HTTP transport (docs/protocol.md section 6): sans-IO parsers
 for the request head a client sends and the response head a server answers,
 and the client endpoint that performs the exchange.
 

@@ -1,5 +1,5 @@
 """
-Sans-IO parsing of the Option preamble (PROTOCOL.md section 3).
+Sans-IO parsing of the Option preamble (docs/protocol.md section 3).
 
 Exactly one JSON object is read from the start of the stream; every byte after
 it belongs to the codec, except the single newline (``\\n`` or ``\\r\\n``) that

@@ -1,5 +1,5 @@
 """
-Wire-level values and constants of the GeeRPC protocol (PROTOCOL.md sections 1-4).
+Wire-level values and constants of the GeeRPC protocol (docs/protocol.md sections 1-4).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Option:
         :meth:`to_json`).
 
         A Go GeeRPC server reads the Option with a JSON decoder that reads
-        ahead and throws away whatever it read past the Option (PROTOCOL.md
+        ahead and throws away whatever it read past the Option (docs/protocol.md
         3.3): requests written right behind a plain Option are lost.  Both of
         Go's JSON engines read exactly 512 bytes when the value ends at byte
         512 (classic: one 512-byte read; JSONv2: 64+64+128+256), so nothing

@@ -2,7 +2,7 @@
 The debug page: what a :class:`~txgeerpc.Server` serves, and how it is doing.
 
 GeeRPC serves ``/debug/geerpc``: one table per service, each method's Go
-signature and call count (PROTOCOL.md section 6, vector 07).
+signature and call count (docs/protocol.md section 6, vector 07).
 :class:`DebugResource` serves the same place with more: uptime, open
 connections, and per method its calls, errors, calls in flight and the 50th
 and 99th percentile latency of its recent calls, as an HTML page (readable

@@ -2,19 +2,19 @@
 Build and drive ``geepeer``, the Go GeeRPC peer in ``geepeer/`` beside this file.
 
 geepeer is written with Go's standard library only, from the wire facts in
-PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
+docs/protocol.md; the interop tests run it against txgeerpc. Its CLI:
 
 - ``geepeer server -listen 127.0.0.1:0 [-http]`` prints ``LISTENING
   127.0.0.1:PORT`` and serves Foo, Arith and Records until killed. It reads the
   Option the way the reference does (a JSON decoder on the raw socket), so a
   client that sends its first request together with the Option can lose it
-  (PROTOCOL.md 3.3). ``-http`` serves over HTTP instead, like the reference's
-  ``HandleHTTP`` + ``http.Serve`` (PROTOCOL.md 6): ``CONNECT /_geeprc_`` gets
+  (docs/protocol.md 3.3). ``-http`` serves over HTTP instead, like the reference's
+  ``HandleHTTP`` + ``http.Serve`` (docs/protocol.md 6): ``CONNECT /_geeprc_`` gets
   ``HTTP/1.0 200 Connected to Gee RPC`` and then the same stream (bytes sent
   before that line are lost, defect 2), any other method there gets ``405
   must CONNECT``, and ``/debug/geerpc`` is a debug page. ``-registry URL``
   heartbeats to a GeeRPC registry as the reference's heartbeat helper does
-  (PROTOCOL.md 10; the request bytes are vector 10's): it advertises
+  (docs/protocol.md 10; the request bytes are vector 10's): it advertises
   ``tcp@ADDRESS`` (``http@ADDRESS`` with ``-http``), sends the first beat
   before serving and prints ``HEARTBEAT STATUS`` (``HEARTBEAT 200 OK``, or
   ``HEARTBEAT ERROR ...`` when the request failed, which ends the heartbeats
@@ -34,7 +34,7 @@ PROTOCOL.md; the interop tests run it against txgeerpc. Its CLI:
 - ``geepeer xclient -registry URL [-scenario spread|broadcast] [-select
   roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s]
   [-update-timeout 10s]`` calls through the registry like the reference's
-  XClient over its registry discovery (PROTOCOL.md 9): a plain ``GET`` of the
+  XClient over its registry discovery (docs/protocol.md 9): a plain ``GET`` of the
   registry (vector 12's bytes), the servers from ``X-Geerpc-Servers``; round
   robin starts at a random position and steps by one. ``spread`` calls
   ``Foo.Sum{i, 1000*i}`` for i = 1..N, one server picked per call;

@@ -42,7 +42,7 @@ def _vector(name: str) -> bytes:
 def _wide_option(magic: int = 3927900, codec: str = "application/gob") -> bytes:
     """An Option padded inside the braces to exactly 512 bytes, no newline.
 
-    Both server builds consume exactly these 512 bytes (PROTOCOL.md 3.3,
+    Both server builds consume exactly these 512 bytes (docs/protocol.md 3.3,
     vectors 17 and 18), so requests may follow in the same write.
     """
     head = (
@@ -248,7 +248,7 @@ def test_option_pause_flag(geepeer: Path) -> None:
 
 
 def test_go_server_reproduces_read_ahead_hazard(geepeer: Path) -> None:
-    """A request sent in the same write as the default Option is lost (PROTOCOL.md 3.3).
+    """A request sent in the same write as the default Option is lost (docs/protocol.md 3.3).
 
     Classic engine: the JSON decoder swallows the request and the server then
     sees EOF. JSONv2 engine: the gob decoder starts mid-message and fails.
@@ -259,7 +259,7 @@ def test_go_server_reproduces_read_ahead_hazard(geepeer: Path) -> None:
         assert _raw_session(address, DEFAULT_OPTION + request) == b""
 
 
-# -- HTTP mode (-http): the reference's HandleHTTP and DialHTTP, PROTOCOL.md 6 --------
+# -- HTTP mode (-http): the reference's HandleHTTP and DialHTTP, docs/protocol.md 6 --------
 
 CONNECT_HEAD = b"CONNECT /_geeprc_ HTTP/1.0\n\n"
 CONNECTED = b"HTTP/1.0 200 Connected to Gee RPC\n\n"
@@ -341,7 +341,7 @@ def test_go_http_server_plain_http_answers(geepeer: Path) -> None:
 )
 def test_go_http_server_connect_then_stream(geepeer: Path, head: bytes) -> None:
     """The 200 line is exactly the reference's 35 bytes whatever the variant
-    (PROTOCOL.md 6), then the stream works once the client waited for it."""
+    (docs/protocol.md 6), then the stream works once the client waited for it."""
     request = encode_requests(geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1}}])
     with running_server(geepeer, http=True) as address:
         host, port = address.rsplit(":", 1)

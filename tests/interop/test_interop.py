@@ -6,7 +6,7 @@ both directions and with both of Go's ``encoding/json`` engines:
   its first request at once, so txgeerpc must keep the bytes after the Option);
 - B: txgeerpc client -> Go server: every example method, the error texts, 64
   concurrent calls, nested records, the handle timeout;
-- C: the read-ahead hazard of the reference server (PROTOCOL.md 3.3): fresh
+- C: the read-ahead hazard of the reference server (docs/protocol.md 3.3): fresh
   connections with an immediate call all get their reply, while the same
   request sent with the plain Option in one write gets none;
 - D: a seeded sample of random Records through Go both ways;

@@ -26,7 +26,7 @@ What is checked:
 
    That the Go server is still listed is *not* because it stays registered:
    its next heartbeat to A fails (``HEARTBEAT ERROR``), and like the
-   reference it then stops heartbeating for good (PROTOCOL.md, defect 32; it
+   reference it then stops heartbeating for good (docs/protocol.md, defect 32; it
    knows only A's URL anyway).  Its entry lives on in etcd under the lease A
    last renewed, for the registries' TTL (10 s).
 3. So, TTL seconds after its last beat, the Go server's entry expires: B
@@ -49,7 +49,7 @@ The Go peer is built with one ``encoding/json`` engine (jsonv2, Go's
 default): the engines differ only in how a Go server reads the Option, which
 ``test_interop*.py`` cover; here the Go XClient sends the wide Option that
 both engines read exactly (its own server would otherwise lose requests,
-PROTOCOL.md 3.3), and nothing else depends on the engine.
+docs/protocol.md 3.3), and nothing else depends on the engine.
 
 Nothing waits by sleeping: processes are waited for through their output
 (``registered as``, ``HEARTBEAT``, ``expired``), the expiry through the

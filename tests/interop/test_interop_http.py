@@ -1,5 +1,5 @@
 """
-GeeRPC over HTTP (PROTOCOL.md 6) between txgeerpc and geepeer, over real TCP on
+GeeRPC over HTTP (docs/protocol.md 6) between txgeerpc and geepeer, over real TCP on
 127.0.0.1, with both of Go's ``encoding/json`` engines:
 
 - a Go client dialling like the reference's ``DialHTTP`` (``CONNECT

@@ -1,5 +1,5 @@
 """
-The registry protocol (PROTOCOL.md 9 and 10) between txgeerpc and geepeer, with
+The registry protocol (docs/protocol.md 9 and 10) between txgeerpc and geepeer, with
 real processes on 127.0.0.1: ``twistd geerpc-registry``, ``twistd geerpc``
 servers heartbeating to it (``--registry URL --advertise proto@addr``),
 ``geepeer server -registry URL`` (the reference's heartbeat) and ``geepeer
@@ -406,7 +406,7 @@ async def test_txgeerpc_xclient_spreads_over_go_servers(geepeer: Path, tmp_path:
 def test_go_xclient_spreads_over_txgeerpc_servers(geepeer_jsonv2: Path, tmp_path: Path) -> None:
     """The plain Go Option with the first request right behind it, on tcp@
     and (CONNECT first) http@ entries of ``twistd geerpc`` servers.  One
-    engine: a Go client's bytes do not depend on it (PROTOCOL.md 0.4)."""
+    engine: a Go client's bytes do not depend on it (docs/protocol.md 0.4)."""
     with (
         registry_process(tmp_path) as url,
         txgeerpc_servers(tmp_path, url, "tcp", "http") as servers,
@@ -433,7 +433,7 @@ async def test_one_registry_for_go_and_txgeerpc(geepeer: Path, tmp_path: Path) -
         addresses = sorted([go.advertised, ours.advertised])
         assert listed(url) == addresses
         # geepeer's own server loses requests sent with the plain Option
-        # (PROTOCOL.md 3.3): the Go client widens it, as the reference cannot.
+        # (docs/protocol.md 3.3): the Go client widens it, as the reference cannot.
         lines = run_xclient(geepeer, url, "spread", calls=CALLS, wide_option=True)
         assert go_spread(lines) == {address: CALLS // 2 for address in addresses}
         lines = run_xclient(geepeer, url, "broadcast", wide_option=True)

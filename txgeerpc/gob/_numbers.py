@@ -1,6 +1,6 @@
 """
 gob's integer and float encodings (the ``encoding/gob`` package documentation,
-"Encoding details"; PROTOCOL.md 4.3).
+"Encoding details"; docs/protocol.md 4.3).
 
 Unsigned: below 128 one byte; otherwise a byte holding the negated count of
 the big-endian bytes that follow.  Signed: zig-zag (``2n`` or ``2(-n-1)+1``),

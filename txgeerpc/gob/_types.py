@@ -21,7 +21,7 @@ import attrs
 
 from .._convert import is_struct, struct_fields
 
-# Predefined type ids (encoding/gob's type.go; PROTOCOL.md 4.3).
+# Predefined type ids (encoding/gob's type.go; docs/protocol.md 4.3).
 BOOL_ID, INT_ID, UINT_ID, FLOAT_ID, BYTES_ID, STRING_ID, COMPLEX_ID, INTERFACE_ID = range(1, 9)
 WIRE_TYPE_ID = 16
 ARRAY_TYPE_ID = 17

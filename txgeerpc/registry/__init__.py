@@ -1,5 +1,5 @@
 """
-The GeeRPC registry (PROTOCOL.md section 10) and its clients.
+The GeeRPC registry (docs/protocol.md section 10) and its clients.
 
 - :class:`RegistryResource`: the registry, a ``twisted.web`` resource over
   an :class:`~txgeerpc.interfaces.IRegistryStore` (:class:`MemoryStore`, or

@@ -1,7 +1,7 @@
 """
 Heartbeats from a server to a GeeRPC registry: ``POST`` with
 ``X-Geerpc-Server: proto@addr``, as Go servers send them, done the way the
-reference should have (PROTOCOL.md defects 32, 33 and 35):
+reference should have (docs/protocol.md defects 32, 33 and 35):
 
 - the first beat at start, then one per period; the period is the caller's,
   else a third of the TTL the registry announces (``X-Geerpc-Timeout``, sent

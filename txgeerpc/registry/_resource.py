@@ -1,5 +1,5 @@
 """
-The GeeRPC registry (PROTOCOL.md section 10), as a ``twisted.web`` resource.
+The GeeRPC registry (docs/protocol.md section 10), as a ``twisted.web`` resource.
 
 Wire-compatible with the Go reference, so Go and Python servers and clients
 can share one registry:

@@ -1,5 +1,5 @@
 """
-The registry's HTTP protocol (PROTOCOL.md section 10) without I/O: its header
+The registry's HTTP protocol (docs/protocol.md section 10) without I/O: its header
 names, what a valid server address is, what an answer is and what it lists,
 and which answers send a client on to another registry.
 """

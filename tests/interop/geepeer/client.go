@@ -62,7 +62,7 @@ func (t *teeConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// wideOptionSize is the size of a widened Option (PROTOCOL.md 3.3): both
+// wideOptionSize is the size of a widened Option (docs/protocol.md 3.3): both
 // encoding/json engines of the reference server read exactly these bytes.
 const wideOptionSize = 512
 
@@ -281,10 +281,10 @@ func runClient(args []string) error {
 	name := fs.String("scenario", "basic", "basic, timeout or records")
 	optionPause := fs.Duration("option-pause", 0,
 		"pause after writing the Option, before the first request (works around "+
-			"the reference server's read-ahead, PROTOCOL.md 3.3)")
+			"the reference server's read-ahead, docs/protocol.md 3.3)")
 	wideOption := fs.Bool("wide-option", false,
 		"send the Option padded to 512 bytes without newline (the measured escape hatch "+
-			"of PROTOCOL.md 3.3), so even the reference server reads no request bytes with it")
+			"of docs/protocol.md 3.3), so even the reference server reads no request bytes with it")
 	overHTTP := fs.Bool("http", false,
 		"dial like the reference's DialHTTP: send \"CONNECT "+defaultRPCPath+
 			" HTTP/1.0\\n\\n\", require \""+connected+"\", then speak GeeRPC")

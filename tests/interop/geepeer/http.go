@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// The HTTP transport of PROTOCOL.md section 6, as the reference does it.
+// The HTTP transport of docs/protocol.md section 6, as the reference does it.
 const (
 	defaultRPCPath   = "/_geeprc_" // the reference's spelling (defect 15)
 	defaultDebugPath = "/debug/geerpc"

@@ -1,5 +1,5 @@
 // Command geepeer is a GeeRPC-protocol peer written from the wire facts in
-// PROTOCOL.md, used by txgeerpc's interoperability tests. Standard library only.
+// docs/protocol.md, used by txgeerpc's interoperability tests. Standard library only.
 //
 //	geepeer server -listen 127.0.0.1:0 [-http] [-registry URL [-heartbeat 4m0s]]
 //	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]

@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// The registry side of PROTOCOL.md sections 9 and 10 as the reference puts it
+// The registry side of docs/protocol.md sections 9 and 10 as the reference puts it
 // on the wire: a server's heartbeats (POST, X-Geerpc-Server), the registry
 // discovery's GET (X-Geerpc-Servers) and an XClient that picks one of the
 // listed servers per call, at random or round robin.
@@ -281,7 +281,7 @@ func runXClient(args []string) error {
 	calls := fs.Int("calls", 10, "number of calls of the spread scenario")
 	wideOption := fs.Bool("wide-option", false,
 		"send the Option padded to 512 bytes without newline (needed by geepeer's own "+
-			"faithful server, PROTOCOL.md 3.3)")
+			"faithful server, docs/protocol.md 3.3)")
 	callTimeout := fs.Duration("call-timeout", 20*time.Second, "give up waiting for one reply after this")
 	updateTimeout := fs.Duration("update-timeout", 0,
 		"fetch the list again before a pick when it is this old (0: the reference's "+

@@ -61,7 +61,7 @@ func runServer(args []string) error {
 
 // serveConn reads the Option exactly as the reference does: a JSON decoder on
 // the raw connection, then a gob decoder on the same raw connection. Bytes the
-// JSON decoder read beyond the Option are lost with it (PROTOCOL.md 3.3); that
+// JSON decoder read beyond the Option are lost with it (docs/protocol.md 3.3); that
 // hazard is kept on purpose.
 func serveConn(conn net.Conn) {
 	defer conn.Close()

@@ -4,7 +4,7 @@ import (
 	"time"
 )
 
-// MagicNumber marks a GeeRPC connection (PROTOCOL.md section 1).
+// MagicNumber marks a GeeRPC connection (docs/protocol.md section 1).
 const MagicNumber = 3927900
 
 // GobType is the only codec name the Go reference registers.
