@@ -52,6 +52,9 @@ class IMessageDecoder(Interface):
 
         :raises txgeerpc.errors.ProtocolError: the stream is corrupt or a
             message exceeds the size limit; the stream cannot be resynchronised.
+        :raises txgeerpc.errors.CodecError: a message is not a valid value of
+            the codec (the JSON splitter's verdict on a malformed document);
+            the stream cannot go on either.
         """
 
     def decode_header(message: object) -> Any:
