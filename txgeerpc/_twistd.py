@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from twisted.application.service import Service
+import attrs
+from twisted.application.service import IService, Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -55,6 +56,27 @@ def one_line_errors(tapname: str) -> Iterator[None]:
         yield
     except (StartupError, usage.UsageError) as error:
         exit_with(tapname, str(error), 1)
+
+
+@attrs.frozen
+class Built:
+    """What a plugin's ``build()`` makes: the service tree twistd runs, and
+    its listeners (one per ``--listen``, in order, not listening yet)."""
+
+    service: IService
+    listeners: tuple[Listener, ...]
+
+
+def listening_now(tapname: str, build: Callable[[], Built]) -> IService:
+    """A plugin's ``makeService``: build the service tree, then listen at once,
+    so that a mistake (a port in use, an unknown endpoint, a service that
+    cannot be imported) is one line on stderr and exit status 1, before
+    twistd daemonizes."""
+    with one_line_errors(tapname):
+        built = build()
+        for listener in built.listeners:
+            listener.listen()
+    return built.service
 
 
 # -- option value types -------------------------------------------------------

@@ -21,10 +21,11 @@ from twisted.web.resource import Resource
 from . import _twistd_etcd as _options
 from ._services import StopInOrder
 from ._twistd import (
+    Built,
     Listener,
     ServeOptions,
+    listening_now,
     non_negative_seconds,
-    one_line_errors,
     positive_int,
 )
 from ._web import QuietSite, mount
@@ -139,17 +140,15 @@ class _StoreService(Service):
 
 
 @attrs.frozen
-class RegistryServer:
+class RegistryServer(Built):
     """What ``twistd geerpc-registry``'s options build (:func:`build`).
 
     :ivar service: the service tree twistd runs.
-    :ivar store: where the entries live.
     :ivar listeners: one per ``--listen``, in order.
+    :ivar store: where the entries live.
     """
 
-    service: IService
     store: IRegistryStore
-    listeners: tuple[Listener, ...]
 
 
 def build(config: Options, reactor: Any) -> RegistryServer:
@@ -194,19 +193,14 @@ def build(config: Options, reactor: Any) -> RegistryServer:
     parent = StopInOrder()
     described.setServiceParent(parent)
     rest.setServiceParent(parent)
-    return RegistryServer(parent, store, listeners)
+    return RegistryServer(service=parent, listeners=listeners, store=store)
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
-    """twistd's entry point: :func:`build`, then listen at once, so that a
-    mistake (a port in use, an unknown endpoint) is one line on stderr and
-    exit status 1, before twistd daemonizes."""
+    """twistd's entry point: :func:`build`, listening at once (see
+    :func:`txgeerpc._twistd.listening_now`)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    with one_line_errors(Options.tapname):
-        built = build(config, reactor)
-        for listener in built.listeners:
-            listener.listen()
-    return built.service
+    return listening_now(Options.tapname, lambda: build(config, reactor))

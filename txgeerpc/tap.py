@@ -27,12 +27,13 @@ from ._server_protocol import (
 )
 from ._services import CloseOnStop, StopInOrder
 from ._twistd import (
+    Built,
     Listener,
     ServeOptions,
     StartupError,
     cwd_on_path,
+    listening_now,
     non_negative_seconds,
-    one_line_errors,
     positive_int,
     positive_seconds,
 )
@@ -406,20 +407,18 @@ def build_server(config: Options, clock: Any) -> Server:
 
 
 @attrs.frozen
-class Geerpc:
+class Geerpc(Built):
     """What ``twistd geerpc``'s options build (:func:`build`).
 
     :ivar service: the service tree twistd runs.
-    :ivar server: the :class:`Server` every listener serves.
     :ivar listeners: one per ``--listen``, in order.
+    :ivar server: the :class:`Server` every listener serves.
     :ivar registry: the embedded registry, unless ``--registry-path none``.
     :ivar registration: the heartbeat (``--registry``) or etcd registration
         (``--etcd``), if any.
     """
 
-    service: IService
     server: Server
-    listeners: tuple[Listener, ...]
     registry: RegistryResource | None
     registration: IRegistration | None
 
@@ -485,23 +484,23 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         parent.setServiceParent(ordered)
         registration.setServiceParent(ordered)
         parent = ordered
-    return Geerpc(parent, server, tuple(listeners), registry, registration)
+    return Geerpc(
+        service=parent,
+        listeners=tuple(listeners),
+        server=server,
+        registry=registry,
+        registration=registration,
+    )
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
-    """twistd's entry point: :func:`build`, then listen at once, so that a
-    mistake (a port in use, an unknown endpoint, a service that cannot be
-    imported) is one line on stderr and exit status 1, before twistd
-    daemonizes."""
+    """twistd's entry point: :func:`build`, listening at once (see
+    :func:`txgeerpc._twistd.listening_now`)."""
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    with one_line_errors(Options.tapname):
-        built = build(config, reactor)
-        for listener in built.listeners:
-            listener.listen()
-    return built.service
+    return listening_now(Options.tapname, lambda: build(config, reactor))
 
 
 def _has_port(description: str) -> bool:
