@@ -102,7 +102,8 @@ def main() -> None:
         if not (base / "txgeerpc").is_dir():
             base = checkout(options.base, Path(scratch))
         trees = {"base": load(base), "this": load(HERE)}
-        print(f"base: {options.base}; this: {HERE}; {options.rounds} rounds x {options.calls} calls")
+        rounds = f"{options.rounds} rounds x {options.calls} calls"
+        print(f"base: {options.base}; this: {HERE}; {rounds}")
         print("codec batch   base mean  base best   this mean  this best  this/base")
         for codec in ("gob", "json"):
             for batch in (1, 16):
