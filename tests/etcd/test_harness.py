@@ -24,8 +24,7 @@ from pathlib import Path
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests._etcd import EtcdCluster, b64, free_ports
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests._processes import ROOT
 
 #: Starts a cluster, says the PID of its etcd, and dies without a word.
 _ORPHAN = """

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from tests._processes import _Output
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests._processes import (
+    ROOT,
+    _Output,
+)
 
 
 @dataclass(frozen=True)
