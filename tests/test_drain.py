@@ -6,13 +6,16 @@ and the health check (``_txgeerpc.Health``, ``/healthz``).
 
 from __future__ import annotations
 
+import io
+from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Client, Server, connect
+from txgeerpc._cli import _health, build_parser
 from txgeerpc._introspect import HEALTH, PROBE
 from txgeerpc._option import parse_option
 from txgeerpc._wire import GO_AWAY, Option
@@ -325,3 +328,51 @@ class OptionTests(SynchronousTestCase):
         self.assertFalse(parse_option(base + b"}").go_away)
         self.assertEqual(Option(go_away=False).to_json(), Option().to_json())
         self.assertNotIn(b"GoAway", Option().to_widened_json())
+
+
+class HealthCheckTests(SynchronousTestCase):
+    """``python -m txgeerpc health`` and ``/healthz``, against a server in
+    memory that drains without closing its port (so both can still ask)."""
+
+    def setUp(self) -> None:
+        self.clock = checked_clock(self)
+        self.network = MemoryNetwork(self.clock)
+        self.server = Server(self.clock, grace=10)
+        register_examples(self.server)
+        self.port = self.network.listen(self.server.port_factory())
+        self.addCleanup(self.network.close)
+
+    def health(self, address: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        options = build_parser().parse_args(["health", address, "--timeout", "2"])
+        with redirect_stdout(out), redirect_stderr(err):
+            d = ensureDeferred(_health(self.network.reactor, options))
+            self.network.advance(3)
+        return self.successResultOf(d), out.getvalue(), err.getvalue()
+
+    def healthz(self) -> bytes:
+        peer = _Raw(b"GET /healthz HTTP/1.0\r\n\r\n")
+        self.network.reactor.connectTCP("127.0.0.1", self.port.getHost().port, _Factory(peer))
+        self.network.flush()
+        self.assertTrue(peer.lost)
+        return peer.received
+
+    def test_serving_then_draining(self) -> None:
+        address = f"tcp@{self.port.address}"
+        self.assertEqual(self.health(address), (0, "serving\n", ""))
+        self.assertTrue(self.healthz().startswith(b"HTTP/1.0 200 OK\r\n"))
+        self.assertTrue(self.healthz().endswith(b"\r\n\r\nserving\n"))
+        self.server.drain()
+        self.assertEqual(self.health(address), (1, "", "draining\n"))
+        answer = self.healthz()
+        self.assertTrue(answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n"), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\ndraining\n"))
+
+    def test_unreachable_and_usage(self) -> None:
+        self.port.stopListening()
+        status, out, err = self.health(f"tcp@{self.port.address}")
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("unhealthy: rpc client: connect failed"), err)
+        with redirect_stderr(io.StringIO()), self.assertRaises(SystemExit) as usage:
+            build_parser().parse_args(["health"])
+        self.assertEqual(usage.exception.code, 2)

@@ -107,7 +107,7 @@ async def _sigterm_with_calls_in_flight(
         stop(process)
     results = [
         (ms, value if ok else value.value, ended[n] - signalled)
-        for n, (ms, (ok, value)) in enumerate(zip(durations, outcomes))
+        for n, (ms, (ok, value)) in enumerate(zip(durations, outcomes, strict=True))
     ]
     return results, refused_after, exited_after
 
