@@ -73,9 +73,12 @@ class OptionsTests(SynchronousTestCase):
             ["--heartbeat", "0.1"],  # below MIN_PERIOD: a tight loop of POSTs
             ["--heartbeat", "0"],
             ["--registry-max-entries", "0"],
+            ["--grace", "-1"],
+            ["--grace", "soon"],
         ):
             self.assertRaises(usage.UsageError, self.parse, *argv)
         self.assertEqual(self.parse("--heartbeat", "0.5")["heartbeat"], MIN_PERIOD)
+        self.assertEqual((self.parse()["grace"], self.parse("--grace", "0")["grace"]), (10, 0))
 
     def test_advertising_port_0_needs_a_tcp_listen(self) -> None:
         registry = ("--registry", "http://127.0.0.1:1/_geerpc_/registry")
@@ -119,6 +122,20 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIs(factory.rpc, server.factory())
         self.assertEqual(interface, "127.0.0.1")
         service.stopService()
+
+    def test_stopping_closes_the_ports_then_drains_within_the_grace(self) -> None:
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--grace", "2.5"])
+        built = tap.build(options, reactor=reactor)
+        self.assertEqual(built.server.settings.grace, 2.5)
+        built.service.privilegedStartService()
+        built.service.startService()
+        self.assertEqual(built.server.status, "serving")
+        stopped = built.service.stopService()
+        self.assertEqual(built.server.status, "draining")
+        self.assertIsNone(built.listeners[0].port)  # stopped listening first
+        self.successResultOf(stopped)  # nothing connected: at once
 
     def test_advertising_port_0_takes_the_port_listened_on(self) -> None:
         registry = ["--registry", "http://127.0.0.1:1/_geerpc_/registry"]

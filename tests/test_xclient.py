@@ -68,6 +68,9 @@ class RecordingClient:
         self.available = False
         return succeed(None)
 
+    def when_going_away(self) -> Deferred[None]:
+        return Deferred()  # this server never stops
+
 
 class XClientTests(SynchronousTestCase):
     def setUp(self) -> None:

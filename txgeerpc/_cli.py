@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from ._introspect import (
     DESCRIBE,
+    HEALTH,
     PROBE,
     JSONMismatch,
     from_json,
@@ -37,6 +38,7 @@ from .errors import (
     InvalidAddress,
     NoServers,
     RemoteError,
+    ServerGoingAway,
 )
 from .etcd import DEFAULT_PREFIX, EtcdClient, address_of, heartbeat_of
 from .gob import EMPTY
@@ -56,6 +58,7 @@ examples:
                              '{"Num1":1,"Num2":2}' --codec json
   over HTTP CONNECT:     python -m txgeerpc call http@127.0.0.1:7001 Foo.Sum '{"Num1":1}'
   what a server offers:  python -m txgeerpc list tcp@127.0.0.1:7001
+  is it healthy?         python -m txgeerpc health tcp@127.0.0.1:7001
 
 With gob (the default) the JSON argument becomes the Go type the method
 declares when the server is txgeerpc (it answers _txgeerpc.Describe), and
@@ -149,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="S",
         help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    health = commands.add_parser(
+        "health",
+        help="check that a server answers calls (exit 0 healthy, 1 not, 2 usage)",
+        description="Call the server's health method (_txgeerpc.Health) and print its "
+        "status.  Exit status 0: it serves; 1: it cannot be reached, does not answer in "
+        "time, or is draining (stopping); 2: usage.  A Go GeeRPC server (no health "
+        "method) that answers counts as healthy.",
+    )
+    health.add_argument(
+        "address",
+        metavar="ADDRESS",
+        help="server address: tcp@HOST:PORT, http@HOST:PORT, unix@/PATH or an endpoint string",
+    )
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds to connect and to get the answer, each (default: 5)",
     )
     servers = commands.add_parser(
         "servers",
@@ -314,6 +337,41 @@ async def _list(reactor: Any, options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _health(reactor: Any, options: argparse.Namespace) -> int:
+    timeout = options.timeout or None
+    try:
+        client = await connect(reactor, options.address, connect_timeout=timeout)
+    except GeeRPCError as error:
+        print(f"unhealthy: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    try:
+        text = await client.call(HEALTH, PROBE, timeout=timeout, argument_type=HEADER)
+    except ServerGoingAway:
+        print("draining", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    except RemoteError as error:
+        if not error.message.startswith("rpc server: can't find "):
+            print(f"unhealthy: {error}", file=sys.stderr)
+            return EXIT_CALL_FAILED
+        print("serving (it answers calls; no health method: not txgeerpc)")
+        return EXIT_OK
+    except GeeRPCError as error:
+        print(f"unhealthy: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    finally:
+        await client.close()
+    try:
+        status = json.loads(text)["Status"]
+    except (TypeError, ValueError, KeyError):
+        print(f"unhealthy: unexpected health answer {text!r}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    if status != "serving":
+        print(status, file=sys.stderr)
+        return EXIT_CALL_FAILED
+    print(status)
+    return EXIT_OK
+
+
 async def _addresses(
     reactor: Any,
     address: str,
@@ -453,6 +511,8 @@ def main(argv: list[str] | None = None) -> None:
             command = _call(reactor, options, argument)
         elif options.command == "servers":
             command = _servers(reactor, options)
+        elif options.command == "health":
+            command = _health(reactor, options)
         else:
             command = _list(reactor, options)
         return ensureDeferred(command).addCallbacks(finish, crash)

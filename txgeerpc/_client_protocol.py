@@ -2,9 +2,9 @@
 The client side of one GeeRPC stream: writes the Option, multiplexes calls by
 ``Seq``, completes each call's Deferred from its reply.
 
-Lifecycle, one :class:`_State`: connecting -> open -> closing (closed by us,
-or the reply stream broke) -> closed (the connection is lost).  Calls are
-taken only while open.
+Lifecycle, one :class:`_State`: connecting -> open -> (going away: the server
+said it stops) -> closing (closed by us, or the reply stream broke) -> closed
+(the connection is lost).  Calls are taken only while open.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from twisted.python.failure import Failure
 from ._convert import converter_for
 from ._messages import MessagePairs
 from ._pending import PendingCalls
-from ._wire import Header, Option
+from ._wire import GO_AWAY, SHUTTING_DOWN, Header, Option
 from .errors import (
     CallTimeout,
     CodecError,
     ConnectionShutdown,
     ProtocolError,
     RemoteError,
+    ServerGoingAway,
+    ServerShuttingDown,
     UnexpectedDisconnect,
 )
 from .interfaces import ICodec
@@ -38,6 +40,10 @@ class _State(enum.Enum):
     """Built, not connected yet: no calls."""
     OPEN = "open"
     """Connected: calls are taken."""
+    GOING_AWAY = "going away"
+    """The server said it stops (docs/protocol.md 13.8): new calls fail with
+    ServerGoingAway (not sent), pending ones still get their replies; closed
+    by us once none is pending."""
     CLOSING = "closing"
     """Closed by :meth:`ClientProtocol.close`, or the reply stream broke:
     pending calls have failed, new ones fail; waiting for the connection to go."""
@@ -47,6 +53,7 @@ class _State(enum.Enum):
 
 _CONNECTING = _State.CONNECTING
 _OPEN = _State.OPEN
+_GOING_AWAY = _State.GOING_AWAY
 _CLOSING = _State.CLOSING
 _CLOSED = _State.CLOSED
 
@@ -70,6 +77,7 @@ class ClientProtocol(Protocol):
         self._pairs = MessagePairs(self._decoder)
         self._state = _CONNECTING
         self._lost_waiters: list[Deferred[None]] = []
+        self._going_away_waiters: list[Deferred[None]] = []
 
     @property
     def pending(self) -> int:
@@ -80,6 +88,16 @@ class ClientProtocol(Protocol):
     def available(self) -> bool:
         """True while calls can be made."""
         return self._state is _OPEN
+
+    def when_going_away(self) -> Deferred[None]:
+        """A Deferred that fires with ``None`` when the server says it is going
+        away (at once if it has); it never fails, and never fires if the
+        connection ends otherwise."""
+        if self._state is _GOING_AWAY:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._going_away_waiters.append(waiter)
+        return waiter
 
     def connectionMade(self) -> None:
         if self._state is _CONNECTING:  # close() may have come first
@@ -98,7 +116,7 @@ class ClientProtocol(Protocol):
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         if self._state is not _OPEN:
-            return fail(ConnectionShutdown())
+            return fail(ServerGoingAway() if self._state is _GOING_AWAY else ConnectionShutdown())
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
         try:
@@ -130,9 +148,15 @@ class ClientProtocol(Protocol):
                 header, body = pair
                 call = pending.pop(header[1])
                 if call is None:
+                    if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
+                        self._going_away()
                     continue  # cancelled or timed out: the late reply is dropped
                 if header[2]:
-                    call.deferred.errback(RemoteError(header[2]))
+                    text = header[2]
+                    if self._state is _GOING_AWAY and text.startswith(SHUTTING_DOWN):
+                        call.deferred.errback(ServerShuttingDown(text))
+                    else:
+                        call.deferred.errback(RemoteError(text))
                     continue
                 try:
                     value = decoder.decode_body(body)
@@ -149,6 +173,17 @@ class ClientProtocol(Protocol):
             self._state = _CLOSING  # before failing calls: their errbacks may call again
             self._pending.fail_all(lambda: UnexpectedDisconnect(reason))
             self.transport.abortConnection()
+            return
+        if self._state is _GOING_AWAY and not pending:
+            self.transport.loseConnection()  # every reply is in: the server closes when we do
+
+    def _going_away(self) -> None:
+        """The server's go-away message: take no new call; once the pending
+        ones are answered, close (the server reads until then)."""
+        self._state = _GOING_AWAY
+        waiters, self._going_away_waiters = self._going_away_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def close(self) -> Deferred[None]:
         """Fail pending calls with ConnectionShutdown and close; fires when closed."""

@@ -87,7 +87,7 @@ class Dispatcher:
         )
         self._on_done = on_done
         self._peer = peer
-        self._running: dict[int, Deferred[Any]] = {}
+        self._running: dict[int, tuple[Deferred[Any], Header]] = {}
         self._next_id = 0
         self._stopped = False
 
@@ -139,7 +139,7 @@ class Dispatcher:
             return
         request_id = self._next_id
         self._next_id += 1
-        self._running[request_id] = d
+        self._running[request_id] = (d, header)
         if self._timeout_ns > 0:
             d.addTimeout(self._timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
         d.addBoth(self._finish, header, method, started, request_id)
@@ -204,8 +204,21 @@ class Dispatcher:
         self._stopped = True
         running = list(self._running.values())
         self._running.clear()
-        for d in running:
+        for d, _ in running:
             d.cancel()
+
+    def fail_running(self, text: str) -> int:
+        """The server stops and its grace is over: answer every running
+        request with the error ``text``, then cancel its handler (which sends
+        nothing more).  The number of requests answered so."""
+        self._stopped = True
+        running = list(self._running.values())
+        self._running.clear()
+        for _, header in running:
+            self._reply_error(header, text)
+        for d, _ in running:
+            d.cancel()
+        return len(running)
 
 
 def _timed_out(result: Any, timeout: float) -> Failure:

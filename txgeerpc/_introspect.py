@@ -1,7 +1,8 @@
 """
 Method types on the wire, for tools: a txgeerpc server answers
 ``_txgeerpc.Describe`` with its methods' Go types as JSON, and
-``python -m txgeerpc call`` uses them to build gob values from JSON.
+``python -m txgeerpc call`` uses them to build gob values from JSON.  It also
+answers ``_txgeerpc.Health`` (``python -m txgeerpc health``).
 
 The probe is safe against Go GeeRPC servers too: its body is a ``Header``
 value, so a Go server, which never reads the body of a call to an unknown
@@ -15,7 +16,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._jsonvalue import dumps
@@ -43,6 +44,7 @@ SERVICE = "_txgeerpc"
 """The reserved service name; not listed among a server's services."""
 
 DESCRIBE = f"{SERVICE}.Describe"
+HEALTH = f"{SERVICE}.Health"
 
 PROBE = {"ServiceMethod": "", "Seq": 0, "Error": ""}
 """The body of a ``Describe`` call, sent as a ``Header`` (see above)."""
@@ -59,10 +61,21 @@ class Introspection:
     where ``T`` is a basic Go type name (``"int"``, ``"[]byte"``...),
     ``{"Slice": T}``, ``{"Array": T, "Len": n}``, ``{"Map": [K, V]}`` or
     ``{"Struct": key}`` with ``Types[key] = {"Name": go_name, "Fields": [[name, T]...]}``.
+
+    ``Health`` returns ``{"Status": "serving"}`` (``"draining"`` once the
+    server stops).
+
+    :param status: the server's status now (``"serving"`` by default).
     """
 
-    def __init__(self, services: Mapping[str, Any]) -> None:
+    def __init__(
+        self, services: Mapping[str, Any], status: Callable[[], str] = lambda: "serving"
+    ) -> None:
         self._services = services
+        self._status = status
+
+    def Health(self, probe: Any = None) -> str:
+        return dumps({"Status": self._status()})
 
     def Describe(self, probe: Any = None) -> str:
         types: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._jsonsplit import JSONValueSplitter
 from ._jsonvalue import JSONError, dumps, loads
-from ._wire import MAGIC_NUMBER, Option
+from ._wire import GO_AWAY_OPTION_KEY, MAGIC_NUMBER, Option
 from .errors import CodecError, ProtocolError
 
 DEFAULT_MAX_OPTION_SIZE = 16 * 1024
@@ -106,6 +106,8 @@ def parse_option(raw: bytes) -> Option:
         connect_timeout_ns=_integer(fields, "connecttimeout", "ConnectTimeout"),
         handle_timeout_ns=_integer(fields, "handletimeout", "HandleTimeout"),
         magic_number=magic,
+        # Only ``true`` counts; Go ignores the key whatever its value.
+        go_away=fields.get(GO_AWAY_OPTION_KEY.lower()) is True,
     )
 
 

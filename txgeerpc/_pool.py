@@ -13,6 +13,11 @@ address.
 - An address whose dial failed cools down (``cooldown`` seconds, doubling on
   each further failure up to ``max_cooldown``, over at its first good dial):
   :meth:`ClientPool.warm` leaves it out while others are up.
+- A server that says it is going away (a graceful stop) loses its place at
+  once: its connection is retired (its calls in flight still get their
+  replies) and its address cools down as after a failed dial, so new calls
+  go to the other servers; the next dial after the cooldown finds it again
+  if it came back.
 - :meth:`ClientPool.close` closes everything; calls waiting for a dial fail
   with :class:`~txgeerpc.errors.ConnectionShutdown`.
 """
@@ -171,6 +176,7 @@ class ClientPool:
         listed = address in self._servers()
         if listed:
             self._ready[address] = client
+            client.when_going_away().addCallback(lambda _: self._going_away(address, client))
         for waiter in waiters:
             if not waiter.called:
                 waiter.callback(client)
@@ -186,6 +192,16 @@ class ClientPool:
         for waiter in self._waiting.pop(address, []):
             if not waiter.called:
                 waiter.errback(failure)
+
+    def _going_away(self, address: str, client: Client) -> None:
+        """``client``'s server is stopping: retire it, cool its address down."""
+        if self._ready.get(address) is not client:
+            return
+        del self._ready[address]
+        if self._cooldown > 0:
+            _, last = self._cooling.get(address, (0.0, 0.0))
+            self._cooling[address] = (self._clock.seconds() + self._cooldown, last)
+        self._retire(client)
 
     def _retire(self, client: Client) -> Deferred[None] | None:
         """Close ``client`` now if it is idle (or the pool closes), else once

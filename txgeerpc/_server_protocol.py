@@ -5,7 +5,10 @@ messages handed to a :class:`~txgeerpc._dispatch.Dispatcher`.
 Lifecycle, one :class:`_State`: awaiting the Option (under a handshake
 deadline) -> serving -> (the peer half-closed: answering what it sent) ->
 closing (after a protocol error: no more reading, in-flight requests get
-``drain_timeout`` to finish) -> disconnecting -> closed.  Reading pauses while
+``drain_timeout`` to finish) -> disconnecting -> closed.  A graceful stop
+(:meth:`ServerProtocol.drain`) goes from serving to closing, or, for a client
+that understands go-away, to going away (told so; read until it half-closes)
+-> half-closed; its grace bounds every state it passes through.  Reading pauses while
 the in-flight limit is reached or the transport's write buffer is full, so
 neither a fast sender nor a client that never reads makes the server buffer
 without bound.
@@ -17,6 +20,7 @@ import enum
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -34,7 +38,7 @@ from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
-from ._wire import Header, Option, seconds_to_ns
+from ._wire import EMPTY_STRUCT, GO_AWAY, SHUTTING_DOWN, Header, Option, seconds_to_ns
 from .codec import CodecRegistry
 from .errors import CodecError, ProtocolError, UnsupportedCodec
 from .interfaces import IMessageDecoder, IMessageEncoder
@@ -42,6 +46,10 @@ from .interfaces import IMessageDecoder, IMessageEncoder
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 DEFAULT_DRAIN_TIMEOUT = 10.0
+DEFAULT_GRACE = 10.0
+LAST_WRITES = 0.5
+"""Seconds a stopping connection's last replies get to be written once its
+grace is over, before it is aborted."""
 
 
 @attrs.frozen
@@ -57,6 +65,9 @@ class ServerSettings:
     :ivar drain_timeout: after a protocol error, seconds running requests get
         to finish before the connection is closed anyway.
     :ivar max_option_size: largest Option accepted, in bytes.
+    :ivar grace: on a graceful stop, seconds running requests get to finish
+        (and their replies to be written) before they are answered with a
+        "shutting down" error and the connection is closed.
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -65,6 +76,7 @@ class ServerSettings:
     max_handle_timeout: float | None = None
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     max_option_size: int = DEFAULT_MAX_OPTION_SIZE
+    grace: float = DEFAULT_GRACE
 
     def handle_timeout_ns(self, option: Option) -> int:
         """The limit for this connection's requests: the client's
@@ -84,6 +96,9 @@ class _State(enum.Enum):
     """Reading requests and answering them."""
     HALF_CLOSED = "half-closed"
     """The peer has sent everything: answering what it sent, then closing."""
+    GOING_AWAY = "going away"
+    """Stopping, and the client understands go-away: it was told, sends no
+    new call, and is read (and answered) until it half-closes."""
     CLOSING = "closing"
     """No more reading (a protocol error): running requests get the drain
     timeout to finish, then the connection is closed."""
@@ -96,12 +111,13 @@ class _State(enum.Enum):
 _AWAITING_OPTION = _State.AWAITING_OPTION
 _SERVING = _State.SERVING
 _HALF_CLOSED = _State.HALF_CLOSED
+_GOING_AWAY = _State.GOING_AWAY
 _CLOSING = _State.CLOSING
 _DISCONNECTING = _State.DISCONNECTING
 _CLOSED = _State.CLOSED
 # Tuples, not sets: membership is an identity check, no (Python-level) Enum hash.
-_READING = (_SERVING, _AWAITING_OPTION, _HALF_CLOSED)
-_ANSWERING = (_SERVING, _HALF_CLOSED)
+_READING = (_SERVING, _AWAITING_OPTION, _HALF_CLOSED, _GOING_AWAY)
+_ANSWERING = (_SERVING, _HALF_CLOSED, _GOING_AWAY)
 
 _REQUESTS_PER_TURN = 16
 _IN_FLIGHT = "in-flight limit"
@@ -156,6 +172,17 @@ class ServerProtocol(Protocol):
         self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
         self.peer = ""
+        # A graceful stop (drain): the client understands go-away (its
+        # Option says so), the grace's timer, who waits for the close.
+        self._go_away = False
+        self._grace: IDelayedCall | None = None
+        self._grace_period = 0.0
+        self._drained: list[Deferred[None]] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running now."""
+        return self._dispatcher.in_flight if self._dispatcher is not None else 0
 
     def connectionMade(self) -> None:
         if self._connections is not None:
@@ -205,6 +232,9 @@ class ServerProtocol(Protocol):
             self.peer,
         )
         self._state = _SERVING
+        self._go_away = option.go_away
+        if self._grace is not None:  # the stop began before the Option came
+            self._begin_drain()
         return True
 
     def _process(self) -> None:
@@ -280,7 +310,7 @@ class ServerProtocol(Protocol):
         if state is _AWAITING_OPTION:  # not even an Option: nothing to answer
             self._state = _CLOSING
             self._close()
-        elif state is _SERVING:
+        elif state is _SERVING or state is _GOING_AWAY:
             self._state = _HALF_CLOSED
             self._process()
             self._finish_if_idle()
@@ -362,9 +392,12 @@ class ServerProtocol(Protocol):
         self.transport.unregisterProducer()
         self.transport.loseConnection()
         # A peer that never reads would keep a closing connection forever.
-        self._close_deadline = self._clock.callLater(
-            self._settings.drain_timeout, self.transport.abortConnection
-        )
+        delay = self._settings.drain_timeout
+        if self._drained:  # a graceful stop waits for this close: the grace bounds it
+            grace = self._grace
+            left = grace.getTime() - self._clock.seconds() if grace is not None else 0.0
+            delay = min(delay, max(left, 0.0) + LAST_WRITES)
+        self._close_deadline = self._clock.callLater(delay, self.transport.abortConnection)
 
     def _handshake_expired(self) -> None:
         self._timer = None
@@ -389,17 +422,83 @@ class ServerProtocol(Protocol):
                 self._timer.cancel()
             self._timer = None
 
+    # -- graceful stop ---------------------------------------------------------
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """Stop gracefully: take no new request, let those running finish and
+        their replies be written, then close; after ``grace`` seconds, what
+        still runs is answered with a ``rpc server: shutting down`` error and
+        cancelled, and the connection is closed (aborted :data:`LAST_WRITES`
+        seconds later if its peer does not read).
+
+        A client whose Option says it understands go-away is sent the go-away
+        message and read on until it half-closes (so the calls it sent before
+        it knew are answered too); any other (a Go client) is read no more,
+        and sees its replies, then EOF, as from a Go server that exits.  A
+        connection whose Option has not come yet waits for it.
+
+        :returns: a Deferred that fires with ``None`` once the connection is
+            closed; it never fails.
+        """
+        if self._state is _CLOSED:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._drained.append(closed)
+        if self._grace is None and self._state is not _DISCONNECTING:
+            self._grace_period = grace
+            self._grace = self._clock.callLater(grace, self._grace_over)
+            self._begin_drain()
+        return closed
+
+    def _begin_drain(self) -> None:
+        if self._state is not _SERVING:
+            # Awaiting the Option: _start comes back here.  Half-closed: it
+            # finishes anyway.  Going away, closing: under way already.
+            return
+        if self._go_away:
+            self._state = _GOING_AWAY
+            self.send_reply(Header(GO_AWAY, 0, ""), EMPTY_STRUCT)
+            return
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        self._state = _CLOSING
+        self.transport.pauseProducing()
+        if dispatcher.in_flight == 0:
+            self._close()
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        if self._state is _DISCONNECTING or self._state is _CLOSED:
+            return
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher.in_flight:
+            grace = self._grace_period
+            failed = dispatcher.fail_running(
+                f"{SHUTTING_DOWN}: the request did not finish within the {grace:g}s grace"
+            )
+            self._log.warn(
+                "rpc server: shutting down: {count} request(s) from {peer} still running after "
+                "the {grace:g}s grace; answered with an error and cancelled",
+                count=failed,
+                peer=self.peer,
+                grace=grace,
+            )
+        self._close()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._state = _CLOSED
         self._cancel_timer()
-        for call in (self._next_turn, self._close_deadline):
+        for call in (self._next_turn, self._close_deadline, self._grace):
             if call is not None and call.active():
                 call.cancel()
-        self._next_turn = self._close_deadline = None
+        self._next_turn = self._close_deadline = self._grace = None
         if self._dispatcher is not None:
             self._dispatcher.stop()
         if self._connections is not None:
             self._connections.discard(self)
+        drained, self._drained = self._drained, []
+        for waiter in drained:
+            waiter.callback(None)
 
 
 class ServerFactory(Factory):
@@ -423,10 +522,25 @@ class ServerFactory(Factory):
         self.clock = clock
         self.settings = settings
         self.connections: set[ServerProtocol] = set()
+        self.grace: float | None = None
+        """Set by :meth:`drain`: the grace of every connection from then on."""
 
     def buildProtocol(self, addr: IAddress | None) -> ServerProtocol:
         protocol = ServerProtocol(
             self.services, self.codecs, self.clock, self.settings, self.connections
         )
         protocol.factory = self
+        if self.grace is not None:  # accepted just before the port closed
+            protocol.drain(self.grace)
         return protocol
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """Drain every connection (:meth:`ServerProtocol.drain`), and those
+        built from now on.
+
+        :returns: a Deferred that fires with ``None`` once the connections
+            open now are closed; it never fails.
+        """
+        self.grace = grace
+        closing = [protocol.drain(grace) for protocol in list(self.connections)]
+        return DeferredList(closing).addCallback(lambda _: None)

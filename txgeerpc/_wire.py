@@ -19,12 +19,25 @@ JSON = "application/json"
 DEFAULT_CONNECT_TIMEOUT_NS = 10_000_000_000
 DEFAULT_RPC_PATH = "/_geeprc_"
 DEFAULT_DEBUG_PATH = "/debug/geerpc"
+DEFAULT_HEALTH_PATH = "/healthz"
 DEFAULT_REGISTRY_PATH = "/_geerpc_/registry"
 
 NANOSECONDS = 1_000_000_000
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 """The largest header or body either side accepts by default, in bytes."""
+
+GO_AWAY_OPTION_KEY = "TxgeerpcGoAway"
+"""The Option key by which a txgeerpc client says it understands the go-away
+message (docs/protocol.md 13.8); Go servers ignore unknown keys."""
+
+GO_AWAY = "_txgeerpc.GoAway"
+"""The ServiceMethod of the go-away message, which travels under Seq 0 (no
+client call has that Seq) and only to clients that sent the key above."""
+
+SHUTTING_DOWN = "rpc server: shutting down"
+"""How the error text of a request cut off by the end of the server's
+shutdown grace starts."""
 
 WIDENED_OPTION_SIZE = 512
 """The size a client pads its Option to, so Go servers keep the bytes after it."""
@@ -49,14 +62,19 @@ class Option:
     connect_timeout_ns: int = DEFAULT_CONNECT_TIMEOUT_NS
     handle_timeout_ns: int = 0
     magic_number: int = MAGIC_NUMBER
+    go_away: bool = False
+    """The client understands the go-away message (a txgeerpc extension,
+    sent as ``"TxgeerpcGoAway":true`` after the four Go keys)."""
 
     def to_json(self) -> bytes:
-        """The exact bytes Go's ``json.Encoder`` writes for this Option, newline included."""
+        """The exact bytes Go's ``json.Encoder`` writes for this Option, newline
+        included (plus the go-away key, when set, which Go servers ignore)."""
         # Field order, spelling and string escaping are Go's.
+        extension = f',"{GO_AWAY_OPTION_KEY}":true' if self.go_away else ""
         return (
             f'{{"MagicNumber":{self.magic_number:d},"CodecType":{go_quote(self.codec_type)},'
             f'"ConnectTimeout":{self.connect_timeout_ns:d},'
-            f'"HandleTimeout":{self.handle_timeout_ns:d}}}\n'
+            f'"HandleTimeout":{self.handle_timeout_ns:d}{extension}}}\n'
         ).encode()
 
     def to_widened_json(self) -> bytes:

@@ -42,6 +42,15 @@ class Client:
         """Calls sent and not yet answered."""
         return self._protocol.pending
 
+    def when_going_away(self) -> Deferred[None]:
+        """A Deferred that fires with ``None`` when a txgeerpc server says it
+        is going away (a graceful stop): from then on new calls fail with
+        :class:`~txgeerpc.errors.ServerGoingAway` (they were not sent), calls
+        already sent still get their replies, and the client closes once
+        none is pending.  It never fails, and never fires if the connection
+        ends otherwise (Go servers never send it)."""
+        return self._protocol.when_going_away()
+
     def call(
         self,
         service_method: str,
@@ -82,6 +91,11 @@ class Client:
               ``result_type`` (only this call fails);
             - :class:`~txgeerpc.errors.ConnectionShutdown`: the client was
               closed, before or during the call;
+            - :class:`~txgeerpc.errors.ServerGoingAway`: the server said it
+              is stopping; the call was not sent (send it elsewhere);
+            - :class:`~txgeerpc.errors.ServerShuttingDown` (a
+              :class:`~txgeerpc.errors.RemoteError`): the call was still
+              running when the stopping server's grace ran out;
             - :class:`~txgeerpc.errors.UnexpectedDisconnect`: the connection
               was lost or the server sent garbage while the call was pending.
         """
@@ -144,6 +158,7 @@ def connect(
         codec_type=chosen.name,
         connect_timeout_ns=seconds_to_ns(connect_timeout),
         handle_timeout_ns=seconds_to_ns(handle_timeout),
+        go_away=True,  # Go servers ignore the key; txgeerpc servers then say when they stop
     )
     factory = Factory.forProtocol(lambda: ClientProtocol(chosen, option, timer, max_message_size))
     connecting: Deferred[Any] = endpoint.connect(factory)

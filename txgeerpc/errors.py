@@ -163,6 +163,22 @@ class UnexpectedDisconnect(ConnectionShutdown):
         self.reason = reason
 
 
+class ServerGoingAway(GeeRPCError):
+    """The server said it is going away (it is stopping gracefully): this
+    connection takes no new call, and this call was **not sent** (safe to
+    send elsewhere; the XClient does so).  Calls already sent on it still get
+    their replies.  A txgeerpc extension (docs/protocol.md 13.8)."""
+
+    def __init__(self) -> None:
+        super().__init__("rpc client: the server is going away; the call was not sent")
+
+
+class ServerShuttingDown(RemoteError):
+    """The call was running on the server when its shutdown grace ran out: the
+    server answered it with an error and cancelled it.  It may have done part
+    of its work.  (A :class:`RemoteError`: ``.message`` is the server's text.)"""
+
+
 class NoServers(GeeRPCError):
     """Discovery knows no server to call (Go: ``rpc discovery: no available servers``)."""
 
@@ -218,6 +234,8 @@ __all__ = [
     "RegistryError",
     "RegistryTimeout",
     "RemoteError",
+    "ServerGoingAway",
+    "ServerShuttingDown",
     "ServiceAlreadyDefined",
     "ServiceError",
     "ServiceNotFound",

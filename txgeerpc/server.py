@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -18,6 +19,7 @@ from ._introspect import SERVICE, Introspection
 from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     ServerFactory,
@@ -25,7 +27,12 @@ from ._server_protocol import (
 )
 from ._service import Service, build_service
 from ._web import QuietSite, mount
-from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_RPC_PATH
+from ._wire import (
+    DEFAULT_DEBUG_PATH,
+    DEFAULT_HEALTH_PATH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RPC_PATH,
+)
 from .codec import CodecRegistry, default_registry
 from .debug import DebugResource
 from .errors import ServiceAlreadyDefined
@@ -45,6 +52,26 @@ class _MustConnect(Resource):
         return b"405 must CONNECT\n"
 
 
+class _Healthz(Resource):
+    """``/healthz`` for load balancers and orchestrators: ``200 serving``, or
+    ``503 draining`` once the server stops."""
+
+    isLeaf = True
+
+    def __init__(self, server: Server) -> None:
+        super().__init__()
+        self._server = server
+
+    def render_GET(self, request: Request) -> bytes:
+        status = self._server.status
+        request.setResponseCode(200 if status == "serving" else 503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return f"{status}\n".encode()
+
+    render_HEAD = render_GET
+
+
 class Server:
     """Serves registered Python objects over GeeRPC.
 
@@ -59,6 +86,8 @@ class Server:
     :param handshake_timeout: seconds a connection has to send its Option.
     :param drain_timeout: after a protocol error, seconds running requests
         get before the connection is closed.
+    :param grace: on :meth:`drain` (a graceful stop), seconds running
+        requests get to finish before they are answered with an error.
     :param codecs: the codecs this server accepts.
     :param introspection: answer ``_txgeerpc.Describe`` with the Go types of
         every method (what ``python -m txgeerpc call`` uses to build gob
@@ -76,11 +105,14 @@ class Server:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        grace: float = DEFAULT_GRACE,
         codecs: CodecRegistry = default_registry,
         introspection: bool = True,
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
+        if not grace >= 0:
+            raise ValueError(f"grace must be 0 or more seconds, got {grace!r}")
         self.clock = clock
         self.started_at = clock.seconds()
         """When the server was made, on its clock (the debug page's uptime)."""
@@ -91,12 +123,15 @@ class Server:
             handshake_timeout=handshake_timeout,
             max_handle_timeout=handle_timeout,
             drain_timeout=drain_timeout,
+            grace=grace,
         )
         self._services: dict[str, Service] = {}
         # What connections dispatch to: the services plus the reserved ones.
         self._table: dict[str, Service] = {}
         if introspection:
-            self._table[SERVICE] = build_service(Introspection(self._services), SERVICE)
+            self._table[SERVICE] = build_service(
+                Introspection(self._services, lambda: self.status), SERVICE
+            )
         self._factory = ServerFactory(self._table, codecs, clock, self.settings)
 
     def register(
@@ -144,15 +179,17 @@ class Server:
         *,
         rpc_path: str = DEFAULT_RPC_PATH,
         debug_path: str | None = DEFAULT_DEBUG_PATH,
+        health_path: str | None = DEFAULT_HEALTH_PATH,
     ) -> OnePortFactory:
         """The factory to listen with: one port serves raw GeeRPC streams,
         ``CONNECT rpc_path`` (GeeRPC over HTTP, as Go's ``DialHTTP`` does)
-        and plain HTTP (the debug page at ``debug_path``, ``None`` for none;
-        ``405 must CONNECT`` on ``rpc_path``), told apart by the first bytes.
+        and plain HTTP (the debug page at ``debug_path`` and the health check
+        at ``health_path``, ``None`` for none; ``405 must CONNECT`` on
+        ``rpc_path``), told apart by the first bytes.
         More ``twisted.web`` resources can be mounted on its ``site``."""
         return OnePortFactory(
             self._factory,
-            self.site(rpc_path=rpc_path, debug_path=debug_path),
+            self.site(rpc_path=rpc_path, debug_path=debug_path, health_path=health_path),
             self.clock,
             rpc_path=rpc_path,
             handshake_timeout=self.settings.handshake_timeout,
@@ -163,16 +200,21 @@ class Server:
         *,
         rpc_path: str = DEFAULT_RPC_PATH,
         debug_path: str | None = DEFAULT_DEBUG_PATH,
+        health_path: str | None = DEFAULT_HEALTH_PATH,
     ) -> QuietSite:
         """A new web site for this server's port: ``405 must CONNECT`` on
-        ``rpc_path`` and the debug page at ``debug_path`` (``None`` for none);
-        no tracebacks in answers, and a :class:`~txgeerpc._web.QuietSite`'s
-        body limit."""
+        ``rpc_path``, the debug page at ``debug_path`` and the health check
+        (``200 serving``, ``503 draining``) at ``health_path`` (``None`` for
+        none); no tracebacks in answers, and a
+        :class:`~txgeerpc._web.QuietSite`'s body limit."""
         root = Resource()
         mount(root, rpc_path, _MustConnect())
         if debug_path is not None:
             mount(root, debug_path, DebugResource(self))
         site = QuietSite(root, reactor=self.clock)
+        if health_path is not None:
+            mount(root, health_path, _Healthz(self))
+            site.quiet_paths.add(health_path.encode())  # probes stay out of the access log
         site.displayTracebacks = False
         site.noisy = False
         return site
@@ -181,3 +223,43 @@ class Server:
     def connections(self) -> int:
         """Connections currently open."""
         return len(self._factory.connections)
+
+    @property
+    def status(self) -> str:
+        """``"serving"``, or ``"draining"`` once :meth:`drain` was called."""
+        return "serving" if self._factory.grace is None else "draining"
+
+    def drain(self, grace: float | None = None) -> Deferred[None]:
+        """Stop gracefully (call it once the ports stopped listening; ``twistd
+        geerpc`` does on SIGTERM): no new request is taken, running ones get
+        ``grace`` seconds (default: the server's) to finish and have their
+        replies written, then what is left is answered with a
+        ``rpc server: shutting down`` error and every connection closes.
+        txgeerpc clients are told (the go-away message, docs/protocol.md
+        13.8), send new calls elsewhere, and are read until they half-close;
+        Go clients get their replies, then EOF.  Connections accepted later
+        drain too.  Health checks answer "draining" from now on.
+
+        :returns: a Deferred that fires with ``None`` once every connection
+            open now is closed (at most ``grace`` plus half a second later);
+            it never fails.
+        """
+        grace = self.settings.grace if grace is None else grace
+        factory = self._factory
+        running = sum(protocol.in_flight for protocol in factory.connections)
+        self._log.info(
+            "txgeerpc: stopping: {connections} connection(s), {running} request(s) running; "
+            "grace {grace:g}s",
+            connections=len(factory.connections),
+            running=running,
+            grace=grace,
+        )
+        started = self.clock.seconds()
+
+        def stopped(_: object) -> None:
+            self._log.info(
+                "txgeerpc: every connection closed after {seconds:.3f}s",
+                seconds=self.clock.seconds() - started,
+            )
+
+        return factory.drain(grace).addCallback(stopped)

@@ -21,6 +21,7 @@ from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
 from ._server_protocol import (
+    DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -122,6 +123,15 @@ class Options(ServeOptions):
             DEFAULT_HANDSHAKE_TIMEOUT,
             "Seconds a new connection has to send its Option (or HTTP request).",
             positive_seconds,
+        ],
+        [
+            "grace",
+            None,
+            DEFAULT_GRACE,
+            "On SIGTERM, seconds running requests get to finish (after the registry "
+            "entry is removed and the ports closed) before they are answered with an "
+            "error and the process exits.",
+            non_negative_seconds,
         ],
         [
             "rpc-path",
@@ -394,6 +404,7 @@ def build_server(config: Options, clock: Any) -> Server:
         max_message_size=config["max-message-size"],
         max_in_flight=config["max-in-flight"],
         handshake_timeout=config["handshake-timeout"],
+        grace=config["grace"],
     )
     if config["service"]:
         for spec in config["service"]:
@@ -446,6 +457,9 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
+    # Stopped after the listeners (a MultiService stops the last added first):
+    # the ports are closed, then the connections drain (--grace).
+    CloseOnStop(server.drain).setServiceParent(parent)
     listeners = []
     for description in config["listen"]:
         announce = _Announcer(reactor, description, server, debug_path, registry_path)

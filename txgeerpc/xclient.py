@@ -6,7 +6,8 @@ Fail modes (what a failed call does next):
 
 - ``FAIL_FAST``: fail;
 - ``FAIL_OVER``: try another server — only when the call cannot have run
-  (the connection could not be made) unless the method is declared
+  (the connection could not be made, or the server had said it is going
+  away) unless the method is declared
   idempotent, in which case any connection failure or timeout is retried;
 - ``FAIL_TRY``: retry the same server, with the same rule.
 
@@ -51,6 +52,8 @@ from .errors import (
     GeeRPCError,
     InvalidAddress,
     NoServers,
+    ServerGoingAway,
+    ServerShuttingDown,
 )
 from .interfaces import IDiscovery, ILoadAwareSelector, ISelector
 from .selection import RandomSelect
@@ -65,9 +68,9 @@ class FailMode(enum.Enum):
 
 
 # Failures after which the call certainly did not run on the server.
-_NOT_SENT = (ConnectFailed, ConnectTimeout, InvalidAddress)
+_NOT_SENT = (ConnectFailed, ConnectTimeout, InvalidAddress, ServerGoingAway)
 # Failures after which it may have run.
-_MAYBE_RAN = (CallTimeout, ConnectionShutdown)
+_MAYBE_RAN = (CallTimeout, ConnectionShutdown, ServerShuttingDown)
 
 
 @frozen

@@ -531,3 +531,31 @@ def test_vector_03_replies_decode_in_go_like_the_reference(geepeer: Path) -> Non
     reference = decode_replies(geepeer, _vector("03-gob-handle-timeout.s2c.bin"))
     assert decode_replies(geepeer, ours) == reference
     assert reference[0]["Error"] == TIMEOUT_TEXT
+
+
+# -- the go-away key in the Option (docs/protocol.md 13.8) --------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_go_servers_accept_the_option_with_the_go_away_key(geepeer: Path) -> None:
+    """txgeerpc clients say in their Option that they understand go-away; a Go
+    server ignores the unknown key (both JSON engines), and still keeps the
+    request written right behind the widened Option."""
+    request = encode_requests(
+        geepeer, [{"method": "Foo.Sum", "seq": 1, "arg": {"Num1": 1, "Num2": 2}}]
+    )
+    option = Option(codec_type="application/gob", go_away=True)
+    widened = option.to_widened_json()
+    assert len(widened) == 512 and b'"TxgeerpcGoAway":true' in widened
+    with running_server(geepeer) as address:
+        host, port = address.rsplit(":", 1)
+        endpoint = TCP4ClientEndpoint(reactor, host, int(port), timeout=5)
+        shot = OneShot(widened + request)
+        await connectProtocol(endpoint, shot)
+        shot.done.addTimeout(CALL_TIMEOUT, reactor)
+        assert decode_replies(geepeer, await shot.done) == [
+            {"ServiceMethod": "Foo.Sum", "Seq": 1, "Error": "", "Reply": 3}
+        ]
+        # And the client itself (which sends it) against the Go server.
+        async with txgeerpc_client(address) as client:
+            assert await client.call("Foo.Sum", Args(4, 5), timeout=CALL_TIMEOUT) == 9
