@@ -19,7 +19,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 PACKAGE = Path(__file__).resolve().parents[1] / "txgeerpc"
-COMPOSITION_ROOTS = {"tap.py", "registry_tap.py", "_cli.py"}
+COMPOSITION_ROOTS = {"tap.py", "registry_tap.py", "_twistd.py", "_cli.py"}
 
 LAYERS: dict[str, int] = {
     # L0: values, parsers, codecs; no protocols, no I/O.

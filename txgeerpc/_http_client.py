@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
@@ -40,7 +41,7 @@ class _QuietEndpoint:
         connected: Deferred[IProtocol] = self._wrapped.connect(protocolFactory)
         return connected
 
-    def __repr__(self) -> str:  # the pool's key for the connection
+    def __repr__(self) -> str:  # for logs: what it wraps
         return f"<quiet {self._wrapped!r}>"
 
 
@@ -67,7 +68,7 @@ class _QuietEndpoints:
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
         elif uri.scheme != b"http":
-            raise ValueError(f"unsupported scheme {uri.scheme!r}")
+            raise SchemeNotSupported(f"unsupported scheme {uri.scheme!r}")
         return _QuietEndpoint(endpoint)
 
 

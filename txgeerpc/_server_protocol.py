@@ -282,15 +282,6 @@ class ServerProtocol(Protocol):
         self._resume(_TURN)
         self._process()
 
-    def take_turn_now(self) -> bool:
-        """Run the scheduled next turn at once (for in-memory tests that drive
-        no reactor); False if none was scheduled."""
-        if self._next_turn is None:
-            return False
-        self._next_turn.cancel()
-        self._take_turn()
-        return True
-
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch and self._state is not _CLOSED:
@@ -308,7 +299,6 @@ class ServerProtocol(Protocol):
         then close — what Go does at EOF."""
         state = self._state
         if state is _AWAITING_OPTION:  # not even an Option: nothing to answer
-            self._state = _CLOSING
             self._close()
         elif state is _SERVING or state is _GOING_AWAY:
             self._state = _HALF_CLOSED

@@ -67,15 +67,27 @@ class Built:
     listeners: tuple[Listener, ...]
 
 
-def listening_now(tapname: str, build: Callable[[], Built]) -> IService:
-    """A plugin's ``makeService``: build the service tree, then listen at once,
-    so that a mistake (a port in use, an unknown endpoint, a service that
-    cannot be imported) is one line on stderr and exit status 1, before
-    twistd daemonizes."""
+def make_service(
+    tapname: str, build: Callable[[Any, Any], Built], config: Any, reactor: Any = None
+) -> IService:
+    """A plugin's ``makeService``: ``build(config, reactor)`` (the global
+    reactor by default), then listen at once, so that a mistake (a port in
+    use, an unknown endpoint, a service that cannot be imported) is one line
+    on stderr and exit status 1, before twistd daemonizes.  Listeners opened
+    before one that fails are closed again."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
     with one_line_errors(tapname):
-        built = build()
-        for listener in built.listeners:
-            listener.listen()
+        built = build(config, reactor)
+        try:
+            for listener in built.listeners:
+                listener.listen()
+        except StartupError:
+            for listener in built.listeners:
+                listener.stopService()
+            raise
     return built.service
 
 
@@ -178,7 +190,12 @@ def _reason(error: BaseException | None) -> str:
         error = error.socketError
     text = str(error).strip()
     if isinstance(error, OSError) and error.strerror:
-        text = error.strerror if not error.filename else f"{error.strerror}: {error.filename!r}"
+        # A failed symlink or rename names its second path (a unix socket's
+        # lock file), not its first (the PID written into it).
+        path = error.filename2 or error.filename
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        text = error.strerror if not path else f"{error.strerror}: {path!r}"
     return text or type(error).__name__
 
 
@@ -200,6 +217,7 @@ class Listener(Service):
     ) -> None:
         self.description = description
         self.port: IListeningPort | None = None
+        self._reactor = reactor
         self._factory = factory
         self._announce = announce
         self._listening: Deferred[IListeningPort] | None = None
@@ -223,11 +241,15 @@ class Listener(Service):
             if not waiting:
                 failed_now.append(failure)
             elif not failure.check(CancelledError):  # cancelled: stopped meanwhile
+                # An endpoint that listens later (e.g. an onion service):
+                # serving with nothing listening is worse than stopping.
                 self._log.error(
-                    "cannot listen on {description}: {reason}",
+                    "cannot listen on {description}: {reason}; stopping",
                     description=self.description,
                     reason=_reason(failure.value),
                 )
+                if getattr(self._reactor, "running", False):
+                    self._reactor.stop()
 
         self._listening = self._endpoint.listen(self._factory)
         self._listening.addCallbacks(self._listened, failed)

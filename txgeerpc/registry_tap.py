@@ -24,7 +24,7 @@ from ._twistd import (
     Built,
     Listener,
     ServeOptions,
-    listening_now,
+    make_service,
     non_negative_seconds,
     positive_int,
 )
@@ -198,9 +198,5 @@ def build(config: Options, reactor: Any) -> RegistryServer:
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """twistd's entry point: :func:`build`, listening at once (see
-    :func:`txgeerpc._twistd.listening_now`)."""
-    if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-    return listening_now(Options.tapname, lambda: build(config, reactor))
+    :func:`txgeerpc._twistd.make_service`)."""
+    return make_service(Options.tapname, build, config, reactor)

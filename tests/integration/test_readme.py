@@ -183,8 +183,37 @@ def _stop(pidfd: int) -> None:
         os.close(pidfd)
 
 
+@pytest.fixture(scope="module")
+def installed() -> Path:
+    """The txgeerpc a user's shell imports: installed (not the checkout) and
+    the same as the checkout (a stale install would test old code)."""
+    found = subprocess.run(
+        ["python", "-c", "import txgeerpc; print(txgeerpc.__file__)"],
+        cwd="/",
+        env=user_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    package = Path(found).resolve().parent
+    assert not package.is_relative_to(ROOT), (
+        f"the README test needs txgeerpc installed (pip install .), not the checkout: {package}"
+    )
+    stale = [
+        str(source.relative_to(ROOT))
+        for source in sorted((ROOT / "txgeerpc").rglob("*.py"))
+        if not (package.parent / source.relative_to(ROOT)).is_file()
+        or (package.parent / source.relative_to(ROOT)).read_bytes() != source.read_bytes()
+    ]
+    assert not stale, f"the installed txgeerpc is not this checkout's (pip install .): {stale}"
+    return package
+
+
 @pytest.fixture
-def shell(tmp_path: Path) -> Iterator[Shell]:
+def shell(tmp_path: Path, installed: Path) -> Iterator[Shell]:
+    """A user's shell in a fresh directory.  (The README's commands use its
+    fixed ports, 7001, 7002, 9999, 2379: a second run of this module at the
+    same time, or anything else on those ports, makes them fail.)"""
     user = Shell(tmp_path)
     try:
         yield user
@@ -212,11 +241,9 @@ MARKERS = [
 TESTING_EXAMPLES = ["connect_in_memory", "FakeEtcd", "MemoryNetwork(clock)"]
 
 
-def test_the_shell_uses_the_installed_package(shell: Shell) -> None:
+def test_the_shell_uses_the_installed_package(shell: Shell, installed: Path) -> None:
     found = shell.run("python -c 'import txgeerpc; print(txgeerpc.__file__)'").stdout.strip()
-    assert not Path(found).resolve().is_relative_to(ROOT), (
-        f"the README test needs txgeerpc installed (pip install .), not from the checkout: {found}"
-    )
+    assert Path(found).resolve().parent == installed
     assert "geerpc" in shell.run("twistd --help").stdout
 
 

@@ -60,7 +60,8 @@ async def test_a_blackholed_reply_times_out_and_leaves_nothing_pending() -> None
         started = reactor.seconds()  # type: ignore[attr-defined]
         with pytest.raises(CallTimeout):
             await client.call("Arith.Echo", "lost", timeout=0.2)
-        assert 0.2 <= reactor.seconds() - started < 2  # type: ignore[attr-defined]
+        # Within its timeout (the upper bound only catches a hang, on a busy machine).
+        assert 0.2 <= reactor.seconds() - started < 5  # type: ignore[attr-defined]
         assert client.pending == 0
         assert server.services["Arith"].methods["Echo"].stats.calls == 2
 

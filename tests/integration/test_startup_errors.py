@@ -122,3 +122,12 @@ def test_a_service_next_to_where_twistd_runs_is_found(tmp_path: Path) -> None:
     (tmp_path / "calc.py").write_text("class Calc:\n    def __init__(self):\n        1 / 0\n")
     outcome = run_twistd(tmp_path, "foreground", "geerpc", "--service", "calc:Calc")
     assert_one_line(outcome, "geerpc", "--service calc:Calc: cannot instantiate it", "division")
+
+
+@pytest.mark.parametrize("tapname", ["geerpc", "geerpc-registry"])
+def test_a_unix_socket_in_a_missing_directory(tmp_path: Path, tapname: str) -> None:
+    """The line names the path (not the PID twistd writes into its lock file)."""
+    listen = f"unix:{tmp_path}/missing/sock"
+    outcome = run_twistd(tmp_path, "foreground", tapname, "--listen", listen)
+    assert_one_line(outcome, tapname, f"cannot listen on {listen}", f"'{tmp_path}/missing/sock")
+    assert str(os.getpid()) not in outcome[2].split(":")[-1]

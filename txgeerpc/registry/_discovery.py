@@ -101,7 +101,9 @@ class RegistryDiscovery(ServerList, Service):
         :returns: a Deferred that fires once no refresh is under way.
         """
         super().stopService()
-        stopped: Deferred[Any] = self._timer.stopService()
+        stopped: Deferred[Any] = (
+            self._timer.stopService() if self._timer.running else succeed(None)
+        )
         if self._pending is not None:
             self._pending.cancel()
         return stopped.addCallback(lambda _: None)

@@ -106,17 +106,16 @@ class RegistryPurge(TimerService):
 
     def __init__(self, store: IRegistryStore, clock: IReactorTime, interval: float) -> None:
         super().__init__(interval, self._purge)
-        self.clock = clock
-        self._clock = clock
+        self.clock = clock  # TimerService's (its LoopingCall runs on it)
+        self._now = clock.seconds
         self._store = store
-        self._interval = interval
         self._purging: Deferred[list[str]] | None = None
 
     def _purge(self) -> Deferred[None] | None:
         """One purge; the Deferred never fails (a failure would stop the timer)."""
         if self._store.timeout <= 0:
             return None
-        self._purging = purging = self._store.purge(self._clock.seconds())
+        self._purging = purging = self._store.purge(self._now())
         return purging.addCallbacks(self._purged, self._failed)
 
     def _purged(self, dropped: list[str]) -> None:
@@ -131,7 +130,7 @@ class RegistryPurge(TimerService):
         self._log.failure(
             "registry: purging failed (retrying in {interval}s)",
             failure=failure,
-            interval=self._interval,
+            interval=self.step,
         )
 
     def stopService(self) -> Deferred[Any]:
@@ -139,6 +138,8 @@ class RegistryPurge(TimerService):
 
         :returns: a Deferred that fires once no purge is under way.
         """
+        if not self.running:  # never started (a MultiService stops every child)
+            return succeed(None)
         stopped: Deferred[Any] = super().stopService()
         if self._purging is not None:
             self._purging.cancel()
