@@ -54,6 +54,10 @@ class IMessageDecoder(Interface):
             message exceeds the size limit; the stream cannot be resynchronised.
         """
 
+    def buffered() -> int:
+        """Bytes fed and not yet returned as (part of) a message: 0 between
+        messages, more while one is being received."""
+
     def decode_header(message: object) -> Any:
         """Decode a raw message as a :class:`txgeerpc._wire.Header`.
 
