@@ -162,8 +162,8 @@ class Options(ServeOptions):
             None,
             None,
             "Connections held at once; when full, the least recently active idle one "
-            "is closed for a new one (default: the descriptor limit less an eighth, "
-            "at least 64).",
+            "is closed for a new one (default: the descriptor limit less an eighth of it, "
+            "or less 64 if that is more).",
             positive_int,
         ],
         [
