@@ -56,15 +56,26 @@ class _Output:
 _outputs: dict[int, _Output] = {}
 
 
-def start(tmp_path: Path, *args: str) -> subprocess.Popen[bytes]:
+def start(
+    tmp_path: Path, *args: str, max_descriptors: int | None = None
+) -> subprocess.Popen[bytes]:
     """``twistd -n ARGS`` in ``tmp_path``, logging to its stdout (read by
-    :func:`wait_for` and :func:`output`)."""
+    :func:`wait_for` and :func:`output`); ``max_descriptors`` sets its
+    ``RLIMIT_NOFILE`` (soft and hard)."""
+
+    def limit_descriptors() -> None:
+        if max_descriptors is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_descriptors, max_descriptors))
+
     process = subprocess.Popen(
         [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
         cwd=tmp_path,
         env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        preexec_fn=limit_descriptors if max_descriptors is not None else None,
     )
     _outputs[process.pid] = _Output(process)
     return process

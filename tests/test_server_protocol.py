@@ -126,12 +126,13 @@ class NegotiationTests(SynchronousTestCase):
         protocol.connectionLost(None)  # type: ignore[arg-type]
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_completed_option_cancels_deadline(self) -> None:
+    def test_completed_option_replaces_the_handshake_deadline_with_the_idle_one(self) -> None:
         protocol, transport = connected_server(self, self.server)
         protocol.dataReceived(JSON_OPTION)
-        self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.clock.advance(60)
-        self.assertFalse(transport.disconnecting)
+        (idle,) = self.clock.getDelayedCalls()
+        self.assertEqual(idle.getTime(), self.server.settings.idle_timeout)
+        self.clock.advance(self.server.settings.idle_timeout)
+        self.assertTrue(transport.disconnecting)
 
     def test_newline_after_option_in_later_segment_is_dropped(self) -> None:
         protocol, transport = connected_server(self, self.server)

@@ -119,6 +119,10 @@ class JSONValueSplitter:
         """Every byte fed but not yet returned as a value."""
         return bytes(self._buf[self._pos :])
 
+    def buffered_size(self) -> int:
+        """How many bytes :meth:`buffered` holds (without copying them)."""
+        return len(self._buf) - self._pos
+
     def next_value(self) -> bytes | None:
         """Return the raw bytes of the next complete value, or ``None`` if more
         bytes are needed.

@@ -15,6 +15,8 @@ import enum
 import re
 from typing import Any
 
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -27,8 +29,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._admission import HANDSHAKE_TIMEOUT
 from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
-from ._server_protocol import DEFAULT_HANDSHAKE_TIMEOUT, ServerFactory
+from ._server_protocol import DEFAULT_HANDSHAKE_TIMEOUT, ServerFactory, ServerProtocol
 from ._web import QuietSite
 from ._wire import DEFAULT_RPC_PATH
 
@@ -87,14 +90,16 @@ class OnePortProtocol(Protocol):
         self._refused = False
         self._http_head_seen = b""  # plain HTTP: bytes until the first head ends
         self._deadline: IDelayedCall | None = None
+        self._started = 0.0
 
     def connectionMade(self) -> None:
         self._factory.open.add(self)
-        self._deadline = self._factory.clock.callLater(
-            self._factory.handshake_timeout, self._too_slow
-        )
+        clock = self._factory.clock
+        self._started = clock.seconds()
+        self._deadline = clock.callLater(self._factory.handshake_timeout, self._too_slow)
 
     def dataReceived(self, data: bytes) -> None:
+        self._factory.admission.touch(self)
         if self._inner is not None:
             if self._deadline is not None:
                 self._watch_http_head(data)
@@ -158,6 +163,9 @@ class OnePortProtocol(Protocol):
         if inner is None:
             self.transport.loseConnection()
             return
+        if isinstance(inner, ServerProtocol):
+            # Leading whitespace, a CONNECT head and the Option: one deadline.
+            inner.handshake_started = self._started
         self._inner = inner
         inner.makeConnection(self.transport)
         if buffered:
@@ -176,6 +184,7 @@ class OnePortProtocol(Protocol):
 
     def _too_slow(self) -> None:
         self._deadline = None
+        self._factory.rpc.counters.add(HANDSHAKE_TIMEOUT)
         self._log.info(
             "txgeerpc: {peer} sent no request within {timeout}s; closing",
             peer=_describe(self._address),
@@ -206,11 +215,53 @@ class OnePortProtocol(Protocol):
         else:
             self.transport.abortConnection()
 
+    # What admission control asks of a connection (txgeerpc._admission).
+    def idle(self) -> bool:
+        """Nothing running and nothing half received: not yet decided, an
+        RPC stream with no request running or begun, an HTTP connection
+        between requests."""
+        inner = self._inner
+        if inner is None:
+            return True
+        if isinstance(inner, ServerProtocol):
+            return inner.idle()
+        return self._deadline is None and not getattr(inner, "requests", None)
+
+    def fresh(self) -> bool:
+        """No request completed yet (the first to go when room is needed)."""
+        inner = self._inner
+        if inner is None:
+            return True
+        if isinstance(inner, ServerProtocol):
+            return not inner.served
+        return self._deadline is not None
+
+    def evict(self) -> None:
+        """Close at once: room is needed for a new connection."""
+        self._cancel_deadline()
+        self._factory.note(
+            "txgeerpc: closed {count} idle connection(s) to make room for new ones "
+            "(the limit is {total}); last {peer}",
+            peer=_describe(self._address),
+        )
+        transport = self.transport
+        transport.abortConnection()
+        if isinstance(transport, tcp.Connection):
+            # Free its descriptor now, not on the reactor's next turn: in one
+            # accept loop, every new connection that evicts one would otherwise
+            # hold a descriptor more, up to running out (EMFILE).  The call the
+            # reactor makes later is ignored (tcp.Connection guards against it).
+            transport.connectionLost(Failure(ConnectionAborted()))
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._factory.open.discard(self)
+        self._factory.admission.release(self)
         self._cancel_deadline()
         if self._inner is not None:
             self._inner.connectionLost(reason)
+
+
+_NOTE_INTERVAL = 10.0
 
 
 def _describe(address: IAddress | None) -> str:
@@ -233,7 +284,11 @@ class OnePortFactory(Factory):
 
     :ivar site: ``site``; mount more resources on ``site.resource``.
     :ivar open: every connection open on this factory's ports, whatever it speaks.
+    :ivar admission: the connection limits (``rpc``'s, shared by every port
+        factory of one server).
     """
+
+    _log = Logger()
 
     def __init__(
         self,
@@ -250,9 +305,40 @@ class OnePortFactory(Factory):
         self.site = site
         self.rpc_path = rpc_path
         self.handshake_timeout = handshake_timeout
+        self.admission = rpc.admission
+        self._notes: dict[str, tuple[int, float | None]] = {}
 
-    def buildProtocol(self, addr: IAddress | None) -> OnePortProtocol:
-        return OnePortProtocol(self, addr)
+    def buildProtocol(self, addr: IAddress | None) -> OnePortProtocol | None:
+        """A protocol for a new connection, or ``None`` (Twisted then closes
+        it at once) when the connection limits refuse it."""
+        protocol = OnePortProtocol(self, addr)
+        if not self.admission.admit(protocol, getattr(addr, "host", None)):
+            self.note(
+                "txgeerpc: refused {count} connection(s) over the limits ({total} in all, "
+                "{per_peer} per peer); last from {peer}",
+                peer=_describe(addr),
+            )
+            return None
+        return protocol
+
+    def note(self, text: str, peer: str) -> None:
+        """Log a refusal or an eviction: at once, then at most one line per
+        kind every :data:`_NOTE_INTERVAL` seconds, with how many there were."""
+        now = self.clock.seconds()
+        count, logged_at = self._notes.get(text, (0, None))
+        count += 1
+        if logged_at is not None and now - logged_at < _NOTE_INTERVAL:
+            self._notes[text] = (count, logged_at)
+            return
+        self._notes[text] = (0, now)
+        admission = self.admission
+        self._log.info(
+            text,
+            count=count,
+            peer=peer,
+            total=admission.max_connections,
+            per_peer=admission.max_per_peer,
+        )
 
 
 __all__ = ["Kind", "OnePortFactory", "OnePortProtocol", "sniff"]

@@ -12,6 +12,12 @@ that understands go-away, to going away (told so; read until it half-closes)
 the in-flight limit is reached or the transport's write buffer is full, so
 neither a fast sender nor a client that never reads makes the server buffer
 without bound.
+
+After the Option one deadline runs at a time: with nothing begun and nothing
+running, the idle timeout (by default only until the first request is
+complete); from a request's first byte, the message timeout (bytes that
+trickle in do not extend it).  A request larger than ``FREE_PARTIAL`` takes a
+share of the receive budget every connection shares, or waits, unread, for one.
 """
 
 from __future__ import annotations
@@ -33,6 +39,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._admission import (
+    DEFAULT_RECEIVE_BUDGET,
+    FREE_PARTIAL,
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    MESSAGE_TIMEOUT,
+    Admission,
+    Counters,
+    ReceiveBudget,
+    default_max_connections,
+    default_max_per_peer,
+)
 from ._dispatch import Dispatcher
 from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
@@ -50,6 +68,8 @@ DEFAULT_GRACE = 10.0
 LAST_WRITES = 0.5
 """Seconds a stopping connection's last replies get to be written once its
 grace is over, before it is aborted."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MESSAGE_TIMEOUT = 30.0
 
 
 @attrs.frozen
@@ -68,6 +88,20 @@ class ServerSettings:
     :ivar grace: on a graceful stop, seconds running requests get to finish
         (and their replies to be written) before they are answered with a
         "shutting down" error and the connection is closed.
+    :ivar idle_timeout: seconds a connection that has not completed a request
+        yet may wait, after its Option, with no request begun (``None``: no
+        limit).
+    :ivar served_idle_timeout: the same for a connection that has completed
+        a request (``None``, the default: no limit, since a Go client never
+        redials a connection the server closed).
+    :ivar message_timeout: seconds from a request's first byte to its last.
+    :ivar max_connections: connections a port factory holds at once
+        (default: from the descriptor limit).
+    :ivar max_connections_per_peer: connections from one IP address
+        (default: half of ``max_connections``).
+    :ivar receive_budget: bytes of large partially received requests all
+        connections may hold together (default 64 MiB, or
+        ``max_message_size`` if larger).
     """
 
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
@@ -77,6 +111,21 @@ class ServerSettings:
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     max_option_size: int = DEFAULT_MAX_OPTION_SIZE
     grace: float = DEFAULT_GRACE
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    served_idle_timeout: float | None = None
+    message_timeout: float = DEFAULT_MESSAGE_TIMEOUT
+    max_connections: int = attrs.field(factory=default_max_connections)
+    max_connections_per_peer: int = attrs.field(
+        default=attrs.Factory(
+            lambda settings: default_max_per_peer(settings.max_connections), takes_self=True
+        )
+    )
+    receive_budget: int = attrs.field(
+        default=attrs.Factory(
+            lambda settings: max(DEFAULT_RECEIVE_BUDGET, settings.max_message_size),
+            takes_self=True,
+        )
+    )
 
     def handle_timeout_ns(self, option: Option) -> int:
         """The limit for this connection's requests: the client's
@@ -123,6 +172,12 @@ _REQUESTS_PER_TURN = 16
 _IN_FLIGHT = "in-flight limit"
 _TURN = "buffered requests waiting for their turn"
 _WRITE_BUFFER = "write buffer full"
+_MEMORY = "receive budget spent"
+_OURS = frozenset((_IN_FLIGHT, _TURN, _WRITE_BUFFER))  # pauses that are not the peer's doing
+
+# What the stage deadline after the Option is waiting for.
+_IDLE = "idle"
+_MESSAGE = "message"
 
 
 def describe_address(address: IAddress) -> str:
@@ -151,8 +206,16 @@ class ServerProtocol(Protocol):
         clock: IReactorTime,
         settings: ServerSettings,
         connections: set[ServerProtocol] | None = None,
+        budget: ReceiveBudget | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self._connections = connections
+        self._counters = counters if counters is not None else Counters()
+        self._budget = (
+            budget
+            if budget is not None
+            else ReceiveBudget(settings.receive_budget, settings.max_message_size, self._counters)
+        )
         self._services = services
         self._codecs = codecs
         self._clock = clock
@@ -179,6 +242,20 @@ class ServerProtocol(Protocol):
         self._grace_period = 0.0
         self._drained: list[Deferred[None]] = []
 
+        self.handshake_started: float | None = None
+        """When the handshake began, if before this protocol got the
+        connection (the one-port sniffer sets it): the Option's deadline
+        counts from then."""
+        # After the Option: what the stage deadline waits for (_IDLE, _MESSAGE
+        # or None), when it expires, and the one timer that checks it.
+        self._stage: str | None = None
+        self._stage_at = 0.0
+        self._stage_timer: IDelayedCall | None = None
+        self._completed = False  # a request was completed since the last _watch
+        self._charged = False  # holds or waits for a share of the receive budget
+        self.served = False
+        """Whether a request was completed on this connection."""
+
     @property
     def in_flight(self) -> int:
         """Requests running now."""
@@ -188,9 +265,10 @@ class ServerProtocol(Protocol):
         if self._connections is not None:
             self._connections.add(self)
         self.peer = describe_address(self.transport.getPeer())
-        self._timer = self._clock.callLater(
-            self._settings.handshake_timeout, self._handshake_expired
-        )
+        timeout = self._settings.handshake_timeout
+        if self.handshake_started is not None:
+            timeout = max(0.0, self.handshake_started + timeout - self._clock.seconds())
+        self._timer = self._clock.callLater(timeout, self._handshake_expired)
         self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
@@ -265,6 +343,7 @@ class ServerProtocol(Protocol):
                 pair = pairs.next_pair()
                 if pair is None:
                     return
+                self._completed = True
                 dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
                 turn += 1
         except (ProtocolError, CodecError) as error:
@@ -276,6 +355,7 @@ class ServerProtocol(Protocol):
             self._flush_batch()
             if self._state is _HALF_CLOSED:
                 self._finish_if_idle()
+            self._watch()
 
     def _take_turn(self) -> None:
         self._next_turn = None
@@ -331,6 +411,7 @@ class ServerProtocol(Protocol):
             self._process()
         if self._state is _HALF_CLOSED:
             self._finish_if_idle()
+        self._watch()
 
     # Reading pauses for any of three reasons and resumes when none holds.
     def _pause(self, reason: str) -> None:
@@ -391,6 +472,7 @@ class ServerProtocol(Protocol):
 
     def _handshake_expired(self) -> None:
         self._timer = None
+        self._counters.add(HANDSHAKE_TIMEOUT)
         self._log.warn(
             "rpc server: no Option from {peer} within {timeout}s; closing",
             peer=self.peer,
@@ -405,6 +487,130 @@ class ServerProtocol(Protocol):
         assert dispatcher is not None  # only CLOSING after the Option drains
         dispatcher.stop()
         self.transport.abortConnection()
+
+    # -- after the Option: the idle and message deadlines, the receive budget --
+
+    def idle(self) -> bool:
+        """Nothing in flight and no request begun (what admission control
+        may close to make room)."""
+        state = self._state
+        if state is _AWAITING_OPTION:
+            return True
+        if state is not _SERVING:
+            return False
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        return not dispatcher.in_flight and not self._decoder.buffered()
+
+    def _watch(self) -> None:
+        """After each read and each finished request: the deadline that
+        runs now (a request begun must end within the message timeout; a
+        connection with nothing begun and nothing running has the idle one;
+        neither while requests run), and the receive budget.  Single bytes
+        do not extend either deadline: the message one restarts only when a
+        request is complete."""
+        state = self._state
+        if state is not _SERVING:
+            if state is _HALF_CLOSED and self._stage is not None:
+                self._clear_stage()
+            return
+        if self._completed:
+            self._completed = False
+            self.served = True
+            if self._stage is not None:  # a new stage begins after each request
+                self._clear_stage()
+        held = self._decoder.buffered()
+        paused = self._paused
+        if paused and (len(paused) > 1 or _MEMORY not in paused):
+            # Not reading for a reason of ours: what is buffered waits on us.
+            if self._stage is not None:
+                self._clear_stage()
+        elif held:
+            if self._stage is not _MESSAGE:
+                self._arm(_MESSAGE, self._settings.message_timeout)
+        else:
+            dispatcher = self._dispatcher
+            assert dispatcher is not None
+            if dispatcher.in_flight:
+                if self._stage is not None:
+                    self._clear_stage()
+            elif self._stage is not _IDLE:
+                settings = self._settings
+                self._arm(
+                    _IDLE, settings.served_idle_timeout if self.served else settings.idle_timeout
+                )
+        if held > FREE_PARTIAL:
+            self._charged = True
+            if not self._budget.charge(self):
+                self._pause(_MEMORY)
+        elif self._charged:
+            self._charged = False
+            self._budget.release(self)
+            self._resume(_MEMORY)
+
+    def budget_granted(self) -> None:
+        """The receive budget has room for this connection's request now."""
+        if _MEMORY in self._paused:
+            self._resume(_MEMORY)
+            self._process()
+
+    def _arm(self, stage: str, timeout: float | None) -> None:
+        if timeout is None:
+            self._clear_stage()
+            return
+        self._stage = stage
+        at = self._stage_at = self._clock.seconds() + timeout
+        timer = self._stage_timer
+        # One timer, moved only earlier: a later deadline is checked when it fires.
+        if timer is None or not timer.active():
+            self._stage_timer = self._clock.callLater(timeout, self._stage_expired)
+        elif timer.getTime() > at:
+            timer.reset(timeout)
+
+    def _stage_expired(self) -> None:
+        self._stage_timer = None
+        stage = self._stage
+        if stage is None or self._state is not _SERVING:
+            return
+        left = self._stage_at - self._clock.seconds()
+        if left > 0:
+            self._stage_timer = self._clock.callLater(left, self._stage_expired)
+            return
+        self._stage = None
+        if stage is _MESSAGE:
+            if self._paused & _OURS:  # requests waiting on us, not on the peer
+                self._arm(_MESSAGE, self._settings.message_timeout)
+                return
+            self._counters.add(MESSAGE_TIMEOUT)
+            self._charged = False
+            self._budget.release(self)
+            self._stop_reading(
+                f"rpc server: request not complete within {self._settings.message_timeout:g}s"
+            )
+        else:
+            self._counters.add(IDLE_TIMEOUT)
+            timeout = (
+                self._settings.served_idle_timeout if self.served else self._settings.idle_timeout
+            )
+            self._log.info(
+                "rpc server: {peer} idle for {timeout}s {when}; closing",
+                peer=self.peer,
+                timeout=timeout,
+                when="since its last request" if self.served else "without a request",
+            )
+            self._close()
+
+    def _clear_stage(self) -> None:
+        self._stage = None
+        timer, self._stage_timer = self._stage_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _end_stage(self) -> None:
+        self._clear_stage()
+        if self._charged:
+            self._charged = False
+            self._budget.release(self)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -478,6 +684,7 @@ class ServerProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._state = _CLOSED
         self._cancel_timer()
+        self._end_stage()
         for call in (self._next_turn, self._close_deadline, self._grace):
             if call is not None and call.active():
                 call.cancel()
@@ -514,10 +721,26 @@ class ServerFactory(Factory):
         self.connections: set[ServerProtocol] = set()
         self.grace: float | None = None
         """Set by :meth:`drain`: the grace of every connection from then on."""
+        self.counters = Counters()
+        """Connections refused or closed by a limit, on every port."""
+        self.budget = ReceiveBudget(
+            settings.receive_budget, settings.max_message_size, self.counters
+        )
+        """The receive budget every connection shares."""
+        self.admission = Admission(
+            settings.max_connections, settings.max_connections_per_peer, self.counters
+        )
+        """The connection limits the port factories share."""
 
     def buildProtocol(self, addr: IAddress | None) -> ServerProtocol:
         protocol = ServerProtocol(
-            self.services, self.codecs, self.clock, self.settings, self.connections
+            self.services,
+            self.codecs,
+            self.clock,
+            self.settings,
+            self.connections,
+            budget=self.budget,
+            counters=self.counters,
         )
         protocol.factory = self
         if self.grace is not None:  # accepted just before the port closed

@@ -202,6 +202,8 @@ def _reason(error: BaseException | None) -> str:
 class Listener(Service):
     """Listens on one endpoint string.  :meth:`listen` listens at once (the
     plugins call it in ``makeService``); otherwise starting the service does.
+    ``endpoint``, if given, is the string actually listened on (``description``
+    with defaults added), ``description`` what messages name.
 
     :ivar port: the listening port, once listening.
     """
@@ -214,6 +216,8 @@ class Listener(Service):
         description: str,
         factory: IProtocolFactory,
         announce: Callable[[IListeningPort], None] | None = None,
+        *,
+        endpoint: str | None = None,
     ) -> None:
         self.description = description
         self.port: IListeningPort | None = None
@@ -222,7 +226,7 @@ class Listener(Service):
         self._announce = announce
         self._listening: Deferred[IListeningPort] | None = None
         try:
-            self._endpoint = serverFromString(reactor, description)
+            self._endpoint = serverFromString(reactor, endpoint or description)
         except Exception as error:  # ValueError, KeyError, OSError (ssl: files), ...
             raise StartupError(f"--listen {description}: {_reason(error)}") from error
 

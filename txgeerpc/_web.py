@@ -8,6 +8,7 @@ resource at a path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IAddress
@@ -29,6 +30,9 @@ def mount(root: Resource, path: str, resource: Resource) -> None:
         parent = child
     parent.putChild(segments[-1], resource)
 
+
+DEFAULT_HTTP_IDLE_TIMEOUT = 15.0
+"""Seconds an HTTP connection of a server's port may wait between requests."""
 
 DEFAULT_MAX_BODY = 64 * 1024
 """Bytes of request body a :class:`QuietSite` takes at most: the registry and
@@ -89,6 +93,13 @@ class _BodyLimitedChannel(HTTPChannel):
         )
         self.loseConnection()
 
+    def timeoutConnection(self) -> None:
+        """The idle timeout (the site's ``timeout``): counted, then closed."""
+        on_timeout = getattr(self.site, "on_timeout", None)
+        if on_timeout is not None:
+            on_timeout()
+        super().timeoutConnection()
+
     def lineReceived(self, line: bytes) -> None:
         if not self._body_refused:
             super().lineReceived(line)
@@ -122,6 +133,8 @@ class QuietSite(Site):
     takes request bodies of at most ``max_body`` bytes: a longer one (its
     ``Content-Length``, or a chunked body as it grows) is answered ``413`` and
     its connection closed, without reading the body into memory (logged).
+    ``timeout=`` (twisted.web's idle timeout, 12 hours by default) closes a
+    connection idle that long between requests; ``on_timeout`` is told.
 
     :param max_body: bytes of request body taken at most.
     """
@@ -135,6 +148,8 @@ class QuietSite(Site):
         super().__init__(resource, *args, **kwargs)
         self.quiet_paths: set[bytes] = set()
         self.max_body = max_body
+        self.on_timeout: Callable[[], None] | None = None
+        """Called when a connection is closed by the idle timeout (``timeout=``)."""
 
     def log(self, request: Any) -> None:
         path = request.path or b""
@@ -152,4 +167,4 @@ def _describe(address: IAddress | None) -> str:
     return f"{host}:{port}" if host is not None else str(address)
 
 
-__all__ = ["DEFAULT_MAX_BODY", "QuietSite", "mount"]
+__all__ = ["DEFAULT_HTTP_IDLE_TIMEOUT", "DEFAULT_MAX_BODY", "QuietSite", "mount"]

@@ -33,6 +33,16 @@ from twisted.web.template import (
     renderer,
 )
 
+from ._admission import (
+    BUDGET_WAITS,
+    EVICTED_IDLE,
+    HANDSHAKE_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
+    IDLE_TIMEOUT,
+    MESSAGE_TIMEOUT,
+    REFUSED_PER_PEER,
+    REFUSED_TOTAL,
+)
 from ._service import RECENT_DURATIONS, Method, Service
 
 if TYPE_CHECKING:
@@ -120,11 +130,14 @@ class Snapshot:
     :ivar uptime_seconds: time since the server was made, on its clock.
     :ivar connections: RPC connections open.
     :ivar services: the registered services, sorted by name.
+    :ivar limits: connections refused or closed by a limit, by kind
+        (:attr:`txgeerpc.Server.limit_counts`).
     """
 
     uptime_seconds: float
     connections: int
     services: tuple[ServiceSnapshot, ...]
+    limits: dict[str, int] = attrs.field(factory=dict)
 
     @classmethod
     def of(cls, server: Server) -> Snapshot:
@@ -134,6 +147,7 @@ class Snapshot:
             uptime_seconds=max(server.clock.seconds() - server.started_at, 0.0),
             connections=server.connections,
             services=tuple(ServiceSnapshot.of(services[name]) for name in sorted(services)),
+            limits=server.limit_counts,
         )
 
     @property
@@ -142,13 +156,28 @@ class Snapshot:
         return sum(method.calls for service in self.services for method in service.methods)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: ``{"uptime_seconds", "connections", "calls", "services"}``."""
+        """The JSON form: ``{"uptime_seconds", "connections", "calls", "services",
+        "limits"}``."""
         return {
             "uptime_seconds": self.uptime_seconds,
             "connections": self.connections,
             "calls": self.calls,
             "services": [service.to_json() for service in self.services],
+            "limits": dict(self.limits),
         }
+
+
+LIMIT_LABELS = {
+    REFUSED_TOTAL: "refused: no room (every connection busy)",
+    REFUSED_PER_PEER: "refused: over the per-peer limit",
+    EVICTED_IDLE: "idle, closed to make room for a new one",
+    HANDSHAKE_TIMEOUT: "closed: no Option or HTTP request in time",
+    IDLE_TIMEOUT: "closed: idle after the Option",
+    MESSAGE_TIMEOUT: "closed: request not complete in time",
+    HTTP_IDLE_TIMEOUT: "closed: HTTP idle between requests",
+    BUDGET_WAITS: "requests that waited for the receive budget",
+}
+"""What the debug page calls each of :attr:`Snapshot.limits`."""
 
 
 _TEMPLATE = """\
@@ -164,7 +193,9 @@ dt { font-weight: bold; }
 dd { margin: 0; }
 table.service { border-collapse: collapse; margin-bottom: 1.5em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
-td.calls, td.errors, td.in-flight, td.p50, td.p99 { text-align: right; }
+td.calls, td.errors, td.in-flight, td.p50, td.p99, td.count { text-align: right; }
+table#limits { border-collapse: collapse; margin-bottom: 1.5em; }
+caption { text-align: left; font-weight: bold; }
 </style>
 </head>
 <body>
@@ -178,6 +209,15 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <dt>Total calls</dt>
 <dd id="total-calls"><t:slot name="calls" /></dd>
 </dl>
+<table id="limits">
+<caption>Connections refused or closed by a limit</caption>
+<tbody>
+<tr class="limit" t:render="limits"><t:attr name="data-limit"><t:slot name="key" /></t:attr>
+<th scope="row"><t:slot name="label" /></th>
+<td class="count"><t:slot name="count" /></td>
+</tr>
+</tbody>
+</table>
 <p id="no-services" t:render="no_services">No services are registered.</p>
 <section class="service-block" t:render="services">
 <h2>Service <t:slot name="service" /></h2>
@@ -231,6 +271,11 @@ class _Page(Element):
             connections=str(snapshot.connections),
             calls=str(snapshot.calls),
         )
+
+    @renderer
+    def limits(self, request: IRequest | None, tag: Tag) -> Iterator[Flattenable]:
+        for key, count in self._snapshot.limits.items():
+            yield tag.clone().fillSlots(key=key, label=LIMIT_LABELS.get(key, key), count=str(count))
 
     @renderer
     def no_services(self, request: IRequest | None, tag: Tag) -> Flattenable:
@@ -385,7 +430,11 @@ class DebugResource(Resource):
          "services": [{"name": "Foo", "methods": [{"name": "Sum",
            "signature": "Sum(Args) -> int", "calls": 1, "errors": 0,
            "in_flight": 0, "p50_ms": 0.01, "p99_ms": 0.01,
-           "total_seconds": 1e-05}]}]}
+           "total_seconds": 1e-05}]}],
+         "limits": {"refused_max_connections": 0, "refused_per_peer": 0,
+           "evicted_idle": 0, "handshake_timeout": 0, "idle_timeout": 0,
+           "message_timeout": 0, "http_idle_timeout": 0,
+           "receive_budget_waits": 0}}
 
     Services and methods are sorted by name; latencies are ``null`` before a
     method's first call finishes.  Other methods get ``405``, paths below
@@ -451,6 +500,7 @@ def _plain(request: IRequest, code: int, text: bytes) -> bytes:
 
 
 __all__ = [
+    "LIMIT_LABELS",
     "DebugResource",
     "MethodSnapshot",
     "ServiceSnapshot",

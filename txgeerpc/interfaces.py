@@ -57,6 +57,10 @@ class IMessageDecoder(Interface):
             the stream cannot go on either.
         """
 
+    def buffered() -> int:
+        """Bytes fed and not yet returned as (part of) a message: 0 between
+        messages, more while one is being received."""
+
     def decode_header(message: object) -> Any:
         """Decode a raw message as a :class:`txgeerpc._wire.Header`.
 

@@ -15,18 +15,21 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._admission import HTTP_IDLE_TIMEOUT
 from ._introspect import SERVICE, Introspection
 from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MESSAGE_TIMEOUT,
     ServerFactory,
     ServerSettings,
 )
 from ._service import Service, build_service
-from ._web import QuietSite, mount
+from ._web import DEFAULT_HTTP_IDLE_TIMEOUT, QuietSite, mount
 from ._wire import (
     DEFAULT_DEBUG_PATH,
     DEFAULT_HEALTH_PATH,
@@ -88,6 +91,26 @@ class Server:
         get before the connection is closed.
     :param grace: on :meth:`drain` (a graceful stop), seconds running
         requests get to finish before they are answered with an error.
+    :param idle_timeout: seconds a connection may wait after its Option with
+        nothing begun and nothing running, until it completes its first
+        request (``None``: no limit).
+    :param served_idle_timeout: the same once a request was completed
+        (``None``, the default: no limit; a Go client does not redial a
+        connection the server closed, so this is for fleets of clients that
+        do, such as the XClient).
+    :param message_timeout: seconds from a request's first byte to its last.
+    :param http_idle_timeout: seconds an HTTP connection on the port may
+        wait between requests (``None``: twisted.web's 12 hours).
+    :param max_connections: connections the port factories hold at once;
+        when full, the least recently active idle one is closed for a new
+        one, or the new one is refused if none is idle.  Default: the
+        descriptor limit (``RLIMIT_NOFILE``) less an eighth (at least 64).
+    :param max_connections_per_peer: connections from one IP address;
+        more are refused.  Default: half of ``max_connections``.
+    :param receive_budget: bytes every connection shares for requests being
+        received: each one past 64 KiB reserves ``max_message_size`` of it
+        or waits, unread, until there is room.  Default: 64 MiB, or
+        ``max_message_size`` if larger.
     :param codecs: the codecs this server accepts.
     :param introspection: answer ``_txgeerpc.Describe`` with the Go types of
         every method (what ``python -m txgeerpc call`` uses to build gob
@@ -106,6 +129,13 @@ class Server:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         grace: float = DEFAULT_GRACE,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        served_idle_timeout: float | None = None,
+        message_timeout: float = DEFAULT_MESSAGE_TIMEOUT,
+        http_idle_timeout: float | None = DEFAULT_HTTP_IDLE_TIMEOUT,
+        max_connections: int | None = None,
+        max_connections_per_peer: int | None = None,
+        receive_budget: int | None = None,
         codecs: CodecRegistry = default_registry,
         introspection: bool = True,
     ) -> None:
@@ -113,6 +143,14 @@ class Server:
             raise ValueError("max_message_size and max_in_flight must be positive")
         if not grace >= 0:
             raise ValueError(f"grace must be 0 or more seconds, got {grace!r}")
+        limits: dict[str, Any] = {}
+        if max_connections is not None:
+            limits["max_connections"] = max_connections
+        if max_connections_per_peer is not None:
+            limits["max_connections_per_peer"] = max_connections_per_peer
+        if receive_budget is not None:
+            limits["receive_budget"] = receive_budget
+        self.http_idle_timeout = http_idle_timeout
         self.clock = clock
         self.started_at = clock.seconds()
         """When the server was made, on its clock (the debug page's uptime)."""
@@ -124,6 +162,10 @@ class Server:
             max_handle_timeout=handle_timeout,
             drain_timeout=drain_timeout,
             grace=grace,
+            idle_timeout=idle_timeout,
+            served_idle_timeout=served_idle_timeout,
+            message_timeout=message_timeout,
+            **limits,
         )
         self._services: dict[str, Service] = {}
         # What connections dispatch to: the services plus the reserved ones.
@@ -211,13 +253,26 @@ class Server:
         mount(root, rpc_path, _MustConnect())
         if debug_path is not None:
             mount(root, debug_path, DebugResource(self))
-        site = QuietSite(root, reactor=self.clock)
+        site = QuietSite(root, reactor=self.clock, timeout=self.http_idle_timeout)
         if health_path is not None:
             mount(root, health_path, _Healthz(self))
             site.quiet_paths.add(health_path.encode())  # probes stay out of the access log
         site.displayTracebacks = False
         site.noisy = False
+        site.on_timeout = self._http_timed_out
         return site
+
+    def _http_timed_out(self) -> None:
+        self._factory.counters.add(HTTP_IDLE_TIMEOUT)
+
+    @property
+    def limit_counts(self) -> dict[str, int]:
+        """Connections refused or closed by a limit since the server was
+        made, by kind: ``refused_max_connections``, ``refused_per_peer``,
+        ``evicted_idle``, ``handshake_timeout``, ``idle_timeout``,
+        ``message_timeout``, ``http_idle_timeout`` and
+        ``receive_budget_waits`` (requests that waited for the budget)."""
+        return self._factory.counters.as_dict()
 
     @property
     def connections(self) -> int:

@@ -20,11 +20,14 @@ from twisted.python import usage
 from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
+from ._admission import DEFAULT_RECEIVE_BUDGET
 from ._server_protocol import (
     DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MESSAGE_TIMEOUT,
 )
 from ._services import CloseOnStop, StopInOrder
 from ._twistd import (
@@ -38,7 +41,7 @@ from ._twistd import (
     positive_int,
     positive_seconds,
 )
-from ._web import mount
+from ._web import DEFAULT_HTTP_IDLE_TIMEOUT, mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
 from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
@@ -67,9 +70,11 @@ __all__ = [
     "geerpc_address",
     "load_service",
     "makeService",
+    "with_backlog",
 ]
 
 DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
+DEFAULT_BACKLOG = 1024
 
 
 def _heartbeat_period(text: str) -> float:
@@ -132,6 +137,69 @@ class Options(ServeOptions):
             "entry is removed and the ports closed) before they are answered with an "
             "error and the process exits.",
             non_negative_seconds,
+        ],
+        [
+            "idle-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "Seconds a connection may wait after its Option with no request begun, "
+            "until its first request is complete (0: no limit).",
+            non_negative_seconds,
+        ],
+        [
+            "served-idle-timeout",
+            None,
+            0.0,
+            "The same once a request was completed (0, the default: no limit; "
+            "Go clients do not redial a connection the server closed).",
+            non_negative_seconds,
+        ],
+        [
+            "message-timeout",
+            None,
+            DEFAULT_MESSAGE_TIMEOUT,
+            "Seconds from a request's first byte to its last.",
+            positive_seconds,
+        ],
+        [
+            "http-idle-timeout",
+            None,
+            DEFAULT_HTTP_IDLE_TIMEOUT,
+            "Seconds an HTTP connection may wait between requests (0: twisted.web's 12 hours).",
+            non_negative_seconds,
+        ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Connections held at once; when full, the least recently active idle one "
+            "is closed for a new one (default: the descriptor limit less an eighth of it, "
+            "or less 64 if that is more).",
+            positive_int,
+        ],
+        [
+            "max-connections-per-peer",
+            None,
+            None,
+            "Connections one IP address may hold; more are refused "
+            "(default: half of --max-connections).",
+            positive_int,
+        ],
+        [
+            "receive-budget",
+            None,
+            None,
+            f"Bytes all connections share for requests being received: one past 64 KiB "
+            f"reserves --max-message-size or waits, unread (default {DEFAULT_RECEIVE_BUDGET} "
+            f"or --max-message-size if larger).",
+            positive_int,
+        ],
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Listen backlog added to tcp:, tcp6:, ssl: and unix: --listen strings that set none.",
+            positive_int,
         ],
         [
             "rpc-path",
@@ -262,6 +330,28 @@ class Options(ServeOptions):
                 raise usage.UsageError(f"--{name} must start with /, got {self[name]!r}")
         if self["rpc-path"].lower() == "none":
             raise usage.UsageError("--rpc-path cannot be none (Go clients CONNECT to it)")
+        budget = self["receive-budget"]
+        if budget is not None and budget < self["max-message-size"]:
+            raise usage.UsageError(
+                f"--receive-budget {budget} must hold one message of --max-message-size "
+                f"({self['max-message-size']})"
+            )
+        total, per_peer = self["max-connections"], self["max-connections-per-peer"]
+        if total is not None and per_peer is not None and per_peer > total:
+            raise usage.UsageError(
+                f"--max-connections-per-peer {per_peer} is more than --max-connections {total}"
+            )
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """``description`` (a server endpoint string) with ``:backlog=N`` added,
+    for the kinds that take one (tcp, tcp6, ssl, unix) and set none."""
+    kind, _, arguments = description.partition(":")
+    if kind.strip().lower() not in ("tcp", "tcp6", "ssl", "unix"):
+        return description
+    if re.search(r"(?:^|(?<!\\):)backlog=", arguments):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def _registry_urls(given: str | list[str]) -> list[str]:
@@ -405,6 +495,13 @@ def build_server(config: Options, clock: Any) -> Server:
         max_in_flight=config["max-in-flight"],
         handshake_timeout=config["handshake-timeout"],
         grace=config["grace"],
+        idle_timeout=config["idle-timeout"] or None,
+        served_idle_timeout=config["served-idle-timeout"] or None,
+        message_timeout=config["message-timeout"],
+        http_idle_timeout=config["http-idle-timeout"] or None,
+        max_connections=config["max-connections"],
+        max_connections_per_peer=config["max-connections-per-peer"],
+        receive_budget=config["receive-budget"],
     )
     if config["service"]:
         for spec in config["service"]:
@@ -463,7 +560,13 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     listeners = []
     for description in config["listen"]:
         announce = _Announcer(reactor, description, server, debug_path, registry_path)
-        listening = Listener(reactor, description, factory, announce)
+        listening = Listener(
+            reactor,
+            description,
+            factory,
+            announce,
+            endpoint=with_backlog(description, config["backlog"]),
+        )
         listening.setServiceParent(parent)
         listeners.append(listening)
     registration: IRegistration | None = None

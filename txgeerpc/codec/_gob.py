@@ -53,6 +53,7 @@ class GobMessageDecoder:
         decoder = self._decoder = Decoder(max_message_size)
         self.feed = decoder.feed
         self.next_message = decoder.next_message
+        self.buffered = decoder.buffered
         self.decode_body = decoder.decode
         self._fast_headers: dict[int, bool] = {}
 

@@ -30,6 +30,7 @@ class JSONDecoder:
 
     feed: Callable[[bytes], None]
     next_message: Callable[[], tuple[Any] | InvalidJSON | None]
+    buffered: Callable[[], int]
 
     def __init__(self, max_message_size: int) -> None:
         splitter = JSONValueSplitter(max_message_size)
@@ -38,6 +39,7 @@ class JSONDecoder:
         # value that is not valid JSON (which fails only its own call).
         self.feed = splitter.feed
         self.next_message = splitter.next_parsed
+        self.buffered = splitter.buffered_size
 
     def decode_header(self, message: object) -> Header:
         value = _load(message)

@@ -278,7 +278,7 @@ func (s *scenario) do(name, method string, arg any, compare *Record) error {
 func runClient(args []string) error {
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	addr := fs.String("addr", "", "server address host:port")
-	name := fs.String("scenario", "basic", "basic, timeout or records")
+	name := fs.String("scenario", "basic", "basic, timeout, records or idle")
 	optionPause := fs.Duration("option-pause", 0,
 		"pause after writing the Option, before the first request (works around "+
 			"the reference server's read-ahead, docs/protocol.md 3.3)")
@@ -289,6 +289,8 @@ func runClient(args []string) error {
 		"dial like the reference's DialHTTP: send \"CONNECT "+defaultRPCPath+
 			" HTTP/1.0\\n\\n\", require \""+connected+"\", then speak GeeRPC")
 	callTimeout := fs.Duration("call-timeout", 20*time.Second, "give up waiting for one reply after this")
+	idle := fs.Duration("idle", time.Second, "idle scenario: the pause between calls")
+	idleCalls := fs.Int("idle-calls", 3, "idle scenario: the calls made, each after a pause")
 	dumpC2S := fs.String("dump-c2s", "", "write the request bytes sent after the Option to this file")
 	dumpS2C := fs.String("dump-s2c", "", "write every byte received from the server to this file")
 	if err := fs.Parse(args); err != nil {
@@ -339,6 +341,8 @@ func runClient(args []string) error {
 			return err
 		}
 		return s.do("sum_after_timeout", "Foo.Sum", Args{2, 3}, nil)
+	case "idle":
+		return s.idle(*idle, *idleCalls)
 	case "records":
 		for i, r := range records {
 			cl := s.client.start("Records.Echo", r)
@@ -392,6 +396,44 @@ func (s *scenario) basic() error {
 	}
 	for _, cl := range calls {
 		if err := s.emit("concurrent", cl, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// idleLine is one call of the idle scenario: transport_error is the
+// client's own error (the connection is gone) instead of a reply.
+type idleLine struct {
+	Case           string          `json:"case"`
+	Reply          json.RawMessage `json:"reply"`
+	Error          string          `json:"error"`
+	TransportError string          `json:"transport_error"`
+}
+
+// idle calls Foo.Sum once, then calls more times, each after a pause with
+// the connection idle, on the same client, as a long-lived GeeRPC client
+// does; it never redials. A call that fails in transport is printed, not
+// fatal: what the client does with a connection the server closed while it
+// was idle is what the scenario measures.
+func (s *scenario) idle(pause time.Duration, calls int) error {
+	for i := 0; i <= calls; i++ {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		cl := s.client.start("Foo.Sum", Args{i, 1})
+		s.client.wait(cl, s.timeout)
+		line := idleLine{Case: fmt.Sprintf("call_%d", i), Reply: json.RawMessage("null"), Error: cl.rpcErr}
+		if cl.err != nil {
+			line.TransportError = cl.err.Error()
+		} else if cl.rpcErr == "" {
+			raw, err := replyJSON(cl.reply)
+			if err != nil {
+				return err
+			}
+			line.Reply = raw
+		}
+		if err := s.out.Encode(line); err != nil {
 			return err
 		}
 	}

@@ -2,7 +2,7 @@
 // docs/protocol.md, used by txgeerpc's interoperability tests. Standard library only.
 //
 //	geepeer server -listen 127.0.0.1:0 [-http] [-registry URL [-heartbeat 4m0s]]
-//	geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
+//	geepeer client -addr HOST:PORT -scenario basic|timeout|records|idle [-idle 1s] [-idle-calls 3] [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
 //	geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
@@ -16,7 +16,7 @@ import (
 
 const usage = `usage:
   geepeer server -listen 127.0.0.1:0 [-http] [-registry URL [-heartbeat 4m0s]]
-  geepeer client -addr HOST:PORT -scenario basic|timeout|records [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
+  geepeer client -addr HOST:PORT -scenario basic|timeout|records|idle [-idle 1s] [-idle-calls 3] [-http] [-wide-option] [-option-pause 50ms] [-call-timeout 20s]
   geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
