@@ -9,13 +9,16 @@ assumed.
 
 Safety: a message larger than the limit is refused before it is buffered,
 every count is checked against the bytes actually present before anything
-is allocated, and every failure is a :class:`~txgeerpc.errors.CodecError`
+is allocated, what a value's Python objects take is charged against a memory
+budget proportional to its message before it is allocated (see
+:meth:`Decoder.memory_budget`), and every failure is a :class:`~txgeerpc.errors.CodecError`
 (one value's problem) or, when it concerns framing or type definitions, a
 :class:`~txgeerpc.errors.ProtocolError` (fatal to the stream).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -39,6 +42,28 @@ from ._types import (
 DecodeFn = Callable[[bytes, int], tuple[Any, int]]
 
 DEFAULT_MAX_TYPES = 10_000
+
+EXPANSION = 6
+"""Bytes of Python objects a value may take per byte of its message (plus
+:data:`EXPANSION_FLOOR`, and never more than :data:`EXPANSION_CAP`)."""
+EXPANSION_FLOOR = 1 << 20
+EXPANSION_CAP = 256 << 20
+
+# What one decoded object takes (CPython, 64 bits), charged before it is made.
+_LIST_COST = sys.getsizeof([])
+_SLOT_COST = 8  # one pointer in a list
+_MAP_ENTRY_COST = 40  # a dict's entry and index, amortised over its growth
+_MAP_COST = sys.getsizeof({})
+# Scalars decoded from one byte are shared objects (_numbers); from more, new
+# ones of at most this size, plus their content.
+_SCALAR_COSTS = {
+    INT_ID: sys.getsizeof(2**64),
+    UINT_ID: sys.getsizeof(2**64),
+    FLOAT_ID: sys.getsizeof(0.5),
+    COMPLEX_ID: sys.getsizeof(0.5j),
+    STRING_ID: sys.getsizeof(""),
+    BYTES_ID: sys.getsizeof(b""),
+}
 
 
 # -- definitions received from the peer ----------------------------------------
@@ -288,15 +313,30 @@ class Decoder:
 
     :param max_message_size: the largest message accepted, in bytes.
     :param max_types: the most type definitions one stream may make.
+    :param expansion: bytes of Python objects a value may take per byte of
+        its message (see :meth:`memory_budget`).
     """
 
-    def __init__(self, max_message_size: int, max_types: int = DEFAULT_MAX_TYPES) -> None:
+    def __init__(
+        self,
+        max_message_size: int,
+        max_types: int = DEFAULT_MAX_TYPES,
+        expansion: int = EXPANSION,
+    ) -> None:
         self._buffer = bytearray()
         self._pos = 0
         self._max_size = max_message_size
         self._max_types = max_types
+        self._expansion = expansion
         self._defs: dict[int, WireDef] = {}
-        self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
+        self._decoders: dict[int, DecodeFn] = {
+            type_id: (
+                self._charged(function, _SCALAR_COSTS[type_id])
+                if type_id in _SCALAR_COSTS
+                else function
+            )
+            for type_id, function in _BASIC_DECODERS.items()
+        }
         self._top: dict[int, tuple[DecodeFn, bool]] = {}  # top-level: (decoder, is a struct)
         # Types from which an interface can be reached, kept up to date as
         # definitions arrive (each type enters once: linear in all the edges).
@@ -505,12 +545,42 @@ class Decoder:
         type_id, data, pos = message
         return self._decode(type_id, data, pos, _NO_BOUNDARIES)
 
+    def memory_budget(self, message_size: int) -> int:
+        """Bytes of Python objects a value decoded from a message of
+        ``message_size`` bytes may take: ``expansion`` times the message plus
+        1 MiB, at most 256 MiB.  Every struct (a dict with every field, zeros
+        included), list, map and unshared scalar is charged before it is made
+        (a scalar, whose size its bytes bound, just after); past the budget the
+        value is refused (a :class:`~txgeerpc.errors.CodecError`) instead of
+        being built."""
+        return min(self._expansion * message_size + EXPANSION_FLOOR, EXPANSION_CAP)
+
+    def _over_budget(self) -> CodecError:
+        return CodecError(
+            f"gob: value expands to far more than its message "
+            f"(over {self._budget_total} bytes of memory)"
+        )
+
+    def _charged(self, function: DecodeFn, cost: int) -> DecodeFn:
+        """``function``, charging ``cost`` plus the bytes read for each value
+        that took more than one byte (one-byte values are shared objects)."""
+
+        def decode(data: bytes, pos: int) -> tuple[Any, int]:
+            value, end = function(data, pos)
+            if end - pos > 1:
+                budget = self._budget = self._budget - cost - (end - pos)
+                if budget < 0:
+                    raise self._over_budget()
+            return value, end
+
+        return decode
+
     def _decode(self, type_id: int, data: bytes, pos: int, boundaries: frozenset[int]) -> Any:
         self._boundaries = boundaries
         # Structs come out with every field, zeros included: bound what a
         # small message can make us build (a struct type with thousands of
-        # fields, sent as a slice of empty values).
-        self._budget = max(32 * len(data), 1 << 18)
+        # fields, sent as a slice of empty values) by what it really takes.
+        self._budget = self._budget_total = self.memory_budget(len(data))
         try:
             top = self._top.get(type_id)
             if top is None:
@@ -571,7 +641,7 @@ class Decoder:
             return self._sequence_decoder(definition)
         if isinstance(definition, MapDef):
             return self._map_decoder(definition)
-        return _dec_bytes  # OpaqueDef
+        return self._decoders[BYTES_ID]  # OpaqueDef: charged as []byte
 
     def _zero(self, type_id: int) -> tuple[Any, type | None]:
         """(immutable zero, or the type whose fresh instance is the zero)."""
@@ -598,13 +668,18 @@ class Decoder:
             if factory is not None:
                 fresh.append((name, factory))
         field_ids = [field_id for _, field_id in definition.fields]
+        # What each value takes: its dict (every field: a copy of the
+        # template), and the fresh empty containers of fields left out.
+        cost = sys.getsizeof(template.copy()) + sum(
+            sys.getsizeof(factory()) for _, factory in fresh
+        )
 
         def decode(data: bytes, pos: int) -> tuple[Any, int]:
             if len(decoders) != count:
                 decoders[:] = [self.decoder_for(field_id) for field_id in field_ids]
-            self._budget -= count
-            if self._budget < 0:
-                raise CodecError("gob: value expands to far more than its message")
+            budget = self._budget = self._budget - cost
+            if budget < 0:
+                raise self._over_budget()
             result = template.copy()
             field = -1
             while True:
@@ -640,6 +715,9 @@ class Decoder:
                 raise CodecError(f"gob: slice of {count} elements exceeds the message")
             if length is not None and count != length:
                 raise CodecError(f"gob: array of {count} elements, type says {length}")
+            budget = self._budget = self._budget - _LIST_COST - _SLOT_COST * count
+            if budget < 0:
+                raise self._over_budget()
             decode_elem = elem[0]
             result: list[Any] = []
             append = result.append
@@ -660,6 +738,9 @@ class Decoder:
             count, pos = read_uint(data, pos)
             if count * 2 > len(data) - pos:
                 raise CodecError(f"gob: map of {count} entries exceeds the message")
+            budget = self._budget = self._budget - _MAP_COST - _MAP_ENTRY_COST * count
+            if budget < 0:
+                raise self._over_budget()
             result = {}
             for _ in range(count):
                 key, pos = decode_key(data, pos)
@@ -720,6 +801,7 @@ class Decoder:
 
     _boundaries: frozenset[int] = frozenset()
     _budget = 0
+    _budget_total = 0
 
 
 def _hashable(key: Any) -> Any:
