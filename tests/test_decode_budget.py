@@ -18,21 +18,31 @@ from txgeerpc.gob._numbers import read_int, read_uint, uint_bytes
 from txgeerpc.gob._types import INT, SliceOf, StructOf
 
 
+def wide_slice_type(fields: int = 1000) -> SliceOf:
+    """``[]Big``, ``Big`` a struct of ``fields`` int fields."""
+    big = StructOf("Big", None)
+    big.fields = tuple((f"F{i}", f"F{i}", INT) for i in range(fields))
+    return SliceOf(big)
+
+
+def with_elements(value: bytes, count: int, element: bytes = b"\x00") -> bytes:
+    """A gob slice value message (of one element) made to hold ``count``
+    copies of ``element``."""
+    _, start = read_int(value, 0)
+    return value[:start] + b"\x00" + uint_bytes(count) + element * count
+
+
 def wide_struct_stream(count: int, fields: int = 1000, element: bytes = b"\x00") -> bytes:
     """A gob stream: the definition of ``[]Big`` (``Big``: ``fields`` int
     fields), then a slice of ``count`` elements, each ``element`` (by default
     a zero value: just the end of the struct)."""
-    big = StructOf("Big", None)
-    big.fields = tuple((f"F{i}", f"F{i}", INT) for i in range(fields))
-    one = Encoder().encode([{}], SliceOf(big))
+    one = Encoder().encode([{}], wide_slice_type(fields))
     frames, pos = [], 0
     while pos < len(one):
         length, pos = read_uint(one, pos)
         frames.append(one[pos : pos + length])
         pos += length
-    value = frames.pop()
-    _, start = read_int(value, 0)
-    payload = value[:start] + b"\x00" + uint_bytes(count) + element * count
+    payload = with_elements(frames.pop(), count, element)
     return b"".join(uint_bytes(len(frame)) + frame for frame in [*frames, payload])
 
 
