@@ -36,6 +36,7 @@ from ._twistd import (
     positive_int,
     positive_seconds,
 )
+from ._twistd_log import DEFAULT_LOG_MAX_FILES, LogRotation, log_path
 from ._web import mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
 from .errors import GeeRPCError
@@ -184,6 +185,14 @@ class Options(ServeOptions):
             DEFAULT_REGISTRY_MAX_ENTRIES,
             "Servers the embedded registry holds at most; a heartbeat from a new one when "
             "full is answered 503 (refreshing a listed one always works).",
+            positive_int,
+        ],
+        [
+            "log-max-files",
+            None,
+            DEFAULT_LOG_MAX_FILES,
+            "Rotated log files kept when twistd logs to a file (--logfile; it rotates "
+            "at 1 MB); older ones are deleted.",
             positive_int,
         ],
         # Direct registration on etcd (instead of --registry), with --advertise.
@@ -501,6 +510,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         built = build(config, reactor)
         for listener in built.listeners:
             listener.listen()
+    path = log_path(getattr(config, "parent", None))
+    if path is not None:
+        return LogRotation(built.service, path, config["log-max-files"], reactor)
     return built.service
 
 
