@@ -10,7 +10,16 @@ import tracemalloc
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._helpers import (
+    JSON_OPTION,
+    checked_clock,
+    connected_server,
+    example_server,
+    json_request,
+)
 from txgeerpc._convert import MAX_DEPTH, ConversionError, converter_for
+from txgeerpc._wire import Header, Option
+from txgeerpc.codec import GobCodec
 from txgeerpc.errors import CodecError
 from txgeerpc.examples import Record
 from txgeerpc.gob import Decoder, Encoder
@@ -126,3 +135,44 @@ class ConversionDepthTests(SynchronousTestCase):
             self.assertIsInstance(record.Child, Record)
         self.assertRaises(ConversionError, converter_for(Record), nested_record(MAX_DEPTH))
         self.assertIsInstance(converter_for(Record)(nested_record(3)), Record)
+
+
+class OversizedRequestTests(SynchronousTestCase):
+    """A request body over ``max_message_size`` gets an error reply naming the
+    limit (issue 13, item 6)."""
+
+    def setUp(self) -> None:
+        self.server = example_server(checked_clock(self), max_message_size=1000)
+        self.protocol, self.transport = connected_server(self, self.server)
+
+    def test_gob_body_is_skipped_answered_and_the_connection_goes_on(self) -> None:
+        encoder = GobCodec().new_encoder()
+        decoder = GobCodec().new_decoder(1 << 20)
+        first = encoder.encode(Header("Arith.Echo", 1, ""), "x" * 5000)
+        second = encoder.encode(Header("Foo.Sum", 2, ""), {"Num1": 2, "Num2": 3})
+        self.protocol.dataReceived(Option().to_json())
+        for start in range(0, len(first), 512):  # the body arrives in pieces
+            self.protocol.dataReceived(first[start : start + 512])
+        self.protocol.dataReceived(second)
+        decoder.feed(self.transport.value())
+        replies = []
+        while (message := decoder.next_message()) is not None:
+            replies.append(message)
+        header = decoder.decode_header(replies[0])
+        self.assertEqual(
+            header.error, "body of 5005 bytes exceeds the maximum message size of 1000 bytes"
+        )
+        self.assertEqual(decoder.decode_header(replies[2]).error, "")
+        self.assertEqual(decoder.decode_body(replies[3]), 5)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_json_body_is_answered_before_the_close(self) -> None:
+        self.protocol.dataReceived(JSON_OPTION)
+        self.protocol.dataReceived(json_request("Arith.Echo", 7, b'"' + b"x" * 5000 + b'"'))
+        header = self.transport.value().split(b"\n")[0]
+        self.assertEqual(
+            header,
+            b'{"ServiceMethod":"Arith.Echo","Seq":7,"Error":"rpc server: request body exceeds '
+            b'the maximum message size of 1000 bytes (closing the connection)"}',
+        )
+        self.assertTrue(self.transport.disconnecting)

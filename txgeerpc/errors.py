@@ -107,6 +107,23 @@ class RPCError(GeeRPCError):
     once a minute per method, with a count of those left out)."""
 
 
+class BodyTooLarge(CodecError):
+    """A body over the maximum message size, skipped unread (gob): on a
+    server the call gets this error (its ``str()`` is the reply's error), on a
+    client the call fails with it; the connection goes on.
+
+    :ivar size: the body's size in bytes.
+    :ivar limit: the limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"body of {size} bytes exceeds the maximum message size of {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class MessageTooLargeToSend(CodecError):
     """A call's argument encodes past the largest message the server accepts
     (the client's ``max_message_size``): it was not sent.
@@ -225,6 +242,7 @@ def _describe(reason: Any) -> str:
 
 
 __all__ = [
+    "BodyTooLarge",
     "CallTimeout",
     "CodecError",
     "ConnectFailed",

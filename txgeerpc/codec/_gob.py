@@ -14,7 +14,7 @@ from typing import Any
 from zope.interface import implementer
 
 from .._wire import GOB, EmptyStruct, Header
-from ..errors import CodecError
+from ..errors import BodyTooLarge, CodecError, MessageTooLarge
 from ..gob import (
     EMPTY,
     SMALL,
@@ -70,7 +70,10 @@ class GobMessageDecoder:
                     return _parse_header(data, pos)
                 except IndexError:
                     raise CodecError("gob: unexpected end of header") from None
-        value = self._decoder.decode(message)
+        try:
+            value = self._decoder.decode(message)
+        except BodyTooLarge as error:  # a header must be read: the stream cannot go on
+            raise MessageTooLarge(error.size, error.limit) from None
         return _header_of(value)
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .._convert import ConversionError, converter_for
-from ..errors import CodecError, MessageTooLarge, ProtocolError
+from ..errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from ._numbers import Buffer, Truncated, read_float, read_int, read_uint
 from ._scan import NeedMore, ValueScan
 from ._types import (
@@ -47,6 +47,9 @@ EXPANSION = 6
 """Bytes of Python objects a value may take per byte of its message (plus
 :data:`EXPANSION_FLOOR`, and never more than :data:`EXPANSION_CAP`)."""
 EXPANSION_FLOOR = 1 << 20
+SKIP_FACTOR = 16
+"""A value message over the limit but within this many times it is skipped
+(see :meth:`Decoder.next_message`); a larger one ends the stream."""
 EXPANSION_CAP = 256 << 20
 
 # What one decoded object takes (CPython, 64 bits), charged before it is made.
@@ -308,6 +311,13 @@ class _Invalid(NamedTuple):
     error: CodecError
 
 
+class _Oversized(NamedTuple):
+    """A value message over the limit, skipped without being buffered."""
+
+    size: int
+    limit: int
+
+
 class Decoder:
     """Gob stream decoder for one direction of one connection.
 
@@ -346,11 +356,16 @@ class Decoder:
         # A value spread over several messages: its scan so far.
         self._partial: tuple[ValueScan, int, bytearray, int] | None = None
         self._definitions_at: dict[int, int] = {}
+        self._skip = 0  # bytes of an oversized message still to discard
 
     # -- framing --------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
+        if self._skip:  # the buffer holds nothing past the message being skipped
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
@@ -364,7 +379,9 @@ class Decoder:
         """Bytes received and not yet returned as part of a message."""
         return len(self._buffer) - self._pos
 
-    def _next_frame(self) -> bytes | None:
+    def _next_frame(self) -> bytes | _Oversized | None:
+        if self._skip:
+            return None
         buffer = self._buffer
         pos = self._pos
         available = len(buffer) - pos
@@ -382,7 +399,7 @@ class Decoder:
             length = int.from_bytes(buffer[pos + 1 : pos + 1 + count], "big")
             start = pos + 1 + count
         if length > self._max_size:
-            raise MessageTooLarge(length, self._max_size)
+            return self._oversized(start, length)
         if length == 0:
             raise ProtocolError("gob: empty message")
         end = start + length
@@ -396,7 +413,28 @@ class Decoder:
             self._pos = end
         return frame
 
-    def next_message(self) -> Message | _Decoded | _Invalid | None:
+    def _oversized(self, start: int, length: int) -> _Oversized | None:
+        """A message over the limit: skipped (its bytes discarded as they come,
+        never buffered) when it is a value that cannot hold type definitions,
+        so that the stream goes on; otherwise (a definition, a value with
+        interfaces, the continuation of a value) the stream cannot go on."""
+        if self._partial is not None or length > SKIP_FACTOR * self._max_size:
+            raise MessageTooLarge(length, self._max_size)
+        try:
+            type_id, _ = read_int(self._buffer, start)
+        except CodecError:
+            if len(self._buffer) - start < 9:
+                return None  # the type id is not all here yet
+            raise ProtocolError("gob: bad type id") from None
+        if type_id <= 0 or type_id in self._with_interface:
+            raise MessageTooLarge(length, self._max_size)
+        buffer = self._buffer
+        dropped = min(length, len(buffer) - start)
+        del buffer[self._pos : start + dropped]
+        self._skip = length - dropped
+        return _Oversized(length, self._max_size)
+
+    def next_message(self) -> Message | _Decoded | _Invalid | _Oversized | None:
         """The next value message, or ``None`` until more bytes are fed.
 
         :raises ProtocolError: the stream is corrupt (bad length, a message
@@ -409,6 +447,9 @@ class Decoder:
             data = self._next_frame()
             if data is None:
                 return None
+            if type(data) is _Oversized:
+                return data
+            assert type(data) is bytes
             first = data[0]
             if first < 128:  # a one-byte type id (-64..63): a definition or a basic type
                 type_id, pos = (-(first >> 1) - 1 if first & 1 else first >> 1), 1
@@ -495,6 +536,7 @@ class Decoder:
             if more is None:
                 self._partial = (scan, type_id, data, pos)
                 return None
+            assert type(more) is bytes  # an oversized continuation raised
             data += more  # a bytearray: appending is amortised, not a copy
             if len(data) > self._max_size:
                 raise MessageTooLarge(len(data), self._max_size)
@@ -541,6 +583,8 @@ class Decoder:
                 return message.value
             if isinstance(message, _Invalid):
                 raise message.error
+            if isinstance(message, _Oversized):
+                raise BodyTooLarge(message.size, message.limit)
             raise TypeError(f"not a gob message: {message!r}")
         type_id, data, pos = message
         return self._decode(type_id, data, pos, _NO_BOUNDARIES)
