@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import tracemalloc
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests._helpers import (
@@ -17,10 +20,11 @@ from tests._helpers import (
     example_server,
     json_request,
 )
+from txgeerpc._client_protocol import ClientProtocol
 from txgeerpc._convert import MAX_DEPTH, ConversionError, converter_for
 from txgeerpc._wire import Header, Option
 from txgeerpc.codec import GobCodec
-from txgeerpc.errors import CodecError
+from txgeerpc.errors import CodecError, MessageTooLargeToSend
 from txgeerpc.examples import Record
 from txgeerpc.gob import Decoder, Encoder
 from txgeerpc.gob._numbers import read_int, read_uint, uint_bytes
@@ -176,3 +180,29 @@ class OversizedRequestTests(SynchronousTestCase):
             b'the maximum message size of 1000 bytes (closing the connection)"}',
         )
         self.assertTrue(self.transport.disconnecting)
+
+
+class RefuseToSendTests(SynchronousTestCase):
+    """The client does not send a request over its ``max_message_size`` (the
+    server's limit by default): the call fails at once, the stream stays good."""
+
+    def test_gob_argument_over_the_limit_is_not_sent(self) -> None:
+        protocol = ClientProtocol(GobCodec(), Option(), checked_clock(self), 1000)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        transport.clear()
+        failure = self.failureResultOf(
+            protocol.call("Arith.Echo", ["x" * 2000]), MessageTooLargeToSend
+        )
+        self.assertEqual(failure.value.limit, 1000)
+        self.assertEqual(protocol.pending, 0)
+        sent = transport.value()
+        self.assertLess(len(sent), 200)  # the type definitions only
+        pending = protocol.call("Arith.Echo", ["ok"])  # refers to the []string sent above
+        server = GobCodec().new_decoder(1 << 20)
+        server.feed(sent + transport.value()[len(sent) :])
+        header = server.decode_header(server.next_message())
+        self.assertEqual((header.service_method, header.seq), ("Arith.Echo", 2))
+        self.assertEqual(server.decode_body(server.next_message()), ["ok"])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(pending)

@@ -57,7 +57,7 @@ class LogRotation(MultiService):
     def setServiceParent(self, parent: Any) -> None:
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
             self.log_file = LogFile.fromFullPath(self.path, maxRotatedFiles=self.max_files)
-            parent.setComponent(ILogObserver, textFileLogObserver(self.log_file))
+            parent.setComponent(ILogObserver, textFileLogObserver(self.log_file))  # type: ignore[arg-type]
             _rotate_on_sigusr1(self.log_file, self.reactor)
         super().setServiceParent(parent)
 

@@ -73,7 +73,7 @@ def attack_requests(
     with the first)."""
     kind = wide_slice_type()
     result = []
-    for n in range(count):
+    for _ in range(count):
         payloads = frames(client.request("Foo.Sum", [{}], kind))
         payloads[-1] = with_elements(payloads[-1], elements, element)
         result.append(joined(payloads))

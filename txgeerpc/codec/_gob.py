@@ -26,6 +26,7 @@ from ..gob import (
     Encoder,
     StructDef,
     StructOf,
+    read_int,
     read_string,
     read_uint,
     uint_bytes,
@@ -179,6 +180,17 @@ class GobMessageEncoder:
                 return head + data
             return head + empty
         return head + encoder.encode(body, body_type)
+
+    def withdraw(self, data: bytes) -> bytes:
+        # The type definitions (negative ids): later messages refer to them.
+        kept, pos = [], 0
+        while pos < len(data):
+            length, start = read_uint(data, pos)
+            type_id, _ = read_int(data, start)
+            if type_id < 0:
+                kept.append(data[pos : start + length])
+            pos = start + length
+        return b"".join(kept)
 
 
 _MAX_SEQ = 2**64 - 1
