@@ -82,7 +82,7 @@ class GobBudgetTests(SynchronousTestCase):
         result, peak = decode_peak(data)
         self.assertIsInstance(result, CodecError)
         self.assertIn("expands to far more than its message", str(result))
-        self.assertLess(peak, 1 << 20)  # refused from the slice's count alone
+        self.assertLess(peak, 2 << 20)  # within the first few dozen elements
 
     def test_struct_per_element_charged_at_its_real_size(self) -> None:
         # Each element sets one field (3 bytes): the slice's pointers fit the
@@ -106,7 +106,7 @@ class GobBudgetTests(SynchronousTestCase):
 
     def test_budget_is_proportional_with_a_cap(self) -> None:
         decoder = Decoder(1 << 30)
-        self.assertEqual(decoder.memory_budget(1000), 6 * 1000 + (1 << 20))
+        self.assertEqual(decoder.memory_budget(1000), 8 * 1000 + (1 << 20))
         self.assertEqual(decoder.memory_budget(1 << 29), 256 << 20)
 
     def test_one_byte_scalars_are_shared(self) -> None:

@@ -43,7 +43,7 @@ DecodeFn = Callable[[bytes, int], tuple[Any, int]]
 
 DEFAULT_MAX_TYPES = 10_000
 
-EXPANSION = 6
+EXPANSION = 8
 """Bytes of Python objects a value may take per byte of its message (plus
 :data:`EXPANSION_FLOOR`, and never more than :data:`EXPANSION_CAP`)."""
 EXPANSION_FLOOR = 1 << 20
@@ -750,6 +750,8 @@ class Decoder:
         elem_id = definition.elem
         length = definition.length if isinstance(definition, ArrayDef) else None
         elem: list[DecodeFn] = []
+        scalar_cost = _SCALAR_COSTS.get(elem_id, 0)
+        raw_scalar = _BASIC_DECODERS.get(elem_id, _dec_bytes)
 
         def decode(data: bytes, pos: int) -> tuple[Any, int]:
             if not elem:
@@ -762,9 +764,20 @@ class Decoder:
             budget = self._budget = self._budget - _LIST_COST - _SLOT_COST * count
             if budget < 0:
                 raise self._over_budget()
-            decode_elem = elem[0]
             result: list[Any] = []
             append = result.append
+            if scalar_cost:  # charged here, not per call of a charged decoder
+                for _ in range(count):
+                    start = pos
+                    item, pos = raw_scalar(data, pos)
+                    append(item)
+                    if pos - start > 1:
+                        budget -= scalar_cost + pos - start
+                        if budget < 0:
+                            raise self._over_budget()
+                self._budget = budget
+                return result, pos
+            decode_elem = elem[0]
             for _ in range(count):
                 item, pos = decode_elem(data, pos)
                 append(item)
