@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests._processes import start, stop, wait_for
+from tests._processes import _outputs, start, stop, wait_for
 from tests.integration._rawclient import RawClient, frames, joined
 from tests.test_decode_budget import wide_slice_type, with_elements
+from txgeerpc._wire import JSON
+from txgeerpc.gob._numbers import uint_bytes
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/status").exists(), reason="needs /proc (Linux)"
@@ -27,6 +30,12 @@ def status_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def log_of(process: subprocess.Popen[bytes]) -> bytes:
+    """What the process has logged so far."""
+    with _outputs[process.pid].changed:
+        return _outputs[process.pid].data
 
 
 @pytest.fixture
@@ -65,9 +74,7 @@ class Probe(threading.Thread):
             self.client.close()
 
 
-def attack_requests(
-    client: RawClient, count: int, elements: int, element: bytes
-) -> list[bytes]:
+def attack_requests(client: RawClient, count: int, elements: int, element: bytes) -> list[bytes]:
     """``count`` requests whose argument is a slice of ``elements`` values
     (each ``element``) of a struct with 1,000 fields (its type definitions go
     with the first)."""
@@ -124,3 +131,48 @@ def test_gob_expansion_is_refused_within_budget_and_others_are_served(
     assert len(probe.latencies) > 10
     assert max(probe.latencies) < 0.1
     assert peak_growth <= 10 * message
+
+
+def test_deep_argument_costs_one_reply_and_no_traceback(
+    server: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    # The finding: 900 levels (a 6 KB request) hit RecursionError in the
+    # conversion and logged a ~1,000-frame traceback (96 KB).
+    port, process = server
+    client = RawClient(port, codec=JSON)
+    try:
+        body = b'{"Child":' * 900 + b"{}" + b"}" * 900
+        client.send(b'{"ServiceMethod":"Records.Echo","Seq":1,"Error":""}\n' + body + b"\n")
+        header, _ = client.reply()
+        assert header.error.startswith("rpc server: bad argument for Records.Echo: Record.Child")
+        assert header.error.endswith("value nested more than 200 levels deep")
+        log_before = len(log_of(process))
+        # A domain error: one info line with its text, and a marker for the end.
+        client.seq = 1
+        header, _, _ = client.call("Arith.Divide", {"Num1": 1, "Num2": 0})
+        assert header.error == "divide by zero"
+        wait_for(process, rb"Arith\.Divide from [^ ]+ failed: divide by zero")
+    finally:
+        client.close()
+    log = log_of(process)
+    assert b"Traceback" not in log
+    assert b"RecursionError" not in log
+    assert len(log) - log_before < 300, log[log_before:]
+
+
+def test_giant_length_prefix_is_closed_at_once_without_memory(
+    server: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    port, process = server
+    rss_before = status_kib(process.pid, "VmRSS")
+    for announced in (2**63 - 1, 2**40, 100 << 20):
+        client = RawClient(port)
+        try:
+            started = time.perf_counter()
+            client.send(uint_bytes(announced) + b"\x01" * 1000)
+            with pytest.raises(ConnectionError):
+                client.reply()
+            assert time.perf_counter() - started < 0.5
+        finally:
+            client.close()
+    assert (status_kib(process.pid, "VmRSS") - rss_before) * 1024 < 2 << 20
