@@ -15,7 +15,7 @@ from txgeerpc import gob
 from txgeerpc._convert import converter_for
 from txgeerpc._wire import Header
 from txgeerpc.codec import GobCodec
-from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
+from txgeerpc.errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Args, Point, Record
 from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
 
@@ -299,10 +299,34 @@ class EncoderTests(SynchronousTestCase):
 class DecoderErrorTests(SynchronousTestCase):
     def test_announced_size_over_the_limit_fails_before_the_body(self) -> None:
         decoder = gob.Decoder(max_message_size=100)
-        decoder.feed(b"\xfe\x01\x00")  # 256 bytes announced, none sent
+        decoder.feed(b"\xfe\x01\x00\x01")  # 256 bytes of a type definition announced
         with self.assertRaises(MessageTooLarge) as caught:
             decoder.next_message()
         self.assertEqual((caught.exception.size, caught.exception.limit), (256, 100))
+
+    def test_giant_size_fails_before_anything_else(self) -> None:
+        decoder = gob.Decoder(max_message_size=100)
+        decoder.feed(b"\xf8\x7f\xff\xff\xff\xff\xff\xff\xff")  # 2**63 - 1 announced
+        with self.assertRaises(MessageTooLarge) as caught:
+            decoder.next_message()
+        self.assertEqual(caught.exception.size, 2**63 - 1)
+
+    def test_oversized_value_is_skipped_unbuffered_and_the_stream_goes_on(self) -> None:
+        encoder = gob.Encoder()
+        small = encoder.encode(Args(1, 2))  # defines Args
+        big = encoder.encode(["x" * 150])  # []string: no interfaces, can be skipped
+        after = encoder.encode(Args(3, 4))
+        decoder = gob.Decoder(max_message_size=100)
+        decoder.feed(small + big[:-100])
+        self.assertEqual(decoder.next_value(), ({"Num1": 1, "Num2": 2},))
+        oversized = decoder.next_message()  # []string defined, its value skipped
+        with self.assertRaises(BodyTooLarge) as caught:
+            decoder.decode(oversized)
+        self.assertEqual((caught.exception.size, caught.exception.limit), (156, 100))
+        self.assertEqual(decoder.buffered(), 0)  # nothing of it is kept
+        self.assertIsNone(decoder.next_message())
+        decoder.feed(big[-100:] + after)
+        self.assertEqual(decoder.next_value(), ({"Num1": 3, "Num2": 4},))
 
     def test_duplicate_and_reserved_definitions_are_fatal(self) -> None:
         definition = gob.Encoder().encode(Args(1, 2))[:36]

@@ -23,9 +23,9 @@ from txgeerpc import gob
 from txgeerpc._convert import GO_NAME, converter_for
 from txgeerpc._wire import Header
 from txgeerpc.codec import GOB, default_registry
-from txgeerpc.errors import CodecError, MessageTooLarge, ProtocolError
+from txgeerpc.errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Point, Record
-from txgeerpc.gob._decoder import read_wire_type
+from txgeerpc.gob._decoder import SKIP_FACTOR, read_wire_type
 
 from . import examples
 from .test_gob import GO_CAPTURED_VALUES, GO_CAPTURES
@@ -1212,10 +1212,12 @@ class AllocationProperties(SynchronousTestCase):
         # After any valid messages, a length over the limit fails when its
         # last byte arrives, with no byte of the body sent.
         # (Not the largest message: a value Go continues over several
-        # messages counts against the limit as a whole.)
+        # messages counts against the limit as a whole.)  Up to SKIP_FACTOR
+        # times the limit, a value's body would be skipped instead: the
+        # decoder waits for its type id (see the next test).
         largest = max(len(before), 1)
         limit = data.draw(st.integers(largest, max(largest, 1 << 20)))
-        announced = data.draw(st.integers(limit + 1, 2**64 - 1))
+        announced = data.draw(st.integers(SKIP_FACTOR * limit + 1, 2**64 - 1))
         prefix = enc(announced)
         decoder: Any = GOB_CODEC.new_decoder(limit) if codec else gob.Decoder(limit)
         decoder.feed(before)
@@ -1229,6 +1231,18 @@ class AllocationProperties(SynchronousTestCase):
             decoder.next_message()
         self.assertEqual((caught.exception.size, caught.exception.limit), (announced, limit))
 
+    @given(st.integers(1, 1 << 20), st.data())
+    @FAST
+    def test_oversized_definition_fails_at_its_type_id(self, limit: int, data: Any) -> None:
+        announced = data.draw(st.integers(limit + 1, SKIP_FACTOR * limit))
+        decoder = gob.Decoder(limit)
+        decoder.feed(enc(announced))
+        self.assertIsNone(decoder.next_message())  # which kind of message: not known yet
+        decoder.feed(b"\xff\x81")  # type id -65: a definition
+        with self.assertRaises(MessageTooLarge) as caught:
+            decoder.next_message()
+        self.assertEqual((caught.exception.size, caught.exception.limit), (announced, limit))
+
     @given(typed_values())
     @FAST
     def test_limit_is_the_largest_message(self, typed: tuple[Spec, Any]) -> None:
@@ -1236,7 +1250,8 @@ class AllocationProperties(SynchronousTestCase):
         stream = gob.Encoder().encode(value, spec.annotation)
         largest = max(len(payload) for _, payload, _ in frames(stream))
         self.assertEqual(len(decode_values([stream], largest)), 1)
-        with self.assertRaises(MessageTooLarge):
+        # A definition ends the stream; a value without interfaces is skipped.
+        with self.assertRaises((MessageTooLarge, BodyTooLarge)):
             decode_values([stream], largest - 1)
 
     @given(

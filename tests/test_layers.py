@@ -66,6 +66,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._cli": 5,
     "txgeerpc._twistd": 5,
     "txgeerpc._twistd_etcd": 5,
+    "txgeerpc._twistd_log": 5,
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,
     "txgeerpc.examples": 5,

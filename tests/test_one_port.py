@@ -71,7 +71,9 @@ class ServerTests(SynchronousTestCase):
         protocol, transport = self.connect()
         protocol.dataReceived(vector("06-gob-http-connect.c2s.bin"))
         self.assertEqual(transport.value(), vector("06-gob-http-connect.s2c.bin"))
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_connect_head_option_and_request_in_one_segment(self) -> None:
         # Vector 19: the reference loses everything after the head; we answer.
@@ -95,7 +97,9 @@ class ServerTests(SynchronousTestCase):
         for index in range(len(data)):
             protocol.dataReceived(data[index : index + 1])
         self.assertEqual(transport.value(), vector("01-gob-tcp.s2c.bin"))
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_other_methods_on_the_rpc_path_get_405(self) -> None:
         protocol, transport = self.connect()
@@ -163,7 +167,9 @@ class ServerTests(SynchronousTestCase):
         protocol.readConnectionLost()
         self.assertEqual(transport.value(), vector("06-gob-http-connect.s2c.bin"))
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_a_half_close_waits_for_running_requests(self) -> None:
         protocol, transport = self.connect()

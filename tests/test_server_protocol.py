@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server
-from txgeerpc.examples import ExampleError
 
 from ._helpers import (
     JSON_OPTION,
@@ -53,7 +53,9 @@ class Vector02ReplayTests(SynchronousTestCase):
             b'{"ServiceMethod":"Foo.Sum","Seq":5,"Error":""}\n17\n',
         )
         self.assertFalse(transport.disconnecting)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_replay_split_at_every_byte(self) -> None:
         client_bytes = vector("02-json-ext-tcp.c2s.bin")
@@ -63,7 +65,9 @@ class Vector02ReplayTests(SynchronousTestCase):
         for index in range(len(client_bytes)):
             protocol.dataReceived(client_bytes[index : index + 1])
         self.assertEqual(transport.value(), whole.value())
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_option_and_first_request_in_one_segment(self) -> None:
         protocol, transport = connected_server(self, self.server)
@@ -169,20 +173,70 @@ class RequestErrorTests(SynchronousTestCase):
             self.assertEqual(body, {})
         # ... and the connection goes on.
         self.assertEqual(self.call("Foo.Sum", 9, b'{"Num1":1,"Num2":2}')[1], 3)
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(
+            self.flushLoggedErrors(ZeroDivisionError), []
+        )  # a domain error: no traceback
 
     def test_dotted_service_name_splits_at_last_dot(self) -> None:
         header, _ = self.call("a.b.C", 1, b"null")
         self.assertEqual(header["Error"], "rpc server: can't find service a.b")  # type: ignore[index]
 
-    def test_handler_exception_sends_message_only_and_logs_traceback(self) -> None:
-        with CapturedLogs() as logs:
+    def test_domain_error_is_one_info_line_without_traceback(self) -> None:
+        # Arith.Fail raises ExampleError, an RPCError; Arith.Divide ZeroDivisionError.
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        try:
             header, _body = self.call("Arith.Fail", 1, b'"100% sure <b>"')
+            divided, _body = self.call("Arith.Divide", 2, b'{"Num1":1,"Num2":0}')
+        finally:
+            globalLogPublisher.removeObserver(events.append)
         self.assertEqual(header["Error"], "100% sure <b>")  # type: ignore[index]
+        self.assertEqual(divided["Error"], "divide by zero")  # type: ignore[index]
         self.assertNotIn(b"Traceback", self.transport.value())
-        self.assertEqual(len(logs.events), 1)
-        self.assertIsNotNone(logs.events[0].get("log_failure"))
-        self.assertEqual(len(self.flushLoggedErrors(ExampleError)), 1)
+        self.assertEqual(
+            [(event["log_level"], formatEvent(event)) for event in events],
+            [
+                (
+                    LogLevel.info,
+                    "rpc server: Arith.Fail from 192.168.1.1:54321 failed: 100% sure <b>",
+                ),
+                (
+                    LogLevel.info,
+                    "rpc server: Arith.Divide from 192.168.1.1:54321 failed: divide by zero",
+                ),
+            ],
+        )
+        self.assertFalse(any(event.get("log_failure") for event in events))
+
+    def test_unexpected_exception_traceback_once_a_minute_per_method(self) -> None:
+        class Buggy:
+            def Crash(self, n: int) -> int:
+                raise TypeError(f"bug {n}")
+
+            def Other(self, n: int) -> int:
+                raise KeyError(n) if n < 0 else AttributeError("other bug")
+
+        self.server.register(Buggy())
+        with CapturedLogs() as logs:
+            for seq in range(1, 6):
+                header, _ = self.call("Buggy.Crash", seq, str(seq).encode())
+                self.assertEqual(header["Error"], f"bug {seq}")  # type: ignore[index]
+            self.call("Buggy.Other", 6, b"1")  # another method: its own traceback
+            self.clock.advance(60)
+            self.call("Buggy.Crash", 7, b"7")
+        failures = [event for event in logs.events if event.get("log_failure")]
+        self.assertEqual(
+            [(formatEvent(event).split(" (")[0], event.get("suppressed")) for event in failures],
+            [
+                ("rpc server: Buggy.Crash from 192.168.1.1:54321 failed: bug 1", 0),
+                ("rpc server: Buggy.Other from 192.168.1.1:54321 failed: other bug", 0),
+                ("rpc server: Buggy.Crash from 192.168.1.1:54321 failed: bug 7", 4),
+            ],
+        )
+        self.assertEqual(len(logs.events), 7)  # the others: one line each
+        self.assertIn("4 tracebacks left out", formatEvent(failures[2]))
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 2)
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
 
     def test_wrong_argument_type_is_an_error_reply(self) -> None:
         header, _body = self.call("Arith.Multiply", 1, b'{"Num1":"six","Num2":7}')
@@ -524,7 +578,7 @@ class RobustnessTests(SynchronousTestCase):
             header["Error"],  # type: ignore[index]
             "rpc server: bad argument for Checker.Check: N must be positive",
         )
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.flushLoggedErrors(ValueError), [])  # a domain error: one line
         self.assertFalse(self.transport.disconnecting)
 
     def test_already_fired_but_paused_deferred_is_tracked(self) -> None:

@@ -233,7 +233,7 @@ class XClientTests(SynchronousTestCase):
         d = xclient.broadcast("Slow.Boom")
         self.flush()
         self.assertIn("boom on tcp@b:1", self.failureResultOf(d, RemoteError).value.message)
-        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.flushLoggedErrors(ValueError), [])  # a domain error: one line
         self.assertEqual([c.client.pending for c in self.connections], [0, 0, 0])
         self.clock.advance(100)
         self.flush()
@@ -293,9 +293,7 @@ class XClientCallTests(SynchronousTestCase):
         self.successResultOf(xclient.close())
 
     def test_exports(self) -> None:
-        self.assertEqual(
-            sorted(txgeerpc.xclient.__all__), ["Dial", "FailMode", "XClient"]
-        )
+        self.assertEqual(sorted(txgeerpc.xclient.__all__), ["Dial", "FailMode", "XClient"])
         for name in txgeerpc.xclient.__all__:
             self.assertTrue(hasattr(txgeerpc.xclient, name), name)
 

@@ -26,6 +26,7 @@ from .errors import (
     CallTimeout,
     CodecError,
     ConnectionShutdown,
+    MessageTooLargeToSend,
     ProtocolError,
     RemoteError,
     ServerGoingAway,
@@ -73,6 +74,7 @@ class ClientProtocol(Protocol):
         self._clock = clock
         self._encoder = codec.new_encoder()
         self._decoder = codec.new_decoder(max_message_size)
+        self._max_message_size = max_message_size
         self._pending = PendingCalls()
         self._pairs = MessagePairs(self._decoder)
         self._state = _CONNECTING
@@ -126,6 +128,12 @@ class ClientProtocol(Protocol):
             if isinstance(error, CodecError):
                 return fail(error)
             return fail(CodecError(f"cannot encode the argument: {error}"))
+        if len(data) > self._max_message_size:
+            # The server would refuse it: do not send it (only what the
+            # stream now counts as sent).
+            self._pending.pop(seq)
+            self.transport.write(self._encoder.withdraw(data))
+            return fail(MessageTooLargeToSend(len(data), self._max_message_size))
         self.transport.write(data)
         d = call.deferred
         if timeout is not None:

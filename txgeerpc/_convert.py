@@ -14,6 +14,7 @@ import binascii
 import dataclasses
 import functools
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,34 @@ class ConversionError(TypeError):
 
     def within(self, outer: str) -> ConversionError:
         """The same problem, one level further out (``Args`` + ``Num1``)."""
-        return ConversionError(join_path(outer, self.path), self.problem)
+        return type(self)(join_path(outer, self.path), self.problem)
+
+
+MAX_DEPTH = 200
+"""Lists, maps and structs nested deeper than this are refused with a
+:class:`ConversionError` (a few frames per level: well within Python's
+recursion limit, whatever the caller's stack holds)."""
+
+
+class _Depth:
+    """How deep the conversion running now is (conversion is synchronous and
+    runs in one thread: one counter will do)."""
+
+    __slots__ = ("level",)
+
+    def __init__(self) -> None:
+        self.level = 0
+
+
+_depth = _Depth()
+
+
+class _TooDeep(ConversionError):
+    """Past :data:`MAX_DEPTH`: no other reading of the value is tried."""
+
+
+def _too_deep() -> ConversionError:
+    return _TooDeep("", f"value nested more than {MAX_DEPTH} levels deep")
 
 
 def join_path(outer: str, inner: str) -> str:
@@ -120,7 +148,7 @@ def type_name(annotation: Any) -> str:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    text = reprlib.repr(value)  # bounded, however deep the value
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"
@@ -301,6 +329,8 @@ def _union_converter(options: tuple[Any, ...]) -> Converter:
         for converter in converters:
             try:
                 return converter(value)
+            except _TooDeep:
+                raise
             except ConversionError:
                 continue
         raise ConversionError("", f"expected {names}, got {_describe(value)}")
@@ -314,6 +344,10 @@ def _list_converter(item: Converter, kind: type) -> Converter:
             return kind()
         if not isinstance(value, (list, tuple)):
             raise ConversionError("", f"expected a list, got {_describe(value)}")
+        depth = _depth
+        if depth.level >= MAX_DEPTH:
+            raise _too_deep()
+        depth.level += 1
         try:
             return kind([item(element) for element in value])
         except ConversionError:
@@ -323,6 +357,8 @@ def _list_converter(item: Converter, kind: type) -> Converter:
                 except ConversionError as error:
                     raise error.within(f"[{index}]") from None
             raise
+        finally:
+            depth.level -= 1
 
     return convert
 
@@ -357,6 +393,16 @@ def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter
             return {}
         if not isinstance(value, dict):
             raise ConversionError("", f"expected an object, got {_describe(value)}")
+        depth = _depth
+        if depth.level >= MAX_DEPTH:
+            raise _too_deep()
+        depth.level += 1
+        try:
+            return convert_items(value)
+        finally:
+            depth.level -= 1
+
+    def convert_items(value: dict[Any, Any]) -> dict[Any, Any]:
         result = {}
         for raw_key, element in value.items():
             if numeric_keys and isinstance(raw_key, str):
@@ -407,6 +453,16 @@ def _struct_converter(cls: type) -> Converter:
             raise ConversionError("", f"expected {cls.__name__} object, got {_describe(value)}")
         if not plan:
             build_plan()
+        depth = _depth
+        if depth.level >= MAX_DEPTH:
+            raise _too_deep()
+        depth.level += 1
+        try:
+            return convert_fields(value)
+        finally:
+            depth.level -= 1
+
+    def convert_fields(value: dict[str, Any]) -> Any:
         folded: dict[str, Any] | None = None
         kwargs = {}
         for name, wire_name, lower_name, converter, has_default, annotation in plan:

@@ -23,6 +23,7 @@ from .errors import (
     CodecError,
     IllFormedServiceMethod,
     MethodNotFound,
+    RPCError,
     ServiceError,
     ServiceNotFound,
 )
@@ -38,6 +39,13 @@ class ReplySender(Protocol):
 
 class _HandleTimedOut(Exception):
     pass
+
+
+DOMAIN_ERRORS = (RPCError, ValueError, ArithmeticError, LookupError)
+"""The exceptions a handler raises on purpose (see :class:`~txgeerpc.errors.RPCError`)."""
+
+TRACEBACK_INTERVAL = 60.0
+"""Seconds between two tracebacks logged for one method's unexpected failures."""
 
 
 def locate(services: dict[str, Service], service_method: str) -> Method:
@@ -111,11 +119,12 @@ class Dispatcher:
         except ConversionError as error:
             self._reply_error(header, f"rpc server: bad argument for {header[0]}: {error}")
             return
-        except Exception as error:  # a struct's own validation, recursion...
-            self._log.failure(
-                "rpc server: cannot build the argument of {method} from {peer}",
-                method=header.service_method,
-                peer=self._peer,
+        except Exception as error:  # a struct's own validation...
+            self._log_failure(
+                Failure(),
+                method,
+                "rpc server: cannot build the argument of {method} from {peer}: {text}",
+                header,
             )
             self._reply_error(
                 header, f"rpc server: bad argument for {header[0]}: {_describe(error)}"
@@ -174,11 +183,8 @@ class Dispatcher:
                 )
                 self._reply_error(header, self._timeout_text)
             else:
-                self._log.failure(
-                    "rpc server: {method} from {peer} failed",
-                    result,
-                    method=header.service_method,
-                    peer=self._peer,
+                self._log_failure(
+                    result, method, "rpc server: {method} from {peer} failed: {text}", header
                 )
                 self._reply_error(header, _error_text(result))
             return
@@ -192,6 +198,35 @@ class Dispatcher:
                 error=_describe(error),
             )
             self._reply_error(header, f"rpc server: cannot encode reply: {_describe(error)}")
+
+    def _log_failure(self, failure: Failure, method: Method, format: str, header: Header) -> None:
+        """One line for an error the handler meant (:data:`DOMAIN_ERRORS`);
+        for anything else a traceback, at most one per method per
+        :data:`TRACEBACK_INTERVAL` (the others are counted, and the count
+        comes with the next traceback)."""
+        fields: dict[str, Any] = {
+            "method": header.service_method,
+            "peer": self._peer,
+            "text": _error_text(failure),
+        }
+        if failure.check(*DOMAIN_ERRORS, CancelledError):
+            self._log.info(format, **fields)
+            return
+        stats = method.stats
+        now = self._clock.seconds()
+        last = stats.traceback_at
+        if last is not None and 0.0 <= now - last < TRACEBACK_INTERVAL:
+            stats.tracebacks_suppressed += 1
+            self._log.error(format + " (traceback left out)", **fields)
+            return
+        suppressed, stats.tracebacks_suppressed = stats.tracebacks_suppressed, 0
+        stats.traceback_at = now
+        self._log.failure(
+            format + " ({suppressed} tracebacks left out since the last one)",
+            failure,
+            suppressed=suppressed,
+            **fields,
+        )
 
     def _reply_error(self, header: Header, text: str) -> None:
         try:

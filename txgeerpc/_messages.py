@@ -22,6 +22,11 @@ class MessagePairs:
         self._decoder = decoder
         self._header: Header | None = None
 
+    @property
+    def pending_header(self) -> Header | None:
+        """The header whose body has not arrived (or did not decode) yet."""
+        return self._header
+
     def next_pair(self) -> tuple[Header, object] | None:
         """The next (header, raw body), or ``None`` until more bytes are fed.
 

@@ -58,7 +58,7 @@ from ._service import Service
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
 from ._wire import EMPTY_STRUCT, GO_AWAY, SHUTTING_DOWN, Header, Option, seconds_to_ns
 from .codec import CodecRegistry
-from .errors import CodecError, ProtocolError, UnsupportedCodec
+from .errors import CodecError, MessageTooLarge, ProtocolError, UnsupportedCodec
 from .interfaces import IMessageDecoder, IMessageEncoder
 
 DEFAULT_MAX_IN_FLIGHT = 256
@@ -348,6 +348,7 @@ class ServerProtocol(Protocol):
                 turn += 1
         except (ProtocolError, CodecError) as error:
             # A frame or a header that does not decode: the stream cannot go on.
+            self._answer_oversized(error)
             self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")
         finally:
@@ -356,6 +357,17 @@ class ServerProtocol(Protocol):
             if self._state is _HALF_CLOSED:
                 self._finish_if_idle()
             self._watch()
+
+    def _answer_oversized(self, error: Exception) -> None:
+        """A body over the limit that cannot be skipped (JSON): its call gets
+        an error reply naming the limit before the connection closes."""
+        header = self._pairs.pending_header
+        if isinstance(error, MessageTooLarge) and header is not None:
+            text = (
+                f"rpc server: request body exceeds the maximum message size of "
+                f"{error.limit} bytes (closing the connection)"
+            )
+            self.send_reply(Header(header[0], header[1], text), EMPTY_STRUCT)
 
     def _take_turn(self) -> None:
         self._next_turn = None

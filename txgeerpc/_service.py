@@ -58,6 +58,10 @@ class MethodStats:
     in_flight: int = 0
     total_seconds: float = 0.0
     recent: deque[float] = attrs.field(factory=_recent_durations, eq=False, repr=False)
+    # When the last traceback of an unexpected failure was logged, and how many
+    # were left out since (the dispatcher logs at most one a minute).
+    traceback_at: float | None = attrs.field(default=None, eq=False, repr=False)
+    tracebacks_suppressed: int = attrs.field(default=0, eq=False, repr=False)
 
     def record(self, seconds: float) -> None:
         """Note one finished call that took ``seconds`` (a clock stepping

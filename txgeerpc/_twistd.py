@@ -32,6 +32,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._twistd_log import DEFAULT_LOG_MAX_FILES, LogRotation, log_path
+
 __all__: list[str] = []  # private: used by txgeerpc.tap and txgeerpc.registry_tap
 
 
@@ -88,6 +90,9 @@ def make_service(
             for listener in built.listeners:
                 listener.stopService()
             raise
+    path = log_path(getattr(config, "parent", None))
+    if path is not None:  # twistd logs to a file: keep --log-max-files of them
+        return LogRotation(built.service, path, config["log-max-files"], reactor)
     return built.service
 
 
@@ -151,6 +156,16 @@ class ServeOptions(usage.Options):
 
     tapname = ""
     default_listen = ""
+    optParameters: list[list[Any]] = [
+        [
+            "log-max-files",
+            None,
+            DEFAULT_LOG_MAX_FILES,
+            "Rotated log files kept when twistd logs to a file (--logfile; it rotates "
+            "at 1 MB); older ones are deleted.",
+            positive_int,
+        ],
+    ]
 
     def __init__(self) -> None:
         super().__init__()

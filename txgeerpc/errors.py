@@ -98,6 +98,48 @@ class MethodNotFound(ServiceError):
         super().__init__(f"rpc server: can't find method {method}")
 
 
+class RPCError(GeeRPCError):
+    """Raise it (or a subclass) from a handler for an error meant for the
+    caller: its text is the reply's error, and the server logs one ``info``
+    line with it, never a traceback.  ``ValueError``, ``ArithmeticError`` and
+    ``LookupError`` (and their subclasses) are treated the same way; any other
+    exception a handler raises is a bug: its traceback is logged (at most
+    once a minute per method, with a count of those left out)."""
+
+
+class BodyTooLarge(CodecError):
+    """A body over the maximum message size, skipped unread (gob): on a
+    server the call gets this error (its ``str()`` is the reply's error), on a
+    client the call fails with it; the connection goes on.
+
+    :ivar size: the body's size in bytes.
+    :ivar limit: the limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"body of {size} bytes exceeds the maximum message size of {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class MessageTooLargeToSend(CodecError):
+    """A call's argument encodes past the largest message the server accepts
+    (the client's ``max_message_size``): it was not sent.
+
+    :ivar size: the encoded size in bytes.
+    :ivar limit: the limit in bytes.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"argument of {size} bytes exceeds the maximum message size of {limit} bytes"
+        )
+        self.size = size
+        self.limit = limit
+
+
 class ServiceAlreadyDefined(GeeRPCError):
     def __init__(self, name: str) -> None:
         super().__init__(f"rpc: service already defined: {name}")
@@ -216,6 +258,7 @@ def _describe(reason: Any) -> str:
 
 
 __all__ = [
+    "BodyTooLarge",
     "CallTimeout",
     "CodecError",
     "ConnectFailed",
@@ -226,9 +269,11 @@ __all__ = [
     "InvalidAddress",
     "InvalidServerAddress",
     "MessageTooLarge",
+    "MessageTooLargeToSend",
     "MethodNotFound",
     "NoServers",
     "ProtocolError",
+    "RPCError",
     "RegistrationError",
     "RegistryAnswerTooLarge",
     "RegistryError",

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
+from .errors import RPCError
 from .gob import Uint
 
 __all__ = [
@@ -75,7 +76,7 @@ class Arith:
         raise ExampleError(text)
 
 
-class ExampleError(Exception):
+class ExampleError(RPCError):
     """The error ``Arith.Fail`` raises; its message is sent as is."""
 
 

@@ -91,6 +91,11 @@ class IMessageEncoder(Interface):
         :raises txgeerpc.errors.CodecError: the body cannot be encoded.
         """
 
+    def withdraw(data: bytes) -> bytes:
+        """What must still be written of ``data`` (from :meth:`encode`) when
+        the message itself is not sent: state the stream now counts as sent
+        (gob's type definitions), or ``b""``."""
+
 
 class ICodec(Interface):
     """A named codec (``CodecType`` in the Option)."""

@@ -559,3 +559,62 @@ async def test_go_servers_accept_the_option_with_the_go_away_key(geepeer: Path) 
         # And the client itself (which sends it) against the Go server.
         async with txgeerpc_client(address) as client:
             assert await client.call("Foo.Sum", Args(4, 5), timeout=CALL_TIMEOUT) == 9
+
+
+@pytest_twisted.ensureDeferred
+async def test_go_requests_over_the_limit_get_error_replies_go_decodes(geepeer: Path) -> None:
+    # Issue 13, item 6: a body over max_message_size is skipped unbuffered and
+    # answered with an error naming the limit, and the connection goes on.
+    requests = encode_requests(
+        geepeer,
+        [
+            {"method": "Arith.Echo", "seq": 1, "arg": "small"},
+            {"method": "Arith.Echo", "seq": 2, "arg": "x" * 5000},
+            {"method": "Foo.Sum", "seq": 3, "arg": {"Num1": 2, "Num2": 3}},
+        ],
+    )
+    async with txgeerpc_server(max_message_size=2000) as served:
+        host, port = served.address.rsplit(":", 1)
+        endpoint = TCP4ClientEndpoint(reactor, host, int(port), timeout=5)
+        shot = OneShot(PLAIN_OPTION + requests, half_close=True)
+        await connectProtocol(endpoint, shot)
+        shot.done.addTimeout(CALL_TIMEOUT, reactor)
+        replies = await shot.done
+    assert decode_replies(geepeer, replies) == [
+        {"ServiceMethod": "Arith.Echo", "Seq": 1, "Error": "", "Reply": "small"},
+        {
+            "ServiceMethod": "Arith.Echo",
+            "Seq": 2,
+            "Error": "body of 5005 bytes exceeds the maximum message size of 2000 bytes",
+            "Reply": None,
+        },
+        {"ServiceMethod": "Foo.Sum", "Seq": 3, "Error": "", "Reply": 5},
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_go_client_gets_the_reply_before_an_oversized_request_closes(
+    geepeer_classic: Path,
+) -> None:
+    # A Record holds an interface (Extra): its value may carry type definitions,
+    # so an oversized one cannot be skipped; the Go client still gets a reply
+    # naming the limit before the connection closes.
+    small = Record(Name="small", Tags=["a"])
+    big = Record(Name="x" * 5000)
+    async with txgeerpc_server(max_message_size=2000) as served:
+        run = await run_go_client(
+            geepeer_classic,
+            served.address,
+            "records",
+            stdin=records_stdin(map(record_json, [small, big, small])),
+        )
+    lines = run.lines()
+    assert [(line["error"], line["equal"]) for line in lines] == [
+        ("", True),
+        (
+            "rpc server: request body exceeds the maximum message size of 2000 bytes "
+            "(closing the connection)",
+            False,
+        ),
+    ], run.describe()
+    assert run.exit_code == 1 and "EOF" in run.describe()

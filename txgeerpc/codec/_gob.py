@@ -14,7 +14,7 @@ from typing import Any
 from zope.interface import implementer
 
 from .._wire import GOB, EmptyStruct, Header
-from ..errors import CodecError
+from ..errors import BodyTooLarge, CodecError, MessageTooLarge
 from ..gob import (
     EMPTY,
     SMALL,
@@ -26,6 +26,7 @@ from ..gob import (
     Encoder,
     StructDef,
     StructOf,
+    read_int,
     read_string,
     read_uint,
     uint_bytes,
@@ -71,7 +72,10 @@ class GobMessageDecoder:
                     return _parse_header(data, pos)
                 except IndexError:
                     raise CodecError("gob: unexpected end of header") from None
-        value = self._decoder.decode(message)
+        try:
+            value = self._decoder.decode(message)
+        except BodyTooLarge as error:  # a header must be read: the stream cannot go on
+            raise MessageTooLarge(error.size, error.limit) from None
         return _header_of(value)
 
 
@@ -177,6 +181,17 @@ class GobMessageEncoder:
                 return head + data
             return head + empty
         return head + encoder.encode(body, body_type)
+
+    def withdraw(self, data: bytes) -> bytes:
+        # The type definitions (negative ids): later messages refer to them.
+        kept, pos = [], 0
+        while pos < len(data):
+            length, start = read_uint(data, pos)
+            type_id, _ = read_int(data, start)
+            if type_id < 0:
+                kept.append(data[pos : start + length])
+            pos = start + length
+        return b"".join(kept)
 
 
 _MAX_SEQ = 2**64 - 1

@@ -116,6 +116,9 @@ class JSONEncoder:
             + "\n"
         ).encode()
 
+    def withdraw(self, data: bytes) -> bytes:
+        return b""  # JSON messages carry no stream state
+
 
 @implementer(ICodec)
 class JSONCodec:

@@ -27,6 +27,7 @@ from ._decoder import read_string as read_string
 from ._encoder import EncodeError, Encoder
 from ._encoder import utf8 as utf8
 from ._numbers import SMALL as SMALL
+from ._numbers import read_int as read_int
 from ._numbers import read_uint as read_uint
 from ._numbers import uint_bytes as uint_bytes
 from ._numbers import write_int as write_int

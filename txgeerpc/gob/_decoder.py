@@ -9,18 +9,21 @@ assumed.
 
 Safety: a message larger than the limit is refused before it is buffered,
 every count is checked against the bytes actually present before anything
-is allocated, and every failure is a :class:`~txgeerpc.errors.CodecError`
+is allocated, what a value's Python objects take is charged against a memory
+budget proportional to its message before it is allocated (see
+:meth:`Decoder.memory_budget`), and every failure is a :class:`~txgeerpc.errors.CodecError`
 (one value's problem) or, when it concerns framing or type definitions, a
 :class:`~txgeerpc.errors.ProtocolError` (fatal to the stream).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .._convert import ConversionError, converter_for
-from ..errors import CodecError, MessageTooLarge, ProtocolError
+from ..errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from ._numbers import Buffer, Truncated, read_float, read_int, read_uint
 from ._scan import NeedMore, ValueScan
 from ._types import (
@@ -39,6 +42,31 @@ from ._types import (
 DecodeFn = Callable[[bytes, int], tuple[Any, int]]
 
 DEFAULT_MAX_TYPES = 10_000
+
+EXPANSION = 8
+"""Bytes of Python objects a value may take per byte of its message (plus
+:data:`EXPANSION_FLOOR`, and never more than :data:`EXPANSION_CAP`)."""
+EXPANSION_FLOOR = 1 << 20
+SKIP_FACTOR = 16
+"""A value message over the limit but within this many times it is skipped
+(see :meth:`Decoder.next_message`); a larger one ends the stream."""
+EXPANSION_CAP = 256 << 20
+
+# What one decoded object takes (CPython, 64 bits), charged before it is made.
+_LIST_COST = sys.getsizeof([])
+_SLOT_COST = 8  # one pointer in a list
+_MAP_ENTRY_COST = 40  # a dict's entry and index, amortised over its growth
+_MAP_COST = sys.getsizeof({})
+# Scalars decoded from one byte are shared objects (_numbers); from more, new
+# ones of at most this size, plus their content.
+_SCALAR_COSTS = {
+    INT_ID: sys.getsizeof(2**64),
+    UINT_ID: sys.getsizeof(2**64),
+    FLOAT_ID: sys.getsizeof(0.5),
+    COMPLEX_ID: sys.getsizeof(0.5j),
+    STRING_ID: sys.getsizeof(""),
+    BYTES_ID: sys.getsizeof(b""),
+}
 
 
 # -- definitions received from the peer ----------------------------------------
@@ -283,20 +311,42 @@ class _Invalid(NamedTuple):
     error: CodecError
 
 
+class _Oversized(NamedTuple):
+    """A value message over the limit, skipped without being buffered."""
+
+    size: int
+    limit: int
+
+
 class Decoder:
     """Gob stream decoder for one direction of one connection.
 
     :param max_message_size: the largest message accepted, in bytes.
     :param max_types: the most type definitions one stream may make.
+    :param expansion: bytes of Python objects a value may take per byte of
+        its message (see :meth:`memory_budget`).
     """
 
-    def __init__(self, max_message_size: int, max_types: int = DEFAULT_MAX_TYPES) -> None:
+    def __init__(
+        self,
+        max_message_size: int,
+        max_types: int = DEFAULT_MAX_TYPES,
+        expansion: int = EXPANSION,
+    ) -> None:
         self._buffer = bytearray()
         self._pos = 0
         self._max_size = max_message_size
         self._max_types = max_types
+        self._expansion = expansion
         self._defs: dict[int, WireDef] = {}
-        self._decoders: dict[int, DecodeFn] = dict(_BASIC_DECODERS)
+        self._decoders: dict[int, DecodeFn] = {
+            type_id: (
+                self._charged(function, _SCALAR_COSTS[type_id])
+                if type_id in _SCALAR_COSTS
+                else function
+            )
+            for type_id, function in _BASIC_DECODERS.items()
+        }
         self._top: dict[int, tuple[DecodeFn, bool]] = {}  # top-level: (decoder, is a struct)
         # Types from which an interface can be reached, kept up to date as
         # definitions arrive (each type enters once: linear in all the edges).
@@ -306,11 +356,16 @@ class Decoder:
         # A value spread over several messages: its scan so far.
         self._partial: tuple[ValueScan, int, bytearray, int] | None = None
         self._definitions_at: dict[int, int] = {}
+        self._skip = 0  # bytes of an oversized message still to discard
 
     # -- framing --------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
+        if self._skip:  # the buffer holds nothing past the message being skipped
+            skipped = min(self._skip, len(data))
+            self._skip -= skipped
+            data = data[skipped:]
         if self._pos and self._pos == len(self._buffer):
             self._buffer.clear()
             self._pos = 0
@@ -324,7 +379,9 @@ class Decoder:
         """Bytes received and not yet returned as part of a message."""
         return len(self._buffer) - self._pos
 
-    def _next_frame(self) -> bytes | None:
+    def _next_frame(self) -> bytes | _Oversized | None:
+        if self._skip:
+            return None
         buffer = self._buffer
         pos = self._pos
         available = len(buffer) - pos
@@ -342,7 +399,7 @@ class Decoder:
             length = int.from_bytes(buffer[pos + 1 : pos + 1 + count], "big")
             start = pos + 1 + count
         if length > self._max_size:
-            raise MessageTooLarge(length, self._max_size)
+            return self._oversized(start, length)
         if length == 0:
             raise ProtocolError("gob: empty message")
         end = start + length
@@ -356,7 +413,28 @@ class Decoder:
             self._pos = end
         return frame
 
-    def next_message(self) -> Message | _Decoded | _Invalid | None:
+    def _oversized(self, start: int, length: int) -> _Oversized | None:
+        """A message over the limit: skipped (its bytes discarded as they come,
+        never buffered) when it is a value that cannot hold type definitions,
+        so that the stream goes on; otherwise (a definition, a value with
+        interfaces, the continuation of a value) the stream cannot go on."""
+        if self._partial is not None or length > SKIP_FACTOR * self._max_size:
+            raise MessageTooLarge(length, self._max_size)
+        try:
+            type_id, _ = read_int(self._buffer, start)
+        except CodecError:
+            if len(self._buffer) - start < 9:
+                return None  # the type id is not all here yet
+            raise ProtocolError("gob: bad type id") from None
+        if type_id <= 0 or type_id in self._with_interface:
+            raise MessageTooLarge(length, self._max_size)
+        buffer = self._buffer
+        dropped = min(length, len(buffer) - start)
+        del buffer[self._pos : start + dropped]
+        self._skip = length - dropped
+        return _Oversized(length, self._max_size)
+
+    def next_message(self) -> Message | _Decoded | _Invalid | _Oversized | None:
         """The next value message, or ``None`` until more bytes are fed.
 
         :raises ProtocolError: the stream is corrupt (bad length, a message
@@ -369,6 +447,9 @@ class Decoder:
             data = self._next_frame()
             if data is None:
                 return None
+            if type(data) is _Oversized:
+                return data
+            assert type(data) is bytes
             first = data[0]
             if first < 128:  # a one-byte type id (-64..63): a definition or a basic type
                 type_id, pos = (-(first >> 1) - 1 if first & 1 else first >> 1), 1
@@ -455,6 +536,7 @@ class Decoder:
             if more is None:
                 self._partial = (scan, type_id, data, pos)
                 return None
+            assert type(more) is bytes  # an oversized continuation raised
             data += more  # a bytearray: appending is amortised, not a copy
             if len(data) > self._max_size:
                 raise MessageTooLarge(len(data), self._max_size)
@@ -501,16 +583,48 @@ class Decoder:
                 return message.value
             if isinstance(message, _Invalid):
                 raise message.error
+            if isinstance(message, _Oversized):
+                raise BodyTooLarge(message.size, message.limit)
             raise TypeError(f"not a gob message: {message!r}")
         type_id, data, pos = message
         return self._decode(type_id, data, pos, _NO_BOUNDARIES)
+
+    def memory_budget(self, message_size: int) -> int:
+        """Bytes of Python objects a value decoded from a message of
+        ``message_size`` bytes may take: ``expansion`` times the message plus
+        1 MiB, at most 256 MiB.  Every struct (a dict with every field, zeros
+        included), list, map and unshared scalar is charged before it is made
+        (a scalar, whose size its bytes bound, just after); past the budget the
+        value is refused (a :class:`~txgeerpc.errors.CodecError`) instead of
+        being built."""
+        return min(self._expansion * message_size + EXPANSION_FLOOR, EXPANSION_CAP)
+
+    def _over_budget(self) -> CodecError:
+        return CodecError(
+            f"gob: value expands to far more than its message "
+            f"(over {self._budget_total} bytes of memory)"
+        )
+
+    def _charged(self, function: DecodeFn, cost: int) -> DecodeFn:
+        """``function``, charging ``cost`` plus the bytes read for each value
+        that took more than one byte (one-byte values are shared objects)."""
+
+        def decode(data: bytes, pos: int) -> tuple[Any, int]:
+            value, end = function(data, pos)
+            if end - pos > 1:
+                budget = self._budget = self._budget - cost - (end - pos)
+                if budget < 0:
+                    raise self._over_budget()
+            return value, end
+
+        return decode
 
     def _decode(self, type_id: int, data: bytes, pos: int, boundaries: frozenset[int]) -> Any:
         self._boundaries = boundaries
         # Structs come out with every field, zeros included: bound what a
         # small message can make us build (a struct type with thousands of
-        # fields, sent as a slice of empty values).
-        self._budget = max(32 * len(data), 1 << 18)
+        # fields, sent as a slice of empty values) by what it really takes.
+        self._budget = self._budget_total = self.memory_budget(len(data))
         try:
             top = self._top.get(type_id)
             if top is None:
@@ -571,7 +685,7 @@ class Decoder:
             return self._sequence_decoder(definition)
         if isinstance(definition, MapDef):
             return self._map_decoder(definition)
-        return _dec_bytes  # OpaqueDef
+        return self._decoders[BYTES_ID]  # OpaqueDef: charged as []byte
 
     def _zero(self, type_id: int) -> tuple[Any, type | None]:
         """(immutable zero, or the type whose fresh instance is the zero)."""
@@ -598,13 +712,18 @@ class Decoder:
             if factory is not None:
                 fresh.append((name, factory))
         field_ids = [field_id for _, field_id in definition.fields]
+        # What each value takes: its dict (every field: a copy of the
+        # template), and the fresh empty containers of fields left out.
+        cost = sys.getsizeof(template.copy()) + sum(
+            sys.getsizeof(factory()) for _, factory in fresh
+        )
 
         def decode(data: bytes, pos: int) -> tuple[Any, int]:
             if len(decoders) != count:
                 decoders[:] = [self.decoder_for(field_id) for field_id in field_ids]
-            self._budget -= count
-            if self._budget < 0:
-                raise CodecError("gob: value expands to far more than its message")
+            budget = self._budget = self._budget - cost
+            if budget < 0:
+                raise self._over_budget()
             result = template.copy()
             field = -1
             while True:
@@ -631,6 +750,8 @@ class Decoder:
         elem_id = definition.elem
         length = definition.length if isinstance(definition, ArrayDef) else None
         elem: list[DecodeFn] = []
+        scalar_cost = _SCALAR_COSTS.get(elem_id, 0)
+        raw_scalar = _BASIC_DECODERS.get(elem_id, _dec_bytes)
 
         def decode(data: bytes, pos: int) -> tuple[Any, int]:
             if not elem:
@@ -640,9 +761,23 @@ class Decoder:
                 raise CodecError(f"gob: slice of {count} elements exceeds the message")
             if length is not None and count != length:
                 raise CodecError(f"gob: array of {count} elements, type says {length}")
-            decode_elem = elem[0]
+            budget = self._budget = self._budget - _LIST_COST - _SLOT_COST * count
+            if budget < 0:
+                raise self._over_budget()
             result: list[Any] = []
             append = result.append
+            if scalar_cost:  # charged here, not per call of a charged decoder
+                for _ in range(count):
+                    start = pos
+                    item, pos = raw_scalar(data, pos)
+                    append(item)
+                    if pos - start > 1:
+                        budget -= scalar_cost + pos - start
+                        if budget < 0:
+                            raise self._over_budget()
+                self._budget = budget
+                return result, pos
+            decode_elem = elem[0]
             for _ in range(count):
                 item, pos = decode_elem(data, pos)
                 append(item)
@@ -660,6 +795,9 @@ class Decoder:
             count, pos = read_uint(data, pos)
             if count * 2 > len(data) - pos:
                 raise CodecError(f"gob: map of {count} entries exceeds the message")
+            budget = self._budget = self._budget - _MAP_COST - _MAP_ENTRY_COST * count
+            if budget < 0:
+                raise self._over_budget()
             result = {}
             for _ in range(count):
                 key, pos = decode_key(data, pos)
@@ -720,6 +858,7 @@ class Decoder:
 
     _boundaries: frozenset[int] = frozenset()
     _budget = 0
+    _budget_total = 0
 
 
 def _hashable(key: Any) -> Any:

@@ -81,29 +81,41 @@ def read_uint(data: Buffer, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos + 1 : end], "big"), end
 
 
+_ONE_BYTE_INTS = tuple(-(n >> 1) - 1 if n & 1 else n >> 1 for n in range(128))
+"""The values of the one-byte signed encodings, made once: a one-byte int
+decodes to a shared object (Python caches only -5..256), so a value's Python
+objects that are not shared all come from at least two bytes of message."""
+
+
 def read_int(data: Buffer, pos: int) -> tuple[int, int]:
     try:
         first = data[pos]
     except IndexError:
         raise Truncated() from None
     if first < 128:
-        value, pos = first, pos + 1
-    else:
-        count = 256 - first
-        if count > 8:
-            raise CodecError("gob: encoded unsigned integer out of range")
-        end = pos + 1 + count
-        if end > len(data):
-            raise Truncated()
-        value, pos = int.from_bytes(data[pos + 1 : end], "big"), end
+        return _ONE_BYTE_INTS[first], pos + 1
+    count = 256 - first
+    if count > 8:
+        raise CodecError("gob: encoded unsigned integer out of range")
+    end = pos + 1 + count
+    if end > len(data):
+        raise Truncated()
+    value = int.from_bytes(data[pos + 1 : end], "big")
     if value & 1:
-        return -(value >> 1) - 1, pos
-    return value >> 1, pos
+        return -(value >> 1) - 1, end
+    return value >> 1, end
 
 
 def read_float(data: Buffer, pos: int) -> tuple[float, int]:
     bits, pos = read_uint(data, pos)
+    if bits < 128:
+        return _ONE_BYTE_FLOATS[bits], pos
     return _unpack_double(bits.to_bytes(8, "big"))[0], pos
+
+
+_ONE_BYTE_FLOATS = tuple(_unpack_double(bits.to_bytes(8, "big"))[0] for bits in range(128))
+"""The floats of one-byte encodings (0.0 and tiny denormals), shared as
+:data:`_ONE_BYTE_INTS` are."""
 
 
 def frame(payload: bytes | bytearray) -> bytes:
