@@ -2,6 +2,7 @@
 ``txgeerpc.blocking`` and ``txgeerpc.aio`` used the wrong way, each in a
 fresh Python process (they touch the process's one reactor): a clear
 ``RuntimeError``, never a hang.  No server is needed: each refusal comes first.
+And the blocking XClient over a real registry.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from tests._processes import environment
+from tests._processes import environment, start, stop, wait_for
 
 
 def python(source: str) -> tuple[int, str, str]:
@@ -142,3 +144,39 @@ def test_aio_without_a_running_loop() -> None:
         """
     )
     assert status == 1 and "RuntimeError: no running event loop" in err
+
+
+def test_blocking_xclient_over_a_registry(tmp_path: Path) -> None:
+    # A's embedded registry lists B, which heartbeats to it.
+    a = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    b = None
+    try:
+        registry = wait_for(a, rb"registry: (http://127\.0\.0\.1:\d+/_geerpc_/registry)")
+        b = start(
+            tmp_path,
+            "geerpc",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--registry",
+            registry,
+            "--advertise",
+            "tcp@127.0.0.1:0",
+        )
+        b_address = wait_for(b, rb"serving .* on (tcp@127\.0\.0\.1:\d+)")
+        wait_for(a, rb"registry: tcp@127\.0\.0\.1:\d+ joined")
+        status, out, err = python(
+            f"""
+            from txgeerpc import blocking
+
+            with blocking.XClient.from_registry({registry!r}, connect_timeout=5) as xclient:
+                print(xclient.call("Foo.Sum", {{"Num1": 1, "Num2": 2}}, timeout=5))
+                print(xclient.broadcast("Foo.Sum", {{"Num1": 3, "Num2": 4}}, timeout=5))
+                print(xclient.calls_sent)
+            """
+        )
+        assert (status, err) == (0, "")
+        assert out == f"3\n7\n{{{b_address!r}: 2}}\n"
+    finally:
+        if b is not None:
+            stop(b)
+        stop(a)
