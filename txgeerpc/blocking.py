@@ -48,7 +48,8 @@ from .xclient import XClient as _TwistedXClient
 __all__ = ["STOP_TIMEOUT", "Client", "XClient", "connect"]
 
 STOP_TIMEOUT = 5.0
-"""Seconds the interpreter's exit waits for the reactor thread to stop."""
+"""Seconds the interpreter's exit waits for the reactor thread to stop (and
+the first use for it to start)."""
 
 
 class _ReactorThread:
@@ -106,7 +107,8 @@ class _ReactorThread:
             daemon=True,
         )
         thread.start()
-        running.wait()
+        if not running.wait(STOP_TIMEOUT):
+            raise RuntimeError(f"the reactor thread did not start within {STOP_TIMEOUT}s")
         self._reactor = reactor
         self._thread = thread
         atexit.register(self.stop)
