@@ -55,6 +55,8 @@ class EveryPublicModuleTests(SynchronousTestCase):
             public_modules(),
             [
                 "txgeerpc",
+                "txgeerpc.aio",
+                "txgeerpc.blocking",
                 "txgeerpc.client",
                 "txgeerpc.codec",
                 "txgeerpc.debug",

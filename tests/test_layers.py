@@ -19,7 +19,16 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 PACKAGE = Path(__file__).resolve().parents[1] / "txgeerpc"
-COMPOSITION_ROOTS = {"tap.py", "registry_tap.py", "_twistd.py", "_cli.py"}
+COMPOSITION_ROOTS = {
+    "tap.py",
+    "registry_tap.py",
+    "_twistd.py",
+    "_cli.py",
+    # The blocking and asyncio APIs run (or install) the process's reactor
+    # for programs that do not run one themselves.
+    "blocking.py",
+    "aio.py",
+}
 
 LAYERS: dict[str, int] = {
     # L0: values, parsers, codecs; no protocols, no I/O.
@@ -70,6 +79,8 @@ LAYERS: dict[str, int] = {
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,
     "txgeerpc.examples": 5,
+    "txgeerpc.blocking": 5,  # a reactor thread for programs that are not Twisted's
+    "txgeerpc.aio": 5,  # the asyncio reactor on the running loop
     # The package itself re-exports the public API (matched exactly).
     "txgeerpc": 5,
 }

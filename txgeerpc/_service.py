@@ -4,10 +4,17 @@ Method tables built from plain Python objects (Go's ``service.go``, made Pythoni
 Any object is a service: its name is its class name unless given, and its
 public methods (names not starting with ``_``) taking at most one argument
 become ``Service.Method``.  :func:`expose` or ``methods=`` narrow that.
+
+A coroutine handler runs under Twisted (``ensureDeferred``: it may await
+Deferreds) unless an asyncio loop is running, as under Twisted's asyncio
+reactor: there it runs as an asyncio task (it may await asyncio things; a
+Deferred is awaited as ``d.asFuture(loop)``), and cancelling the call cancels
+the task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import typing
@@ -113,8 +120,19 @@ class Method:
         if isinstance(result, Deferred):
             return _follow(result)
         if inspect.iscoroutine(result):
-            return ensureDeferred(result)
+            return _run_coroutine(result)
         return result
+
+
+def _run_coroutine(coroutine: Any) -> Deferred[Any]:
+    """A Deferred for a handler's coroutine.  With an asyncio loop running (the
+    asyncio reactor) it runs as a task on that loop, so it may await asyncio
+    things; cancelling the Deferred cancels the task (the Deferred fires once
+    the task has ended)."""
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return ensureDeferred(coroutine)
+    return Deferred.fromFuture(loop.create_task(coroutine))
 
 
 def _follow(handlers: Deferred[Any]) -> Deferred[Any]:

@@ -27,6 +27,8 @@ class Client:
     """A connected GeeRPC client.  Get one from :func:`connect`.
 
     Calls multiplex over the one connection, matched to replies by ``Seq``.
+    ``async with`` closes it (in a coroutine Twisted drives; under asyncio,
+    :mod:`txgeerpc.aio`).
     """
 
     def __init__(self, protocol: ClientProtocol) -> None:
@@ -109,6 +111,15 @@ class Client:
             closed; it never fails.
         """
         return self._protocol.close()
+
+    async def __aenter__(self) -> Client:
+        """``async with await connect(reactor, address) as client:`` in a
+        coroutine Twisted drives (``ensureDeferred``, ``task.react``)."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the client (waits until closed); an exception goes on."""
+        await self.close()
 
 
 def connect(

@@ -1,0 +1,123 @@
+"""
+The programs in ``examples/``, run as their docstrings say, against a real
+``twistd geerpc`` (started and stopped by PID): the blocking client (a plain
+script, no Twisted), the asyncio client (``asyncio.run``), and asyncio
+coroutine handlers under ``twistd -r asyncio``.  Each client must exit 0, print
+what it printed here and end within seconds (no hang at the interpreter's exit).
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests._processes import ROOT, environment, start, stop, wait_for
+
+EXAMPLES = ROOT / "examples"
+WITHIN = 5.0
+"""Seconds a client example may take, start to exit."""
+
+SERVING = rb"serving .* on (tcp@127\.0\.0\.1:\d+)"
+
+
+@pytest.fixture
+def demo_address(tmp_path: Path) -> Iterator[str]:
+    process = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        yield wait_for(process, SERVING)
+    finally:
+        stop(process)
+
+
+def run(*argv: str, cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess[str], float]:
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, *argv],
+        cwd=cwd,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result, time.monotonic() - began
+
+
+def imported(script: Path) -> list[str]:
+    """The modules a script imports."""
+    names = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+    return names
+
+
+def expected_client_output() -> str:
+    return "".join(
+        [
+            "6 * 7 = 42\n",
+            "sums: [0, 2, 4, 6]\n",
+            "timed out: rpc client: call failed: Foo.Sleep got no reply within 0.1s\n",
+        ]
+    )
+
+
+def test_blocking_client_example(demo_address: str) -> None:
+    script = EXAMPLES / "blocking_client.py"
+    assert not [name for name in imported(script) if name.split(".")[0] == "twisted"]
+    result, took = run(str(script), demo_address)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == (
+        expected_client_output()
+        + "pending after the timeout: 0\n"
+        + "the server said: divide by zero\n"
+    )
+    assert took < WITHIN
+
+
+def test_asyncio_client_example(demo_address: str) -> None:
+    result, took = run(str(EXAMPLES / "asyncio_client.py"), demo_address)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == (
+        expected_client_output() + "the server said: divide by zero\n" + "pending after cancel: 0\n"
+    )
+    assert took < WITHIN
+
+
+def test_asyncio_handlers_under_twistd_asyncio(tmp_path: Path) -> None:
+    # As its docstring says: twistd started in the directory holding the module.
+    shutil.copy(EXAMPLES / "asyncio_service.py", tmp_path)
+    process = start(
+        tmp_path,
+        "-r",
+        "asyncio",
+        "geerpc",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--service",
+        "asyncio_service:Naps",
+    )
+    try:
+        address = wait_for(process, SERVING)
+
+        def call(*argv: str) -> tuple[int, str, str]:
+            result, _ = run("-m", "txgeerpc", "call", address, *argv)
+            return result.returncode, result.stdout, result.stderr
+
+        assert call("Naps.Nap", "0.05") == (0, '"slept 0.05s"\n', "")
+        assert call("Naps.Nap", "30", "--handle-timeout", "0.2") == (
+            1,
+            "",
+            "error: rpc server: request handle timeout: expect within 200ms\n",
+        )
+        assert call("Naps.Cancelled") == (0, "1\n", "")  # the task was cancelled
+    finally:
+        stop(process)
