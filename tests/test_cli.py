@@ -158,5 +158,79 @@ class ServersWaitTests(SynchronousTestCase):
         self.assertEqual(printed, "error: 1 servers listed, not 2, after 1s\n")
 
     def test_without_wait_one_listing(self) -> None:
+        status, asked, _ = self.run_servers([{"tcp@a:1": 0}])
+        self.assertEqual((status, len(asked)), (0, 1))
+
+    def test_an_empty_listing_says_so(self) -> None:
         status, asked, printed = self.run_servers([{}])
-        self.assertEqual((status, len(asked), printed), (0, 1, ""))
+        self.assertEqual(
+            (status, len(asked), printed),
+            (1, 1, "error: no servers: http://127.0.0.1:1/r lists none\n"),
+        )
+        status, _, printed = self.run_servers([{}], "--json")
+        self.assertEqual(
+            (status, printed),
+            (1, '{"servers":[]}\nerror: no servers: http://127.0.0.1:1/r lists none\n'),
+        )
+
+
+class AddressProblemTests(SynchronousTestCase):
+    def test_typos_get_a_did_you_mean(self) -> None:
+        from txgeerpc._cli import address_problem
+
+        self.assertEqual(
+            address_problem("tcp://127.0.0.1:7001"),
+            "'tcp://127.0.0.1:7001' is not an address: did you mean tcp@127.0.0.1:7001?",
+        )
+        self.assertEqual(
+            address_problem("127.0.0.1:7001"),
+            "'127.0.0.1:7001' is not an address: did you mean tcp@127.0.0.1:7001?",
+        )
+        self.assertEqual(
+            address_problem("localhost:7001"),
+            "'localhost:7001' is not an address: did you mean tcp@localhost:7001?",
+        )
+        self.assertIn("did you mean http@h:1 ", address_problem("http://h:1/") or "")
+
+    def test_good_addresses_pass(self) -> None:
+        from txgeerpc._cli import address_problem
+
+        for address in (
+            "tcp@127.0.0.1:7001",
+            "http@[::1]:7001",
+            "unix@/tmp/s",
+            "tcp:host=127.0.0.1:port=7001",
+            "http://127.0.0.1:9999/_geerpc_/registry",
+        ):
+            self.assertIsNone(address_problem(address), address)
+
+
+class TypedArgumentTests(SynchronousTestCase):
+    DESCRIPTION: dict[str, Any] = {
+        "Services": {
+            "Foo": {
+                "Sum": {"Signature": "Sum(Args) -> int", "Argument": "int", "Reply": "int"},
+                "Ping": {"Signature": "Ping() -> str", "Argument": "interface {}", "Reply": "x"},
+            }
+        },
+        "Types": {},
+    }
+
+    def test_a_missing_argument_is_an_error_where_the_method_takes_one(self) -> None:
+        from txgeerpc._cli import MISSING, UsageError, _typed_argument
+
+        with self.assertRaises(UsageError) as caught:
+            _typed_argument(self.DESCRIPTION, "Foo.Sum", MISSING, "application/gob")
+        self.assertIn("Foo.Sum takes an argument (Sum(Args) -> int)", str(caught.exception))
+        with self.assertRaises(UsageError):  # a Go server: every method takes one
+            _typed_argument(None, "Foo.Sum", MISSING, "application/gob")
+
+    def test_null_and_methods_without_an_argument(self) -> None:
+        from txgeerpc._cli import MISSING, _typed_argument
+
+        self.assertEqual(
+            _typed_argument(self.DESCRIPTION, "Foo.Sum", None, "application/gob")[0], 0
+        )
+        self.assertIsNone(
+            _typed_argument(self.DESCRIPTION, "Foo.Ping", MISSING, "application/gob")[0]
+        )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server, gob
@@ -141,9 +140,10 @@ class TypedArgumentTests(SynchronousTestCase):
     def typed(self, server: Server, method: str, argument: Any) -> tuple[Any, Any]:
         connection = connect_in_memory(server)
         self.addCleanup(connection.close)
-        d = ensureDeferred(_typed_argument(connection.client, method, argument, None))
+        d = connection.client.call(DESCRIBE, PROBE, argument_type=HEADER)
         connection.flush()
-        return self.successResultOf(d)
+        described = self.successResultOf(d.addCallbacks(json.loads, lambda failure: None))
+        return _typed_argument(described, method, argument, "application/gob")
 
     def test_declared_types_from_a_txgeerpc_server(self) -> None:
         server = Server(self.clock)

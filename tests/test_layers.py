@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._pending": 1,
     "txgeerpc._introspect": 1,
     "txgeerpc._admission": 1,
+    "txgeerpc._stubs": 1,
     # L2: protocols and the web hardening they share.
     "txgeerpc._server_protocol": 2,
     "txgeerpc._client_protocol": 2,

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
@@ -26,19 +28,36 @@ from ._introspect import (
     zero_of,
 )
 from ._jsonvalue import dumps
+from ._stubs import (
+    dumps_schema,
+    from_go_debug_page,
+    go_structs,
+    json_schema,
+    python_stubs,
+    takes_argument,
+)
 from ._version import __version__
-from ._wire import GOB
+from ._wire import (
+    DEFAULT_DEBUG_PATH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_REGISTRY_PATH,
+    GOB,
+    Header,
+)
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import HEADER, default_registry
 from .errors import (
+    CallTimeout,
     ConnectFailed,
     ConnectTimeout,
     EtcdError,
     GeeRPCError,
     InvalidAddress,
+    MessageTooLarge,
     NoServers,
     RemoteError,
     ServerGoingAway,
+    UnexpectedDisconnect,
 )
 from .etcd import DEFAULT_PREFIX, EtcdClient, address_of, heartbeat_of
 from .gob import EMPTY
@@ -99,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "argument",
         metavar="ARG_JSON",
         nargs="?",
-        default="null",
-        help='the argument as JSON, e.g. \'{"Num1":6,"Num2":7}\' or \'"text"\' (default: null)',
+        default=None,
+        help='the argument as JSON, e.g. \'{"Num1":6,"Num2":7}\' or \'"text"\'; - reads it from '
+        "stdin, @FILE from a file; null sends the Go zero value.  Required when the method "
+        "takes an argument",
     )
     names = sorted(set(default_registry.names()) | set(default_registry.aliases()))
     call.add_argument(
@@ -128,7 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="S",
-        help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+        help=f"seconds to connect and to recognise a GeeRPC server; 0 waits forever "
+        f"(default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    call.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help="largest encoded argument sent (refused before sending) and reply accepted "
+        f"(default: {DEFAULT_MAX_MESSAGE_SIZE}, the server's default)",
     )
     listing = commands.add_parser(
         "list",
@@ -208,7 +238,63 @@ def build_parser() -> argparse.ArgumentParser:
     servers.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait (default: 10)"
     )
+    _add_describe_parser(commands)
+    _add_stubs_parser(commands)
     return parser
+
+
+def _add_describe_parser(commands: Any) -> None:
+    describe = commands.add_parser(
+        "describe",
+        help="print a method's argument and reply types as JSON Schema and Go",
+        description="Print the argument and reply types of Service.Method as JSON Schema "
+        "(what `call` takes and prints) and as Go declarations.  A txgeerpc server "
+        "describes itself; for a Go GeeRPC server the signatures of its debug page are used.",
+    )
+    describe.add_argument("address", metavar="ADDRESS", help="server address, as for call")
+    describe.add_argument("service_method", metavar="Service.Method", help="what to describe")
+    describe.add_argument(
+        "--json", action="store_true", help='print one JSON object {"argument", "reply", "go"}'
+    )
+    _add_introspection_options(describe)
+
+
+def _add_stubs_parser(commands: Any) -> None:
+    stubs = commands.add_parser(
+        "stubs",
+        help="write a typed Python client module for a server's services",
+        description="Write (on stdout) a typed client module: dataclasses for the argument "
+        "and reply structs and one class per service, whose methods return typed Deferreds "
+        "(mypy --strict clean).  A txgeerpc server describes itself; for a Go GeeRPC server "
+        "the signatures of its debug page are used (structs become dict[str, Any]).",
+    )
+    stubs.add_argument("address", metavar="ADDRESS", help="server address, as for call")
+    stubs.add_argument(
+        "--class-name",
+        default="ServicesClient",
+        metavar="NAME",
+        help="the class with one attribute per service (default: ServicesClient)",
+    )
+    _add_introspection_options(stubs)
+
+
+def _add_introspection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug-url",
+        metavar="URL",
+        help="where a Go server's debug page is (default: http://HOST:PORT/debug/geerpc "
+        "of ADDRESS)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default: 30)"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="S",
+        help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
 
 
 WAIT_INTERVAL = 0.2  # seconds between two listings with --wait
@@ -231,7 +317,12 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
         if isinstance(ages, int):  # an exit status: it said why
             return ages
         if len(ages) >= options.wait:
-            return _print_listing(ages, options.json, "last heartbeat")
+            status = _print_listing(ages, options.json, "last heartbeat")
+            if not ages:
+                where = options.registry or f"etcd ({options.etcd_prefix})"
+                print(f"error: no servers: {where} lists none", file=sys.stderr)
+                return EXIT_CALL_FAILED
+            return status
         if deadline is None:
             deadline = reactor.seconds() + (options.timeout or 10.0)
         if reactor.seconds() + WAIT_INTERVAL > deadline:
@@ -301,32 +392,18 @@ def _print_listing(ages: dict[str, float | None], as_json: bool, what: str) -> i
 
 async def _list(reactor: Any, options: argparse.Namespace) -> int:
     try:
-        client = await _connect_first(
-            await _addresses(reactor, options.address),
-            lambda address: connect(
-                reactor, address, connect_timeout=options.connect_timeout or None
-            ),
-        )
+        client, description = await _open(reactor, options)
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
-    try:
-        text = await client.call(
-            DESCRIBE, PROBE, timeout=options.timeout or None, argument_type=HEADER
-        )
-    except RemoteError as error:
+    await client.close()
+    if description is None:
         print(
-            f"error: {error} (the server does not describe itself: not txgeerpc, "
-            "or introspection is off)",
+            "error: the server does not describe itself (_txgeerpc.Describe): "
+            "a Go GeeRPC server, or introspection is off",
             file=sys.stderr,
         )
         return EXIT_CALL_FAILED
-    except GeeRPCError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_CALL_FAILED
-    finally:
-        await client.close()
-    description = json.loads(text)
     if options.json:
         print(dumps(description))
         return EXIT_OK
@@ -370,6 +447,59 @@ async def _health(reactor: Any, options: argparse.Namespace) -> int:
         return EXIT_CALL_FAILED
     print(status)
     return EXIT_OK
+
+
+class NotGeeRPC(GeeRPCError):
+    """The peer took the connection but does not answer as a GeeRPC server."""
+
+
+async def _open(
+    reactor: Any, options: argparse.Namespace, codec: str = GOB
+) -> tuple[Client, dict[str, Any] | None]:
+    """Connect to ``options.address`` (a server, or one a registry lists)
+    and ask it ``_txgeerpc.Describe`` within the connect timeout.
+
+    :returns: the client and the server's description, or ``None`` for a
+        GeeRPC server that does not describe itself (Go's answers the probe
+        with an error).
+    :raises NotGeeRPC: the peer sent no GeeRPC answer within the connect
+        timeout, or something that is not GeeRPC.
+    :raises GeeRPCError: connecting failed.
+    """
+    client = await _connect_first(
+        await _addresses(reactor, options.address),
+        lambda address: connect(
+            reactor,
+            address,
+            codec=codec,
+            handle_timeout=getattr(options, "handle_timeout", None),
+            connect_timeout=options.connect_timeout or None,
+            max_message_size=getattr(options, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
+        ),
+    )
+    probe_timeout = options.connect_timeout or options.timeout or None
+    peer = options.address
+    speaks = "GeeRPC" if default_registry.get(codec).name == GOB else f"GeeRPC with {codec}"
+    try:
+        text = await client.call(DESCRIBE, PROBE, timeout=probe_timeout, argument_type=HEADER)
+        return client, json.loads(text)
+    except RemoteError:
+        return client, None
+    except CallTimeout:
+        await client.close()
+        raise NotGeeRPC(
+            f"{peer} does not speak {speaks}: no answer within {probe_timeout:g}s "
+            "(the connect timeout)"
+        ) from None
+    except UnexpectedDisconnect as error:
+        await client.close()
+        raise NotGeeRPC(f"{peer} does not speak {speaks} ({error})") from None
+    except (TypeError, ValueError):
+        await client.close()
+        raise NotGeeRPC(f"{peer} answered _txgeerpc.Describe with no description") from None
+    except BaseException:
+        await client.close()
+        raise
 
 
 async def _addresses(
@@ -426,32 +556,26 @@ async def _connect_first(
 
 
 async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int:
+    """:param argument: the JSON value, or :data:`MISSING`."""
     try:
-        client = await _connect_first(
-            await _addresses(reactor, options.address),
-            lambda address: connect(
-                reactor,
-                address,
-                codec=options.codec,
-                handle_timeout=options.handle_timeout,
-                connect_timeout=options.connect_timeout or None,
-            ),
-        )
+        client, description = await _open(reactor, options, options.codec)
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
     timeout = options.timeout or None
     try:
-        argument_type = None
-        if default_registry.get(options.codec).name == GOB:
-            argument, argument_type = await _typed_argument(
-                client, options.service_method, argument, timeout
-            )
+        argument, argument_type = _typed_argument(
+            description, options.service_method, argument, default_registry.get(options.codec).name
+        )
+        _check_size(options, argument, argument_type)
         reply = await client.call(
             options.service_method, argument, timeout=timeout, argument_type=argument_type
         )
-    except JSONMismatch as error:
+    except (JSONMismatch, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except MessageTooLarge as error:  # the client's own check, once it makes one
+        print(f"error: the argument is too large: {error}; nothing was sent", file=sys.stderr)
         return EXIT_USAGE
     except GeeRPCError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -462,18 +586,48 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
     return EXIT_OK
 
 
-async def _typed_argument(
-    client: Client, service_method: str, argument: Any, timeout: float | None
+class UsageError(GeeRPCError):
+    """What was asked cannot be sent as it is (exit status 2)."""
+
+
+MISSING: Any = object()
+"""No ARG_JSON on the command line."""
+
+
+def _typed_argument(
+    description: dict[str, Any] | None, service_method: str, argument: Any, codec: str
 ) -> tuple[Any, Any]:
     """The argument as the method's Go type (from ``_txgeerpc.Describe``), or
-    as its JSON shape when the server does not describe itself."""
-    try:
-        text = await client.call(DESCRIBE, PROBE, timeout=timeout, argument_type=HEADER)
-        description = json.loads(text)
-        service, _, method = service_method.rpartition(".")
-        declared = description["Services"][service][method]["Argument"]
-        kind = type_from_schema(declared, description["Types"])
-    except (RemoteError, KeyError, TypeError, ValueError):
+    as its JSON shape when the server does not describe itself.
+
+    :raises UsageError: no argument for a method that takes one.
+    :raises JSONMismatch: the argument does not fit the method's type.
+    """
+    service, _, method_name = service_method.rpartition(".")
+    method = None
+    if description is not None:
+        method = description.get("Services", {}).get(service, {}).get(method_name)
+    if argument is MISSING:
+        if method is not None and not takes_argument(method):
+            argument = None
+        elif description is None or method is not None:
+            # A Go method always takes one; a described one says so.
+            shown = method.get("Signature", service_method) if method else service_method
+            raise UsageError(
+                f"{service_method} takes an argument ({shown}): give ARG_JSON "
+                "(null for the zero value, - for stdin, @FILE for a file)"
+            )
+        else:
+            argument = None  # an unknown method: the server will say so
+    if codec != GOB:
+        return argument, None
+    kind = None
+    if method is not None:
+        try:
+            kind = type_from_schema(method["Argument"], description["Types"])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            kind = None
+    if kind is None:
         if argument is None:
             return {}, EMPTY  # gob has no null; Go decodes an empty struct into any struct
         return argument, None
@@ -482,28 +636,206 @@ async def _typed_argument(
     return from_json(kind, argument), kind
 
 
+def _check_size(options: argparse.Namespace, argument: Any, argument_type: Any) -> None:
+    """Refuse an argument whose request would exceed ``--max-message-size``
+    (a server's default limit is the same number), before anything is sent.
+
+    :raises UsageError: it would.
+    """
+    limit = options.max_message_size
+    encoder = default_registry.get(options.codec).new_encoder()
+    try:
+        size = len(encoder.encode(Header(options.service_method, 1, ""), argument, argument_type))
+    except Exception:
+        return  # the call itself says why it cannot be encoded
+    if size > limit:
+        raise UsageError(
+            f"the argument is too large: {size} bytes encoded, over the limit of {limit} "
+            "bytes (--max-message-size); nothing was sent"
+        )
+
+
+async def _introspect(reactor: Any, options: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The server's description and where it came from: ``_txgeerpc.Describe``,
+    or the signatures on a Go server's debug page.
+
+    :raises GeeRPCError: neither is to be had.
+    """
+    client, description = await _open(reactor, options)
+    await client.close()
+    if description is not None:
+        return description, "the server's _txgeerpc.Describe"
+    url = options.debug_url or _debug_url(options.address)
+    if url is None:
+        raise GeeRPCError(
+            "the server does not describe itself (a Go GeeRPC server?) and "
+            f"{options.address} has no HTTP debug page: give --debug-url"
+        )
+    try:
+        answer = await agent_request(reactor)(b"GET", url, {}, options.timeout or 10.0)
+    except Exception as error:
+        raise GeeRPCError(f"the server does not describe itself, and {url}: {error}") from None
+    if answer.status != 200:
+        raise GeeRPCError(
+            f"the server does not describe itself, and {url} answered {answer.status}"
+        )
+    try:
+        return from_go_debug_page(answer.body.decode("utf-8", "replace")), (
+            "the signatures on a Go GeeRPC debug page"
+        )
+    except ValueError as error:
+        raise GeeRPCError(f"{url}: {error}") from None
+
+
+def _debug_url(address: str) -> str | None:
+    """``http://HOST:PORT/debug/geerpc`` for ``tcp@``/``http@HOST:PORT``."""
+    protocol, at, rest = address.partition("@")
+    if not at or protocol not in ("tcp", "tcp4", "tcp6", "http"):
+        return None
+    return f"http://{rest}{DEFAULT_DEBUG_PATH}"
+
+
+async def _describe(reactor: Any, options: argparse.Namespace) -> int:
+    try:
+        description, _ = await _introspect(reactor, options)
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    service, _, name = options.service_method.rpartition(".")
+    method = description["Services"].get(service, {}).get(name)
+    if method is None:
+        known = ", ".join(
+            f"{s}.{m}" for s, methods in sorted(description["Services"].items()) for m in methods
+        )
+        print(f"error: no method {options.service_method} (there are: {known})", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    types = description.get("Types", {})
+    argument = (
+        json_schema(method.get("Argument", "interface {}"), types)
+        if takes_argument(method)
+        else None
+    )
+    reply = json_schema(method.get("Reply", "interface {}"), types)
+    go = go_structs(options.service_method, method, types)
+    if options.json:
+        print(dumps({"argument": argument, "reply": reply, "go": go}))
+        return EXIT_OK
+    print(f"{options.service_method}: {method.get('Signature', name)}\n")
+    print("argument (JSON Schema):")
+    print(dumps_schema(argument) if argument is not None else "none")
+    print("\nreply (JSON Schema):")
+    print(dumps_schema(reply))
+    print("\nGo:")
+    print(go, end="")
+    return EXIT_OK
+
+
+async def _stubs(reactor: Any, options: argparse.Namespace) -> int:
+    if not options.class_name.isidentifier():
+        print(f"error: --class-name {options.class_name!r} is not an identifier", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        description, source = await _introspect(reactor, options)
+    except GeeRPCError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    sys.stdout.write(python_stubs(description, class_name=options.class_name, source=source))
+    return EXIT_OK
+
+
+_SCHEME_TYPO = re.compile(r"^(tcp|tcp4|tcp6|unix)://(.+)$")
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[\w.-]*):(\d+)$")
+
+
+def address_problem(address: str) -> str | None:
+    """What is wrong with a user's ADDRESS, with a "did you mean", or
+    ``None`` when it looks right (connecting may still fail)."""
+    typo = _SCHEME_TYPO.match(address)
+    if typo:
+        return f"{address!r} is not an address: did you mean {typo.group(1)}@{typo.group(2)}?"
+    if address.startswith(("http://", "https://")):
+        rest = address.split("://", 1)[1]
+        if "/" not in rest.rstrip("/"):
+            host = rest.rstrip("/")
+            return (
+                f"{address!r} has no path: did you mean http@{host} (a server over HTTP "
+                f"CONNECT) or {address.rstrip('/')}{DEFAULT_REGISTRY_PATH} (a registry)?"
+            )
+        return None
+    if "@" not in address and _HOST_PORT.match(address):
+        return f"{address!r} is not an address: did you mean tcp@{address}?"
+    return None
+
+
+def _read_argument(text: str | None) -> str | None:
+    """ARG_JSON as given: ``-`` is stdin, ``@FILE`` a file's content.
+
+    :raises OSError: the file cannot be read.
+    """
+    if text == "-":
+        return sys.stdin.read()
+    if text is not None and text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as source:
+            return source.read()
+    return text
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: parse ``argv`` and exit with the command's status."""
     parser = build_parser()
     options = parser.parse_args(argv)
-    argument = None
+    argument = MISSING
     if options.command == "call":
         try:
-            argument = json.loads(options.argument)
-        except ValueError as error:
-            parser.error(f"ARG_JSON is not valid JSON: {error}")
+            text = _read_argument(options.argument)
+        except OSError as error:
+            parser.error(f"cannot read the argument from {options.argument}: {error}")
+        if text is not None:
+            try:
+                argument = json.loads(text)
+            except ValueError as error:
+                parser.error(f"ARG_JSON is not valid JSON: {error}")
+        if options.max_message_size <= 0:
+            parser.error("--max-message-size must be positive")
     for name in ("timeout", "connect_timeout", "handle_timeout"):
         value = getattr(options, name, None)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative")
+    address = getattr(options, "address", None)
+    problem = address_problem(address) if address is not None else None
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+    from twisted.internet import reactor as global_reactor
     from twisted.internet import task
+
+    running: list[Deferred[int]] = []
+    interrupted: list[bool] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # Twisted leaves SIGINT alone when it has a handler: the command is
+        # cancelled (its connection closed) and the exit status is 130.
+        interrupted.append(True)
+        for command in running:
+            global_reactor.callFromThread(command.cancel)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGINT, interrupt)
 
     def run(reactor: Any) -> Deferred[None]:
         def finish(status: int) -> None:
+            if interrupted:
+                print("interrupted", file=sys.stderr)
+                raise SystemExit(EXIT_INTERRUPTED)
             if status:
                 raise SystemExit(status)
 
         def crash(failure: Failure) -> None:
+            if interrupted:
+                print("interrupted", file=sys.stderr)
+                raise SystemExit(EXIT_INTERRUPTED)
             print(f"error: {failure.getErrorMessage()}", file=sys.stderr)
             raise SystemExit(EXIT_CALL_FAILED)
 
@@ -513,8 +845,15 @@ def main(argv: list[str] | None = None) -> None:
             command = _servers(reactor, options)
         elif options.command == "health":
             command = _health(reactor, options)
+        elif options.command == "describe":
+            command = _describe(reactor, options)
+        elif options.command == "stubs":
+            command = _stubs(reactor, options)
         else:
             command = _list(reactor, options)
-        return ensureDeferred(command).addCallbacks(finish, crash)
+        running.append(Deferred.fromCoroutine(command))
+        if interrupted:  # before the reactor ran
+            running[0].cancel()
+        return running[0].addCallbacks(finish, crash)
 
     task.react(run)
