@@ -4,6 +4,13 @@ The programs in ``examples/``, run as their docstrings say, against a real
 script, no Twisted), the asyncio client (``asyncio.run``), and asyncio
 coroutine handlers under ``twistd -r asyncio``.  Each client must exit 0, print
 what it printed here and end within seconds (no hang at the interpreter's exit).
+The test-kit examples (``examples/test_*_example.py``) run under trial, as a
+user runs them.
+
+The others (the calc server under ``twistd --service``, the Twisted client,
+the XClient, the registry and etcd walk-throughs) are run by the pages that
+show them, with the pages' own commands (tests/integration/test_readme.py);
+every file here is run by one or the other.
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ WITHIN = 5.0
 """Seconds a client example may take, start to exit."""
 
 SERVING = rb"serving .* on (tcp@127\.0\.0\.1:\d+)"
+
+TRIAL_EXAMPLES = ["test_sleep_example", "test_faults_example", "test_etcd_example"]
+RUN = {
+    "blocking_client.py",
+    "asyncio_client.py",
+    "asyncio_service.py",
+    "typed_client.py",  # tests/integration/test_cli_commands.py
+    "examples_client.py",  # imported by typed_client.py; regenerated and compared there
+    *(f"{name}.py" for name in TRIAL_EXAMPLES),
+}
+"""The examples this suite runs (besides those the pages' commands run)."""
 
 
 @pytest.fixture
@@ -121,3 +139,18 @@ def test_asyncio_handlers_under_twistd_asyncio(tmp_path: Path) -> None:
         assert call("Naps.Cancelled") == (0, "1\n", "")  # the task was cancelled
     finally:
         stop(process)
+
+
+def test_testing_examples_pass_under_trial(tmp_path: Path) -> None:
+    # As a user runs them: trial, in a directory holding the test modules.
+    for name in TRIAL_EXAMPLES:
+        shutil.copy(EXAMPLES / f"{name}.py", tmp_path)
+    result, _ = run("-m", "twisted.trial", *TRIAL_EXAMPLES, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"PASSED (successes={len(TRIAL_EXAMPLES)})" in result.stdout, result.stdout
+
+
+def test_every_example_is_run() -> None:
+    from tests.integration.test_readme import WRITTEN
+
+    assert {path.name for path in EXAMPLES.glob("*.py")} == RUN | WRITTEN

@@ -1,9 +1,16 @@
 """
-The README, run as a user runs it: every shell and console block is pasted
-into ``bash`` in a fresh temporary directory, with only the installed
-package (no ``PYTHONPATH``, no checkout on ``sys.path``: ``scripts/test``
-installs the package with ``pip install .``, as the README's first command
-does), and every Python block is a file there, exactly as printed.
+The README and the documentation pages (``docs/*.md``), run as a user runs
+them: every shell and console block is pasted into ``bash`` in a fresh
+temporary directory, with only the installed package (no ``PYTHONPATH``, no
+checkout on ``sys.path``: ``scripts/test`` installs the package with
+``pip install .``, as the README's first command does), and every Python
+block is a file there, exactly as printed.
+
+A page shows a program of ``examples/`` by including it (a block that is one
+``--8<-- "examples/NAME.py"`` line, which mkdocs' snippets extension
+replaces with the file): here such a block is that file, named ``NAME.py``.
+Blocks may repeat (the README's front-page example is also the quickstart's):
+every copy must then be the same.
 
 A ``console`` block is a session: ``$ COMMAND`` lines (``\\`` continues a
 line), each followed by what it prints (stdout and stderr), which must match.
@@ -30,39 +37,65 @@ from tests._processes import (
     _Output,
 )
 
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+"""The pages whose blocks run here (``docs/api/`` holds no blocks, only ``:::`` lines)."""
+
+INCLUDE = re.compile(r'--8<-- "([^"]+)"\n')
+
 
 @dataclass(frozen=True)
 class Block:
+    page: str
     language: str
     text: str
+    included: str | None = None
+    """The file the block includes (``examples/calc.py``), if it is an include."""
 
     @property
     def file_name(self) -> str | None:
-        """A Python block's file name, from its first line (``# calc.py``)."""
+        """A Python block's file name: the included file's, or its first line's
+        (``# calc.py``)."""
+        if self.included is not None:
+            return Path(self.included).name
         first = self.text.splitlines()[0]
         if self.language == "python" and re.fullmatch(r"# \w+\.py", first):
             return first[2:]
         return None
 
 
+def page_blocks(page: Path) -> list[Block]:
+    found = []
+    name = str(page.relative_to(ROOT))
+    for language, body in re.findall(r"```(\w*)\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+        include = INCLUDE.fullmatch(body)
+        if include is None:
+            assert "--8<--" not in body, f"{name}: an include must be a whole block: {body}"
+            found.append(Block(name, language, body))
+        else:
+            text = (ROOT / include.group(1)).read_text(encoding="utf-8")
+            found.append(Block(name, language, text, included=include.group(1)))
+    return found
+
+
 def readme_blocks() -> list[Block]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return [
-        Block(language, body) for language, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S)
-    ]
+    """Every block of the README and the documentation pages."""
+    return [found for page in PAGES for found in page_blocks(page)]
+
+
+def _the_same(found: list[Block], what: str) -> Block:
+    assert found, f"no block is {what}"
+    assert len({b.text for b in found}) == 1, f"the blocks {what} differ: {found}"
+    return found[0]
 
 
 def block(containing: str) -> Block:
-    """The one README block holding ``containing``."""
+    """The block holding ``containing`` (every copy of it, if it repeats)."""
     found = [b for b in readme_blocks() if containing in b.text]
-    assert len(found) == 1, f"{len(found)} README blocks hold {containing!r}"
-    return found[0]
+    return _the_same(found, f"holding {containing!r}")
 
 
 def python_file(name: str) -> str:
-    found = [b.text for b in readme_blocks() if b.file_name == name]
-    assert len(found) == 1, f"{len(found)} README blocks are {name}"
-    return found[0]
+    return _the_same([b for b in readme_blocks() if b.file_name == name], name).text
 
 
 def user_environment() -> dict[str, str]:
@@ -83,7 +116,7 @@ class Shell:
     _foreground: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def write(self, *names: str) -> None:
-        """The README's Python files, as printed."""
+        """The pages' Python files, as printed."""
         for name in names:
             (self.cwd / name).write_text(python_file(name), encoding="utf-8")
 
@@ -227,6 +260,7 @@ DEMO_CALLS = "Arith.Multiply '{\"Num1\":6"
 MISTAKES = "--pidfile=oops.pid"
 REGISTRY_CURL = "X-Geerpc-Server: tcp@127.0.0.1:7002' http://127.0.0.1:7001"
 CALC = "--service calc:Calc"
+CALC_MAIN = "$ python calc_main.py"
 XCLIENT = "$ python xclient_demo.py"
 WALK = "REGISTRY=http://127.0.0.1:9999/_geerpc_/registry"
 WALK_PRINTS = "tcp@127.0.0.1:7001: 5 calls"
@@ -234,11 +268,11 @@ WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat registry.pid)"
 ETCD_WALK = "ETCD=http://127.0.0.1:2379"
 ETCD_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat etcd.pid)"
 MARKERS = [
-    DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, XCLIENT, WALK, WALK_PRINTS, WALK_END,
-    ETCD_WALK, ETCD_WALK_END,
+    DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, CALC_MAIN, XCLIENT, WALK, WALK_PRINTS,
+    WALK_END, ETCD_WALK, ETCD_WALK_END,
 ]  # fmt: skip
-# Python blocks run as trial tests:
-TESTING_EXAMPLES = ["connect_in_memory", "FakeEtcd", "MemoryNetwork(clock)"]
+WRITTEN = {"calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py"}
+"""The Python files the tests below write and run (all in ``examples/`` too)."""
 
 
 def test_the_shell_uses_the_installed_package(shell: Shell, installed: Path) -> None:
@@ -258,10 +292,9 @@ def test_two_commands_the_demo_and_its_calls(shell: Shell) -> None:
 
 
 def test_serving_your_own_objects(shell: Shell) -> None:
-    shell.write("calc.py", "main.py")
+    shell.write("calc.py", "calc_main.py")
     shell.console(block(CALC))
-    result = shell.run("python main.py")
-    assert (result.returncode, result.stdout) == (0, "5\n2\n")
+    shell.console(block(CALC_MAIN))
 
 
 def test_the_xclient(shell: Shell) -> None:
@@ -286,22 +319,33 @@ def test_walk_through_on_etcd(shell: Shell) -> None:
     shell.script(block(ETCD_WALK_END))
 
 
-@pytest.mark.parametrize("uses", TESTING_EXAMPLES)
-def test_testing_example_passes(shell: Shell, uses: str) -> None:
-    [example] = [b for b in readme_blocks() if b.language == "python" and uses in b.text]
-    (shell.cwd / "test_readme_example.py").write_text(example.text, encoding="utf-8")
-    result = shell.run("python -m twisted.trial test_readme_example")
-    assert result.returncode == 0, result.stdout
-    assert "PASSED (successes=1)" in result.stdout
-
-
 def test_every_block_is_run() -> None:
-    """A block added to the README fails this until a test above runs it."""
-    written = {"calc.py", "main.py", "xclient_demo.py", "spread.py", "etcd_spread.py"}
+    """A block added to the README or a page fails this until a test runs it:
+    one above, or, for a program of ``examples/`` a page includes,
+    tests/integration/test_examples.py."""
+    from tests.integration.test_examples import RUN
+
     for found in readme_blocks():
-        if found.language == "text":  # a synopsis, not a command
+        if found.language not in ("sh", "console", "python"):
+            continue  # a synopsis (text) or a wire dump, not a command
+        if found.included is not None:
+            assert found.included.startswith("examples/"), found.included
+            assert found.file_name in WRITTEN | RUN, f"{found.page}: {found.included} is not run"
             continue
-        if found.file_name in written:
+        if found.file_name in WRITTEN:
             continue
-        claimed = [marker for marker in MARKERS + TESTING_EXAMPLES if marker in found.text]
-        assert len(claimed) == 1, found.text
+        claimed = [marker for marker in MARKERS if marker in found.text]
+        assert len(claimed) == 1, f"{found.page}: {found.text}"
+
+
+def test_the_written_files_are_the_examples() -> None:
+    """The programs the pages show are those of ``examples/`` (the README,
+    which GitHub shows without includes, copies one: the same text)."""
+    for name in WRITTEN:
+        assert python_file(name) == (ROOT / "examples" / name).read_text(encoding="utf-8"), name
+
+
+def test_the_pages_are_read() -> None:
+    names = [str(page.relative_to(ROOT)) for page in PAGES]
+    assert "README.md" in names and "docs/quickstart.md" in names and "docs/etcd.md" in names
+    assert {b.page for b in readme_blocks() if b.included} >= {"docs/server.md", "docs/testing.md"}
