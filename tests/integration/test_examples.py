@@ -47,7 +47,9 @@ RUN = {
 
 @pytest.fixture
 def demo_address(tmp_path: Path) -> Iterator[str]:
-    process = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    # The examples time out a Foo.Sleep(10) on purpose: the stop need not wait
+    # the default 10 s grace for it.
+    process = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1", "--grace", "0.5")
     try:
         yield wait_for(process, SERVING)
     finally:
