@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._jsonvalue import JSONError, loads, scan_once
+from ._budget import EXPANSION, EXPANSION_FLOOR
+from ._jsonvalue import UPPER_COST, JSONError, budget_left, loads_within, scan_once
 from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
@@ -25,6 +26,10 @@ _CLOSE = frozenset(b"}]")
 _COMPACT_AT = 1 << 16
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
+_FAST_WINDOW = EXPANSION_FLOOR // (UPPER_COST - EXPANSION)
+"""Pending text up to this long is parsed at once by json's scanner (whatever
+it holds is within its memory budget); longer text is scanned for the end of
+its first value, whose cost is checked before it is parsed."""
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
 
@@ -42,6 +47,7 @@ class JSONValueSplitter:
         "_depth",
         "_in_string",
         "_kind",
+        "_left",
         "_max",
         "_pos",
         "_scan",
@@ -62,6 +68,7 @@ class JSONValueSplitter:
         # ASCII text of _buf[_text_base:] for next_parsed; "" after a non-ASCII chunk.
         self._text: str | None = None
         self._text_base = 0
+        self._left = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
@@ -92,6 +99,7 @@ class JSONValueSplitter:
                     self._pos = self._text_base + start
                     self._compact(force=True)
                     return None
+            if text and len(text) - start <= _FAST_WINDOW:
                 try:
                     value, end = scan_once(text, start)
                 except (StopIteration, ValueError, RecursionError):
@@ -106,14 +114,28 @@ class JSONValueSplitter:
                         if end - start > self._max:
                             raise MessageTooLarge(end - start, self._max)
                         self._pos = self._text_base + end
+                        size = end - start
+                        # Small values: what is left is worked out when asked.
+                        self._left = -size if size <= 1024 else budget_left(text[start:end], size)
                         return (value,)
         raw = self.next_value()
         if raw is None:
             return None
         try:
-            return (loads(raw),)
+            value, self._left = loads_within(raw, budget=True)
         except JSONError as error:
             return InvalidJSON(str(error))
+        return (value,)
+
+    def budget_left(self) -> int:
+        """What the conversion of the value last returned by
+        :meth:`next_parsed` may take of its memory budget (see
+        :func:`txgeerpc._budget.memory_budget`): the budget less what the
+        value itself took."""
+        left = self._left
+        if left < 0:  # -size of a small value: at most UPPER_COST per byte
+            return EXPANSION_FLOOR + (UPPER_COST - EXPANSION) * left
+        return left
 
     def buffered(self) -> bytes:
         """Every byte fed but not yet returned as a value."""
