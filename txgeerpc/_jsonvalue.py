@@ -25,10 +25,12 @@ class JSONError(ValueError):
     """Text that is not strict JSON, or a value that cannot be written as JSON."""
 
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-# Numbers that may be new objects: one digit alone is a shared small int.
-_NUMBER = re.compile(r"-?[0-9][0-9.eE+\-]+")
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Number characters -> "0", anything else -> " ": a number that may be a new
+# object (one digit alone is a shared small int) starts with " 00".
+_NUMBER_BYTES = bytes(0x30 if byte in b"0123456789-+.eE" else 0x20 for byte in range(256))
 _STR_COST = sys.getsizeof("")
+_WIDE_STR_COST = sys.getsizeof("\U0001f600") - 4  # the header of a non-ASCII str
 _NUMBER_COST = sys.getsizeof(2**62)
 _NONEMPTY_MAP_COST = sys.getsizeof({"": 0}) - MAP_COST
 UPPER_COST = 40
@@ -38,32 +40,35 @@ to 37): a value of at most ``EXPANSION_FLOOR / (UPPER_COST - EXPANSION)``
 characters (32 KiB) is always within its budget."""
 
 
-def parse_cost(text: str) -> int:
-    """An upper bound of the bytes of Python objects ``loads`` makes of
-    ``text`` (one JSON value), from its structure, without parsing it."""
-    bare, strings = _STRING.subn('""', text)
-    numbers = _NUMBER.subn("", bare)[1]
+def parse_cost(data: bytes, text: str) -> int:
+    """An upper bound of the bytes of Python objects ``loads`` makes of one
+    JSON value, ``data`` (``text`` decoded), from its structure, without
+    parsing it."""
+    bare, strings = _STRING.subn(b'""', data)
+    digits = bare.translate(_NUMBER_BYTES)
+    numbers = digits.count(b" 00") + digits.startswith(b"00")
     count = bare.count
     return (
         2 * sys.getsizeof(text)  # the text, and at most as much in its strings
-        + (MAP_COST + _NONEMPTY_MAP_COST) * count("{")
-        - _NONEMPTY_MAP_COST * count("{}")
-        + MAP_ENTRY_COST * count(":")
-        + (LIST_COST + SLOT_COST) * count("[")
-        - SLOT_COST * count("[]")
-        + SLOT_COST * count(",")
-        + _STR_COST * strings
+        + (MAP_COST + _NONEMPTY_MAP_COST) * count(b"{")
+        - _NONEMPTY_MAP_COST * count(b"{}")
+        + MAP_ENTRY_COST * count(b":")
+        + (LIST_COST + SLOT_COST) * count(b"[")
+        - SLOT_COST * count(b"[]")
+        + SLOT_COST * count(b",")
+        + (_STR_COST if len(text) == len(data) else _WIDE_STR_COST) * strings
         + _NUMBER_COST * numbers
     )
 
 
-def budget_left(text: str, size: int) -> int:
-    """What the conversion of the value ``text`` (``size`` bytes on the
-    wire) parses to may still take of its memory budget (negative: the value
-    itself is over it)."""
+def budget_left(data: bytes, text: str) -> int:
+    """What the conversion of the value ``data`` (``text`` decoded) parses
+    to may still take of its memory budget (negative: the value itself is
+    over it)."""
+    size = len(data)
     if size <= 1024:
         return memory_budget(size) - UPPER_COST * size
-    return memory_budget(size) - parse_cost(text)
+    return memory_budget(size) - parse_cost(data, text)
 
 
 def _reject_constant(name: str) -> Any:
@@ -106,7 +111,7 @@ def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
     try:
         text = data.decode("utf-8", "replace")  # Go decodes invalid UTF-8 as U+FFFD
         if budget:
-            left = budget_left(text, len(data))
+            left = budget_left(data, text)
             if left < 0:
                 raise JSONError(over_budget(memory_budget(len(data))))
         value, end = scan_once(text, 0)
