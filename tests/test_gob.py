@@ -17,6 +17,7 @@ from txgeerpc._wire import Header
 from txgeerpc.codec import GobCodec
 from txgeerpc.errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Args, Point, Record
+from txgeerpc.gob import _decoder as gob_decoder
 from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
 
 from ._helpers import gob_frames
@@ -387,7 +388,27 @@ class DecoderErrorTests(SynchronousTestCase):
         decoder.feed(definition + _frame(deep))
         with self.assertRaises(CodecError) as caught:
             decoder.next_value()
-        self.assertIn("nested too deeply", str(caught.exception))
+        self.assertEqual(str(caught.exception), "gob: value nested more than 200 levels deep")
+
+    def test_depth_limit_is_explicit_and_the_stream_goes_on(self) -> None:
+        # 200 nested structs decode; 201 are refused (an explicit limit, not
+        # RecursionError at about 900), and the next value decodes.
+        stream = gob.Encoder().encode(Node(1))
+        definition = stream[: stream[0] + 1]
+        decoder = gob.Decoder(1 << 20)
+        decoder.feed(definition)
+        for levels in (200, 201, 200):
+            decoder.feed(_frame(b"\xff\x80" + b"\x02" * (levels - 1) + b"\x00" * levels))
+            if levels > gob_decoder.MAX_DEPTH:
+                with self.assertRaises(CodecError) as caught:
+                    decoder.next_value()
+                self.assertIn("nested more than 200 levels deep", str(caught.exception))
+                continue
+            (value,) = decoder.next_value()  # type: ignore[misc]
+            depth = 0
+            while value is not None:
+                value, depth = value["Next"], depth + 1
+            self.assertEqual(depth, levels)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._convert import converter_for
+from ._convert import convert_within, converter_for
 from ._messages import MessagePairs
 from ._pending import PendingCalls
 from ._wire import GO_AWAY, SHUTTING_DOWN, Header, Option
@@ -77,6 +77,8 @@ class ClientProtocol(Protocol):
         self._max_message_size = max_message_size
         self._pending = PendingCalls()
         self._pairs = MessagePairs(self._decoder)
+        # What a reply's conversion may take of its memory budget (see IMessageDecoder).
+        self._budget_left = getattr(self._decoder, "budget_left", None)
         self._state = _CONNECTING
         self._lost_waiters: list[Deferred[None]] = []
         self._going_away_waiters: list[Deferred[None]] = []
@@ -169,7 +171,11 @@ class ClientProtocol(Protocol):
                 try:
                     value = decoder.decode_body(body)
                     if call.convert is not None:
-                        value = call.convert(value)
+                        budget_left = self._budget_left
+                        if budget_left is None:
+                            value = call.convert(value)
+                        else:
+                            value = convert_within(call.convert, value, budget_left())[0]
                 except Exception as error:  # codec, conversion or a struct's own checks
                     call.deferred.errback(CodecError(f"reading body {error}"))
                     continue

@@ -22,6 +22,8 @@ from typing import Annotated, Any, Union
 
 import attrs
 
+from ._budget import LIST_COST, MAP_COST, MAP_ENTRY_COST, OBJECT_COST, SLOT_COST, over_budget
+
 Converter = Callable[[Any], Any]
 
 GO_NAME = "go_name"
@@ -47,17 +49,52 @@ MAX_DEPTH = 200
 recursion limit, whatever the caller's stack holds)."""
 
 
-class _Depth:
-    """How deep the conversion running now is (conversion is synchronous and
-    runs in one thread: one counter will do)."""
+_UNBUDGETED = 1 << 62
 
-    __slots__ = ("level",)
+
+class _Depth:
+    """How deep the conversion running now is, and how many bytes of memory
+    it may still take (conversion is synchronous and runs in one thread: one
+    counter each will do)."""
+
+    __slots__ = ("left", "level", "total")
 
     def __init__(self) -> None:
         self.level = 0
+        self.left = self.total = _UNBUDGETED
 
 
 _depth = _Depth()
+
+
+def convert_within(convert: Converter, value: Any, budget: int) -> tuple[Any, int]:
+    """``convert(value)``, charging the objects it makes (structs, lists,
+    maps, decoded bytes) against ``budget`` bytes before they are made.
+
+    :returns: (the converted value, what is left of ``budget``).
+    :raises ConversionError: the value does not fit, or converting it would
+        take more than ``budget`` (``value expands to far more than its
+        message``).
+    """
+    state = _depth
+    outer = state.left, state.total
+    state.left = state.total = budget
+    try:
+        result = convert(value)
+        return result, state.left
+    finally:
+        state.left, state.total = outer
+
+
+class _OverBudget(ConversionError):
+    """Past the memory budget: no other reading of the value is tried."""
+
+
+def _charge(cost: int) -> None:
+    state = _depth
+    state.left -= cost
+    if state.left < 0:
+        raise _OverBudget("", over_budget(state.total))
 
 
 class _TooDeep(ConversionError):
@@ -311,6 +348,7 @@ def _to_bytes(value: Any) -> bytes:
     if value is None:
         return b""
     if isinstance(value, str):  # JSON carries []byte as base64, as Go does
+        _charge(len(value))
         try:
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as error:
@@ -329,7 +367,7 @@ def _union_converter(options: tuple[Any, ...]) -> Converter:
         for converter in converters:
             try:
                 return converter(value)
-            except _TooDeep:
+            except (_TooDeep, _OverBudget):
                 raise
             except ConversionError:
                 continue
@@ -347,9 +385,14 @@ def _list_converter(item: Converter, kind: type) -> Converter:
         depth = _depth
         if depth.level >= MAX_DEPTH:
             raise _too_deep()
+        left = depth.left = depth.left - LIST_COST - SLOT_COST * len(value)
+        if left < 0:
+            _charge(0)
         depth.level += 1
         try:
             return kind([item(element) for element in value])
+        except _OverBudget:
+            raise
         except ConversionError:
             for index, element in enumerate(value):
                 try:
@@ -396,6 +439,9 @@ def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter
         depth = _depth
         if depth.level >= MAX_DEPTH:
             raise _too_deep()
+        left = depth.left = depth.left - MAP_COST - MAP_ENTRY_COST * len(value)
+        if left < 0:
+            _charge(0)
         depth.level += 1
         try:
             return convert_items(value)
@@ -426,6 +472,10 @@ def _dict_converter(key: Converter, item: Converter, key_type: Any) -> Converter
 @functools.cache
 def _struct_converter(cls: type) -> Converter:
     fields = struct_fields(cls)
+    # What one instance takes: its attributes in a vector, or past CPython's
+    # shared-key limit (30) a dict of its own; the kwargs dict it is built from.
+    per_field = SLOT_COST if len(fields) <= 30 else MAP_ENTRY_COST
+    cost = OBJECT_COST + MAP_COST + (per_field + MAP_ENTRY_COST) * len(fields)
     # Resolved lazily: a struct may refer to itself (a tree node).
     plan: list[tuple[str, str, str, Converter, bool, Any]] = []
 
@@ -456,6 +506,9 @@ def _struct_converter(cls: type) -> Converter:
         depth = _depth
         if depth.level >= MAX_DEPTH:
             raise _too_deep()
+        left = depth.left = depth.left - cost
+        if left < 0:
+            _charge(0)
         depth.level += 1
         try:
             return convert_fields(value)

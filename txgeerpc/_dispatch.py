@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._convert import ConversionError
+from ._convert import ConversionError, convert_within
 from ._service import Method, Service
 from ._wire import EMPTY_STRUCT, Header, go_duration
 from .errors import (
@@ -73,6 +73,9 @@ class Dispatcher:
     :param clock: times handle timeouts and latencies.
     :param handle_timeout_ns: per-request limit in nanoseconds, 0 = none.
     :param on_done: called after each request completes (for backpressure).
+    :param budget_left: what the conversion of the body last decoded may take
+        of its memory budget (the codec decoder's ``budget_left``); without
+        it, conversion is not charged.
     """
 
     _log = Logger()
@@ -85,8 +88,10 @@ class Dispatcher:
         handle_timeout_ns: int,
         on_done: Callable[[], None],
         peer: str = "",
+        budget_left: Callable[[], int] | None = None,
     ) -> None:
         self._services = services
+        self._budget_left = budget_left
         self._sender = sender
         self._clock = clock
         self._timeout_ns = handle_timeout_ns
@@ -112,7 +117,12 @@ class Dispatcher:
         """
         try:
             method = locate(self._services, header.service_method)
-            argument = method.convert_argument(decode_body(body))
+            value = decode_body(body)
+            budget_left = self._budget_left
+            if budget_left is None:
+                argument = method.convert_argument(value)
+            else:
+                argument = convert_within(method.convert_argument, value, budget_left())[0]
         except (ServiceError, CodecError) as error:
             self._reply_error(header, str(error))
             return

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ._jsonvalue import JSONError, loads, scan_once
+from ._budget import EXPANSION, EXPANSION_FLOOR
+from ._jsonvalue import UPPER_COST, JSONError, budget_left, loads_within, scan_once
 from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
@@ -25,8 +26,32 @@ _CLOSE = frozenset(b"}]")
 _COMPACT_AT = 1 << 16
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
+_FAST_WINDOW = EXPANSION_FLOOR // (UPPER_COST - EXPANSION)
+"""Pending text up to this long is parsed at once by json's scanner (whatever
+it holds is within its memory budget); longer text is scanned for the end of
+its first value, whose cost is checked before it is parsed."""
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
+
+# Brackets only: "{[" -> "(", "}]" -> ")", every other byte deleted.
+_BRACKETS = bytes.maketrans(b"{[}]", b"(())")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"{[}]"))
+_SKIM_AT = 256  # a run of bytes without strings this long is skimmed in C
+_SKIM_PASSES = 8
+
+
+def _dip(run: bytes) -> tuple[int, int] | None:
+    """(how far the nesting dips below where ``run`` starts, where it ends
+    relative to that) for a run of JSON without strings, in C-speed passes;
+    ``None`` if it is nested too deeply to tell in a few passes."""
+    brackets = run.translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(_SKIM_PASSES):
+        reduced = brackets.replace(b"()", b"")
+        if len(reduced) == len(brackets):
+            closes = reduced.count(b")")  # ")))(((": the matched pairs are gone
+            return closes, len(reduced) - 2 * closes
+        brackets = reduced
+    return None
 
 
 class JSONValueSplitter:
@@ -42,6 +67,7 @@ class JSONValueSplitter:
         "_depth",
         "_in_string",
         "_kind",
+        "_left",
         "_max",
         "_pos",
         "_scan",
@@ -62,6 +88,7 @@ class JSONValueSplitter:
         # ASCII text of _buf[_text_base:] for next_parsed; "" after a non-ASCII chunk.
         self._text: str | None = None
         self._text_base = 0
+        self._left = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received from the peer."""
@@ -92,6 +119,7 @@ class JSONValueSplitter:
                     self._pos = self._text_base + start
                     self._compact(force=True)
                     return None
+            if text and len(text) - start <= _FAST_WINDOW:
                 try:
                     value, end = scan_once(text, start)
                 except (StopIteration, ValueError, RecursionError):
@@ -106,14 +134,32 @@ class JSONValueSplitter:
                         if end - start > self._max:
                             raise MessageTooLarge(end - start, self._max)
                         self._pos = self._text_base + end
+                        size = end - start
+                        # Small values: what is left is worked out when asked.
+                        if size <= 1024:
+                            self._left = -size
+                        else:  # ASCII text: its offsets are the bytes'
+                            data = bytes(self._buf[self._pos - size : self._pos])
+                            self._left = budget_left(data, text[start:end])
                         return (value,)
         raw = self.next_value()
         if raw is None:
             return None
         try:
-            return (loads(raw),)
+            value, self._left = loads_within(raw, budget=True)
         except JSONError as error:
             return InvalidJSON(str(error))
+        return (value,)
+
+    def budget_left(self) -> int:
+        """What the conversion of the value last returned by
+        :meth:`next_parsed` may take of its memory budget (see
+        :func:`txgeerpc._budget.memory_budget`): the budget less what the
+        value itself took."""
+        left = self._left
+        if left < 0:  # -size of a small value: at most UPPER_COST per byte
+            return EXPANSION_FLOOR + (UPPER_COST - EXPANSION) * left
+        return left
 
     def buffered(self) -> bytes:
         """Every byte fed but not yet returned as a value."""
@@ -200,8 +246,37 @@ class JSONValueSplitter:
         in_string = self._in_string
         structural = _STRUCTURAL.search
         string_special = _STRING_SPECIAL.search
+        skim_to = pos  # the run before skim_to was looked at: no skimming it again
         try:
             while True:
+                if not in_string and pos >= skim_to:
+                    skim_to = pos + _SKIM_AT
+                    if buf.find(b'"', pos, skim_to) < 0 and skim_to < end_of_data:
+                        quote = buf.find(b'"', skim_to, end_of_data)
+                        run_end = end_of_data if quote < 0 else quote
+                        # A long run without strings: when its nesting cannot
+                        # get back to zero in it, take it whole (the attack's
+                        # 1 MB of "{}," costs C-speed passes, not a loop).
+                        dip = _dip(bytes(buf[pos:run_end]))
+                        if dip is not None and dip[0] < depth:
+                            depth += dip[1]
+                            if quote < 0:
+                                pos = end_of_data
+                                return -1
+                            pos = quote + 1
+                            in_string = True
+                            continue
+                        # Its end is in this run: halve it down to a short
+                        # piece, which the loop below scans.
+                        while run_end - pos >= 2 * _SKIM_AT:
+                            half = (pos + run_end) // 2
+                            dip = _dip(bytes(buf[pos:half]))
+                            if dip is not None and dip[0] < depth:
+                                depth += dip[1]
+                                pos = half
+                            else:
+                                run_end = half
+                        skim_to = run_end
                 if in_string:
                     match = string_special(buf, pos)
                     if match is None:

@@ -12,15 +12,63 @@ import base64
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
+from ._budget import LIST_COST, MAP_COST, MAP_ENTRY_COST, SLOT_COST, memory_budget, over_budget
 from ._convert import is_struct, struct_fields
 
 
 class JSONError(ValueError):
     """Text that is not strict JSON, or a value that cannot be written as JSON."""
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# Number characters -> "0", anything else -> " ": a number that may be a new
+# object (one digit alone is a shared small int) starts with " 00".
+_NUMBER_BYTES = bytes(0x30 if byte in b"0123456789-+.eE" else 0x20 for byte in range(256))
+_STR_COST = sys.getsizeof("")
+_WIDE_STR_COST = sys.getsizeof("\U0001f600") - 4  # the header of a non-ASCII str
+_NUMBER_COST = sys.getsizeof(2**62)
+_NONEMPTY_MAP_COST = sys.getsizeof({"": 0}) - MAP_COST
+UPPER_COST = 40
+"""No JSON text parses to more than this many bytes of Python objects per
+character (a list of ``{}``: 24; nesting, bounded by the recursion limit, up
+to 37): a value of at most ``EXPANSION_FLOOR / (UPPER_COST - EXPANSION)``
+characters (32 KiB) is always within its budget."""
+
+
+def parse_cost(data: bytes, text: str) -> int:
+    """An upper bound of the bytes of Python objects ``loads`` makes of one
+    JSON value, ``data`` (``text`` decoded), from its structure, without
+    parsing it."""
+    bare, strings = _STRING.subn(b'""', data)
+    digits = bare.translate(_NUMBER_BYTES)
+    numbers = digits.count(b" 00") + digits.startswith(b"00")
+    count = bare.count
+    return (
+        2 * sys.getsizeof(text)  # the text, and at most as much in its strings
+        + (MAP_COST + _NONEMPTY_MAP_COST) * count(b"{")
+        - _NONEMPTY_MAP_COST * count(b"{}")
+        + MAP_ENTRY_COST * count(b":")
+        + (LIST_COST + SLOT_COST) * count(b"[")
+        - SLOT_COST * count(b"[]")
+        + SLOT_COST * count(b",")
+        + (_STR_COST if len(text) == len(data) else _WIDE_STR_COST) * strings
+        + _NUMBER_COST * numbers
+    )
+
+
+def budget_left(data: bytes, text: str) -> int:
+    """What the conversion of the value ``data`` (``text`` decoded) parses
+    to may still take of its memory budget (negative: the value itself is
+    over it)."""
+    size = len(data)
+    if size <= 1024:
+        return memory_budget(size) - UPPER_COST * size
+    return memory_budget(size) - parse_cost(data, text)
 
 
 def _reject_constant(name: str) -> Any:
@@ -47,8 +95,25 @@ def loads(data: bytes) -> Any:
     :raises JSONError: invalid or trailing text, non-finite
         numbers, nesting too deep.
     """
+    return loads_within(data)[0]
+
+
+def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
+    """Parse exactly one JSON value that fills ``data``; with ``budget``,
+    only if its objects fit the memory budget of a message of its size
+    (:func:`txgeerpc._budget.memory_budget`), checked before parsing.
+
+    :returns: (the value, what is left of the budget for its conversion).
+    :raises JSONError: invalid or trailing text, non-finite
+        numbers, nesting too deep, over the budget.
+    """
+    left = 0
     try:
         text = data.decode("utf-8", "replace")  # Go decodes invalid UTF-8 as U+FFFD
+        if budget:
+            left = budget_left(data, text)
+            if left < 0:
+                raise JSONError(over_budget(memory_budget(len(data))))
         value, end = scan_once(text, 0)
     except StopIteration as stop:
         raise JSONError(f"invalid character at offset {stop.value}") from None
@@ -58,7 +123,7 @@ def loads(data: bytes) -> Any:
         raise JSONError(str(error)) from None
     if end != len(text):
         raise JSONError(f"invalid character after top-level value at offset {end}")
-    return value
+    return value, left
 
 
 def _to_json(value: Any) -> Any:

@@ -308,6 +308,7 @@ class ServerProtocol(Protocol):
             self._settings.handle_timeout_ns(option),
             self._request_done,
             self.peer,
+            getattr(self._decoder, "budget_left", None),
         )
         self._state = _SERVING
         self._go_away = option.go_away

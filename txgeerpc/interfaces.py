@@ -73,6 +73,12 @@ class IMessageDecoder(Interface):
 
         :raises txgeerpc.errors.CodecError: the body is malformed.  The stream
             itself stays usable.
+
+        A decoder may also offer ``budget_left() -> int``: what the
+        conversion of the body last decoded may still take of its memory
+        budget (:func:`txgeerpc._budget.memory_budget` of its size, less
+        what decoding took).  Both sides then charge conversion against it;
+        without it, conversion is not charged.
         """
 
 

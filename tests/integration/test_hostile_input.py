@@ -176,3 +176,84 @@ def test_giant_length_prefix_is_closed_at_once_without_memory(
         finally:
             client.close()
     assert (status_kib(process.pid, "VmRSS") - rss_before) * 1024 < 2 << 20
+
+
+def json_attack(port: int, process: subprocess.Popen[bytes], method: str, body: bytes) -> int:
+    """Send four requests of ``body`` to ``method`` over JSON while a probe
+    calls ``Foo.Sum``: check that each is refused, the connection goes on and
+    other clients are answered within 100 ms; return the figures."""
+    probe = Probe(port)
+    attacker = RawClient(port, codec=JSON)
+    try:
+        for n in range(50):  # warm up before measuring
+            attacker.call("Foo.Sum", {"Num1": n, "Num2": 0})
+        rss_before = status_kib(process.pid, "VmRSS")
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        probe.start()
+        for _ in range(4):
+            attacker.seq += 1
+            header = b'{"ServiceMethod":"%s","Seq":%d,"Error":""}\n' % (
+                method.encode(),
+                attacker.seq,
+            )
+            attacker.send(header + body + b"\n")
+            reply, _ = attacker.reply()
+            assert "value expands to far more than its message" in reply.error, reply
+        header_, value, _ = attacker.call("Foo.Sum", {"Num1": 2, "Num2": 3})
+        assert (header_.error, value) == ("", 5)
+        peak_growth = (status_kib(process.pid, "VmHWM") - rss_before) * 1024
+    finally:
+        probe.done.set()
+        probe.join(timeout=30)
+        attacker.close()
+    assert probe.errors == []
+    assert len(probe.latencies) >= 3  # the probe ran while the attack did
+    figures = (
+        f"body {len(body)} bytes; peak RSS growth {peak_growth} bytes "
+        f"({peak_growth / len(body):.2f}x); probe: {len(probe.latencies)} calls, "
+        f"max {max(probe.latencies) * 1000:.1f} ms"
+    )
+    print("\n" + figures)
+    assert max(probe.latencies) < 0.1, figures
+    return peak_growth
+
+
+def test_json_expansion_is_refused_within_budget_and_others_are_served(
+    server: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    # 1 MB of {} parsed to ~24 MB of dicts before the budget (24x the message).
+    port, process = server
+    body = b"[" + b",".join([b"{}"] * 333_000) + b"]"
+    peak_growth = json_attack(port, process, "Foo.Sum", body)
+    assert peak_growth <= 10 * len(body)
+
+
+@pytest.fixture
+def wide_server(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    process = start(
+        tmp_path,
+        "geerpc",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--service",
+        "txgeerpc.examples:Foo",
+        "--service",
+        "tests.integration._wide_service:Wides",
+    )
+    try:
+        port = int(wait_for(process, rb"serving .* on tcp@127\.0\.0\.1:(\d+)"))
+        yield port, process
+    finally:
+        stop(process)
+
+
+def test_conversion_expansion_is_refused_within_budget_and_others_are_served(
+    wide_server: tuple[int, subprocess.Popen[bytes]],
+) -> None:
+    # 60 KB: 20,000 {} converted to a struct of 1,000 fields each: 2*10^7
+    # zero slots (~520 MB) before conversion was charged.
+    port, process = wide_server
+    body = b"[" + b",".join([b"{}"] * 20_000) + b"]"
+    peak_growth = json_attack(port, process, "Wides.Count", body)
+    # Within its budget (8x + 1 MiB), with room for the allocator.
+    assert peak_growth <= 10 * len(body) + (2 << 20)

@@ -56,6 +56,8 @@ class GobMessageDecoder:
         self.next_message = decoder.next_message
         self.buffered = decoder.buffered
         self.decode_body = decoder.decode
+        # What the conversion of the body last decoded may take of its budget.
+        self.budget_left = decoder.budget_left
         self._fast_headers: dict[int, bool] = {}
 
     def decode_header(self, message: object) -> Header:

@@ -31,6 +31,7 @@ class JSONDecoder:
     feed: Callable[[bytes], None]
     next_message: Callable[[], tuple[Any] | InvalidJSON | None]
     buffered: Callable[[], int]
+    budget_left: Callable[[], int]
 
     def __init__(self, max_message_size: int) -> None:
         splitter = JSONValueSplitter(max_message_size)
@@ -40,6 +41,8 @@ class JSONDecoder:
         self.feed = splitter.feed
         self.next_message = splitter.next_parsed
         self.buffered = splitter.buffered_size
+        # What the conversion of the body last parsed may take of its budget.
+        self.budget_left = splitter.budget_left
 
     def decode_header(self, message: object) -> Header:
         value = _load(message)

@@ -22,7 +22,17 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from .._convert import ConversionError, converter_for
+from .._budget import (
+    EXPANSION,
+    LIST_COST,
+    MAP_COST,
+    MAP_ENTRY_COST,
+    SLOT_COST,
+    memory_budget,
+    over_budget,
+)
+from .._convert import MAX_DEPTH as _MAX_DEPTH
+from .._convert import ConversionError, convert_within, converter_for
 from ..errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from ._numbers import Buffer, Truncated, read_float, read_int, read_uint
 from ._scan import NeedMore, ValueScan
@@ -43,20 +53,20 @@ DecodeFn = Callable[[bytes, int], tuple[Any, int]]
 
 DEFAULT_MAX_TYPES = 10_000
 
-EXPANSION = 8
-"""Bytes of Python objects a value may take per byte of its message (plus
-:data:`EXPANSION_FLOOR`, and never more than :data:`EXPANSION_CAP`)."""
-EXPANSION_FLOOR = 1 << 20
 SKIP_FACTOR = 16
 """A value message over the limit but within this many times it is skipped
 (see :meth:`Decoder.next_message`); a larger one ends the stream."""
-EXPANSION_CAP = 256 << 20
+MAX_DEPTH = _MAX_DEPTH
+"""Lists, maps, structs and interfaces nested deeper than this are refused
+(a :class:`~txgeerpc.errors.CodecError`): the same limit as conversion to
+declared types, well within Python's recursion limit.  Go has none (its gob
+only bounds the nesting of fields it skips, at 10,000)."""
 
 # What one decoded object takes (CPython, 64 bits), charged before it is made.
-_LIST_COST = sys.getsizeof([])
-_SLOT_COST = 8  # one pointer in a list
-_MAP_ENTRY_COST = 40  # a dict's entry and index, amortised over its growth
-_MAP_COST = sys.getsizeof({})
+_LIST_COST = LIST_COST
+_SLOT_COST = SLOT_COST
+_MAP_ENTRY_COST = MAP_ENTRY_COST
+_MAP_COST = MAP_COST
 # Scalars decoded from one byte are shared objects (_numbers); from more, new
 # ones of at most this size, plus their content.
 _SCALAR_COSTS = {
@@ -597,13 +607,15 @@ class Decoder:
         (a scalar, whose size its bytes bound, just after); past the budget the
         value is refused (a :class:`~txgeerpc.errors.CodecError`) instead of
         being built."""
-        return min(self._expansion * message_size + EXPANSION_FLOOR, EXPANSION_CAP)
+        return memory_budget(message_size, self._expansion)
+
+    def budget_left(self) -> int:
+        """Bytes of the budget of the value last decoded that it did not
+        take: what its conversion to the declared type may still take."""
+        return max(self._budget, 0)
 
     def _over_budget(self) -> CodecError:
-        return CodecError(
-            f"gob: value expands to far more than its message "
-            f"(over {self._budget_total} bytes of memory)"
-        )
+        return CodecError(f"gob: {over_budget(self._budget_total)}")
 
     def _charged(self, function: DecodeFn, cost: int) -> DecodeFn:
         """``function``, charging ``cost`` plus the bytes read for each value
@@ -625,6 +637,7 @@ class Decoder:
         # small message can make us build (a struct type with thousands of
         # fields, sent as a slice of empty values) by what it really takes.
         self._budget = self._budget_total = self.memory_budget(len(data))
+        self._depth = 0
         try:
             top = self._top.get(type_id)
             if top is None:
@@ -724,6 +737,9 @@ class Decoder:
             budget = self._budget = self._budget - cost
             if budget < 0:
                 raise self._over_budget()
+            depth = self._depth = self._depth + 1
+            if depth > MAX_DEPTH:
+                raise _too_deep()
             result = template.copy()
             field = -1
             while True:
@@ -742,6 +758,7 @@ class Decoder:
                 for name, factory in fresh:
                     if result[name] is None:
                         result[name] = factory()
+            self._depth = depth - 1
             return result, pos
 
         return decode
@@ -777,10 +794,14 @@ class Decoder:
                             raise self._over_budget()
                 self._budget = budget
                 return result, pos
+            depth = self._depth = self._depth + 1
+            if depth > MAX_DEPTH:
+                raise _too_deep()
             decode_elem = elem[0]
             for _ in range(count):
                 item, pos = decode_elem(data, pos)
                 append(item)
+            self._depth = depth - 1
             return result, pos
 
         return decode
@@ -798,11 +819,15 @@ class Decoder:
             budget = self._budget = self._budget - _MAP_COST - _MAP_ENTRY_COST * count
             if budget < 0:
                 raise self._over_budget()
+            depth = self._depth = self._depth + 1
+            if depth > MAX_DEPTH:
+                raise _too_deep()
             result = {}
             for _ in range(count):
                 key, pos = decode_key(data, pos)
                 value, pos = decode_elem(data, pos)
                 result[_hashable(key)] = value
+            self._depth = depth - 1
             return result, pos
 
         return decode
@@ -837,11 +862,15 @@ class Decoder:
             if data[pos] != 0:
                 raise CodecError("gob: corrupted data: non-zero delta for singleton")
             pos += 1
+        depth = self._depth = self._depth + 1
+        if depth > MAX_DEPTH:
+            raise _too_deep()
         value, pos = function(data, pos)
+        self._depth = depth - 1
         cls = class_for_name(name)
         if cls is not None:
             try:
-                value = converter_for(cls)(value)
+                value, self._budget = convert_within(converter_for(cls), value, self._budget)
             except (ConversionError, TypeError, ValueError) as error:
                 raise CodecError(f"gob: interface value {name}: {error}") from None
         return value, pos
@@ -858,7 +887,12 @@ class Decoder:
 
     _boundaries: frozenset[int] = frozenset()
     _budget = 0
+    _depth = 0
     _budget_total = 0
+
+
+def _too_deep() -> CodecError:
+    return CodecError(f"gob: value nested more than {MAX_DEPTH} levels deep")
 
 
 def _hashable(key: Any) -> Any:
