@@ -53,9 +53,11 @@ def parse_cost(data: bytes, text: str) -> int:
         + (MAP_COST + _NONEMPTY_MAP_COST) * count(b"{")
         - _NONEMPTY_MAP_COST * count(b"{}")
         + MAP_ENTRY_COST * count(b":")
-        + (LIST_COST + SLOT_COST) * count(b"[")
-        - SLOT_COST * count(b"[]")
-        + SLOT_COST * count(b",")
+        # A list grows by appends: CPython over-allocates an eighth plus up
+        # to 9 slots (its +6, rounded up to a multiple of 4).
+        + (LIST_COST + 10 * SLOT_COST) * count(b"[")
+        - 10 * SLOT_COST * count(b"[]")  # an empty list has no slots
+        + (9 * SLOT_COST * count(b",")) // 8
         + (_STR_COST if len(text) == len(data) else _WIDE_STR_COST) * strings
         + _NUMBER_COST * numbers
     )
