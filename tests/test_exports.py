@@ -59,6 +59,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.blocking",
                 "txgeerpc.client",
                 "txgeerpc.codec",
+                "txgeerpc.context",
                 "txgeerpc.debug",
                 "txgeerpc.discovery",
                 "txgeerpc.endpoints",
