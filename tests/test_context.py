@@ -466,3 +466,45 @@ class InterceptorTests(Base):
         self.assertEqual(trailers["seen"], "5")
         d = client.call("Rec.Look", -1)
         self.assertIsInstance(self.failureResultOf(d).value, RemoteErrorForTest)
+
+
+class XClientTests(SynchronousTestCase):
+    """The XClient's abandoned calls are cancelled on their servers."""
+
+    def setUp(self) -> None:
+        from txgeerpc.discovery import StaticDiscovery
+        from txgeerpc.xclient import XClient
+
+        self.clock = checked_clock(self)
+        self.network = MemoryNetwork(self.clock)
+        self.servers = []
+        addresses = []
+        for _ in range(2):
+            server = Server(self.clock)
+            register_examples(server)
+            self.servers.append(server)
+            addresses.append(f"tcp@{self.network.listen(server.port_factory()).address}")
+        self.addCleanup(self.network.close)
+        self.xclient = XClient(
+            StaticDiscovery(addresses),
+            lambda address: connect(self.network.reactor, address),
+            self.clock,
+        )
+
+    def test_the_losers_of_a_failed_broadcast_are_cancelled_on_their_servers(self) -> None:
+        foo = self.servers[1].services["Foo"].instance
+        # Server 0 fails Foo.Sleep at once; server 1 would sleep for a minute.
+        self.servers[0].services["Foo"].methods["Sleep"].function = _fail_sleep
+        d = self.xclient.broadcast("Foo.Sleep", Args(60, 0))
+        self.network.flush()
+        self.failureResultOf(d, RemoteError)
+        self.network.flush()
+        stats = self.servers[1].services["Foo"].methods["Sleep"].stats
+        self.assertEqual((stats.in_flight, stats.cancelled, foo.sleeps_cancelled), (0, 1, 1))
+        closed = self.xclient.close()
+        self.network.flush()
+        self.successResultOf(closed)
+
+
+def _fail_sleep(args: Args) -> int:
+    raise ValueError("no sleep here")
