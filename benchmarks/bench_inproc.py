@@ -29,11 +29,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
 
 
-def load(root: Path) -> Callable[[str, int], Callable[[], None]]:
+def _pass_through(context: Any, argument: Any, proceed: Any) -> Any:
+    return proceed(argument)
+
+
+def load(
+    root: Path, extras: frozenset[str] = frozenset()
+) -> Callable[[str, int], Callable[[], None]]:
     """A maker of batch runners on the txgeerpc found in ``root``."""
     for name in [m for m in sys.modules if m == "txgeerpc" or m.startswith("txgeerpc.")]:
         del sys.modules[name]
@@ -51,13 +58,18 @@ def load(root: Path) -> Callable[[str, int], Callable[[], None]]:
 
     def make(codec_name: str, batch: int) -> Callable[[], None]:
         clock = Clock()
-        server = server_module.Server(clock)
+        settings: dict[str, Any] = {}
+        if "interceptor" in extras:  # one pass-through interceptor
+            settings["interceptors"] = [_pass_through]
+        server = server_module.Server(clock, **settings)
         examples.register_examples(server)
         server_side = server.factory().buildProtocol(None)
         to_client = StringTransport()
         server_side.makeConnection(to_client)
         codec = codecs.default_registry.get(codec_name)
         option = wire.Option(codec_type=codec.name)
+        if "extension" in extras:  # the client names the txgeerpc extension
+            option = wire.Option(codec_type=codec.name, extension=1)
         client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22)
         to_server = StringTransport()
         client_side.makeConnection(to_server)
@@ -96,14 +108,23 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="a git revision, or a tree's path")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=800, help="calls per round and tree")
+    parser.add_argument(
+        "--this",
+        action="append",
+        default=[],
+        choices=["extension", "interceptor"],
+        help="in this tree only: the client names the txgeerpc extension (as txgeerpc "
+        "clients do since issue 14), or the server has one pass-through interceptor",
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(options.base)
         if not (base / "txgeerpc").is_dir():
             base = checkout(options.base, Path(scratch))
-        trees = {"base": load(base), "this": load(HERE)}
+        trees = {"base": load(base), "this": load(HERE, frozenset(options.this))}
         rounds = f"{options.rounds} rounds x {options.calls} calls"
-        print(f"base: {options.base}; this: {HERE}; {rounds}")
+        extras = f" with {', '.join(options.this)}" if options.this else ""
+        print(f"base: {options.base}; this: {HERE}{extras}; {rounds}")
         print("codec batch   base mean  base best   this mean  this best  this/base")
         for codec in ("gob", "json"):
             for batch in (1, 16):

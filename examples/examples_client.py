@@ -16,6 +16,9 @@ from txgeerpc.gob import Uint
 __all__ = [
     "Args",
     "ArithClient",
+    "Chain",
+    "ContextInfo",
+    "CtxClient",
     "ExamplesClient",
     "FooClient",
     "Point",
@@ -30,6 +33,25 @@ class Args:
 
     Num1: int = 0
     Num2: int = 0
+
+
+@dataclass
+class Chain:
+    """Go struct ``Chain``."""
+
+    Hops: list[str] = field(default_factory=list)
+    Spend: float = 0.0
+
+
+@dataclass
+class ContextInfo:
+    """Go struct ``ContextInfo``."""
+
+    Metadata: dict[str, str] = field(default_factory=dict)
+    Budget: float = 0.0
+    HasBudget: bool = False
+    Next: ContextInfo | None = None
+    Error: str = ""
 
 
 @dataclass
@@ -107,6 +129,33 @@ class ArithClient:
         )
 
 
+class CtxClient:
+    """The ``Ctx`` service."""
+
+    def __init__(self, client: Client, timeout: float | None = None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def Cancelled(self, *, timeout: float | None = None) -> Deferred[int]:
+        """``Cancelled() -> int``"""
+        return self._client.call(
+            "Ctx.Cancelled",
+            None,
+            timeout=self._timeout if timeout is None else timeout,
+            result_type=int,
+        )
+
+    def Info(self, argument: Chain, *, timeout: float | None = None) -> Deferred[ContextInfo]:
+        """``Info(Chain) -> ContextInfo``"""
+        return self._client.call(
+            "Ctx.Info",
+            argument,
+            argument_type=Chain,
+            timeout=self._timeout if timeout is None else timeout,
+            result_type=ContextInfo,
+        )
+
+
 class FooClient:
     """The ``Foo`` service."""
 
@@ -171,6 +220,7 @@ class ExamplesClient:
     def __init__(self, client: Client, timeout: float | None = None) -> None:
         self.client = client
         self.Arith = ArithClient(client, timeout)
+        self.Ctx = CtxClient(client, timeout)
         self.Foo = FooClient(client, timeout)
         self.Records = RecordsClient(client, timeout)
 

@@ -244,8 +244,10 @@ class DebugPageTests(SynchronousTestCase):
         never = page.services["Arith"]["Multiply"]
         self.assertEqual((never["calls"], never["p50"], never["p99"]), ("0", "—", "—"))
         # The introspection service is not the user's: it is not listed.
-        self.assertEqual(list(page.services), ["Arith", "Foo", "Records"])
-        self.assertEqual(page.headings, ["Service Arith", "Service Foo", "Service Records"])
+        self.assertEqual(list(page.services), ["Arith", "Ctx", "Foo", "Records"])
+        self.assertEqual(
+            page.headings, ["Service Arith", "Service Ctx", "Service Foo", "Service Records"]
+        )
 
     def test_in_flight_and_latency_from_the_clock(self) -> None:
         pair = self.connect()
@@ -285,6 +287,8 @@ class DebugPageTests(SynchronousTestCase):
                 "p50_ms": 0.0,
                 "p99_ms": 5000.0,
                 "total_seconds": 5.0,
+                "cancelled": 0,
+                "expired": 0,
             },
         )
 
@@ -300,7 +304,7 @@ class DebugPageTests(SynchronousTestCase):
         self.assertNotIn(b"Evil<", response.body)
         page = response.page()
         self.assertEqual(page.services["Evil<b>&"]["Go"]["calls"], "1")
-        self.assertEqual(list(page.services), ["Arith", "Evil<b>&", "Foo", "Records"])
+        self.assertEqual(list(page.services), ["Arith", "Ctx", "Evil<b>&", "Foo", "Records"])
         # The JSON is ASCII and carries the name exactly.
         raw = fetch(self.site, b"/debug/geerpc?format=json").body
         self.assertEqual(raw, raw.decode("ascii").encode("ascii"))
@@ -325,6 +329,7 @@ class DebugPageTests(SynchronousTestCase):
             ],
             [
                 ("Arith", ["Divide", "Echo", "Fail", "Multiply"]),
+                ("Ctx", ["Cancelled", "Info"]),
                 ("Foo", ["Sleep", "Sum"]),
                 ("Records", ["Echo", "Keys"]),
             ],
@@ -341,6 +346,8 @@ class DebugPageTests(SynchronousTestCase):
                 "p50_ms": 0.0,
                 "p99_ms": 0.0,
                 "total_seconds": 0.0,
+                "cancelled": 0,
+                "expired": 0,
             },
         )
         echo = data["services"][0]["methods"][1]

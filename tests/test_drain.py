@@ -298,7 +298,7 @@ class XClientGoesElsewhereTests(SynchronousTestCase):
 
 
 class OptionTests(SynchronousTestCase):
-    def test_the_client_says_it_understands_go_away(self) -> None:
+    def test_the_client_names_the_extension_which_covers_go_away(self) -> None:
         clock = checked_clock(self)
         network = MemoryNetwork(clock)
         received: list[bytes] = []
@@ -314,7 +314,7 @@ class OptionTests(SynchronousTestCase):
         self.assertTrue(
             sent.startswith(
                 b'{"MagicNumber":3927900,"CodecType":"application/gob",'
-                b'"ConnectTimeout":10000000000,"HandleTimeout":0,"TxgeerpcGoAway":true   '
+                b'"ConnectTimeout":10000000000,"HandleTimeout":0,"Txgeerpc":1   '
             )
         )
         network.close()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.trial.unittest import SynchronousTestCase
 
 import txgeerpc
@@ -59,6 +61,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.blocking",
                 "txgeerpc.client",
                 "txgeerpc.codec",
+                "txgeerpc.context",
                 "txgeerpc.debug",
                 "txgeerpc.discovery",
                 "txgeerpc.endpoints",
@@ -97,3 +100,12 @@ class EveryPublicModuleTests(SynchronousTestCase):
                     value, "__module__", None
                 ) == name:
                     self.fail(f"{name}.{attribute} is public but not in __all__")
+
+    def test_each_has_a_page_in_the_api_reference(self) -> None:
+        docs = Path(__file__).resolve().parents[1] / "docs"
+        navigation = (docs.parent / "mkdocs.yml").read_text(encoding="utf-8")
+        for name in public_modules():
+            page = docs / "api" / f"{name}.md"
+            self.assertTrue(page.is_file(), f"{name} has no page in docs/api/")
+            self.assertIn(f"::: {name}\n", page.read_text(encoding="utf-8"))
+            self.assertIn(f"api/{name}.md", navigation, f"{name} is not in mkdocs.yml's nav")

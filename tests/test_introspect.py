@@ -43,9 +43,9 @@ class DescribeTests(SynchronousTestCase):
         return json.loads(self.successResultOf(d))
 
     def test_describes_every_method_and_is_not_a_listed_service(self) -> None:
-        self.assertEqual(sorted(self.server.services), ["Arith", "Foo", "Records"])
+        self.assertEqual(sorted(self.server.services), ["Arith", "Ctx", "Foo", "Records"])
         description = self.describe(self.server)
-        self.assertEqual(sorted(description["Services"]), ["Arith", "Foo", "Records"])
+        self.assertEqual(sorted(description["Services"]), ["Arith", "Ctx", "Foo", "Records"])
         self.assertEqual(
             description["Services"]["Foo"]["Sum"],
             {

@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc.codec": 0,
     "txgeerpc.selection": 0,
     "txgeerpc.discovery": 0,  # StaticDiscovery and the ServerList the others build on
+    "txgeerpc.context": 0,  # CallContext, metadata rules, the interceptor signature
     # L1: transport-free machinery of both sides.
     "txgeerpc._messages": 1,
     "txgeerpc._service": 1,

@@ -347,6 +347,8 @@ HEADERS = st.builds(
     st.text(max_size=12),
     st.integers(0, 2**64 - 1),
     st.text(max_size=12),
+    st.just(0),
+    st.none(),
 )
 
 

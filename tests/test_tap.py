@@ -112,7 +112,7 @@ class MakeServiceTests(SynchronousTestCase):
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", "--handle-timeout", "3"])
         built = tap.build(options, reactor=reactor)
         server, service = built.server, built.service
-        self.assertEqual(sorted(server.services), ["Arith", "Foo", "Records"])
+        self.assertEqual(sorted(server.services), ["Arith", "Ctx", "Foo", "Records"])
         self.assertEqual(server.settings.max_handle_timeout, 3)
         service.privilegedStartService()
         service.startService()

@@ -46,6 +46,7 @@ from ._wire import (
 )
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
 from .codec import HEADER, default_registry
+from .context import encode_metadata
 from .errors import (
     CallTimeout,
     ConnectFailed,
@@ -54,6 +55,7 @@ from .errors import (
     GeeRPCError,
     InvalidAddress,
     MessageTooLarge,
+    MetadataError,
     NoServers,
     RemoteError,
     ServerGoingAway,
@@ -135,7 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="S",
-        help="seconds to wait for the reply; 0 waits forever (default: 30)",
+        help="seconds to wait for the reply; 0 waits forever (default: 30).  A txgeerpc "
+        "server gets it as the call's budget and cancels the handler when it runs out",
+    )
+    call.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="call metadata (repeatable): lower-case KEY [a-z0-9._-], text VALUE; the "
+        "reply's trailers are printed to stderr",
     )
     call.add_argument(
         "--handle-timeout",
@@ -568,9 +579,18 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
             description, options.service_method, argument, default_registry.get(options.codec).name
         )
         _check_size(options, argument, argument_type)
+        trailers: dict[str, str | bytes] = {}
         reply = await client.call(
-            options.service_method, argument, timeout=timeout, argument_type=argument_type
+            options.service_method,
+            argument,
+            timeout=timeout,
+            argument_type=argument_type,
+            metadata=_metadata(options.meta),
+            trailers=trailers,
         )
+        for key, value in sorted(trailers.items()):
+            shown = value.hex() if isinstance(value, bytes) else value
+            print(f"trailer: {key}={shown}", file=sys.stderr)
     except (JSONMismatch, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -588,6 +608,15 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
 
 class UsageError(GeeRPCError):
     """What was asked cannot be sent as it is (exit status 2)."""
+
+
+def _metadata(pairs: list[str]) -> dict[str, str | bytes]:
+    """``--meta KEY=VALUE`` options as call metadata (checked already)."""
+    metadata: dict[str, str | bytes] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        metadata[key] = value
+    return metadata
 
 
 MISSING: Any = object()
@@ -800,6 +829,13 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"ARG_JSON is not valid JSON: {error}")
         if options.max_message_size <= 0:
             parser.error("--max-message-size must be positive")
+        for pair in options.meta:
+            if "=" not in pair:
+                parser.error(f"--meta {pair!r} is not KEY=VALUE")
+        try:
+            encode_metadata(_metadata(options.meta))
+        except MetadataError as error:
+            parser.error(f"--meta: {error}")
     for name in ("timeout", "connect_timeout", "handle_timeout"):
         value = getattr(options, name, None)
         if value is not None and value < 0:

@@ -10,6 +10,7 @@ said it stops) -> closing (closed by us, or the reply stream broke) -> closed
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -21,12 +22,32 @@ from twisted.python.failure import Failure
 from ._convert import convert_within, converter_for
 from ._messages import MessagePairs
 from ._pending import PendingCalls
-from ._wire import GO_AWAY, SHUTTING_DOWN, Header, Option
+from ._wire import (
+    CANCEL,
+    DEADLINE_EXCEEDED,
+    EMPTY_STRUCT,
+    GO_AWAY,
+    HELLO,
+    SHUTTING_DOWN,
+    Header,
+    Option,
+    seconds_to_ns,
+)
+from .context import (
+    CallContext,
+    Interceptor,
+    Metadata,
+    decode_metadata,
+    encode_metadata,
+    run_interceptors,
+)
 from .errors import (
     CallTimeout,
     CodecError,
     ConnectionShutdown,
+    DeadlineExceeded,
     MessageTooLargeToSend,
+    MetadataError,
     ProtocolError,
     RemoteError,
     ServerGoingAway,
@@ -68,14 +89,26 @@ class ClientProtocol(Protocol):
     transport: Any
 
     def __init__(
-        self, codec: ICodec, option: Option, clock: IReactorTime, max_message_size: int
+        self,
+        codec: ICodec,
+        option: Option,
+        clock: IReactorTime,
+        max_message_size: int,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self._option = option
         self._clock = clock
         self._encoder = codec.new_encoder()
         self._decoder = codec.new_decoder(max_message_size)
         self._max_message_size = max_message_size
-        self._pending = PendingCalls()
+        self._interceptors = tuple(interceptors)
+        self._pending = PendingCalls(self._cancelled)
+        # Whether the server speaks the txgeerpc extension: unknown (None)
+        # until its first message, which is the hello if it does.  Calls
+        # cancelled before that are remembered, and told once it is known.
+        self._extension: bool | None = None if option.speaks_extension else False
+        self._early_cancels: list[int] = []
+        self._trailer_sinks: dict[int, dict[str, str | bytes]] = {}
         self._pairs = MessagePairs(self._decoder)
         # What a reply's conversion may take of its memory budget (see IMessageDecoder).
         self._budget_left = getattr(self._decoder, "budget_left", None)
@@ -87,6 +120,12 @@ class ClientProtocol(Protocol):
     def pending(self) -> int:
         """Calls awaiting a reply."""
         return len(self._pending)
+
+    @property
+    def speaks_extension(self) -> bool | None:
+        """Whether the server said it speaks the txgeerpc extension (remote
+        cancellation...); ``None`` until its first message."""
+        return self._extension
 
     @property
     def available(self) -> bool:
@@ -116,15 +155,97 @@ class ClientProtocol(Protocol):
         timeout: float | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        metadata: Metadata | None = None,
+        trailers: dict[str, str | bytes] | None = None,
+        context: CallContext | None = None,
     ) -> Deferred[Any]:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        if self._interceptors:
+            return self._intercepted(
+                service_method,
+                argument,
+                timeout,
+                result_type,
+                argument_type,
+                metadata,
+                trailers,
+                context,
+            )
+        wire = encode_metadata(metadata) if metadata else None  # MetadataError at once
+        return self._send(
+            service_method, argument, timeout, result_type, argument_type, wire, trailers, context
+        )
+
+    def _intercepted(
+        self,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        result_type: Any,
+        argument_type: Any,
+        metadata: Metadata | None,
+        trailers: dict[str, str | bytes] | None,
+        parent: CallContext | None,
+    ) -> Deferred[Any]:
+        clock = self._clock
+        deadline = parent.deadline if parent is not None else None
+        if timeout is not None:
+            mine = clock.seconds() + timeout
+            deadline = mine if deadline is None else min(deadline, mine)
+        context = CallContext(
+            service_method, clock, metadata=dict(metadata or {}), deadline=deadline
+        )
+        encode_metadata(context.metadata)  # MetadataError at once
+
+        def send(argument: Any) -> Deferred[Any]:
+            d = self._send(
+                service_method,
+                argument,
+                timeout,
+                result_type,
+                argument_type,
+                encode_metadata(context.metadata) if context.metadata else None,
+                context.trailers,
+                parent,
+            )
+            if trailers is not None:
+                d.addBoth(_copy_trailers, context.trailers, trailers)
+            return d
+
+        return run_interceptors(self._interceptors, context, argument, send)
+
+    def _send(
+        self,
+        service_method: str,
+        argument: Any,
+        timeout: float | None,
+        result_type: Any,
+        argument_type: Any,
+        metadata: dict[str, str] | None,
+        trailers: dict[str, str | bytes] | None,
+        context: CallContext | None,
+    ) -> Deferred[Any]:
         if self._state is not _OPEN:
             return fail(ServerGoingAway() if self._state is _GOING_AWAY else ConnectionShutdown())
+        if context is not None:
+            left = context.remaining()
+            if left is not None:
+                if left <= 0:
+                    return self._expired(service_method, argument, argument_type, left)
+                if timeout is None or left < timeout:
+                    timeout = left
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
+        if self._extension is False:  # a Go server: it would ignore them
+            header = Header(service_method, seq, "")
+        elif timeout is not None or metadata:
+            budget = seconds_to_ns(timeout) if timeout is not None else 0
+            header = Header(service_method, seq, "", budget, metadata)
+        else:
+            header = Header(service_method, seq, "")
         try:
-            data = self._encoder.encode(Header(service_method, seq, ""), argument, argument_type)
+            data = self._encoder.encode(header, argument, argument_type)
         except Exception as error:
             self._pending.pop(seq)
             if isinstance(error, CodecError):
@@ -137,6 +258,8 @@ class ClientProtocol(Protocol):
             self.transport.write(self._encoder.withdraw(data))
             return fail(MessageTooLargeToSend(len(data), self._max_message_size))
         self.transport.write(data)
+        if trailers is not None:
+            self._trailer_sinks[seq] = trailers
         d = call.deferred
         if timeout is not None:
             d.addTimeout(
@@ -145,6 +268,50 @@ class ClientProtocol(Protocol):
                 onTimeoutCancel=lambda result, after: Failure(CallTimeout(service_method, after)),
             )
         return d
+
+    def _expired(
+        self, service_method: str, argument: Any, argument_type: Any, left: float
+    ) -> Deferred[Any]:
+        """A call made under a spent budget: it fails at once.  A txgeerpc
+        server is still sent it, marked spent, so that it counts the refusal
+        (it never runs it); the answer is dropped."""
+        spent = -left
+        if self._extension:
+            header = Header(service_method, self._pending.skip(), "", -max(seconds_to_ns(spent), 1))
+            try:
+                data = self._encoder.encode(header, argument, argument_type)
+            except Exception:
+                data = b""
+            if len(data) > self._max_message_size:
+                data = self._encoder.withdraw(data)
+            self.transport.write(data)
+        return fail(
+            DeadlineExceeded(
+                f"{DEADLINE_EXCEEDED}: the budget of {service_method} was spent "
+                f"{spent:.3g}s before it was sent"
+            )
+        )
+
+    def _cancelled(self, seq: int) -> None:
+        """A pending call was cancelled (or timed out): tell a server that
+        speaks the extension to cancel its handler."""
+        if self._trailer_sinks:
+            self._trailer_sinks.pop(seq, None)
+        if self._extension is None:
+            self._early_cancels.append(seq)
+        elif self._extension and (self._state is _OPEN or self._state is _GOING_AWAY):
+            self._write_cancel(seq)
+
+    def _write_cancel(self, seq: int) -> None:
+        self.transport.write(self._encoder.encode(Header(CANCEL, seq, ""), EMPTY_STRUCT))
+
+    def _first_message(self, header: Header) -> None:
+        """The server's first message tells whether it speaks the extension."""
+        self._extension = header[0] == HELLO and header[1] == 0
+        early, self._early_cancels = self._early_cancels, []
+        if self._extension and (self._state is _OPEN or self._state is _GOING_AWAY):
+            for seq in early:
+                self._write_cancel(seq)
 
     def dataReceived(self, data: bytes) -> None:
         if self._state is _CLOSED:
@@ -156,15 +323,27 @@ class ClientProtocol(Protocol):
         try:
             while (pair := next_pair()) is not None:
                 header, body = pair
+                if self._extension is None:
+                    self._first_message(header)
                 call = pending.pop(header[1])
                 if call is None:
                     if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
                         self._going_away()
                     continue  # cancelled or timed out: the late reply is dropped
+                if self._trailer_sinks:
+                    sink = self._trailer_sinks.pop(header[1], None)
+                    if sink is not None and header[4] is not None:
+                        try:
+                            sink.update(decode_metadata(header[4]))
+                        except MetadataError as error:
+                            call.deferred.errback(CodecError(f"reading trailers: {error}"))
+                            continue
                 if header[2]:
                     text = header[2]
                     if self._state is _GOING_AWAY and text.startswith(SHUTTING_DOWN):
                         call.deferred.errback(ServerShuttingDown(text))
+                    elif text.startswith(DEADLINE_EXCEEDED):
+                        call.deferred.errback(DeadlineExceeded(text))
                     else:
                         call.deferred.errback(RemoteError(text))
                     continue
@@ -204,6 +383,7 @@ class ClientProtocol(Protocol):
         if self._state is _CLOSED:
             return succeed(None)
         self._state = _CLOSING
+        self._trailer_sinks.clear()
         self._pending.fail_all(ConnectionShutdown)
         waiter: Deferred[None] = Deferred()
         self._lost_waiters.append(waiter)
@@ -214,6 +394,7 @@ class ClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         closing = self._state is _CLOSING
         self._state = _CLOSED
+        self._trailer_sinks.clear()
         if closing:
             self._pending.fail_all(ConnectionShutdown)
         else:
@@ -221,3 +402,10 @@ class ClientProtocol(Protocol):
         waiters, self._lost_waiters = self._lost_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+def _copy_trailers(
+    outcome: Any, source: dict[str, str | bytes], sink: dict[str, str | bytes]
+) -> Any:
+    sink.update(source)
+    return outcome

@@ -8,7 +8,7 @@ backpressure and cancel everything when the connection goes away.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -17,11 +17,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._convert import ConversionError, convert_within
-from ._service import Method, Service
-from ._wire import EMPTY_STRUCT, Header, go_duration
+from ._service import Method, Service, settle
+from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration
+from .context import (
+    CallContext,
+    Interceptor,
+    decode_metadata,
+    encode_metadata,
+    run_interceptors,
+)
 from .errors import (
     CodecError,
     IllFormedServiceMethod,
+    MetadataError,
     MethodNotFound,
     RPCError,
     ServiceError,
@@ -38,6 +46,10 @@ class ReplySender(Protocol):
 
 
 class _HandleTimedOut(Exception):
+    pass
+
+
+class _BudgetSpent(Exception):
     pass
 
 
@@ -76,6 +88,9 @@ class Dispatcher:
     :param budget_left: what the conversion of the body last decoded may take
         of its memory budget (the codec decoder's ``budget_left``); without
         it, conversion is not charged.
+    :param extension: the client named the txgeerpc extension: it may send
+        cancel requests, and replies may carry trailers.
+    :param interceptors: the server's interceptors, outermost first.
     """
 
     _log = Logger()
@@ -89,6 +104,8 @@ class Dispatcher:
         on_done: Callable[[], None],
         peer: str = "",
         budget_left: Callable[[], int] | None = None,
+        extension: bool = False,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         self._services = services
         self._budget_left = budget_left
@@ -103,6 +120,10 @@ class Dispatcher:
         self._running: dict[int, tuple[Deferred[Any], Header]] = {}
         self._next_id = 0
         self._stopped = False
+        self._extension = extension
+        self._interceptors = tuple(interceptors)
+        # Requests cancelled by their client: they end without a reply.
+        self._silenced: set[int] = set()
 
     @property
     def in_flight(self) -> int:
@@ -115,6 +136,9 @@ class Dispatcher:
         :param decode_body: decodes the raw ``body``; called only when the
             method exists, so an unknown method never costs a decode.
         """
+        if self._extension and header[0] == CANCEL:
+            self.cancel(header[1])
+            return
         try:
             method = locate(self._services, header.service_method)
             value = decode_body(body)
@@ -140,31 +164,95 @@ class Dispatcher:
                 header, f"rpc server: bad argument for {header[0]}: {_describe(error)}"
             )
             return
+        budget = header[3]
+        context = None
+        if budget or header[4] is not None or self._interceptors or method.context_parameter:
+            if budget < 0:
+                method.stats.expired += 1
+                self._log.info(
+                    "rpc server: {method} from {peer} refused: its budget was spent "
+                    "{spent} before it arrived",
+                    method=header[0],
+                    peer=self._peer,
+                    spent=go_duration(-budget),
+                )
+                self._reply_error(
+                    header,
+                    f"{DEADLINE_EXCEEDED}: the budget was spent {go_duration(-budget)} "
+                    "before the call arrived; not run",
+                )
+                return
+            try:
+                metadata = decode_metadata(header[4])
+            except MetadataError as error:
+                self._reply_error(header, str(error))
+                return
+            context = CallContext(
+                header[0],
+                self._clock,
+                metadata=metadata,
+                deadline=self._clock.seconds() + budget / 1e9 if budget else None,
+                peer=self._peer,
+            )
         stats = method.stats
         stats.calls += 1
         stats.in_flight += 1
         started = self._clock.seconds()
         try:
-            result = method.start(argument)
+            if self._interceptors and context is not None:
+                call_context = context
+                result = settle(
+                    run_interceptors(
+                        self._interceptors,
+                        context,
+                        argument,
+                        lambda argument: method.start(argument, call_context),
+                    )
+                )
+            else:
+                result = method.start(argument, context)
         except BaseException:  # as maybeDeferred does: a handler must not unwind the reactor
-            self._finish(Failure(), header, method, started, None)
+            self._finish(Failure(), header, method, started, None, context)
             return
         if type(result) is not Deferred:
-            self._finish(result, header, method, started, None)  # synchronous
+            self._finish(result, header, method, started, None, context)  # synchronous
             return
         d: Deferred[Any] = result
         if d.called and not d.paused:  # a Deferred that already has its result
-            d.addBoth(self._finish, header, method, started, None)
+            d.addBoth(self._finish, header, method, started, None, context)
             return
         request_id = self._next_id
         self._next_id += 1
         self._running[request_id] = (d, header)
-        if self._timeout_ns > 0:
-            d.addTimeout(self._timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
-        d.addBoth(self._finish, header, method, started, request_id)
+        timeout_ns = self._timeout_ns
+        if budget > 0 and (timeout_ns <= 0 or budget < timeout_ns):
+            d.addTimeout(budget / 1e9, self._clock, onTimeoutCancel=_budget_spent)
+        elif timeout_ns > 0:
+            d.addTimeout(timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
+        d.addBoth(self._finish, header, method, started, request_id, context)
+
+    def cancel(self, seq: int) -> None:
+        """The client cancelled its call ``seq``: cancel the handler; no
+        reply is sent for it.  Unknown (finished) calls are ignored."""
+        for request_id, (d, header) in self._running.items():
+            if header[1] == seq:
+                self._silenced.add(request_id)
+                self._log.info(
+                    "rpc server: {method} from {peer} cancelled by the client",
+                    method=header[0],
+                    peer=self._peer,
+                )
+                d.cancel()
+                return
 
     def _finish(
-        self, result: Any, header: Header, method: Method, started: float, request_id: int | None
+        self,
+        result: Any,
+        header: Header,
+        method: Method,
+        started: float,
+        request_id: int | None,
+        context: CallContext | None,
     ) -> None:
         stats = method.stats
         stats.in_flight -= 1
@@ -173,18 +261,40 @@ class Dispatcher:
             self._running.pop(request_id, None)
         if self._stopped:
             return None
+        if self._silenced and request_id in self._silenced:
+            self._silenced.discard(request_id)
+            stats.cancelled += 1
+            self._on_done()
+            return None
         try:
-            self._reply(result, header, method)
+            self._reply(result, header, method, context)
         finally:
             if request_id is not None:
                 self._on_done()
         return None
 
-    def _reply(self, result: Any, header: Header, method: Method) -> None:
+    def _reply(
+        self, result: Any, header: Header, method: Method, context: CallContext | None
+    ) -> None:
         stats = method.stats
+        trailers = None
+        if context is not None and context.trailers and self._extension:
+            try:
+                trailers = encode_metadata(context.trailers, reserved=True)
+            except MetadataError as error:
+                result = Failure(error)
         if isinstance(result, Failure):
             stats.errors += 1
-            if result.check(_HandleTimedOut):
+            if result.check(_BudgetSpent):
+                text = f"{DEADLINE_EXCEEDED}: the call's {go_duration(header[3])} budget ran out"
+                self._log.info(
+                    "rpc server: {method} from {peer} cancelled: {text}",
+                    method=header.service_method,
+                    peer=self._peer,
+                    text=text,
+                )
+                self._reply_error(header, text, trailers)
+            elif result.check(_HandleTimedOut):
                 self._log.info(
                     "rpc server: {method} from {peer} timed out: {text}",
                     method=header.service_method,
@@ -196,10 +306,12 @@ class Dispatcher:
                 self._log_failure(
                     result, method, "rpc server: {method} from {peer} failed: {text}", header
                 )
-                self._reply_error(header, _error_text(result))
+                self._reply_error(header, _error_text(result), trailers)
             return
         try:
-            self._sender.send_reply(Header(header[0], header[1], ""), result, method.result_type)
+            self._sender.send_reply(
+                Header(header[0], header[1], "", 0, trailers), result, method.result_type
+            )
         except Exception as error:
             stats.errors += 1
             self._log.error(
@@ -238,9 +350,11 @@ class Dispatcher:
             **fields,
         )
 
-    def _reply_error(self, header: Header, text: str) -> None:
+    def _reply_error(
+        self, header: Header, text: str, trailers: dict[str, str] | None = None
+    ) -> None:
         try:
-            self._sender.send_reply(Header(header[0], header[1], text), EMPTY_STRUCT)
+            self._sender.send_reply(Header(header[0], header[1], text, 0, trailers), EMPTY_STRUCT)
         except Exception:
             self._log.failure("rpc server: cannot send the error reply of {seq}", seq=header[1])
 
@@ -268,6 +382,10 @@ class Dispatcher:
 
 def _timed_out(result: Any, timeout: float) -> Failure:
     return Failure(_HandleTimedOut())
+
+
+def _budget_spent(result: Any, timeout: float) -> Failure:
+    return Failure(_BudgetSpent())
 
 
 def _error_text(failure: Failure) -> str:

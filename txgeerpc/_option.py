@@ -14,7 +14,7 @@ from typing import Any
 
 from ._jsonsplit import JSONValueSplitter
 from ._jsonvalue import JSONError, dumps, loads
-from ._wire import GO_AWAY_OPTION_KEY, MAGIC_NUMBER, Option
+from ._wire import EXTENSION_OPTION_KEY, GO_AWAY_OPTION_KEY, MAGIC_NUMBER, Option
 from .errors import CodecError, ProtocolError
 
 DEFAULT_MAX_OPTION_SIZE = 16 * 1024
@@ -108,7 +108,14 @@ def parse_option(raw: bytes) -> Option:
         magic_number=magic,
         # Only ``true`` counts; Go ignores the key whatever its value.
         go_away=fields.get(GO_AWAY_OPTION_KEY.lower()) is True,
+        extension=_extension(fields.get(EXTENSION_OPTION_KEY.lower())),
     )
+
+
+def _extension(value: Any) -> int:
+    # Only a JSON integer names a version; anything else counts as none (Go
+    # ignores the key whatever its value, and so do we).
+    return value if type(value) is int and 0 <= value <= 1_000_000 else 0
 
 
 def _fold_keys(value: dict[str, Any]) -> dict[str, Any]:

@@ -56,8 +56,17 @@ from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
-from ._wire import EMPTY_STRUCT, GO_AWAY, SHUTTING_DOWN, Header, Option, seconds_to_ns
+from ._wire import (
+    EMPTY_STRUCT,
+    GO_AWAY,
+    HELLO,
+    SHUTTING_DOWN,
+    Header,
+    Option,
+    seconds_to_ns,
+)
 from .codec import CodecRegistry
+from .context import Interceptor
 from .errors import CodecError, MessageTooLarge, ProtocolError, UnsupportedCodec
 from .interfaces import IMessageDecoder, IMessageEncoder
 
@@ -126,6 +135,8 @@ class ServerSettings:
             takes_self=True,
         )
     )
+    interceptors: tuple[Interceptor, ...] = ()
+    """Server interceptors, outermost first (they see every call)."""
 
     def handle_timeout_ns(self, option: Option) -> int:
         """The limit for this connection's requests: the client's
@@ -308,10 +319,16 @@ class ServerProtocol(Protocol):
             self._settings.handle_timeout_ns(option),
             self._request_done,
             self.peer,
-            getattr(self._decoder, "budget_left", None),
+            budget_left=getattr(self._decoder, "budget_left", None),
+            extension=option.speaks_extension,
+            interceptors=self._settings.interceptors,
         )
         self._state = _SERVING
-        self._go_away = option.go_away
+        self._go_away = option.go_away or option.speaks_extension
+        if option.speaks_extension:
+            # The hello (docs/protocol.md 13.9): the client learns that it may
+            # send cancel requests, before any reply and at no round trip.
+            self.send_reply(Header(HELLO, 0, ""), EMPTY_STRUCT)
         if self._grace is not None:  # the stop began before the Option came
             self._begin_drain()
         return True

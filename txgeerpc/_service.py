@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._convert import Converter, converter_for, type_name
+from .context import CallContext
 from .errors import RegistrationError
 
 _EXPOSED = "__txgeerpc_exposed__"
@@ -64,6 +65,12 @@ class MethodStats:
     errors: int = 0
     in_flight: int = 0
     total_seconds: float = 0.0
+    cancelled: int = 0
+    """Calls whose client cancelled them (a txgeerpc extension): their
+    handlers were cancelled and no reply was sent."""
+    expired: int = 0
+    """Calls refused unrun because their budget was spent when they arrived
+    (not counted in ``calls``)."""
     recent: deque[float] = attrs.field(factory=_recent_durations, eq=False, repr=False)
     # When the last traceback of an unexpected failure was logged, and how many
     # were left out since (the dispatcher logs at most one a minute).
@@ -104,24 +111,42 @@ class Method:
     result_type: Any
     convert_argument: Converter
     stats: MethodStats = attrs.field(factory=MethodStats)
+    context_parameter: str | None = None
+    """The keyword-only parameter annotated :class:`~txgeerpc.context.CallContext`
+    through which the handler gets its call's context, if any."""
 
     def signature(self) -> str:
         """``Sum(Args) -> int``: the method as the debug page and ``list`` show it."""
         argument = type_name(self.argument_type) if self.takes_argument else ""
         return f"{self.name}({argument}) -> {type_name(self.result_type)}"
 
-    def start(self, argument: Any) -> Any:
+    def start(self, argument: Any, context: CallContext | None = None) -> Any:
         """Run the method: its plain result if it finished synchronously, else a
         Deferred owned by the caller (cancelling it cancels the handler's work).
 
+        :param context: the call's context, for a handler that takes one.
         :raises Exception: whatever the method raised synchronously.
         """
-        result = self.function(argument) if self.takes_argument else self.function()
-        if isinstance(result, Deferred):
-            return _follow(result)
-        if inspect.iscoroutine(result):
-            return _run_coroutine(result)
-        return result
+        if self.context_parameter is not None:
+            keywords = {self.context_parameter: context}
+            result = (
+                self.function(argument, **keywords)
+                if self.takes_argument
+                else self.function(**keywords)
+            )
+        else:
+            result = self.function(argument) if self.takes_argument else self.function()
+        return settle(result)
+
+
+def settle(result: Any) -> Any:
+    """A handler's (or interceptor's) result as :meth:`Method.start` returns it:
+    a plain value as is, a Deferred or a coroutine as a Deferred the caller owns."""
+    if isinstance(result, Deferred):
+        return _follow(result)
+    if inspect.iscoroutine(result):
+        return _run_coroutine(result)
+    return result
 
 
 def _run_coroutine(coroutine: Any) -> Deferred[Any]:
@@ -238,10 +263,18 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     required = [p for p in parameters if p.default is p.empty]
+    context_parameter = next(
+        (
+            p.name
+            for p in signature.parameters.values()
+            if p.kind is p.KEYWORD_ONLY and hints.get(p.name) is CallContext
+        ),
+        None,
+    )
     others_required = [
         p
         for p in signature.parameters.values()
-        if p.kind is p.KEYWORD_ONLY and p.default is p.empty
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and p.name != context_parameter
     ]
     if len(required) > 1 or others_required:
         return "takes more than one argument"
@@ -257,4 +290,5 @@ def _build_method(name: str, function: Callable[..., Any]) -> Method | str:
         argument_type=argument_type,
         result_type=result_type,
         convert_argument=converter_for(argument_type),
+        context_parameter=context_parameter,
     )

@@ -4,11 +4,12 @@ Wire-level values and constants of the GeeRPC protocol (docs/protocol.md section
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
 from ._jsonvalue import go_quote
+from .errors import CodecError
 
 MAGIC_NUMBER = 0x3BEF5C
 """The Option's ``MagicNumber`` (3927900)."""
@@ -34,6 +35,32 @@ message (docs/protocol.md 13.8); Go servers ignore unknown keys."""
 GO_AWAY = "_txgeerpc.GoAway"
 """The ServiceMethod of the go-away message, which travels under Seq 0 (no
 client call has that Seq) and only to clients that sent the key above."""
+
+EXTENSION_OPTION_KEY = "Txgeerpc"
+"""The Option key by which a txgeerpc client names the version of the
+txgeerpc extension it speaks (docs/protocol.md 13.9); Go servers ignore it."""
+
+EXTENSION_VERSION = 1
+"""Version 1: go-away, the hello, call budgets, metadata and remote cancellation."""
+
+HELLO = "_txgeerpc.Hello"
+"""The ServiceMethod of the message (Seq 0, before any reply) by which a
+txgeerpc server tells a client that named the extension that it speaks it."""
+
+CANCEL = "_txgeerpc.Cancel"
+"""The ServiceMethod of a cancel request: its Seq names the call to cancel.
+Sent only to servers that sent the hello; never answered."""
+
+BUDGET_FIELD = "TxgeerpcBudget"
+"""The Header field carrying a request's budget: Go ``time.Duration``
+nanoseconds left when it was sent (negative: already spent)."""
+
+META_FIELD = "TxgeerpcMeta"
+"""The Header field carrying a request's metadata or a reply's trailers
+(a ``map[string]string``)."""
+
+DEADLINE_EXCEEDED = "rpc server: deadline exceeded"
+"""How the error text of a request whose budget ran out starts."""
 
 SHUTTING_DOWN = "rpc server: shutting down"
 """How the error text of a request cut off by the end of the server's
@@ -63,14 +90,25 @@ class Option:
     handle_timeout_ns: int = 0
     magic_number: int = MAGIC_NUMBER
     go_away: bool = False
-    """The client understands the go-away message (a txgeerpc extension,
-    sent as ``"TxgeerpcGoAway":true`` after the four Go keys)."""
+    """The client understands the go-away message (the first txgeerpc
+    extension, sent as ``"TxgeerpcGoAway":true`` after the four Go keys;
+    servers still honour it, clients now send :attr:`extension`)."""
+    extension: int = 0
+    """The txgeerpc extension version the client speaks (``"Txgeerpc":1``
+    after the four Go keys; 0: none, as from Go)."""
+
+    @property
+    def speaks_extension(self) -> bool:
+        """Whether the client named a txgeerpc extension version."""
+        return self.extension >= EXTENSION_VERSION
 
     def to_json(self) -> bytes:
         """The exact bytes Go's ``json.Encoder`` writes for this Option, newline
         included (plus the go-away key, when set, which Go servers ignore)."""
         # Field order, spelling and string escaping are Go's.
         extension = f',"{GO_AWAY_OPTION_KEY}":true' if self.go_away else ""
+        if self.extension:
+            extension += f',"{EXTENSION_OPTION_KEY}":{self.extension:d}'
         return (
             f'{{"MagicNumber":{self.magic_number:d},"CodecType":{go_quote(self.codec_type)},'
             f'"ConnectTimeout":{self.connect_timeout_ns:d},'
@@ -105,6 +143,32 @@ class Header(NamedTuple):
     service_method: str
     seq: int
     error: str = ""
+    budget: int = 0
+    """Nanoseconds of budget (a txgeerpc extension, :data:`BUDGET_FIELD`):
+    0 none, negative already spent."""
+    meta: dict[str, str] | None = None
+    """Metadata or trailers as sent on the wire (:data:`META_FIELD`), or ``None``."""
+
+
+def extension_fields(value: dict[str, Any], codec: str) -> tuple[int, dict[str, str] | None]:
+    """The budget and metadata of a decoded header (zero and ``None`` when absent).
+
+    :raises CodecError: they have the wrong types.
+    """
+    budget = value.get(BUDGET_FIELD, 0)
+    meta = value.get(META_FIELD)
+    if budget is None:
+        budget = 0
+    if type(budget) is not int:
+        raise CodecError(f"{codec}: header {BUDGET_FIELD} must be an integer")
+    if meta is not None:
+        if type(meta) is not dict or not all(
+            type(key) is str and type(item) is str for key, item in meta.items()
+        ):
+            raise CodecError(f"{codec}: header {META_FIELD} must map strings to strings")
+        if not meta:
+            meta = None
+    return budget, meta
 
 
 @attrs.frozen

@@ -4,6 +4,7 @@ The GeeRPC client: one connection, many concurrent calls, each a Deferred.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -13,8 +14,9 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
-from ._wire import DEFAULT_MAX_MESSAGE_SIZE, GOB, Option, seconds_to_ns
+from ._wire import DEFAULT_MAX_MESSAGE_SIZE, EXTENSION_VERSION, GOB, Option, seconds_to_ns
 from .codec import CodecRegistry, default_registry
+from .context import CallContext, Interceptor, Metadata
 from .endpoints import client_endpoint
 from .errors import ConnectFailed, ConnectTimeout, GeeRPCError
 
@@ -44,6 +46,13 @@ class Client:
         """Calls sent and not yet answered."""
         return self._protocol.pending
 
+    @property
+    def speaks_extension(self) -> bool | None:
+        """Whether the server said it speaks the txgeerpc extension
+        (docs/protocol.md 13.9: it cancels the handlers of calls cancelled
+        here); ``None`` until its first message arrives."""
+        return self._protocol.speaks_extension
+
     def when_going_away(self) -> Deferred[None]:
         """A Deferred that fires with ``None`` when a txgeerpc server says it
         is going away (a graceful stop): from then on new calls fail with
@@ -61,6 +70,9 @@ class Client:
         timeout: float | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        metadata: Metadata | None = None,
+        trailers: dict[str, str | bytes] | None = None,
+        context: CallContext | None = None,
     ) -> Deferred[Any]:
         """Call ``Service.Method`` with one argument.
 
@@ -78,14 +90,31 @@ class Client:
             mapping).
         :param timeout: seconds to wait for the reply; ``None`` waits forever.
             The timeout cancels the call: its entry is removed at once and a
-            late reply is discarded.
+            late reply is discarded.  It travels as the call's budget (a
+            txgeerpc server cancels the handler when it runs out).
+        :param metadata: lower-case keys to ``str`` (``bytes`` under keys
+            ending ``-bin``) sent with the call (:mod:`txgeerpc.context`:
+            at most 64 entries, 8 KiB; ``txgeerpc-`` keys are reserved).
+        :param trailers: a dict the reply's trailers are put into, before
+            the Deferred fires.
+        :param context: the :class:`~txgeerpc.context.CallContext` of the
+            handler making this call: the call gets at most what is left of
+            its budget, and fails at once with
+            :class:`~txgeerpc.errors.DeadlineExceeded` if nothing is.
+
+        Cancelling the Deferred (or its timeout) also cancels the handler on
+        a txgeerpc server; Go servers are not told.
         :param result_type: convert the reply to this type (``int``, a
             dataclass, ``list[Args]``...); plain values otherwise.
         :raises ValueError: ``timeout`` is neither ``None`` nor positive.
+        :raises txgeerpc.errors.MetadataError: (a ``ValueError``) the
+            metadata breaks the rules.
         :returns: a Deferred that fires with the reply and can fail with:
 
             - :class:`~txgeerpc.errors.RemoteError`: the server answered with
               an error (its text is ``.message``);
+            - :class:`~txgeerpc.errors.DeadlineExceeded` (a ``RemoteError``):
+              the budget ran out on the server, or ``context``'s was spent;
             - :class:`~txgeerpc.errors.CallTimeout`: no reply within ``timeout``;
             - :class:`~twisted.internet.defer.CancelledError`: you cancelled it;
             - :class:`~txgeerpc.errors.CodecError`: the argument could not be
@@ -101,7 +130,16 @@ class Client:
             - :class:`~txgeerpc.errors.UnexpectedDisconnect`: the connection
               was lost or the server sent garbage while the call was pending.
         """
-        return self._protocol.call(service_method, argument, timeout, result_type, argument_type)
+        return self._protocol.call(
+            service_method,
+            argument,
+            timeout,
+            result_type,
+            argument_type,
+            metadata,
+            trailers,
+            context,
+        )
 
     def close(self) -> Deferred[None]:
         """Close the connection.  Pending calls fail at once with
@@ -132,6 +170,7 @@ def connect(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     clock: IReactorTime | None = None,
     codecs: CodecRegistry = default_registry,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Deferred[Client]:
     """Connect to a GeeRPC server.
 
@@ -146,6 +185,8 @@ def connect(
     :param connect_timeout: seconds for the connection and the handshake
         together; ``None`` waits forever.
     :param max_message_size: largest reply accepted, in bytes.
+    :param interceptors: callables ``(context, argument, proceed)`` that see
+        every call this client makes, outermost first (:mod:`txgeerpc.context`).
     :returns: a Deferred firing with a :class:`Client`; it can fail with
         :class:`~txgeerpc.errors.InvalidAddress`,
         :class:`~txgeerpc.errors.UnsupportedCodec`,
@@ -169,9 +210,14 @@ def connect(
         codec_type=chosen.name,
         connect_timeout_ns=seconds_to_ns(connect_timeout),
         handle_timeout_ns=seconds_to_ns(handle_timeout),
-        go_away=True,  # Go servers ignore the key; txgeerpc servers then say when they stop
+        # Go servers ignore the key; txgeerpc servers answer with the hello,
+        # say when they stop, and take budgets, metadata and cancels.
+        extension=EXTENSION_VERSION,
     )
-    factory = Factory.forProtocol(lambda: ClientProtocol(chosen, option, timer, max_message_size))
+    chain = tuple(interceptors)
+    factory = Factory.forProtocol(
+        lambda: ClientProtocol(chosen, option, timer, max_message_size, chain)
+    )
     connecting: Deferred[Any] = endpoint.connect(factory)
     if connect_timeout is not None:
         connecting.addTimeout(

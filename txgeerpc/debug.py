@@ -71,6 +71,10 @@ class MethodSnapshot:
     p50_seconds: float | None
     p99_seconds: float | None
     total_seconds: float
+    cancelled: int = 0
+    """Calls cancelled by their client (remote cancellation)."""
+    expired: int = 0
+    """Calls refused unrun: their budget was spent when they arrived."""
 
     @classmethod
     def of(cls, method: Method) -> MethodSnapshot:
@@ -85,6 +89,8 @@ class MethodSnapshot:
             p50_seconds=stats.percentile(50),
             p99_seconds=stats.percentile(99),
             total_seconds=stats.total_seconds,
+            cancelled=stats.cancelled,
+            expired=stats.expired,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -98,6 +104,8 @@ class MethodSnapshot:
             "p50_ms": _milliseconds(self.p50_seconds),
             "p99_ms": _milliseconds(self.p99_seconds),
             "total_seconds": self.total_seconds,
+            "cancelled": self.cancelled,
+            "expired": self.expired,
         }
 
 
@@ -229,6 +237,8 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <th scope="col">calls</th>
 <th scope="col">errors</th>
 <th scope="col">in flight</th>
+<th scope="col">cancelled</th>
+<th scope="col">expired</th>
 <th scope="col">p50 latency</th>
 <th scope="col">p99 latency</th>
 </tr>
@@ -240,6 +250,8 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <td class="calls"><t:slot name="calls" /></td>
 <td class="errors"><t:slot name="errors" /></td>
 <td class="in-flight"><t:slot name="in_flight" /></td>
+<td class="cancelled"><t:slot name="cancelled" /></td>
+<td class="expired"><t:slot name="expired" /></td>
 <td class="p50"><t:slot name="p50" /></td>
 <td class="p99"><t:slot name="p99" /></td>
 </tr>
@@ -307,6 +319,8 @@ class _ServiceBlock(Element):
                 calls=str(method.calls),
                 errors=str(method.errors),
                 in_flight=str(method.in_flight),
+                cancelled=str(method.cancelled),
+                expired=str(method.expired),
                 p50=format_latency(method.p50_seconds),
                 p99=format_latency(method.p99_seconds),
             )

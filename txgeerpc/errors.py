@@ -221,6 +221,22 @@ class ServerShuttingDown(RemoteError):
     of its work.  (A :class:`RemoteError`: ``.message`` is the server's text.)"""
 
 
+class DeadlineExceeded(RemoteError):
+    """The call's budget ran out (a txgeerpc extension, docs/protocol.md
+    13.9): the server refused it unrun because its budget was already spent
+    when it arrived, or cancelled its handler when the budget ran out; or
+    the budget of the context it was made under was spent before it was
+    sent (then it was not sent to anything that would run it).
+    ``.message`` is the text."""
+
+
+class MetadataError(GeeRPCError, ValueError):
+    """Call metadata or trailers that break the rules (docs/protocol.md
+    13.9): a key that is not lower-case ``[a-z0-9._-]``, a reserved
+    ``txgeerpc-`` key, a value of the wrong type, or more than the limits
+    (count, total size)."""
+
+
 class NoServers(GeeRPCError):
     """Discovery knows no server to call (Go: ``rpc discovery: no available servers``)."""
 
@@ -264,12 +280,14 @@ __all__ = [
     "ConnectFailed",
     "ConnectTimeout",
     "ConnectionShutdown",
+    "DeadlineExceeded",
     "GeeRPCError",
     "IllFormedServiceMethod",
     "InvalidAddress",
     "InvalidServerAddress",
     "MessageTooLarge",
     "MessageTooLargeToSend",
+    "MetadataError",
     "MethodNotFound",
     "NoServers",
     "ProtocolError",

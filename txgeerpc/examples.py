@@ -9,16 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from .errors import RPCError
+from .client import connect
+from .context import CallContext
+from .errors import GeeRPCError, RPCError
 from .gob import Uint
 
 __all__ = [
     "Args",
     "Arith",
+    "Chain",
+    "ContextInfo",
+    "Ctx",
     "ExampleError",
     "Foo",
     "Point",
@@ -45,14 +50,25 @@ class Foo:
 
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
+        self.sleeps_cancelled = 0
+        """Sleeps cancelled before their end (a client's cancel, a budget run
+        out, a timeout): ``Ctx.Cancelled`` answers it."""
 
     def Sum(self, args: Args) -> int:
         return args.Num1 + args.Num2
 
     def Sleep(self, args: Args) -> Deferred[int]:
         """Sleep ``Num1`` seconds on the reactor, then return ``Num1 + Num2``
-        (a negative duration returns at once, as Go's ``time.Sleep`` does)."""
-        return deferLater(self._clock, max(args.Num1, 0), lambda: args.Num1 + args.Num2)
+        (a negative duration returns at once, as Go's ``time.Sleep`` does).
+        Cancelling it stops the timer and counts in :attr:`sleeps_cancelled`."""
+        d = deferLater(self._clock, max(args.Num1, 0), lambda: args.Num1 + args.Num2)
+
+        def cleanup(failure: Any) -> Any:
+            if failure.check(CancelledError):
+                self.sleeps_cancelled += 1
+            return failure
+
+        return d.addErrback(cleanup)
 
 
 class Arith:
@@ -118,8 +134,87 @@ class Records:
         return sorted(counts)
 
 
+@dataclass
+class Chain:
+    """``Ctx.Info``'s argument: the hops to call next (``tcp@host:port``...,
+    each calls the following ones) and the seconds each hop spends first."""
+
+    Hops: list[str] = field(default_factory=list)
+    Spend: float = 0.0
+
+
+@dataclass
+class ContextInfo:
+    """What ``Ctx.Info`` saw: its call's metadata, the budget it had left
+    when it started (``HasBudget`` false: none), and the next hop's answer
+    (or the error it got from it)."""
+
+    Metadata: dict[str, str] = field(default_factory=dict)
+    Budget: float = 0.0
+    HasBudget: bool = False
+    Next: Optional[ContextInfo] = None  # noqa: UP045 - Go's *ContextInfo
+    Error: str = ""
+
+
+class Ctx:
+    """The call context made visible (``python -m txgeerpc call --timeout
+    --meta`` shows it): ``Ctx.Info`` answers the metadata and budget it got,
+    and calls the next hop under what is left; ``Ctx.Cancelled`` counts the
+    ``Foo.Sleep`` handlers cancelled so far.
+
+    :param reactor: what the next hops are dialled with and ``Spend`` sleeps on.
+    :param foo: the ``Foo`` whose cancelled sleeps ``Cancelled`` reports.
+    """
+
+    def __init__(self, reactor: Any, foo: Foo) -> None:
+        self._reactor = reactor
+        self._foo = foo
+
+    async def Info(self, chain: Chain, *, context: CallContext) -> ContextInfo:
+        left = context.remaining()
+        info = ContextInfo(
+            Metadata={
+                key: value if isinstance(value, str) else value.hex()
+                for key, value in sorted(context.metadata.items())
+            },
+            Budget=left if left is not None else 0.0,
+            HasBudget=left is not None,
+        )
+        if chain.Spend > 0:
+            await deferLater(self._reactor, chain.Spend, lambda: None)
+        if chain.Hops:
+            try:
+                client = await connect(self._reactor, chain.Hops[0])
+                try:
+                    trailers: dict[str, str | bytes] = {}
+                    info.Next = await client.call(
+                        "Ctx.Info",
+                        Chain(Hops=chain.Hops[1:], Spend=chain.Spend),
+                        result_type=ContextInfo,
+                        metadata={
+                            key: value
+                            for key, value in context.metadata.items()
+                            if not key.startswith("txgeerpc-")
+                        },
+                        trailers=trailers,
+                        context=context,
+                    )
+                finally:
+                    client.close()
+            except GeeRPCError as error:
+                info.Error = str(error)
+        context.trailers["budget-left"] = repr(context.remaining())
+        return info
+
+    def Cancelled(self) -> int:
+        return self._foo.sleeps_cancelled
+
+
 def register_examples(server: Server) -> None:
-    """Register ``Foo`` (sleeping on the server's clock), ``Arith`` and ``Records``."""
-    server.register(Foo(server.clock))
+    """Register ``Foo`` (sleeping on the server's clock), ``Arith``,
+    ``Records`` and ``Ctx``."""
+    foo = Foo(server.clock)
+    server.register(foo)
     server.register(Arith())
     server.register(Records())
+    server.register(Ctx(server.clock, foo))

@@ -5,7 +5,7 @@ web site that shares their port (the debug page, ``405`` on the RPC path).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -37,6 +37,7 @@ from ._wire import (
     DEFAULT_RPC_PATH,
 )
 from .codec import CodecRegistry, default_registry
+from .context import Interceptor
 from .debug import DebugResource
 from .errors import ServiceAlreadyDefined
 
@@ -112,6 +113,8 @@ class Server:
         or waits, unread, until there is room.  Default: 64 MiB, or
         ``max_message_size`` if larger.
     :param codecs: the codecs this server accepts.
+    :param interceptors: callables ``(context, argument, proceed)`` that see
+        every call, outermost first (:mod:`txgeerpc.context`); none by default.
     :param introspection: answer ``_txgeerpc.Describe`` with the Go types of
         every method (what ``python -m txgeerpc call`` uses to build gob
         arguments from JSON).  The service is not listed in :attr:`services`.
@@ -138,6 +141,7 @@ class Server:
         receive_budget: int | None = None,
         codecs: CodecRegistry = default_registry,
         introspection: bool = True,
+        interceptors: Sequence[Interceptor] = (),
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
@@ -165,6 +169,7 @@ class Server:
             idle_timeout=idle_timeout,
             served_idle_timeout=served_idle_timeout,
             message_timeout=message_timeout,
+            interceptors=tuple(interceptors),
             **limits,
         )
         self._services: dict[str, Service] = {}

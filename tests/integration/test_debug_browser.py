@@ -208,7 +208,7 @@ async def test_chromium_shows_the_calls(tmp_path: Path) -> None:
 
     assert page.title == "txgeerpc services"
     assert page.heading == "txgeerpc services"
-    assert list(page.services) == ["Arith", "Foo", "Records"]
+    assert list(page.services) == ["Arith", "Ctx", "Foo", "Records"]
     assert list(page.services["Foo"]) == ["Sleep", "Sum"]
     assert page.summary["connections"] == "1"
     assert page.summary["total-calls"] == "5"

@@ -13,10 +13,11 @@ from typing import Any
 
 from zope.interface import implementer
 
-from .._wire import GOB, EmptyStruct, Header
+from .._wire import BUDGET_FIELD, GOB, META_FIELD, EmptyStruct, Header, extension_fields
 from ..errors import BodyTooLarge, CodecError, MessageTooLarge
 from ..gob import (
     EMPTY,
+    INT,
     SMALL,
     STRING,
     STRING_ID,
@@ -24,6 +25,7 @@ from ..gob import (
     UINT_ID,
     Decoder,
     Encoder,
+    MapOf,
     StructDef,
     StructOf,
     read_int,
@@ -41,6 +43,16 @@ HEADER.fields = (
     ("Seq", "Seq", UINT),
     ("Error", "Error", STRING),
 )
+
+EXTENDED_HEADER = StructOf("Header", None)
+EXTENDED_HEADER.fields = (
+    *HEADER.fields,
+    (BUDGET_FIELD, BUDGET_FIELD, INT),
+    (META_FIELD, META_FIELD, MapOf(STRING, STRING)),
+)
+"""The Header with the txgeerpc extension's fields (docs/protocol.md 13.9):
+defined on a stream only when a message first carries one of them, and only
+towards a peer that named the extension or that ignores unknown fields."""
 
 _CANONICAL_HEADER = (("ServiceMethod", STRING_ID), ("Seq", UINT_ID), ("Error", STRING_ID))
 _NO_TYPE = (None, type(None))
@@ -119,7 +131,10 @@ def _header_of(value: Any) -> Header:
         raise CodecError("gob: header ServiceMethod and Error must be strings")
     if type(seq) is not int or seq < 0:
         raise CodecError(f"gob: header Seq must be an unsigned integer, got {seq!r}")
+    if len(value) > 3:
+        return Header(service_method, seq, error, *extension_fields(value, "gob"))
     return Header(service_method, seq, error)
+
 
 
 @implementer(IMessageEncoder)
@@ -139,6 +154,16 @@ class GobMessageEncoder:
             body, body_type = {}, EMPTY
         elif body_type in _NO_TYPE or body_type is Any or body_type is object:
             body_type = None
+        if header[3] or header[4]:
+            # The extension's fields: the generic path (calls that use them only).
+            extended = {
+                "ServiceMethod": header[0],
+                "Seq": header[1],
+                "Error": header[2],
+                BUDGET_FIELD: header[3],
+                META_FIELD: header[4] or {},
+            }
+            return encoder.encode_all(((extended, EXTENDED_HEADER), (body, body_type)))
         if self._header_id is None:
             data = encoder.encode_all(
                 (
@@ -152,7 +177,7 @@ class GobMessageEncoder:
             write_int(id_bytes, known)
             self._header_id = bytes(id_bytes)
             return data
-        service_method, seq, error = header
+        service_method, seq, error = header[:3]
         if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
             raise CodecError(f"gob: Header.Seq {seq!r} does not fit uint64")
         prefix = self._prefixes.get(service_method)

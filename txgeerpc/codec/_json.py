@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from .._jsonsplit import InvalidJSON, JSONValueSplitter
 from .._jsonvalue import JSONError, dumps, loads, quote
-from .._wire import JSON, Header
+from .._wire import BUDGET_FIELD, JSON, META_FIELD, Header, extension_fields
 from ..errors import CodecError
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
@@ -62,6 +62,8 @@ class JSONDecoder:
                 raise CodecError(f"json: Seq {seq} overflows uint64")
         if type(error) is not str:
             error = _field(error, str, "Error", "")
+        if len(value) > 3:  # the txgeerpc extension's fields (docs/protocol.md 13.9)
+            return Header(service_method, seq, error, *extension_fields(value, "json"))
         return Header(service_method, seq, error)
 
     def decode_body(self, message: object) -> Any:
@@ -114,6 +116,7 @@ class JSONEncoder:
             + str(header[1])
             + ',"Error":'
             + quote(header[2])
+            + (_extension_text(header) if header[3] or header[4] else "")
             + "}\n"
             + body_text
             + "\n"
@@ -121,6 +124,15 @@ class JSONEncoder:
 
     def withdraw(self, data: bytes) -> bytes:
         return b""  # JSON messages carry no stream state
+
+
+def _extension_text(header: Header) -> str:
+    text = ""
+    if header[3]:
+        text += f',"{BUDGET_FIELD}":{header[3]:d}'
+    if header[4]:
+        text += f',"{META_FIELD}":' + dumps(header[4])
+    return text
 
 
 @implementer(ICodec)
