@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -131,38 +130,33 @@ def test_address_typos_get_a_did_you_mean(http_server: int) -> None:
     assert f"did you mean http@{hostport} (a server over HTTP CONNECT)" in result.stderr
 
 
-def test_ctrl_c_exits_130(server: str) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "txgeerpc", "call", server, "Foo.Sleep", '{"Num1":60}'],
-        env=environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    announcing = start(
+        tmp_path,
+        "geerpc",
+        *("--listen", "tcp:0:interface=127.0.0.1"),
+        *("--service", "tests.integration._announcing_service:Announce"),
     )
     try:
-        _wait_until_sleeping(server)
-        os.kill(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=15)
+        server = wait_for(announcing, rb"serving .* on (tcp@127\.0\.0\.1:\d+)")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "txgeerpc", "call", server, "Announce.Wait", "60"],
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(announcing, rb"announce: waiting 60 s")  # the call is running
+            os.kill(process.pid, signal.SIGINT)
+            stdout, stderr = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        stop(announcing)
     assert (process.returncode, stdout, stderr) == (130, "", "interrupted\n")
-
-
-def _wait_until_sleeping(server: str) -> None:
-    """Until the server's debug page shows the ``Foo.Sleep`` call running."""
-    url = f"http://{server.removeprefix('tcp@')}/debug/geerpc?format=json"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            page = json.load(answer)
-        for service in page["services"]:
-            for method in service["methods"]:
-                if (service["name"], method["name"]) == ("Foo", "Sleep") and method["in_flight"]:
-                    return
-        time.sleep(0.05)  # polling the server's own account, not waiting blind
-    raise AssertionError("Foo.Sleep never started")
 
 
 def test_the_argument_from_stdin_or_a_file(server: str, tmp_path: Path) -> None:

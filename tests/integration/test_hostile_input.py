@@ -20,10 +20,6 @@ from tests.test_decode_budget import wide_slice_type, with_elements
 from txgeerpc._wire import JSON
 from txgeerpc.gob._numbers import uint_bytes
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/status").exists(), reason="needs /proc (Linux)"
-)
-
 
 def status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
