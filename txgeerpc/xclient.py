@@ -405,22 +405,25 @@ class XClient:
 
         outcome: Deferred[Any] = Deferred(cancel_all)
 
+        won: list[Deferred[Any]] = []  # the copy that answered
+
         def answered(reply: Any, copy: Deferred[Any]) -> None:
-            if outcome.called:
+            if outcome.called or won:
                 return
+            won.append(copy)
             stop_timer()
             # The winner's own latency: what the method takes, hedge delay aside.
             self._record(method, hedge, self._clock.seconds() - sent[copies.index(copy)])
             if copy is not copies[0]:
                 self.hedges_won += 1
-            outcome.callback(reply)
-            for each in copies:
+            for each in copies:  # before the caller resumes
                 if each is not copy and not each.called:
                     self.hedges_cancelled += 1
                     each.cancel()  # reaches its server
+            outcome.callback(reply)
 
         def failed(failure: Failure, copy: Deferred[Any]) -> None:
-            if outcome.called:
+            if outcome.called or won:
                 return
             if all(each.called for each in copies):  # the last copy running
                 stop_timer()
