@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server, connect
 from txgeerpc.discovery import StaticDiscovery
-from txgeerpc.errors import CallTimeout, ConnectFailed
+from txgeerpc.errors import CallTimeout
 from txgeerpc.selection import RandomSelect
 from txgeerpc.testing import MemoryNetwork
 from txgeerpc.xclient import FailMode, Hedge, RetryBudget, XClient
@@ -38,6 +38,15 @@ class Work:
             return failure
 
         return d.addErrback(cleanup)
+
+
+def settle(network: MemoryNetwork, d: Deferred[Any]) -> None:
+    """Run the network a millisecond at a time until ``d`` has its result
+    (not only fired: a retry can pause it on another Deferred)."""
+    done: list[bool] = []
+    d.addBoth(lambda result: (done.append(True), result)[1])
+    while not done:
+        network.advance(0.001)
 
 
 def p99(latencies: list[float]) -> float:
@@ -88,8 +97,7 @@ class TwoServers(SynchronousTestCase):
         for n in range(calls):
             started = self.clock.seconds()
             d = xclient.call("Work.Do", n, timeout=5, **options)
-            while not d.called:
-                self.network.advance(0.001)
+            settle(self.network, d)
             self.assertEqual(self.successResultOf(d), n)
             latencies.append(self.clock.seconds() - started)
         return latencies
@@ -218,23 +226,38 @@ class BudgetInXClientTests(TwoServers):
         self.assertGreater(xclient.hedges_sent, 0)
 
     def test_the_budget_stops_retries_when_failures_pile_up_and_refills(self) -> None:
-        dead = "tcp@127.0.0.1:31999"  # nobody listens yet: each dial fails
-        xclient = self.xclient([dead, self.fast], mode=FailMode.FAIL_OVER, cooldown=0)
+        xclient = self.xclient([self.slow], mode=FailMode.FAIL_TRY)  # retries: 3
         budget = xclient.retry_budget
-        failed_over = 0
-        while True:  # calls that pick the dead server fail over, while the budget lasts
-            d = xclient.call("Work.Do", 1, timeout=5)
+
+        def attempts_of_a_call(timeout: float) -> int:
+            before = self.handled("slow")[0]
+            d = xclient.call("Work.Do", 1, timeout=timeout)
+            settle(self.network, d)
+            if timeout < 1:
+                self.failureResultOf(d, CallTimeout)
+            else:
+                self.assertEqual(self.successResultOf(d), 1)
+            return self.handled("slow")[0] - before
+
+        self.assertEqual(attempts_of_a_call(0.5), 4)  # four timeouts: 10 -> 6 tokens
+        self.assertEqual(budget.tokens, 6)
+        self.assertEqual(attempts_of_a_call(0.5), 1)  # 6 -> 5: no more retries
+        self.assertEqual(attempts_of_a_call(0.5), 1)  # 5 -> 4
+        self.assertEqual(budget.tokens, 4)
+        self.work["slow"].delay = 0.01
+        for _ in range(21):  # successes refill: 4 + 2.1
+            self.assertEqual(attempts_of_a_call(5), 1)
+        self.assertAlmostEqual(budget.tokens, 6.1)
+        self.work["slow"].delay = 1.0
+        self.assertEqual(attempts_of_a_call(0.5), 2)  # one retry again (6.1 -> 5.1 -> 4.1)
+        self.network.advance(1)  # the timed-out handlers end
+
+    def test_calls_that_never_reached_a_server_fail_over_whatever_the_budget(self) -> None:
+        dead = "tcp@127.0.0.1:31999"  # nobody listens: each dial is refused
+        xclient = self.xclient([dead, self.fast], mode=FailMode.FAIL_OVER, cooldown=0)
+        xclient.retry_budget.tokens = 0
+        for n in range(10):
+            d = xclient.call("Work.Do", n, timeout=5)
             self.network.advance(0.02)
-            if not budget.allows and self.failureResultOf(d, ConnectFailed):
-                break
-            self.assertEqual(self.successResultOf(d), 1)
-            failed_over = budget.max_tokens - budget.tokens
-        self.assertLessEqual(budget.tokens, 5)
-        self.assertGreaterEqual(failed_over, 4)
-        # The dead server comes back: successes refill until retries are allowed again.
-        server = Server(self.clock)
-        server.register(Work(self.clock, 0.01))
-        port = self.network.listen(server.port_factory(), port=31999)
-        self.timed(xclient, 11)
-        self.assertTrue(budget.allows)
-        port.stopListening()
+            self.assertEqual(self.successResultOf(d), n)
+        self.assertAlmostEqual(xclient.retry_budget.tokens, 1)  # ten successes

@@ -129,10 +129,11 @@ class Hedge:
 class RetryBudget:
     """A token bucket for retries and hedges (gRPC's retry throttling).
 
-    A call that fails in a way that could be retried (it could not connect,
-    timed out, lost its connection) costs one token; a success adds
-    ``token_ratio``; retries and hedges are allowed only while more than half
-    of ``max_tokens`` is left.  It starts full.
+    A call sent that may have run and failed (timed out, lost its
+    connection, its server shutting down) costs one token; a success adds
+    ``token_ratio``; retries of such calls, and hedges, are allowed only
+    while more than half of ``max_tokens`` is left.  It starts full.  Calls
+    that never reached a server neither cost nor are throttled.
     """
 
     max_tokens: float = 10.0
@@ -487,7 +488,7 @@ class XClient:
 
     def _call_ended(self, result: Any, address: str, client: Client) -> Any:
         if isinstance(result, Failure):
-            if result.check(*_MAYBE_RAN):  # (_NOT_SENT: counted by _attempt)
+            if result.check(*_MAYBE_RAN):
                 self.retry_budget.failed()
         else:
             budget = self.retry_budget
@@ -536,7 +537,9 @@ class XClient:
                 or not self._retryable(call, error)
                 or attempt >= self._retries
                 or pool.closed
-                or not self.retry_budget.allows
+                # A call that never reached a server costs its fleet nothing
+                # (a dead or restarting server: cooldowns deal with it).
+                or not (self.retry_budget.allows or isinstance(error, _NOT_SENT))
             ):
                 raise error
             attempt += 1
@@ -681,19 +684,15 @@ class XClient:
     async def _attempt(self, address: str, call: _Call, timeout: float | None) -> Any:
         """One call to ``address``; ``timeout`` covers waiting for its connection."""
         waiting = self._pool.client(address)
-        try:
-            if timeout is None or waiting.called:
-                client = await waiting
-                left = timeout
-            else:
-                deadline = self._clock.seconds() + timeout
-                client = await _within(waiting, deadline, self._clock, timeout)
-                left = deadline - self._clock.seconds()
-                if left <= 0:
-                    raise CallTimeout(call.service_method, timeout)
-        except _NOT_SENT + _MAYBE_RAN:
-            self.retry_budget.failed()
-            raise
+        if timeout is None or waiting.called:
+            client = await waiting
+            left = timeout
+        else:
+            deadline = self._clock.seconds() + timeout
+            client = await _within(waiting, deadline, self._clock, timeout)
+            left = deadline - self._clock.seconds()
+            if left <= 0:
+                raise CallTimeout(call.service_method, timeout)
         return await self._send(client, address, call, left)
 
 
