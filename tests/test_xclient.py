@@ -293,7 +293,10 @@ class XClientCallTests(SynchronousTestCase):
         self.successResultOf(xclient.close())
 
     def test_exports(self) -> None:
-        self.assertEqual(sorted(txgeerpc.xclient.__all__), ["Dial", "FailMode", "XClient"])
+        self.assertEqual(
+            sorted(txgeerpc.xclient.__all__),
+            ["Dial", "FailMode", "Hedge", "RetryBudget", "XClient"],
+        )
         for name in txgeerpc.xclient.__all__:
             self.assertTrue(hasattr(txgeerpc.xclient, name), name)
 

@@ -13,8 +13,19 @@ Fail modes (what a failed call does next):
 
 Retries are bounded (``retries``) and spaced by a doubling backoff.  Errors
 the server itself answered (:class:`~txgeerpc.errors.RemoteError`) are never
-retried.  Connections are dialled without holding up calls to other servers
-and closed when their server leaves the list.
+retried.
+
+Hedging (:class:`Hedge`, idempotent methods only): when a call has not
+answered after a delay (fixed, or a percentile of the method's recent
+latencies), one more copy goes to another server, up to ``max_extra``; the
+first answer wins and the other copies are cancelled (which reaches their
+servers).  Retries and hedges draw from a :class:`RetryBudget`, a token
+bucket in the manner of gRPC's retry throttling: a call failing in a way
+that could be retried costs a token, a success refills a fraction of one,
+and retries and hedges stop while half the bucket or less is left.
+
+Connections are dialled without holding up calls to other servers and closed
+when their server leaves the list.
 
 Bad arguments follow :meth:`txgeerpc.Client.call`'s rule: what the caller
 got wrong (a timeout that is not positive) raises at once; everything that
@@ -25,11 +36,11 @@ returned Deferred.
 from __future__ import annotations
 
 import enum
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any, cast
 
-from attrs import frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -37,7 +48,7 @@ from twisted.internet.defer import (
     ensureDeferred,
     fail,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -58,7 +69,7 @@ from .errors import (
 from .interfaces import IDiscovery, ILoadAwareSelector, ISelector
 from .selection import RandomSelect
 
-__all__ = ["Dial", "FailMode", "XClient"]
+__all__ = ["Dial", "FailMode", "Hedge", "RetryBudget", "XClient"]
 
 
 class FailMode(enum.Enum):
@@ -71,6 +82,79 @@ class FailMode(enum.Enum):
 _NOT_SENT = (ConnectFailed, ConnectTimeout, InvalidAddress, ServerGoingAway)
 # Failures after which it may have run.
 _MAYBE_RAN = (CallTimeout, ConnectionShutdown, ServerShuttingDown)
+
+
+def _positive(instance: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@frozen
+class Hedge:
+    """When to send extra copies of an idempotent call.
+
+    :ivar after: seconds without an answer before the next copy goes
+        (with ``percentile``: the delay used until the method has
+        ``min_samples`` latencies recorded; neither: no hedge until then).
+    :ivar percentile: hedge after this percentile (0 < p < 100) of the
+        method's latest ``window`` hedged-call latencies.
+    :ivar max_extra: extra copies at most (each to a server the call has not
+        tried yet, while there is one).
+    """
+
+    after: float | None = field(default=None, validator=_positive)
+    percentile: float | None = None
+    max_extra: int = 1
+    window: int = 128
+    min_samples: int = 16
+
+    def __attrs_post_init__(self) -> None:
+        if self.after is None and self.percentile is None:
+            raise ValueError("Hedge needs after= or percentile=")
+        if self.percentile is not None and not 0 < self.percentile < 100:
+            raise ValueError(f"percentile must be in (0, 100), got {self.percentile!r}")
+        if self.max_extra < 1 or self.window < 1 or self.min_samples < 1:
+            raise ValueError("max_extra, window and min_samples must be at least 1")
+
+    def delay(self, latencies: deque[float] | None) -> float | None:
+        """Seconds before the next copy, given the method's recent latencies
+        (``None``: do not hedge)."""
+        if self.percentile is None or latencies is None or len(latencies) < self.min_samples:
+            return self.after
+        ordered = sorted(latencies)
+        return ordered[min(int(len(ordered) * self.percentile / 100), len(ordered) - 1)]
+
+
+@define
+class RetryBudget:
+    """A token bucket for retries and hedges (gRPC's retry throttling).
+
+    A call sent that may have run and failed (timed out, lost its
+    connection, its server shutting down) costs one token; a success adds
+    ``token_ratio``; retries of such calls, and hedges, are allowed only
+    while more than half of ``max_tokens`` is left.  It starts full.  Calls
+    that never reached a server neither cost nor are throttled.
+    """
+
+    max_tokens: float = 10.0
+    token_ratio: float = 0.1
+    tokens: float = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.max_tokens > 0 or not self.token_ratio > 0:
+            raise ValueError("max_tokens and token_ratio must be positive")
+        self.tokens = self.max_tokens
+
+    @property
+    def allows(self) -> bool:
+        """Whether a retry or a hedge may go now."""
+        return self.tokens > self.max_tokens / 2
+
+    def failed(self) -> None:
+        self.tokens = max(self.tokens - 1, 0.0)
+
+    def succeeded(self) -> None:
+        self.tokens = min(self.tokens + self.token_ratio, self.max_tokens)
 
 
 @frozen
@@ -130,6 +214,8 @@ class XClient:
         idempotent: Iterable[str] = (),
         cooldown: float = 1.0,
         max_cooldown: float = 30.0,
+        hedge: Hedge | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self._discovery = discovery
         self._clock = clock
@@ -146,6 +232,13 @@ class XClient:
         self._waiting_for_list: set[Deferred[None]] = set()  # likewise
         self.calls_sent: Counter[str] = Counter()
         """Calls sent to each server address (retries included), for monitoring."""
+        self.hedge = hedge
+        self.retry_budget = retry_budget if retry_budget is not None else RetryBudget()
+        self._latencies: dict[str, deque[float]] = {}  # hedged calls' latencies, by method
+        self._hedge_timers: set[IDelayedCall] = set()  # cancelled by close()
+        self.hedges_sent = 0
+        self.hedges_won = 0
+        self.hedges_cancelled = 0
         self._unsubscribe = discovery.on_change(self._pool.keep)
         if ILoadAwareSelector.providedBy(self._selector):
             load_aware = cast(Any, self._selector)
@@ -163,6 +256,9 @@ class XClient:
         closing = self._pool.close()
         for waiting in [*self._sleeping, *self._waiting_for_list]:
             waiting.cancel()
+        for timer in list(self._hedge_timers):
+            timer.cancel()
+        self._hedge_timers.clear()
         return closing
 
     def in_flight(self, address: str) -> int:
@@ -186,6 +282,7 @@ class XClient:
         key: str | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        hedge: Hedge | None = None,
     ) -> Deferred[Any]:
         """Call one server chosen by the selector.
 
@@ -200,6 +297,8 @@ class XClient:
             (:class:`~txgeerpc.selection.ConsistentHash`) hash.
         :param result_type: as for :meth:`txgeerpc.Client.call`.
         :param argument_type: as for :meth:`txgeerpc.Client.call`.
+        :param hedge: this call's :class:`Hedge` (default: the XClient's);
+            used only if the method is declared idempotent.
         :raises ValueError: ``timeout`` is neither ``None`` nor positive.
         :returns: a Deferred that fires with the reply and can fail with:
 
@@ -217,6 +316,11 @@ class XClient:
         """
         if timeout is not None and not timeout > 0:  # (NaN is not)
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        if (hedge is not None or self.hedge is not None) and service_method in self._idempotent:
+            return self._hedged(
+                _Call(service_method, argument, timeout, key, result_type, argument_type),
+                hedge or cast(Hedge, self.hedge),
+            )
         # The fast path: a list, the chosen server's connection up.  No
         # coroutine, and the _Call is made only if the call leaves this path.
         pool = self._pool
@@ -269,6 +373,111 @@ class XClient:
             return failure
         return ensureDeferred(self._call(_Call(*call), first=address, error=failure.value))
 
+    def _hedged(self, call: _Call, hedge: Hedge) -> Deferred[Any]:
+        """``call`` with extra copies after ``hedge``'s delay: the first
+        copy goes through the retry loop, each extra one to a server not
+        tried yet; the first answer wins and the other copies are cancelled;
+        the call fails once every copy sent has failed and no more will go."""
+        method = call.service_method
+        servers = self._discovery.servers()
+        delay = hedge.delay(self._latencies.get(method))
+        if not servers or self._pool.closed or delay is None:
+            return self._timed(ensureDeferred(self._call(call)), method, hedge)
+        try:
+            first = self._pick([], call.key, servers)
+        except Exception as error:
+            return fail(error)
+        tried = [first]
+        copies: list[Deferred[Any]] = []
+        sent: list[float] = []  # when each copy went
+        timer: list[IDelayedCall] = []
+
+        def stop_timer() -> None:
+            for each in timer:
+                if each.active():
+                    each.cancel()
+                self._hedge_timers.discard(each)
+            timer.clear()
+
+        def cancel_all(_: Deferred[Any]) -> None:
+            stop_timer()
+            for each in copies:
+                each.cancel()
+
+        outcome: Deferred[Any] = Deferred(cancel_all)
+
+        won: list[Deferred[Any]] = []  # the copy that answered
+
+        def answered(reply: Any, copy: Deferred[Any]) -> None:
+            if outcome.called or won:
+                return
+            won.append(copy)
+            stop_timer()
+            # The winner's own latency: what the method takes, hedge delay aside.
+            self._record(method, hedge, self._clock.seconds() - sent[copies.index(copy)])
+            if copy is not copies[0]:
+                self.hedges_won += 1
+            for each in copies:  # before the caller resumes
+                if each is not copy and not each.called:
+                    self.hedges_cancelled += 1
+                    each.cancel()  # reaches its server
+            outcome.callback(reply)
+
+        def failed(failure: Failure, copy: Deferred[Any]) -> None:
+            if outcome.called or won:
+                return
+            if all(each.called for each in copies):  # the last copy running
+                stop_timer()
+                outcome.errback(failure)
+
+        def launch(d: Deferred[Any]) -> None:
+            copies.append(d)
+            sent.append(self._clock.seconds())
+            d.addCallbacks(answered, failed, callbackArgs=(d,), errbackArgs=(d,))
+
+        def hedge_now() -> None:
+            stop_timer()
+            if outcome.called or self._pool.closed or not self.retry_budget.allows:
+                return
+            try:
+                address = self._pick(tried, call.key)
+            except Exception:
+                return
+            tried.append(address)
+            self.hedges_sent += 1
+            launch(ensureDeferred(self._attempt(address, call, call.timeout)))
+            if len(copies) <= hedge.max_extra and not outcome.called:
+                schedule()
+
+        def schedule() -> None:
+            later = self._clock.callLater(delay, hedge_now)
+            timer.append(later)
+            self._hedge_timers.add(later)
+
+        schedule()
+        launch(ensureDeferred(self._call(call, first=first)))
+        return outcome
+
+    def _timed(self, d: Deferred[Any], method: str, hedge: Hedge) -> Deferred[Any]:
+        """``d``, its latency recorded for ``hedge``'s percentile on success."""
+        if hedge.percentile is None:
+            return d
+        started = self._clock.seconds()
+
+        def record(reply: Any) -> Any:
+            self._record(method, hedge, self._clock.seconds() - started)
+            return reply
+
+        return d.addCallback(record)
+
+    def _record(self, method: str, hedge: Hedge, latency: float) -> None:
+        if hedge.percentile is None:
+            return
+        window = self._latencies.get(method)
+        if window is None or window.maxlen != hedge.window:
+            window = self._latencies[method] = deque(window or (), maxlen=hedge.window)
+        window.append(latency)
+
     def _send(
         self, client: Client, address: str, call: _Call, timeout: float | None
     ) -> Deferred[Any]:
@@ -278,6 +487,13 @@ class XClient:
         return d.addBoth(self._call_ended, address, client)
 
     def _call_ended(self, result: Any, address: str, client: Client) -> Any:
+        if isinstance(result, Failure):
+            if result.check(*_MAYBE_RAN):
+                self.retry_budget.failed()
+        else:
+            budget = self.retry_budget
+            if budget.tokens < budget.max_tokens:
+                budget.succeeded()
         in_flight = self._in_flight
         in_flight[address] -= 1
         if not in_flight[address]:
@@ -321,6 +537,9 @@ class XClient:
                 or not self._retryable(call, error)
                 or attempt >= self._retries
                 or pool.closed
+                # A call that never reached a server costs its fleet nothing
+                # (a dead or restarting server: cooldowns deal with it).
+                or not (self.retry_budget.allows or isinstance(error, _NOT_SENT))
             ):
                 raise error
             attempt += 1
