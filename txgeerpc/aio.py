@@ -44,6 +44,7 @@ from ._wire import DEFAULT_MAX_MESSAGE_SIZE, GOB
 from .client import DEFAULT_CONNECT_TIMEOUT
 from .client import Client as _TwistedClient
 from .client import connect as _connect
+from .context import Metadata
 
 __all__ = ["Client", "Connecting", "connect", "reactor"]
 
@@ -118,6 +119,8 @@ class Client:
         timeout: float | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        metadata: Metadata | None = None,
+        trailers: dict[str, str | bytes] | None = None,
     ) -> asyncio.Future[Any]:
         """Call ``Service.Method`` (arguments as for
         :meth:`txgeerpc.Client.call`).
@@ -134,6 +137,8 @@ class Client:
                 timeout=timeout,
                 result_type=result_type,
                 argument_type=argument_type,
+                metadata=metadata,
+                trailers=trailers,
             )
         )
 

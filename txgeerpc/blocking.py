@@ -38,11 +38,12 @@ from ._wire import DEFAULT_MAX_MESSAGE_SIZE, GOB
 from .client import DEFAULT_CONNECT_TIMEOUT
 from .client import Client as _TwistedClient
 from .client import connect as _connect
+from .context import Metadata
 from .discovery import StaticDiscovery
 from .etcd import DEFAULT_PREFIX, EtcdClient, EtcdDiscovery
 from .interfaces import IDiscovery, ISelector
 from .registry import RegistryDiscovery, agent_request
-from .xclient import FailMode
+from .xclient import FailMode, Hedge
 from .xclient import XClient as _TwistedXClient
 
 __all__ = ["STOP_TIMEOUT", "Client", "XClient", "connect"]
@@ -185,6 +186,8 @@ class Client:
         timeout: float | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        metadata: Metadata | None = None,
+        trailers: dict[str, str | bytes] | None = None,
     ) -> Any:
         """Call ``Service.Method`` and wait for its reply (arguments as for
         :meth:`txgeerpc.Client.call`).
@@ -205,6 +208,8 @@ class Client:
             timeout=timeout,
             result_type=result_type,
             argument_type=argument_type,
+            metadata=metadata,
+            trailers=trailers,
         )
 
     def close(self) -> None:
@@ -386,6 +391,7 @@ class XClient:
         key: str | None = None,
         result_type: Any = None,
         argument_type: Any = None,
+        hedge: Hedge | None = None,
     ) -> Any:
         """Call one server and wait for its reply (as
         :meth:`txgeerpc.xclient.XClient.call`: ``timeout`` bounds each
@@ -403,6 +409,7 @@ class XClient:
             key=key,
             result_type=result_type,
             argument_type=argument_type,
+            hedge=hedge,
         )
 
     def broadcast(

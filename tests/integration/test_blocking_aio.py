@@ -180,3 +180,42 @@ def test_blocking_xclient_over_a_registry(tmp_path: Path) -> None:
         if b is not None:
             stop(b)
         stop(a)
+
+
+def test_blocking_and_aio_carry_metadata_and_trailers(tmp_path: Path) -> None:
+    # One process each: the two APIs run different reactors.
+    server = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        address = wait_for(server, rb"serving .* on (tcp@127\.0\.0\.1:\d+)")
+        blocking_run = python(
+            f"""
+            from txgeerpc import blocking
+
+            trailers = {{}}
+            with blocking.connect({address!r}) as client:
+                info = client.call(
+                    "Ctx.Info", {{}}, timeout=5, metadata={{"tenant": "acme"}}, trailers=trailers
+                )
+            print(info["Metadata"], info["HasBudget"], "budget-left" in trailers)
+            """
+        )
+        aio_run = python(
+            f"""
+            import asyncio
+            from txgeerpc import aio
+
+            async def main():
+                trailers = {{}}
+                async with aio.connect({address!r}) as client:
+                    info = await client.call(
+                        "Ctx.Info", {{}}, metadata={{"tenant": "zeta"}}, trailers=trailers
+                    )
+                print(info["Metadata"], info["HasBudget"], "budget-left" in trailers)
+
+            asyncio.run(main())
+            """
+        )
+    finally:
+        stop(server)
+    assert blocking_run == (0, "{'tenant': 'acme'} True True\n", "")
+    assert aio_run == (0, "{'tenant': 'zeta'} False True\n", "")
