@@ -105,8 +105,9 @@ class Browser(ProcessProtocol):
             self.ended.errback(reason)
 
 
-async def dump_dom(url: str, profile: Path) -> str:
-    """The DOM headless Chromium builds for ``url``, serialized.
+async def run_chromium(url: str, profile: Path, *flags: str) -> str:
+    """Headless Chromium on ``url`` with ``flags`` (what to do with the
+    page); what it printed.
 
     :raises AssertionError: Chromium is missing, overran its deadline (it is
         then killed) or failed.
@@ -125,7 +126,7 @@ async def dump_dom(url: str, profile: Path) -> str:
         "--disable-extensions",
         "--disable-background-networking",
         f"--user-data-dir={profile}",
-        "--dump-dom",
+        *flags,
         url,
     ]
     browser = Browser()
@@ -148,6 +149,11 @@ async def dump_dom(url: str, profile: Path) -> str:
     assert not overran, f"chromium ran over {BROWSER_DEADLINE}s and was killed:\n{stderr}"
     assert code == 0, f"chromium exited with {code}:\n{stderr}"
     return b"".join(browser.stdout).decode("utf-8")
+
+
+async def dump_dom(url: str, profile: Path) -> str:
+    """The DOM headless Chromium builds for ``url``, serialized."""
+    return await run_chromium(url, profile, "--dump-dom")
 
 
 async def listen(factory: Any) -> tuple[IListeningPort, int]:

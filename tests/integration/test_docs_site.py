@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -22,19 +21,11 @@ import zlib
 from pathlib import Path
 
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.web.server import Site
 from twisted.web.static import File
 
 from tests._processes import ROOT
-from tests.integration.test_debug_browser import (
-    BROWSER_DEADLINE,
-    CHROMIUM,
-    Browser,
-    Tracked,
-    listen,
-    stop,
-)
+from tests.integration.test_debug_browser import Tracked, listen, run_chromium, stop
 
 ARTIFACTS = ROOT / "build" / "artifacts"
 """Where the screenshots are kept (gitignored)."""
@@ -59,44 +50,9 @@ def build_site(into: Path) -> Path:
 
 async def screenshot(url: str, png: Path, profile: Path) -> None:
     """Headless Chromium's screenshot of ``url`` into ``png``."""
-    assert os.access(CHROMIUM, os.X_OK), (
-        f"{CHROMIUM} is missing: ./scripts/test installs it (apt-get install chromium)"
+    await run_chromium(
+        url, profile, "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={png}"
     )
-    argv = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--hide-scrollbars",
-        f"--window-size={WIDTH},{HEIGHT}",
-        f"--user-data-dir={profile}",
-        f"--screenshot={png}",
-        url,
-    ]
-    browser = Browser()
-    process = reactor.spawnProcess(  # type: ignore[attr-defined]
-        browser, CHROMIUM, argv, env={**os.environ, "HOME": str(profile)}
-    )
-    overran: list[bool] = []
-
-    def kill() -> None:
-        overran.append(True)
-        process.signalProcess(signal.SIGKILL)
-
-    killer = reactor.callLater(BROWSER_DEADLINE, kill)  # type: ignore[attr-defined]
-    try:
-        code = await browser.ended
-    finally:
-        if killer.active():
-            killer.cancel()
-    stderr = b"".join(browser.stderr).decode(errors="replace")
-    assert not overran, f"chromium ran over {BROWSER_DEADLINE}s and was killed:\n{stderr}"
-    assert code == 0, f"chromium exited with {code}:\n{stderr}"
 
 
 def check_picture(png: Path) -> None:
