@@ -6,6 +6,7 @@ The example services: the interop contract other peers and tests rely on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -13,7 +14,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from .client import connect
+from .client import Client, connect
 from .context import CallContext
 from .errors import GeeRPCError, RPCError
 from .gob import Uint
@@ -137,10 +138,14 @@ class Records:
 @dataclass
 class Chain:
     """``Ctx.Info``'s argument: the hops to call next (``tcp@host:port``...,
-    each calls the following ones) and the seconds each hop spends first."""
+    each calls the following ones), the seconds each hop spends waiting
+    first (``Spend``: its server can cancel it meanwhile), then the seconds
+    of work it does without yielding (``Work``: CPU-bound, so nothing can
+    interrupt it, and the next hop may be called with a spent budget)."""
 
     Hops: list[str] = field(default_factory=list)
     Spend: float = 0.0
+    Work: float = 0.0
 
 
 @dataclass
@@ -159,8 +164,9 @@ class ContextInfo:
 class Ctx:
     """The call context made visible (``python -m txgeerpc call --timeout
     --meta`` shows it): ``Ctx.Info`` answers the metadata and budget it got,
-    and calls the next hop under what is left; ``Ctx.Cancelled`` counts the
-    ``Foo.Sleep`` handlers cancelled so far.
+    and calls the next hop under what is left (over one connection per hop,
+    kept for the next calls); ``Ctx.Cancelled`` counts the ``Foo.Sleep``
+    handlers cancelled so far.
 
     :param reactor: what the next hops are dialled with and ``Spend`` sleeps on.
     :param foo: the ``Foo`` whose cancelled sleeps ``Cancelled`` reports.
@@ -169,6 +175,7 @@ class Ctx:
     def __init__(self, reactor: Any, foo: Foo) -> None:
         self._reactor = reactor
         self._foo = foo
+        self._clients: dict[str, Client] = {}
 
     async def Info(self, chain: Chain, *, context: CallContext) -> ContextInfo:
         left = context.remaining()
@@ -184,30 +191,52 @@ class Ctx:
             await deferLater(self._reactor, chain.Spend, lambda: None)
         if chain.Hops:
             try:
-                client = await connect(self._reactor, chain.Hops[0])
-                try:
-                    trailers: dict[str, str | bytes] = {}
-                    info.Next = await client.call(
-                        "Ctx.Info",
-                        Chain(Hops=chain.Hops[1:], Spend=chain.Spend),
-                        result_type=ContextInfo,
-                        metadata={
-                            key: value
-                            for key, value in context.metadata.items()
-                            if not key.startswith("txgeerpc-")
-                        },
-                        trailers=trailers,
-                        context=context,
-                    )
-                finally:
-                    client.close()
+                client = await self._client(chain.Hops[0])
+                if chain.Work > 0:
+                    _work(chain.Work)
+                trailers: dict[str, str | bytes] = {}
+                info.Next = await client.call(
+                    "Ctx.Info",
+                    Chain(Hops=chain.Hops[1:], Spend=chain.Spend, Work=chain.Work),
+                    result_type=ContextInfo,
+                    metadata={
+                        key: value
+                        for key, value in context.metadata.items()
+                        if not key.startswith("txgeerpc-")
+                    },
+                    trailers=trailers,
+                    context=context,
+                )
             except GeeRPCError as error:
                 info.Error = str(error)
+        elif chain.Work > 0:
+            _work(chain.Work)
         context.trailers["budget-left"] = repr(context.remaining())
         return info
 
     def Cancelled(self) -> int:
         return self._foo.sleeps_cancelled
+
+    async def _client(self, address: str) -> Client:
+        """The connection to a next hop: the one kept from an earlier call
+        while it is open, else a new one (kept for the next calls)."""
+        kept = self._clients.get(address)
+        if kept is not None and kept.available:
+            return kept
+        client = await connect(self._reactor, address)
+        kept = self._clients.get(address)
+        if kept is not None and kept.available:  # another call dialled meanwhile
+            client.close()
+            return kept
+        self._clients[address] = client
+        return client
+
+
+def _work(seconds: float) -> None:
+    """Busy the CPU for ``seconds`` without yielding to the reactor."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
 
 
 def register_examples(server: Server) -> None:

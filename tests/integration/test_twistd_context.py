@@ -99,14 +99,41 @@ def test_the_budget_travels_down_a_chain_of_three_servers(servers: list[str]) ->
     assert "trailer: budget-left=" in result.stderr
 
 
-def test_a_hop_whose_budget_is_spent_does_not_run(servers: list[str]) -> None:
+def test_a_hop_cancelled_when_its_budget_runs_out_calls_no_further(servers: list[str]) -> None:
     a, b, c = servers
-    # A spends 0.3 s of its 0.5 s and passes the rest to B, which spends 0.3 s
-    # of its 0.2 s: B's server cancels it when its budget runs out, so C is
-    # never called; A reports B's typed error.
+    # A spends 0.3 s of its 0.5 s and passes the rest to B, which waits 0.3 s
+    # under its 0.2 s: B's server cancels it when its budget runs out, so C is
+    # never called, and A's call to B times out.
     chain = json.dumps({"Hops": [b, c], "Spend": 0.3})
     result = _cli(a, "Ctx.Info", chain, "--timeout", "0.5")
-    assert _method(_debug(c), "Ctx", "Info")["calls"] == 0
+    assert result.returncode == 1, result
+    assert "no reply within 0.5s" in result.stderr
     hop_b = _method(_debug(b), "Ctx", "Info")
-    assert (hop_b["calls"], hop_b["in_flight"]) == (1, 0)
-    assert result.returncode != 0 or "deadline exceeded" in json.loads(result.stdout)["Error"]
+    assert (hop_b["calls"], hop_b["in_flight"]) == (1, 0), hop_b
+    assert hop_b["cancelled"] + hop_b["errors"] == 1, hop_b
+    assert _method(_debug(c), "Ctx", "Info")["calls"] == 0
+
+
+def test_a_hop_whose_budget_is_spent_is_refused_by_its_server(servers: list[str]) -> None:
+    a, b, c = servers
+    # A first call down the chain leaves B connected to C (so B knows C
+    # speaks the extension).
+    warm = _cli(a, "Ctx.Info", json.dumps({"Hops": [b, c]}), "--timeout", "5")
+    assert warm.returncode == 0, warm.stderr
+    # Now each hop works 0.3 s without yielding: B gets about 0.2 s of A's
+    # 0.5 s, works past it and calls C with a spent budget.  C refuses the
+    # call (counted as expired) and never runs it.
+    chain = json.dumps({"Hops": [b, c], "Work": 0.3})
+    result = _cli(a, "Ctx.Info", chain, "--timeout", "0.5")
+    assert result.returncode == 1, result
+    assert "no reply within 0.5s" in result.stderr
+    # A gave up first; B's refused call to C follows it.  A call from B to C
+    # over the same connection comes after it on the stream, so once it is
+    # answered, C has handled the refused one.
+    after = _cli(b, "Ctx.Info", json.dumps({"Hops": [c]}), "--timeout", "5")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["Next"]["Error"] == ""
+    hop_c = _method(_debug(c), "Ctx", "Info")
+    assert (hop_c["calls"], hop_c["expired"], hop_c["in_flight"]) == (2, 1, 0), hop_c
+    hop_b = _method(_debug(b), "Ctx", "Info")
+    assert (hop_b["calls"], hop_b["expired"], hop_b["in_flight"]) == (3, 0, 0), hop_b
