@@ -17,9 +17,11 @@ from txgeerpc._netrpc import MAX_LOOKAHEAD, NETRPC_CONNECTED, Start, classify
 from txgeerpc._one_port import Kind, sniff
 from txgeerpc._wire import EMPTY_STRUCT, Header
 from txgeerpc.codec import JSONRPCClientCodec, JSONRPCServerCodec
+from txgeerpc.discovery import StaticDiscovery
 from txgeerpc.errors import CodecError, InvalidAddress, MessageTooLarge, RemoteError
 from txgeerpc.examples import Args
 from txgeerpc.testing import MemoryNetwork
+from txgeerpc.xclient import XClient
 
 from ._helpers import checked_clock, example_server, vector
 
@@ -306,3 +308,25 @@ class ClientTests(SynchronousTestCase):
     def test_codec_mismatch(self) -> None:
         d = connect(self.network.reactor, "netrpc@127.0.0.1:1", codec="json")
         self.assertIn("speak gob", str(self.failureResultOf(d, InvalidAddress).value))
+
+
+class XClientTests(SynchronousTestCase):
+    def test_xclient_over_go_addresses(self) -> None:
+        network = MemoryNetwork()
+        self.addCleanup(network.close)
+        server = example_server(network.clock)
+        port = network.listen(server.port_factory(debug_path=None))
+        addresses = [f"{scheme}@{port.address}" for scheme in ("netrpc", "jsonrpc")]
+        xclient = XClient(
+            StaticDiscovery(addresses),
+            lambda address: connect(network.reactor, address, clock=network.clock),
+            network.clock,
+        )
+        results = [xclient.call("Foo.Sum", Args(i, 1)) for i in range(4)]
+        broadcast = xclient.broadcast("Arith.Multiply", Args(6, 7))
+        network.flush()
+        self.assertEqual([self.successResultOf(d) for d in results], [1, 2, 3, 4])
+        self.assertEqual(self.successResultOf(broadcast), 42)
+        closed = xclient.close()
+        network.flush()
+        self.successResultOf(closed)
