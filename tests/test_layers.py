@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._budget": 0,
     "txgeerpc._jsonsplit": 0,
     "txgeerpc._jsonvalue": 0,
+    "txgeerpc._netrpc": 0,
     "txgeerpc._convert": 0,
     "txgeerpc.gob": 0,
     "txgeerpc.codec": 0,

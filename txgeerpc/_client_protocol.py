@@ -95,8 +95,10 @@ class ClientProtocol(Protocol):
         clock: IReactorTime,
         max_message_size: int,
         interceptors: Sequence[Interceptor] = (),
+        send_option: bool = True,
     ) -> None:
         self._option = option
+        self._send_option = send_option
         self._clock = clock
         self._encoder = codec.new_encoder()
         self._decoder = codec.new_decoder(max_message_size)
@@ -145,8 +147,9 @@ class ClientProtocol(Protocol):
     def connectionMade(self) -> None:
         if self._state is _CONNECTING:  # close() may have come first
             self._state = _OPEN
-        # Widened, so that a Go server's read-ahead cannot swallow our first calls.
-        self.transport.write(self._option.to_widened_json())
+        if self._send_option:  # not to Go's net/rpc (docs/protocol.md 14)
+            # Widened, so that a Go server's read-ahead cannot swallow our first calls.
+            self.transport.write(self._option.to_widened_json())
 
     def call(
         self,

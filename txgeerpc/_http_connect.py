@@ -115,9 +115,16 @@ class _ConnectingProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self, factory: IProtocolFactory, path: str, done: Deferred[IProtocol]) -> None:
+    def __init__(
+        self,
+        factory: IProtocolFactory,
+        path: str,
+        done: Deferred[IProtocol],
+        reason: str = CONNECTED_REASON,
+    ) -> None:
         self._factory = factory
         self._path = path
+        self._reason = reason
         self._done = done
         self._buffer = b""
         self._inner: IProtocol | None = None
@@ -139,7 +146,7 @@ class _ConnectingProtocol(Protocol):
         except BadHead as error:
             self._fail(ConnectFailed(error))
             return
-        if (status, reason) != (200, CONNECTED_REASON):
+        if (status, reason) != (200, self._reason):
             # As Go's DialHTTP: the exact status text, or no GeeRPC server.
             self._fail(ConnectFailed(BadHead(f"unexpected HTTP response: {status} {reason}")))
             return
@@ -173,11 +180,20 @@ class HTTPConnectEndpoint:
 
     Cancelling the Deferred (a connect timeout) aborts the connection, during
     the TCP connect or the CONNECT exchange alike.
+
+    :param reason: the reason phrase the server's 200 must carry (GeeRPC's
+        ``Connected to Gee RPC``; Go's ``net/rpc`` says ``Connected to Go RPC``).
     """
 
-    def __init__(self, wrapped: IStreamClientEndpoint, path: str = DEFAULT_RPC_PATH) -> None:
+    def __init__(
+        self,
+        wrapped: IStreamClientEndpoint,
+        path: str = DEFAULT_RPC_PATH,
+        reason: str = CONNECTED_REASON,
+    ) -> None:
         self._wrapped = wrapped
         self._path = path
+        self._reason = reason
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         state: dict[str, Any] = {}
@@ -193,7 +209,7 @@ class HTTPConnectEndpoint:
         done: Deferred[IProtocol] = Deferred(cancel)
 
         def build() -> _ConnectingProtocol:
-            protocol = _ConnectingProtocol(protocolFactory, self._path, done)
+            protocol = _ConnectingProtocol(protocolFactory, self._path, done, self._reason)
             state["protocol"] = protocol
             return protocol
 

@@ -3,6 +3,9 @@ One listening port for every protocol: a raw GeeRPC stream (it starts with the
 Option's ``{``), HTTP ``CONNECT`` to the RPC path (then a GeeRPC stream), and
 any other HTTP request (a ``twisted.web`` site, built by the server: the debug
 page, the 405 on the RPC path, the registry) — told apart by the first bytes.
+Go's ``net/rpc`` clients too (docs/protocol.md 14): a gob stream with no
+Option, a JSON-RPC 1.0 request, ``CONNECT /_goRPC_`` (see
+:mod:`txgeerpc._netrpc` for how they are told apart, in a bounded lookahead).
 
 :class:`Sniffer` is the sans-IO decision; :class:`OnePortProtocol` is the thin
 protocol that buffers until the decision, then hands the connection (and the
@@ -31,9 +34,12 @@ from zope.interface import implementer
 
 from ._admission import HANDSHAKE_TIMEOUT
 from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
+from ._netrpc import NETRPC_CONNECTED, NETRPC_PATH, Start, classify
 from ._server_protocol import DEFAULT_HANDSHAKE_TIMEOUT, ServerFactory, ServerProtocol
 from ._web import QuietSite
 from ._wire import DEFAULT_RPC_PATH
+from .codec import GobCodec, JSONRPCServerCodec
+from .interfaces import ICodec
 
 
 class Kind(enum.Enum):
@@ -41,6 +47,10 @@ class Kind(enum.Enum):
     CONNECT = "connect"
     HTTP = "http"
     GARBAGE = "garbage"
+    NETRPC = "netrpc"
+    """Go's ``net/rpc`` over TCP: gob, no Option."""
+    JSONRPC = "jsonrpc"
+    """Go's ``net/rpc/jsonrpc``: JSON-RPC 1.0."""
 
 
 _WHITESPACE = b" \t\r\n"
@@ -48,10 +58,21 @@ _LONGEST_METHOD = 16  # no HTTP method name is longer
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
 
 
-def sniff(data: bytes) -> Kind | None:
+def sniff(data: bytes, go_netrpc: bool = True) -> Kind | None:
     """What a connection that started with ``data`` speaks, or ``None`` until
     more bytes decide it.  Leading whitespace is skipped (Go's JSON decoder
-    skips it before the Option; HTTP servers before a request line)."""
+    skips it before the Option; HTTP servers before a request line).  With
+    ``go_netrpc``, Go's ``net/rpc`` gob streams and JSON-RPC requests are
+    recognised too (:func:`txgeerpc._netrpc.classify`: at most
+    :data:`~txgeerpc._netrpc.MAX_LOOKAHEAD` bytes)."""
+    if go_netrpc:
+        go = classify(data)
+        if go is Start.GOB:
+            return Kind.NETRPC
+        if go is Start.JSONRPC:
+            return Kind.JSONRPC
+        if go is None:
+            return None
     start = 0
     while start < len(data) and data[start] in _WHITESPACE:
         start += 1
@@ -112,11 +133,17 @@ class OnePortProtocol(Protocol):
             if b"\n" in data:  # the head can only have ended on a newline
                 self._read_connect_head()
             return
-        kind = sniff(self._buffer)
+        kind = sniff(self._buffer, self._factory.go_netrpc)
         if kind is None:
             return
         if kind is Kind.RPC:
             self._become(self._factory.rpc.buildProtocol(self._address), self._buffer)
+        elif kind is Kind.NETRPC:
+            rpc = self._factory.rpc.buildProtocol(self._address)
+            self._become(rpc, self._buffer, codec=GobCodec())
+        elif kind is Kind.JSONRPC:
+            rpc = self._factory.rpc.buildProtocol(self._address)
+            self._become(rpc, self._buffer, codec=JSONRPCServerCodec())
         elif kind is Kind.HTTP:
             # The deadline holds until the first request head is complete.
             buffered = self._buffer
@@ -146,6 +173,15 @@ class OnePortProtocol(Protocol):
         except BadHead as error:
             self._refuse(str(error), b"HTTP/1.0 400 Bad Request\r\n\r\n")
             return
+        if (
+            request.path == NETRPC_PATH
+            and self._factory.go_netrpc
+            and request.path != self._factory.rpc_path
+        ):
+            self.transport.write(NETRPC_CONNECTED)
+            rpc = self._factory.rpc.buildProtocol(self._address)
+            self._become(rpc, rest, codec=GobCodec())
+            return
         if request.path != self._factory.rpc_path:
             self._refuse(
                 f"CONNECT to {request.path!r}, not the RPC path",
@@ -156,7 +192,13 @@ class OnePortProtocol(Protocol):
         # Unlike the reference, bytes sent right after the head are kept.
         self._become(self._factory.rpc.buildProtocol(self._address), rest)
 
-    def _become(self, inner: IProtocol | None, buffered: bytes, keep: bool = False) -> None:
+    def _become(
+        self,
+        inner: IProtocol | None,
+        buffered: bytes,
+        keep: bool = False,
+        codec: ICodec | None = None,
+    ) -> None:
         if not keep:
             self._cancel_deadline()
         self._buffer = b""
@@ -168,6 +210,8 @@ class OnePortProtocol(Protocol):
             inner.handshake_started = self._started
         self._inner = inner
         inner.makeConnection(self.transport)
+        if codec is not None and isinstance(inner, ServerProtocol):
+            inner.serve_without_option(codec)  # a Go net/rpc client: no Option
         if buffered:
             inner.dataReceived(buffered)
 
@@ -281,6 +325,8 @@ class OnePortFactory(Factory):
     :param rpc_path: the path ``CONNECT`` must name.
     :param handshake_timeout: seconds a new connection has to send its Option
         or its first request head.
+    :param go_netrpc: also serve Go's ``net/rpc`` clients (gob without an
+        Option, ``CONNECT /_goRPC_``) and JSON-RPC 1.0 ones (docs/protocol.md 14).
 
     :ivar site: ``site``; mount more resources on ``site.resource``.
     :ivar open: every connection open on this factory's ports, whatever it speaks.
@@ -298,8 +344,10 @@ class OnePortFactory(Factory):
         *,
         rpc_path: str = DEFAULT_RPC_PATH,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        go_netrpc: bool = True,
     ) -> None:
         self.clock = clock
+        self.go_netrpc = go_netrpc
         self.open: set[OnePortProtocol] = set()
         self.rpc = rpc
         self.site = site

@@ -68,7 +68,7 @@ from ._wire import (
 from .codec import CodecRegistry
 from .context import Interceptor
 from .errors import CodecError, MessageTooLarge, ProtocolError, UnsupportedCodec
-from .interfaces import IMessageDecoder, IMessageEncoder
+from .interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
@@ -302,12 +302,21 @@ class ServerProtocol(Protocol):
             self._decoder.feed(data)
         self._process()
 
-    def _start(self, option: Option) -> bool:
-        try:
-            codec = self._codecs.get(option.codec_type, aliases=False)
-        except UnsupportedCodec as error:
-            self._reject(f"rpc server: {error}")
-            return False
+    def serve_without_option(self, codec: ICodec) -> None:
+        """Serve a peer that sends no Option (Go's ``net/rpc``, JSON-RPC:
+        docs/protocol.md 14) with ``codec``, as one that named no txgeerpc
+        extension (no hello, no go-away, no budgets).  Call it once the
+        connection is made, before any of its bytes."""
+        self._option_decoder = None
+        self._start(Option(codec_type=codec.name), codec)
+
+    def _start(self, option: Option, codec: ICodec | None = None) -> bool:
+        if codec is None:
+            try:
+                codec = self._codecs.get(option.codec_type, aliases=False)
+            except UnsupportedCodec as error:
+                self._reject(f"rpc server: {error}")
+                return False
         self._cancel_timer()
         self._decoder = codec.new_decoder(self._settings.max_message_size)
         self._pairs = MessagePairs(self._decoder)

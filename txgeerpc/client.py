@@ -15,10 +15,11 @@ from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, EXTENSION_VERSION, GOB, Option, seconds_to_ns
-from .codec import CodecRegistry, default_registry
+from .codec import JSON, CodecRegistry, JSONRPCClientCodec, default_registry
 from .context import CallContext, Interceptor, Metadata
-from .endpoints import client_endpoint
-from .errors import ConnectFailed, ConnectTimeout, GeeRPCError
+from .endpoints import GO_NETRPC_SCHEMES, client_endpoint
+from .errors import ConnectFailed, ConnectTimeout, GeeRPCError, InvalidAddress
+from .interfaces import ICodec
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "Client", "connect"]
 
@@ -177,9 +178,13 @@ def connect(
     :param reactor: the reactor (used to build endpoints and, unless
         ``clock`` is given, for timeouts).
     :param address: ``tcp@host:port``, ``unix@/path``, a Twisted client
-        endpoint string, or an ``IStreamClientEndpoint``.
+        endpoint string, or an ``IStreamClientEndpoint``; or a Go ``net/rpc``
+        server's ``netrpc@host:port``, ``netrpc+http@host:port`` or
+        ``jsonrpc@host:port`` (docs/protocol.md 14: no Option is sent, and
+        such servers neither cancel handlers nor take budgets or metadata).
     :param codec: codec name or alias: ``application/gob`` (GeeRPC's own,
-        the default) or ``json`` (a txgeerpc extension).
+        the default) or ``json`` (a txgeerpc extension).  A ``netrpc`` address
+        speaks gob and a ``jsonrpc`` one JSON-RPC, whatever the default.
     :param handle_timeout: asks the server to give up on each request after
         this many seconds (GeeRPC's ``HandleTimeout``); the server may cap it.
     :param connect_timeout: seconds for the connection and the handshake
@@ -198,6 +203,9 @@ def connect(
         raise ValueError(f"connect_timeout must be positive or None, got {connect_timeout!r}")
     try:
         chosen = codecs.get(codec)
+        scheme = _go_scheme(address)
+        if scheme is not None:
+            chosen = _go_codec(scheme, chosen)
         endpoint = (
             client_endpoint(reactor, address, connect_timeout)
             if isinstance(address, str)
@@ -212,11 +220,14 @@ def connect(
         handle_timeout_ns=seconds_to_ns(handle_timeout),
         # Go servers ignore the key; txgeerpc servers answer with the hello,
         # say when they stop, and take budgets, metadata and cancels.
-        extension=EXTENSION_VERSION,
+        # Go's net/rpc is sent no Option: nothing of the extension is used.
+        extension=EXTENSION_VERSION if scheme is None else 0,
     )
     chain = tuple(interceptors)
     factory = Factory.forProtocol(
-        lambda: ClientProtocol(chosen, option, timer, max_message_size, chain)
+        lambda: ClientProtocol(
+            chosen, option, timer, max_message_size, chain, send_option=scheme is None
+        )
     )
     connecting: Deferred[Any] = endpoint.connect(factory)
     if connect_timeout is not None:
@@ -235,3 +246,26 @@ def connect(
         return Failure(ConnectFailed(failure.value))
 
     return connecting.addCallbacks(Client, wrap_failure)
+
+
+def _go_scheme(address: str | IStreamClientEndpoint) -> str | None:
+    """The scheme of a Go ``net/rpc`` address (``netrpc``...), else ``None``."""
+    if not isinstance(address, str):
+        return None
+    scheme, at, _ = address.partition("@")
+    return scheme if at and scheme in GO_NETRPC_SCHEMES else None
+
+
+def _go_codec(scheme: str, asked: ICodec) -> ICodec:
+    """The codec a Go ``net/rpc`` address speaks.  ``asked`` may be the
+    default (gob) or, for ``jsonrpc``, JSON; anything else is a mistake.
+
+    :raises InvalidAddress: ``asked`` is another codec.
+    """
+    speaks = GO_NETRPC_SCHEMES[scheme]
+    if speaks == "gob":
+        if asked.name == GOB:
+            return asked
+    elif asked.name in (GOB, JSON):
+        return JSONRPCClientCodec()
+    raise InvalidAddress(f"rpc client err: {scheme}@ addresses speak {speaks}, not {asked.name}")

@@ -5,6 +5,10 @@ GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
 - ``http@host:port``: TCP, then ``CONNECT /_geeprc_`` (Go's ``DialHTTP``);
   the connection is the RPC protocol's only after the server's 200 line
 - ``unix@/path/to/socket``
+- Go's standard ``net/rpc`` servers (docs/protocol.md 14), which take no
+  Option: ``netrpc@host:port`` (gob over TCP), ``netrpc+http@host:port``
+  (``CONNECT /_goRPC_`` first, as ``rpc.DialHTTP``) and ``jsonrpc@host:port``
+  (``net/rpc/jsonrpc``: JSON-RPC 1.0 over TCP)
 - anything without ``@`` is a Twisted client endpoint string
   (``tcp:host=127.0.0.1:port=7001``, ``unix:path=/tmp/s``...).
 """
@@ -24,10 +28,15 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IStreamClientEndpoint
 
 from ._http_connect import HTTPConnectEndpoint
+from ._netrpc import NETRPC_CONNECTED_REASON, NETRPC_PATH
 from ._wire import DEFAULT_RPC_PATH
 from .errors import InvalidAddress
 
-__all__ = ["client_endpoint", "split_address", "split_host_port"]
+__all__ = ["GO_NETRPC_SCHEMES", "client_endpoint", "split_address", "split_host_port"]
+
+GO_NETRPC_SCHEMES = {"netrpc": "gob", "netrpc+http": "gob", "jsonrpc": "jsonrpc"}
+"""The address schemes of Go ``net/rpc`` servers, and what each speaks: no
+Option is sent to them, and no txgeerpc extension is expected."""
 
 _NO_LIMIT = 10**9  # seconds; endpoints need a number
 
@@ -86,12 +95,17 @@ def client_endpoint(
                 f"or a Twisted endpoint string ({error})"
             ) from None
     protocol, rest = split_address(address)
-    if protocol in ("tcp", "tcp4", "tcp6"):
+    if protocol in ("tcp", "tcp4", "tcp6", "netrpc", "jsonrpc"):
         host, port = split_host_port(rest)
         return _tcp(reactor, host, port, timeout)
     if protocol == "http":
         host, port = split_host_port(rest)
         return HTTPConnectEndpoint(_tcp(reactor, host, port, timeout), DEFAULT_RPC_PATH)
+    if protocol == "netrpc+http":
+        host, port = split_host_port(rest)
+        return HTTPConnectEndpoint(
+            _tcp(reactor, host, port, timeout), NETRPC_PATH, NETRPC_CONNECTED_REASON
+        )
     if protocol == "unix":
         return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

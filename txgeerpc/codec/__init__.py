@@ -13,6 +13,11 @@ from ._gob import HEADER as HEADER  # not public API: the Header's gob type (the
 from ._gob import GobCodec
 from ._json import JSONCodec
 
+# Not public API: JSON-RPC 1.0 (Go's net/rpc/jsonrpc), never named in an Option.
+from ._jsonrpc import JSONRPC as JSONRPC
+from ._jsonrpc import JSONRPCClientCodec as JSONRPCClientCodec
+from ._jsonrpc import JSONRPCServerCodec as JSONRPCServerCodec
+
 JSON = "application/json"
 GOB = "application/gob"
 
