@@ -438,7 +438,8 @@ async def _health(reactor: Any, options: argparse.Namespace) -> int:
         print("draining", file=sys.stderr)
         return EXIT_CALL_FAILED
     except RemoteError as error:
-        if not error.message.startswith("rpc server: can't find "):
+        # GeeRPC's text, or Go net/rpc's: it answers calls, it has no health method.
+        if not error.message.startswith(("rpc server: can't find ", "rpc: can't find ")):
             print(f"unhealthy: {error}", file=sys.stderr)
             return EXIT_CALL_FAILED
         print("serving (it answers calls; no health method: not txgeerpc)")

@@ -245,7 +245,7 @@ def installed() -> Path:
 @pytest.fixture
 def shell(tmp_path: Path, installed: Path) -> Iterator[Shell]:
     """A user's shell in a fresh directory.  (The README's commands use its
-    fixed ports, 7001, 7002, 9999, 2379: a second run of this module at the
+    fixed ports, 7001, 7002, 7003, 9999, 2379: a second run of this module at the
     same time, or anything else on those ports, makes them fail.)"""
     user = Shell(tmp_path)
     try:
@@ -256,7 +256,7 @@ def shell(tmp_path: Path, installed: Path) -> Iterator[Shell]:
 
 # What marks each shell and console block of the README (each test below runs its own).
 DEMO = "pip install . && twistd -n geerpc"
-DEMO_CALLS = "Arith.Multiply '{\"Num1\":6"
+DEMO_CALLS = "$ python -m txgeerpc call tcp@127.0.0.1:7001 Arith.Multiply '{\"Num1\":6"
 MISTAKES = "--pidfile=oops.pid"
 REGISTRY_CURL = "X-Geerpc-Server: tcp@127.0.0.1:7002' http://127.0.0.1:7001"
 CALC = "--service calc:Calc"
@@ -267,9 +267,10 @@ WALK_PRINTS = "tcp@127.0.0.1:7001: 5 calls"
 WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat registry.pid)"
 ETCD_WALK = "ETCD=http://127.0.0.1:2379"
 ETCD_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat etcd.pid)"
+NETRPC = "call netrpc@127.0.0.1:7003 Arith.Multiply"
 MARKERS = [
     DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, CALC_MAIN, XCLIENT, WALK, WALK_PRINTS,
-    WALK_END, ETCD_WALK, ETCD_WALK_END,
+    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC,
 ]  # fmt: skip
 WRITTEN = {"calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py"}
 """The Python files the tests below write and run (all in ``examples/`` too)."""
@@ -317,6 +318,10 @@ def test_walk_through_on_etcd(shell: Shell) -> None:
     printed = shell.script(block(ETCD_WALK))
     assert printed == block(WALK_PRINTS).text * 3, printed
     shell.script(block(ETCD_WALK_END))
+
+
+def test_go_netrpc_and_jsonrpc_addresses(shell: Shell) -> None:
+    shell.console(block(NETRPC))
 
 
 def test_every_block_is_run() -> None:

@@ -155,3 +155,19 @@ def test_cli_against_go_netrpc_server(netrpcpeer: Path) -> None:
                 "",
                 "error: divide by zero\n",
             ), target
+
+
+def test_health_of_go_netrpc_servers(netrpcpeer: Path) -> None:
+    """``python -m txgeerpc health`` counts a Go net/rpc server that answers
+    "rpc: can't find service" as serving, on each of the three."""
+    with NetrpcServer(netrpcpeer) as addresses:
+        for transport in TRANSPORTS:
+            target = f"{SCHEMES[transport]}@{addresses[transport]}"
+            health = subprocess.run(
+                [sys.executable, "-m", "txgeerpc", "health", target],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert (health.returncode, health.stderr) == (0, ""), (target, health)
+            assert health.stdout.startswith("serving"), target
