@@ -237,3 +237,80 @@ class RegistryMetricsTests(SynchronousTestCase):
                 "txgeerpc_registry_refused_total": 1,
             },
         )
+
+
+class TwistdOptionTests(SynchronousTestCase):
+    """``--metrics-path`` and ``--access-log`` of both plugins."""
+
+    def build(self, *argv: str) -> Any:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from txgeerpc import tap
+
+        options = tap.Options()
+        options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1", *argv])
+        return tap.build(options, reactor=MemoryReactorClock())
+
+    def children(self, built: Any) -> set[bytes]:
+        """The top-level paths of the site every listener serves."""
+        return set(built.listeners[0]._factory.site.resource.children)
+
+    def test_metrics_by_default(self) -> None:
+        built = self.build()
+        self.assertIsNotNone(built.server.metrics)
+        self.assertIn(b"metrics", self.children(built))
+
+    def test_elsewhere_and_none(self) -> None:
+        elsewhere = self.build("--metrics-path", "/prom/m")
+        self.assertIn(b"prom", self.children(elsewhere))
+        self.assertNotIn(b"metrics", self.children(elsewhere))
+        none = self.build("--metrics-path", "none")
+        self.assertIsNone(none.server.metrics)
+        self.assertNotIn(b"metrics", self.children(none))
+        from twisted.python import usage
+
+        from txgeerpc import tap
+
+        self.assertRaises(
+            usage.UsageError, tap.Options().parseOptions, ["--metrics-path", "metrics"]
+        )
+
+    def test_access_log_file(self) -> None:
+        import json
+
+        path = self.mktemp()
+        built = self.build("--access-log", path)
+        observer = built.server.settings.access_log
+        self.assertIsNotNone(observer)
+        from twisted.logger import Logger
+
+        Logger(namespace="txgeerpc.access", observer=observer).info(
+            "x", method="Arith.Multiply", seq=1
+        )
+        built.service.stopService()  # closes the file
+        with open(path) as lines:
+            (line,) = lines.read().splitlines()
+        self.assertEqual(json.loads(line)["method"], "Arith.Multiply")
+
+    def test_access_log_that_cannot_be_opened(self) -> None:
+        from txgeerpc._twistd import StartupError
+
+        error = self.assertRaises(
+            StartupError, self.build, "--access-log", self.mktemp() + "/missing/access.jsonl"
+        )
+        self.assertIn("No such file or directory", str(error))
+
+    def test_registry_plugin(self) -> None:
+        from twisted.internet.task import Clock
+
+        from txgeerpc import registry_tap
+
+        options = registry_tap.Options()
+        options.parseOptions([])
+        built = registry_tap.build(options, reactor=Clock())
+        site = built.listeners[0]._factory
+        self.assertIn(b"metrics", set(site.resource.children))
+        options = registry_tap.Options()
+        options.parseOptions(["--metrics-path", "none"])
+        site = registry_tap.build(options, reactor=Clock()).listeners[0]._factory
+        self.assertNotIn(b"metrics", set(site.resource.children))
