@@ -94,7 +94,7 @@ class MethodStats:
     (or refused) ones by outcome (:data:`OUTCOMES`); ``total_seconds`` the
     time all finished calls took, and ``buckets`` how many took at most each
     of :data:`LATENCY_BUCKETS` (not cumulative; the last one counts the rest).
-    The histogram, the extremes and the traceback bookkeeping take no part in
+    The histogram, the longest duration and the traceback bookkeeping take no part in
     comparisons.
     """
 
@@ -103,7 +103,6 @@ class MethodStats:
     total_seconds: float = 0.0
     outcomes: dict[str, int] = attrs.field(factory=dict)
     buckets: list[int] = attrs.field(factory=_no_buckets, eq=False, repr=False)
-    min_seconds: float = attrs.field(default=math.inf, eq=False, repr=False)
     max_seconds: float = attrs.field(default=0.0, eq=False, repr=False)
     # When the last traceback of an unexpected failure was logged, and how many
     # were left out since (the dispatcher logs at most one a minute).
@@ -147,21 +146,18 @@ class MethodStats:
         self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         if seconds > self.max_seconds:
             self.max_seconds = seconds
-        if seconds < self.min_seconds:
-            self.min_seconds = seconds
 
     def percentile(self, p: float) -> float | None:
         """The ``p``-th percentile (0 <= p <= 100) of the finished calls'
         durations, in seconds, estimated from the histogram as Prometheus'
         ``histogram_quantile`` does (linear within a bucket), and kept
-        within the shortest and longest durations seen; ``None`` before any
-        call finished.
+        within the longest duration seen; ``None`` before any call finished.
 
         :raises ValueError: ``p`` is outside 0..100.
         """
         if not 0.0 <= p <= 100.0:
             raise ValueError(f"percentile must be within 0..100, not {p!r}")
-        return estimate_quantile(self.buckets, p / 100.0, self.min_seconds, self.max_seconds)
+        return estimate_quantile(self.buckets, p / 100.0, 0.0, self.max_seconds)
 
 
 def estimate_quantile(
