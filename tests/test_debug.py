@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txgeerpc import MethodStats, Server
-from txgeerpc._service import RECENT_DURATIONS
+from txgeerpc._service import LATENCY_BUCKETS, estimate_quantile
 from txgeerpc.debug import DebugResource, format_latency, human_duration, prefers_json
 from txgeerpc.errors import RemoteError
 from txgeerpc.examples import Args, register_examples
@@ -271,11 +271,16 @@ class DebugPageTests(SynchronousTestCase):
         sleep = fetch(self.site).page().services["Foo"]["Sleep"]
         self.assertEqual(
             (sleep["calls"], sleep["in-flight"], sleep["p50"], sleep["p99"]),
-            ("2", "0", "0.000 ms", "5000 ms"),
+            # Estimated from the latency histogram (a 0 s and a 5 s call): the
+            # median is the first bucket's bound (25 µs), the 99th percentile
+            # 98% of the way through the (2.5 s, 5 s] bucket.
+            ("2", "0", "0.025 ms", "4950 ms"),
         )
         data = fetch(self.site, b"/debug/geerpc?format=json").json()
         (foo,) = (service for service in data["services"] if service["name"] == "Foo")
         (method,) = (method for method in foo["methods"] if method["name"] == "Sleep")
+        self.assertAlmostEqual(method.pop("p50_ms"), 0.025)
+        self.assertAlmostEqual(method.pop("p99_ms"), 4950.0)
         self.assertEqual(
             method,
             {
@@ -284,8 +289,6 @@ class DebugPageTests(SynchronousTestCase):
                 "calls": 2,
                 "errors": 0,
                 "in_flight": 0,
-                "p50_ms": 0.0,
-                "p99_ms": 5000.0,
                 "total_seconds": 5.0,
                 "cancelled": 0,
                 "expired": 0,
@@ -518,42 +521,65 @@ class MethodStatsTests(SynchronousTestCase):
         self.assertIsNone(stats.percentile(50))
         self.assertIsNone(stats.percentile(99))
 
-    def test_record_adds_to_the_total(self) -> None:
+    def test_record_adds_to_the_total_and_the_histogram(self) -> None:
         stats = MethodStats()
         stats.record(0.5)
         stats.record(0.25)
-        self.assertEqual(stats.total_seconds, 0.75)
-        self.assertEqual(list(stats.recent), [0.5, 0.25])
+        stats.record(1000.0)
+        self.assertEqual(stats.total_seconds, 1000.75)
+        # Each duration lands in the first bucket whose bound holds it (le).
+        expected = [0] * (len(LATENCY_BUCKETS) + 1)
+        expected[LATENCY_BUCKETS.index(0.5)] += 1
+        expected[LATENCY_BUCKETS.index(0.25)] += 1
+        expected[-1] += 1  # past the last bound
+        self.assertEqual(stats.buckets, expected)
+        self.assertEqual(stats.finished, 3)
 
     def test_a_clock_stepping_back_counts_as_nothing(self) -> None:
         stats = MethodStats()
         stats.record(-1.0)
         self.assertEqual((stats.total_seconds, stats.percentile(100)), (0.0, 0.0))
+        self.assertEqual(stats.buckets[0], 1)
 
-    def test_nearest_rank_percentiles(self) -> None:
+    def test_percentiles_from_the_buckets(self) -> None:
+        # 100 calls spread evenly over the (1 ms, 2.5 ms] bucket: linear
+        # interpolation within it, as Prometheus' histogram_quantile does.
         stats = MethodStats()
-        for n in (7, 3, 9, 1, 5):
-            stats.record(float(n))
-        self.assertEqual(
-            [stats.percentile(p) for p in (0, 20, 21, 50, 80, 81, 99, 100)],
-            [1.0, 1.0, 3.0, 5.0, 7.0, 9.0, 9.0, 9.0],
-        )
-        hundred = MethodStats()
-        for n in range(100, 0, -1):
-            hundred.record(float(n))
-        self.assertEqual((hundred.percentile(50), hundred.percentile(99)), (50.0, 99.0))
+        for n in range(1, 101):
+            stats.record(0.001 + 0.0015 * n / 100)
+        self.assertAlmostEqual(stats.percentile(50), 0.00175)  # type: ignore[arg-type]
+        self.assertAlmostEqual(stats.percentile(99), 0.002485)  # type: ignore[arg-type]
+        # Kept within the longest duration seen.
+        self.assertAlmostEqual(stats.percentile(0), 0.001)  # type: ignore[arg-type]
+        self.assertAlmostEqual(stats.percentile(100), 0.0025)  # type: ignore[arg-type]
+
+    def test_one_duration_is_every_percentile(self) -> None:
         single = MethodStats()
         single.record(0.125)
         self.assertEqual((single.percentile(50), single.percentile(99)), (0.125, 0.125))
+        slow = MethodStats()
+        slow.record(5000.0)  # past the last bound: the longest seen
+        self.assertEqual(slow.percentile(99), 5000.0)
+
+    def test_two_populations(self) -> None:
+        stats = MethodStats()
+        for _ in range(90):
+            stats.record(0.0002)  # (100 µs, 250 µs]
+        for _ in range(10):
+            stats.record(0.2)  # (100 ms, 250 ms]
+        p50 = stats.percentile(50)
+        p99 = stats.percentile(99)
+        assert p50 is not None and p99 is not None
+        self.assertTrue(0.0001 < p50 <= 0.00025, p50)
+        self.assertTrue(0.1 < p99 <= 0.2, p99)
 
     def test_bounded(self) -> None:
         stats = MethodStats()
-        for n in range(RECENT_DURATIONS * 2):
-            stats.record(float(n))
-        self.assertEqual(len(stats.recent), RECENT_DURATIONS)
-        self.assertEqual(stats.recent[0], float(RECENT_DURATIONS))  # the oldest went
-        self.assertEqual(stats.percentile(0), float(RECENT_DURATIONS))
-        self.assertEqual(stats.total_seconds, sum(range(RECENT_DURATIONS * 2)))
+        for n in range(10_000):
+            stats.record(n / 1000.0)
+        self.assertEqual(len(stats.buckets), len(LATENCY_BUCKETS) + 1)
+        self.assertEqual(stats.finished, 10_000)
+        self.assertIsNone(estimate_quantile([0] * (len(LATENCY_BUCKETS) + 1), 0.5))
 
     def test_percentile_range(self) -> None:
         stats = MethodStats()
@@ -566,4 +592,4 @@ class MethodStatsTests(SynchronousTestCase):
         recorded.record(0.0)
         self.assertEqual(recorded, MethodStats(calls=1))
         self.assertNotEqual(recorded, MethodStats(calls=2))
-        self.assertNotIn("recent", repr(recorded))
+        self.assertNotIn("buckets", repr(recorded))

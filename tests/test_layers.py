@@ -66,6 +66,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc.client": 3,
     "txgeerpc.endpoints": 3,
     "txgeerpc.debug": 3,
+    "txgeerpc.metrics": 3,
     "txgeerpc._http_client": 3,
     "txgeerpc.registry": 3,
     "txgeerpc._services": 3,

@@ -78,10 +78,29 @@ def default_max_per_peer(max_connections: int) -> int:
 
 
 class Counters:
-    """Connections refused or closed by a limit, by :data:`COUNTERS` name."""
+    """Connections refused or closed by a limit, by :data:`COUNTERS` name;
+    and the server's other counts the metrics export (plain attributes)."""
 
     def __init__(self) -> None:
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self.bytes_in = 0
+        """Bytes read on RPC streams (after the sniffer: CONNECT heads excluded)."""
+        self.bytes_out = 0
+        """Bytes of replies written on RPC streams."""
+        self.unknown_methods = 0
+        """Requests naming no registered ``Service.Method``."""
+        self.handshake_failures: dict[str, int] = {}
+        """Connections closed before they were served, by kind
+        (``bad_option``, ``unsupported_codec``, ``unrecognised_protocol``,
+        ``bad_connect``; timeouts are :data:`HANDSHAKE_TIMEOUT`)."""
+        self.protocol_errors: dict[str, int] = {}
+        """Streams closed for a protocol error after the Option, by kind
+        (``message_too_large``, ``bad_frame``, ``bad_header``)."""
+
+    def failed(self, counts: dict[str, int], kind: str) -> None:
+        """Count one more ``kind`` in ``counts`` (:attr:`handshake_failures`
+        or :attr:`protocol_errors`)."""
+        counts[kind] = counts.get(kind, 0) + 1
 
     def add(self, name: str) -> None:
         """Count one more ``name``."""

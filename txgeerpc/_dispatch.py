@@ -13,11 +13,25 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 
+from ._admission import Counters
 from ._convert import ConversionError, convert_within
-from ._service import Method, Service, settle
+from ._service import (
+    BAD_ARGUMENT,
+    CANCELLED,
+    CONNECTION_LOST,
+    DEADLINE,
+    ERROR,
+    EXPIRED,
+    OK,
+    SHUTDOWN,
+    TIMEOUT,
+    Method,
+    Service,
+    settle,
+)
 from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration
 from .context import (
     CallContext,
@@ -38,8 +52,9 @@ from .errors import (
 
 
 class ReplySender(Protocol):
-    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
-        """Encode and write one reply (``body_type``: its declared type, if any).
+    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int | None:
+        """Encode and write one reply (``body_type``: its declared type, if any);
+        the bytes written, if known.
 
         :raises Exception: the body cannot be encoded (nothing was written).
         """
@@ -55,6 +70,15 @@ class _BudgetSpent(Exception):
 
 DOMAIN_ERRORS = (RPCError, ValueError, ArithmeticError, LookupError)
 """The exceptions a handler raises on purpose (see :class:`~txgeerpc.errors.RPCError`)."""
+
+ACCESS_NAMESPACE = "txgeerpc.access"
+"""The namespace of access-log events."""
+
+ACCESS_FORMAT = "{peer} {method} seq={seq} {outcome} {duration}s reply_bytes={reply_bytes}"
+"""An access-log event's format; its fields: ``peer``, ``method``
+(``Service.Method``), ``seq``, ``duration`` (seconds), ``outcome`` (one of
+:data:`txgeerpc._service.OUTCOMES`) and ``reply_bytes`` (the reply's size,
+``None`` without a reply)."""
 
 TRACEBACK_INTERVAL = 60.0
 """Seconds between two tracebacks logged for one method's unexpected failures."""
@@ -91,6 +115,9 @@ class Dispatcher:
     :param extension: the client named the txgeerpc extension: it may send
         cancel requests, and replies may carry trailers.
     :param interceptors: the server's interceptors, outermost first.
+    :param counters: the server's counters (calls to unknown methods).
+    :param access_log: where one ``txgeerpc.access`` event per call goes
+        (:data:`ACCESS_FORMAT`), if anywhere.
     """
 
     _log = Logger()
@@ -106,8 +133,16 @@ class Dispatcher:
         budget_left: Callable[[], int] | None = None,
         extension: bool = False,
         interceptors: Sequence[Interceptor] = (),
+        counters: Counters | None = None,
+        access_log: ILogObserver | None = None,
     ) -> None:
         self._services = services
+        self._counters = counters if counters is not None else Counters()
+        self._access = (
+            None if access_log is None else Logger(namespace=ACCESS_NAMESPACE, observer=access_log)
+        )
+        # What calls still running when the dispatcher stops end as.
+        self._stop_outcome = CONNECTION_LOST
         self._budget_left = budget_left
         self._sender = sender
         self._clock = clock
@@ -139,6 +174,7 @@ class Dispatcher:
         if self._extension and header[0] == CANCEL:
             self.cancel(header[1])
             return
+        method = None
         try:
             method = locate(self._services, header.service_method)
             value = decode_body(body)
@@ -148,12 +184,20 @@ class Dispatcher:
             else:
                 argument = convert_within(method.convert_argument, value, budget_left())[0]
         except (ServiceError, CodecError) as error:
+            if method is None:
+                self._counters.unknown_methods += 1
+            else:
+                method.stats.count(BAD_ARGUMENT)
             self._reply_error(header, str(error))
             return
         except ConversionError as error:
+            assert method is not None  # only conversion raises it
+            method.stats.count(BAD_ARGUMENT)
             self._reply_error(header, f"rpc server: bad argument for {header[0]}: {error}")
             return
         except Exception as error:  # a struct's own validation...
+            assert method is not None
+            method.stats.count(BAD_ARGUMENT)
             self._log_failure(
                 Failure(),
                 method,
@@ -168,7 +212,7 @@ class Dispatcher:
         context = None
         if budget or header[4] is not None or self._interceptors or method.context_parameter:
             if budget < 0:
-                method.stats.expired += 1
+                method.stats.count(EXPIRED)
                 self._log.info(
                     "rpc server: {method} from {peer} refused: its budget was spent "
                     "{spent} before it arrived",
@@ -256,27 +300,41 @@ class Dispatcher:
     ) -> None:
         stats = method.stats
         stats.in_flight -= 1
-        stats.record(self._clock.seconds() - started)
+        duration = self._clock.seconds() - started
+        stats.record(duration)
         if request_id is not None:
             self._running.pop(request_id, None)
+        size: int | None = None
         if self._stopped:
-            return None
-        if self._silenced and request_id in self._silenced:
+            outcome = self._stop_outcome
+        elif self._silenced and request_id in self._silenced:
             self._silenced.discard(request_id)
-            stats.cancelled += 1
+            outcome = CANCELLED
             self._on_done()
-            return None
-        try:
-            self._reply(result, header, method, context)
-        finally:
-            if request_id is not None:
-                self._on_done()
+        else:
+            try:
+                outcome, size = self._reply(result, header, method, context)
+            finally:
+                if request_id is not None:
+                    self._on_done()
+        outcomes = stats.outcomes  # stats.count(outcome), inlined: it runs on every call
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if self._access is not None:
+            self._access.info(
+                ACCESS_FORMAT,
+                peer=self._peer,
+                method=header[0],
+                seq=header[1],
+                duration=duration,
+                outcome=outcome,
+                reply_bytes=size,
+            )
         return None
 
     def _reply(
         self, result: Any, header: Header, method: Method, context: CallContext | None
-    ) -> None:
-        stats = method.stats
+    ) -> tuple[str, int | None]:
+        """Send the reply of a finished call: its outcome and size."""
         trailers = None
         if context is not None and context.trailers and self._extension:
             try:
@@ -284,7 +342,6 @@ class Dispatcher:
             except MetadataError as error:
                 result = Failure(error)
         if isinstance(result, Failure):
-            stats.errors += 1
             if result.check(_BudgetSpent):
                 text = f"{DEADLINE_EXCEEDED}: the call's {go_duration(header[3])} budget ran out"
                 self._log.info(
@@ -293,33 +350,33 @@ class Dispatcher:
                     peer=self._peer,
                     text=text,
                 )
-                self._reply_error(header, text, trailers)
-            elif result.check(_HandleTimedOut):
+                return DEADLINE, self._reply_error(header, text, trailers)
+            if result.check(_HandleTimedOut):
                 self._log.info(
                     "rpc server: {method} from {peer} timed out: {text}",
                     method=header.service_method,
                     peer=self._peer,
                     text=self._timeout_text,
                 )
-                self._reply_error(header, self._timeout_text)
-            else:
-                self._log_failure(
-                    result, method, "rpc server: {method} from {peer} failed: {text}", header
-                )
-                self._reply_error(header, _error_text(result), trailers)
-            return
+                return TIMEOUT, self._reply_error(header, self._timeout_text)
+            self._log_failure(
+                result, method, "rpc server: {method} from {peer} failed: {text}", header
+            )
+            return ERROR, self._reply_error(header, _error_text(result), trailers)
         try:
-            self._sender.send_reply(
+            size = self._sender.send_reply(
                 Header(header[0], header[1], "", 0, trailers), result, method.result_type
             )
         except Exception as error:
-            stats.errors += 1
             self._log.error(
                 "rpc server: cannot encode the reply of {method}: {error}",
                 method=header.service_method,
                 error=_describe(error),
             )
-            self._reply_error(header, f"rpc server: cannot encode reply: {_describe(error)}")
+            return ERROR, self._reply_error(
+                header, f"rpc server: cannot encode reply: {_describe(error)}"
+            )
+        return OK, size
 
     def _log_failure(self, failure: Failure, method: Method, format: str, header: Header) -> None:
         """One line for an error the handler meant (:data:`DOMAIN_ERRORS`);
@@ -352,11 +409,14 @@ class Dispatcher:
 
     def _reply_error(
         self, header: Header, text: str, trailers: dict[str, str] | None = None
-    ) -> None:
+    ) -> int | None:
         try:
-            self._sender.send_reply(Header(header[0], header[1], text, 0, trailers), EMPTY_STRUCT)
+            return self._sender.send_reply(
+                Header(header[0], header[1], text, 0, trailers), EMPTY_STRUCT
+            )
         except Exception:
             self._log.failure("rpc server: cannot send the error reply of {seq}", seq=header[1])
+            return None
 
     def stop(self) -> None:
         """The connection is gone: cancel every running handler, send nothing."""
@@ -371,6 +431,7 @@ class Dispatcher:
         request with the error ``text``, then cancel its handler (which sends
         nothing more).  The number of requests answered so."""
         self._stopped = True
+        self._stop_outcome = SHUTDOWN
         running = list(self._running.values())
         self._running.clear()
         for _, header in running:

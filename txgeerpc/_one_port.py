@@ -153,7 +153,10 @@ class OnePortProtocol(Protocol):
             self._connect_head = True
             self._read_connect_head()
         else:
-            self._refuse(f"unrecognised protocol, first bytes {self._buffer[:16]!r}")
+            self._refuse(
+                f"unrecognised protocol, first bytes {self._buffer[:16]!r}",
+                kind="unrecognised_protocol",
+            )
 
     def _watch_http_head(self, data: bytes) -> None:
         seen = self._http_head_seen + data
@@ -171,7 +174,7 @@ class OnePortProtocol(Protocol):
             head, rest = split
             request = parse_request_head(head)
         except BadHead as error:
-            self._refuse(str(error), b"HTTP/1.0 400 Bad Request\r\n\r\n")
+            self._refuse(str(error), b"HTTP/1.0 400 Bad Request\r\n\r\n", "bad_connect")
             return
         if (
             request.path == NETRPC_PATH
@@ -186,11 +189,19 @@ class OnePortProtocol(Protocol):
             self._refuse(
                 f"CONNECT to {request.path!r}, not the RPC path",
                 b"HTTP/1.0 404 Not Found\r\n\r\n",
+                "bad_connect",
             )
             return
         self.transport.write(CONNECTED)
         # Unlike the reference, bytes sent right after the head are kept.
-        self._become(self._factory.rpc.buildProtocol(self._address), rest)
+        inner = self._factory.rpc.buildProtocol(self._address)
+        inner.transport_kind = "connect"
+        self._become(inner, rest)
+
+    @property
+    def inner(self) -> IProtocol | None:
+        """The protocol the connection was handed to, once decided."""
+        return self._inner
 
     def _become(
         self,
@@ -215,7 +226,10 @@ class OnePortProtocol(Protocol):
         if buffered:
             inner.dataReceived(buffered)
 
-    def _refuse(self, why: str, answer: bytes = b"") -> None:
+    def _refuse(self, why: str, answer: bytes = b"", kind: str = "") -> None:
+        if kind:
+            counters = self._factory.rpc.counters
+            counters.failed(counters.handshake_failures, kind)
         self._cancel_deadline()
         self._refused = True
         self._log.info("txgeerpc: {peer}: {why}; closing", peer=_describe(self._address), why=why)
@@ -368,6 +382,14 @@ class OnePortFactory(Factory):
             )
             return None
         return protocol
+
+    def http_connections(self) -> int:
+        """Connections open now that are talking HTTP (not GeeRPC)."""
+        return sum(
+            1
+            for protocol in list(self.open)
+            if protocol.inner is not None and not isinstance(protocol.inner, ServerProtocol)
+        )
 
     def note(self, text: str, peer: str) -> None:
         """Log a refusal or an eviction: at once, then at most one line per

@@ -137,6 +137,8 @@ class ServerSettings:
     )
     interceptors: tuple[Interceptor, ...] = ()
     """Server interceptors, outermost first (they see every call)."""
+    access_log: Any = None
+    """An ``ILogObserver`` given one ``txgeerpc.access`` event per call, or ``None``."""
 
     def handle_timeout_ns(self, option: Option) -> int:
         """The limit for this connection's requests: the client's
@@ -266,6 +268,9 @@ class ServerProtocol(Protocol):
         self._charged = False  # holds or waits for a share of the receive budget
         self.served = False
         """Whether a request was completed on this connection."""
+        self.transport_kind = "raw"
+        """How the stream came: ``raw``, or ``connect`` (HTTP CONNECT; the
+        one-port sniffer sets it)."""
 
     @property
     def in_flight(self) -> int:
@@ -285,11 +290,13 @@ class ServerProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._state not in _READING:
             return
+        self._counters.bytes_in += len(data)
         option_decoder = self._option_decoder
         if option_decoder is not None:
             try:
                 option, data = option_decoder.feed(data)
             except ProtocolError as error:
+                self._counters.failed(self._counters.handshake_failures, "bad_option")
                 self._reject(f"rpc server: {error}")
                 return
             if option is not None and not self._start(option):
@@ -315,6 +322,7 @@ class ServerProtocol(Protocol):
             try:
                 codec = self._codecs.get(option.codec_type, aliases=False)
             except UnsupportedCodec as error:
+                self._counters.failed(self._counters.handshake_failures, "unsupported_codec")
                 self._reject(f"rpc server: {error}")
                 return False
         self._cancel_timer()
@@ -331,6 +339,8 @@ class ServerProtocol(Protocol):
             budget_left=getattr(self._decoder, "budget_left", None),
             extension=option.speaks_extension,
             interceptors=self._settings.interceptors,
+            counters=self._counters,
+            access_log=self._settings.access_log,
         )
         self._state = _SERVING
         self._go_away = option.go_away or option.speaks_extension
@@ -375,6 +385,7 @@ class ServerProtocol(Protocol):
                 turn += 1
         except (ProtocolError, CodecError) as error:
             # A frame or a header that does not decode: the stream cannot go on.
+            self._counters.failed(self._counters.protocol_errors, _error_kind(error))
             self._answer_oversized(error)
             self._flush_batch()  # replies already made go out before the close
             self._stop_reading(f"rpc server: read header error: {error}")
@@ -406,12 +417,17 @@ class ServerProtocol(Protocol):
         if batch and self._state is not _CLOSED:
             self.transport.write(b"".join(batch))
 
-    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> None:
+    def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int:
         data = self._encoder.encode(header, body, body_type)
         if self._batch is not None:
             self._batch.append(data)  # written once when the read batch is done
         elif self._state is not _CLOSED:
             self.transport.write(data)
+        else:
+            return 0
+        size = len(data)
+        self._counters.bytes_out += size
+        return size
 
     def readConnectionLost(self) -> None:
         """The peer has sent everything (a half-close): answer what it sent,
@@ -735,6 +751,15 @@ class ServerProtocol(Protocol):
         drained, self._drained = self._drained, []
         for waiter in drained:
             waiter.callback(None)
+
+
+def _error_kind(error: Exception) -> str:
+    """The ``kind`` label of a protocol error that ends a stream."""
+    if isinstance(error, MessageTooLarge):
+        return "message_too_large"
+    if isinstance(error, ProtocolError):
+        return "bad_frame"
+    return "bad_header"
 
 
 class ServerFactory(Factory):

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import math
 import typing
-from collections import deque
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -41,41 +41,101 @@ def expose(function: F) -> F:
     return function
 
 
-RECENT_DURATIONS = 1024
-"""How many of a method's latest call durations :class:`MethodStats` keeps
-for its percentiles."""
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds, in seconds, of the latency histogram every method keeps
+(from 25 µs to a minute; a last bucket holds the longer calls).  The debug
+page's percentiles and the ``txgeerpc_server_handling_seconds`` histogram
+(:mod:`txgeerpc.metrics`) both read it."""
+
+# A finished call's outcome: the ``outcome`` label of
+# ``txgeerpc_server_handled_total`` and the access log's field.
+OK = "ok"
+ERROR = "error"  # the handler failed (or its reply did not encode): an error reply
+DEADLINE = "deadline_exceeded"  # the client's budget ran out while it ran
+TIMEOUT = "timeout"  # the handle timeout ran out
+CANCELLED = "cancelled"  # the client cancelled it: no reply
+CONNECTION_LOST = "connection_lost"  # the connection closed before it finished
+SHUTDOWN = "shutdown"  # a graceful stop's grace ran out: a shutting-down error reply
+EXPIRED = "expired"  # refused unrun: its budget was spent when it arrived
+BAD_ARGUMENT = "bad_argument"  # refused unrun: its argument did not convert
+
+OUTCOMES = (
+    OK,
+    ERROR,
+    DEADLINE,
+    TIMEOUT,
+    CANCELLED,
+    CONNECTION_LOST,
+    SHUTDOWN,
+    EXPIRED,
+    BAD_ARGUMENT,
+)
+"""Every outcome, in the order the metrics list them."""
+
+FAILED = frozenset({ERROR, DEADLINE, TIMEOUT, SHUTDOWN})
+"""The outcomes :attr:`MethodStats.errors` counts (answered with an error)."""
 
 
-def _recent_durations() -> deque[float]:
-    return deque(maxlen=RECENT_DURATIONS)
+def _no_buckets() -> list[int]:
+    return [0] * (len(LATENCY_BUCKETS) + 1)
 
 
 @attrs.define
 class MethodStats:
-    """Counters for one method (what the debug page shows).
+    """Counters for one method: what the debug page shows and what
+    :mod:`txgeerpc.metrics` exports (one source for both).
 
     ``calls`` counts every invocation (including failed and timed-out ones,
-    as GeeRPC does); ``errors`` those that failed; ``in_flight`` those running;
-    ``total_seconds`` the time all finished calls took.  ``recent`` holds the
-    durations of the last :data:`RECENT_DURATIONS` finished calls, in seconds,
-    oldest first (for :meth:`percentile`); it takes no part in comparisons.
+    as GeeRPC does); ``in_flight`` those running; ``outcomes`` the finished
+    (or refused) ones by outcome (:data:`OUTCOMES`); ``total_seconds`` the
+    time all finished calls took, and ``buckets`` how many took at most each
+    of :data:`LATENCY_BUCKETS` (not cumulative; the last one counts the rest).
+    The histogram, the longest duration and the traceback bookkeeping take no part in
+    comparisons.
     """
 
     calls: int = 0
-    errors: int = 0
     in_flight: int = 0
     total_seconds: float = 0.0
-    cancelled: int = 0
-    """Calls whose client cancelled them (a txgeerpc extension): their
-    handlers were cancelled and no reply was sent."""
-    expired: int = 0
-    """Calls refused unrun because their budget was spent when they arrived
-    (not counted in ``calls``)."""
-    recent: deque[float] = attrs.field(factory=_recent_durations, eq=False, repr=False)
+    outcomes: dict[str, int] = attrs.field(factory=dict)
+    buckets: list[int] = attrs.field(factory=_no_buckets, eq=False, repr=False)
+    max_seconds: float = attrs.field(default=0.0, eq=False, repr=False)
     # When the last traceback of an unexpected failure was logged, and how many
     # were left out since (the dispatcher logs at most one a minute).
     traceback_at: float | None = attrs.field(default=None, eq=False, repr=False)
     tracebacks_suppressed: int = attrs.field(default=0, eq=False, repr=False)
+
+    @property
+    def errors(self) -> int:
+        """Calls answered with an error (:data:`FAILED` outcomes)."""
+        outcomes = self.outcomes
+        return sum(outcomes.get(outcome, 0) for outcome in FAILED)
+
+    @property
+    def cancelled(self) -> int:
+        """Calls whose client cancelled them (a txgeerpc extension): their
+        handlers were cancelled and no reply was sent."""
+        return self.outcomes.get(CANCELLED, 0)
+
+    @property
+    def expired(self) -> int:
+        """Calls refused unrun because their budget was spent when they
+        arrived (not counted in ``calls``)."""
+        return self.outcomes.get(EXPIRED, 0)
+
+    @property
+    def finished(self) -> int:
+        """Calls whose duration was recorded (the histogram's count)."""
+        return sum(self.buckets)
+
+    def count(self, outcome: str) -> None:
+        """Note one call ending with ``outcome``."""
+        outcomes = self.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     def record(self, seconds: float) -> None:
         """Note one finished call that took ``seconds`` (a clock stepping
@@ -83,21 +143,46 @@ class MethodStats:
         if seconds < 0.0:
             seconds = 0.0
         self.total_seconds += seconds
-        self.recent.append(seconds)
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        if seconds > self.max_seconds:
+            self.max_seconds = seconds
 
     def percentile(self, p: float) -> float | None:
-        """The ``p``-th percentile (nearest rank, 0 <= p <= 100) of the
-        recent durations, in seconds; ``None`` before any call finished.
+        """The ``p``-th percentile (0 <= p <= 100) of the finished calls'
+        durations, in seconds, estimated from the histogram as Prometheus'
+        ``histogram_quantile`` does (linear within a bucket), and kept
+        within the longest duration seen; ``None`` before any call finished.
 
         :raises ValueError: ``p`` is outside 0..100.
         """
         if not 0.0 <= p <= 100.0:
             raise ValueError(f"percentile must be within 0..100, not {p!r}")
-        if not self.recent:
-            return None
-        ordered = sorted(self.recent)
-        rank = math.ceil(p / 100.0 * len(ordered))
-        return ordered[max(rank, 1) - 1]
+        return estimate_quantile(self.buckets, p / 100.0, 0.0, self.max_seconds)
+
+
+def estimate_quantile(
+    buckets: list[int], q: float, low: float = 0.0, high: float = math.inf
+) -> float | None:
+    """The ``q``-quantile (0..1) of a histogram over :data:`LATENCY_BUCKETS`
+    (``buckets`` as :attr:`MethodStats.buckets`), clamped to ``low..high``;
+    ``None`` for an empty histogram."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank = q * total
+    seen = 0
+    index = 0
+    for index, count in enumerate(buckets):  # noqa: B007 - index is used after the loop
+        if count and seen + count >= rank:
+            break
+        seen += count
+    lower = LATENCY_BUCKETS[index - 1] if index else 0.0
+    if index < len(LATENCY_BUCKETS):
+        count = buckets[index]
+        estimate = lower + (LATENCY_BUCKETS[index] - lower) * max(rank - seen, 0.0) / count
+    else:
+        estimate = high if high != math.inf else lower
+    return min(max(estimate, low), high)
 
 
 @attrs.define

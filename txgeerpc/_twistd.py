@@ -31,8 +31,10 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
 from ._twistd_log import DEFAULT_LOG_MAX_FILES, LogRotation, log_path
+from ._wire import DEFAULT_METRICS_PATH
 
 __all__: list[str] = []  # private: used by txgeerpc.tap and txgeerpc.registry_tap
 
@@ -165,6 +167,12 @@ class ServeOptions(usage.Options):
             "at 1 MB); older ones are deleted.",
             positive_int,
         ],
+        [
+            "metrics-path",
+            None,
+            DEFAULT_METRICS_PATH,
+            'HTTP path of the Prometheus metrics ("none": no metrics).',
+        ],
     ]
 
     def __init__(self) -> None:
@@ -193,6 +201,33 @@ class ServeOptions(usage.Options):
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [self.default_listen]
+        path = self["metrics-path"]
+        if path.lower() != "none" and not path.startswith("/"):
+            raise usage.UsageError(f"--metrics-path must start with /, got {path!r}")
+
+
+def metrics_resource(registry: Any) -> Resource:
+    """``prometheus_client``'s Twisted resource serving ``registry``
+    (``/metrics``), made at the first request: it serves on the global
+    reactor's thread pool, which a service tree built for another reactor
+    (a test's) never reaches."""
+    return _LazyMetrics(registry)
+
+
+class _LazyMetrics(Resource):
+    isLeaf = True
+
+    def __init__(self, registry: Any) -> None:
+        super().__init__()
+        self._registry = registry
+        self._resource: Any = None  # a WSGIResource
+
+    def render(self, request: Any) -> Any:
+        if self._resource is None:
+            from prometheus_client.twisted import MetricsResource
+
+            self._resource = MetricsResource(self._registry)
+        return self._resource.render(request)
 
 
 # -- listening ----------------------------------------------------------------

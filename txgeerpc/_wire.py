@@ -21,6 +21,8 @@ DEFAULT_CONNECT_TIMEOUT_NS = 10_000_000_000
 DEFAULT_RPC_PATH = "/_geeprc_"
 DEFAULT_DEBUG_PATH = "/debug/geerpc"
 DEFAULT_HEALTH_PATH = "/healthz"
+DEFAULT_METRICS_PATH = "/metrics"
+"""Where ``twistd geerpc`` and ``twistd geerpc-registry`` serve Prometheus metrics."""
 DEFAULT_REGISTRY_PATH = "/_geerpc_/registry"
 
 NANOSECONDS = 1_000_000_000

@@ -5,7 +5,8 @@ GeeRPC serves ``/debug/geerpc``: one table per service, each method's Go
 signature and call count (docs/protocol.md section 6, vector 07).
 :class:`DebugResource` serves the same place with more: uptime, open
 connections, and per method its calls, errors, calls in flight and the 50th
-and 99th percentile latency of its recent calls, as an HTML page (readable
+and 99th percentile latency of its calls (estimated from the latency
+histogram :mod:`txgeerpc.metrics` exports: one source for both), as an HTML page (readable
 without scripts) or as JSON (``Accept: application/json`` or
 ``?format=json``).
 
@@ -43,7 +44,7 @@ from ._admission import (
     REFUSED_PER_PEER,
     REFUSED_TOTAL,
 )
-from ._service import RECENT_DURATIONS, Method, Service
+from ._service import Method, Service
 
 if TYPE_CHECKING:
     from .server import Server
@@ -59,8 +60,9 @@ _HTML_POLICY = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none';
 class MethodSnapshot:
     """One method's numbers at one moment.
 
-    :ivar p50_seconds: median latency of its recent calls, ``None`` before
-        any call finished (likewise :attr:`p99_seconds`).
+    :ivar p50_seconds: median latency of its finished calls, estimated from
+        its latency histogram (:meth:`txgeerpc.MethodStats.percentile`),
+        ``None`` before any call finished (likewise :attr:`p99_seconds`).
     """
 
     name: str
@@ -259,7 +261,8 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 </table>
 </section>
 <p id="note" t:render="note">Calls count every invocation, failed and timed-out ones included.
-Latency percentiles cover each method's last <t:slot name="window" /> finished calls.</p>
+Latency percentiles are estimated from each method's latency histogram since the server started
+(the one <code>/metrics</code> exports).</p>
 </body>
 </html>
 """
@@ -300,7 +303,7 @@ class _Page(Element):
 
     @renderer
     def note(self, request: IRequest | None, tag: Tag) -> Flattenable:
-        return tag.fillSlots(window=str(RECENT_DURATIONS))
+        return tag
 
 
 class _ServiceBlock(Element):

@@ -25,6 +25,7 @@ from ._twistd import (
     Listener,
     ServeOptions,
     make_service,
+    metrics_resource,
     non_negative_seconds,
     positive_int,
 )
@@ -32,6 +33,7 @@ from ._web import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
 from .etcd import Etcd, EtcdStore
 from .interfaces import IRegistryStore
+from .metrics import registry_metrics
 from .registry import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TIMEOUT,
@@ -183,6 +185,8 @@ def build(config: Options, reactor: Any) -> RegistryServer:
         )
     root = Resource()
     mount(root, config["path"], RegistryResource(store, reactor))
+    if config["metrics-path"].lower() != "none":
+        mount(root, config["metrics-path"], metrics_resource(registry_metrics(store)))
     site = QuietSite(root, reactor=reactor)
     site.quiet_paths.add(config["path"].encode())
     rest = MultiService()

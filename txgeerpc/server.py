@@ -8,14 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+from weakref import WeakSet
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ._admission import HTTP_IDLE_TIMEOUT
+from ._admission import HTTP_IDLE_TIMEOUT, Counters
 from ._introspect import SERVICE, Introspection
 from ._one_port import OnePortFactory
 from ._server_protocol import (
@@ -40,6 +41,7 @@ from .codec import CodecRegistry, default_registry
 from .context import Interceptor
 from .debug import DebugResource
 from .errors import ServiceAlreadyDefined
+from .metrics import server_metrics
 
 __all__ = ["Server"]
 
@@ -118,6 +120,12 @@ class Server:
     :param introspection: answer ``_txgeerpc.Describe`` with the Go types of
         every method (what ``python -m txgeerpc call`` uses to build gob
         arguments from JSON).  The service is not listed in :attr:`services`.
+    :param metrics: keep a Prometheus registry of this server's metrics
+        (:attr:`metrics`, :mod:`txgeerpc.metrics`).
+    :param access_log: a ``twisted.logger`` observer given one event per
+        call (namespace ``txgeerpc.access``: peer, method, seq, duration,
+        outcome, reply bytes), e.g. a ``jsonFileLogObserver``; ``None``
+        (the default): no access log.
     """
 
     _log = Logger()
@@ -142,6 +150,8 @@ class Server:
         codecs: CodecRegistry = default_registry,
         introspection: bool = True,
         interceptors: Sequence[Interceptor] = (),
+        metrics: bool = True,
+        access_log: ILogObserver | None = None,
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
@@ -170,6 +180,7 @@ class Server:
             served_idle_timeout=served_idle_timeout,
             message_timeout=message_timeout,
             interceptors=tuple(interceptors),
+            access_log=access_log,
             **limits,
         )
         self._services: dict[str, Service] = {}
@@ -180,6 +191,10 @@ class Server:
                 Introspection(self._services, lambda: self.status), SERVICE
             )
         self._factory = ServerFactory(self._table, codecs, clock, self.settings)
+        self._port_factories: WeakSet[OnePortFactory] = WeakSet()
+        self.metrics = server_metrics(self) if metrics else None
+        """This server's Prometheus registry (``None`` with ``metrics=False``):
+        serve it with ``prometheus_client.twisted.MetricsResource(server.metrics)``."""
 
     def register(
         self, obj: Any, name: str | None = None, methods: Iterable[str] | None = None
@@ -238,7 +253,7 @@ class Server:
         With ``go_netrpc`` (the default) it also serves Go's standard
         ``net/rpc`` clients — gob with no Option, ``CONNECT /_goRPC_`` — and
         JSON-RPC 1.0 (``net/rpc/jsonrpc``) ones (docs/protocol.md 14)."""
-        return OnePortFactory(
+        factory = OnePortFactory(
             self._factory,
             self.site(rpc_path=rpc_path, debug_path=debug_path, health_path=health_path),
             self.clock,
@@ -246,6 +261,8 @@ class Server:
             handshake_timeout=self.settings.handshake_timeout,
             go_netrpc=go_netrpc,
         )
+        self._port_factories.add(factory)
+        return factory
 
     def site(
         self,
@@ -283,6 +300,22 @@ class Server:
         ``message_timeout``, ``http_idle_timeout`` and
         ``receive_budget_waits`` (requests that waited for the budget)."""
         return self._factory.counters.as_dict()
+
+    @property
+    def counters(self) -> Counters:
+        """The server's counts besides its methods' (bytes, unknown methods,
+        handshake failures and protocol errors by kind, :attr:`limit_counts`)."""
+        return self._factory.counters
+
+    def connections_by_transport(self) -> dict[str, int]:
+        """Connections open now by transport: ``raw`` and ``connect`` RPC
+        streams, ``http`` connections to the port's web site."""
+        counts = {"raw": 0, "connect": 0, "http": 0}
+        for protocol in list(self._factory.connections):
+            counts[protocol.transport_kind] += 1
+        for factory in list(self._port_factories):
+            counts["http"] += factory.http_connections()
+        return counts
 
     @property
     def connections(self) -> int:

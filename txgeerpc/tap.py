@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 import attrs
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
@@ -37,6 +38,7 @@ from ._twistd import (
     StartupError,
     cwd_on_path,
     make_service,
+    metrics_resource,
     non_negative_seconds,
     positive_int,
     positive_seconds,
@@ -212,6 +214,13 @@ class Options(ServeOptions):
             None,
             DEFAULT_DEBUG_PATH,
             'HTTP path of the debug page ("none": no debug page).',
+        ],
+        [
+            "access-log",
+            None,
+            None,
+            "File to append one JSON line per call to (peer, method, seq, duration, "
+            "outcome, reply bytes); default: no access log.",
         ],
         [
             "registry",
@@ -483,9 +492,10 @@ def _example_call(server: Server) -> str:
     return f"{name}.{method} 'null'"
 
 
-def build_server(config: Options, clock: Any) -> Server:
+def build_server(config: Options, clock: Any, access_log: Any = None) -> Server:
     """The :class:`Server` a parsed configuration describes.
 
+    :param access_log: the observer of ``--access-log``, if any.
     :raises StartupError: a ``--service`` cannot be loaded or registered.
     """
     server = Server(
@@ -502,6 +512,8 @@ def build_server(config: Options, clock: Any) -> Server:
         max_connections=config["max-connections"],
         max_connections_per_peer=config["max-connections-per-peer"],
         receive_budget=config["receive-budget"],
+        metrics=config["metrics-path"].lower() != "none",
+        access_log=access_log,
     )
     if config["service"]:
         for spec in config["service"]:
@@ -539,11 +551,25 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         closed on stop, after the lease is revoked.
     :raises StartupError: a ``--service`` or ``--listen`` that cannot be used.
     """
-    server = build_server(config, reactor)
+    parent = MultiService()
+    access_log = None
+    if config["access-log"]:
+        try:
+            access_file = open(config["access-log"], "a", encoding="utf-8")
+        except OSError as error:
+            raise StartupError(f"--access-log {config['access-log']}: {error.strerror}") from error
+        access_log = jsonFileLogObserver(access_file, recordSeparator="")
+        def close_access_log() -> Deferred[None]:
+            access_file.close()
+            return succeed(None)
+
+        CloseOnStop(close_access_log).setServiceParent(parent)
+    server = build_server(config, reactor, access_log)
     debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
-    parent = MultiService()
+    if server.metrics is not None:
+        mount(factory.site.resource, config["metrics-path"], metrics_resource(server.metrics))
     registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
     registry = None
     if registry_path is not None:

@@ -57,6 +57,15 @@ class MemoryStore:
         self.timeout = timeout
         self.max_entries = max_entries
         self._entries: dict[str, float] = {}
+        self._events = {"joins": 0, "leaves": 0, "expiries": 0, "refused": 0}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``entries`` held now, and since the store was made: ``joins``
+        (heartbeats that listed a server anew), ``leaves`` (deregistered),
+        ``expiries`` (dropped as expired) and ``refused`` (the store was
+        full): what :mod:`txgeerpc.metrics` exports."""
+        return {"entries": len(self._entries), **self._events}
 
     def heartbeat(self, address: str, now: float) -> Deferred[bool]:
         last = self._entries.get(address)
@@ -64,12 +73,19 @@ class MemoryStore:
             for dead in self._drop_dead(now):
                 self._log.info("registry: {address} expired", address=dead)
             if len(self._entries) >= self.max_entries:
+                self._events["refused"] += 1
                 return fail(RegistryFull(self.max_entries))
         self._entries[address] = now
-        return succeed(last is None or not self._alive(last, now))
+        joined = last is None or not self._alive(last, now)
+        if joined:
+            self._events["joins"] += 1
+        return succeed(joined)
 
     def deregister(self, address: str) -> Deferred[bool]:
-        return succeed(self._entries.pop(address, None) is not None)
+        left = self._entries.pop(address, None) is not None
+        if left:
+            self._events["leaves"] += 1
+        return succeed(left)
 
     def _alive(self, last: float, now: float) -> bool:
         return self.timeout <= 0 or last + self.timeout > now
@@ -92,6 +108,7 @@ class MemoryStore:
         dead = [address for address, last in self._entries.items() if not self._alive(last, now)]
         for address in dead:
             del self._entries[address]
+        self._events["expiries"] += len(dead)
         return dead
 
 
