@@ -70,6 +70,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.examples",
                 "txgeerpc.gob",
                 "txgeerpc.interfaces",
+                "txgeerpc.otel",
                 "txgeerpc.registry",
                 "txgeerpc.registry_tap",
                 "txgeerpc.selection",

@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._http_client": 3,
     "txgeerpc.registry": 3,
     "txgeerpc._services": 3,
+    "txgeerpc.otel": 3,  # OpenTelemetry interceptors (the otel extra)
     # L4: built on clients and registries.
     "txgeerpc._pool": 4,
     "txgeerpc.xclient": 4,
