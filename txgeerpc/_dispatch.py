@@ -8,9 +8,11 @@ backpressure and cancel everything when the connection goes away.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -56,6 +58,22 @@ class _BudgetSpent(Exception):
 DOMAIN_ERRORS = (RPCError, ValueError, ArithmeticError, LookupError)
 """The exceptions a handler raises on purpose (see :class:`~txgeerpc.errors.RPCError`)."""
 
+RECENT_ERRORS = 100
+"""Error replies a server remembers for its debug page (the last ones)."""
+
+
+@attrs.frozen
+class RecentError:
+    """One error reply, as the debug page lists it."""
+
+    at: float
+    """When it was sent, on the server's clock."""
+    service_method: str
+    seq: int
+    peer: str
+    text: str
+
+
 TRACEBACK_INTERVAL = 60.0
 """Seconds between two tracebacks logged for one method's unexpected failures."""
 
@@ -91,6 +109,8 @@ class Dispatcher:
     :param extension: the client named the txgeerpc extension: it may send
         cancel requests, and replies may carry trailers.
     :param interceptors: the server's interceptors, outermost first.
+    :param recent_errors: where error replies are noted (a bounded deque,
+        the server's; for its debug page).
     """
 
     _log = Logger()
@@ -106,8 +126,12 @@ class Dispatcher:
         budget_left: Callable[[], int] | None = None,
         extension: bool = False,
         interceptors: Sequence[Interceptor] = (),
+        recent_errors: deque[RecentError] | None = None,
     ) -> None:
         self._services = services
+        self._recent_errors = recent_errors
+        # When each running request began, and its deadline (for running()).
+        self._began: dict[int, tuple[float, float | None]] = {}
         self._budget_left = budget_left
         self._sender = sender
         self._clock = clock
@@ -129,6 +153,15 @@ class Dispatcher:
     def in_flight(self) -> int:
         """Requests started and not yet answered."""
         return len(self._running)
+
+    def running(self) -> list[tuple[str, int, float, float | None]]:
+        """The requests running now: ``(method, seq, started, deadline)``,
+        oldest first (times on the clock; deadline ``None``: no budget)."""
+        began = self._began
+        return [
+            (header[0], header[1], *began.get(request_id, (0.0, None)))
+            for request_id, (_, header) in self._running.items()
+        ]
 
     def dispatch(self, header: Header, decode_body: Callable[[object], Any], body: object) -> None:
         """Handle one request: exactly one reply is sent (unless stopped first).
@@ -224,6 +257,7 @@ class Dispatcher:
         request_id = self._next_id
         self._next_id += 1
         self._running[request_id] = (d, header)
+        self._began[request_id] = (started, context.deadline if context is not None else None)
         timeout_ns = self._timeout_ns
         if budget > 0 and (timeout_ns <= 0 or budget < timeout_ns):
             d.addTimeout(budget / 1e9, self._clock, onTimeoutCancel=_budget_spent)
@@ -259,6 +293,7 @@ class Dispatcher:
         stats.record(self._clock.seconds() - started)
         if request_id is not None:
             self._running.pop(request_id, None)
+            self._began.pop(request_id, None)
         if self._stopped:
             return None
         if self._silenced and request_id in self._silenced:
@@ -353,6 +388,10 @@ class Dispatcher:
     def _reply_error(
         self, header: Header, text: str, trailers: dict[str, str] | None = None
     ) -> None:
+        if self._recent_errors is not None:
+            self._recent_errors.append(
+                RecentError(self._clock.seconds(), header[0], header[1], self._peer, text)
+            )
         try:
             self._sender.send_reply(Header(header[0], header[1], text, 0, trailers), EMPTY_STRUCT)
         except Exception:
@@ -363,6 +402,7 @@ class Dispatcher:
         self._stopped = True
         running = list(self._running.values())
         self._running.clear()
+        self._began.clear()
         for d, _ in running:
             d.cancel()
 
@@ -373,6 +413,7 @@ class Dispatcher:
         self._stopped = True
         running = list(self._running.values())
         self._running.clear()
+        self._began.clear()
         for _, header in running:
             self._reply_error(header, text)
         for d, _ in running:

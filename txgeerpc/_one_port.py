@@ -154,7 +154,10 @@ class OnePortProtocol(Protocol):
             return
         self.transport.write(CONNECTED)
         # Unlike the reference, bytes sent right after the head are kept.
-        self._become(self._factory.rpc.buildProtocol(self._address), rest)
+        inner = self._factory.rpc.buildProtocol(self._address)
+        if isinstance(inner, ServerProtocol):
+            inner.transport_kind = "connect"  # the debug page's connections
+        self._become(inner, rest)
 
     def _become(self, inner: IProtocol | None, buffered: bytes, keep: bool = False) -> None:
         if not keep:

@@ -15,6 +15,7 @@ the task.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import inspect
 import math
 import typing
@@ -44,6 +45,34 @@ def expose(function: F) -> F:
 RECENT_DURATIONS = 1024
 """How many of a method's latest call durations :class:`MethodStats` keeps
 for its percentiles."""
+
+
+LATENCY_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Upper bounds (seconds, inclusive) of the latency histogram's buckets,
+50 µs to 30 s; one more bucket holds what is slower."""
+
+
+def _latency_buckets() -> list[int]:
+    return [0] * (len(LATENCY_BUCKETS) + 1)
 
 
 def _recent_durations() -> deque[float]:
@@ -76,6 +105,10 @@ class MethodStats:
     # were left out since (the dispatcher logs at most one a minute).
     traceback_at: float | None = attrs.field(default=None, eq=False, repr=False)
     tracebacks_suppressed: int = attrs.field(default=0, eq=False, repr=False)
+    buckets: list[int] = attrs.field(factory=_latency_buckets, eq=False, repr=False)
+    """Finished calls by latency: ``buckets[i]`` counts those over
+    ``LATENCY_BUCKETS[i - 1]`` and at most ``LATENCY_BUCKETS[i]`` (the last,
+    those over 30 s)."""
 
     def record(self, seconds: float) -> None:
         """Note one finished call that took ``seconds`` (a clock stepping
@@ -84,6 +117,7 @@ class MethodStats:
             seconds = 0.0
         self.total_seconds += seconds
         self.recent.append(seconds)
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def percentile(self, p: float) -> float | None:
         """The ``p``-th percentile (nearest rank, 0 <= p <= 100) of the

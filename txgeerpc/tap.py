@@ -451,6 +451,7 @@ class _Announcer:
 
     def _announce(self, port: IListeningPort) -> None:
         address = geerpc_address(port.getHost())
+        self._server.addresses.append(address)  # the debug page shows them
         example = _example_call(self._server)
         extra = ""
         if address.startswith("tcp@"):
@@ -578,6 +579,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         # An embedded registry on the same port, so the demo has one.
         store = MemoryStore(config["registry-timeout"], max_entries=config["registry-max-entries"])
         registry = RegistryResource(store, reactor)
+        server.registry = registry  # the debug page lists its entries
         mount(factory.site.resource, registry_path, registry)
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
