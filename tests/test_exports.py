@@ -71,6 +71,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.gob",
                 "txgeerpc.interfaces",
                 "txgeerpc.metrics",
+                "txgeerpc.otel",
                 "txgeerpc.registry",
                 "txgeerpc.registry_tap",
                 "txgeerpc.selection",

@@ -70,6 +70,8 @@ LAYERS: dict[str, int] = {
     "txgeerpc._http_client": 3,
     "txgeerpc.registry": 3,
     "txgeerpc._services": 3,
+    "txgeerpc.otel": 3,  # OpenTelemetry interceptors (the otel extra)
+    "txgeerpc._live": 3,  # the live debug page's data, SVG and the index page
     # L4: built on clients and registries.
     "txgeerpc._pool": 4,
     "txgeerpc.xclient": 4,

@@ -117,6 +117,8 @@ class ClientProtocol(Protocol):
         self._state = _CONNECTING
         self._lost_waiters: list[Deferred[None]] = []
         self._going_away_waiters: list[Deferred[None]] = []
+        self.peer = ""
+        """The server's address (``host:port``), once connected."""
 
     @property
     def pending(self) -> int:
@@ -147,6 +149,9 @@ class ClientProtocol(Protocol):
     def connectionMade(self) -> None:
         if self._state is _CONNECTING:  # close() may have come first
             self._state = _OPEN
+        address = self.transport.getPeer()
+        host = getattr(address, "host", None)
+        self.peer = f"{host}:{getattr(address, 'port', '')}" if host is not None else str(address)
         if self._send_option:  # not to Go's net/rpc (docs/protocol.md 14)
             # Widened, so that a Go server's read-ahead cannot swallow our first calls.
             self.transport.write(self._option.to_widened_json())
@@ -197,7 +202,12 @@ class ClientProtocol(Protocol):
             mine = clock.seconds() + timeout
             deadline = mine if deadline is None else min(deadline, mine)
         context = CallContext(
-            service_method, clock, metadata=dict(metadata or {}), deadline=deadline
+            service_method,
+            clock,
+            metadata=dict(metadata or {}),
+            deadline=deadline,
+            peer=self.peer,
+            parent=parent,
         )
         encode_metadata(context.metadata)  # MetadataError at once
 

@@ -8,9 +8,11 @@ backpressure and cancel everything when the connection goes away.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, Logger
@@ -80,6 +82,22 @@ ACCESS_FORMAT = "{peer} {method} seq={seq} {outcome} {duration}s reply_bytes={re
 :data:`txgeerpc._service.OUTCOMES`) and ``reply_bytes`` (the reply's size,
 ``None`` without a reply)."""
 
+RECENT_ERRORS = 100
+"""Error replies a server remembers for its debug page (the last ones)."""
+
+
+@attrs.frozen
+class RecentError:
+    """One error reply, as the debug page lists it."""
+
+    at: float
+    """When it was sent, on the server's clock."""
+    service_method: str
+    seq: int
+    peer: str
+    text: str
+
+
 TRACEBACK_INTERVAL = 60.0
 """Seconds between two tracebacks logged for one method's unexpected failures."""
 
@@ -118,6 +136,8 @@ class Dispatcher:
     :param counters: the server's counters (calls to unknown methods).
     :param access_log: where one ``txgeerpc.access`` event per call goes
         (:data:`ACCESS_FORMAT`), if anywhere.
+    :param recent_errors: where error replies are noted (a bounded deque,
+        the server's; for its debug page).
     """
 
     _log = Logger()
@@ -135,6 +155,7 @@ class Dispatcher:
         interceptors: Sequence[Interceptor] = (),
         counters: Counters | None = None,
         access_log: ILogObserver | None = None,
+        recent_errors: deque[RecentError] | None = None,
     ) -> None:
         self._services = services
         self._counters = counters if counters is not None else Counters()
@@ -143,6 +164,9 @@ class Dispatcher:
         )
         # What calls still running when the dispatcher stops end as.
         self._stop_outcome = CONNECTION_LOST
+        self._recent_errors = recent_errors
+        # When each running request began, and its deadline (for running()).
+        self._began: dict[int, tuple[float, float | None]] = {}
         self._budget_left = budget_left
         self._sender = sender
         self._clock = clock
@@ -164,6 +188,15 @@ class Dispatcher:
     def in_flight(self) -> int:
         """Requests started and not yet answered."""
         return len(self._running)
+
+    def running(self) -> list[tuple[str, int, float, float | None]]:
+        """The requests running now: ``(method, seq, started, deadline)``,
+        oldest first (times on the clock; deadline ``None``: no budget)."""
+        began = self._began
+        return [
+            (header[0], header[1], *began.get(request_id, (0.0, None)))
+            for request_id, (_, header) in self._running.items()
+        ]
 
     def dispatch(self, header: Header, decode_body: Callable[[object], Any], body: object) -> None:
         """Handle one request: exactly one reply is sent (unless stopped first).
@@ -268,6 +301,7 @@ class Dispatcher:
         request_id = self._next_id
         self._next_id += 1
         self._running[request_id] = (d, header)
+        self._began[request_id] = (started, context.deadline if context is not None else None)
         timeout_ns = self._timeout_ns
         if budget > 0 and (timeout_ns <= 0 or budget < timeout_ns):
             d.addTimeout(budget / 1e9, self._clock, onTimeoutCancel=_budget_spent)
@@ -304,6 +338,7 @@ class Dispatcher:
         stats.record(duration)
         if request_id is not None:
             self._running.pop(request_id, None)
+            self._began.pop(request_id, None)
         size: int | None = None
         if self._stopped:
             outcome = self._stop_outcome
@@ -410,6 +445,10 @@ class Dispatcher:
     def _reply_error(
         self, header: Header, text: str, trailers: dict[str, str] | None = None
     ) -> int | None:
+        if self._recent_errors is not None:
+            self._recent_errors.append(
+                RecentError(self._clock.seconds(), header[0], header[1], self._peer, text)
+            )
         try:
             return self._sender.send_reply(
                 Header(header[0], header[1], text, 0, trailers), EMPTY_STRUCT
@@ -423,6 +462,7 @@ class Dispatcher:
         self._stopped = True
         running = list(self._running.values())
         self._running.clear()
+        self._began.clear()
         for d, _ in running:
             d.cancel()
 
@@ -434,6 +474,7 @@ class Dispatcher:
         self._stop_outcome = SHUTDOWN
         running = list(self._running.values())
         self._running.clear()
+        self._began.clear()
         for _, header in running:
             self._reply_error(header, text)
         for d, _ in running:

@@ -195,7 +195,8 @@ class OnePortProtocol(Protocol):
         self.transport.write(CONNECTED)
         # Unlike the reference, bytes sent right after the head are kept.
         inner = self._factory.rpc.buildProtocol(self._address)
-        inner.transport_kind = "connect"
+        if isinstance(inner, ServerProtocol):
+            inner.transport_kind = "connect"  # the debug page's connections
         self._become(inner, rest)
 
     @property

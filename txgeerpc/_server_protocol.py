@@ -23,6 +23,7 @@ share of the receive budget every connection shares, or waits, unread, for one.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Any
 
 import attrs
@@ -51,7 +52,7 @@ from ._admission import (
     default_max_connections,
     default_max_per_peer,
 )
-from ._dispatch import Dispatcher
+from ._dispatch import RECENT_ERRORS, Dispatcher, RecentError
 from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
@@ -271,16 +272,25 @@ class ServerProtocol(Protocol):
         self.transport_kind = "raw"
         """How the stream came: ``raw``, or ``connect`` (HTTP CONNECT; the
         one-port sniffer sets it)."""
+        self.connected_at: float | None = None
+        """When the connection was made, on the clock."""
+        self.codec_name = ""
+        """The codec its Option chose, once accepted."""
 
     @property
     def in_flight(self) -> int:
         """Requests running now."""
         return self._dispatcher.in_flight if self._dispatcher is not None else 0
 
+    def running(self) -> list[tuple[str, int, float, float | None]]:
+        """The requests running now: ``(method, seq, started, deadline)``."""
+        return self._dispatcher.running() if self._dispatcher is not None else []
+
     def connectionMade(self) -> None:
         if self._connections is not None:
             self._connections.add(self)
         self.peer = describe_address(self.transport.getPeer())
+        self.connected_at = self._clock.seconds()
         timeout = self._settings.handshake_timeout
         if self.handshake_started is not None:
             timeout = max(0.0, self.handshake_started + timeout - self._clock.seconds())
@@ -329,6 +339,7 @@ class ServerProtocol(Protocol):
         self._decoder = codec.new_decoder(self._settings.max_message_size)
         self._pairs = MessagePairs(self._decoder)
         self._encoder = codec.new_encoder()
+        self.codec_name = codec.name
         self._dispatcher = Dispatcher(
             self._services,
             self,
@@ -341,6 +352,7 @@ class ServerProtocol(Protocol):
             interceptors=self._settings.interceptors,
             counters=self._counters,
             access_log=self._settings.access_log,
+            recent_errors=getattr(getattr(self, "factory", None), "recent_errors", None),
         )
         self._state = _SERVING
         self._go_away = option.go_away or option.speaks_extension
@@ -795,6 +807,8 @@ class ServerFactory(Factory):
             settings.max_connections, settings.max_connections_per_peer, self.counters
         )
         """The connection limits the port factories share."""
+        self.recent_errors: deque[RecentError] = deque(maxlen=RECENT_ERRORS)
+        """The last error replies of every connection (the debug page's)."""
 
     def buildProtocol(self, addr: IAddress | None) -> ServerProtocol:
         protocol = ServerProtocol(

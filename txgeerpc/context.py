@@ -92,9 +92,23 @@ class CallContext:
     :ivar deadline: when the budget runs out, on :attr:`clock`; ``None``:
         no budget.
     :ivar peer: the other side's address, when known.
+    :ivar parent: on the client, the context of the handler making the call
+        (its ``context=``), if any; ``None`` on the server.
+    :ivar values: what interceptors keep for the call's life, by a key of
+        their own (:mod:`txgeerpc.otel` keeps the call's span here, so that a
+        handler's downstream calls find it through :attr:`parent`).
     """
 
-    __slots__ = ("clock", "deadline", "metadata", "peer", "service_method", "trailers")
+    __slots__ = (
+        "clock",
+        "deadline",
+        "metadata",
+        "parent",
+        "peer",
+        "service_method",
+        "trailers",
+        "values",
+    )
 
     def __init__(
         self,
@@ -104,6 +118,7 @@ class CallContext:
         metadata: dict[str, str | bytes] | None = None,
         deadline: float | None = None,
         peer: str = "",
+        parent: CallContext | None = None,
     ) -> None:
         self.service_method = service_method
         self.clock = clock
@@ -111,6 +126,8 @@ class CallContext:
         self.trailers: dict[str, str | bytes] = {}
         self.deadline = deadline
         self.peer = peer
+        self.parent = parent
+        self.values: dict[str, Any] = {}
 
     def remaining(self) -> float | None:
         """Seconds of budget left (negative once spent), or ``None`` if the

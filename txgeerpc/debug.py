@@ -18,6 +18,7 @@ which escapes every name and signature.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from twisted.web.template import (
     XMLString,
     flattenString,
     renderer,
+    tags,
 )
 
 from ._admission import (
@@ -44,6 +46,14 @@ from ._admission import (
     REFUSED_PER_PEER,
     REFUSED_TOTAL,
 )
+from ._live import (
+    SETTING_LABELS,
+    Live,
+    RateHistory,
+    histogram_svg,
+    rate_svg,
+    read_live,
+)
 from ._service import Method, Service
 
 if TYPE_CHECKING:
@@ -52,8 +62,45 @@ if TYPE_CHECKING:
 HTML_TYPE = b"text/html; charset=utf-8"
 JSON_TYPE = b"application/json; charset=utf-8"
 _TEXT_TYPE = b"text/plain; charset=utf-8"
-# No scripts, nothing fetched: the page is its own inline style and text.
-_HTML_POLICY = b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+# Nothing fetched but the page itself (its refresh), no script but its own
+# (the nonce, new for every answer): the page is its own inline style and text.
+_HTML_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'"
+)
+
+DEFAULT_REFRESH = 2.0
+"""Seconds between two refreshes of the live page (``?refresh=S``; 0: none)."""
+
+# The page's one script: every `refresh` seconds it fetches the page again
+# and swaps in its #live part (no reload; no third-party code).
+_REFRESH_SCRIPT = """
+(function () {
+  var every = Number(document.body.getAttribute("data-refresh")) * 1000;
+  var status = document.getElementById("refresh-status");
+  var count = 0;
+  if (!every) { status.textContent = "not refreshing"; return; }
+  function tick() {
+    var url = location.pathname + "?format=html";
+    fetch(url, {cache: "no-store", headers: {"Accept": "text/html"}})
+      .then(function (answer) {
+        if (!answer.ok) { throw new Error("HTTP " + answer.status); }
+        return answer.text();
+      })
+      .then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("live");
+        var here = document.getElementById("live");
+        if (fresh) { if (here) { here.replaceWith(document.importNode(fresh, true)); } }
+        count += 1;
+        document.body.setAttribute("data-refreshes", String(count));
+        status.textContent = "live: refreshed " + new Date().toLocaleTimeString();
+      })
+      .catch(function (error) { status.textContent = "live: " + error.message + "; retrying"; })
+      .then(function () { setTimeout(tick, every); });
+  }
+  setTimeout(tick, every);
+})();
+"""
 
 
 @attrs.frozen
@@ -148,16 +195,20 @@ class Snapshot:
     connections: int
     services: tuple[ServiceSnapshot, ...]
     limits: dict[str, int] = attrs.field(factory=dict)
+    live: Live | None = None
+    """The live parts (connections, running calls, errors...), when read."""
 
     @classmethod
-    def of(cls, server: Server) -> Snapshot:
-        """Read ``server`` now."""
+    def of(cls, server: Server, history: RateHistory | None = None) -> Snapshot:
+        """Read ``server`` now (its live parts too, with ``history``, the
+        calls-per-second samples to add to and draw)."""
         services = server.services
         return cls(
             uptime_seconds=max(server.clock.seconds() - server.started_at, 0.0),
             connections=server.connections,
             services=tuple(ServiceSnapshot.of(services[name]) for name in sorted(services)),
             limits=server.limit_counts,
+            live=read_live(server, history) if history is not None else None,
         )
 
     @property
@@ -167,14 +218,19 @@ class Snapshot:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: ``{"uptime_seconds", "connections", "calls", "services",
-        "limits"}``."""
-        return {
+        "limits"}``, and with the live parts ``"server"``,
+        ``"open_connections"``, ``"in_flight_calls"``, ``"recent_errors"``,
+        ``"registry"``, ``"latency_buckets"`` and ``"calls_per_second"``."""
+        data = {
             "uptime_seconds": self.uptime_seconds,
             "connections": self.connections,
             "calls": self.calls,
             "services": [service.to_json() for service in self.services],
             "limits": dict(self.limits),
         }
+        if self.live is not None:
+            data.update(self.live.to_json())
+        return data
 
 
 LIMIT_LABELS = {
@@ -206,10 +262,19 @@ th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
 td.calls, td.errors, td.in-flight, td.p50, td.p99, td.count { text-align: right; }
 table#limits { border-collapse: collapse; margin-bottom: 1.5em; }
 caption { text-align: left; font-weight: bold; }
+table.live { border-collapse: collapse; margin-bottom: 1.5em; }
+td.histogram, td.rate { padding: 0.1em 0.4em; }
+td.number { text-align: right; }
+td.text { font-family: monospace; white-space: pre-wrap; max-width: 50em; }
+p.empty { color: #666; }
+#refresh-status { color: #666; font-size: 0.9em; }
 </style>
 </head>
-<body>
+<body t:render="page"><t:attr name="data-refresh"><t:slot name="refresh" /></t:attr>
 <h1>txgeerpc services</h1>
+<p id="refresh-status">live: loaded</p>
+<p><a href="/">index</a></p>
+<main id="live">
 <dl id="summary" t:render="summary">
 <dt>Uptime</dt>
 <dd id="uptime"><t:attr name="data-seconds"><t:slot name="uptime_seconds" /></t:attr><t:slot
@@ -243,6 +308,8 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <th scope="col">expired</th>
 <th scope="col">p50 latency</th>
 <th scope="col">p99 latency</th>
+<th scope="col">latency histogram</th>
+<th scope="col">calls/s</th>
 </tr>
 </thead>
 <tbody>
@@ -256,6 +323,9 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <td class="expired"><t:slot name="expired" /></td>
 <td class="p50"><t:slot name="p50" /></td>
 <td class="p99"><t:slot name="p99" /></td>
+<td class="histogram"><t:slot name="histogram" /></td>
+<td class="rate"><t:attr name="data-rate"><t:slot name="rate_now" /></t:attr><t:slot
+name="rate" /></td>
 </tr>
 </tbody>
 </table>
@@ -263,6 +333,10 @@ name="uptime" /> (<t:slot name="uptime_seconds" /> s)</dd>
 <p id="note" t:render="note">Calls count every invocation, failed and timed-out ones included.
 Latency percentiles are estimated from each method's latency histogram since the server started
 (the one <code>/metrics</code> exports).</p>
+<t:transparent t:render="live" />
+</main>
+<script t:render="script"><t:attr name="nonce"><t:slot name="nonce" /></t:attr><t:slot
+name="code" /></script>
 </body>
 </html>
 """
@@ -273,9 +347,26 @@ class _Page(Element):
 
     loader = XMLString(_TEMPLATE)
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, refresh: float = 0.0, nonce: str = "") -> None:
         super().__init__()
         self._snapshot = snapshot
+        self._refresh = refresh
+        self._nonce = nonce
+
+    @renderer
+    def page(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        return tag.fillSlots(refresh=f"{self._refresh:g}")
+
+    @renderer
+    def script(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        if not self._nonce or self._snapshot.live is None:
+            return ""
+        return tag.fillSlots(nonce=self._nonce, code=_REFRESH_SCRIPT)
+
+    @renderer
+    def live(self, request: IRequest | None, tag: Tag) -> Flattenable:
+        live = self._snapshot.live
+        return "" if live is None else _live_sections(live)
 
     @renderer
     def summary(self, request: IRequest | None, tag: Tag) -> Flattenable:
@@ -299,7 +390,9 @@ class _Page(Element):
     @renderer
     def services(self, request: IRequest | None, tag: Tag) -> Iterator[Flattenable]:
         for service in self._snapshot.services:
-            yield _ServiceBlock(TagLoader(tag.clone().fillSlots(service=service.name)), service)
+            yield _ServiceBlock(
+                TagLoader(tag.clone().fillSlots(service=service.name)), service, self._snapshot.live
+            )
 
     @renderer
     def note(self, request: IRequest | None, tag: Tag) -> Flattenable:
@@ -309,14 +402,24 @@ class _Page(Element):
 class _ServiceBlock(Element):
     """One service's heading and table, from the page's template."""
 
-    def __init__(self, loader: TagLoader, service: ServiceSnapshot) -> None:
+    def __init__(
+        self, loader: TagLoader, service: ServiceSnapshot, live: Live | None = None
+    ) -> None:
         super().__init__(loader)
         self._service = service
+        self._live = live
 
     @renderer
     def methods(self, request: IRequest | None, tag: Tag) -> Iterator[Flattenable]:
+        live = self._live
         for method in self._service.methods:
+            key = f"{self._service.name}.{method.name}"
+            buckets = live.buckets.get(key) if live is not None else None
+            rates = live.rates.get(key, ()) if live is not None else ()
             yield tag.clone().fillSlots(
+                histogram=histogram_svg(buckets) if buckets is not None else "",
+                rate=rate_svg(rates) if live is not None else "",
+                rate_now=f"{rates[-1]:.1f}" if rates else "",
                 method=method.name,
                 signature=method.signature,
                 calls=str(method.calls),
@@ -329,14 +432,19 @@ class _ServiceBlock(Element):
             )
 
 
-def render_html(snapshot: Snapshot) -> bytes:
+def render_html(snapshot: Snapshot, *, refresh: float = 0.0, nonce: str = "") -> bytes:
     """The page for ``snapshot``, as UTF-8 HTML (doctype included).
 
+    :param refresh: seconds between the page's own refreshes (0: none).
+    :param nonce: the script nonce of the answer's Content-Security-Policy;
+        without one (or without the live parts) the page has no script.
     :raises Exception: a template or renderer error.
     """
     rendered: list[bytes] = []
     failures: list[Any] = []
-    flattenString(None, _Page(snapshot)).addCallbacks(rendered.append, failures.append)
+    flattenString(None, _Page(snapshot, refresh, nonce)).addCallbacks(
+        rendered.append, failures.append
+    )
     if failures:
         failures[0].raiseException()
     if not rendered:  # every renderer above is synchronous
@@ -457,6 +565,15 @@ class DebugResource(Resource):
     method's first call finishes.  Other methods get ``405``, paths below
     this one ``404``, a ``format`` other than ``json`` or ``html`` ``400``.
 
+    With the live parts (every page since the live page): the JSON also has
+    ``server`` (version, addresses, settings), ``open_connections``,
+    ``in_flight_calls``, ``recent_errors``, ``registry`` (``null`` with no
+    embedded registry), ``latency_buckets`` (``le_seconds`` and per
+    ``Service.Method`` the counts) and ``calls_per_second`` (per method, the
+    rates between the last samples, oldest first).  The HTML page refreshes
+    itself every ``?refresh=S`` seconds (default 2, ``0``: never) with a
+    small inline script allowed by its Content-Security-Policy's nonce.
+
     :param server: the server to describe; read afresh on every request.
     """
 
@@ -465,6 +582,7 @@ class DebugResource(Resource):
     def __init__(self, server: Server) -> None:
         super().__init__()
         self._server = server
+        self._history = RateHistory()
 
     def render(self, request: IRequest) -> bytes:
         """``GET`` and ``HEAD`` as below; ``405`` with ``Allow: GET, HEAD``
@@ -501,13 +619,25 @@ class DebugResource(Resource):
             request.setHeader(b"vary", b"Accept")
             accept = request.getHeader(b"accept")
             as_json = prefers_json(accept.decode("latin-1") if accept is not None else None)
-        snapshot = Snapshot.of(self._server)
+        refreshes = request.args.get(b"refresh", []) if request.args else []
+        refresh = DEFAULT_REFRESH
+        if refreshes:
+            try:
+                refresh = float(refreshes[-1])
+            except ValueError:
+                refresh = -1.0
+            if not 0.0 <= refresh <= 3600.0:
+                return _plain(request, 400, b"400 refresh: seconds from 0 to 3600\n")
+        snapshot = Snapshot.of(self._server, self._history)
         if as_json:
             request.setHeader(b"content-type", JSON_TYPE)
             return render_json(snapshot)
+        nonce = secrets.token_urlsafe(16)
         request.setHeader(b"content-type", HTML_TYPE)
-        request.setHeader(b"content-security-policy", _HTML_POLICY)
-        return render_html(snapshot)
+        request.setHeader(
+            b"content-security-policy", _HTML_POLICY.format(nonce=nonce).encode("ascii")
+        )
+        return render_html(snapshot, refresh=refresh, nonce=nonce)
 
 
 def _plain(request: IRequest, code: int, text: bytes) -> bytes:
@@ -517,6 +647,7 @@ def _plain(request: IRequest, code: int, text: bytes) -> bytes:
 
 
 __all__ = [
+    "DEFAULT_REFRESH",
     "LIMIT_LABELS",
     "DebugResource",
     "MethodSnapshot",
@@ -528,3 +659,93 @@ __all__ = [
     "render_html",
     "render_json",
 ]
+
+
+def _table(
+    id: str, caption: str, headings: tuple[str, ...], rows: list[tuple[Flattenable, ...]]
+) -> Tag:
+    """One of the live tables (``<p class="empty">`` after the caption when empty)."""
+    numeric = {"seq", "age", "in flight", "deadline left", "since heartbeat", "count"}
+    body = [
+        tags.tr(
+            *(
+                tags.td(class_="number" if heading in numeric else "text")(cell)
+                if heading in numeric or heading == "error"
+                else tags.td(cell)
+                for heading, cell in zip(headings, row, strict=True)
+            )
+        )
+        for row in rows
+    ]
+    table = tags.table(id=id, class_="live")(
+        tags.caption(caption),
+        tags.thead(tags.tr(*(tags.th(scope="col")(heading) for heading in headings))),
+        tags.tbody(*body),
+    )
+    if rows:
+        return table
+    return tags.section(table, tags.p(class_="empty")("none"))
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} s"
+
+
+def _live_sections(live: Live) -> Tag:
+    """The server's description and the live tables, below the services."""
+    server = tags.section(id="server")(
+        tags.h3("Server"),
+        tags.dl(id="server-info")(
+            tags.dt("txgeerpc version"),
+            tags.dd(id="version")(live.version),
+            tags.dt("Listening on"),
+            tags.dd(id="addresses")(", ".join(live.addresses) or "—"),
+        ),
+        _table(
+            "settings",
+            "Limits",
+            ("limit", "value"),
+            [(SETTING_LABELS.get(name, name), value) for name, value in live.settings],
+        ),
+    )
+    connections = _table(
+        "open-connections",
+        "Open connections",
+        ("peer", "transport", "codec", "age", "in flight"),
+        [
+            (
+                c.peer,
+                c.transport,
+                c.codec or "(handshake)",
+                _seconds(c.age_seconds),
+                str(c.in_flight),
+            )
+            for c in live.open_connections
+        ],
+    )
+    calls = _table(
+        "in-flight-calls",
+        "Calls in flight",
+        ("method", "seq", "peer", "age", "deadline left"),
+        [
+            (c.method, str(c.seq), c.peer, _seconds(c.age_seconds), _seconds(c.deadline_seconds))
+            for c in live.calls
+        ],
+    )
+    errors = _table(
+        "recent-errors",
+        "Recent errors (newest first)",
+        ("age", "method", "seq", "peer", "error"),
+        [(_seconds(e.age_seconds), e.method, str(e.seq), e.peer, e.text) for e in live.errors],
+    )
+    parts: list[Flattenable] = [server, connections, calls, errors]
+    if live.registry is not None:
+        parts.append(
+            _table(
+                "registry",
+                "Embedded registry: servers listed",
+                ("address", "since heartbeat"),
+                [(address, _seconds(age)) for address, age in live.registry],
+            )
+        )
+    return tags.transparent(*parts)

@@ -7,6 +7,7 @@ The example services: the interop contract other peers and tests rely on
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -15,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from .client import Client, connect
-from .context import CallContext
+from .context import CallContext, Interceptor
 from .errors import GeeRPCError, RPCError
 from .gob import Uint
 
@@ -170,11 +171,14 @@ class Ctx:
 
     :param reactor: what the next hops are dialled with and ``Spend`` sleeps on.
     :param foo: the ``Foo`` whose cancelled sleeps ``Cancelled`` reports.
+    :param interceptors: the next hops' clients' interceptors (``twistd
+        geerpc --otel`` gives :func:`txgeerpc.otel.client_interceptor`).
     """
 
-    def __init__(self, reactor: Any, foo: Foo) -> None:
+    def __init__(self, reactor: Any, foo: Foo, interceptors: Sequence[Interceptor] = ()) -> None:
         self._reactor = reactor
         self._foo = foo
+        self._interceptors = tuple(interceptors)
         self._clients: dict[str, Client] = {}
 
     async def Info(self, chain: Chain, *, context: CallContext) -> ContextInfo:
@@ -223,7 +227,7 @@ class Ctx:
         kept = self._clients.get(address)
         if kept is not None and kept.available:
             return kept
-        client = await connect(self._reactor, address)
+        client = await connect(self._reactor, address, interceptors=self._interceptors)
         kept = self._clients.get(address)
         if kept is not None and kept.available:  # another call dialled meanwhile
             client.close()
@@ -239,11 +243,12 @@ def _work(seconds: float) -> None:
         pass
 
 
-def register_examples(server: Server) -> None:
+def register_examples(server: Server, client_interceptors: Sequence[Interceptor] = ()) -> None:
     """Register ``Foo`` (sleeping on the server's clock), ``Arith``,
-    ``Records`` and ``Ctx``."""
+    ``Records`` and ``Ctx`` (whose next hops' clients get
+    ``client_interceptors``)."""
     foo = Foo(server.clock)
     server.register(foo)
     server.register(Arith())
     server.register(Records())
-    server.register(Ctx(server.clock, foo))
+    server.register(Ctx(server.clock, foo, client_interceptors))

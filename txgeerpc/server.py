@@ -18,6 +18,7 @@ from twisted.web.server import Request
 
 from ._admission import HTTP_IDLE_TIMEOUT, Counters
 from ._introspect import SERVICE, Introspection
+from ._live import IndexResource
 from ._one_port import OnePortFactory
 from ._server_protocol import (
     DEFAULT_DRAIN_TIMEOUT,
@@ -35,6 +36,7 @@ from ._wire import (
     DEFAULT_DEBUG_PATH,
     DEFAULT_HEALTH_PATH,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_REGISTRY_PATH,
     DEFAULT_RPC_PATH,
 )
 from .codec import CodecRegistry, default_registry
@@ -195,6 +197,13 @@ class Server:
         self.metrics = server_metrics(self) if metrics else None
         """This server's Prometheus registry (``None`` with ``metrics=False``):
         serve it with ``prometheus_client.twisted.MetricsResource(server.metrics)``."""
+        self.addresses: list[str] = []
+        """Where the server listens (``tcp@host:port``), for its debug page:
+        ``twistd geerpc`` notes each listener's; a program may add its own."""
+        self.registry: Any = None
+        """The embedded registry (a
+        :class:`~txgeerpc.registry.RegistryResource`) whose entries the debug
+        page lists, if one is mounted on the server's site."""
 
     def register(
         self, obj: Any, name: str | None = None, methods: Iterable[str] | None = None
@@ -280,6 +289,12 @@ class Server:
         mount(root, rpc_path, _MustConnect())
         if debug_path is not None:
             mount(root, debug_path, DebugResource(self))
+        titles = {"/metrics": "Prometheus metrics", DEFAULT_REGISTRY_PATH: "Registry"}
+        if debug_path is not None:
+            titles["/" + debug_path.strip("/")] = "Debug page (live)"
+        if health_path is not None:
+            titles["/" + health_path.strip("/")] = "Health check"
+        root.putChild(b"", IndexResource(root, titles, hidden=[rpc_path]))
         site = QuietSite(root, reactor=self.clock, timeout=self.http_idle_timeout)
         if health_path is not None:
             mount(root, health_path, _Healthz(self))

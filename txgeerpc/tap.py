@@ -45,6 +45,7 @@ from ._twistd import (
 )
 from ._web import DEFAULT_HTTP_IDLE_TIMEOUT, mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
+from .context import Interceptor
 from .errors import GeeRPCError
 from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
 from .examples import register_examples
@@ -278,6 +279,17 @@ class Options(ServeOptions):
         *etcd_options.PARAMETERS,
     ]
 
+    optFlags = [
+        [
+            "otel",
+            None,
+            "Trace every call with OpenTelemetry (pip install txgeerpc[otel]): a server "
+            "span per call, W3C trace context read from and sent in the call metadata; "
+            "spans go to the process's tracer provider (opentelemetry-instrument, or a "
+            "--service module that sets one).",
+        ],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["service"] = []
@@ -448,6 +460,7 @@ class _Announcer:
 
     def _announce(self, port: IListeningPort) -> None:
         address = geerpc_address(port.getHost())
+        self._server.addresses.append(address)  # the debug page shows them
         example = _example_call(self._server)
         extra = ""
         if address.startswith("tcp@"):
@@ -498,8 +511,10 @@ def build_server(config: Options, clock: Any, access_log: Any = None) -> Server:
     :param access_log: the observer of ``--access-log``, if any.
     :raises StartupError: a ``--service`` cannot be loaded or registered.
     """
+    server_interceptors, client_interceptors = _tracing(config)
     server = Server(
         clock,
+        interceptors=server_interceptors,
         handle_timeout=config["handle-timeout"],
         max_message_size=config["max-message-size"],
         max_in_flight=config["max-in-flight"],
@@ -522,8 +537,22 @@ def build_server(config: Options, clock: Any, access_log: Any = None) -> Server:
             except GeeRPCError as error:
                 raise StartupError(f"--service {spec}: {error}") from error
     else:
-        register_examples(server)
+        register_examples(server, client_interceptors)
     return server
+
+
+def _tracing(config: Options) -> tuple[list[Interceptor], list[Interceptor]]:
+    """The server's and the examples' clients' interceptors for ``--otel``.
+
+    :raises StartupError: the ``otel`` extra is not installed.
+    """
+    if not config["otel"]:
+        return [], []
+    try:
+        from . import otel  # only with --otel: without it nothing imports OpenTelemetry
+    except ImportError as error:
+        raise StartupError(f"--otel: {error}") from error
+    return [otel.server_interceptor()], [otel.client_interceptor()]
 
 
 @attrs.frozen
@@ -576,6 +605,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         # An embedded registry on the same port, so the demo has one.
         store = MemoryStore(config["registry-timeout"], max_entries=config["registry-max-entries"])
         registry = RegistryResource(store, reactor)
+        server.registry = registry  # the debug page lists its entries
         mount(factory.site.resource, registry_path, registry)
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
