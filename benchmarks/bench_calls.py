@@ -99,6 +99,15 @@ TARGET_IN_FLIGHT_LATENCY = 1
 TARGET_P50_RATIO = 1.3  # rpc p50 <= 1.3 x echo p50 at 1 in flight
 
 
+def use_payload(size: int) -> None:
+    """Measure ``Arith.Echo`` of a ``size``-byte string instead of
+    ``Arith.Multiply`` (``--payload``): the large-value path of each codec."""
+    global METHOD, ARGUMENT, ARGUMENT_TEXT, EXPECTED
+    METHOD = "Arith.Echo"
+    ARGUMENT = EXPECTED = "x" * size  # type: ignore[assignment]
+    ARGUMENT_TEXT = f'"x" * {size}'
+
+
 # --------------------------------------------------------------------------- codecs
 
 
@@ -733,6 +742,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
             "rounds": args.rounds,
             "duration_s": args.duration,
             "warmup_calls": args.warmup,
+            "payload_bytes": args.payload,
             "request_bytes": {codec: len(request_bytes(codec)) for codec in args.codecs},
             "command": " ".join(["python", *sys.argv]),
             "other_cpu_load": other_load,
@@ -770,6 +780,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated, of {','.join(SYSTEMS)} (default {','.join(DEFAULT_SYSTEMS)}); "
         "the xclient systems call the rpc server(s) through txgeerpc.xclient.XClient",
     )
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="call Arith.Echo with a string of BYTES bytes (e.g. 65536) instead of "
+        "Arith.Multiply; the echo carries that call's bytes",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client/server to CPUs")
     parser.add_argument(
@@ -785,6 +803,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.serve:
         return args
+    if args.payload < 0:
+        parser.error("--payload must not be negative")
+    if args.payload:
+        use_payload(args.payload)
     args.duration = args.duration or (0.2 if args.quick else 1.5)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (200 if args.quick else 1000)

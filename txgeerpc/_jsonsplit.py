@@ -18,7 +18,6 @@ from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
 _STRUCTURAL = re.compile(rb'["{}\[\]]')
-_STRING_SPECIAL = re.compile(rb'["\\]')
 _NUMBER_END = re.compile(rb"[^0-9eE+\-.]")
 _LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
 _OPEN = frozenset(b"{[")
@@ -245,7 +244,8 @@ class JSONValueSplitter:
         depth = self._depth
         in_string = self._in_string
         structural = _STRUCTURAL.search
-        string_special = _STRING_SPECIAL.search
+        find = buf.find
+        closing = escape = -1  # the next '"' and '\\' in a string (once looked for)
         skim_to = pos  # the run before skim_to was looked at: no skimming it again
         try:
             while True:
@@ -278,19 +278,27 @@ class JSONValueSplitter:
                                 run_end = half
                         skim_to = run_end
                 if in_string:
-                    match = string_special(buf, pos)
-                    if match is None:
+                    # memchr, not a regex: the next quote, and the next backslash
+                    # before it; each is looked for again only once passed.
+                    if closing < pos:
+                        closing = find(b'"', pos)
+                        if closing < 0:
+                            closing = end_of_data  # none yet
+                    if escape < pos:
+                        escape = find(b"\\", pos, closing)
+                        if escape < 0:
+                            escape = closing  # none before the quote
+                    if escape < closing:  # skip the escaped byte
+                        if escape + 1 >= end_of_data:
+                            pos = escape
+                            return -1
+                        pos = escape + 2
+                        continue
+                    if closing == end_of_data:
                         pos = end_of_data
                         return -1
-                    at = match.start()
-                    if buf[at] == 0x5C:  # backslash: skip the escaped byte
-                        if at + 1 >= end_of_data:
-                            pos = at
-                            return -1
-                        pos = at + 2
-                        continue
                     in_string = False
-                    pos = at + 1
+                    pos = closing + 1
                     if depth == 0:  # a top-level string just closed
                         return pos
                     continue

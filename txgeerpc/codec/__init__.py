@@ -12,6 +12,7 @@ from ..interfaces import ICodec
 from ._gob import HEADER as HEADER  # not public API: the Header's gob type (the CLI's probe)
 from ._gob import GobCodec
 from ._json import JSONCodec
+from ._msgpack import MSGPACK, MsgpackCodec
 
 # Not public API: JSON-RPC 1.0 (Go's net/rpc/jsonrpc), never named in an Option.
 from ._jsonrpc import JSONRPC as JSONRPC
@@ -58,5 +59,15 @@ class CodecRegistry:
 default_registry = CodecRegistry()
 default_registry.register(GobCodec(), "gob")
 default_registry.register(JSONCodec(), "json")
+default_registry.register(MsgpackCodec(), "msgpack")
 
-__all__ = ["GOB", "JSON", "CodecRegistry", "GobCodec", "JSONCodec", "default_registry"]
+__all__ = [
+    "GOB",
+    "JSON",
+    "MSGPACK",
+    "CodecRegistry",
+    "GobCodec",
+    "JSONCodec",
+    "MsgpackCodec",
+    "default_registry",
+]
