@@ -16,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ._admission import HTTP_IDLE_TIMEOUT
+from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._introspect import SERVICE, Introspection
 from ._one_port import OnePortFactory
 from ._server_protocol import (
@@ -112,6 +113,13 @@ class Server:
         received: each one past 64 KiB reserves ``max_message_size`` of it
         or waits, unread, until there is room.  Default: 64 MiB, or
         ``max_message_size`` if larger.
+    :param framed: whether txgeerpc clients that ask for framed mode get it
+        (docs/protocol.md 13.10; Go clients never see it).
+    :param compressions: compressions accepted in framed mode, from ``gzip``,
+        ``zstd``, ``lz4`` (default: each one whose package is installed; ``()``
+        for none).
+    :param compress_threshold: framed replies whose body has at least this
+        many bytes are compressed, in the compression the client asked for.
     :param codecs: the codecs this server accepts.
     :param interceptors: callables ``(context, argument, proceed)`` that see
         every call, outermost first (:mod:`txgeerpc.context`); none by default.
@@ -142,6 +150,9 @@ class Server:
         codecs: CodecRegistry = default_registry,
         introspection: bool = True,
         interceptors: Sequence[Interceptor] = (),
+        framed: bool = True,
+        compressions: Sequence[str] | None = None,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
@@ -170,6 +181,13 @@ class Server:
             served_idle_timeout=served_idle_timeout,
             message_timeout=message_timeout,
             interceptors=tuple(interceptors),
+            framed=framed,
+            compressions=(
+                available_compressions()
+                if compressions is None
+                else check_compressions(compressions)
+            ),
+            compress_threshold=compress_threshold,
             **limits,
         )
         self._services: dict[str, Service] = {}

@@ -21,6 +21,7 @@ from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
 from ._admission import DEFAULT_RECEIVE_BUDGET
+from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._server_protocol import (
     DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -87,6 +88,14 @@ def _heartbeat_period(text: str) -> float:
 _heartbeat_period.coerceDoc = f"Seconds, {MIN_PERIOD:g} or more."  # type: ignore[attr-defined]
 
 
+def _compressions(text: str) -> tuple[str, ...]:
+    """``--compression``: a comma-separated list (``none``: accept none)."""
+    try:
+        return check_compressions(text.split(","))
+    except (ValueError, GeeRPCError) as error:
+        raise usage.UsageError(f"--compression: {error}") from None
+
+
 class Options(ServeOptions):
     tapname = "geerpc"
     default_listen = DEFAULT_LISTEN
@@ -99,6 +108,9 @@ class Options(ServeOptions):
         "python -m txgeerpc "
         'call tcp@127.0.0.1:7001 Arith.Multiply \'{"Num1":6,"Num2":7}\''
     )
+    optFlags = [
+        ["no-framed", None, "Refuse framed mode (txgeerpc clients then keep the plain stream)."],
+    ]
     optParameters = [
         [
             "handle-timeout",
@@ -192,6 +204,22 @@ class Options(ServeOptions):
             f"Bytes all connections share for requests being received: one past 64 KiB "
             f"reserves --max-message-size or waits, unread (default {DEFAULT_RECEIVE_BUDGET} "
             f"or --max-message-size if larger).",
+            positive_int,
+        ],
+        [
+            "compression",
+            None,
+            None,
+            "Compressions accepted in framed mode, comma separated: gzip, zstd, lz4, or none "
+            f"(default: {','.join(available_compressions())}, those installed).",
+            _compressions,
+        ],
+        [
+            "compress-threshold",
+            None,
+            DEFAULT_COMPRESS_THRESHOLD,
+            "Framed replies with a body of this many bytes or more are compressed (in the "
+            "compression the client asked for).",
             positive_int,
         ],
         [
@@ -502,6 +530,9 @@ def build_server(config: Options, clock: Any) -> Server:
         max_connections=config["max-connections"],
         max_connections_per_peer=config["max-connections-per-peer"],
         receive_budget=config["receive-budget"],
+        framed=not config["no-framed"],
+        compressions=config["compression"],
+        compress_threshold=config["compress-threshold"],
     )
     if config["service"]:
         for spec in config["service"]:
