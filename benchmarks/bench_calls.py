@@ -82,7 +82,10 @@ ARGUMENT_TEXT = json.dumps(ARGUMENT, separators=(",", ":"))
 EXPECTED = 42
 MAX_FRAME = 4 * 1024 * 1024  # the echo's explicit MAX_LENGTH (= txgeerpc's default limit)
 
-SYSTEMS = ("echo", "rpc", "xclient", "xclient3")
+SYSTEMS = ("echo", "rpc", "xclient", "xclient3", "framed", "framed-zstd")
+# Framed-mode systems (docs/protocol.md 13.11): the rpc call on a framed
+# connection to the rpc server, with the compression named here (or none).
+FRAMED_SYSTEMS: dict[str, str | None] = {"framed": None, "framed-zstd": "zstd"}
 DEFAULT_SYSTEMS = ("echo", "rpc")  # the xclient systems add ~50 % to the run each
 SERVER_KINDS = ("echo", "rpc")
 # XClient systems: how many rpc servers their StaticDiscovery lists.
@@ -351,10 +354,17 @@ async def connect_echo(reactor: Any, ports: list[int], codec: str) -> Target:
     return Target("echo", codec, functools.partial(protocol.call, frame), frame, protocol.close)
 
 
-async def connect_rpc(reactor: Any, ports: list[int], codec: str) -> Target:
-    client = await txgeerpc.connect(reactor, f"tcp@127.0.0.1:{ports[0]}", codec=codec)
+async def connect_rpc(reactor: Any, ports: list[int], codec: str, kind: str = "rpc") -> Target:
+    framed = kind in FRAMED_SYSTEMS
+    client = await txgeerpc.connect(
+        reactor,
+        f"tcp@127.0.0.1:{ports[0]}",
+        codec=codec,
+        framed=framed,
+        compress=FRAMED_SYSTEMS.get(kind),
+    )
     return Target(
-        "rpc", codec, functools.partial(client.call, METHOD, ARGUMENT), EXPECTED, client.close
+        kind, codec, functools.partial(client.call, METHOD, ARGUMENT), EXPECTED, client.close
     )
 
 
@@ -502,7 +512,7 @@ def xclient_ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dic
     """Each XClient system against plain rpc (what XClient adds) and echo."""
     by_key = {(r["system"], r["codec"], r["in_flight"]): r for r in results}
     out = []
-    for system in XCLIENT_SERVERS:
+    for system in (*XCLIENT_SERVERS, *FRAMED_SYSTEMS):
         for codec in codecs:
             for in_flight in sorted({r["in_flight"] for r in results}):
                 row = by_key.get((system, codec, in_flight))
@@ -638,7 +648,8 @@ def render_xclient(report: dict[str, Any]) -> list[str]:
         "",
         "Through XClient(StaticDiscovery([...]), dial=connect, selector=RoundRobinSelect()):",
         "xclient: one address, the rpc server's; xclient3: three addresses, the rpc server and",
-        "two more rpc servers (pinned with it); /rpc and /echo: ratios to the same row's rpc, echo",
+        "two more rpc servers (pinned with it); framed: the rpc call in framed mode (framed-zstd:",
+        "with zstd above 1 KiB); /rpc and /echo: ratios to the same row's rpc, echo",
         "",
     ]
     header = (
@@ -669,8 +680,8 @@ def render_xclient(report: dict[str, Any]) -> list[str]:
 async def connect_system(reactor: Any, kind: str, ports: list[int], codec: str) -> Target:
     if kind == "echo":
         return await connect_echo(reactor, ports, codec)
-    if kind == "rpc":
-        return await connect_rpc(reactor, ports, codec)
+    if kind == "rpc" or kind in FRAMED_SYSTEMS:
+        return await connect_rpc(reactor, ports, codec, kind)
     return await connect_xclient(reactor, ports, codec, kind)
 
 
@@ -788,6 +799,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="call Arith.Echo with a string of BYTES bytes (e.g. 65536) instead of "
         "Arith.Multiply; the echo carries that call's bytes",
     )
+    parser.add_argument(
+        "--compression-table",
+        action="store_true",
+        help="only measure each compressor on a realistic 16 KiB JSON document (ratio, CPU "
+        "per call to compress and to inflate) in this process, and exit",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
     parser.add_argument("--no-pin", action="store_true", help="do not pin client/server to CPUs")
     parser.add_argument(
@@ -826,11 +843,93 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def document() -> bytes:
+    """A realistic 16 KiB JSON document: a page of user records as an API
+    would return them (ids, names, e-mails, timestamps, flags, tags)."""
+    import random
+
+    rng = random.Random(17)
+    first = ["Ada", "Alan", "Grace", "Edsger", "Barbara", "Donald", "Ken", "Rob", "Niklaus"]
+    last = ["Lovelace", "Turing", "Hopper", "Dijkstra", "Liskov", "Knuth", "Thompson", "Pike"]
+    tags = ["admin", "beta", "billing", "ops", "support", "trial", "eu", "us", "apac"]
+    records = []
+    while len(json.dumps({"users": records}, separators=(",", ":"))) < 16 * 1024:
+        name = f"{rng.choice(first)} {rng.choice(last)}"
+        records.append(
+            {
+                "id": rng.randrange(10**9),
+                "name": name,
+                "email": name.lower().replace(" ", ".") + f"{rng.randrange(100)}@example.com",
+                "created": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
+                f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z",
+                "active": rng.random() < 0.8,
+                "score": round(rng.random() * 100, 2),
+                "tags": rng.sample(tags, rng.randrange(1, 4)),
+            }
+        )
+    records.pop()
+    return json.dumps({"users": records}, separators=(",", ":")).encode()
+
+
+def compression_table(args: argparse.Namespace) -> None:
+    """Ratio and CPU per call of each compressor on :func:`document`."""
+    from txgeerpc._framed import COMPRESSION_NUMBERS, compress, decompress
+
+    data = document()
+    rows = []
+    for name in ("gzip", "zstd", "lz4"):
+        number = COMPRESSION_NUMBERS[name]
+        packed = compress(number, data)
+        calls = 200 if args.quick else 2000
+        began = time.process_time()
+        for _ in range(calls):
+            compress(number, data)
+        packing = (time.process_time() - began) / calls
+        began = time.process_time()
+        for _ in range(calls):
+            decompress(number, packed, MAX_FRAME)
+        inflating = (time.process_time() - began) / calls
+        rows.append(
+            {
+                "compression": name,
+                "bytes": len(data),
+                "compressed_bytes": len(packed),
+                "ratio": len(data) / len(packed),
+                "compress_us": packing * 1e6,
+                "decompress_us": inflating * 1e6,
+            }
+        )
+    lines = [
+        f"A {len(data)}-byte JSON document (benchmarks/bench_calls.py document()), "
+        "CPU per call (process time):",
+        "",
+        f"{'compression':<12} {'bytes':>7} {'ratio':>6} {'compress (us)':>14} {'inflate (us)':>13}",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for row in rows:
+        lines.append(
+            f"{row['compression']:<12} {row['compressed_bytes']:>7} {row['ratio']:>6.2f} "
+            f"{row['compress_us']:>14.1f} {row['decompress_us']:>13.1f}"
+        )
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump({"command": " ".join(["python", *sys.argv]), "rows": rows}, out, indent=2)
+            out.write("\n")
+
+
 def main(argv: list[str] | None = None) -> None:
+    global METHOD, ARGUMENT, ARGUMENT_TEXT, EXPECTED
     args = parse_args(argv)
     if args.serve:
         serve(args.serve, args.cpu, args.server_profile)
         return
+    if args.compression_table:
+        compression_table(args)
+        return
+    if args.payload:
+        METHOD, ARGUMENT = "Arith.Echo", "x" * args.payload
+        ARGUMENT_TEXT, EXPECTED = f'"x" * {args.payload}', ARGUMENT
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = not args.no_pin and len(cpus) >= 2
     client_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
@@ -845,7 +944,10 @@ def main(argv: list[str] | None = None) -> None:
     if "echo" in args.systems:
         wanted.append("echo")
     rpc_servers = max(
-        [1 if kind == "rpc" else XCLIENT_SERVERS.get(kind, 0) for kind in args.systems]
+        [
+            1 if kind == "rpc" or kind in FRAMED_SYSTEMS else XCLIENT_SERVERS.get(kind, 0)
+            for kind in args.systems
+        ]
     )
     wanted += ["rpc"] * rpc_servers
     servers: list[ServerProcess] = []

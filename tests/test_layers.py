@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc.interfaces": 0,
     "txgeerpc._wire": 0,
     "txgeerpc._option": 0,
+    "txgeerpc._framed": 0,
     "txgeerpc._budget": 0,
     "txgeerpc._jsonsplit": 0,
     "txgeerpc._jsonvalue": 0,

@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="wire codec (default: gob, as GeeRPC)",
     )
     call.add_argument(
+        "--framed",
+        action="store_true",
+        help="ask for framed mode (a txgeerpc extension: length-prefixed messages; a Go "
+        "server ignores it and the stream stays plain)",
+    )
+    call.add_argument(
+        "--compress",
+        choices=["gzip", "zstd", "lz4"],
+        default=None,
+        help="with --framed: compress messages of 1 KiB or more (if the server accepts it)",
+    )
+    call.add_argument(
         "--timeout",
         type=float,
         default=30.0,
@@ -487,6 +499,8 @@ async def _open(
             handle_timeout=getattr(options, "handle_timeout", None),
             connect_timeout=options.connect_timeout or None,
             max_message_size=getattr(options, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
+            framed=getattr(options, "framed", False),
+            compress=getattr(options, "compress", None),
         ),
     )
     probe_timeout = options.connect_timeout or options.timeout or None
@@ -830,6 +844,8 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"ARG_JSON is not valid JSON: {error}")
         if options.max_message_size <= 0:
             parser.error("--max-message-size must be positive")
+        if getattr(options, "compress", None) and not getattr(options, "framed", False):
+            parser.error("--compress needs --framed")
         for pair in options.meta:
             if "=" not in pair:
                 parser.error(f"--meta {pair!r} is not KEY=VALUE")

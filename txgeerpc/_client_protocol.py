@@ -10,7 +10,7 @@ said it stops) -> closing (closed by us, or the reply stream broke) -> closed
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -20,6 +20,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._convert import convert_within, converter_for
+from ._framed import (
+    COMPRESSION_NUMBERS,
+    DEFAULT_COMPRESS_THRESHOLD,
+    FRAMED,
+    GZIP,
+    LZ4,
+    META_COMPRESSION,
+    META_FRAMED,
+    NONE,
+    ZSTD,
+    FramedDecoder,
+    FramedEncoder,
+)
 from ._messages import MessagePairs
 from ._pending import PendingCalls
 from ._wire import (
@@ -50,6 +63,7 @@ from .errors import (
     MetadataError,
     ProtocolError,
     RemoteError,
+    RemoteMessageTooLarge,
     ServerGoingAway,
     ServerShuttingDown,
     UnexpectedDisconnect,
@@ -96,9 +110,23 @@ class ClientProtocol(Protocol):
         max_message_size: int,
         interceptors: Sequence[Interceptor] = (),
         send_option: bool = True,
+        lookup: Callable[[str], ICodec] | None = None,
+        compress: str | None = None,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
     ) -> None:
         self._option = option
         self._send_option = send_option
+        self._codec = codec
+        # Framed mode (docs/protocol.md 13.11), asked for in the Option: until
+        # the server's first message, the bytes fed to the plain decoder.
+        self._lookup = lookup
+        self._compress = compress
+        self._compress_threshold = compress_threshold
+        self._retained: list[bytes] | None = (
+            [] if option.framed and option.speaks_extension else None
+        )
+        self.framed = False
+        """Whether the connection switched to framed mode."""
         self._clock = clock
         self._encoder = codec.new_encoder()
         self._decoder = codec.new_decoder(max_message_size)
@@ -326,10 +354,47 @@ class ClientProtocol(Protocol):
             for seq in early:
                 self._write_cancel(seq)
 
+    def _switch_to_framed(self, header: Header) -> bool:
+        """The server's first message: if it is a hello offering framed mode,
+        send the switch message and frame everything from now on (the
+        server frames everything after its hello).
+
+        :returns: whether the connection is now framed.
+        """
+        retained = b"".join(self._retained or ())
+        self._retained = None
+        meta = header[4] or {}
+        lookup = self._lookup
+        if not self._extension or meta.get(META_FRAMED) != "1" or lookup is None:
+            return False
+        rest = self._decoder.buffered()
+        accepted = meta.get(META_COMPRESSION, "").split(",")
+        compress = self._compress if self._compress in accepted else None
+        if self._state is _OPEN or self._state is _GOING_AWAY:
+            switch = Header(FRAMED, 0, "", 0, {META_COMPRESSION: compress or "none"})
+            self.transport.write(self._encoder.encode(switch, EMPTY_STRUCT))
+        self._encoder = FramedEncoder(
+            lookup,
+            self._codec.name,
+            COMPRESSION_NUMBERS[compress] if compress else NONE,
+            self._compress_threshold,
+        )
+        decoder = self._decoder = FramedDecoder(
+            lookup, self._max_message_size, (GZIP, ZSTD, LZ4), after_plain=True
+        )
+        self._pairs = MessagePairs(decoder)
+        self._budget_left = decoder.budget_left
+        self.framed = True
+        if rest:
+            decoder.feed(retained[len(retained) - rest :])
+        return True
+
     def dataReceived(self, data: bytes) -> None:
         if self._state is _CLOSED:
             return
         decoder = self._decoder
+        if self._retained is not None:
+            self._retained.append(data)
         decoder.feed(data)
         pending = self._pending
         next_pair = self._pairs.next_pair
@@ -338,6 +403,9 @@ class ClientProtocol(Protocol):
                 header, body = pair
                 if self._extension is None:
                     self._first_message(header)
+                    if self._retained is not None and self._switch_to_framed(header):
+                        decoder = self._decoder
+                        next_pair = self._pairs.next_pair
                 call = pending.pop(header[1])
                 if call is None:
                     if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
@@ -357,6 +425,8 @@ class ClientProtocol(Protocol):
                         call.deferred.errback(ServerShuttingDown(text))
                     elif text.startswith(DEADLINE_EXCEEDED):
                         call.deferred.errback(DeadlineExceeded(text))
+                    elif text.startswith("body ") and RemoteMessageTooLarge.matches(text):
+                        call.deferred.errback(RemoteMessageTooLarge(text))
                     else:
                         call.deferred.errback(RemoteError(text))
                     continue

@@ -198,6 +198,10 @@ class Dispatcher:
             for request_id, (_, header) in self._running.items()
         ]
 
+    def set_budget_left(self, budget_left: Callable[[], int] | None) -> None:
+        """The decoder changed (framed mode began): its ``budget_left`` from now on."""
+        self._budget_left = budget_left
+
     def dispatch(self, header: Header, decode_body: Callable[[object], Any], body: object) -> None:
         """Handle one request: exactly one reply is sent (unless stopped first).
 

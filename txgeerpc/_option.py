@@ -109,6 +109,7 @@ def parse_option(raw: bytes) -> Option:
         # Only ``true`` counts; Go ignores the key whatever its value.
         go_away=fields.get(GO_AWAY_OPTION_KEY.lower()) is True,
         extension=_extension(fields.get(EXTENSION_OPTION_KEY.lower())),
+        framed=fields.get("txgeerpcframed") is True,
     )
 
 

@@ -53,6 +53,17 @@ from ._admission import (
     default_max_per_peer,
 )
 from ._dispatch import RECENT_ERRORS, Dispatcher, RecentError
+from ._framed import (
+    CODEC_NUMBERS,
+    COMPRESSION_NUMBERS,
+    DEFAULT_COMPRESS_THRESHOLD,
+    FRAMED,
+    META_COMPRESSION,
+    META_FRAMED,
+    FramedDecoder,
+    FramedEncoder,
+    available_compressions,
+)
 from ._messages import MessagePairs
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
@@ -140,6 +151,13 @@ class ServerSettings:
     """Server interceptors, outermost first (they see every call)."""
     access_log: Any = None
     """An ``ILogObserver`` given one ``txgeerpc.access`` event per call, or ``None``."""
+    framed: bool = True
+    """Whether txgeerpc clients that ask for framed mode get it (13.11)."""
+    compressions: tuple[str, ...] = attrs.field(factory=available_compressions)
+    """Compressions accepted in framed mode (``gzip``, ``zstd``, ``lz4``)."""
+    compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
+    """Framed replies with a body this large or larger are compressed (in the
+    compression the client asked for)."""
 
     def handle_timeout_ns(self, option: Option) -> int:
         """The limit for this connection's requests: the client's
@@ -255,6 +273,12 @@ class ServerProtocol(Protocol):
         self._grace: IDelayedCall | None = None
         self._grace_period = 0.0
         self._drained: list[Deferred[None]] = []
+        # Framed mode (docs/protocol.md 13.11): offered in the hello, the
+        # decoder to switch to at the client's switch message, and meanwhile
+        # the bytes fed to the plain decoder that it may not have consumed.
+        self._framed_decoder: FramedDecoder | None = None
+        self._retained: list[bytes] | None = None
+        self._retained_size = 0
 
         self.handshake_started: float | None = None
         """When the handshake began, if before this protocol got the
@@ -316,6 +340,9 @@ class ServerProtocol(Protocol):
             if self._state is _AWAITING_OPTION:
                 return
         if data:
+            if self._retained is not None:
+                self._retained.append(data)
+                self._retained_size += len(data)
             self._decoder.feed(data)
         self._process()
 
@@ -359,7 +386,13 @@ class ServerProtocol(Protocol):
         if option.speaks_extension:
             # The hello (docs/protocol.md 13.9): the client learns that it may
             # send cancel requests, before any reply and at no round trip.
-            self.send_reply(Header(HELLO, 0, ""), EMPTY_STRUCT)
+            settings = self._settings
+            if option.framed and settings.framed and option.codec_type in CODEC_NUMBERS:
+                meta = {META_FRAMED: "1", META_COMPRESSION: ",".join(settings.compressions)}
+                self.send_reply(Header(HELLO, 0, "", 0, meta), EMPTY_STRUCT)
+                self._offer_framed(option)
+            else:
+                self.send_reply(Header(HELLO, 0, ""), EMPTY_STRUCT)
         if self._grace is not None:  # the stop began before the Option came
             self._begin_drain()
         return True
@@ -392,6 +425,13 @@ class ServerProtocol(Protocol):
                 pair = pairs.next_pair()
                 if pair is None:
                     return
+                if self._retained is not None:
+                    if pair[0][0] == FRAMED and pair[0][1] == 0:
+                        self._switch_to_framed(pair[0])
+                        decoder = self._decoder
+                        pairs = self._pairs
+                        continue
+                    self._trim_retained()
                 self._completed = True
                 dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
                 turn += 1
@@ -407,6 +447,59 @@ class ServerProtocol(Protocol):
             if self._state is _HALF_CLOSED:
                 self._finish_if_idle()
             self._watch()
+
+    def _offer_framed(self, option: Option) -> None:
+        """The hello offered framed mode: from now on replies are framed;
+        requests are once the client's switch message has come."""
+        settings = self._settings
+
+        def lookup(name: str) -> Any:
+            return self._codecs.get(name, aliases=False)
+
+        decoder = self._framed_decoder = FramedDecoder(
+            lookup,
+            settings.max_message_size,
+            [COMPRESSION_NUMBERS[name] for name in settings.compressions],
+            after_plain=True,
+        )
+        decoder.default = CODEC_NUMBERS[option.codec_type]
+        self._encoder = FramedEncoder(
+            lookup,
+            option.codec_type,
+            threshold=settings.compress_threshold,
+            codec_of_seq=decoder.codec_of_seq,
+        )
+        self._retained = []
+        self._retained_size = 0
+
+    def _trim_retained(self) -> None:
+        """Drop retained chunks the plain decoder has consumed entirely."""
+        retained = self._retained
+        assert retained is not None
+        consumed = self._retained_size - self._decoder.buffered()
+        while retained and len(retained[0]) <= consumed:
+            size = len(retained.pop(0))
+            consumed -= size
+            self._retained_size -= size
+
+    def _switch_to_framed(self, header: Header) -> None:
+        """The client's switch message: every byte after it is framed."""
+        rest = self._decoder.buffered()
+        retained = b"".join(self._retained or ())
+        self._retained = None
+        self._retained_size = 0
+        decoder = self._framed_decoder
+        assert decoder is not None and isinstance(self._encoder, FramedEncoder)
+        wanted = (header[4] or {}).get(META_COMPRESSION, "none")
+        if wanted in self._settings.compressions:
+            self._encoder.set_compression(COMPRESSION_NUMBERS[wanted])
+        self._decoder = decoder
+        self._pairs = MessagePairs(decoder)
+        dispatcher = self._dispatcher
+        assert dispatcher is not None
+        dispatcher.set_budget_left(decoder.budget_left)
+        if rest:
+            decoder.feed(retained[len(retained) - rest :])
 
     def _answer_oversized(self, error: Exception) -> None:
         """A body over the limit that cannot be skipped (JSON): its call gets

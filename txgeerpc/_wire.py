@@ -99,6 +99,10 @@ class Option:
     """The txgeerpc extension version the client speaks (``"Txgeerpc":1``
     after the four Go keys; 0: none, as from Go)."""
 
+    framed: bool = False
+    """The client asks for framed mode (``"TxgeerpcFramed":true`` after
+    ``"Txgeerpc"``; docs/protocol.md 13.11)."""
+
     @property
     def speaks_extension(self) -> bool:
         """Whether the client named a txgeerpc extension version."""
@@ -111,6 +115,8 @@ class Option:
         extension = f',"{GO_AWAY_OPTION_KEY}":true' if self.go_away else ""
         if self.extension:
             extension += f',"{EXTENSION_OPTION_KEY}":{self.extension:d}'
+        if self.framed:
+            extension += ',"TxgeerpcFramed":true'
         return (
             f'{{"MagicNumber":{self.magic_number:d},"CodecType":{go_quote(self.codec_type)},'
             f'"ConnectTimeout":{self.connect_timeout_ns:d},'

@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
+from ._framed import DEFAULT_COMPRESS_THRESHOLD, check_compressions
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, EXTENSION_VERSION, GOB, Option, seconds_to_ns
 from .codec import JSON, CodecRegistry, JSONRPCClientCodec, default_registry
 from .context import CallContext, Interceptor, Metadata
@@ -172,6 +173,9 @@ def connect(
     clock: IReactorTime | None = None,
     codecs: CodecRegistry = default_registry,
     interceptors: Sequence[Interceptor] = (),
+    framed: bool = False,
+    compress: str | None = None,
+    compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
 ) -> Deferred[Client]:
     """Connect to a GeeRPC server.
 
@@ -192,6 +196,13 @@ def connect(
     :param max_message_size: largest reply accepted, in bytes.
     :param interceptors: callables ``(context, argument, proceed)`` that see
         every call this client makes, outermost first (:mod:`txgeerpc.context`).
+    :param framed: ask for framed mode (docs/protocol.md 13.11): a txgeerpc
+        server switches to it with its hello, at no extra round trip; a Go
+        server ignores the request and the stream stays plain.
+    :param compress: in framed mode, compress bodies of at least
+        ``compress_threshold`` bytes with ``gzip``, ``zstd`` or ``lz4`` (if
+        the server accepts it; otherwise none) and ask for replies in it.
+    :param compress_threshold: the smallest body compressed, in bytes.
     :returns: a Deferred firing with a :class:`Client`; it can fail with
         :class:`~txgeerpc.errors.InvalidAddress`,
         :class:`~txgeerpc.errors.UnsupportedCodec`,
@@ -201,6 +212,9 @@ def connect(
     """
     if connect_timeout is not None and not connect_timeout > 0:
         raise ValueError(f"connect_timeout must be positive or None, got {connect_timeout!r}")
+    if compress is not None and not framed:
+        raise ValueError("compress needs framed=True")
+    compression = check_compressions([compress]) if compress is not None else ()
     try:
         chosen = codecs.get(codec)
         scheme = _go_scheme(address)
@@ -222,11 +236,24 @@ def connect(
         # say when they stop, and take budgets, metadata and cancels.
         # Go's net/rpc is sent no Option: nothing of the extension is used.
         extension=EXTENSION_VERSION if scheme is None else 0,
+        framed=framed,
     )
     chain = tuple(interceptors)
+
+    def lookup(name: str) -> Any:
+        return codecs.get(name, aliases=False)
+
     factory = Factory.forProtocol(
         lambda: ClientProtocol(
-            chosen, option, timer, max_message_size, chain, send_option=scheme is None
+            chosen,
+            option,
+            timer,
+            max_message_size,
+            chain,
+            send_option=scheme is None,
+            lookup=lookup,
+            compress=compression[0] if compression else None,
+            compress_threshold=compress_threshold,
         )
     )
     connecting: Deferred[Any] = endpoint.connect(factory)

@@ -9,6 +9,7 @@ whose ``message`` is the text the server put in the reply header.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -230,6 +231,27 @@ class DeadlineExceeded(RemoteError):
     ``.message`` is the text."""
 
 
+class RemoteMessageTooLarge(RemoteError):
+    """The server refused the call's body for its size, before reading it
+    (framed mode: the size is in the prefix) or while inflating it, or after
+    skipping it unread (gob).  The connection goes on.
+
+    :ivar limit: the server's maximum message size in bytes.
+    """
+
+    _PATTERN = re.compile(r"maximum message size of (\d+) bytes")
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        found = self._PATTERN.search(message)
+        self.limit = int(found.group(1)) if found else 0
+
+    @classmethod
+    def matches(cls, message: str) -> bool:
+        """Whether a reply's error text is such a refusal."""
+        return cls._PATTERN.search(message) is not None
+
+
 class MetadataError(GeeRPCError, ValueError):
     """Call metadata or trailers that break the rules (docs/protocol.md
     13.9): a key that is not lower-case ``[a-z0-9._-]``, a reserved
@@ -322,6 +344,7 @@ class RegistryFull(RegistryError):
 
 
 __all__ += ["RegistryFull"]
+__all__ += ["RemoteMessageTooLarge"]
 
 
 class EtcdError(GeeRPCError):

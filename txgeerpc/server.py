@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ._admission import HTTP_IDLE_TIMEOUT, Counters
+from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._introspect import SERVICE, Introspection
 from ._live import IndexResource
 from ._one_port import OnePortFactory
@@ -116,6 +117,13 @@ class Server:
         received: each one past 64 KiB reserves ``max_message_size`` of it
         or waits, unread, until there is room.  Default: 64 MiB, or
         ``max_message_size`` if larger.
+    :param framed: whether txgeerpc clients that ask for framed mode get it
+        (docs/protocol.md 13.11; Go clients never see it).
+    :param compressions: compressions accepted in framed mode, from ``gzip``,
+        ``zstd``, ``lz4`` (default: each one whose package is installed; ``()``
+        for none).
+    :param compress_threshold: framed replies whose body has at least this
+        many bytes are compressed, in the compression the client asked for.
     :param codecs: the codecs this server accepts.
     :param interceptors: callables ``(context, argument, proceed)`` that see
         every call, outermost first (:mod:`txgeerpc.context`); none by default.
@@ -154,6 +162,9 @@ class Server:
         interceptors: Sequence[Interceptor] = (),
         metrics: bool = True,
         access_log: ILogObserver | None = None,
+        framed: bool = True,
+        compressions: Sequence[str] | None = None,
+        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
     ) -> None:
         if max_message_size < 1 or max_in_flight < 1:
             raise ValueError("max_message_size and max_in_flight must be positive")
@@ -183,6 +194,13 @@ class Server:
             message_timeout=message_timeout,
             interceptors=tuple(interceptors),
             access_log=access_log,
+            framed=framed,
+            compressions=(
+                available_compressions()
+                if compressions is None
+                else check_compressions(compressions)
+            ),
+            compress_threshold=compress_threshold,
             **limits,
         )
         self._services: dict[str, Service] = {}

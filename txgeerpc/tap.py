@@ -22,6 +22,7 @@ from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
 from ._admission import DEFAULT_RECEIVE_BUDGET
+from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._server_protocol import (
     DEFAULT_GRACE,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -88,6 +89,14 @@ def _heartbeat_period(text: str) -> float:
 
 
 _heartbeat_period.coerceDoc = f"Seconds, {MIN_PERIOD:g} or more."  # type: ignore[attr-defined]
+
+
+def _compressions(text: str) -> tuple[str, ...]:
+    """``--compression``: a comma-separated list (``none``: accept none)."""
+    try:
+        return check_compressions(text.split(","))
+    except (ValueError, GeeRPCError) as error:
+        raise usage.UsageError(f"--compression: {error}") from None
 
 
 class Options(ServeOptions):
@@ -198,6 +207,22 @@ class Options(ServeOptions):
             positive_int,
         ],
         [
+            "compression",
+            None,
+            None,
+            "Compressions accepted in framed mode, comma separated: gzip, zstd, lz4, or none "
+            f"(default: {','.join(available_compressions())}, those installed).",
+            _compressions,
+        ],
+        [
+            "compress-threshold",
+            None,
+            DEFAULT_COMPRESS_THRESHOLD,
+            "Framed replies with a body of this many bytes or more are compressed (in the "
+            "compression the client asked for).",
+            positive_int,
+        ],
+        [
             "backlog",
             None,
             DEFAULT_BACKLOG,
@@ -280,6 +305,7 @@ class Options(ServeOptions):
     ]
 
     optFlags = [
+        ["no-framed", None, "Refuse framed mode (txgeerpc clients then keep the plain stream)."],
         [
             "otel",
             None,
@@ -529,6 +555,9 @@ def build_server(config: Options, clock: Any, access_log: Any = None) -> Server:
         receive_budget=config["receive-budget"],
         metrics=config["metrics-path"].lower() != "none",
         access_log=access_log,
+        framed=not config["no-framed"],
+        compressions=config["compression"],
+        compress_threshold=config["compress-threshold"],
     )
     if config["service"]:
         for spec in config["service"]:

@@ -38,6 +38,7 @@ RUN = {
     "blocking_client.py",
     "asyncio_client.py",
     "asyncio_service.py",
+    "framed_client.py",
     "typed_client.py",  # tests/integration/test_cli_commands.py
     "examples_client.py",  # imported by typed_client.py; regenerated and compared there
     *(f"{name}.py" for name in TRIAL_EXAMPLES),
@@ -110,6 +111,13 @@ def test_asyncio_client_example(demo_address: str) -> None:
         expected_client_output() + "the server said: divide by zero\n" + "pending after cancel: 0\n"
     )
     assert took < WITHIN
+
+
+def test_framed_client_example(demo_address: str) -> None:
+    result, took = run(str(EXAMPLES / "framed_client.py"), demo_address)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == "6 * 7 = 42\nechoed 14000 characters: True\n"
+    assert took < WITHIN, took
 
 
 def test_asyncio_handlers_under_twistd_asyncio(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ from ..interfaces import ICodec
 from ._gob import HEADER as HEADER  # not public API: the Header's gob type (the CLI's probe)
 from ._gob import GobCodec
 from ._json import JSONCodec
-from ._msgpack import MSGPACK, MsgpackCodec
 
 # Not public API: JSON-RPC 1.0 (Go's net/rpc/jsonrpc), never named in an Option.
 from ._jsonrpc import JSONRPC as JSONRPC
 from ._jsonrpc import JSONRPCClientCodec as JSONRPCClientCodec
 from ._jsonrpc import JSONRPCServerCodec as JSONRPCServerCodec
+from ._msgpack import MSGPACK, MsgpackCodec
 
 JSON = "application/json"
 GOB = "application/gob"

@@ -1,0 +1,522 @@
+"""
+Framed mode (docs/protocol.md 13.11): the sans-IO frame parser, bounded
+decompression (the bomb), negotiation between txgeerpc peers only, limits on
+the prefix, compression and per-message codecs.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+import zlib
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.trial.unittest import SynchronousTestCase
+
+from txgeerpc import Server, connect
+from txgeerpc._framed import (
+    GZIP,
+    LZ4,
+    NONE,
+    PREFIX,
+    ZSTD,
+    FramedDecoder,
+    FramedEncoder,
+    FrameParser,
+    InflatedTooLarge,
+    compress,
+    decompress,
+    encode_frame,
+)
+from txgeerpc._option import parse_option
+from txgeerpc._wire import HELLO, Header, Option
+from txgeerpc.codec import default_registry
+from txgeerpc.errors import (
+    BodyTooLarge,
+    CodecError,
+    MessageTooLarge,
+    MessageTooLargeToSend,
+    ProtocolError,
+    RemoteMessageTooLarge,
+)
+from txgeerpc.examples import register_examples
+from txgeerpc.testing import Clock, MemoryNetwork
+
+LIMIT = 4 * 1024 * 1024
+
+
+def _lookup(name: str) -> Any:
+    return default_registry.get(name, aliases=False)
+
+
+def _frames(count: int = 3) -> list[bytes]:
+    return [encode_frame(2, NONE, b'{"H":%d}' % i, b"x" * (i * 7)) for i in range(count)]
+
+
+class FrameParserTests(SynchronousTestCase):
+    def test_whole_and_byte_by_byte(self) -> None:
+        data = b"".join(_frames())
+        for pieces in ([data], [data[i : i + 1] for i in range(len(data))]):
+            parser = FrameParser(LIMIT)
+            got = [frame for piece in pieces for frame in parser.feed(piece)]
+            self.assertEqual(
+                [(f.codec, f.header, f.body) for f in got],
+                [(2, b'{"H":%d}' % i, b"x" * (i * 7)) for i in range(3)],
+            )
+            self.assertEqual(parser.buffered(), 0)
+
+    @given(st.lists(st.integers(min_value=0, max_value=200), max_size=8))
+    def test_random_splits(self, cuts: list[int]) -> None:
+        data = b"".join(_frames(4))
+        parser = FrameParser(LIMIT)
+        got, start = [], 0
+        for cut in sorted(cuts):
+            got += parser.feed(data[start:cut])
+            start = max(start, cut)
+        got += parser.feed(data[start:])
+        self.assertEqual([f.body for f in got], [b"x" * (i * 7) for i in range(4)])
+
+    def test_header_over_the_limit_is_refused_on_the_prefix(self) -> None:
+        parser = FrameParser(100)
+        with self.assertRaises(MessageTooLarge) as caught:
+            parser.feed(PREFIX.pack(1, 0, 101, 0))
+        self.assertEqual((caught.exception.size, caught.exception.limit), (101, 100))
+
+    def test_body_over_the_limit_is_skipped_without_buffering(self) -> None:
+        parser = FrameParser(100)
+        frames = parser.feed(PREFIX.pack(2, 0, 3, 2**32 - 1) + b"{H}" + b"z" * 50)
+        self.assertEqual(len(frames), 1)
+        self.assertIsNone(frames[0].body)
+        self.assertEqual(frames[0].body_size, 2**32 - 1)
+        for _ in range(16):  # 16 MiB of body: nothing is held
+            self.assertEqual(parser.feed(b"z" * (1 << 20)), [])
+            self.assertEqual(parser.buffered(), 0)
+        self.assertEqual(parser.skipping(), 2**32 - 1 - 50 - 16 * (1 << 20))
+
+    def test_the_frame_after_a_skipped_body_comes_through(self) -> None:
+        parser = FrameParser(100)
+        frames = parser.feed(PREFIX.pack(2, 0, 2, 300) + b"{}" + b"z" * 100)
+        self.assertEqual([f.body for f in frames], [None])
+        self.assertEqual(parser.feed(b"z" * 150), [])
+        frames = parser.feed(b"z" * 50 + encode_frame(2, 0, b"{}", b"1"))
+        self.assertEqual([f.body for f in frames], [b"1"])
+        self.assertEqual((parser.skipping(), parser.buffered()), (0, 0))
+
+    def test_unknown_codec_id(self) -> None:
+        with self.assertRaises(ProtocolError):
+            FrameParser(100).feed(PREFIX.pack(9, 0, 0, 0))
+
+    def test_leading_whitespace_after_the_plain_stream(self) -> None:
+        parser = FrameParser(100, after_plain=True)
+        self.assertEqual(parser.feed(b"\n"), [])
+        self.assertEqual(len(parser.feed(encode_frame(2, 0, b"{}", b"1"))), 1)
+
+
+def _bomb(compression: int, inflated: int = 256 << 20) -> bytes:
+    """A stream that inflates to ``inflated`` bytes of zeros, made in pieces."""
+    chunk = bytes(1 << 20)
+    if compression == GZIP:
+        deflater = zlib.compressobj(9)
+        out = [deflater.compress(chunk) for _ in range(inflated >> 20)]
+        return b"".join(out) + deflater.flush()
+    if compression == ZSTD:
+        import zstandard
+
+        c = zstandard.ZstdCompressor(level=3).compressobj()
+        out = [c.compress(chunk) for _ in range(inflated >> 20)]
+        return b"".join(out) + c.flush()
+    import lz4.frame
+
+    c = lz4.frame.LZ4FrameCompressor()
+    out = [c.begin()] + [c.compress(chunk) for _ in range(inflated >> 20)]
+    return b"".join(out) + c.flush()
+
+
+_BOMBS: dict[int, bytes] = {}
+
+
+class BoundedDecompressionTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        data = json.dumps({"k": list(range(3000))}).encode()
+        for compression in (GZIP, ZSTD, LZ4):
+            packed = compress(compression, data)
+            self.assertLess(len(packed), len(data))
+            self.assertEqual(decompress(compression, packed, len(data)), data)
+            with self.assertRaises(InflatedTooLarge):
+                decompress(compression, packed, len(data) - 1)
+
+    def test_bomb_is_refused_at_the_limit_plus_one_within_twice_the_limit(self) -> None:
+        """The issue's bomb: a 256 KiB gzip stream inflating to 256 MiB, and
+        the zstd and lz4 equivalents."""
+        for compression in (GZIP, ZSTD, LZ4):
+            bomb = _BOMBS.get(compression)
+            if bomb is None:
+                bomb = _BOMBS[compression] = _bomb(compression)
+            if compression == GZIP:
+                self.assertLessEqual(len(bomb), 256 * 1024 + 4096)
+            tracemalloc.start()
+            try:
+                with self.assertRaises(InflatedTooLarge) as caught:
+                    decompress(compression, bomb, LIMIT)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            self.assertEqual(caught.exception.size, LIMIT + 1)
+            self.assertIn(f"refused at byte {LIMIT + 1}", str(caught.exception))
+            self.assertLess(peak, 2 * LIMIT, f"compression {compression}")
+
+    def test_exactly_the_limit_passes(self) -> None:
+        for compression in (GZIP, ZSTD, LZ4):
+            data = bytes(1000)
+            self.assertEqual(decompress(compression, compress(compression, data), 1000), data)
+
+    def test_garbage_is_a_codec_error(self) -> None:
+        for compression in (GZIP, ZSTD, LZ4):
+            with self.assertRaises(CodecError):
+                decompress(compression, b"not compressed at all", 100)
+
+    def test_a_bomb_fails_its_call_only(self) -> None:
+        decoder = FramedDecoder(_lookup, 1 << 20)
+        bomb = zlib.compress(bytes(2 << 20))
+        encoder = FramedEncoder(_lookup, "application/json")
+        decoder.feed(encode_frame(2, GZIP, b'{"ServiceMethod":"A.B","Seq":1,"Error":""}', bomb))
+        decoder.feed(encoder.encode(Header("A.B", 2, ""), 5))
+        header = decoder.decode_header(decoder.next_message())
+        self.assertEqual(header[1], 1)
+        with self.assertRaises(InflatedTooLarge):
+            decoder.decode_body(decoder.next_message())
+        header = decoder.decode_header(decoder.next_message())
+        self.assertEqual((header[1], decoder.decode_body(decoder.next_message())), (2, 5))
+
+
+class CodecRoundTripTests(SynchronousTestCase):
+    @given(st.sampled_from(["application/gob", "application/json"]), st.sampled_from([0, 1, 2, 3]))
+    def test_headers_and_bodies(self, codec: str, compression: int) -> None:
+        encoder = FramedEncoder(_lookup, codec, compression, threshold=16)
+        decoder = FramedDecoder(_lookup, LIMIT)
+        messages = [
+            (Header("A.B", 1, ""), {"Text": "y" * 300}),
+            (Header("A.B", 2, "", 7, {"k": "v"}), {"Text": ""}),
+            (Header("A.B", 3, "bad"), {}),
+        ]
+        data = b"".join(encoder.encode(h, b) for h, b in messages)
+        decoder.feed(data)
+        got = []
+        while (message := decoder.next_message()) is not None:
+            got.append(
+                (decoder.decode_header(message), decoder.decode_body(decoder.next_message()))
+            )
+        self.assertEqual([g[0] for g in got], [m[0] for m in messages])
+        self.assertEqual(got[0][1], {"Text": "y" * 300})
+        if compression:  # the 300-byte body was compressed
+            self.assertEqual(data[1], compression)
+
+
+class OptionTests(SynchronousTestCase):
+    def test_framed_key(self) -> None:
+        option = Option(extension=1, framed=True)
+        self.assertIn(b',"Txgeerpc":1,"TxgeerpcFramed":true}', option.to_json())
+        self.assertEqual(len(option.to_widened_json()), 512)
+        self.assertTrue(parse_option(option.to_json()[:-1]).framed)
+        self.assertFalse(parse_option(Option(extension=1).to_json()[:-1]).framed)
+
+
+class _Raw(Protocol):
+    """A peer that sends given bytes and keeps what comes back."""
+
+    def __init__(self, payload: bytes = b"") -> None:
+        self.payload = payload
+        self.received = b""
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.payload)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost = True
+
+
+def _switch(codec: str = "application/json") -> bytes:
+    """The Option asking for framed mode, then the switch message (plain)."""
+    option = Option(codec_type=codec, extension=1, framed=True).to_json()
+    switch = default_registry.get(codec).new_encoder()
+    from txgeerpc._wire import EMPTY_STRUCT
+
+    return option + switch.encode(
+        Header("_txgeerpc.Framed", 0, "", 0, {"txgeerpc-compression": "none"}), EMPTY_STRUCT
+    )
+
+
+def _replies(data: bytes, skip_plain: bytes) -> list[tuple[Header, Any]]:
+    assert data.startswith(skip_plain), data[:200]
+    decoder = FramedDecoder(_lookup, LIMIT, after_plain=True)
+    decoder.feed(data[len(skip_plain) :])
+    out = []
+    while (message := decoder.next_message()) is not None:
+        header = decoder.decode_header(message)
+        out.append((header, decoder.decode_body(decoder.next_message())))
+    return out
+
+
+class NegotiationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = MemoryNetwork(self.clock)
+        self.addCleanup(self.network.close)
+
+    def serve(self, **settings: Any) -> str:
+        server = Server(self.clock, **settings)
+        register_examples(server)
+        self.server = server
+        return f"tcp@{self.network.listen(server.port_factory()).address}"
+
+    def client(self, address: str, **options: Any) -> Any:
+        d = connect(self.network.reactor, address, **options)
+        self.network.flush()
+        client = self.successResultOf(d)
+        self.addCleanup(lambda: (client.close(), self.network.flush()))
+        return client
+
+    def raw(self, address: str, payload: bytes) -> _Raw:
+        peer = _Raw(payload)
+        host, port = address.split("@")[1].rsplit(":", 1)
+        self.network.reactor.connectTCP(host, int(port), ClientFactory.forProtocol(lambda: peer))
+        self.network.flush()
+        return peer
+
+    def test_calls_in_every_codec_and_compression(self) -> None:
+        address = self.serve()
+        for codec in ("gob", "json"):
+            for compression in (None, "gzip", "zstd", "lz4"):
+                client = self.client(address, codec=codec, framed=True, compress=compression)
+                sent = [
+                    client.call("Arith.Echo", "é" * 3000),
+                    client.call("Foo.Sum", {"Num1": 2, "Num2": 3}),
+                ]
+                self.network.flush()
+                self.assertEqual([self.successResultOf(d) for d in sent], ["é" * 3000, 5])
+                self.assertTrue(client._protocol.framed)
+
+    def test_replies_come_compressed_as_asked(self) -> None:
+        address = self.serve()
+        option = Option(codec_type="application/json", extension=1, framed=True).to_json()
+        switch = (
+            default_registry.get("json")
+            .new_encoder()
+            .encode(Header("_txgeerpc.Framed", 0, "", 0, {"txgeerpc-compression": "zstd"}), {})
+        )
+        request = FramedEncoder(_lookup, "application/json", ZSTD).encode(
+            Header("Arith.Echo", 1, ""), "abc" * 10000
+        )
+        self.assertEqual(request[1], ZSTD)
+        peer = self.raw(address, option + switch + request)
+        framed = peer.received[len(self._hello()) :]
+        codec, compression, _, body_size = PREFIX.unpack_from(framed)
+        self.assertEqual((codec, compression), (2, ZSTD))
+        self.assertLess(body_size, 1000)
+        self.assertEqual(_replies(peer.received, self._hello())[0][1], "abc" * 10000)
+
+    def test_a_server_restricting_compressions(self) -> None:
+        address = self.serve(compressions=["gzip"])
+        client = self.client(address, codec="json", framed=True, compress="zstd")
+        d = client.call("Arith.Echo", "x" * 5000)
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), "x" * 5000)
+        self.assertEqual(client._protocol._encoder._compression, NONE)  # not accepted: none
+
+    def test_a_server_refusing_framed_mode_keeps_the_plain_stream(self) -> None:
+        address = self.serve(framed=False)
+        client = self.client(address, codec="json", framed=True)
+        d = client.call("Foo.Sum", {"Num1": 1, "Num2": 1})
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), 2)
+        self.assertFalse(client._protocol.framed)
+
+    def test_a_go_like_server_never_sees_a_frame(self) -> None:
+        """A server that sends no hello (Go): the client stays plain, and
+        every byte it writes is the plain JSON stream."""
+        from twisted.internet.protocol import Factory
+
+        written: list[bytes] = []
+
+        class GoLike(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                written.append(data)
+                if b"Foo.Sum" in data:
+                    self.transport.write(  # type: ignore[union-attr]
+                        b'{"ServiceMethod":"Foo.Sum","Seq":1,"Error":""}\n3\n'
+                    )
+
+        port = self.network.listen(Factory.forProtocol(GoLike))
+        client = self.client(f"tcp@{port.address}", codec="json", framed=True, compress="gzip")
+        d = client.call("Foo.Sum", {"Num1": 1, "Num2": 2})
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertFalse(client._protocol.framed)
+        stream = b"".join(written)
+        option, rest = stream[:512], stream[512:]
+        self.assertIn(b'"TxgeerpcFramed":true', option)
+        self.assertTrue(rest.startswith(b'{"ServiceMethod":"Foo.Sum","Seq":1'), rest)
+        self.assertNotIn(b"_txgeerpc.Framed", rest)
+
+    def test_hello_offers_framed_only_when_asked(self) -> None:
+        address = self.serve()
+        plain = self.raw(address, Option(codec_type="application/json", extension=1).to_json())
+        self.assertEqual(
+            plain.received, b'{"ServiceMethod":"_txgeerpc.Hello","Seq":0,"Error":""}\n{}\n'
+        )
+        asked = self.raw(
+            address, Option(codec_type="application/json", extension=1, framed=True).to_json()
+        )
+        hello = asked.received.split(b"\n")[0]
+        self.assertEqual(
+            json.loads(hello)["TxgeerpcMeta"],
+            {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip,zstd,lz4"},
+        )
+
+    def _hello(self, codec: str = "application/json") -> bytes:
+        meta = {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip,zstd,lz4"}
+        from txgeerpc._wire import EMPTY_STRUCT
+
+        return (
+            default_registry.get(codec)
+            .new_encoder()
+            .encode(Header(HELLO, 0, "", 0, meta), EMPTY_STRUCT)
+        )
+
+    def test_a_body_over_the_limit_gets_an_error_naming_it_and_the_connection_survives(
+        self,
+    ) -> None:
+        address = self.serve(max_message_size=1000)
+        header = b'{"ServiceMethod":"Arith.Echo","Seq":1,"Error":""}'
+        payload = (
+            _switch()
+            + PREFIX.pack(2, 0, len(header), 2**32 - 1)
+            + header
+            + b"q" * 5000  # the start of the body: skipped, not held
+        )
+        peer = self.raw(address, payload)
+        replies = _replies(peer.received, self._hello())
+        self.assertEqual(len(replies), 1)
+        self.assertEqual(replies[0][0][1], 1)
+        self.assertEqual(
+            replies[0][0][2],
+            f"body of {2**32 - 1} bytes exceeds the maximum message size of 1000 bytes",
+        )
+        self.assertFalse(peer.lost)
+        # The rest of the body is skipped; the next call is answered.
+        # More of the body: thrown away as it comes, the connection stays.
+        peer.transport.write(b"q" * 10000)  # type: ignore[union-attr]
+        self.network.flush()
+        self.assertFalse(peer.lost)
+
+    def test_a_body_over_the_limit_then_the_next_call(self) -> None:
+        address = self.serve(max_message_size=1000)
+        header = b'{"ServiceMethod":"Arith.Echo","Seq":1,"Error":""}'
+        encoder = FramedEncoder(_lookup, "application/json")
+        payload = (
+            _switch()
+            + PREFIX.pack(2, 0, len(header), 3000)
+            + header
+            + b"q" * 3000
+            + encoder.encode(Header("Foo.Sum", 2, ""), {"Num1": 1, "Num2": 1})
+        )
+        peer = self.raw(address, payload)
+        replies = _replies(peer.received, self._hello())
+        self.assertEqual(
+            [(h[1], h[2][:22], b) for h, b in replies],
+            [(1, "body of 3000 bytes exc", {}), (2, "", 2)],
+        )
+        self.assertFalse(peer.lost)
+
+    def test_a_header_over_the_limit_closes_cleanly(self) -> None:
+        address = self.serve(max_message_size=1000)
+        peer = self.raw(address, _switch() + PREFIX.pack(2, 0, 5000, 0))
+        self.assertTrue(peer.lost)
+        self.assertEqual(peer.received, self._hello())
+
+    def test_the_real_client_sees_a_typed_error(self) -> None:
+        address = self.serve(max_message_size=1000)
+        client = self.client(address, codec="json", framed=True)
+        d = client.call("Arith.Echo", "x" * 3000)
+        ok = client.call("Foo.Sum", {"Num1": 1, "Num2": 2})
+        self.network.flush()
+        error = self.failureResultOf(d, RemoteMessageTooLarge).value
+        self.assertEqual(error.limit, 1000)
+        self.assertEqual(self.successResultOf(ok), 3)
+
+    def test_a_compressed_bomb_is_refused_with_a_typed_error(self) -> None:
+        address = self.serve(max_message_size=100_000)
+        client = self.client(
+            address, codec="json", framed=True, compress="gzip", compress_threshold=1
+        )
+        d = client.call("Arith.Echo", "a" * 150_000)  # inflates past the server's limit
+        ok = client.call("Foo.Sum", {"Num1": 1, "Num2": 2})
+        self.network.flush()
+        error = self.failureResultOf(d, RemoteMessageTooLarge).value
+        self.assertIn("inflates past the maximum message size of 100000 bytes", str(error))
+        self.assertEqual(self.successResultOf(ok), 3)
+
+    def test_the_client_refuses_to_send_past_its_limit(self) -> None:
+        address = self.serve()
+        client = self.client(address, codec="gob", framed=True, max_message_size=1000)
+        self.failureResultOf(client.call("Arith.Echo", "x" * 3000), MessageTooLargeToSend)
+        d = client.call("Arith.Echo", "y")
+        self.network.flush()
+        self.assertEqual(self.successResultOf(d), "y")
+
+    def test_a_call_in_another_codec_is_answered_in_it(self) -> None:
+        """The codec byte: a gob connection carrying one JSON call."""
+        address = self.serve()
+        gob = FramedEncoder(_lookup, "application/gob")
+        switch = _switch("application/gob")
+        payload = (
+            switch
+            + gob.encode(Header("Foo.Sum", 1, ""), {"Num1": 1, "Num2": 2})
+            + gob.encode(Header("Foo.Sum", 2, ""), {"Num1": 2, "Num2": 2}, codec=2)
+        )
+        peer = self.raw(address, payload)
+        hello = self._hello("application/gob")
+        replies = _replies(peer.received, hello)
+        self.assertEqual([(h[1], b) for h, b in replies], [(1, 3), (2, 4)])
+        # The second reply's frame says JSON.
+        framed = peer.received[len(hello) :]
+        first = PREFIX.unpack_from(framed)
+        second = PREFIX.unpack_from(framed, 10 + first[2] + first[3])
+        self.assertEqual((first[0], second[0]), (1, 2))
+
+    def test_unaccepted_compression_fails_the_call_only(self) -> None:
+        address = self.serve(compressions=["gzip"])
+        header = b'{"ServiceMethod":"Arith.Echo","Seq":1,"Error":""}'
+        encoder = FramedEncoder(_lookup, "application/json")
+        payload = (
+            _switch()
+            + encode_frame(2, LZ4, header, compress(LZ4, b'"x"'))
+            + encoder.encode(Header("Foo.Sum", 2, ""), {"Num1": 1, "Num2": 1})
+        )
+        meta = {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip"}
+        from txgeerpc._wire import EMPTY_STRUCT
+
+        hello = (
+            default_registry.get("json")
+            .new_encoder()
+            .encode(Header(HELLO, 0, "", 0, meta), EMPTY_STRUCT)
+        )
+        replies = _replies(self.raw(address, payload).received, hello)
+        self.assertEqual(
+            [(h[1], h[2], b) for h, b in replies],
+            [(1, "framed: compression lz4 is not accepted", {}), (2, "", 2)],
+        )
+
+    def test_oversized_body_decoded_as_body_too_large(self) -> None:
+        decoder = FramedDecoder(_lookup, 10)
+        decoder.feed(PREFIX.pack(2, 0, 2, 11) + b"{}" + b"1" * 11)
+        decoder.next_message()
+        with self.assertRaises(BodyTooLarge):
+            decoder.decode_body(decoder.next_message())
