@@ -58,6 +58,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
             [
                 "txgeerpc",
                 "txgeerpc.aio",
+                "txgeerpc.auth",
                 "txgeerpc.blocking",
                 "txgeerpc.client",
                 "txgeerpc.codec",
@@ -76,6 +77,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.server",
                 "txgeerpc.tap",
                 "txgeerpc.testing",
+                "txgeerpc.tls",
                 "txgeerpc.xclient",
             ],
         )

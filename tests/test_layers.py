@@ -60,6 +60,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._http_connect": 2,
     "txgeerpc._one_port": 2,
     "txgeerpc._web": 2,
+    "txgeerpc.tls": 2,  # TLS settings and the handshake-first client endpoint
     # L3: the public server and client, and the HTTP registry.
     "txgeerpc.server": 3,
     "txgeerpc.client": 3,
@@ -68,6 +69,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._http_client": 3,
     "txgeerpc.registry": 3,
     "txgeerpc._services": 3,
+    "txgeerpc.auth": 3,  # twisted.cred checkers, the Guard interceptor, web access rules
     # L4: built on clients and registries.
     "txgeerpc._pool": 4,
     "txgeerpc.xclient": 4,
@@ -78,6 +80,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._cli": 5,
     "txgeerpc._twistd": 5,
     "txgeerpc._twistd_etcd": 5,
+    "txgeerpc._twistd_security": 5,
     "txgeerpc._twistd_log": 5,
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,

@@ -28,7 +28,9 @@ from ._wire import (
     EMPTY_STRUCT,
     GO_AWAY,
     HELLO,
+    PERMISSION_DENIED,
     SHUTTING_DOWN,
+    UNAUTHENTICATED,
     Header,
     Option,
     seconds_to_ns,
@@ -48,10 +50,12 @@ from .errors import (
     DeadlineExceeded,
     MessageTooLargeToSend,
     MetadataError,
+    PermissionDenied,
     ProtocolError,
     RemoteError,
     ServerGoingAway,
     ServerShuttingDown,
+    Unauthenticated,
     UnexpectedDisconnect,
 )
 from .interfaces import ICodec
@@ -344,6 +348,10 @@ class ClientProtocol(Protocol):
                         call.deferred.errback(ServerShuttingDown(text))
                     elif text.startswith(DEADLINE_EXCEEDED):
                         call.deferred.errback(DeadlineExceeded(text))
+                    elif text.startswith(UNAUTHENTICATED):
+                        call.deferred.errback(Unauthenticated(text))
+                    elif text.startswith(PERMISSION_DENIED):
+                        call.deferred.errback(PermissionDenied(text))
                     else:
                         call.deferred.errback(RemoteError(text))
                     continue

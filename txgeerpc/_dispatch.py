@@ -91,6 +91,7 @@ class Dispatcher:
     :param extension: the client named the txgeerpc extension: it may send
         cancel requests, and replies may carry trailers.
     :param interceptors: the server's interceptors, outermost first.
+    :param transport: the connection (for :attr:`CallContext.transport`).
     """
 
     _log = Logger()
@@ -106,8 +107,10 @@ class Dispatcher:
         budget_left: Callable[[], int] | None = None,
         extension: bool = False,
         interceptors: Sequence[Interceptor] = (),
+        transport: Any = None,
     ) -> None:
         self._services = services
+        self._transport = transport
         self._budget_left = budget_left
         self._sender = sender
         self._clock = clock
@@ -193,6 +196,7 @@ class Dispatcher:
                 metadata=metadata,
                 deadline=self._clock.seconds() + budget / 1e9 if budget else None,
                 peer=self._peer,
+                transport=self._transport,
             )
         stats = method.stats
         stats.calls += 1

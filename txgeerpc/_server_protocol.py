@@ -322,6 +322,7 @@ class ServerProtocol(Protocol):
             budget_left=getattr(self._decoder, "budget_left", None),
             extension=option.speaks_extension,
             interceptors=self._settings.interceptors,
+            transport=self.transport,
         )
         self._state = _SERVING
         self._go_away = option.go_away or option.speaks_extension

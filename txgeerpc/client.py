@@ -171,6 +171,8 @@ def connect(
     clock: IReactorTime | None = None,
     codecs: CodecRegistry = default_registry,
     interceptors: Sequence[Interceptor] = (),
+    tls: Any = None,
+    token: str | None = None,
 ) -> Deferred[Client]:
     """Connect to a GeeRPC server.
 
@@ -187,10 +189,18 @@ def connect(
     :param max_message_size: largest reply accepted, in bytes.
     :param interceptors: callables ``(context, argument, proceed)`` that see
         every call this client makes, outermost first (:mod:`txgeerpc.context`).
+    :param tls: a :class:`txgeerpc.tls.ClientTLS` for ``tls@`` and
+        ``https@`` addresses: the authorities to trust, the client
+        certificate to present.
+    :param token: a bearer token sent with every call (its ``authorization``
+        metadata, :mod:`txgeerpc.auth`).
     :returns: a Deferred firing with a :class:`Client`; it can fail with
         :class:`~txgeerpc.errors.InvalidAddress`,
         :class:`~txgeerpc.errors.UnsupportedCodec`,
-        :class:`~txgeerpc.errors.ConnectTimeout` or
+        :class:`~txgeerpc.errors.ConnectTimeout`,
+        :class:`~txgeerpc.errors.TLSError` (the TLS handshake failed; a
+        :class:`~txgeerpc.errors.ConnectFailed`),
+        :class:`~txgeerpc.errors.TLSConfigError` or
         :class:`~txgeerpc.errors.ConnectFailed` (refused, unreachable...,
         with the original failure as ``.reason``).
     """
@@ -199,7 +209,7 @@ def connect(
     try:
         chosen = codecs.get(codec)
         endpoint = (
-            client_endpoint(reactor, address, connect_timeout)
+            client_endpoint(reactor, address, connect_timeout, tls=tls)
             if isinstance(address, str)
             else address
         )
@@ -215,6 +225,10 @@ def connect(
         extension=EXTENSION_VERSION,
     )
     chain = tuple(interceptors)
+    if token is not None:
+        from .auth import bearer_token
+
+        chain = (bearer_token(token), *chain)
     factory = Factory.forProtocol(
         lambda: ClientProtocol(chosen, option, timer, max_message_size, chain)
     )

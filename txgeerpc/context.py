@@ -92,9 +92,22 @@ class CallContext:
     :ivar deadline: when the budget runs out, on :attr:`clock`; ``None``:
         no budget.
     :ivar peer: the other side's address, when known.
+    :ivar transport: on the server, the call's connection (its
+        ``getPeer()``, and ``getPeerCertificate()`` over TLS), when known.
+    :ivar identity: on the server, who the caller proved to be
+        (:class:`txgeerpc.auth.Guard` sets it), else ``None``.
     """
 
-    __slots__ = ("clock", "deadline", "metadata", "peer", "service_method", "trailers")
+    __slots__ = (
+        "clock",
+        "deadline",
+        "identity",
+        "metadata",
+        "peer",
+        "service_method",
+        "trailers",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -104,8 +117,11 @@ class CallContext:
         metadata: dict[str, str | bytes] | None = None,
         deadline: float | None = None,
         peer: str = "",
+        transport: Any = None,
     ) -> None:
         self.service_method = service_method
+        self.transport = transport
+        self.identity: str | None = None
         self.clock = clock
         self.metadata: dict[str, str | bytes] = metadata if metadata is not None else {}
         self.trailers: dict[str, str | bytes] = {}

@@ -5,6 +5,9 @@ GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
 - ``http@host:port``: TCP, then ``CONNECT /_geeprc_`` (Go's ``DialHTTP``);
   the connection is the RPC protocol's only after the server's 200 line
 - ``unix@/path/to/socket``
+- ``tls@host:port``: GeeRPC over TLS, and ``https@host:port``: TLS, then
+  ``CONNECT`` (:mod:`txgeerpc.tls`; what to trust and present comes from
+  the ``tls`` argument, by default the system's trust store)
 - anything without ``@`` is a Twisted client endpoint string
   (``tcp:host=127.0.0.1:port=7001``, ``unix:path=/tmp/s``...).
 """
@@ -68,14 +71,18 @@ def split_host_port(hostport: str) -> tuple[str, int]:
 
 
 def client_endpoint(
-    reactor: Any, address: str, timeout: float | None = None
+    reactor: Any, address: str, timeout: float | None = None, *, tls: Any = None
 ) -> IStreamClientEndpoint:
     """A client endpoint for a GeeRPC address or a Twisted endpoint string.
 
     :param timeout: limit on the TCP connect itself (``None``: none; the
         caller's overall connect timeout still applies).
+    :param tls: a :class:`txgeerpc.tls.ClientTLS` for ``tls@`` and ``https@``
+        addresses (default: trust the system's authorities, no client
+        certificate).
 
     :raises InvalidAddress: the address cannot be understood.
+    :raises txgeerpc.errors.TLSConfigError: ``tls``'s files cannot be used.
     """
     if "@" not in address:
         try:
@@ -92,6 +99,15 @@ def client_endpoint(
     if protocol == "http":
         host, port = split_host_port(rest)
         return HTTPConnectEndpoint(_tcp(reactor, host, port, timeout), DEFAULT_RPC_PATH)
+    if protocol in ("tls", "https"):
+        from .tls import ClientTLS, TLSClientEndpoint
+
+        host, port = split_host_port(rest)
+        settings = tls if tls is not None else ClientTLS()
+        secure = TLSClientEndpoint(_tcp(reactor, host, port, timeout), settings, host, reactor)
+        if protocol == "tls":
+            return secure
+        return HTTPConnectEndpoint(secure, DEFAULT_RPC_PATH)
     if protocol == "unix":
         return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

@@ -20,6 +20,7 @@ from twisted.python import usage
 from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
+from . import _twistd_security as security_options
 from ._admission import DEFAULT_RECEIVE_BUDGET
 from ._server_protocol import (
     DEFAULT_GRACE,
@@ -267,11 +268,20 @@ class Options(ServeOptions):
         ],
         # Direct registration on etcd (instead of --registry), with --advertise.
         *etcd_options.PARAMETERS,
+        # TLS, authentication, authorization, HTTP endpoints' access (docs/security.md).
+        *security_options.PARAMETERS,
     ]
+    optFlags = security_options.FLAGS
 
     def __init__(self) -> None:
         super().__init__()
         self["service"] = []
+        self["trust-network"] = []
+
+    def opt_trust_network(self, spec: str) -> None:
+        """NETWORK=IDENTITY: callers from NETWORK are IDENTITY (for Go
+        clients, which cannot send a token); repeatable, e.g. 10.0.0.0/8=ops."""
+        security_options.opt_trust_network(self, spec)
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted server endpoint string to listen on (repeatable).
@@ -312,6 +322,7 @@ class Options(ServeOptions):
         if self["ttl"] is None:
             self["ttl"] = DEFAULT_TTL
         etcd_options.check(self)
+        security_options.check(self)
         if self["advertise"]:
             try:
                 # Port 0: the port the first TCP --listen gets.
@@ -483,9 +494,10 @@ def _example_call(server: Server) -> str:
     return f"{name}.{method} 'null'"
 
 
-def build_server(config: Options, clock: Any) -> Server:
+def build_server(config: Options, clock: Any, *, interceptors: Any = ()) -> Server:
     """The :class:`Server` a parsed configuration describes.
 
+    :param interceptors: server interceptors (the security options' guard).
     :raises StartupError: a ``--service`` cannot be loaded or registered.
     """
     server = Server(
@@ -502,6 +514,7 @@ def build_server(config: Options, clock: Any) -> Server:
         max_connections=config["max-connections"],
         max_connections_per_peer=config["max-connections-per-peer"],
         receive_budget=config["receive-budget"],
+        interceptors=interceptors,
     )
     if config["service"]:
         for spec in config["service"]:
@@ -539,11 +552,23 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         closed on stop, after the lease is revoked.
     :raises StartupError: a ``--service`` or ``--listen`` that cannot be used.
     """
-    server = build_server(config, reactor)
+    security = security_options.build(config)
+    guards = [security.guard] if security.guard is not None else []
+    server = build_server(config, reactor, interceptors=guards)
     debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
     parent = MultiService()
+    if security.tls is not None:
+        factory.serve_tls(security.tls, only=security.tls_only)
+    if security.tls is not None or security.tokens is not None:
+        security_options.ReloadOnHangup(reactor, security).setServiceParent(parent)
+    if debug_path is not None:
+        mount(
+            factory.site.resource,
+            debug_path.rstrip("/") + "-auth",
+            security_options.AuthStats(security, factory),
+        )
     registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
     registry = None
     if registry_path is not None:
@@ -554,6 +579,22 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
+    root = factory.site.resource
+    web_guard = security.web_guard
+    if debug_path is not None:
+        for path in (debug_path, debug_path.rstrip("/") + "-auth"):
+            security_options.guard_path(root, path, security.access["debug"], web_guard, "debug")
+    security_options.guard_path(root, "/healthz", security.access["health"], web_guard, "health")
+    security_options.guard_path(root, "/metrics", security.access["metrics"], web_guard, "metrics")
+    if registry_path is not None:
+        security_options.guard_path(
+            root,
+            registry_path,
+            security.access["registry"],
+            web_guard,
+            "registry",
+            methods=(b"POST", b"DELETE", b"PUT"),
+        )
     # Stopped after the listeners (a MultiService stops the last added first):
     # the ports are closed, then the connections drain (--grace).
     CloseOnStop(server.drain).setServiceParent(parent)
