@@ -52,7 +52,6 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import ICredentials
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from ._wire import PERMISSION_DENIED, UNAUTHENTICATED
@@ -85,6 +84,9 @@ ANONYMOUS = "anonymous"
 
 AUTHENTICATED = "authenticated"
 """In a rule: anyone with an accepted credential may call."""
+
+HEALTH_METHOD = "_txgeerpc.Health"
+"""Open to anyone unless a rule names it exactly (health probes send no token)."""
 
 AUTHORIZATION = "authorization"
 """The metadata key the token travels in (``Bearer <token>``)."""
@@ -274,6 +276,8 @@ class Authorizer:
         if rules is None:
             rules = {"*": [AUTHENTICATED]}
         self.rules = {pattern: frozenset(who) for pattern, who in rules.items()}
+        # Health probes need no credential unless a rule says otherwise.
+        self.rules.setdefault(HEALTH_METHOD, frozenset([ANONYMOUS]))
         for pattern in self.rules:
             if pattern != "*" and (
                 "." not in pattern or ("*" in pattern and not pattern.endswith(".*"))
@@ -348,8 +352,6 @@ class Guard:
     :ivar portal: the ``twisted.cred`` portal (add checkers to it).
     """
 
-    _log = Logger()
-
     def __init__(
         self,
         checkers: Iterable[ICredentialsChecker] = (),
@@ -409,25 +411,15 @@ class Guard:
                     context,
                     "denied",
                     f"{PERMISSION_DENIED}: {identity} may not call {method}",
-                    identity,
                 )
             context.identity = identity
             return proceed(argument)
 
         return self.authenticate(context.metadata, context.transport).addCallback(decide)
 
-    def _refuse(
-        self, context: CallContext, outcome: str, text: str, identity: str | None = None
-    ) -> Any:
+    def _refuse(self, context: CallContext, outcome: str, text: str) -> Any:
         self.counts[(outcome, context.service_method)] += 1
-        self._log.info(
-            "txgeerpc: {outcome} call of {method} from {peer}{who}",
-            outcome=outcome,
-            method=context.service_method,
-            peer=context.peer,
-            who=f" as {identity}" if identity else "",
-        )
-        raise _Refused(text)
+        raise _Refused(text)  # the dispatcher logs it (one line)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """The refusals, for a JSON page: outcome -> method -> count."""
