@@ -55,6 +55,7 @@ from .errors import (
     RemoteError,
     ServerGoingAway,
     ServerShuttingDown,
+    TLSError,
     Unauthenticated,
     UnexpectedDisconnect,
 )
@@ -119,6 +120,10 @@ class ClientProtocol(Protocol):
         self._state = _CONNECTING
         self._lost_waiters: list[Deferred[None]] = []
         self._going_away_waiters: list[Deferred[None]] = []
+        # Why a TLS server closed the connection after the client's side of
+        # the handshake (TLS 1.3 checks client certificates then): later
+        # calls fail with it, not with a bare "connection is shut down".
+        self._refused: Failure | None = None
 
     @property
     def pending(self) -> int:
@@ -231,6 +236,8 @@ class ClientProtocol(Protocol):
         context: CallContext | None,
     ) -> Deferred[Any]:
         if self._state is not _OPEN:
+            if self._refused is not None:  # a TLS server refused this client's certificate
+                return fail(UnexpectedDisconnect(self._refused))
             return fail(ServerGoingAway() if self._state is _GOING_AWAY else ConnectionShutdown())
         if context is not None:
             left = context.remaining()
@@ -402,6 +409,8 @@ class ClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         closing = self._state is _CLOSING
         self._state = _CLOSED
+        if reason.check(TLSError):
+            self._refused = reason
         self._trailer_sinks.clear()
         if closing:
             self._pending.fail_all(ConnectionShutdown)

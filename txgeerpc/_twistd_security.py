@@ -229,9 +229,10 @@ class GuardedResource(Resource):
         metadata = {}
         header = request.getHeader(b"authorization")
         if header is not None:
-            metadata["authorization"] = header
+            metadata["authorization"] = header.decode("latin-1")
+        transport = getattr(getattr(request, "channel", None), "transport", None)
         found: list[Any] = []
-        self._guard.authenticate(metadata, request.channel.transport).addBoth(found.append)
+        self._guard.authenticate(metadata, transport).addBoth(found.append)
         if found and isinstance(found[0], str):
             return None
         return 401, f"the {self._name} needs a valid token or client certificate"
@@ -241,7 +242,7 @@ class GuardedResource(Resource):
         self._log.info(
             "txgeerpc: {method} {path} from {peer} refused: {text}",
             method=request.method.decode("latin-1"),
-            path=request.path.decode("latin-1"),
+            path=request.uri.decode("latin-1"),
             peer=getattr(request.getClientAddress(), "host", "?"),
             text=text,
         )

@@ -240,7 +240,7 @@ _VERIFY_RESULTS = {  # OpenSSL's X509_V_ERR_* codes
     9: "it is not valid yet",
     10: "it has expired",
     18: "it is self-signed and not trusted",
-    19: "its chain ends in an untrusted CA",
+    19: "its CA is not trusted",
     20: "its CA is not trusted",
     21: "its CA is not trusted",
     26: "it is not meant for this use",

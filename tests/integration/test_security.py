@@ -153,7 +153,7 @@ async def test_the_tls_matrix(mtls: tuple[str, subprocess.Popen[bytes]], certs: 
     assert isinstance(untrusted, TLSError), untrusted
     assert str(untrusted) == (
         "TLS handshake failed: the server's certificate was refused: "
-        "its chain ends in an untrusted CA"
+        "its CA is not trusted"
     )
     # The CLI says the same in one line.
     cli = _cli(tls_address, "Arith.Multiply", ARGUMENT, "--tls-ca", str(certs / "ca.crt"))
