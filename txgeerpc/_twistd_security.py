@@ -80,6 +80,29 @@ PARAMETERS: list[list[Any]] = [
     ],
 ]
 
+PARAMETERS += [
+    [
+        "registry-token-file",
+        None,
+        None,
+        "File holding the token (first line) heartbeats to --registry send as "
+        "'Authorization: Bearer TOKEN'.",
+    ],
+    [
+        "registry-tls-ca",
+        None,
+        None,
+        "PEM file of the CAs an https:// --registry's certificate may come from.",
+    ],
+    [
+        "registry-tls-cert",
+        None,
+        None,
+        "PEM client certificate for an https:// --registry (with --registry-tls-key).",
+    ],
+    ["registry-tls-key", None, None, "PEM private key of --registry-tls-cert."],
+]
+
 FLAGS: list[list[Any]] = [
     [
         "tls-require-client-cert",
@@ -113,6 +136,11 @@ def check(config: usage.Options) -> None:
                 raise usage.UsageError(f"--{name} needs --tls-cert and --tls-key")
     if config["tls-require-client-cert"] and config["tls-ca"] is None:
         raise usage.UsageError("--tls-require-client-cert needs --tls-ca (to check them)")
+    if (config["registry-tls-cert"] is None) != (config["registry-tls-key"] is None):
+        raise usage.UsageError("--registry-tls-cert and --registry-tls-key go together")
+    for name in ("registry-token-file", "registry-tls-ca", "registry-tls-cert"):
+        if config[name] is not None and not config["registry"]:
+            raise usage.UsageError(f"--{name} needs --registry")
     for name in DEFAULT_ACCESS:
         value = config[f"{name}-access"]
         if value not in ACCESS:
@@ -178,6 +206,39 @@ def build(config: usage.Options) -> Security:
     web_guard = guard if guard is not None else Guard(checkers)
     access = {name: config[f"{name}-access"] for name in DEFAULT_ACCESS}
     return Security(tls, config["tls-only"], guard, tokens, access, web_guard)
+
+
+def heartbeat_request(config: usage.Options, reactor: Any) -> Any:
+    """The heartbeat's HTTP requests, with the registry TLS and token options.
+
+    :raises StartupError: a file that cannot be read or used.
+    """
+    from ._twistd import StartupError
+    from .registry import agent_request
+    from .tls import ClientTLS
+
+    tls = None
+    if config["registry-tls-ca"] or config["registry-tls-cert"]:
+        try:
+            tls = ClientTLS(
+                ca=config["registry-tls-ca"],
+                cert=config["registry-tls-cert"],
+                key=config["registry-tls-key"],
+            )
+        except TLSConfigError as error:
+            raise StartupError(f"--registry-tls-cert: {error}") from None
+    token = None
+    if config["registry-token-file"] is not None:
+        try:
+            with open(config["registry-token-file"], encoding="utf-8") as f:
+                token = f.readline().strip()
+        except OSError as error:
+            raise StartupError(
+                f"--registry-token-file {config['registry-token-file']!r}: {error.strerror}"
+            ) from None
+        if not token:
+            raise StartupError("--registry-token-file holds no token")
+    return agent_request(reactor, tls=tls, token=token)
 
 
 def is_local(host: Any) -> bool:

@@ -57,7 +57,6 @@ from .registry import (
     MemoryStore,
     RegistryPurge,
     RegistryResource,
-    agent_request,
     purge_interval,
     validate_address,
 )
@@ -614,7 +613,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     if config["registry"]:
         registration = Heartbeat(
             reactor,
-            agent_request(reactor),
+            security_options.heartbeat_request(config, reactor),
             config["registry"],
             config["advertise"],
             period=config["heartbeat"],

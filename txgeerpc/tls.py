@@ -40,6 +40,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from .errors import TLSConfigError, TLSError
@@ -204,6 +205,11 @@ class ClientTLS:
         if (self.cert is None) != (self.key is None):
             raise TLSConfigError("a client certificate needs both its certificate and key file")
 
+    def https_policy(self) -> Any:
+        """This as a ``twisted.web`` ``IPolicyForHTTPS``, for ``https://``
+        URLs (a registry's: :func:`txgeerpc.registry.agent_request`)."""
+        return _HTTPSPolicy(self)
+
     def creator(self, hostname: str) -> Any:
         """``optionsForClientTLS`` for ``hostname`` (checks the chain and the
         name; TLS 1.2 or later).
@@ -232,6 +238,15 @@ class ClientTLS:
             )
         except (ValueError, openssl.Error) as error:
             raise TLSConfigError(f"TLS for {name!r}: {error}") from None
+
+
+@implementer(IPolicyForHTTPS)
+class _HTTPSPolicy:
+    def __init__(self, settings: ClientTLS) -> None:
+        self._settings = settings
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return self._settings.creator(hostname.decode("ascii"))
 
 
 # -- the client's handshake-first endpoint ------------------------------------

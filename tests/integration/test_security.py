@@ -17,6 +17,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,8 +153,7 @@ async def test_the_tls_matrix(mtls: tuple[str, subprocess.Popen[bytes]], certs: 
     untrusted = await _library_error(tls_address, _tls(certs, ca="other-ca.crt"))
     assert isinstance(untrusted, TLSError), untrusted
     assert str(untrusted) == (
-        "TLS handshake failed: the server's certificate was refused: "
-        "its CA is not trusted"
+        "TLS handshake failed: the server's certificate was refused: its CA is not trusted"
     )
     # The CLI says the same in one line.
     cli = _cli(tls_address, "Arith.Multiply", ARGUMENT, "--tls-ca", str(certs / "ca.crt"))
@@ -283,3 +283,60 @@ async def test_tokens_and_method_rules(guarded: str) -> None:
         counted = json.load(page)
     assert counted["refused"]["unauthenticated"]["Arith.Multiply"] == 3  # CLI x2 + library
     assert counted["refused"]["denied"] == {"Arith.Divide": 2}
+
+
+def test_a_registry_that_takes_heartbeats_only_with_a_token(tmp_path: Path, certs: Path) -> None:
+    """Writes to an embedded registry over https need a token
+    (``--registry-access authenticated``); a server beats to it with
+    ``--registry-token-file`` and ``--registry-tls-ca``; a spoofed
+    ``DELETE`` and a server without the token are refused; reads stay open."""
+    (tmp_path / "tokens").write_text("servers servers-token-0123456789\n")
+    (tmp_path / "token").write_text("servers-token-0123456789\n")
+    for name in ("server.crt", "server.key", "ca.crt"):
+        shutil.copy(certs / name, tmp_path / name)
+    registry = start(
+        tmp_path,
+        "geerpc",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--tls-cert",
+        "server.crt",
+        "--tls-key",
+        "server.key",
+        "--tokens",
+        "tokens",
+        "--registry-access",
+        "authenticated",
+    )
+    processes = [registry]
+    try:
+        hostport = wait_for(registry, SERVING).removeprefix("tcp@")
+        url = f"https://localhost:{hostport.rpartition(':')[2]}/_geerpc_/registry"
+        beating = ["--registry", url, "--advertise", "tcp@127.0.0.1:0", "--registry-tls-ca"]
+        beating.append("ca.crt")
+        listen = ["--listen", "tcp:0:interface=127.0.0.1"]
+        good = start(tmp_path, "geerpc", *listen, *beating, "--registry-token-file", "token")
+        processes.append(good)
+        advertised = wait_for(good, rb"heartbeat: (tcp@127\.0\.0\.1:\d+) registered at")
+        wait_for(registry, rb"registry: tcp@127\.0\.0\.1:\d+ joined")
+        # Without the token: refused.
+        tokenless = start(tmp_path, "geerpc", *listen, *beating)
+        processes.append(tokenless)
+        wait_for(tokenless, rb"heartbeat: tcp@127\.0\.0\.1:\d+ to \S+ failed \([^)]*401")
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        spoofed = urllib.request.Request(
+            url, method="DELETE", headers={"X-Geerpc-Server": advertised}
+        )
+        with urllib.request.urlopen(url, context=context) as listing:
+            assert advertised in listing.headers["X-Geerpc-Servers"]
+        try:
+            urllib.request.urlopen(spoofed, context=context)
+        except urllib.error.HTTPError as error:
+            assert error.code in (401, 403)
+        else:
+            raise AssertionError("a DELETE without a token was accepted")
+        with urllib.request.urlopen(url, context=context) as listing:
+            assert advertised in listing.headers["X-Geerpc-Servers"]
+    finally:
+        for process in reversed(processes):
+            stop(process)
