@@ -42,6 +42,7 @@ anyone call, ``authenticated`` anyone with an accepted credential.
 from __future__ import annotations
 
 import collections
+import hashlib
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
@@ -136,14 +137,15 @@ class TokenChecker:
     """Tokens to identities, from ``identity token`` lines (``#`` comments
     and blank lines skipped).  Compared in constant time; never logged.
 
-    :param tokens: identity -> token.
+    :param tokens: identity -> token (looked up by their SHA-256, then
+        compared with ``hmac.compare_digest``).
     :ivar path: the file read (:meth:`from_file`), for :meth:`reload`.
     """
 
     credentialInterfaces = (IBearerToken,)
 
     def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._tokens = [(identity, token.encode()) for identity, token in tokens.items()]
+        self._tokens = _by_digest(tokens)
         self.path: str | None = None
 
     @classmethod
@@ -163,17 +165,24 @@ class TokenChecker:
         :raises ValueError: as :meth:`from_file`.
         """
         if self.path is not None:
-            self._tokens = [(i, t.encode()) for i, t in _read_tokens(self.path).items()]
+            self._tokens = _by_digest(_read_tokens(self.path))
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        # Looked up by its SHA-256 (which tells a timing attacker nothing
+        # about the token), then compared in constant time.
         given = credentials.token.encode("utf-8", "surrogatepass")
-        found = None
-        for identity, token in self._tokens:  # every token compared, always
-            if hmac.compare_digest(given, token) and found is None:
-                found = identity
-        if found is None:
+        entry = self._tokens.get(hashlib.sha256(given).digest())
+        if entry is None or not hmac.compare_digest(given, entry[1]):
             return fail(cred_error.UnauthorizedLogin("unknown token"))
-        return succeed(found)
+        return succeed(entry[0])
+
+
+def _by_digest(tokens: Mapping[str, str]) -> dict[bytes, tuple[str, bytes]]:
+    found = {}
+    for identity, token in tokens.items():
+        raw = token.encode("utf-8", "surrogatepass")
+        found[hashlib.sha256(raw).digest()] = (identity, raw)
+    return found
 
 
 def _read_tokens(path: str) -> dict[str, str]:
