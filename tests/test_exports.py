@@ -58,6 +58,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
             [
                 "txgeerpc",
                 "txgeerpc.aio",
+                "txgeerpc.auth",
                 "txgeerpc.blocking",
                 "txgeerpc.client",
                 "txgeerpc.codec",
@@ -78,6 +79,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.server",
                 "txgeerpc.tap",
                 "txgeerpc.testing",
+                "txgeerpc.tls",
                 "txgeerpc.xclient",
             ],
         )

@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._http_connect": 2,
     "txgeerpc._one_port": 2,
     "txgeerpc._web": 2,
+    "txgeerpc.tls": 2,  # TLS settings and the handshake-first client endpoint
     # L3: the public server and client, and the HTTP registry.
     "txgeerpc.server": 3,
     "txgeerpc.client": 3,
@@ -73,6 +74,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._services": 3,
     "txgeerpc.otel": 3,  # OpenTelemetry interceptors (the otel extra)
     "txgeerpc._live": 3,  # the live debug page's data, SVG and the index page
+    "txgeerpc.auth": 3,  # twisted.cred checkers, the Guard interceptor, web access rules
     # L4: built on clients and registries.
     "txgeerpc._pool": 4,
     "txgeerpc.xclient": 4,
@@ -83,6 +85,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._cli": 5,
     "txgeerpc._twistd": 5,
     "txgeerpc._twistd_etcd": 5,
+    "txgeerpc._twistd_security": 5,
     "txgeerpc._twistd_log": 5,
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,

@@ -188,11 +188,13 @@ class ExportsTests(SynchronousTestCase):
         self.assertEqual(
             sorted(txgeerpc.testing.__all__),
             [
+                "CertificateAuthority",
                 "DirectionFaults",
                 "FakeEtcd",
                 "FaultProxy",
                 "Faults",
                 "InMemoryConnection",
+                "IssuedCertificate",
                 "MemoryConnection",
                 "MemoryNetwork",
                 "MemoryPort",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import signal
@@ -59,6 +60,7 @@ from .errors import (
     NoServers,
     RemoteError,
     ServerGoingAway,
+    TLSError,
     UnexpectedDisconnect,
 )
 from .etcd import DEFAULT_PREFIX, EtcdClient, address_of, heartbeat_of
@@ -183,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest encoded argument sent (refused before sending) and reply accepted "
         f"(default: {DEFAULT_MAX_MESSAGE_SIZE}, the server's default)",
     )
+    _add_security_options(call)
     listing = commands.add_parser(
         "list",
         help="list the services and methods a txgeerpc server offers",
@@ -206,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds to connect; 0 waits forever (default: {DEFAULT_CONNECT_TIMEOUT:g})",
     )
+    _add_security_options(listing)
     health = commands.add_parser(
         "health",
         help="check that a server answers calls (exit 0 healthy, 1 not, 2 usage)",
@@ -226,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to connect and to get the answer, each (default: 5)",
     )
+    _add_security_options(health)
     servers = commands.add_parser(
         "servers",
         help="list the servers a registry knows",
@@ -280,6 +285,7 @@ def _add_describe_parser(commands: Any) -> None:
         "--json", action="store_true", help='print one JSON object {"argument", "reply", "go"}'
     )
     _add_introspection_options(describe)
+    _add_security_options(describe)
 
 
 def _add_stubs_parser(commands: Any) -> None:
@@ -299,6 +305,69 @@ def _add_stubs_parser(commands: Any) -> None:
         help="the class with one attribute per service (default: ServicesClient)",
     )
     _add_introspection_options(stubs)
+    _add_security_options(stubs)
+
+
+def _add_security_options(parser: argparse.ArgumentParser) -> None:
+    """TLS (``tls@``/``https@`` addresses) and the bearer token."""
+    group = parser.add_argument_group("TLS and authentication (docs/security.md)")
+    group.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="PEM file of the CAs that may issue the server's certificate, for tls@HOST:PORT "
+        "and https@HOST:PORT addresses (default: the system's)",
+    )
+    group.add_argument(
+        "--tls-cert", metavar="FILE", help="PEM client certificate (mutual TLS; with --tls-key)"
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-hostname",
+        metavar="NAME",
+        help="the name the server's certificate must hold (default: the address's host)",
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="bearer token sent with every call (visible to other users in the process "
+        "list: prefer --token-file or $GEERPC_TOKEN)",
+    )
+    group.add_argument(
+        "--token-file", metavar="FILE", help="file holding the bearer token (its first line)"
+    )
+
+
+TOKEN_ENVIRONMENT = "GEERPC_TOKEN"
+
+
+def _security(options: argparse.Namespace) -> dict[str, Any]:
+    """``connect()``'s ``tls`` and ``token`` from the options.
+
+    :raises GeeRPCError: a file that cannot be read or used.
+    """
+    from .errors import TLSConfigError
+    from .tls import ClientTLS
+
+    found: dict[str, Any] = {}
+    ca, cert, key = (getattr(options, name, None) for name in ("tls_ca", "tls_cert", "tls_key"))
+    hostname = getattr(options, "tls_hostname", None)
+    if ca or cert or key or hostname:
+        found["tls"] = ClientTLS(ca=ca, cert=cert, key=key, hostname=hostname)
+    token = getattr(options, "token", None)
+    token_file = getattr(options, "token_file", None)
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = (f.readline() or "").strip()
+        except OSError as error:
+            raise TLSConfigError(
+                f"cannot read the token file {token_file!r}: {error.strerror}"
+            ) from None
+    elif token is None:
+        token = os.environ.get(TOKEN_ENVIRONMENT) or None
+    if token:
+        found["token"] = token
+    return found
 
 
 def _add_introspection_options(parser: argparse.ArgumentParser) -> None:
@@ -440,7 +509,9 @@ async def _list(reactor: Any, options: argparse.Namespace) -> int:
 async def _health(reactor: Any, options: argparse.Namespace) -> int:
     timeout = options.timeout or None
     try:
-        client = await connect(reactor, options.address, connect_timeout=timeout)
+        client = await connect(
+            reactor, options.address, connect_timeout=timeout, **_security(options)
+        )
     except GeeRPCError as error:
         print(f"unhealthy: {error}", file=sys.stderr)
         return EXIT_CALL_FAILED
@@ -490,6 +561,7 @@ async def _open(
         timeout, or something that is not GeeRPC.
     :raises GeeRPCError: connecting failed.
     """
+    security = _security(options)
     client = await _connect_first(
         await _addresses(reactor, options.address),
         lambda address: connect(
@@ -501,6 +573,7 @@ async def _open(
             max_message_size=getattr(options, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE),
             framed=getattr(options, "framed", False),
             compress=getattr(options, "compress", None),
+            **security,
         ),
     )
     probe_timeout = options.connect_timeout or options.timeout or None
@@ -519,6 +592,9 @@ async def _open(
         ) from None
     except UnexpectedDisconnect as error:
         await client.close()
+        reason = getattr(error.reason, "value", error.reason)
+        if isinstance(reason, TLSError):  # a TLS 1.3 server refused our certificate
+            raise reason from None
         raise NotGeeRPC(f"{peer} does not speak {speaks} ({error})") from None
     except (TypeError, ValueError):
         await client.close()

@@ -41,7 +41,9 @@ from ._wire import (
     EMPTY_STRUCT,
     GO_AWAY,
     HELLO,
+    PERMISSION_DENIED,
     SHUTTING_DOWN,
+    UNAUTHENTICATED,
     Header,
     Option,
     seconds_to_ns,
@@ -61,11 +63,14 @@ from .errors import (
     DeadlineExceeded,
     MessageTooLargeToSend,
     MetadataError,
+    PermissionDenied,
     ProtocolError,
     RemoteError,
     RemoteMessageTooLarge,
     ServerGoingAway,
     ServerShuttingDown,
+    TLSError,
+    Unauthenticated,
     UnexpectedDisconnect,
 )
 from .interfaces import ICodec
@@ -147,6 +152,10 @@ class ClientProtocol(Protocol):
         self._going_away_waiters: list[Deferred[None]] = []
         self.peer = ""
         """The server's address (``host:port``), once connected."""
+        # Why a TLS server closed the connection after the client's side of
+        # the handshake (TLS 1.3 checks client certificates then): later
+        # calls fail with it, not with a bare "connection is shut down".
+        self._refused: Failure | None = None
 
     @property
     def pending(self) -> int:
@@ -268,6 +277,8 @@ class ClientProtocol(Protocol):
         context: CallContext | None,
     ) -> Deferred[Any]:
         if self._state is not _OPEN:
+            if self._refused is not None:  # a TLS server refused this client's certificate
+                return fail(UnexpectedDisconnect(self._refused))
             return fail(ServerGoingAway() if self._state is _GOING_AWAY else ConnectionShutdown())
         if context is not None:
             left = context.remaining()
@@ -427,6 +438,10 @@ class ClientProtocol(Protocol):
                         call.deferred.errback(DeadlineExceeded(text))
                     elif text.startswith("body ") and RemoteMessageTooLarge.matches(text):
                         call.deferred.errback(RemoteMessageTooLarge(text))
+                    elif text.startswith(UNAUTHENTICATED):
+                        call.deferred.errback(Unauthenticated(text))
+                    elif text.startswith(PERMISSION_DENIED):
+                        call.deferred.errback(PermissionDenied(text))
                     else:
                         call.deferred.errback(RemoteError(text))
                     continue
@@ -477,6 +492,8 @@ class ClientProtocol(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         closing = self._state is _CLOSING
         self._state = _CLOSED
+        if reason.check(TLSError):
+            self._refused = reason
         self._trailer_sinks.clear()
         if closing:
             self._pending.fail_all(ConnectionShutdown)

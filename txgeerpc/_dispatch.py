@@ -138,6 +138,7 @@ class Dispatcher:
         (:data:`ACCESS_FORMAT`), if anywhere.
     :param recent_errors: where error replies are noted (a bounded deque,
         the server's; for its debug page).
+    :param transport: the connection (for :attr:`CallContext.transport`).
     """
 
     _log = Logger()
@@ -156,8 +157,10 @@ class Dispatcher:
         counters: Counters | None = None,
         access_log: ILogObserver | None = None,
         recent_errors: deque[RecentError] | None = None,
+        transport: Any = None,
     ) -> None:
         self._services = services
+        self._transport = transport
         self._counters = counters if counters is not None else Counters()
         self._access = (
             None if access_log is None else Logger(namespace=ACCESS_NAMESPACE, observer=access_log)
@@ -274,6 +277,7 @@ class Dispatcher:
                 metadata=metadata,
                 deadline=self._clock.seconds() + budget / 1e9 if budget else None,
                 peer=self._peer,
+                transport=self._transport,
             )
         stats = method.stats
         stats.calls += 1

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -51,11 +51,13 @@ class Kind(enum.Enum):
     """Go's ``net/rpc`` over TCP: gob, no Option."""
     JSONRPC = "jsonrpc"
     """Go's ``net/rpc/jsonrpc``: JSON-RPC 1.0."""
+    TLS = "tls"
 
 
 _WHITESPACE = b" \t\r\n"
 _LONGEST_METHOD = 16  # no HTTP method name is longer
 _END_OF_HEAD = re.compile(rb"\r?\n\r?\n")
+_TLS_HANDSHAKE = 0x16
 
 
 def sniff(data: bytes, go_netrpc: bool = True) -> Kind | None:
@@ -78,6 +80,10 @@ def sniff(data: bytes, go_netrpc: bool = True) -> Kind | None:
         start += 1
     if start == len(data):
         return None if start < 64 else Kind.GARBAGE
+    if data[start] == _TLS_HANDSHAKE:  # a TLS record: a ClientHello starts 0x16 0x03
+        if start + 1 == len(data):
+            return None
+        return Kind.TLS if data[start + 1] == 3 else Kind.GARBAGE
     if data[start] == ord("{"):
         return Kind.RPC
     word = data[start : start + _LONGEST_METHOD + 1]
@@ -102,9 +108,15 @@ class OnePortProtocol(Protocol):
     _log = Logger()
     transport: Any
 
-    def __init__(self, factory: OnePortFactory, address: IAddress | None) -> None:
+    def __init__(
+        self, factory: OnePortFactory, address: IAddress | None, *, secure: bool = False
+    ) -> None:
         self._factory = factory
         self._address = address
+        # Inside TLS (built by the connection's outer protocol, which alone
+        # counts in factory.open and the admission control).
+        self._secure = secure
+        self._tls_inner: OnePortProtocol | None = None
         self._buffer = b""
         self._inner: IProtocol | None = None
         self._connect_head = False
@@ -114,7 +126,8 @@ class OnePortProtocol(Protocol):
         self._started = 0.0
 
     def connectionMade(self) -> None:
-        self._factory.open.add(self)
+        if not self._secure:
+            self._factory.open.add(self)
         clock = self._factory.clock
         self._started = clock.seconds()
         self._deadline = clock.callLater(self._factory.handshake_timeout, self._too_slow)
@@ -135,6 +148,17 @@ class OnePortProtocol(Protocol):
             return
         kind = sniff(self._buffer, self._factory.go_netrpc)
         if kind is None:
+            return
+        if kind is Kind.TLS:
+            self._start_tls()
+            return
+        if self._factory.tls_only and not self._secure and kind is not Kind.GARBAGE:
+            self._refuse(
+                f"plaintext {kind.value} on a TLS-only port",
+                b"HTTP/1.0 400 Bad Request\r\n\r\nThis port speaks TLS only.\n"
+                if kind is Kind.HTTP
+                else b"",
+            )
             return
         if kind is Kind.RPC:
             self._become(self._factory.rpc.buildProtocol(self._address), self._buffer)
@@ -157,6 +181,21 @@ class OnePortProtocol(Protocol):
                 f"unrecognised protocol, first bytes {self._buffer[:16]!r}",
                 kind="unrecognised_protocol",
             )
+
+    def _start_tls(self) -> None:
+        """A TLS ClientHello: this connection becomes TLS, and a new
+        :class:`OnePortProtocol` inside it sniffs again (its own deadline
+        covers the handshake and the first request)."""
+        tls = self._factory.tls_factory
+        if tls is None or self._secure:
+            what = "TLS inside TLS" if self._secure else "a TLS ClientHello; this port has no TLS"
+            self._refuse(what)
+            return
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+        inner = OnePortProtocol(self._factory, self._address, secure=True)
+        self._tls_inner = inner
+        self._become(TLSMemoryBIOProtocol(tls, inner), self._buffer)
 
     def _watch_http_head(self, data: bytes) -> None:
         seen = self._http_head_seen + data
@@ -279,6 +318,8 @@ class OnePortProtocol(Protocol):
         """Nothing running and nothing half received: not yet decided, an
         RPC stream with no request running or begun, an HTTP connection
         between requests."""
+        if self._tls_inner is not None:
+            return self._tls_inner.idle()
         inner = self._inner
         if inner is None:
             return True
@@ -288,6 +329,8 @@ class OnePortProtocol(Protocol):
 
     def fresh(self) -> bool:
         """No request completed yet (the first to go when room is needed)."""
+        if self._tls_inner is not None:
+            return self._tls_inner.fresh()
         inner = self._inner
         if inner is None:
             return True
@@ -313,14 +356,29 @@ class OnePortProtocol(Protocol):
             transport.connectionLost(Failure(ConnectionAborted()))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._factory.open.discard(self)
-        self._factory.admission.release(self)
+        if self._secure:
+            if self._inner is None and not reason.check(ConnectionDone):
+                self._factory.tls_refused += 1
+                self._log.info(
+                    "txgeerpc: {peer}: TLS handshake refused: {why}",
+                    peer=_describe(self._address),
+                    why=_tls_failure(reason),
+                )
+        else:
+            self._factory.open.discard(self)
+            self._factory.admission.release(self)
         self._cancel_deadline()
         if self._inner is not None:
             self._inner.connectionLost(reason)
 
 
 _NOTE_INTERVAL = 10.0
+
+
+def _tls_failure(reason: Failure) -> str:
+    from .tls import describe_tls_failure
+
+    return describe_tls_failure(reason)
 
 
 def _describe(address: IAddress | None) -> str:
@@ -347,6 +405,12 @@ class OnePortFactory(Factory):
     :ivar open: every connection open on this factory's ports, whatever it speaks.
     :ivar admission: the connection limits (``rpc``'s, shared by every port
         factory of one server).
+    :ivar tls: the :class:`~txgeerpc.tls.ServerTLS` connections starting
+        with a TLS ClientHello get (``None``: they are refused); set it with
+        :meth:`serve_tls`.
+    :ivar tls_only: refuse plaintext (serve only TLS).
+    :ivar tls_refused: TLS handshakes refused (bad or missing client
+        certificates, clients that do not trust this server...).
     """
 
     _log = Logger()
@@ -370,6 +434,26 @@ class OnePortFactory(Factory):
         self.handshake_timeout = handshake_timeout
         self.admission = rpc.admission
         self._notes: dict[str, tuple[int, float | None]] = {}
+        self.tls: Any = None
+        self.tls_factory: Any = None
+        self.tls_only = False
+        self.tls_refused = 0
+
+    def serve_tls(self, tls: Any, *, only: bool = False) -> None:
+        """Serve TLS too (a :class:`~txgeerpc.tls.ServerTLS`), on every port
+        of this factory: a connection starting with a TLS ClientHello is
+        unwrapped, then sniffed again (GeeRPC, ``CONNECT``, HTTP).
+
+        :param only: refuse plaintext connections.
+        """
+        from twisted.internet.protocol import Factory as _Factory
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        self.tls = tls
+        self.tls_only = only
+        # The wrapped factory is never asked for protocols: the one-port
+        # protocol builds the inner one itself.
+        self.tls_factory = TLSMemoryBIOFactory(tls, False, _Factory(), self.clock)
 
     def buildProtocol(self, addr: IAddress | None) -> OnePortProtocol | None:
         """A protocol for a new connection, or ``None`` (Twisted then closes

@@ -380,6 +380,7 @@ class ServerProtocol(Protocol):
             counters=self._counters,
             access_log=self._settings.access_log,
             recent_errors=getattr(getattr(self, "factory", None), "recent_errors", None),
+            transport=self.transport,
         )
         self._state = _SERVING
         self._go_away = option.go_away or option.speaks_extension

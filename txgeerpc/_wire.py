@@ -68,6 +68,12 @@ SHUTTING_DOWN = "rpc server: shutting down"
 """How the error text of a request cut off by the end of the server's
 shutdown grace starts."""
 
+UNAUTHENTICATED = "rpc server: unauthenticated"
+"""How the text of an ``Unauthenticated`` reply starts (Go clients see it as is)."""
+
+PERMISSION_DENIED = "rpc server: permission denied"
+"""How the text of a ``PermissionDenied`` reply starts."""
+
 WIDENED_OPTION_SIZE = 512
 """The size a client pads its Option to, so Go servers keep the bytes after it."""
 

@@ -231,9 +231,12 @@ def connect(
     handle_timeout: float | None = None,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    tls: Any = None,
+    token: str | None = None,
 ) -> Client:
     """Connect to a GeeRPC server and wait until connected (arguments as for
-    :func:`txgeerpc.connect`, without the reactor).
+    :func:`txgeerpc.connect`, without the reactor; ``tls`` and ``token`` as
+    there: :mod:`txgeerpc.tls`, :mod:`txgeerpc.auth`).
 
     :param address: ``tcp@host:port``, ``http@host:port``, ``unix@/path``,
         or a Twisted client endpoint string.
@@ -253,6 +256,8 @@ def connect(
             handle_timeout=handle_timeout,
             connect_timeout=connect_timeout,
             max_message_size=max_message_size,
+            tls=tls,
+            token=token,
         )
 
     return Client(_runner.wait(dial))
@@ -271,8 +276,8 @@ class XClient:
     (:mod:`txgeerpc.selection`; random by default), ``mode``
     (:class:`~txgeerpc.xclient.FailMode`), ``retries``, ``backoff``,
     ``idempotent``, ``cooldown``, ``max_cooldown`` (as for the Twisted
-    XClient), and ``codec``, ``connect_timeout``, ``handle_timeout`` for its
-    connections (as for :func:`connect`).
+    XClient), and ``codec``, ``connect_timeout``, ``handle_timeout``,
+    ``tls``, ``token`` for its connections (as for :func:`connect`).
     """
 
     def __init__(self, build: Callable[[Any], _Built], **options: Any) -> None:
@@ -290,7 +295,7 @@ class XClient:
         reactor = _runner.current
         dialling = {
             name: options.pop(name)
-            for name in ("codec", "connect_timeout", "handle_timeout")
+            for name in ("codec", "connect_timeout", "handle_timeout", "tls", "token")
             if name in options
         }
         discovery, stop = build(reactor)

@@ -176,6 +176,8 @@ def connect(
     framed: bool = False,
     compress: str | None = None,
     compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+    tls: Any = None,
+    token: str | None = None,
 ) -> Deferred[Client]:
     """Connect to a GeeRPC server.
 
@@ -203,10 +205,18 @@ def connect(
         ``compress_threshold`` bytes with ``gzip``, ``zstd`` or ``lz4`` (if
         the server accepts it; otherwise none) and ask for replies in it.
     :param compress_threshold: the smallest body compressed, in bytes.
+    :param tls: a :class:`txgeerpc.tls.ClientTLS` for ``tls@`` and
+        ``https@`` addresses: the authorities to trust, the client
+        certificate to present.
+    :param token: a bearer token sent with every call (its ``authorization``
+        metadata, :mod:`txgeerpc.auth`).
     :returns: a Deferred firing with a :class:`Client`; it can fail with
         :class:`~txgeerpc.errors.InvalidAddress`,
         :class:`~txgeerpc.errors.UnsupportedCodec`,
-        :class:`~txgeerpc.errors.ConnectTimeout` or
+        :class:`~txgeerpc.errors.ConnectTimeout`,
+        :class:`~txgeerpc.errors.TLSError` (the TLS handshake failed; a
+        :class:`~txgeerpc.errors.ConnectFailed`),
+        :class:`~txgeerpc.errors.TLSConfigError` or
         :class:`~txgeerpc.errors.ConnectFailed` (refused, unreachable...,
         with the original failure as ``.reason``).
     """
@@ -221,7 +231,7 @@ def connect(
         if scheme is not None:
             chosen = _go_codec(scheme, chosen)
         endpoint = (
-            client_endpoint(reactor, address, connect_timeout)
+            client_endpoint(reactor, address, connect_timeout, tls=tls)
             if isinstance(address, str)
             else address
         )
@@ -239,6 +249,10 @@ def connect(
         framed=framed,
     )
     chain = tuple(interceptors)
+    if token is not None:
+        from .auth import bearer_token
+
+        chain = (bearer_token(token), *chain)
 
     def lookup(name: str) -> Any:
         return codecs.get(name, aliases=False)

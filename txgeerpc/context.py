@@ -97,16 +97,22 @@ class CallContext:
     :ivar values: what interceptors keep for the call's life, by a key of
         their own (:mod:`txgeerpc.otel` keeps the call's span here, so that a
         handler's downstream calls find it through :attr:`parent`).
+    :ivar transport: on the server, the call's connection (its
+        ``getPeer()``, and ``getPeerCertificate()`` over TLS), when known.
+    :ivar identity: on the server, who the caller proved to be
+        (:class:`txgeerpc.auth.Guard` sets it), else ``None``.
     """
 
     __slots__ = (
         "clock",
         "deadline",
+        "identity",
         "metadata",
         "parent",
         "peer",
         "service_method",
         "trailers",
+        "transport",
         "values",
     )
 
@@ -119,8 +125,11 @@ class CallContext:
         deadline: float | None = None,
         peer: str = "",
         parent: CallContext | None = None,
+        transport: Any = None,
     ) -> None:
         self.service_method = service_method
+        self.transport = transport
+        self.identity: str | None = None
         self.clock = clock
         self.metadata: dict[str, str | bytes] = metadata if metadata is not None else {}
         self.trailers: dict[str, str | bytes] = {}

@@ -9,6 +9,9 @@ GeeRPC addresses (``protocol@address``) as Twisted client endpoints.
   Option: ``netrpc@host:port`` (gob over TCP), ``netrpc+http@host:port``
   (``CONNECT /_goRPC_`` first, as ``rpc.DialHTTP``) and ``jsonrpc@host:port``
   (``net/rpc/jsonrpc``: JSON-RPC 1.0 over TCP)
+- ``tls@host:port``: GeeRPC over TLS, and ``https@host:port``: TLS, then
+  ``CONNECT`` (:mod:`txgeerpc.tls`; what to trust and present comes from
+  the ``tls`` argument, by default the system's trust store)
 - anything without ``@`` is a Twisted client endpoint string
   (``tcp:host=127.0.0.1:port=7001``, ``unix:path=/tmp/s``...).
 """
@@ -77,14 +80,18 @@ def split_host_port(hostport: str) -> tuple[str, int]:
 
 
 def client_endpoint(
-    reactor: Any, address: str, timeout: float | None = None
+    reactor: Any, address: str, timeout: float | None = None, *, tls: Any = None
 ) -> IStreamClientEndpoint:
     """A client endpoint for a GeeRPC address or a Twisted endpoint string.
 
     :param timeout: limit on the TCP connect itself (``None``: none; the
         caller's overall connect timeout still applies).
+    :param tls: a :class:`txgeerpc.tls.ClientTLS` for ``tls@`` and ``https@``
+        addresses (default: trust the system's authorities, no client
+        certificate).
 
     :raises InvalidAddress: the address cannot be understood.
+    :raises txgeerpc.errors.TLSConfigError: ``tls``'s files cannot be used.
     """
     if "@" not in address:
         try:
@@ -106,6 +113,15 @@ def client_endpoint(
         return HTTPConnectEndpoint(
             _tcp(reactor, host, port, timeout), NETRPC_PATH, NETRPC_CONNECTED_REASON
         )
+    if protocol in ("tls", "https"):
+        from .tls import ClientTLS, TLSClientEndpoint
+
+        host, port = split_host_port(rest)
+        settings = tls if tls is not None else ClientTLS()
+        secure = TLSClientEndpoint(_tcp(reactor, host, port, timeout), settings, host, reactor)
+        if protocol == "tls":
+            return secure
+        return HTTPConnectEndpoint(secure, DEFAULT_RPC_PATH)
     if protocol == "unix":
         return UNIXClientEndpoint(reactor, rest, timeout=timeout or _NO_LIMIT)
     raise InvalidAddress(f"rpc client err: unsupported protocol {protocol!r} in '{address}'")

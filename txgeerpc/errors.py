@@ -393,3 +393,43 @@ class EtcdAnswerTooLarge(EtcdError):
 
 
 __all__ += ["EtcdAnswerTooLarge", "EtcdCompacted", "EtcdError", "EtcdUnavailable"]
+
+
+class TLSError(ConnectFailed):
+    """A TLS handshake failed (:mod:`txgeerpc.tls`): the server's
+    certificate is untrusted, expired or for another host name, or the server
+    refused this client's certificate (or its lack of one).  Its text says
+    which, in one line.  (A :class:`ConnectFailed`; also the ``reason`` of
+    an :class:`UnexpectedDisconnect` when a TLS 1.3 server refuses a client
+    certificate after the client's side of the handshake.)"""
+
+    def __init__(self, message: str) -> None:
+        GeeRPCError.__init__(self, f"TLS handshake failed: {message}")
+        self.reason = message
+
+
+class TLSConfigError(GeeRPCError, ValueError):
+    """A TLS setting that cannot be used: a certificate or key file that
+    cannot be read or parsed, a key that does not match its certificate."""
+
+
+class Unauthenticated(RemoteError):
+    """The server requires callers to say who they are (a token in the
+    call's ``authorization`` metadata, a client certificate, a trusted
+    network) and this call did not, or its credential was wrong.  The call
+    was not run.  Its wire text (what Go clients see) starts with
+    ``rpc server: unauthenticated``."""
+
+
+class PermissionDenied(RemoteError):
+    """The caller is known but the server's rules do not let it call this
+    method.  The call was not run.  Its wire text starts with
+    ``rpc server: permission denied``."""
+
+
+__all__ += [
+    "PermissionDenied",
+    "TLSConfigError",
+    "TLSError",
+    "Unauthenticated",
+]

@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
+from . import _twistd_security as security_options
 from ._admission import DEFAULT_RECEIVE_BUDGET
 from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._server_protocol import (
@@ -60,7 +61,6 @@ from .registry import (
     MemoryStore,
     RegistryPurge,
     RegistryResource,
-    agent_request,
     purge_interval,
     validate_address,
 )
@@ -302,9 +302,11 @@ class Options(ServeOptions):
         ],
         # Direct registration on etcd (instead of --registry), with --advertise.
         *etcd_options.PARAMETERS,
+        # TLS, authentication, authorization, HTTP endpoints' access (docs/security.md).
+        *security_options.PARAMETERS,
     ]
-
     optFlags = [
+        *security_options.FLAGS,
         ["no-framed", None, "Refuse framed mode (txgeerpc clients then keep the plain stream)."],
         [
             "otel",
@@ -319,6 +321,12 @@ class Options(ServeOptions):
     def __init__(self) -> None:
         super().__init__()
         self["service"] = []
+        self["trust-network"] = []
+
+    def opt_trust_network(self, spec: str) -> None:
+        """NETWORK=IDENTITY: callers from NETWORK are IDENTITY (for Go
+        clients, which cannot send a token); repeatable, e.g. 10.0.0.0/8=ops."""
+        security_options.opt_trust_network(self, spec)
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted server endpoint string to listen on (repeatable).
@@ -359,6 +367,7 @@ class Options(ServeOptions):
         if self["ttl"] is None:
             self["ttl"] = DEFAULT_TTL
         etcd_options.check(self)
+        security_options.check(self)
         if self["advertise"]:
             try:
                 # Port 0: the port the first TCP --listen gets.
@@ -531,16 +540,20 @@ def _example_call(server: Server) -> str:
     return f"{name}.{method} 'null'"
 
 
-def build_server(config: Options, clock: Any, access_log: Any = None) -> Server:
+def build_server(
+    config: Options, clock: Any, access_log: Any = None, *, interceptors: Any = ()
+) -> Server:
     """The :class:`Server` a parsed configuration describes.
 
     :param access_log: the observer of ``--access-log``, if any.
+    :param interceptors: server interceptors (the security options' guard),
+        inside the tracing one (``--otel``).
     :raises StartupError: a ``--service`` cannot be loaded or registered.
     """
     server_interceptors, client_interceptors = _tracing(config)
     server = Server(
         clock,
-        interceptors=server_interceptors,
+        interceptors=[*server_interceptors, *interceptors],
         handle_timeout=config["handle-timeout"],
         max_message_size=config["max-message-size"],
         max_in_flight=config["max-in-flight"],
@@ -617,17 +630,30 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         except OSError as error:
             raise StartupError(f"--access-log {config['access-log']}: {error.strerror}") from error
         access_log = jsonFileLogObserver(access_file, recordSeparator="")
+
         def close_access_log() -> Deferred[None]:
             access_file.close()
             return succeed(None)
 
         CloseOnStop(close_access_log).setServiceParent(parent)
-    server = build_server(config, reactor, access_log)
+    security = security_options.build(config)
+    guards = [security.guard] if security.guard is not None else []
+    server = build_server(config, reactor, access_log, interceptors=guards)
     debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
     if server.metrics is not None:
         mount(factory.site.resource, config["metrics-path"], metrics_resource(server.metrics))
+    if security.tls is not None:
+        factory.serve_tls(security.tls, only=security.tls_only)
+    if security.tls is not None or security.tokens is not None:
+        security_options.ReloadOnHangup(reactor, security).setServiceParent(parent)
+    if debug_path is not None:
+        mount(
+            factory.site.resource,
+            debug_path.rstrip("/") + "-auth",
+            security_options.AuthStats(security, factory),
+        )
     registry_path = None if config["registry-path"].lower() == "none" else config["registry-path"]
     registry = None
     if registry_path is not None:
@@ -639,6 +665,26 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         factory.site.quiet_paths.add(registry_path.encode())
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
+    root = factory.site.resource
+    web_guard = security.web_guard
+    if debug_path is not None:
+        for path in (debug_path, debug_path.rstrip("/") + "-auth"):
+            security_options.guard_path(root, path, security.access["debug"], web_guard, "debug")
+    security_options.guard_path(root, "/healthz", security.access["health"], web_guard, "health")
+    if server.metrics is not None:
+        metrics_path = config["metrics-path"]
+        security_options.guard_path(
+            root, metrics_path, security.access["metrics"], web_guard, "metrics"
+        )
+    if registry_path is not None:
+        security_options.guard_path(
+            root,
+            registry_path,
+            security.access["registry"],
+            web_guard,
+            "registry",
+            methods=(b"POST", b"DELETE", b"PUT"),
+        )
     # Stopped after the listeners (a MultiService stops the last added first):
     # the ports are closed, then the connections drain (--grace).
     CloseOnStop(server.drain).setServiceParent(parent)
@@ -658,7 +704,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     if config["registry"]:
         registration = Heartbeat(
             reactor,
-            agent_request(reactor),
+            security_options.heartbeat_request(config, reactor),
             config["registry"],
             config["advertise"],
             period=config["heartbeat"],

@@ -267,12 +267,15 @@ WALK_PRINTS = "tcp@127.0.0.1:7001: 5 calls"
 WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat registry.pid)"
 ETCD_WALK = "ETCD=http://127.0.0.1:2379"
 ETCD_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat etcd.pid)"
+SECURITY = "$ python make_certs.py"
 NETRPC = "call netrpc@127.0.0.1:7003 Arith.Multiply"
 MARKERS = [
     DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, CALC_MAIN, XCLIENT, WALK, WALK_PRINTS,
-    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC,
+    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC, SECURITY,
 ]  # fmt: skip
-WRITTEN = {"calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py"}
+WRITTEN = {
+    "calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py", "make_certs.py",
+}  # fmt: skip
 """The Python files the tests below write and run (all in ``examples/`` too)."""
 
 
@@ -322,6 +325,11 @@ def test_walk_through_on_etcd(shell: Shell) -> None:
 
 def test_go_netrpc_and_jsonrpc_addresses(shell: Shell) -> None:
     shell.console(block(NETRPC))
+
+
+def test_security_tls_tokens_and_rules(shell: Shell) -> None:
+    shell.write("make_certs.py")
+    shell.console(block(SECURITY))
 
 
 def test_every_block_is_run() -> None:

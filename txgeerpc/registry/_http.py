@@ -23,7 +23,12 @@ MAX_ANSWER_BODY = 8 * 1024 * 1024
 
 
 def agent_request(
-    reactor: Any, *, max_body: int = MAX_ANSWER_BODY, pool: HTTPConnectionPool | None = None
+    reactor: Any,
+    *,
+    max_body: int = MAX_ANSWER_BODY,
+    pool: HTTPConnectionPool | None = None,
+    tls: Any = None,
+    token: str | None = None,
 ) -> Request:
     """A :data:`~txgeerpc.registry.Request` made with
     ``twisted.web.client.Agent`` (that logs nothing per connection).
@@ -34,15 +39,21 @@ def agent_request(
 
     :param pool: the connection pool (the agent's own, non-persistent, by
         default).
+    :param tls: a :class:`txgeerpc.tls.ClientTLS` for ``https://`` URLs
+        (the CAs to trust, a client certificate); the system's CAs by default.
+    :param token: sent as ``Authorization: Bearer TOKEN`` with every request
+        (a registry whose writes need authentication, docs/security.md).
     """
-    agent = quiet_agent(reactor, pool=pool)
+    agent = quiet_agent(reactor, pool=pool, tls=tls.https_policy() if tls is not None else None)
+    bearer = {b"authorization": b"Bearer " + token.encode()} if token else {}
 
     def request(
         method: bytes, url: str, headers: dict[bytes, bytes], timeout: float
     ) -> Deferred[Answer]:
         async def go() -> Answer:
+            sent = {**headers, **bearer}
             response = await agent.request(
-                method, url.encode(), Headers({name: [value] for name, value in headers.items()})
+                method, url.encode(), Headers({name: [value] for name, value in sent.items()})
             )
             # Always read: it frees the connection.
             too_large = RegistryAnswerTooLarge(url, max_body)

@@ -10,7 +10,9 @@ test's control:
   (:class:`FaultProxy`);
 - :func:`connect_in_memory`: a client on one server connection through
   ``twisted.test.iosim``, the shortest way for plain call tests;
-- :class:`FakeEtcd`: etcd in memory.
+- :class:`FakeEtcd`: etcd in memory;
+- :class:`CertificateAuthority`: TLS certificates for tests (a CA, server
+  and client certificates, expired ones), made with ``cryptography``.
 
 Example::
 
@@ -36,6 +38,7 @@ from .._wire import Option, seconds_to_ns
 from ..client import Client
 from ..etcd import FakeEtcd
 from ..server import Server
+from ._certs import CertificateAuthority, IssuedCertificate
 from ._faults import DirectionFaults, Faults
 from ._memory import MemoryConnection, MemoryNetwork, MemoryPort, MemoryTransport
 from ._proxy import FaultProxy
@@ -111,11 +114,13 @@ def connect_in_memory(
 
 
 __all__ = [
+    "CertificateAuthority",
     "DirectionFaults",
     "FakeEtcd",
     "FaultProxy",
     "Faults",
     "InMemoryConnection",
+    "IssuedCertificate",
     "MemoryConnection",
     "MemoryNetwork",
     "MemoryPort",
