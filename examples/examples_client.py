@@ -41,6 +41,7 @@ class Chain:
 
     Hops: list[str] = field(default_factory=list)
     Spend: float = 0.0
+    Work: float = 0.0
 
 
 @dataclass

@@ -245,7 +245,7 @@ def installed() -> Path:
 @pytest.fixture
 def shell(tmp_path: Path, installed: Path) -> Iterator[Shell]:
     """A user's shell in a fresh directory.  (The README's commands use its
-    fixed ports, 7001, 7002, 7003, 9999, 2379: a second run of this module at the
+    fixed ports, 7001, 7002, 7003, 7301, 9999, 2379...: a second run of this module at the
     same time, or anything else on those ports, makes them fail.)"""
     user = Shell(tmp_path)
     try:
@@ -268,10 +268,11 @@ WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat registry.pid)"
 ETCD_WALK = "ETCD=http://127.0.0.1:2379"
 ETCD_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat etcd.pid)"
 SECURITY = "$ python make_certs.py"
+METRICS = "curl -s http://127.0.0.1:7301/metrics"
 NETRPC = "call netrpc@127.0.0.1:7003 Arith.Multiply"
 MARKERS = [
     DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, CALC_MAIN, XCLIENT, WALK, WALK_PRINTS,
-    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC, SECURITY,
+    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC, SECURITY, METRICS,
 ]  # fmt: skip
 WRITTEN = {
     "calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py", "make_certs.py",
@@ -330,6 +331,10 @@ def test_go_netrpc_and_jsonrpc_addresses(shell: Shell) -> None:
 def test_security_tls_tokens_and_rules(shell: Shell) -> None:
     shell.write("make_certs.py")
     shell.console(block(SECURITY))
+
+
+def test_prometheus_metrics(shell: Shell) -> None:
+    shell.console(block(METRICS))
 
 
 def test_every_block_is_run() -> None:
