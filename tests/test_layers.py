@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._jsonvalue": 0,
     "txgeerpc._netrpc": 0,
     "txgeerpc._convert": 0,
+    "txgeerpc._protobuf": 0,  # protobuf messages as arguments and replies (lazy import)
     "txgeerpc.gob": 0,
     "txgeerpc.codec": 0,
     "txgeerpc.selection": 0,

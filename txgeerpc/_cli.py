@@ -29,6 +29,7 @@ from ._introspect import (
     zero_of,
 )
 from ._jsonvalue import dumps
+from ._protobuf import DescribedMessages
 from ._stubs import (
     dumps_schema,
     from_go_debug_page,
@@ -46,7 +47,7 @@ from ._wire import (
     Header,
 )
 from .client import DEFAULT_CONNECT_TIMEOUT, Client, connect
-from .codec import HEADER, default_registry
+from .codec import HEADER, PROTOBUF, default_registry
 from .context import encode_metadata
 from .errors import (
     CallTimeout,
@@ -669,6 +670,9 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
         argument, argument_type = _typed_argument(
             description, options.service_method, argument, default_registry.get(options.codec).name
         )
+        messages = DescribedMessages(description)  # protobuf messages it describes
+        if default_registry.get(options.codec).name == PROTOBUF:
+            argument = messages.argument(options.service_method, argument)
         _check_size(options, argument, argument_type)
         trailers: dict[str, str | bytes] = {}
         reply = await client.call(
@@ -685,6 +689,9 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
     except (JSONMismatch, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except ValueError as error:  # a protobuf argument that does not fit, a bad descriptor set
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except MessageTooLarge as error:  # the client's own check, once it makes one
         print(f"error: the argument is too large: {error}; nothing was sent", file=sys.stderr)
         return EXIT_USAGE
@@ -693,6 +700,11 @@ async def _call(reactor: Any, options: argparse.Namespace, argument: Any) -> int
         return EXIT_CALL_FAILED
     finally:
         await client.close()
+    try:
+        reply = messages.shown(reply)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
     print(dumps(printable(reply)))
     return EXIT_OK
 
@@ -837,10 +849,23 @@ async def _describe(reactor: Any, options: argparse.Namespace) -> int:
     )
     reply = json_schema(method.get("Reply", "interface {}"), types)
     go = go_structs(options.service_method, method, types)
+    # Generated protobuf message classes: their full names.
+    protobuf = {
+        key: method[field]
+        for key, field in (("argument", "ArgumentMessage"), ("reply", "ReplyMessage"))
+        if isinstance(method.get(field), str)
+    }
     if options.json:
-        print(dumps({"argument": argument, "reply": reply, "go": go}))
+        found: dict[str, Any] = {"argument": argument, "reply": reply, "go": go}
+        if protobuf:
+            found["protobuf"] = protobuf
+        print(dumps(found))
         return EXIT_OK
     print(f"{options.service_method}: {method.get('Signature', name)}\n")
+    for key, full_name in protobuf.items():
+        print(f"{key} (protobuf message): {full_name}")
+    if protobuf:
+        print()
     print("argument (JSON Schema):")
     print(dumps_schema(argument) if argument is not None else "none")
     print("\nreply (JSON Schema):")

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Union
 import attrs
 
 from ._budget import LIST_COST, MAP_COST, MAP_ENTRY_COST, OBJECT_COST, SLOT_COST, over_budget
+from ._protobuf import is_message_class, message_converter
 
 Converter = Callable[[Any], Any]
 
@@ -230,6 +231,8 @@ def converter_for(annotation: Any) -> Converter:
         return _dict_converter(converter_for(key), converter_for(value), key)
     if is_struct(annotation):
         return _struct_converter(annotation)
+    if is_message_class(annotation):  # a generated protobuf message class
+        return message_converter(annotation)  # type: ignore[no-any-return]
     if isinstance(annotation, type):
         cls = annotation
 

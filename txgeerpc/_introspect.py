@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._jsonvalue import dumps
+from ._protobuf import descriptor_set, is_message_class
 from .gob import (
     BOOL,
     BYTES,
@@ -61,6 +62,12 @@ class Introspection:
     where ``T`` is a basic Go type name (``"int"``, ``"[]byte"``...),
     ``{"Slice": T}``, ``{"Array": T, "Len": n}``, ``{"Map": [K, V]}`` or
     ``{"Struct": key}`` with ``Types[key] = {"Name": go_name, "Fields": [[name, T]...]}``.
+    A method taking or returning a generated protobuf message class also has
+    ``"ArgumentMessage"`` / ``"ReplyMessage"`` (the message's full name; its
+    ``Argument`` / ``Reply`` stay ``"interface {}"``), and the document then
+    has ``"Protobuf"``: the base64 of a serialized ``FileDescriptorSet``
+    defining those messages (``python -m txgeerpc call`` builds their
+    classes from it).
 
     ``Health`` returns ``{"Status": "serving"}`` (``"draining"`` once the
     server stops).
@@ -80,18 +87,29 @@ class Introspection:
     def Describe(self, probe: Any = None) -> str:
         types: dict[str, Any] = {}
         services: dict[str, Any] = {}
+        messages: list[type] = []
         for service_name, service in sorted(self._services.items()):
             if service_name == SERVICE:
                 continue
             methods = {}
             for method_name, method in sorted(service.methods.items()):
-                methods[method_name] = {
+                entry = methods[method_name] = {
                     "Signature": method.signature(),
                     "Argument": _schema_of(method.argument_type, types),
                     "Reply": _schema_of(method.result_type, types),
                 }
+                for key, annotation in (
+                    ("ArgumentMessage", method.argument_type),
+                    ("ReplyMessage", method.result_type),
+                ):
+                    if is_message_class(annotation):  # a generated protobuf class
+                        entry[key] = annotation.DESCRIPTOR.full_name
+                        messages.append(annotation)
             services[service_name] = methods
-        return dumps({"Services": services, "Types": types})
+        description: dict[str, Any] = {"Services": services, "Types": types}
+        if messages:
+            description["Protobuf"] = base64.b64encode(descriptor_set(messages)).decode("ascii")
+        return dumps(description)
 
 
 def _schema_of(annotation: Any, types: dict[str, Any]) -> Any:

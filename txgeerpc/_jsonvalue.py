@@ -19,6 +19,7 @@ from typing import Any
 
 from ._budget import LIST_COST, MAP_COST, MAP_ENTRY_COST, SLOT_COST, memory_budget, over_budget
 from ._convert import is_struct, struct_fields
+from ._protobuf import is_message, message_to_plain
 
 
 class JSONError(ValueError):
@@ -182,6 +183,8 @@ def _to_json(value: Any) -> Any:
         return dict(value)
     if isinstance(value, (set, frozenset)):
         return list(value)
+    if is_message(value):  # a protobuf message: proto3's JSON mapping
+        return message_to_plain(value)
     raise TypeError(f"{kind.__name__} is not JSON encodable")
 
 

@@ -7,6 +7,8 @@ codecs they speak; :data:`default_registry` holds the built-in ones.
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
 from ..errors import UnsupportedCodec
 from ..interfaces import ICodec
 from ._gob import HEADER as HEADER  # not public API: the Header's gob type (the CLI's probe)
@@ -18,6 +20,7 @@ from ._jsonrpc import JSONRPC as JSONRPC
 from ._jsonrpc import JSONRPCClientCodec as JSONRPCClientCodec
 from ._jsonrpc import JSONRPCServerCodec as JSONRPCServerCodec
 from ._msgpack import MSGPACK, MsgpackCodec
+from ._protobuf import PROTOBUF, ProtobufCodec
 
 JSON = "application/json"
 GOB = "application/gob"
@@ -61,13 +64,26 @@ default_registry.register(GobCodec(), "gob")
 default_registry.register(JSONCodec(), "json")
 default_registry.register(MsgpackCodec(), "msgpack")
 
+
+def _has_protobuf() -> bool:
+    try:
+        return find_spec("google.protobuf") is not None
+    except ImportError:  # no google package at all
+        return False
+
+
+if _has_protobuf():  # the protobuf extra: without it, a peer naming it is refused
+    default_registry.register(ProtobufCodec(), "protobuf")
+
 __all__ = [
     "GOB",
     "JSON",
     "MSGPACK",
+    "PROTOBUF",
     "CodecRegistry",
     "GobCodec",
     "JSONCodec",
     "MsgpackCodec",
+    "ProtobufCodec",
     "default_registry",
 ]
