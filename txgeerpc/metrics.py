@@ -296,8 +296,11 @@ class EtcdCollector(Collector):
         self._etcd = etcd
 
     def collect(self) -> Iterable[Metric]:
-        """Every ``txgeerpc_etcd_*`` family."""
-        stats = self._etcd.stats
+        """Every ``txgeerpc_etcd_*`` family (none for an etcd without
+        ``stats``: :class:`~txgeerpc.testing.FakeEtcd`)."""
+        stats = getattr(self._etcd, "stats", None)
+        if stats is None:
+            return
         seconds = HistogramMetricFamily(
             "txgeerpc_etcd_request_seconds",
             "Time etcd requests took, fail-overs to other members included, by operation.",
