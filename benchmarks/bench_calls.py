@@ -178,7 +178,7 @@ class EchoClient(Int32StringReceiver):
 # --------------------------------------------------------------------------- servers
 
 
-def serve(kind: str, cpu: int | None, profile_path: str | None) -> None:
+def serve(kind: str, cpu: int | None, profile_path: str | None, metrics: bool = True) -> None:
     """Child process: listen on 127.0.0.1, print the port, serve until killed
     (SIGTERM) or until the parent closes our stdin."""
     if cpu is not None:
@@ -192,7 +192,7 @@ def serve(kind: str, cpu: int | None, profile_path: str | None) -> None:
         from txgeerpc import Server
         from txgeerpc.examples import register_examples
 
-        server = Server(reactor)
+        server = Server(reactor, metrics=metrics)
         register_examples(server)
         factory = server.port_factory()  # what twistd geerpc listens with
     else:
@@ -234,8 +234,12 @@ class ServerProcess:
     port: int
 
 
-def start_server(kind: str, cpu: int | None, profile_path: str | None) -> ServerProcess:
+def start_server(
+    kind: str, cpu: int | None, profile_path: str | None, metrics: bool = True
+) -> ServerProcess:
     command = [sys.executable, os.path.abspath(__file__), "--serve", kind]
+    if not metrics:
+        command.append("--no-metrics")
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     if profile_path:
@@ -814,6 +818,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "writes DIR/*.pstats (slows everything down: numbers are not comparable)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no per-measurement lines")
+    parser.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="rpc servers made with Server(metrics=False) (no Prometheus registry)",
+    )
     parser.add_argument("--serve", choices=SERVER_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-profile", help=argparse.SUPPRESS)
@@ -922,7 +931,7 @@ def main(argv: list[str] | None = None) -> None:
     global METHOD, ARGUMENT, ARGUMENT_TEXT, EXPECTED
     args = parse_args(argv)
     if args.serve:
-        serve(args.serve, args.cpu, args.server_profile)
+        serve(args.serve, args.cpu, args.server_profile, not args.no_metrics)
         return
     if args.compression_table:
         compression_table(args)
@@ -956,7 +965,7 @@ def main(argv: list[str] | None = None) -> None:
             nth = wanted[:index].count(kind)
             name = f"server-{kind}{f'-{nth + 1}' if nth else ''}.pstats"
             profile_path = os.path.join(args.profile, name) if args.profile else None
-            servers.append(start_server(kind, server_cpu, profile_path))
+            servers.append(start_server(kind, server_cpu, profile_path, not args.no_metrics))
         if client_cpu is not None:
             os.sched_setaffinity(0, {client_cpu})
 

@@ -199,6 +199,30 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertGreater(first["reply_bytes"], 0)
         self.assertIn("Arith.Multiply seq=1 ok 0.0s", formatEvent(first))
 
+    def test_access_log_request_bytes(self) -> None:
+        # What the server read for each request, whatever the codec: gob's
+        # first request carries its type definitions too.
+        for codec in ("application/gob", "application/json"):
+            self.access.clear()
+            d = connect(self.network.reactor, f"tcp@{self.port.address}", codec=codec)
+            self.network.flush()
+            client = self.successResultOf(d)
+            read = []
+            for argument in (Args(6, 7), Args(6, 7), Args(123456789, 7)):
+                before = self.server.counters.bytes_in
+                self.successResultOf(self.call(client, "Arith.Multiply", argument))
+                read.append(self.server.counters.bytes_in - before)
+            self.close(client)
+            sizes = [event["request_bytes"] for event in self.access]
+            if codec == "application/gob":
+                self.assertEqual(sizes, read)
+                self.assertGreater(sizes[0], sizes[1] + 50)  # the type definitions
+            else:
+                # A JSON value's newline is taken with the next request's.
+                self.assertEqual(sizes, [read[0] - 1, read[1], read[2]])
+                self.assertEqual(sizes[2], sizes[1] + len("123456789") - len("6"))
+            self.assertIn(f"request_bytes={sizes[0]} reply_bytes=", formatEvent(self.access[0]))
+
 
 class SwitchTests(SynchronousTestCase):
     def test_off(self) -> None:

@@ -76,11 +76,16 @@ DOMAIN_ERRORS = (RPCError, ValueError, ArithmeticError, LookupError)
 ACCESS_NAMESPACE = "txgeerpc.access"
 """The namespace of access-log events."""
 
-ACCESS_FORMAT = "{peer} {method} seq={seq} {outcome} {duration}s reply_bytes={reply_bytes}"
+ACCESS_FORMAT = (
+    "{peer} {method} seq={seq} {outcome} {duration}s "
+    "request_bytes={request_bytes} reply_bytes={reply_bytes}"
+)
 """An access-log event's format; its fields: ``peer``, ``method``
 (``Service.Method``), ``seq``, ``duration`` (seconds), ``outcome`` (one of
-:data:`txgeerpc._service.OUTCOMES`) and ``reply_bytes`` (the reply's size,
-``None`` without a reply)."""
+:data:`txgeerpc._service.OUTCOMES`), ``request_bytes`` (what the codec's
+decoder took for the request: its header and body, with any codec message
+before them, such as gob's type definitions; ``None`` if not measured) and
+``reply_bytes`` (the reply's size, ``None`` without a reply)."""
 
 RECENT_ERRORS = 100
 """Error replies a server remembers for its debug page (the last ones)."""
@@ -205,11 +210,18 @@ class Dispatcher:
         """The decoder changed (framed mode began): its ``budget_left`` from now on."""
         self._budget_left = budget_left
 
-    def dispatch(self, header: Header, decode_body: Callable[[object], Any], body: object) -> None:
+    def dispatch(
+        self,
+        header: Header,
+        decode_body: Callable[[object], Any],
+        body: object,
+        size: int | None = None,
+    ) -> None:
         """Handle one request: exactly one reply is sent (unless stopped first).
 
         :param decode_body: decodes the raw ``body``; called only when the
             method exists, so an unknown method never costs a decode.
+        :param size: the request's bytes, for the access log.
         """
         if self._extension and header[0] == CANCEL:
             self.cancel(header[1])
@@ -297,14 +309,14 @@ class Dispatcher:
             else:
                 result = method.start(argument, context)
         except BaseException:  # as maybeDeferred does: a handler must not unwind the reactor
-            self._finish(Failure(), header, method, started, None, context)
+            self._finish(Failure(), header, method, started, None, context, size)
             return
         if type(result) is not Deferred:
-            self._finish(result, header, method, started, None, context)  # synchronous
+            self._finish(result, header, method, started, None, context, size)  # synchronous
             return
         d: Deferred[Any] = result
         if d.called and not d.paused:  # a Deferred that already has its result
-            d.addBoth(self._finish, header, method, started, None, context)
+            d.addBoth(self._finish, header, method, started, None, context, size)
             return
         request_id = self._next_id
         self._next_id += 1
@@ -315,7 +327,7 @@ class Dispatcher:
             d.addTimeout(budget / 1e9, self._clock, onTimeoutCancel=_budget_spent)
         elif timeout_ns > 0:
             d.addTimeout(timeout_ns / 1e9, self._clock, onTimeoutCancel=_timed_out)
-        d.addBoth(self._finish, header, method, started, request_id, context)
+        d.addBoth(self._finish, header, method, started, request_id, context, size)
 
     def cancel(self, seq: int) -> None:
         """The client cancelled its call ``seq``: cancel the handler; no
@@ -339,6 +351,7 @@ class Dispatcher:
         started: float,
         request_id: int | None,
         context: CallContext | None,
+        request_size: int | None = None,
     ) -> None:
         stats = method.stats
         stats.in_flight -= 1
@@ -370,6 +383,7 @@ class Dispatcher:
                 seq=header[1],
                 duration=duration,
                 outcome=outcome,
+                request_bytes=request_size,
                 reply_bytes=size,
             )
         return None

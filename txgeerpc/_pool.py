@@ -24,6 +24,7 @@ address.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import (
@@ -80,6 +81,10 @@ class ClientPool:
         self._dials: dict[str, Deferred[Client]] = {}
         self._cooling: dict[str, tuple[float, float]] = {}  # address: (until, last period)
         self.draining: set[Client] = set()
+        self.dial_failures: Counter[str] = Counter()
+        """Dials to each address that failed (cancelled ones aside)."""
+        self.cooldowns: Counter[str] = Counter()
+        """Cooldowns each address began."""
 
     @property
     def connections(self) -> list[str]:
@@ -185,10 +190,13 @@ class ClientPool:
 
     def _dial_failed(self, address: str, failure: Failure) -> None:
         self._dials.pop(address, None)
+        if not failure.check(CancelledError):
+            self.dial_failures[address] += 1
         if self._cooldown > 0 and not failure.check(CancelledError):
             _, last = self._cooling.get(address, (0.0, 0.0))
             period = min(last * 2, self._max_cooldown) if last else self._cooldown
             self._cooling[address] = (self._clock.seconds() + period, period)
+            self.cooldowns[address] += 1
         for waiter in self._waiting.pop(address, []):
             if not waiter.called:
                 waiter.errback(failure)
@@ -201,6 +209,7 @@ class ClientPool:
         if self._cooldown > 0:
             _, last = self._cooling.get(address, (0.0, 0.0))
             self._cooling[address] = (self._clock.seconds() + self._cooldown, last)
+            self.cooldowns[address] += 1
         self._retire(client)
 
     def _retire(self, client: Client) -> Deferred[None] | None:

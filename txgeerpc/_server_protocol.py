@@ -266,6 +266,10 @@ class ServerProtocol(Protocol):
         self._paused: set[str] = set()
         self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
+        # Bytes fed to the decoder, and those it had taken at the last
+        # request (the access log's request size: the difference).
+        self._fed = 0
+        self._taken = 0
         self.peer = ""
         # A graceful stop (drain): the client understands go-away (its
         # Option says so), the grace's timer, who waits for the close.
@@ -343,6 +347,7 @@ class ServerProtocol(Protocol):
             if self._retained is not None:
                 self._retained.append(data)
                 self._retained_size += len(data)
+            self._fed += len(data)
             self._decoder.feed(data)
         self._process()
 
@@ -408,6 +413,7 @@ class ServerProtocol(Protocol):
         dispatcher = self._dispatcher
         assert dispatcher is not None
         limit = self._settings.max_in_flight
+        sizing = self._settings.access_log is not None  # request sizes, for the access log
         turn = 0
         try:
             while self._state in _ANSWERING and not self._paused:
@@ -434,7 +440,14 @@ class ServerProtocol(Protocol):
                         continue
                     self._trim_retained()
                 self._completed = True
-                dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
+                if sizing:
+                    # What the decoder took for this request since the last:
+                    # its header and body, any codec messages before them.
+                    taken = self._fed - decoder.buffered()
+                    size, self._taken = taken - self._taken, taken
+                    dispatcher.dispatch(pair[0], decoder.decode_body, pair[1], size)
+                else:
+                    dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
                 turn += 1
         except (ProtocolError, CodecError) as error:
             # A frame or a header that does not decode: the stream cannot go on.

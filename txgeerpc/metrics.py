@@ -20,6 +20,13 @@ Label values are bounded: ``service`` and ``method`` name registered methods
 only (a request for any other name counts once, under
 :data:`UNKNOWN`), ``outcome`` and ``kind`` are fixed lists
 (docs/observability.md has the table).
+
+The other collectors read the same way: :class:`XClientCollector` an
+:class:`~txgeerpc.xclient.XClient`'s counters (``txgeerpc_client_*``; its
+``server`` label names the servers its discovery lists now, no others),
+:class:`RegistrationCollector` a server's heartbeat or etcd registration,
+:class:`EtcdCollector` an etcd client's request latencies and fail-overs,
+:class:`RegistryCollector` a registry store.
 """
 
 from __future__ import annotations
@@ -47,10 +54,14 @@ __all__ = [
     "OUTCOMES",
     "TRANSPORTS",
     "UNKNOWN",
+    "EtcdCollector",
+    "RegistrationCollector",
     "RegistryCollector",
     "ServerCollector",
+    "XClientCollector",
     "registry_metrics",
     "server_metrics",
+    "xclient_metrics",
 ]
 
 UNKNOWN = "(unknown)"
@@ -170,6 +181,168 @@ class RegistryCollector(Collector):
             ("refused", "Heartbeats refused (the registry was full)."),
         ):
             yield CounterMetricFamily(f"txgeerpc_registry_{name}", text, value=counts.get(name, 0))
+
+
+class XClientCollector(Collector):
+    """The metric families of one :class:`~txgeerpc.xclient.XClient`
+    (``txgeerpc_client_*``), read from its counters at each scrape.
+
+    Per-server families are labelled ``server`` with the addresses the
+    XClient's discovery lists at the scrape, and only those: a server that
+    left the list leaves the exposition (its counts stay in the totals).
+
+    :param xclient: the XClient (read through its public counters:
+        ``calls``, ``broadcasts``, ``retries``, ``hedges_sent``,
+        ``hedges_won``, ``hedges_cancelled``, ``calls_sent``, ``failures``,
+        ``dial_failures``, ``cooldowns``, ``servers``, ``cooling``,
+        :meth:`~txgeerpc.xclient.XClient.in_flight` and ``retry_budget``).
+    """
+
+    def __init__(self, xclient: Any) -> None:
+        self._xclient = xclient
+
+    def describe(self) -> Iterable[Metric]:
+        """What :meth:`collect` yields (so that a registry refuses a second
+        XClient's families)."""
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        """Every ``txgeerpc_client_*`` family."""
+        xclient = self._xclient
+        for name, text, value in (
+            ("calls", "Calls made (each counted once, whatever its attempts).", xclient.calls),
+            ("broadcasts", "Broadcasts made (each counted once).", xclient.broadcasts),
+            ("retries", "Attempts sent again after one failed.", xclient.retries),
+            ("hedges", "Extra copies of calls sent (hedges).", xclient.hedges_sent),
+            ("hedges_won", "Hedged calls a later copy answered first.", xclient.hedges_won),
+            (
+                "hedges_cancelled",
+                "Copies cancelled because another answered first.",
+                xclient.hedges_cancelled,
+            ),
+            ("attempts", "Attempts sent to any server.", sum(dict(xclient.calls_sent).values())),
+        ):
+            yield CounterMetricFamily(f"txgeerpc_client_{name}", text, value=value)
+        servers = sorted(set(xclient.servers))
+        yield GaugeMetricFamily("txgeerpc_client_servers", "Servers listed now.", len(servers))
+        yield GaugeMetricFamily(
+            "txgeerpc_client_retry_tokens",
+            "Tokens left in the retry budget (retries and hedges stop at half).",
+            xclient.retry_budget.tokens,
+        )
+        per_server = (
+            ("attempts", "Attempts sent to each server listed now.", dict(xclient.calls_sent)),
+            (
+                "failures",
+                "Attempts that failed without a reply (timeout, connection lost, going away).",
+                dict(xclient.failures),
+            ),
+            ("dial_failures", "Connections that could not be made.", dict(xclient.dial_failures)),
+            (
+                "cooldowns",
+                "Cooldowns begun (after a failed dial or a go-away).",
+                dict(xclient.cooldowns),
+            ),
+        )
+        for name, text, counts in per_server:
+            family = CounterMetricFamily(f"txgeerpc_client_server_{name}", text, labels=["server"])
+            for server in servers:
+                family.add_metric([server], counts.get(server, 0))
+            yield family
+        cooling = set(xclient.cooling)
+        for name, text, value in (
+            ("cooling", "1 while the server is cooling down (passed over).", cooling.__contains__),
+            ("in_flight", "Calls of this XClient running on the server.", xclient.in_flight),
+        ):
+            gauge = GaugeMetricFamily(f"txgeerpc_client_server_{name}", text, labels=["server"])
+            for server in servers:
+                gauge.add_metric([server], int(value(server)))
+            yield gauge
+
+
+class RegistrationCollector(Collector):
+    """A server's registration (a :class:`~txgeerpc.registry.Heartbeat`
+    or an :class:`~txgeerpc.etcd.EtcdRegistration`): its ``counts``
+    (``heartbeats``, ``heartbeat_failures``) at each scrape."""
+
+    def __init__(self, registration: Any) -> None:
+        self._registration = registration
+
+    def collect(self) -> Iterable[Metric]:
+        """``txgeerpc_registry_heartbeats_total`` and
+        ``txgeerpc_registry_heartbeat_failures_total``."""
+        counts = dict(self._registration.counts)
+        yield CounterMetricFamily(
+            "txgeerpc_registry_heartbeats",
+            "Heartbeats (or etcd lease renewals and registrations) that succeeded.",
+            value=counts.get("heartbeats", 0),
+        )
+        yield CounterMetricFamily(
+            "txgeerpc_registry_heartbeat_failures",
+            "Heartbeats (or etcd lease renewals and registrations) that failed.",
+            value=counts.get("heartbeat_failures", 0),
+        )
+
+
+class EtcdCollector(Collector):
+    """An etcd client's requests (``txgeerpc_etcd_*``): a latency
+    histogram and failures per operation, fail-overs and watch
+    reconnections, from its ``stats`` at each scrape (an
+    :class:`~txgeerpc.etcd.EtcdClient`'s: ``operations``, a
+    :class:`~txgeerpc.MethodStats` per operation, ``failovers`` and
+    ``watch_reconnections``)."""
+
+    def __init__(self, etcd: Any) -> None:
+        self._etcd = etcd
+
+    def collect(self) -> Iterable[Metric]:
+        """Every ``txgeerpc_etcd_*`` family (none for an etcd without
+        ``stats``: :class:`~txgeerpc.testing.FakeEtcd`)."""
+        stats = getattr(self._etcd, "stats", None)
+        if stats is None:
+            return
+        seconds = HistogramMetricFamily(
+            "txgeerpc_etcd_request_seconds",
+            "Time etcd requests took, fail-overs to other members included, by operation.",
+            labels=["operation"],
+        )
+        failures = CounterMetricFamily(
+            "txgeerpc_etcd_request_failures",
+            "Requests that failed (no member answered, or one refused), by operation.",
+            labels=["operation"],
+        )
+        for operation, method_stats in sorted(dict(stats.operations).items()):
+            seconds.add_metric(
+                [operation],
+                list(_cumulative(list(method_stats.buckets))),
+                sum_value=method_stats.total_seconds,
+            )
+            failures.add_metric([operation], method_stats.outcomes.get("error", 0))
+        yield seconds
+        yield failures
+        yield CounterMetricFamily(
+            "txgeerpc_etcd_failovers",
+            "Requests sent on to another member after one did not answer.",
+            value=stats.failovers,
+        )
+        yield CounterMetricFamily(
+            "txgeerpc_etcd_watch_reconnections",
+            "Watches resumed on a member after theirs was lost.",
+            value=stats.watch_reconnections,
+        )
+
+
+def xclient_metrics(xclient: Any, registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """``registry`` (by default a new one) holding an :class:`XClientCollector`
+    of ``xclient``.
+
+    :raises ValueError: ``registry`` has ``txgeerpc_client_*`` families
+        already (another XClient's: give each its own registry).
+    """
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=True)
+    registry.register(XClientCollector(xclient))
+    return registry
 
 
 def server_metrics(server: Server) -> CollectorRegistry:

@@ -33,7 +33,7 @@ from ._web import QuietSite, mount
 from ._wire import DEFAULT_REGISTRY_PATH
 from .etcd import Etcd, EtcdStore
 from .interfaces import IRegistryStore
-from .metrics import registry_metrics
+from .metrics import EtcdCollector, registry_metrics
 from .registry import (
     DEFAULT_MAX_ENTRIES,
     DEFAULT_TIMEOUT,
@@ -162,6 +162,7 @@ def build(config: Options, reactor: Any) -> RegistryServer:
     :raises StartupError: a ``--listen`` that cannot be used.
     """
     store: IRegistryStore
+    etcd = None
     if config["etcd"]:
         etcd = _options.client(config, reactor)
         store = etcd_store = EtcdStore(
@@ -186,7 +187,10 @@ def build(config: Options, reactor: Any) -> RegistryServer:
     root = Resource()
     mount(root, config["path"], RegistryResource(store, reactor))
     if config["metrics-path"].lower() != "none":
-        mount(root, config["metrics-path"], metrics_resource(registry_metrics(store)))
+        metrics = registry_metrics(store)
+        if etcd is not None:
+            metrics.register(EtcdCollector(etcd))  # request latencies, fail-overs
+        mount(root, config["metrics-path"], metrics_resource(metrics))
     site = QuietSite(root, reactor=reactor)
     site.quiet_paths.add(config["path"].encode())
     rest = MultiService()

@@ -52,6 +52,7 @@ from .errors import GeeRPCError
 from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
 from .examples import register_examples
 from .interfaces import IRegistration
+from .metrics import EtcdCollector, RegistrationCollector, RegistryCollector
 from .registry import DEFAULT_MAX_ENTRIES as DEFAULT_REGISTRY_MAX_ENTRIES
 from .registry import DEFAULT_TIMEOUT as DEFAULT_REGISTRY_TIMEOUT
 from .registry import (
@@ -663,6 +664,8 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         server.registry = registry  # the debug page lists its entries
         mount(factory.site.resource, registry_path, registry)
         factory.site.quiet_paths.add(registry_path.encode())
+        if server.metrics is not None:
+            server.metrics.register(RegistryCollector(store))
         interval = purge_interval(config["registry-timeout"])
         RegistryPurge(store, reactor, interval).setServiceParent(parent)
     root = factory.site.resource
@@ -720,6 +723,10 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
             prefix=config["etcd-prefix"],
             stop_timeout=config["etcd-timeout"],
         )
+    if registration is not None and server.metrics is not None:
+        server.metrics.register(RegistrationCollector(registration))
+        if config["etcd"] and etcd is not None:
+            server.metrics.register(EtcdCollector(etcd))
     if registration is not None:
         if _port_of(config["advertise"]) == 0:
             _AdvertiseBoundPort(registration, listeners).setServiceParent(parent)

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from attrs import define, field, frozen
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -67,6 +68,7 @@ from .errors import (
     ServerShuttingDown,
 )
 from .interfaces import IDiscovery, ILoadAwareSelector, ISelector
+from .metrics import xclient_metrics
 from .selection import RandomSelect
 
 __all__ = ["Dial", "FailMode", "Hedge", "RetryBudget", "XClient"]
@@ -197,6 +199,13 @@ class XClient:
         others are up (doubling on each further failure, up to
         ``max_cooldown``; over at its first good dial), so a dead server that
         discovery still lists costs calls nothing.
+    :param metrics: keep a Prometheus registry of this XClient's counters
+        (:attr:`metrics`: calls, retries, hedges, and per listed server
+        attempts, failures, dial failures, cooldowns; see
+        :class:`txgeerpc.metrics.XClientCollector`); or a
+        ``CollectorRegistry`` to add them to (one XClient per registry);
+        ``False``: none.  Nothing more is counted per call either way: the
+        collector reads the counters when scraped.
     """
 
     _log = Logger()
@@ -216,6 +225,7 @@ class XClient:
         max_cooldown: float = 30.0,
         hedge: Hedge | None = None,
         retry_budget: RetryBudget | None = None,
+        metrics: bool | CollectorRegistry = True,
     ) -> None:
         self._discovery = discovery
         self._clock = clock
@@ -239,11 +249,24 @@ class XClient:
         self.hedges_sent = 0
         self.hedges_won = 0
         self.hedges_cancelled = 0
+        self.calls = 0
+        """Calls made (each once, whatever its attempts), for monitoring."""
+        self.broadcasts = 0
+        self.retries = 0
+        """Attempts sent again after one failed."""
+        self.failures: Counter[str] = Counter()
+        """Attempts on each server that failed without its reply (timed
+        out, connection lost, going away or shutting down)."""
         self._unsubscribe = discovery.on_change(self._pool.keep)
         if ILoadAwareSelector.providedBy(self._selector):
             load_aware = cast(Any, self._selector)
             if load_aware.in_flight is None:
                 load_aware.in_flight = self.in_flight
+        self.metrics: CollectorRegistry | None = None
+        """This XClient's Prometheus registry (:func:`txgeerpc.metrics.xclient_metrics`;
+        ``None`` with ``metrics=False``)."""
+        if metrics is not False:
+            self.metrics = xclient_metrics(self, None if metrics is True else metrics)
 
     def close(self) -> Deferred[None]:
         """Close every connection; calls still running or waiting fail with
@@ -270,6 +293,29 @@ class XClient:
     def connections(self) -> list[str]:
         """Addresses with a connection (or a dial) under way."""
         return self._pool.connections
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers the discovery lists now."""
+        return list(self._discovery.servers())
+
+    @property
+    def cooling(self) -> list[str]:
+        """Those of :attr:`servers` cooling down now (passed over while
+        others are up)."""
+        servers = self.servers
+        warm = set(self._pool.warm(servers))
+        return [server for server in servers if server not in warm]
+
+    @property
+    def dial_failures(self) -> Counter[str]:
+        """Dials to each address that failed."""
+        return self._pool.dial_failures
+
+    @property
+    def cooldowns(self) -> Counter[str]:
+        """Cooldowns each address began (after a failed dial or a go-away)."""
+        return self._pool.cooldowns
 
     # -- calls -------------------------------------------------------------------
 
@@ -316,6 +362,7 @@ class XClient:
         """
         if timeout is not None and not timeout > 0:  # (NaN is not)
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        self.calls += 1
         if (hedge is not None or self.hedge is not None) and service_method in self._idempotent:
             return self._hedged(
                 _Call(service_method, argument, timeout, key, result_type, argument_type),
@@ -490,6 +537,9 @@ class XClient:
         if isinstance(result, Failure):
             if result.check(*_MAYBE_RAN):
                 self.retry_budget.failed()
+                self.failures[address] += 1
+            elif result.check(*_NOT_SENT):
+                self.failures[address] += 1
         else:
             budget = self.retry_budget
             if budget.tokens < budget.max_tokens:
@@ -543,6 +593,7 @@ class XClient:
             ):
                 raise error
             attempt += 1
+            self.retries += 1
             tried.append(address)
             self._log.info(
                 "xclient: {method} on {address} failed ({error}); retry {attempt}",
@@ -640,6 +691,7 @@ class XClient:
         """
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        self.broadcasts += 1
         if self._pool.closed:
             return fail(ConnectionShutdown())
         call = _Call(service_method, argument, timeout, None, result_type, argument_type)

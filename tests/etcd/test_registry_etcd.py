@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionRefusedError
@@ -152,6 +153,22 @@ async def two_registries(cluster: EtcdCluster, workdir: Path) -> dict[str, float
             answer = await request(b"DELETE", url_b, {b"X-Geerpc-Server": address.encode()}, 5)
             assert answer.status == 200, answer
         assert await listed(url_b) == []
+
+        # B's /metrics: what it saw of the entries, and its etcd requests.
+        answer = await request(b"GET", url_b.replace("/_geerpc_/registry", "/metrics"), {}, 5)
+        assert answer.status == 200, answer
+        metrics = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(answer.body.decode())
+            for sample in family.samples
+        }
+        assert metrics[("txgeerpc_registry_joins_total", ())] == 2, metrics  # S3, S4
+        assert metrics[("txgeerpc_registry_leaves_total", ())] == 3, metrics  # S1, S3, S4
+        assert metrics[("txgeerpc_registry_expiries_total", ())] == 1, metrics  # S2
+        assert metrics[("txgeerpc_registry_entries", ())] == 0, metrics
+        ranges = metrics[("txgeerpc_etcd_request_seconds_count", (("operation", "range"),))]
+        assert ranges > 10, metrics  # every listing and heartbeat reads etcd
+        assert metrics[("txgeerpc_etcd_failovers_total", ())] == 0, metrics  # one member
 
         discovery.stopService()
         discovery = None

@@ -107,6 +107,7 @@ def test_curl_metrics_after_known_calls(
     assert all(e["log_namespace"] == "txgeerpc.access" for e in events)
     assert all(e["peer"].startswith("127.0.0.1:") and e["duration"] >= 0 for e in events)
     assert all(e["reply_bytes"] > 0 for e in events)
+    assert all(e["request_bytes"] > 0 for e in events)
 
     # A division by zero is an error the handler meant: one line each, no traceback.
     for _ in range(3):

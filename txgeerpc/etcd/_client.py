@@ -31,6 +31,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from .._http_client import BodyReader, quiet_agent, read_body
+from .._service import ERROR, MethodStats
 from ..errors import EtcdAnswerTooLarge, EtcdCompacted, EtcdError, EtcdUnavailable
 from ..interfaces import IEtcd, IEtcdWatch
 from . import _gateway as gateway
@@ -47,6 +48,34 @@ WATCH_PROBE = 10.0
 answers (a frozen or cut-off member keeps the connection open but sends
 nothing); a member that does not answer is left for the next."""
 _HEALTHY = 1.0  # seconds a watch must have lived to count as a good connection
+
+
+@attrs.define
+class EtcdStats:
+    """What an :class:`EtcdClient` counts, for
+    :class:`txgeerpc.metrics.EtcdCollector`.
+
+    :ivar operations: per operation (the gateway path's last part:
+        ``range``, ``put``, ``keepalive``...), its requests' latencies (fail-overs
+        included) and failures (outcome ``error``).
+    :ivar failovers: requests sent on to another member after one did not answer.
+    :ivar watch_reconnections: watches resumed after theirs was lost.
+    """
+
+    operations: dict[str, MethodStats] = attrs.field(factory=dict)
+    failovers: int = 0
+    watch_reconnections: int = 0
+
+    def record(self, path: str, seconds: float, failed: bool) -> None:
+        """Note one request to ``path`` that took ``seconds``."""
+        operation = path.rpartition("/")[2]
+        stats = self.operations.get(operation)
+        if stats is None:
+            stats = self.operations[operation] = MethodStats()
+        stats.calls += 1
+        stats.record(seconds)
+        if failed:
+            stats.count(ERROR)
 
 
 @attrs.frozen
@@ -189,6 +218,8 @@ class EtcdClient:
         self._running: set[Deferred[Any]] = set()
         self._watches: set[_PrefixWatch] = set()
         self._closed = False
+        self.stats = EtcdStats()
+        """Request latencies, failures and fail-overs (for :mod:`txgeerpc.metrics`)."""
 
     # -- the operations ----------------------------------------------------
 
@@ -315,6 +346,7 @@ class EtcdClient:
         if self._closed:
             return fail(EtcdError("client closed"))
         request = _Request()
+        started = self._clock.seconds()
         # Cancelling stops the member being asked (and any fail-over); the
         # work's own outcome then only needs consuming.
         result: Deferred[Any] = Deferred(lambda _: self._cancel(request))
@@ -322,6 +354,9 @@ class EtcdClient:
 
         def finished(outcome: Any) -> None:
             self._running.discard(result)
+            failed = isinstance(outcome, Failure)
+            if not (failed and outcome.check(CancelledError)):
+                self.stats.record(path, self._clock.seconds() - started, failed)
             if result.called:
                 return
             if isinstance(outcome, Failure):
@@ -360,6 +395,8 @@ class EtcdClient:
     ) -> dict[str, Any]:
         reasons: dict[str, str] = {}
         for index, endpoint in self._order():
+            if reasons:  # the previous member did not answer: on to this one
+                self.stats.failovers += 1
             request.index = index
             try:
                 answer = await self._ask(endpoint, path, body, request)
@@ -808,6 +845,7 @@ class _PrefixWatch:
         self._failures += 1
         self._index += 1
         self.reconnections += 1
+        client.stats.watch_reconnections += 1
         # Every other member at once; once each has failed in a row, back off.
         behind = self._failures - len(self._client.endpoints)
         delay = 0.0

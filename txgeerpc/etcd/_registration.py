@@ -113,6 +113,19 @@ class EtcdRegistration(Service):
         self.registrations = 0
         self.renewals = 0
         self.failures = 0
+        """Failures in a row (0 once a step works again)."""
+        self.failures_total = 0
+        """Failures since the registration was made."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``heartbeats`` (registrations and lease renewals that worked) and
+        ``heartbeat_failures`` (steps that failed), since it was made: what
+        :class:`txgeerpc.metrics.RegistrationCollector` exports."""
+        return {
+            "heartbeats": self.registrations + self.renewals,
+            "heartbeat_failures": self.failures_total,
+        }
 
     @property
     def advertise(self) -> str:
@@ -286,6 +299,7 @@ class EtcdRegistration(Service):
             self._lease_lost("etcd no longer knows it")
             return
         self.failures += 1
+        self.failures_total += 1
         delay = self._retry
         self._retry = min(self._retry * 2, self.period)
         if self.failures == 1:

@@ -87,6 +87,15 @@ class EtcdStore:
         self.under_way = 0
         """Operations begun and not ended yet."""
         self._idle: list[Deferred[None]] = []
+        self._events = {"joins": 0, "leaves": 0, "expiries": 0, "refused": 0}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """As :attr:`txgeerpc.registry.MemoryStore.counts`, for this registry
+        process: ``entries`` as of the last purge (every registry's, with
+        those refreshed or deregistered through this one since), and the ``joins``,
+        ``leaves``, ``expiries`` and ``refused`` heartbeats this process saw."""
+        return {"entries": len(self._seen - self._deregistered), **self._events}
 
     def idle(self) -> Deferred[None]:
         """Fires once no operation is under way (at once if none is), so
@@ -142,6 +151,8 @@ class EtcdStore:
                 new = joined
             self._seen.add(address)
             self._deregistered.discard(address)
+            if new:
+                self._events["joins"] += 1
             return new
         raise EtcdError(f"the entry of {address} kept changing under the heartbeat")
 
@@ -163,6 +174,7 @@ class EtcdStore:
         found is under the lease just granted), False if someone else's entry was
         there (refreshed instead), None if that entry vanished meanwhile."""
         if await self._etcd.count_prefix(self._prefix) >= self.max_entries:
+            self._events["refused"] += 1
             raise RegistryFull(self.max_entries)
         lease = await self._etcd.grant(self._ttl) if self._ttl else 0
         try:
@@ -218,6 +230,7 @@ class EtcdStore:
         else:
             await self._etcd.delete(key)
         self._deregistered.add(address)
+        self._events["leaves"] += 1
         return True
 
     def live(self, now: float) -> Deferred[list[Entry]]:
@@ -264,6 +277,7 @@ class EtcdStore:
         # or that came back through another registry, stay excused.
         self._deregistered &= current
         self._seen = current
+        self._events["expiries"] += len(expired)
         return expired
 
     def _address(self, kv: KeyValue) -> str | None:

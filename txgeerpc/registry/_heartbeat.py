@@ -92,8 +92,18 @@ class Heartbeat(Service):
         self._beating: Deferred[Any] | None = None
         self.beats = 0
         self.failures = 0
+        """Failed beats in a row (0 once one is answered)."""
+        self.failures_total = 0
+        """Failed beats since the heartbeat was made."""
         self._warned_period = False
         self._warned_floor = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``heartbeats`` (beats answered) and ``heartbeat_failures`` (beats
+        that failed, each registry tried counting once): what
+        :class:`txgeerpc.metrics.RegistrationCollector` exports."""
+        return {"heartbeats": self.beats, "heartbeat_failures": self.failures_total}
 
     @property
     def registry_url(self) -> str:
@@ -184,6 +194,7 @@ class Heartbeat(Service):
         if not self.running:
             return
         self.failures += 1
+        self.failures_total += 1
         why = reason.getErrorMessage() if hasattr(reason, "getErrorMessage") else reason
         failed_at = self.registry_url
         count = len(self.registry_urls)
