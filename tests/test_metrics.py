@@ -167,7 +167,8 @@ class ServerMetricsTests(SynchronousTestCase):
 
         raw(b'{"MagicNumber": 1}\n')  # a wrong magic number
         raw(b'{"MagicNumber": 3927900, "CodecType": "application/x-nope"}\n')
-        raw(b"\x16\x03\x01 TLS?")
+        raw(b"\x00\x01 not a protocol")
+        raw(b"\x16\x03\x01 TLS?")  # a ClientHello, on a port without TLS
         raw(b"CONNECT /elsewhere HTTP/1.0\r\n\r\n")
         raw(f"CONNECT {DEFAULT_RPC_PATH} HTTP/1.0\r\nbad\r\n\r\n".encode())
         found = samples(self.server)
@@ -175,6 +176,7 @@ class ServerMetricsTests(SynchronousTestCase):
         self.assertEqual(found[key(failures, kind="bad_option")], 1)
         self.assertEqual(found[key(failures, kind="unsupported_codec")], 1)
         self.assertEqual(found[key(failures, kind="unrecognised_protocol")], 1)
+        self.assertEqual(found[key(failures, kind="tls_not_served")], 1)
         self.assertEqual(found[key(failures, kind="bad_connect")], 2)
         self.assertEqual(found[key(failures, kind="timeout")], 0)
 

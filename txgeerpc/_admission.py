@@ -92,7 +92,8 @@ class Counters:
         self.handshake_failures: dict[str, int] = {}
         """Connections closed before they were served, by kind
         (``bad_option``, ``unsupported_codec``, ``unrecognised_protocol``,
-        ``bad_connect``; timeouts are :data:`HANDSHAKE_TIMEOUT`)."""
+        ``bad_connect``, ``tls_not_served``, ``tls_inside_tls``,
+        ``plaintext_on_tls_only``; timeouts are :data:`HANDSHAKE_TIMEOUT`)."""
         self.protocol_errors: dict[str, int] = {}
         """Streams closed for a protocol error after the Option, by kind
         (``message_too_large``, ``bad_frame``, ``bad_header``)."""

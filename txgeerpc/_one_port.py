@@ -158,6 +158,7 @@ class OnePortProtocol(Protocol):
                 b"HTTP/1.0 400 Bad Request\r\n\r\nThis port speaks TLS only.\n"
                 if kind is Kind.HTTP
                 else b"",
+                "plaintext_on_tls_only",
             )
             return
         if kind is Kind.RPC:
@@ -189,7 +190,7 @@ class OnePortProtocol(Protocol):
         tls = self._factory.tls_factory
         if tls is None or self._secure:
             what = "TLS inside TLS" if self._secure else "a TLS ClientHello; this port has no TLS"
-            self._refuse(what)
+            self._refuse(what, kind="tls_inside_tls" if self._secure else "tls_not_served")
             return
         from twisted.protocols.tls import TLSMemoryBIOProtocol
 
