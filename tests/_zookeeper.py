@@ -60,7 +60,15 @@ def four_letters(port: int, command: bytes = b"srvr", timeout: float = 1.0) -> s
 class ZooKeeperServer:
     """One ZooKeeper process (a standalone server or an ensemble member)."""
 
-    def __init__(self, number: int, port: int, directory: Path, process: subprocess.Popen[bytes]):
+    def __init__(
+        self,
+        number: int,
+        port: int,
+        directory: Path,
+        process: subprocess.Popen[bytes],
+        args: list[str] | None = None,
+    ):
+        self.args = args or []
         self.number = number
         self.port = port
         self.directory = directory
@@ -96,8 +104,31 @@ class ZooKeeperServer:
             os.kill(self.process.pid, signal.SIGKILL)
         self._reap(time.monotonic() + STOP_TIMEOUT)
 
+    def restart(self) -> None:
+        """Start it again (it must be dead), same configuration and data."""
+        assert not self.running
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=self.directory,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
+        )
+        self._log = _Log(self.process)
+        self._closed = False
+
+    def freeze(self) -> None:
+        """SIGSTOP: its connections stay open, nothing answers."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def _terminate(self) -> None:
         if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # a frozen one must run to die by SIGTERM
             os.kill(self.process.pid, signal.SIGTERM)
 
     def _reap(self, deadline: float) -> None:
@@ -193,7 +224,7 @@ class ZooKeeperEnsemble:
             except BaseException:
                 cls(servers, own_directory).stop()
                 raise
-            servers.append(ZooKeeperServer(n + 1, client_ports[n], data, process))
+            servers.append(ZooKeeperServer(n + 1, client_ports[n], data, process, args))
         started = cls(servers, own_directory)
         try:
             started.wait_ready()
