@@ -79,6 +79,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.tap",
                 "txgeerpc.testing",
                 "txgeerpc.xclient",
+                "txgeerpc.zookeeper",
             ],
         )
 

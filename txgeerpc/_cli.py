@@ -326,7 +326,7 @@ WAIT_INTERVAL = 0.2  # seconds between two listings with --wait
 async def _servers(reactor: Any, options: argparse.Namespace) -> int:
     if [options.registry, options.etcd, options.zookeeper].count(None) != 2:
         print(
-            "error: give a REGISTRY_URL, --etcd URL[,URL...] or --zookeeper HOST:PORT[,...]",
+            "error: give a REGISTRY_URL or --etcd URL[,URL...] or --zookeeper HOST:PORT[,...]",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -413,8 +413,7 @@ async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> dict[str, 
 
 async def _zookeeper_servers(reactor: Any, options: argparse.Namespace) -> dict[str, Any] | int:
     """The servers registered in ZooKeeper, with their ages, or an exit status."""
-    from .zookeeper import ZooKeeperClient, address_of, heartbeat_of, parent_of
-    from .zookeeper._keys import check_prefix
+    from .zookeeper import ZooKeeperClient, address_of, check_prefix, heartbeat_of, parent_of
 
     try:
         prefix = check_prefix(options.zookeeper_prefix)

@@ -76,8 +76,7 @@ def check(config: usage.Options) -> None:
         return
     if config.get("etcd"):
         raise usage.UsageError("--etcd and --zookeeper: keep the entries in one of them")
-    from .zookeeper import normalize_hosts
-    from .zookeeper._keys import check_prefix
+    from .zookeeper import check_prefix, normalize_hosts
 
     try:
         config["zookeeper"] = normalize_hosts(config["zookeeper"])

@@ -335,7 +335,7 @@ class Options(ServeOptions):
             raise usage.UsageError(
                 "--registry and --advertise go together"
                 if self["registry"]
-                else "--advertise needs --registry, --etcd or --zookeeper (where to register)"
+                else "--advertise needs --registry or --etcd or --zookeeper (where to register)"
             )
         if self["ttl"] is not None and not self["etcd"]:
             raise usage.UsageError("--ttl needs --etcd")

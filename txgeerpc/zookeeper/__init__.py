@@ -25,6 +25,7 @@ from ._client import (
 from ._discovery import ZooKeeperDiscovery
 from ._keys import DEFAULT_PREFIX
 from ._keys import address_of as address_of
+from ._keys import check_prefix as check_prefix
 from ._keys import heartbeat_of as heartbeat_of
 from ._keys import parent_of as parent_of
 from ._registration import ZooKeeperRegistration

@@ -12,6 +12,8 @@ callbacks); nothing here blocks the reactor:
   are handed to the reactor thread the same way;
 - only kazoo's start and stop block (they start and join kazoo's threads):
   they run on a one-thread pool the client owns, stopped by :meth:`close`.
+  Nothing starts before the first request (``twistd`` forks after building
+  its services: threads started before would not follow).
 
 A request not answered within ``request_timeout`` fails with
 :class:`~txgeerpc.errors.ZooKeeperUnavailable`, as does one sent while no
@@ -192,11 +194,19 @@ class ZooKeeperClient:
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
         self._pool = ThreadPool(minthreads=0, maxthreads=1, name="txgeerpc-zookeeper")
-        self._pool.start()
         self._kazoo.add_listener(self._state_from_kazoo)
+        # Started at the first request, not here: twistd forks (daemonizes)
+        # after building its services, and threads do not survive a fork.
+        self._starting = False
         self._started = False
         self._start_waiters: list[Deferred[None]] = []
-        starting = deferToThreadPool(reactor, self._pool, self._kazoo.start_async)
+
+    def _start(self) -> None:
+        if self._starting:
+            return
+        self._starting = True
+        self._pool.start()
+        starting = deferToThreadPool(self._reactor, self._pool, self._kazoo.start_async)
         starting.addBoth(self._kazoo_started)
 
     def _kazoo_started(self, result: object) -> None:
@@ -213,6 +223,7 @@ class ZooKeeperClient:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._start_waiters.append(waiter)
+        self._start()
         return waiter
 
     # -- the session --------------------------------------------------------------
@@ -430,6 +441,11 @@ class ZooKeeperClient:
         self._closing = True
         self._listeners.clear()
         kazoo = self._kazoo
+        if not self._starting:  # never used: nothing to stop
+            self._closed = True
+            self._close_waiters.clear()
+            waiter.callback(None)
+            return waiter
 
         def stop(_: object) -> Deferred[None]:
             def blocking() -> None:
