@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 import attrs
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,6 +42,10 @@ DEFAULT_SESSION_TIMEOUT = 10.0
 that stopped answering; the server bounds it (2 to 20 ticks by default)."""
 DEFAULT_REQUEST_TIMEOUT = 5.0
 """Seconds one request has to be answered."""
+RESEND_DELAY = 0.1
+"""Seconds before a request whose connection dropped is sent again."""
+_TRANSIENT = {"ConnectionLoss", "ConnectionClosedError"}
+"""What a dropped or not yet established connection fails requests with."""
 RECONNECT_MAX_DELAY = 1.0
 """Seconds between two connection attempts at most (kazoo's default: an hour)."""
 
@@ -283,8 +288,29 @@ class ZooKeeperClient:
     # -- requests -----------------------------------------------------------------
 
     def _request(self, send: Callable[[], Any], what: str) -> Deferred[Any]:
+        """Send (again, after :data:`RESEND_DELAY`, while the connection is
+        being re-established: a dropped connection fails what it carried
+        with ``ConnectionLoss``) until answered, or ``request_timeout``."""
         if self._closing:
             return defer.fail(ZooKeeperUnavailable(f"{what}: the client is closed"))
+        return Deferred.fromCoroutine(self._until_answered(send, what))
+
+    async def _until_answered(self, send: Callable[[], Any], what: str) -> Any:
+        deadline = self._reactor.seconds() + self.request_timeout
+        while True:
+            left = deadline - self._reactor.seconds()
+            try:
+                return await self._once(send, what, left)
+            except ZooKeeperUnavailable as error:
+                if (
+                    self._closing
+                    or error.kind not in _TRANSIENT
+                    or deadline - self._reactor.seconds() <= RESEND_DELAY
+                ):
+                    raise
+            await deferLater(self._reactor, RESEND_DELAY, lambda: None)
+
+    def _once(self, send: Callable[[], Any], what: str, timeout: float) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
 
         def answered(result: Any) -> None:
@@ -301,6 +327,9 @@ class ZooKeeperClient:
                 d.errback(self._translate(error, what))
 
         def send_now(_: object) -> Deferred[Any]:
+            if self._closing:
+                d.errback(ZooKeeperUnavailable(f"{what}: the client is closed"))
+                return d
             try:
                 send().rawlink(answered)
             except Exception as error:
@@ -308,7 +337,7 @@ class ZooKeeperClient:
             return d
 
         chained = self._wait_started().addCallback(send_now)
-        chained.addTimeout(self.request_timeout, self._reactor)
+        chained.addTimeout(max(timeout, 0.0), self._reactor)
 
         def timed_out(reason: Failure) -> Failure:
             if reason.check(defer.TimeoutError):
