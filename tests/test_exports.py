@@ -81,6 +81,7 @@ class EveryPublicModuleTests(SynchronousTestCase):
                 "txgeerpc.testing",
                 "txgeerpc.tls",
                 "txgeerpc.xclient",
+                "txgeerpc.zookeeper",
             ],
         )
 

@@ -80,6 +80,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._pool": 4,
     "txgeerpc.xclient": 4,
     "txgeerpc.etcd": 4,
+    "txgeerpc.zookeeper": 4,
     # L5: composition roots, test kit, examples.
     "txgeerpc.tap": 5,
     "txgeerpc.registry_tap": 5,
@@ -87,6 +88,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._twistd": 5,
     "txgeerpc._twistd_etcd": 5,
     "txgeerpc._twistd_security": 5,
+    "txgeerpc._twistd_zookeeper": 5,
     "txgeerpc._twistd_log": 5,
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,

@@ -63,6 +63,7 @@ from .errors import (
     ServerGoingAway,
     TLSError,
     UnexpectedDisconnect,
+    ZooKeeperError,
 )
 from .etcd import DEFAULT_PREFIX, EtcdClient, address_of, heartbeat_of
 from .gob import EMPTY
@@ -255,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help=f"etcd key prefix of the entries (default: {DEFAULT_PREFIX})",
     )
+    servers.add_argument(
+        "--zookeeper",
+        metavar="HOST:PORT[,...]",
+        help="list the servers registered in ZooKeeper instead (pip install txgeerpc[zookeeper])",
+    )
+    servers.add_argument(
+        "--zookeeper-prefix",
+        default=DEFAULT_PREFIX,
+        metavar="P",
+        help=f"ZooKeeper path of the entries (default: {DEFAULT_PREFIX})",
+    )
     servers.add_argument("--json", action="store_true", help="print the listing as JSON")
     servers.add_argument(
         "--wait",
@@ -394,8 +406,11 @@ WAIT_INTERVAL = 0.2  # seconds between two listings with --wait
 
 
 async def _servers(reactor: Any, options: argparse.Namespace) -> int:
-    if (options.registry is None) == (options.etcd is None):
-        print("error: give a REGISTRY_URL or --etcd URL[,URL...]", file=sys.stderr)
+    if [options.registry, options.etcd, options.zookeeper].count(None) != 2:
+        print(
+            "error: give a REGISTRY_URL or --etcd URL[,URL...] or --zookeeper HOST:PORT[,...]",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     if options.registry is not None and not options.registry.startswith(("http://", "https://")):
         print(f"error: {options.registry!r} is not an http:// or https:// URL", file=sys.stderr)
@@ -404,6 +419,8 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
         print("error: --wait wants a number of servers, 0 or more", file=sys.stderr)
         return EXIT_USAGE
     listing = _etcd_servers if options.etcd is not None else _registry_servers
+    if options.zookeeper is not None:
+        listing = _zookeeper_servers
     deadline = None
     while True:
         ages = await listing(reactor, options)
@@ -412,7 +429,11 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
         if len(ages) >= options.wait:
             status = _print_listing(ages, options.json, "last heartbeat")
             if not ages:
-                where = options.registry or f"etcd ({options.etcd_prefix})"
+                where = options.registry or (
+                    f"ZooKeeper ({options.zookeeper_prefix})"
+                    if options.zookeeper is not None
+                    else f"etcd ({options.etcd_prefix})"
+                )
                 print(f"error: no servers: {where} lists none", file=sys.stderr)
                 return EXIT_CALL_FAILED
             return status
@@ -468,6 +489,36 @@ async def _etcd_servers(reactor: Any, options: argparse.Namespace) -> dict[str, 
         address = address_of(options.etcd_prefix.encode(), kv.key)
         if address is not None:
             heartbeat = heartbeat_of(kv.value)
+            ages[address] = None if heartbeat is None else round(max(now - heartbeat, 0), 3)
+    return ages
+
+
+async def _zookeeper_servers(reactor: Any, options: argparse.Namespace) -> dict[str, Any] | int:
+    """The servers registered in ZooKeeper, with their ages, or an exit status."""
+    from .zookeeper import ZooKeeperClient, address_of, check_prefix, heartbeat_of, parent_of
+
+    try:
+        prefix = check_prefix(options.zookeeper_prefix)
+        zookeeper = ZooKeeperClient(
+            reactor, options.zookeeper, request_timeout=options.timeout or 10.0
+        )
+    except (ValueError, ImportError) as error:
+        print(f"error: --zookeeper: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        names = await zookeeper.children(parent_of(prefix))
+        found = [(name, await zookeeper.get(prefix + name)) for name in names]
+    except ZooKeeperError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CALL_FAILED
+    finally:
+        await zookeeper.close()
+    now = reactor.seconds()
+    ages: dict[str, float | None] = {}
+    for name, got in found:
+        address = address_of(name)
+        if address is not None and got is not None:
+            heartbeat = heartbeat_of(got[0])
             ages[address] = None if heartbeat is None else round(max(now - heartbeat, 0), 3)
     return ages
 

@@ -433,3 +433,25 @@ __all__ += [
     "TLSError",
     "Unauthenticated",
 ]
+
+
+class ZooKeeperError(GeeRPCError):
+    """ZooKeeper refused a request (no permission, a bad path), or could not
+    be used at all (see :class:`ZooKeeperUnavailable`).
+
+    :ivar kind: kazoo's name for what went wrong (``NoAuthError``,
+        ``ConnectionLoss``...), ``""`` when none.
+    """
+
+    def __init__(self, message: str, *, kind: str = "") -> None:
+        super().__init__(f"zookeeper: {message}")
+        self.message = message
+        self.kind = kind
+
+
+class ZooKeeperUnavailable(ZooKeeperError):
+    """No ZooKeeper server answered in time, or the session expired under
+    the request."""
+
+
+__all__ += ["ZooKeeperError", "ZooKeeperUnavailable"]

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from . import _twistd_etcd as _options
+from . import _twistd_zookeeper as _zookeeper_options
 from ._services import StopInOrder
 from ._twistd import (
     Built,
@@ -42,6 +43,7 @@ from .registry import (
     RegistryResource,
     purge_interval,
 )
+from .zookeeper import ZooKeeperClient, ZooKeeperStore
 
 __all__ = ["Options", "RegistryServer", "build", "makeService"]
 
@@ -76,6 +78,7 @@ class Options(ServeOptions):
             positive_int,
         ],
         *_options.PARAMETERS,
+        *_zookeeper_options.PARAMETERS,
     ]
 
     def opt_listen(self, endpoint: str) -> None:
@@ -88,6 +91,7 @@ class Options(ServeOptions):
         if not self["path"].startswith("/"):
             raise usage.UsageError(f"--path must start with /, got {self['path']!r}")
         _options.check(self)
+        _zookeeper_options.check(self)
 
 
 class _StoreService(Service):
@@ -101,9 +105,9 @@ class _StoreService(Service):
     def __init__(
         self,
         description: str,
-        etcd: Etcd | None = None,
+        etcd: Etcd | ZooKeeperClient | None = None,
         *,
-        store: EtcdStore | None = None,
+        store: EtcdStore | ZooKeeperStore | None = None,
         clock: IReactorTime | None = None,
         drain: float = 0.0,
     ) -> None:
@@ -163,7 +167,23 @@ def build(config: Options, reactor: Any) -> RegistryServer:
     """
     store: IRegistryStore
     etcd = None
-    if config["etcd"]:
+    if config["zookeeper"]:
+        zookeeper = _zookeeper_options.client(config, reactor)
+        store = zookeeper_store = ZooKeeperStore(
+            zookeeper,
+            timeout=config["timeout"],
+            prefix=config["zookeeper-prefix"],
+            max_entries=config["max-entries"],
+        )
+        described = _StoreService(
+            f"ZooKeeper at {config['zookeeper']}, prefix {config['zookeeper-prefix']!r}"
+            f" (timeout {config['timeout']:g}s, at most {config['max-entries']} entries)",
+            zookeeper,
+            store=zookeeper_store,
+            clock=reactor,
+            drain=config["zookeeper-timeout"],
+        )
+    elif config["etcd"]:
         etcd = _options.client(config, reactor)
         store = etcd_store = EtcdStore(
             etcd,

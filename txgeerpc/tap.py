@@ -22,6 +22,7 @@ from twisted.python.reflect import namedAny
 
 from . import _twistd_etcd as etcd_options
 from . import _twistd_security as security_options
+from . import _twistd_zookeeper as zookeeper_options
 from ._admission import DEFAULT_RECEIVE_BUDGET
 from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._server_protocol import (
@@ -305,6 +306,8 @@ class Options(ServeOptions):
         *etcd_options.PARAMETERS,
         # TLS, authentication, authorization, HTTP endpoints' access (docs/security.md).
         *security_options.PARAMETERS,
+        # Direct registration on ZooKeeper (instead of --registry), with --advertise.
+        *zookeeper_options.PARAMETERS,
     ]
     optFlags = [
         *security_options.FLAGS,
@@ -349,14 +352,25 @@ class Options(ServeOptions):
                 "--registry and --etcd: register at one of them (a registry on the same "
                 "etcd lists the servers registered in it directly)"
             )
+        if self["registry"] and self["zookeeper"]:
+            raise usage.UsageError(
+                "--registry and --zookeeper: register at one of them (a registry on the same "
+                "ZooKeeper lists the servers registered in it directly)"
+            )
+        if self["zookeeper"] and not self["advertise"]:
+            raise usage.UsageError("--zookeeper needs --advertise (the address to register)")
+        if self["zookeeper"] and self["heartbeat"] is not None:
+            raise usage.UsageError(
+                "--heartbeat is for --registry; with --zookeeper the session keeps the entry"
+            )
         if self["etcd"]:
             if not self["advertise"]:
                 raise usage.UsageError("--etcd needs --advertise (the address to register)")
-        elif bool(self["registry"]) != bool(self["advertise"]):
+        elif not self["zookeeper"] and bool(self["registry"]) != bool(self["advertise"]):
             raise usage.UsageError(
                 "--registry and --advertise go together"
                 if self["registry"]
-                else "--advertise needs --registry or --etcd (where to register)"
+                else "--advertise needs --registry or --etcd or --zookeeper (where to register)"
             )
         if self["ttl"] is not None and not self["etcd"]:
             raise usage.UsageError("--ttl needs --etcd")
@@ -369,6 +383,7 @@ class Options(ServeOptions):
             self["ttl"] = DEFAULT_TTL
         etcd_options.check(self)
         security_options.check(self)
+        zookeeper_options.check(self)
         if self["advertise"]:
             try:
                 # Port 0: the port the first TCP --listen gets.
@@ -723,6 +738,17 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
             prefix=config["etcd-prefix"],
             stop_timeout=config["etcd-timeout"],
         )
+    elif config["zookeeper"]:
+        from .zookeeper import ZooKeeperRegistration
+
+        zookeeper = zookeeper_options.client(config, reactor)
+        registration = ZooKeeperRegistration(
+            zookeeper,
+            config["advertise"],
+            reactor,
+            prefix=config["zookeeper-prefix"],
+            stop_timeout=config["zookeeper-timeout"],
+        )
     if registration is not None and server.metrics is not None:
         server.metrics.register(RegistrationCollector(registration))
         if config["etcd"] and etcd is not None:
@@ -736,6 +762,8 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
         ordered = StopInOrder()
         if config["etcd"] and etcd is not None:
             CloseOnStop(etcd.close).setServiceParent(ordered)
+        if config["zookeeper"]:
+            CloseOnStop(zookeeper.close).setServiceParent(ordered)
         parent.setServiceParent(ordered)
         registration.setServiceParent(ordered)
         parent = ordered

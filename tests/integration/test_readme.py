@@ -245,7 +245,7 @@ def installed() -> Path:
 @pytest.fixture
 def shell(tmp_path: Path, installed: Path) -> Iterator[Shell]:
     """A user's shell in a fresh directory.  (The README's commands use its
-    fixed ports, 7001, 7002, 7003, 7301, 9999, 2379...: a second run of this module at the
+    fixed ports, 7001, 7002, 7003, 7301, 9998, 9999, 2379, 2181: a second run of this module at the
     same time, or anything else on those ports, makes them fail.)"""
     user = Shell(tmp_path)
     try:
@@ -270,12 +270,16 @@ ETCD_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat etcd.pid)"
 SECURITY = "$ python make_certs.py"
 METRICS = "curl -s http://127.0.0.1:7301/metrics"
 NETRPC = "call netrpc@127.0.0.1:7003 Arith.Multiply"
+ZOOKEEPER_WALK = "ZK=127.0.0.1:2181"
+ZOOKEEPER_WALK_END = "kill $(cat a.pid) $(cat b.pid) $(cat r2.pid) $(cat zk.pid)"
 MARKERS = [
     DEMO, DEMO_CALLS, MISTAKES, REGISTRY_CURL, CALC, CALC_MAIN, XCLIENT, WALK, WALK_PRINTS,
-    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC, SECURITY, METRICS,
+    WALK_END, ETCD_WALK, ETCD_WALK_END, NETRPC, SECURITY, METRICS, ZOOKEEPER_WALK,
+    ZOOKEEPER_WALK_END,
 ]  # fmt: skip
 WRITTEN = {
     "calc.py", "calc_main.py", "xclient_demo.py", "spread.py", "etcd_spread.py", "make_certs.py",
+    "zookeeper_spread.py",
 }  # fmt: skip
 """The Python files the tests below write and run (all in ``examples/`` too)."""
 
@@ -322,6 +326,13 @@ def test_walk_through_on_etcd(shell: Shell) -> None:
     printed = shell.script(block(ETCD_WALK))
     assert printed == block(WALK_PRINTS).text * 3, printed
     shell.script(block(ETCD_WALK_END))
+
+
+def test_walk_through_on_zookeeper(shell: Shell) -> None:
+    shell.write("spread.py", "zookeeper_spread.py")
+    printed = shell.script(block(ZOOKEEPER_WALK))
+    assert printed == block(WALK_PRINTS).text * 3, printed
+    shell.script(block(ZOOKEEPER_WALK_END))
 
 
 def test_go_netrpc_and_jsonrpc_addresses(shell: Shell) -> None:
