@@ -49,7 +49,9 @@ class FakeRegistry:
     def restart(self, timeout: float) -> None:
         self.store = MemoryStore(timeout)
         root = Resource()
-        mount(root, "/_geerpc_/registry", RegistryResource(self.store, self.clock))
+        # No per-source limits: every request comes from one "source" here.
+        registry = RegistryResource(self.store, self.clock, limits=False)
+        mount(root, "/_geerpc_/registry", registry)
         self.site = Site(root, reactor=self.clock)
 
     def request(

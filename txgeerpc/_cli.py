@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     servers.add_argument(
         "--timeout", type=float, default=10.0, metavar="S", help="seconds to wait (default: 10)"
     )
+    # An https:// registry: its CA, a client certificate, a token (docs/security.md).
+    _add_security_options(servers)
     _add_describe_parser(commands)
     _add_stubs_parser(commands)
     return parser
@@ -452,8 +454,9 @@ async def _servers(reactor: Any, options: argparse.Namespace) -> int:
 async def _registry_servers(reactor: Any, options: argparse.Namespace) -> dict[str, Any] | int:
     """The servers a registry lists, with their ages, or an exit status."""
     url = options.registry
+    request = agent_request(reactor, **_security(options))  # a bad file: one line
     try:
-        answer = await agent_request(reactor)(
+        answer = await request(
             b"GET", url, {b"Accept": b"application/json"}, options.timeout or 10.0
         )
     except Exception as error:
@@ -615,7 +618,7 @@ async def _open(
     """
     security = _security(options)
     client = await _connect_first(
-        await _addresses(reactor, options.address),
+        await _addresses(reactor, options.address, tls=security.get("tls")),
         lambda address: connect(
             reactor,
             address,
@@ -660,16 +663,20 @@ async def _addresses(
     reactor: Any,
     address: str,
     shuffle: Callable[[list[str]], None] = random.shuffle,
+    *,
+    tls: Any = None,
 ) -> list[str]:
     """``[address]``, or, for a registry URL, the servers it lists in random
-    order (the order :func:`_connect_first` tries them in).
+    order (the order :func:`_connect_first` tries them in).  An ``https://``
+    registry's certificate is checked with ``tls`` (``--tls-ca``...; the
+    token is the servers', not sent to the registry).
 
     :raises GeeRPCError: the registry cannot be reached.
     :raises NoServers: it lists none.
     """
     if not address.startswith(("http://", "https://")):
         return [address]
-    discovery = RegistryDiscovery(reactor, agent_request(reactor), address)
+    discovery = RegistryDiscovery(reactor, agent_request(reactor, tls=tls), address)
     discovery.startService()
     try:
         await discovery.ready()

@@ -2,8 +2,11 @@
 ``twistd geerpc``'s security options: TLS on the listening ports
 (``--tls-cert``...), callers' credentials (``--tokens``, client certificates,
 ``--trust-network``), per-method rules (``--authz``) and who may use the
-HTTP endpoints (``--debug-access``, ``--registry-access``, ...).  ``SIGHUP``
-reloads the TLS files and the tokens.  A composition root (L5).
+HTTP endpoints (``--debug-access``, ``--registry-access``, ...), and the
+registry's per-source limits (``--registry-rate``...).  ``twistd
+geerpc-registry`` takes the registry's share of them (:data:`REGISTRY_PARAMETERS`,
+:func:`build_registry`).  ``SIGHUP`` reloads the TLS files and the tokens.
+A composition root (L5).
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from .auth import (
     parse_networks,
 )
 from .errors import TLSConfigError
+from .registry import (
+    DEFAULT_BURST,
+    DEFAULT_ENTRIES_PER_SOURCE,
+    DEFAULT_RATE,
+    IDENTITY_ATTRIBUTE,
+    SourceLimits,
+)
 from .tls import ServerTLS
 
 __all__: list[str] = []  # private: used by txgeerpc.tap
@@ -103,6 +113,69 @@ PARAMETERS += [
     ["registry-tls-key", None, None, "PEM private key of --registry-tls-cert."],
 ]
 
+
+def positive_number(text: str) -> float:
+    """A number more than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise ValueError("must be a number more than 0")
+    return value
+
+
+positive_number.coerceDoc = "A number, > 0."  # type: ignore[attr-defined]
+
+
+def _positive_int(text: str) -> int:
+    from ._twistd import positive_int
+
+    return positive_int(text)
+
+
+_positive_int.coerceDoc = "A whole number, >= 1."  # type: ignore[attr-defined]
+
+LIMIT_PARAMETERS: list[list[Any]] = [
+    [
+        "registry-rate",
+        None,
+        DEFAULT_RATE,
+        "Registry writes (POST, DELETE) per second one source may send (a source: an IP "
+        "address, with the identity that authenticated it); more are answered 429.",
+        positive_number,
+    ],
+    [
+        "registry-burst",
+        None,
+        DEFAULT_BURST,
+        "Registry writes one source may send at once, before --registry-rate applies.",
+        _positive_int,
+    ],
+    [
+        "registry-source-entries",
+        None,
+        DEFAULT_ENTRIES_PER_SOURCE,
+        "Servers one source may list in the registry at once; one more is answered 429.",
+        _positive_int,
+    ],
+]
+PARAMETERS += LIMIT_PARAMETERS
+
+REGISTRY_PARAMETERS: list[list[Any]] = [
+    *[row for row in PARAMETERS[:4] if row[0] in ("tls-cert", "tls-key", "tls-ca", "tokens")],
+    [
+        "registry-access",
+        None,
+        LOCAL,
+        "Who may write to the registry (POST, DELETE; reads stay open): open, "
+        f"authenticated (a --tokens token, a client certificate from --tls-ca, a "
+        f"--trust-network) or local (default {LOCAL}).",
+    ],
+    *LIMIT_PARAMETERS,
+]
+"""``twistd geerpc-registry``'s share of the options."""
+
 FLAGS: list[list[Any]] = [
     [
         "tls-require-client-cert",
@@ -121,6 +194,32 @@ def opt_trust_network(config: usage.Options, spec: str) -> None:
     except ValueError as error:
         raise usage.UsageError(f"--trust-network {error}") from None
     config["trust-network"].append(spec)
+
+
+def check_registry(config: usage.Options) -> None:
+    """Validate ``twistd geerpc-registry``'s security options.
+
+    :raises usage.UsageError: with what is wrong.
+    """
+    if (config["tls-cert"] is None) != (config["tls-key"] is None):
+        raise usage.UsageError("--tls-cert and --tls-key go together")
+    if config["tls-cert"] is None:
+        for name in ("tls-ca", "tls-require-client-cert"):
+            if config[name]:
+                raise usage.UsageError(f"--{name} needs --tls-cert and --tls-key")
+    if config["tls-require-client-cert"] and config["tls-ca"] is None:
+        raise usage.UsageError("--tls-require-client-cert needs --tls-ca (to check them)")
+    if config["registry-access"] not in ACCESS:
+        raise usage.UsageError(
+            f"--registry-access {config['registry-access']!r}: expected one of {', '.join(ACCESS)}"
+        )
+    if config["registry-access"] == AUTHENTICATED and not (
+        config["tokens"] or config["tls-ca"] or config["trust-network"]
+    ):
+        raise usage.UsageError(
+            "--registry-access authenticated needs --tokens, --tls-ca or --trust-network "
+            "(who could write otherwise?)"
+        )
 
 
 def check(config: usage.Options) -> None:
@@ -206,6 +305,52 @@ def build(config: usage.Options) -> Security:
     web_guard = guard if guard is not None else Guard(checkers)
     access = {name: config[f"{name}-access"] for name in DEFAULT_ACCESS}
     return Security(tls, config["tls-only"], guard, tokens, access, web_guard)
+
+
+def build_registry(config: usage.Options) -> Security:
+    """``twistd geerpc-registry``'s TLS settings and credential checkers.
+
+    :raises StartupError: a file that cannot be used (one line).
+    """
+    from ._twistd import StartupError
+
+    tls = None
+    if config["tls-cert"] is not None:
+        try:
+            tls = ServerTLS(
+                config["tls-cert"],
+                config["tls-key"],
+                ca=config["tls-ca"],
+                require_client_cert=config["tls-require-client-cert"],
+            )
+        except TLSConfigError as error:
+            raise StartupError(f"--tls-cert: {error}") from None
+    checkers: list[Any] = []
+    tokens = None
+    if config["tokens"] is not None:
+        try:
+            tokens = TokenChecker.from_file(config["tokens"])
+        except ValueError as error:
+            raise StartupError(f"--tokens: {error}") from None
+        checkers.append(tokens)
+    if config["tls-ca"] is not None:
+        checkers.append(CertificateChecker())
+    networks = parse_networks(config["trust-network"])
+    if networks:
+        checkers.append(NetworkChecker(networks))
+    access = {"registry": config["registry-access"]}
+    return Security(tls, False, None, tokens, access, Guard(checkers))
+
+
+def source_limits(config: usage.Options, clock: Any, timeout: float) -> SourceLimits:
+    """The registry's per-source limits the options set."""
+    return SourceLimits(
+        clock,
+        timeout,
+        rate=config["registry-rate"],
+        burst=config["registry-burst"],
+        entries_per_source=config["registry-source-entries"],
+    )
 
 
 def heartbeat_request(config: usage.Options, reactor: Any) -> Any:
@@ -295,6 +440,8 @@ class GuardedResource(Resource):
         found: list[Any] = []
         self._guard.authenticate(metadata, transport).addBoth(found.append)
         if found and isinstance(found[0], str):
+            # Who wrote: the registry's per-source limits count it.
+            setattr(request, IDENTITY_ATTRIBUTE, found[0])
             return None
         return 401, f"the {self._name} needs a valid token or client certificate"
 

@@ -14,12 +14,14 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from . import _twistd_etcd as _options
 from . import _twistd_zookeeper as _zookeeper_options
+from . import _twistd_security as _security
 from ._services import StopInOrder
 from ._twistd import (
     Built,
@@ -79,7 +81,26 @@ class Options(ServeOptions):
         ],
         *_options.PARAMETERS,
         *_zookeeper_options.PARAMETERS,
+        # TLS on its port, who may write, per-source limits (docs/security.md).
+        *_security.REGISTRY_PARAMETERS,
     ]
+    optFlags = [
+        [
+            "tls-require-client-cert",
+            None,
+            "Refuse TLS clients without a certificate from --tls-ca (during the handshake).",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["trust-network"] = []
+
+    def opt_trust_network(self, spec: str) -> None:
+        """NETWORK=IDENTITY: writes from NETWORK are IDENTITY's, with
+        --registry-access authenticated (how Go servers, which send no token,
+        are let in); repeatable, e.g. 10.0.0.0/8=go-servers."""
+        _security.opt_trust_network(self, spec)
 
     def opt_listen(self, endpoint: str) -> None:
         """Twisted server endpoint string to listen on (repeatable).
@@ -92,6 +113,7 @@ class Options(ServeOptions):
             raise usage.UsageError(f"--path must start with /, got {self['path']!r}")
         _options.check(self)
         _zookeeper_options.check(self)
+        _security.check_registry(self)
 
 
 class _StoreService(Service):
@@ -204,8 +226,19 @@ def build(config: Options, reactor: Any) -> RegistryServer:
         described = _StoreService(
             f"memory (timeout {config['timeout']:g}s, at most {config['max-entries']} entries)"
         )
+    security = _security.build_registry(config)
+    limits = _security.source_limits(config, reactor, config["timeout"])
     root = Resource()
-    mount(root, config["path"], RegistryResource(store, reactor))
+    registry = RegistryResource(store, reactor, limits=limits)
+    mount(root, config["path"], registry)
+    _security.guard_path(
+        root,
+        config["path"],
+        security.access["registry"],
+        security.web_guard,
+        "registry",
+        methods=(b"POST", b"DELETE", b"PUT"),
+    )
     if config["metrics-path"].lower() != "none":
         metrics = registry_metrics(store)
         if etcd is not None:
@@ -213,9 +246,15 @@ def build(config: Options, reactor: Any) -> RegistryServer:
         mount(root, config["metrics-path"], metrics_resource(metrics))
     site = QuietSite(root, reactor=reactor)
     site.quiet_paths.add(config["path"].encode())
+    served: Any = site
     rest = MultiService()
+    if security.tls is not None:
+        # https only: the registry's port does not sniff (one protocol).
+        served = TLSMemoryBIOFactory(security.tls, False, site)
+    if security.tls is not None or security.tokens is not None:
+        _security.ReloadOnHangup(reactor, security).setServiceParent(rest)
     RegistryPurge(store, reactor, purge_interval(config["timeout"])).setServiceParent(rest)
-    listeners = tuple(Listener(reactor, description, site) for description in config["listen"])
+    listeners = tuple(Listener(reactor, description, served) for description in config["listen"])
     for listener in listeners:
         listener.setServiceParent(rest)
     parent = StopInOrder()

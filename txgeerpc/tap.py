@@ -675,7 +675,8 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     if registry_path is not None:
         # An embedded registry on the same port, so the demo has one.
         store = MemoryStore(config["registry-timeout"], max_entries=config["registry-max-entries"])
-        registry = RegistryResource(store, reactor)
+        limits = security_options.source_limits(config, reactor, config["registry-timeout"])
+        registry = RegistryResource(store, reactor, limits=limits)
         server.registry = registry  # the debug page lists its entries
         mount(factory.site.resource, registry_path, registry)
         factory.site.quiet_paths.add(registry_path.encode())

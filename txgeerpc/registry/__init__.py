@@ -4,7 +4,8 @@ The GeeRPC registry (docs/protocol.md section 10) and its clients.
 - :class:`RegistryResource`: the registry, a ``twisted.web`` resource over
   an :class:`~txgeerpc.interfaces.IRegistryStore` (:class:`MemoryStore`, or
   :class:`~txgeerpc.etcd.EtcdStore`), with :class:`RegistryPurge` dropping
-  expired entries on a timer;
+  expired entries on a timer and :class:`SourceLimits` limiting each
+  source's writes;
 - :class:`Heartbeat`: a server keeping itself registered (an
   :class:`~txgeerpc.interfaces.IRegistration`);
 - :class:`RegistryDiscovery`: the servers a registry lists, polled (an
@@ -18,6 +19,16 @@ discovery ask the one that answered last and fail over to the next ones.
 from ._discovery import DEFAULT_KEEP_ON_EMPTY, DEFAULT_REFRESH, RegistryDiscovery
 from ._heartbeat import DEFAULT_PERIOD, MAX_PERIOD, MIN_PERIOD, Heartbeat
 from ._http import MAX_ANSWER_BODY, agent_request
+from ._limits import (
+    DEFAULT_BURST,
+    DEFAULT_ENTRIES_PER_SOURCE,
+    DEFAULT_MAX_SOURCES,
+    DEFAULT_RATE,
+    IDENTITY_ATTRIBUTE,
+    Refusal,
+    SourceLimits,
+    source_of,
+)
 from ._resource import RegistryResource
 from ._store import (
     DEFAULT_MAX_ENTRIES,
@@ -43,11 +54,16 @@ from ._wire import (
 )
 
 __all__ = [
+    "DEFAULT_BURST",
+    "DEFAULT_ENTRIES_PER_SOURCE",
     "DEFAULT_KEEP_ON_EMPTY",
     "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_MAX_SOURCES",
     "DEFAULT_PERIOD",
+    "DEFAULT_RATE",
     "DEFAULT_REFRESH",
     "DEFAULT_TIMEOUT",
+    "IDENTITY_ATTRIBUTE",
     "MAX_ANSWER_BODY",
     "MAX_LISTING_HEADER",
     "MAX_PERIOD",
@@ -60,15 +76,18 @@ __all__ = [
     "Heartbeat",
     "InvalidServerAddress",
     "MemoryStore",
+    "Refusal",
     "RegistryDiscovery",
     "RegistryPurge",
     "RegistryResource",
     "Request",
+    "SourceLimits",
     "agent_request",
     "fails_over",
     "listed_servers",
     "purge_interval",
     "registry_listing",
     "registry_urls",
+    "source_of",
     "validate_address",
 ]

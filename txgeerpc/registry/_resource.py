@@ -17,7 +17,9 @@ purged on a timer too (:class:`~txgeerpc.registry.RegistryPurge`), ``DELETE`` wi
 header deregisters, a ``GET`` that accepts ``application/json`` gets every
 entry with its last heartbeat, and the number of entries is bounded (a
 heartbeat for a new server when full is ``503``; see
-:class:`~txgeerpc.registry.MemoryStore`).  Where entries live is an
+:class:`~txgeerpc.registry.MemoryStore`), and so are each source's writes
+(:class:`~txgeerpc.registry.SourceLimits`: a rate, ``429``; an entry limit,
+``429``; another source's entry, ``403``).  Where entries live is an
 :class:`~txgeerpc.interfaces.IRegistryStore` (a ``MemoryStore``, an
 :class:`~txgeerpc.etcd.EtcdStore`...).
 """
@@ -25,6 +27,7 @@ heartbeat for a new server when full is ``503``; see
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -38,6 +41,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ..errors import RegistryFull
 from ..interfaces import IRegistryStore
+from ._limits import IDENTITY_ATTRIBUTE, Refusal, SourceLimits, source_of
 from ._store import Entry
 from ._wire import (
     MAX_LISTING_HEADER,
@@ -51,15 +55,33 @@ from ._wire import (
 
 class RegistryResource(Resource):
     """The registry at one path (``/_geerpc_/registry`` by default): mount it
-    there (``putChild``); any path below it answers ``404``."""
+    there (``putChild``); any path below it answers ``404``.
+
+    :param limits: each source's write rate, entry limit and ownership
+        (default: a :class:`~txgeerpc.registry.SourceLimits` with its
+        defaults and the store's timeout; ``False``: none).
+    """
 
     isLeaf = True
     _log = Logger()
+    NOTE_INTERVAL = 10.0
+    """Seconds between two log lines about refused writes (with their count)."""
 
-    def __init__(self, store: IRegistryStore, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        store: IRegistryStore,
+        clock: IReactorTime,
+        *,
+        limits: SourceLimits | bool | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
         self.clock = clock
+        if limits is None or limits is True:
+            limits = SourceLimits(clock, store.timeout)
+        self.limits: SourceLimits | None = limits or None
+        self._noted_at: float | None = None
+        self._unnoted = 0
 
     def render(self, request: Request) -> bytes | int:
         if request.postpath:
@@ -73,10 +95,14 @@ class RegistryResource(Resource):
             address = self._address(request)
             if address is None:
                 return b""
+            source = self._source(request)
+            refused = self._limited(request, source, method, address)
+            if refused is not None:
+                return refused
             return self._answer(
                 request,
                 self.store.heartbeat(address, self.clock.seconds()),
-                partial(self._registered, request, address),
+                partial(self._registered, request, address, source),
             )
         if method in (b"GET", b"HEAD"):
             now = self.clock.seconds()
@@ -85,6 +111,9 @@ class RegistryResource(Resource):
             address = self._address(request)
             if address is None:
                 return b""
+            refused = self._limited(request, self._source(request), method, address)
+            if refused is not None:
+                return refused
             return self._answer(
                 request,
                 self.store.deregister(address),
@@ -198,13 +227,54 @@ class RegistryResource(Resource):
             request.write(f"bad {SERVER_HEADER.decode()}: {error}\n".encode())
             return None
 
-    def _registered(self, request: Request, address: str, new: bool) -> bytes:
+    def _source(self, request: Request) -> str:
+        host = getattr(request.getClientAddress(), "host", None)
+        return source_of(host, getattr(request, IDENTITY_ATTRIBUTE, None))
+
+    def _limited(self, request: Request, source: str, method: bytes, address: str) -> bytes | None:
+        """The answer to a write the limits refuse (logged at most every
+        :attr:`NOTE_INTERVAL` seconds), or ``None``."""
+        if self.limits is None:
+            return None
+        refusal = self.limits.check(source, method, address)
+        if refusal is None:
+            return None
+        self._note(source, address, refusal)
+        request.setResponseCode(refusal.status)
+        if refusal.retry_after is not None:
+            request.setHeader(b"retry-after", b"%d" % max(1, math.ceil(refusal.retry_after)))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"{refusal.text}\n".encode()
+
+    def _note(self, source: str, address: str, refusal: Refusal) -> None:
+        now = self.clock.seconds()
+        self._unnoted += 1
+        if self._noted_at is not None and now - self._noted_at < self.NOTE_INTERVAL:
+            return
+        self._log.warn(
+            "registry: refused {count} write(s) in {interval}s; last from {source} for "
+            "{address}: {status} {text}",
+            count=self._unnoted,
+            interval=f"{self.NOTE_INTERVAL:g}",
+            source=source,
+            address=address,
+            status=refusal.status,
+            text=refusal.text,
+        )
+        self._noted_at = now
+        self._unnoted = 0
+
+    def _registered(self, request: Request, address: str, source: str, new: bool) -> bytes:
+        if self.limits is not None:
+            self.limits.listed(source, address)
         if new:
             self._log.info("registry: {address} joined", address=address)
         request.setHeader(TIMEOUT_HEADER, f"{self.store.timeout:g}".encode())
         return b""
 
     def _deregistered(self, request: Request, address: str, known: bool) -> bytes:
+        if self.limits is not None:
+            self.limits.left(address)
         if known:
             self._log.info("registry: {address} left", address=address)
         else:
