@@ -375,27 +375,49 @@ class _Refused:
         self.error = error
 
 
+_JSON, _WHOLE, _STREAM = 0, 1, 2
+"""How a codec's messages are decoded in frames: JSON (bytes, parsed within
+their budget here), whole (the decoder's ``decode_header`` / ``decode_body``
+take one complete message's bytes: msgpack, protobuf), or a stream (gob: its
+type definitions span messages, so each direction keeps one decoder, fed the
+header then the body of each frame)."""
+
+
 class _Side:
     """One codec's state in one direction of a framed connection (gob keeps
     type definitions per stream, as in the plain stream)."""
 
-    __slots__ = ("codec", "decoder", "encoder", "json", "split")
+    __slots__ = ("codec", "decoder", "encoder", "kind", "parts", "split")
 
     def __init__(self, codec: ICodec, max_message_size: int) -> None:
         self.codec = codec
-        self.json = codec.name == JSON
         self.decoder: Any = codec.new_decoder(max_message_size)
+        if codec.name == JSON:
+            self.kind = _JSON
+        elif getattr(self.decoder, "decodes_whole_messages", False):
+            self.kind = _WHOLE
+        else:
+            self.kind = _STREAM
         self.encoder: Any = None
+        self.parts: Any = None
         split: Callable[[bytes], int] | None = None
         if codec.name == GOB:
             split = _gob_split
         self.split = split
+
+    def new_encoder(self) -> None:
+        encoder = self.encoder = self.codec.new_encoder()
+        self.parts = getattr(encoder, "encode_parts", None)
 
 
 @implementer(IMessageDecoder)
 class FramedDecoder:
     """Frames -> headers and bodies, each frame decoded with the codec its
     id names (looked up by name in ``lookup``: the codec registry).
+
+    :meth:`next_message` returns each frame's header already decoded (a
+    :class:`~txgeerpc._wire.Header`; :meth:`decode_header` hands it back),
+    then its body, raw until :meth:`decode_body`.
 
     :param lookup: codec name -> codec (raises
         :class:`~txgeerpc.errors.UnsupportedCodec` for unknown names).
@@ -462,26 +484,25 @@ class FramedDecoder:
         frames = self._frames
         while frames:
             frame = frames.popleft()
-            side = self._side_for(frame.codec)
-            if side.json:
-                header: object = frame.header
-            else:
+            side = self._sides.get(frame.codec) or self._side_for(frame.codec)
+            if side.kind is _STREAM:
                 decoder = side.decoder
                 decoder.feed(frame.header)
-                header = decoder.next_message()
+                message = decoder.next_message()
                 if decoder.buffered():
                     raise ProtocolError("framed: the header region holds more than one message")
-                if header is None:
+                if message is None:
                     if frame.body_size == 0:
                         continue  # codec state only (gob type definitions)
                     raise ProtocolError("framed: the header region holds no message")
+                header: Header = decoder.decode_header(message)
+            else:
+                header = side.decoder.decode_header(frame.header)
             self._side = side
             self._body = self._body_of(frame, side)
             self._has_body = True
             if frame.codec != self.default and self.default is not None:
-                # Decoded again by decode_header; rare (a per-call codec).
-                seq = side.decoder.decode_header(header)[1]
-                self.codec_of_seq[seq] = frame.codec
+                self.codec_of_seq[header[1]] = frame.codec  # a per-call codec
             return header
         if self._error is not None:
             raise self._error
@@ -499,7 +520,7 @@ class FramedDecoder:
                 body = decompress(frame.compression, body, self._limit)
             except CodecError as error:
                 return _Refused(error)
-        if side.json:
+        if side.kind is not _STREAM:
             return body
         decoder = side.decoder
         decoder.feed(body)
@@ -509,23 +530,25 @@ class FramedDecoder:
         return message
 
     def decode_header(self, message: object) -> Header:
-        side = self._side
-        assert side is not None
-        if side.json:
-            return side.decoder.decode_header(message)  # type: ignore[no-any-return]
-        return side.decoder.decode_header(message)  # type: ignore[no-any-return]
+        """The header :meth:`next_message` returned (decoded there)."""
+        return message  # type: ignore[return-value]
 
     def decode_body(self, message: object) -> Any:
-        if type(message) is bytes:  # JSON: parsed within its memory budget
+        """The body of the frame whose header came last, decoded by its codec.
+
+        :raises CodecError: it does not decode, or its frame was refused
+            (over the limit, an unaccepted or bad compression).
+        """
+        side = self._side
+        assert side is not None
+        if isinstance(message, _Refused):
+            raise message.error
+        if side.kind is _JSON:  # parsed within its memory budget
             try:
-                value, self._left = loads_within(message, budget=True)
+                value, self._left = loads_within(message, budget=True)  # type: ignore[arg-type]
             except JSONError as error:
                 raise CodecError(f"json: {error}") from None
             return value
-        if isinstance(message, _Refused):
-            raise message.error
-        side = self._side
-        assert side is not None
         self._left = -1
         return side.decoder.decode_body(message)
 
@@ -564,7 +587,7 @@ class FramedEncoder:
         self._compression = compression
         self._threshold = threshold
         self._codec_of_seq = codec_of_seq
-        self._last: tuple[_Side, bytes] | None = None
+        self._last: tuple[_Side, bytes, bytes] | None = None
         self.sent_raw = 0
         """Body bytes before compression (for statistics and benchmarks)."""
 
@@ -576,40 +599,46 @@ class FramedEncoder:
         side = self._sides.get(codec_id)
         if side is None:
             side = _Side(self._lookup(CODEC_IDS[codec_id]), 1 << 62)
-            side.encoder = side.codec.new_encoder()
+            side.new_encoder()
             self._sides[codec_id] = side
         return side
 
     def encode(
         self, header: Header, body: Any, body_type: Any = None, codec: int | None = None
     ) -> bytes:
+        """One frame: the header, then the body (compressed when asked and
+        worth it), in the connection's codec, or in ``codec`` (an id), or,
+        for a reply, in the codec its request came in.
+
+        :raises CodecError: the header or the body cannot be encoded.
+        :raises UnsupportedCodec: ``codec`` names a codec this side lacks.
+        """
         if codec is None:
             codec = self._default
             mapping = self._codec_of_seq
             if mapping:
                 codec = mapping.pop(header[1], codec)
-        side = self._side_for(codec)
-        encoder = side.encoder
-        parts = getattr(encoder, "encode_parts", None)
+        side = self._sides.get(codec) or self._side_for(codec)
+        parts = side.parts
         if parts is not None:
             head, data = parts(header, body, body_type)
+            self._last = (side, head, data)
         else:
-            whole = encoder.encode(header, body, body_type)
-            self._last = (side, whole)
-            if side.json:
+            whole = side.encoder.encode(header, body, body_type)
+            if side.kind is _JSON:
                 head, data = _json_split(whole)
             elif side.split is not None:
                 cut = side.split(whole)
                 head, data = whole[:cut], whole[cut:]
             else:
                 head, data = self._mirror_split(side, whole)
+            self._last = (side, head, data)
         compression = NONE
         if self._compression and len(data) >= self._threshold:
             packed = compress(self._compression, data)
             if len(packed) < len(data):
                 data, compression = packed, self._compression
-        frame: bytes = PREFIX.pack(codec, compression, len(head), len(data)) + head + data
-        return frame
+        return b"".join((PREFIX.pack(codec, compression, len(head), len(data)), head, data))
 
     @staticmethod
     def _mirror_split(side: _Side, whole: bytes) -> tuple[bytes, bytes]:
@@ -626,8 +655,8 @@ class FramedEncoder:
         last = self._last
         if last is None:
             return b""
-        side, whole = last
-        state: bytes = side.encoder.withdraw(whole)
+        side, head, data = last
+        state: bytes = side.encoder.withdraw(head + data)
         if not state:
             return b""
         return PREFIX.pack(CODEC_NUMBERS[side.codec.name], NONE, len(state), 0) + state
