@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from zope.interface import implementer
 
 from ._budget import memory_budget
-from ._jsonvalue import JSONError, loads_within
+from ._jsonvalue import JSONError, loads_within, scan_once
 from ._wire import GOB, JSON, Header
 from .errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from .interfaces import ICodec, IMessageDecoder, IMessageEncoder
@@ -258,13 +257,15 @@ class FrameParser:
 
     def __init__(self, max_message_size: int, after_plain: bool = False) -> None:
         self._limit = max_message_size
-        self._buf = bytearray()
+        # What was fed and not yet parsed: the bytes fed as they are while
+        # they are whole frames (no copy), a bytearray once a frame spans feeds.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._skip = 0  # body bytes still to throw away
         self._leading = after_plain
 
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held (skipped bytes are not held)."""
+        """Bytes fed and not yet taken as frames (skipped bytes are not held)."""
         return len(self._buf) - self._pos
 
     def skipping(self) -> int:
@@ -278,67 +279,91 @@ class FrameParser:
         :raises ProtocolError: an unknown codec id.
         :raises MessageTooLarge: a header over the limit.
         """
+        self.add(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(Frame(*frame))
+        return frames
+
+    def add(self, data: bytes) -> None:
+        """Take more of the stream; :meth:`next_frame` parses it."""
         if self._skip:
             if len(data) <= self._skip:
                 self._skip -= len(data)
-                return []
+                return
             data = data[self._skip :]
             self._skip = 0
         if self._leading:
             stripped = data.lstrip(_WHITESPACE)
             if not stripped:
-                return []
+                return
             data = stripped
             self._leading = False
         buf = self._buf
-        buf += data
-        frames: list[Frame] = []
+        if self._pos == len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        elif type(buf) is bytes:
+            self._buf = bytearray(memoryview(buf)[self._pos :])
+            self._buf += data
+            self._pos = 0
+        else:
+            buf += data
+
+    def next_frame(self) -> tuple[int, int, bytes, bytes | None, int] | None:
+        """The next complete frame as ``(codec id, compression id, header,
+        body or None when skipped, body size)``, or ``None`` until more
+        bytes are added.  A body over the limit is dropped as it arrives.
+
+        :raises ProtocolError: an unknown codec id.
+        :raises MessageTooLarge: a header over the limit.
+        """
+        buf = self._buf
         pos = self._pos
         end = len(buf)
+        if end - pos < PREFIX_SIZE:
+            return None
+        codec, compression, header_size, body_size = PREFIX.unpack_from(buf, pos)
+        if codec not in CODEC_IDS:
+            raise ProtocolError(f"framed: unknown codec id {codec}")
         limit = self._limit
-        while end - pos >= PREFIX_SIZE:
-            codec, compression, header_size, body_size = PREFIX.unpack_from(buf, pos)
-            if codec not in CODEC_IDS:
-                raise ProtocolError(f"framed: unknown codec id {codec}")
-            if header_size > limit:
-                raise MessageTooLarge(header_size, limit)
-            start = pos + PREFIX_SIZE
-            if body_size > limit:
-                if end - start < header_size:
-                    break
-                header_end = start + header_size
-                frames.append(
-                    Frame(codec, compression, bytes(buf[start:header_end]), None, body_size)
-                )
-                available = end - header_end
-                if available >= body_size:
-                    pos = header_end + body_size
-                    continue
+        if header_size > limit:
+            raise MessageTooLarge(header_size, limit)
+        start = pos + PREFIX_SIZE
+        header_end = start + header_size
+        if body_size > limit:
+            if header_end > end:
+                return None
+            header = bytes(buf[start:header_end])
+            available = end - header_end
+            if available >= body_size:
+                self._advance(header_end + body_size)
+            else:
                 self._skip = body_size - available
-                pos = end
-                break
-            total = header_size + body_size
-            if end - start < total:
-                break
-            header_end = start + header_size
-            frames.append(
-                Frame(
-                    codec,
-                    compression,
-                    bytes(buf[start:header_end]),
-                    bytes(buf[header_end : header_end + body_size]),
-                    body_size,
-                )
-            )
-            pos = header_end + body_size
-        if pos == end:
-            buf.clear()
+                self._advance(end)
+            return codec, compression, header, None, body_size
+        body_end = header_end + body_size
+        if body_end > end:
+            return None
+        frame = (
+            codec,
+            compression,
+            bytes(buf[start:header_end]),
+            bytes(buf[header_end:body_end]),
+            body_size,
+        )
+        self._advance(body_end)
+        return frame
+
+    def _advance(self, pos: int) -> None:
+        buf = self._buf
+        if pos == len(buf):
+            self._buf = b""
             pos = 0
-        elif pos > 65536 and pos > (end >> 1):
+        elif type(buf) is bytearray and pos > 65536 and pos > (len(buf) >> 1):
             del buf[:pos]
             pos = 0
         self._pos = pos
-        return frames
 
 
 # -- codecs in frames ---------------------------------------------------------
@@ -436,7 +461,7 @@ class FramedDecoder:
         self._lookup = lookup
         self._limit = max_message_size
         self._parser = FrameParser(max_message_size, after_plain)
-        self._frames: deque[Frame] = deque()
+        self._next_frame = self._parser.next_frame
         self._sides: dict[int, _Side] = {}
         self._accepted = frozenset(compressions) | {NONE}
         self._body: Any = None  # the body of the frame whose header was returned
@@ -447,23 +472,8 @@ class FramedDecoder:
         """Seq -> codec id of requests in another codec than ``default``
         (their replies go out in it); filled when ``default`` is set."""
         self.default: int | None = None
-        self._error: ProtocolError | None = None
-
-    def buffered(self) -> int:
-        return self._parser.buffered() + sum(
-            len(frame.header) + len(frame.body or b"") for frame in self._frames
-        )
-
-    def feed(self, data: bytes) -> None:
-        if self._error is not None:
-            return
-        try:
-            frames = self._parser.feed(data)
-        except ProtocolError as error:  # raised once the frames before it are taken
-            self._error = error
-            return
-        if frames:
-            self._frames.extend(frames)
+        self.feed = self._parser.add
+        self.buffered = self._parser.buffered
 
     def _side_for(self, codec_id: int) -> _Side:
         side = self._sides.get(codec_id)
@@ -481,43 +491,62 @@ class FramedDecoder:
             body: object = self._body
             self._body = None
             return body
-        frames = self._frames
-        while frames:
-            frame = frames.popleft()
-            side = self._sides.get(frame.codec) or self._side_for(frame.codec)
-            if side.kind is _STREAM:
+        next_frame = self._next_frame
+        sides = self._sides
+        # Frames are parsed here, as they are asked for: a bad prefix fails
+        # once the frames before it are taken.
+        while (frame := next_frame()) is not None:
+            codec, compression, head, body, body_size = frame
+            side = sides.get(codec) or self._side_for(codec)
+            kind = side.kind
+            if kind is _STREAM:
                 decoder = side.decoder
-                decoder.feed(frame.header)
+                decoder.feed(head)
                 message = decoder.next_message()
                 if decoder.buffered():
                     raise ProtocolError("framed: the header region holds more than one message")
                 if message is None:
-                    if frame.body_size == 0:
+                    if body_size == 0:
                         continue  # codec state only (gob type definitions)
                     raise ProtocolError("framed: the header region holds no message")
                 header: Header = decoder.decode_header(message)
+            elif kind is _JSON:
+                header = self._json_header(side, head)
             else:
-                header = side.decoder.decode_header(frame.header)
+                header = side.decoder.decode_header(head)
             self._side = side
-            self._body = self._body_of(frame, side)
+            if body is None or compression or kind is _STREAM:
+                body = self._body_of(codec, compression, body, body_size, side)
+            self._body = body
             self._has_body = True
-            if frame.codec != self.default and self.default is not None:
-                self.codec_of_seq[header[1]] = frame.codec  # a per-call codec
+            if codec != self.default and self.default is not None:
+                self.codec_of_seq[header[1]] = codec  # a per-call codec
             return header
-        if self._error is not None:
-            raise self._error
         return None
 
-    def _body_of(self, frame: Frame, side: _Side) -> object:
-        body = frame.body
+    @staticmethod
+    def _json_header(side: _Side, head: bytes) -> Header:
+        text = ""
+        try:
+            text = head.decode()
+            value, end = scan_once(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1
+        if end < 0 or end != len(text):  # not plain valid JSON: the codec's own errors
+            return side.decoder.decode_header(head)  # type: ignore[no-any-return]
+        return side.decoder.decode_header((value,))  # type: ignore[no-any-return]
+
+    def _body_of(
+        self, codec: int, compression: int, body: bytes | None, body_size: int, side: _Side
+    ) -> object:
         if body is None:
-            return _Refused(BodyTooLarge(frame.body_size, self._limit))
-        if frame.compression:
-            if frame.compression not in self._accepted:
-                name = COMPRESSION_IDS.get(frame.compression, str(frame.compression))
+            return _Refused(BodyTooLarge(body_size, self._limit))
+        if compression:
+            if compression not in self._accepted:
+                name = COMPRESSION_IDS.get(compression, str(compression))
                 return _Refused(CodecError(f"framed: compression {name} is not accepted"))
             try:
-                body = decompress(frame.compression, body, self._limit)
+                body = decompress(compression, body, self._limit)
             except CodecError as error:
                 return _Refused(error)
         if side.kind is not _STREAM:
