@@ -70,9 +70,20 @@ def load(
         option = wire.Option(codec_type=codec.name)
         if "extension" in extras:  # the client names the txgeerpc extension
             option = wire.Option(codec_type=codec.name, extension=1)
-        client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22)
+        framed: dict[str, Any] = {}
+        if "framed" in extras:  # framed mode (docs/protocol.md 13.11)
+            option = wire.Option(codec_type=codec.name, extension=1, framed=True)
+            framed["lookup"] = lambda name: codecs.default_registry.get(name, aliases=False)
+        client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22, **framed)
         to_server = StringTransport()
         client_side.makeConnection(to_server)
+        if framed:  # the Option, the hello, the switch: framed from here on
+            for _ in range(2):
+                server_side.dataReceived(to_server.value())
+                to_server.clear()
+                client_side.dataReceived(to_client.value())
+                to_client.clear()
+            assert client_side.framed
         argument = {"Num1": 6, "Num2": 7}
 
         def one_batch() -> None:
@@ -112,21 +123,28 @@ def main() -> None:
         "--this",
         action="append",
         default=[],
-        choices=["extension", "interceptor"],
+        choices=["extension", "interceptor", "framed"],
         help="in this tree only: the client names the txgeerpc extension (as txgeerpc "
-        "clients do since issue 14), or the server has one pass-through interceptor",
+        "clients do since issue 14), the server has one pass-through interceptor, or the "
+        "connection is framed (against a plain base: framed against plain)",
+    )
+    parser.add_argument("--codecs", default="gob,json", help="comma-separated (gob,json)")
+    parser.add_argument(
+        "--framed", action="store_true", help="both trees in framed mode (docs/protocol.md 13.11)"
     )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(options.base)
         if not (base / "txgeerpc").is_dir():
             base = checkout(options.base, Path(scratch))
-        trees = {"base": load(base), "this": load(HERE, frozenset(options.this))}
+        both = frozenset(["framed"] if options.framed else [])
+        trees = {"base": load(base, both), "this": load(HERE, frozenset(options.this) | both)}
         rounds = f"{options.rounds} rounds x {options.calls} calls"
         extras = f" with {', '.join(options.this)}" if options.this else ""
+        extras += "; both framed" if options.framed else ""
         print(f"base: {options.base}; this: {HERE}{extras}; {rounds}")
         print("codec batch   base mean  base best   this mean  this best  this/base")
-        for codec in ("gob", "json"):
+        for codec in options.codecs.split(","):
             for batch in (1, 16):
                 runners = {name: make(codec, batch) for name, make in trees.items()}
                 for runner in runners.values():  # warm up

@@ -193,7 +193,12 @@ class BoundedDecompressionTests(SynchronousTestCase):
 
 
 class CodecRoundTripTests(SynchronousTestCase):
-    @given(st.sampled_from(["application/gob", "application/json"]), st.sampled_from([0, 1, 2, 3]))
+    @given(
+        st.sampled_from(
+            ["application/gob", "application/json", "application/msgpack", "application/protobuf"]
+        ),
+        st.sampled_from([0, 1, 2, 3]),
+    )
     def test_headers_and_bodies(self, codec: str, compression: int) -> None:
         encoder = FramedEncoder(_lookup, codec, compression, threshold=16)
         decoder = FramedDecoder(_lookup, LIMIT)
@@ -213,6 +218,62 @@ class CodecRoundTripTests(SynchronousTestCase):
         self.assertEqual(got[0][1], {"Text": "y" * 300})
         if compression:  # the 300-byte body was compressed
             self.assertEqual(data[1], compression)
+
+    def test_msgpack_and_protobuf_frames_hold_bare_messages(self) -> None:
+        """In frames, msgpack and protobuf headers and bodies are the bare
+        messages (no protobuf length varint): what decode_*_bytes read."""
+        from txgeerpc.codec._msgpack import decode_body_bytes as msgpack_body
+        from txgeerpc.codec._msgpack import decode_header_bytes as msgpack_header
+        from txgeerpc.codec._protobuf import decode_body_bytes as protobuf_body
+        from txgeerpc.codec._protobuf import decode_header_bytes as protobuf_header
+
+        header = Header("A.B", 7, "", 5, {"k": "v"})
+        for name, number, read_header, read_body in (
+            ("application/msgpack", 3, msgpack_header, msgpack_body),
+            ("application/protobuf", 4, protobuf_header, protobuf_body),
+        ):
+            frame = FramedEncoder(_lookup, name).encode(header, {"Text": "é" * 40})
+            codec, compression, header_size, body_size = PREFIX.unpack_from(frame)
+            self.assertEqual((codec, compression), (number, NONE), name)
+            self.assertEqual(len(frame), 10 + header_size + body_size)
+            self.assertEqual(read_header(frame[10 : 10 + header_size]), header, name)
+            self.assertEqual(read_body(frame[10 + header_size :])[0], {"Text": "é" * 40}, name)
+            decoder = FramedDecoder(_lookup, LIMIT)
+            for byte in range(len(frame)):  # fed byte by byte
+                decoder.feed(frame[byte : byte + 1])
+            self.assertEqual(decoder.decode_header(decoder.next_message()), header, name)
+            self.assertEqual(decoder.decode_body(decoder.next_message()), {"Text": "é" * 40})
+            self.assertIsNone(decoder.next_message())
+
+    def test_a_protobuf_message_body_stays_raw_until_converted(self) -> None:
+        from examples.protobuf.stats_pb2 import Numbers
+        from txgeerpc._convert import converter_for
+        from txgeerpc._protobuf import PackedMessage
+
+        numbers = Numbers(label="w", values=[3, 1, 4])
+        encoder = FramedEncoder(_lookup, "application/protobuf", GZIP, threshold=1)
+        decoder = FramedDecoder(_lookup, LIMIT)
+        decoder.feed(encoder.encode(Header("Stats.Summarize", 1, ""), numbers))
+        self.assertEqual(decoder.decode_header(decoder.next_message())[0], "Stats.Summarize")
+        body = decoder.decode_body(decoder.next_message())
+        self.assertEqual(
+            body, PackedMessage("txgeerpc.examples.Numbers", numbers.SerializeToString())
+        )
+        self.assertEqual(converter_for(Numbers)(body), numbers)
+        self.assertGreater(decoder.budget_left(), 0)
+
+    def test_a_msgpack_body_over_its_budget_fails_its_call_only(self) -> None:
+        encoder = FramedEncoder(_lookup, "application/msgpack")
+        decoder = FramedDecoder(_lookup, LIMIT)
+        nested = [[[]] * 2000] * 10  # small on the wire, big as Python lists
+        decoder.feed(
+            encoder.encode(Header("A.B", 1, ""), nested) + encoder.encode(Header("A.B", 2, ""), [1])
+        )
+        decoder.next_message()
+        with self.assertRaises(CodecError):
+            decoder.decode_body(decoder.next_message())
+        self.assertEqual(decoder.decode_header(decoder.next_message())[1], 2)
+        self.assertEqual(decoder.decode_body(decoder.next_message()), [1])
 
 
 class OptionTests(SynchronousTestCase):
@@ -292,7 +353,7 @@ class NegotiationTests(SynchronousTestCase):
 
     def test_calls_in_every_codec_and_compression(self) -> None:
         address = self.serve()
-        for codec in ("gob", "json"):
+        for codec in ("gob", "json", "msgpack", "protobuf"):
             for compression in (None, "gzip", "zstd", "lz4"):
                 client = self.client(address, codec=codec, framed=True, compress=compression)
                 sent = [
@@ -490,6 +551,108 @@ class NegotiationTests(SynchronousTestCase):
         first = PREFIX.unpack_from(framed)
         second = PREFIX.unpack_from(framed, 10 + first[2] + first[3])
         self.assertEqual((first[0], second[0]), (1, 2))
+
+    def test_protobuf_messages_framed(self) -> None:
+        from examples.protobuf.stats_pb2 import Numbers, Summary
+        from examples.protobuf.stats_service import Stats
+
+        address = self.serve()
+        self.server.register(Stats())
+        for codec in ("protobuf", "msgpack", "json"):
+            client = self.client(address, codec=codec, framed=True, compress="lz4")
+            d = client.call(
+                "Stats.Summarize", Numbers(label="w", values=[3, 1, 4]), result_type=Summary
+            )
+            self.network.flush()
+            self.assertEqual(
+                self.successResultOf(d), Summary(label="w", count=3, total=8, mean=8 / 3)
+            )
+            self.assertTrue(client._protocol.framed)
+
+    def test_the_client_calls_in_another_codec(self) -> None:
+        """client.call(codec=) on a JSON connection: each call's frames, both
+        ways, carry its codec; protobuf's reply is a raw message."""
+        from examples.protobuf.stats_pb2 import Numbers
+        from examples.protobuf.stats_service import Stats
+        from txgeerpc._protobuf import PackedMessage
+
+        address = self.serve()
+        self.server.register(Stats())
+        client = self.client(address, codec="json", framed=True)
+        echoed = client.call("Arith.Echo", "é" * 3, codec="msgpack")
+        packed = client.call("Stats.Summarize", Numbers(values=[2]), codec="application/protobuf")
+        same = client.call("Foo.Sum", {"Num1": 1, "Num2": 2}, codec="json")
+        self.network.flush()
+        self.assertEqual(self.successResultOf(echoed), "é" * 3)
+        reply = self.successResultOf(packed)
+        self.assertIsInstance(reply, PackedMessage)
+        self.assertEqual(reply.type_name, "txgeerpc.examples.Summary")
+        self.assertEqual(self.successResultOf(same), 3)
+        protocol = client._protocol
+        # Frames of codec ids 2 (JSON: the hello's switch aside, Foo.Sum), 3, 4.
+        self.assertEqual(sorted(protocol._encoder._sides), [2, 3, 4])
+        self.assertEqual(sorted(protocol._decoder._sides), [2, 3, 4])
+        # The connection's codec goes on after them.
+        plain = client.call("Arith.Echo", "after")
+        self.network.flush()
+        self.assertEqual(self.successResultOf(plain), "after")
+
+    def test_another_codec_needs_framed_mode(self) -> None:
+        from txgeerpc.errors import UnsupportedCodec
+
+        address = self.serve()
+        plain = self.client(address, codec="json")
+        with self.assertRaises(ValueError) as raised:
+            plain.call("Arith.Echo", "x", codec="msgpack")
+        self.assertIn("framed=True", str(raised.exception))
+        framed = self.client(address, codec="json", framed=True)
+        with self.assertRaises(UnsupportedCodec):
+            framed.call("Arith.Echo", "x", codec="xml")
+        refusing = self.client(self.serve(framed=False), codec="json", framed=True)
+        failure = self.failureResultOf(refusing.call("Arith.Echo", "x", codec="msgpack"))
+        self.assertIsInstance(failure.value, CodecError)
+        self.assertIn("did not agree to framed mode", str(failure.value))
+
+    def test_a_call_in_another_codec_before_the_hello_waits_for_it(self) -> None:
+        from twisted.internet.testing import StringTransport
+
+        from txgeerpc._client_protocol import ClientProtocol
+        from txgeerpc._wire import EMPTY_STRUCT
+
+        json_codec = default_registry.get("json")
+        protocol = ClientProtocol(
+            json_codec,
+            Option(codec_type=json_codec.name, extension=1, framed=True),
+            self.clock,
+            LIMIT,
+            lookup=_lookup,
+            resolve=default_registry.get,
+        )
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        transport.clear()  # the Option
+        waiting = protocol.call_in_codec("msgpack", "Arith.Echo", b"\x01")
+        cancelled = protocol.call_in_codec("msgpack", "Arith.Echo", b"\x02")
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        self.assertEqual(transport.value(), b"")  # nothing until the hello
+        meta = {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip"}
+        protocol.dataReceived(
+            json_codec.new_encoder().encode(Header(HELLO, 0, "", 0, meta), EMPTY_STRUCT)
+        )
+        sent = transport.value()
+        framed = sent[sent.index(b"}\n{}\n") + 5 :]  # after the switch message
+        self.assertEqual(framed[0], 3)  # msgpack
+        decoder = FramedDecoder(_lookup, LIMIT)
+        decoder.feed(framed)
+        header = decoder.decode_header(decoder.next_message())
+        self.assertEqual(decoder.decode_body(decoder.next_message()), b"\x01")
+        reply = FramedEncoder(_lookup, "application/json").encode(
+            Header("Arith.Echo", header[1], ""), b"\x01", codec=3
+        )
+        self.assertIsNone(decoder.next_message())  # the cancelled call was not sent
+        protocol.dataReceived(reply)
+        self.assertEqual(self.successResultOf(waiting), b"\x01")
 
     def test_unaccepted_compression_fails_the_call_only(self) -> None:
         address = self.serve(compressions=["gzip"])

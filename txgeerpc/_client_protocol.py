@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from ._convert import convert_within, converter_for
 from ._framed import (
+    CODEC_NUMBERS,
     COMPRESSION_NUMBERS,
     DEFAULT_COMPRESS_THRESHOLD,
     FRAMED,
@@ -118,8 +119,13 @@ class ClientProtocol(Protocol):
         lookup: Callable[[str], ICodec] | None = None,
         compress: str | None = None,
         compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
+        resolve: Callable[[str], ICodec] | None = None,
     ) -> None:
         self._option = option
+        # Codec name or alias -> codec, for a call in another codec (framed).
+        self._resolve = resolve if resolve is not None else lookup
+        # Calls in another codec made before the server's first message.
+        self._framing_waiters: list[Deferred[None]] = []
         self._send_option = send_option
         self._codec = codec
         # Framed mode (docs/protocol.md 13.11), asked for in the Option: until
@@ -222,6 +228,98 @@ class ClientProtocol(Protocol):
             service_method, argument, timeout, result_type, argument_type, wire, trailers, context
         )
 
+    def call_in_codec(
+        self,
+        codec: str,
+        service_method: str,
+        argument: Any = None,
+        timeout: float | None = None,
+        result_type: Any = None,
+        argument_type: Any = None,
+        metadata: Metadata | None = None,
+        trailers: dict[str, str | bytes] | None = None,
+        context: CallContext | None = None,
+    ) -> Deferred[Any]:
+        """:meth:`call` with its argument and reply in ``codec`` instead of
+        the connection's (framed mode's codec byte, docs/protocol.md 13.11).
+        Made before the server's hello, it is sent once the hello is in.
+
+        :raises ValueError: the connection did not ask for framed mode, or
+            ``codec`` has no framed codec id.
+        :raises txgeerpc.errors.UnsupportedCodec: no codec of that name.
+        :returns: as :meth:`call`; it also fails with
+            :class:`~txgeerpc.errors.CodecError` when the server did not
+            agree to framed mode (a Go GeeRPC server, or one that refuses it).
+        """
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be positive or None, got {timeout!r}")
+        if not (self._option.framed and self._option.speaks_extension) or self._resolve is None:
+            raise ValueError(
+                f"codec={codec!r} for one call needs framed mode: connect(..., framed=True)"
+            )
+        chosen = self._resolve(codec)
+        number = CODEC_NUMBERS.get(chosen.name)
+        if number is None:
+            raise ValueError(f"codec {chosen.name} has no codec id in framed mode")
+        if not self.framed and self._extension is None and self._state is _OPEN:
+            waiter: Deferred[None] = Deferred()
+            self._framing_waiters.append(waiter)
+            return waiter.addCallback(
+                lambda _: self.call_in_codec(
+                    codec,
+                    service_method,
+                    argument,
+                    timeout,
+                    result_type,
+                    argument_type,
+                    metadata,
+                    trailers,
+                    context,
+                )
+            )
+        if not self.framed and self._state is _OPEN:
+            return fail(
+                CodecError(
+                    f"cannot call {service_method} in {chosen.name}: the server did not "
+                    "agree to framed mode (a Go GeeRPC server, or framed mode refused), "
+                    "and only framed mode carries a per-call codec"
+                )
+            )
+        if number == CODEC_NUMBERS.get(self._codec.name):
+            number = None  # the connection's own: the ordinary path
+        if self._interceptors:
+            return self._intercepted(
+                service_method,
+                argument,
+                timeout,
+                result_type,
+                argument_type,
+                metadata,
+                trailers,
+                context,
+                number,
+            )
+        wire = encode_metadata(metadata) if metadata else None  # MetadataError at once
+        return self._send(
+            service_method,
+            argument,
+            timeout,
+            result_type,
+            argument_type,
+            wire,
+            trailers,
+            context,
+            number,
+        )
+
+    def _framing_known(self) -> None:
+        """The server's first message is in (or the connection is gone):
+        calls in another codec waiting for it go on."""
+        waiters, self._framing_waiters = self._framing_waiters, []
+        for waiter in waiters:
+            if not waiter.called:  # not cancelled meanwhile
+                waiter.callback(None)
+
     def _intercepted(
         self,
         service_method: str,
@@ -232,6 +330,7 @@ class ClientProtocol(Protocol):
         metadata: Metadata | None,
         trailers: dict[str, str | bytes] | None,
         parent: CallContext | None,
+        codec: int | None = None,
     ) -> Deferred[Any]:
         clock = self._clock
         deadline = parent.deadline if parent is not None else None
@@ -258,6 +357,7 @@ class ClientProtocol(Protocol):
                 encode_metadata(context.metadata) if context.metadata else None,
                 context.trailers,
                 parent,
+                codec,
             )
             if trailers is not None:
                 d.addBoth(_copy_trailers, context.trailers, trailers)
@@ -275,6 +375,7 @@ class ClientProtocol(Protocol):
         metadata: dict[str, str] | None,
         trailers: dict[str, str | bytes] | None,
         context: CallContext | None,
+        codec: int | None = None,
     ) -> Deferred[Any]:
         if self._state is not _OPEN:
             if self._refused is not None:  # a TLS server refused this client's certificate
@@ -297,7 +398,11 @@ class ClientProtocol(Protocol):
         else:
             header = Header(service_method, seq, "")
         try:
-            data = self._encoder.encode(header, argument, argument_type)
+            if codec is None:
+                data = self._encoder.encode(header, argument, argument_type)
+            else:  # framed: the codec byte (FramedEncoder)
+                encode: Any = self._encoder.encode
+                data = encode(header, argument, argument_type, codec)
         except Exception as error:
             self._pending.pop(seq)
             if isinstance(error, CodecError):
@@ -417,6 +522,8 @@ class ClientProtocol(Protocol):
                     if self._retained is not None and self._switch_to_framed(header):
                         decoder = self._decoder
                         next_pair = self._pairs.next_pair
+                    if self._framing_waiters:
+                        self._framing_known()
                 call = pending.pop(header[1])
                 if call is None:
                     if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
@@ -495,6 +602,8 @@ class ClientProtocol(Protocol):
         if reason.check(TLSError):
             self._refused = reason
         self._trailer_sinks.clear()
+        if self._framing_waiters:
+            self._framing_known()  # they fail: the connection is closed
         if closing:
             self._pending.fail_all(ConnectionShutdown)
         else:

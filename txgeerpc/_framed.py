@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from zope.interface import implementer
 
 from ._budget import memory_budget
-from ._jsonvalue import JSONError, loads_within
+from ._jsonvalue import JSONError, loads_within, scan_once
 from ._wire import GOB, JSON, Header
 from .errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from .interfaces import ICodec, IMessageDecoder, IMessageEncoder
@@ -258,13 +257,15 @@ class FrameParser:
 
     def __init__(self, max_message_size: int, after_plain: bool = False) -> None:
         self._limit = max_message_size
-        self._buf = bytearray()
+        # What was fed and not yet parsed: the bytes fed as they are while
+        # they are whole frames (no copy), a bytearray once a frame spans feeds.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._skip = 0  # body bytes still to throw away
         self._leading = after_plain
 
     def buffered(self) -> int:
-        """Bytes of an incomplete frame held (skipped bytes are not held)."""
+        """Bytes fed and not yet taken as frames (skipped bytes are not held)."""
         return len(self._buf) - self._pos
 
     def skipping(self) -> int:
@@ -278,67 +279,91 @@ class FrameParser:
         :raises ProtocolError: an unknown codec id.
         :raises MessageTooLarge: a header over the limit.
         """
+        self.add(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(Frame(*frame))
+        return frames
+
+    def add(self, data: bytes) -> None:
+        """Take more of the stream; :meth:`next_frame` parses it."""
         if self._skip:
             if len(data) <= self._skip:
                 self._skip -= len(data)
-                return []
+                return
             data = data[self._skip :]
             self._skip = 0
         if self._leading:
             stripped = data.lstrip(_WHITESPACE)
             if not stripped:
-                return []
+                return
             data = stripped
             self._leading = False
         buf = self._buf
-        buf += data
-        frames: list[Frame] = []
+        if self._pos == len(buf):
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        elif type(buf) is bytes:
+            self._buf = bytearray(memoryview(buf)[self._pos :])
+            self._buf += data
+            self._pos = 0
+        else:
+            buf += data
+
+    def next_frame(self) -> tuple[int, int, bytes, bytes | None, int] | None:
+        """The next complete frame as ``(codec id, compression id, header,
+        body or None when skipped, body size)``, or ``None`` until more
+        bytes are added.  A body over the limit is dropped as it arrives.
+
+        :raises ProtocolError: an unknown codec id.
+        :raises MessageTooLarge: a header over the limit.
+        """
+        buf = self._buf
         pos = self._pos
         end = len(buf)
+        if end - pos < PREFIX_SIZE:
+            return None
+        codec, compression, header_size, body_size = PREFIX.unpack_from(buf, pos)
+        if codec not in CODEC_IDS:
+            raise ProtocolError(f"framed: unknown codec id {codec}")
         limit = self._limit
-        while end - pos >= PREFIX_SIZE:
-            codec, compression, header_size, body_size = PREFIX.unpack_from(buf, pos)
-            if codec not in CODEC_IDS:
-                raise ProtocolError(f"framed: unknown codec id {codec}")
-            if header_size > limit:
-                raise MessageTooLarge(header_size, limit)
-            start = pos + PREFIX_SIZE
-            if body_size > limit:
-                if end - start < header_size:
-                    break
-                header_end = start + header_size
-                frames.append(
-                    Frame(codec, compression, bytes(buf[start:header_end]), None, body_size)
-                )
-                available = end - header_end
-                if available >= body_size:
-                    pos = header_end + body_size
-                    continue
+        if header_size > limit:
+            raise MessageTooLarge(header_size, limit)
+        start = pos + PREFIX_SIZE
+        header_end = start + header_size
+        if body_size > limit:
+            if header_end > end:
+                return None
+            header = bytes(buf[start:header_end])
+            available = end - header_end
+            if available >= body_size:
+                self._advance(header_end + body_size)
+            else:
                 self._skip = body_size - available
-                pos = end
-                break
-            total = header_size + body_size
-            if end - start < total:
-                break
-            header_end = start + header_size
-            frames.append(
-                Frame(
-                    codec,
-                    compression,
-                    bytes(buf[start:header_end]),
-                    bytes(buf[header_end : header_end + body_size]),
-                    body_size,
-                )
-            )
-            pos = header_end + body_size
-        if pos == end:
-            buf.clear()
+                self._advance(end)
+            return codec, compression, header, None, body_size
+        body_end = header_end + body_size
+        if body_end > end:
+            return None
+        frame = (
+            codec,
+            compression,
+            bytes(buf[start:header_end]),
+            bytes(buf[header_end:body_end]),
+            body_size,
+        )
+        self._advance(body_end)
+        return frame
+
+    def _advance(self, pos: int) -> None:
+        buf = self._buf
+        if pos == len(buf):
+            self._buf = b""
             pos = 0
-        elif pos > 65536 and pos > (end >> 1):
+        elif type(buf) is bytearray and pos > 65536 and pos > (len(buf) >> 1):
             del buf[:pos]
             pos = 0
         self._pos = pos
-        return frames
 
 
 # -- codecs in frames ---------------------------------------------------------
@@ -375,27 +400,49 @@ class _Refused:
         self.error = error
 
 
+_JSON, _WHOLE, _STREAM = 0, 1, 2
+"""How a codec's messages are decoded in frames: JSON (bytes, parsed within
+their budget here), whole (the decoder's ``decode_header`` / ``decode_body``
+take one complete message's bytes: msgpack, protobuf), or a stream (gob: its
+type definitions span messages, so each direction keeps one decoder, fed the
+header then the body of each frame)."""
+
+
 class _Side:
     """One codec's state in one direction of a framed connection (gob keeps
     type definitions per stream, as in the plain stream)."""
 
-    __slots__ = ("codec", "decoder", "encoder", "json", "split")
+    __slots__ = ("codec", "decoder", "encoder", "kind", "parts", "split")
 
     def __init__(self, codec: ICodec, max_message_size: int) -> None:
         self.codec = codec
-        self.json = codec.name == JSON
         self.decoder: Any = codec.new_decoder(max_message_size)
+        if codec.name == JSON:
+            self.kind = _JSON
+        elif getattr(self.decoder, "decodes_whole_messages", False):
+            self.kind = _WHOLE
+        else:
+            self.kind = _STREAM
         self.encoder: Any = None
+        self.parts: Any = None
         split: Callable[[bytes], int] | None = None
         if codec.name == GOB:
             split = _gob_split
         self.split = split
+
+    def new_encoder(self) -> None:
+        encoder = self.encoder = self.codec.new_encoder()
+        self.parts = getattr(encoder, "encode_parts", None)
 
 
 @implementer(IMessageDecoder)
 class FramedDecoder:
     """Frames -> headers and bodies, each frame decoded with the codec its
     id names (looked up by name in ``lookup``: the codec registry).
+
+    :meth:`next_message` returns each frame's header already decoded (a
+    :class:`~txgeerpc._wire.Header`; :meth:`decode_header` hands it back),
+    then its body, raw until :meth:`decode_body`.
 
     :param lookup: codec name -> codec (raises
         :class:`~txgeerpc.errors.UnsupportedCodec` for unknown names).
@@ -414,7 +461,7 @@ class FramedDecoder:
         self._lookup = lookup
         self._limit = max_message_size
         self._parser = FrameParser(max_message_size, after_plain)
-        self._frames: deque[Frame] = deque()
+        self._next_frame = self._parser.next_frame
         self._sides: dict[int, _Side] = {}
         self._accepted = frozenset(compressions) | {NONE}
         self._body: Any = None  # the body of the frame whose header was returned
@@ -425,23 +472,8 @@ class FramedDecoder:
         """Seq -> codec id of requests in another codec than ``default``
         (their replies go out in it); filled when ``default`` is set."""
         self.default: int | None = None
-        self._error: ProtocolError | None = None
-
-    def buffered(self) -> int:
-        return self._parser.buffered() + sum(
-            len(frame.header) + len(frame.body or b"") for frame in self._frames
-        )
-
-    def feed(self, data: bytes) -> None:
-        if self._error is not None:
-            return
-        try:
-            frames = self._parser.feed(data)
-        except ProtocolError as error:  # raised once the frames before it are taken
-            self._error = error
-            return
-        if frames:
-            self._frames.extend(frames)
+        self.feed = self._parser.add
+        self.buffered = self._parser.buffered
 
     def _side_for(self, codec_id: int) -> _Side:
         side = self._sides.get(codec_id)
@@ -459,47 +491,65 @@ class FramedDecoder:
             body: object = self._body
             self._body = None
             return body
-        frames = self._frames
-        while frames:
-            frame = frames.popleft()
-            side = self._side_for(frame.codec)
-            if side.json:
-                header: object = frame.header
-            else:
+        next_frame = self._next_frame
+        sides = self._sides
+        # Frames are parsed here, as they are asked for: a bad prefix fails
+        # once the frames before it are taken.
+        while (frame := next_frame()) is not None:
+            codec, compression, head, body, body_size = frame
+            side = sides.get(codec) or self._side_for(codec)
+            kind = side.kind
+            if kind is _STREAM:
                 decoder = side.decoder
-                decoder.feed(frame.header)
-                header = decoder.next_message()
+                decoder.feed(head)
+                message = decoder.next_message()
                 if decoder.buffered():
                     raise ProtocolError("framed: the header region holds more than one message")
-                if header is None:
-                    if frame.body_size == 0:
+                if message is None:
+                    if body_size == 0:
                         continue  # codec state only (gob type definitions)
                     raise ProtocolError("framed: the header region holds no message")
+                header: Header = decoder.decode_header(message)
+            elif kind is _JSON:
+                header = self._json_header(side, head)
+            else:
+                header = side.decoder.decode_header(head)
             self._side = side
-            self._body = self._body_of(frame, side)
+            if body is None or compression or kind is _STREAM:
+                body = self._body_of(codec, compression, body, body_size, side)
+            self._body = body
             self._has_body = True
-            if frame.codec != self.default and self.default is not None:
-                # Decoded again by decode_header; rare (a per-call codec).
-                seq = side.decoder.decode_header(header)[1]
-                self.codec_of_seq[seq] = frame.codec
+            if codec != self.default and self.default is not None:
+                self.codec_of_seq[header[1]] = codec  # a per-call codec
             return header
-        if self._error is not None:
-            raise self._error
         return None
 
-    def _body_of(self, frame: Frame, side: _Side) -> object:
-        body = frame.body
+    @staticmethod
+    def _json_header(side: _Side, head: bytes) -> Header:
+        text = ""
+        try:
+            text = head.decode()
+            value, end = scan_once(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1
+        if end < 0 or end != len(text):  # not plain valid JSON: the codec's own errors
+            return side.decoder.decode_header(head)  # type: ignore[no-any-return]
+        return side.decoder.decode_header((value,))  # type: ignore[no-any-return]
+
+    def _body_of(
+        self, codec: int, compression: int, body: bytes | None, body_size: int, side: _Side
+    ) -> object:
         if body is None:
-            return _Refused(BodyTooLarge(frame.body_size, self._limit))
-        if frame.compression:
-            if frame.compression not in self._accepted:
-                name = COMPRESSION_IDS.get(frame.compression, str(frame.compression))
+            return _Refused(BodyTooLarge(body_size, self._limit))
+        if compression:
+            if compression not in self._accepted:
+                name = COMPRESSION_IDS.get(compression, str(compression))
                 return _Refused(CodecError(f"framed: compression {name} is not accepted"))
             try:
-                body = decompress(frame.compression, body, self._limit)
+                body = decompress(compression, body, self._limit)
             except CodecError as error:
                 return _Refused(error)
-        if side.json:
+        if side.kind is not _STREAM:
             return body
         decoder = side.decoder
         decoder.feed(body)
@@ -509,23 +559,25 @@ class FramedDecoder:
         return message
 
     def decode_header(self, message: object) -> Header:
-        side = self._side
-        assert side is not None
-        if side.json:
-            return side.decoder.decode_header(message)  # type: ignore[no-any-return]
-        return side.decoder.decode_header(message)  # type: ignore[no-any-return]
+        """The header :meth:`next_message` returned (decoded there)."""
+        return message  # type: ignore[return-value]
 
     def decode_body(self, message: object) -> Any:
-        if type(message) is bytes:  # JSON: parsed within its memory budget
+        """The body of the frame whose header came last, decoded by its codec.
+
+        :raises CodecError: it does not decode, or its frame was refused
+            (over the limit, an unaccepted or bad compression).
+        """
+        side = self._side
+        assert side is not None
+        if isinstance(message, _Refused):
+            raise message.error
+        if side.kind is _JSON:  # parsed within its memory budget
             try:
-                value, self._left = loads_within(message, budget=True)
+                value, self._left = loads_within(message, budget=True)  # type: ignore[arg-type]
             except JSONError as error:
                 raise CodecError(f"json: {error}") from None
             return value
-        if isinstance(message, _Refused):
-            raise message.error
-        side = self._side
-        assert side is not None
         self._left = -1
         return side.decoder.decode_body(message)
 
@@ -564,7 +616,7 @@ class FramedEncoder:
         self._compression = compression
         self._threshold = threshold
         self._codec_of_seq = codec_of_seq
-        self._last: tuple[_Side, bytes] | None = None
+        self._last: tuple[_Side, bytes, bytes] | None = None
         self.sent_raw = 0
         """Body bytes before compression (for statistics and benchmarks)."""
 
@@ -576,40 +628,46 @@ class FramedEncoder:
         side = self._sides.get(codec_id)
         if side is None:
             side = _Side(self._lookup(CODEC_IDS[codec_id]), 1 << 62)
-            side.encoder = side.codec.new_encoder()
+            side.new_encoder()
             self._sides[codec_id] = side
         return side
 
     def encode(
         self, header: Header, body: Any, body_type: Any = None, codec: int | None = None
     ) -> bytes:
+        """One frame: the header, then the body (compressed when asked and
+        worth it), in the connection's codec, or in ``codec`` (an id), or,
+        for a reply, in the codec its request came in.
+
+        :raises CodecError: the header or the body cannot be encoded.
+        :raises UnsupportedCodec: ``codec`` names a codec this side lacks.
+        """
         if codec is None:
             codec = self._default
             mapping = self._codec_of_seq
             if mapping:
                 codec = mapping.pop(header[1], codec)
-        side = self._side_for(codec)
-        encoder = side.encoder
-        parts = getattr(encoder, "encode_parts", None)
+        side = self._sides.get(codec) or self._side_for(codec)
+        parts = side.parts
         if parts is not None:
             head, data = parts(header, body, body_type)
+            self._last = (side, head, data)
         else:
-            whole = encoder.encode(header, body, body_type)
-            self._last = (side, whole)
-            if side.json:
+            whole = side.encoder.encode(header, body, body_type)
+            if side.kind is _JSON:
                 head, data = _json_split(whole)
             elif side.split is not None:
                 cut = side.split(whole)
                 head, data = whole[:cut], whole[cut:]
             else:
                 head, data = self._mirror_split(side, whole)
+            self._last = (side, head, data)
         compression = NONE
         if self._compression and len(data) >= self._threshold:
             packed = compress(self._compression, data)
             if len(packed) < len(data):
                 data, compression = packed, self._compression
-        frame: bytes = PREFIX.pack(codec, compression, len(head), len(data)) + head + data
-        return frame
+        return b"".join((PREFIX.pack(codec, compression, len(head), len(data)), head, data))
 
     @staticmethod
     def _mirror_split(side: _Side, whole: bytes) -> tuple[bytes, bytes]:
@@ -626,8 +684,8 @@ class FramedEncoder:
         last = self._last
         if last is None:
             return b""
-        side, whole = last
-        state: bytes = side.encoder.withdraw(whole)
+        side, head, data = last
+        state: bytes = side.encoder.withdraw(head + data)
         if not state:
             return b""
         return PREFIX.pack(CODEC_NUMBERS[side.codec.name], NONE, len(state), 0) + state

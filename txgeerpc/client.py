@@ -75,6 +75,7 @@ class Client:
         metadata: Metadata | None = None,
         trailers: dict[str, str | bytes] | None = None,
         context: CallContext | None = None,
+        codec: str | None = None,
     ) -> Deferred[Any]:
         """Call ``Service.Method`` with one argument.
 
@@ -108,7 +109,15 @@ class Client:
         a txgeerpc server; Go servers are not told.
         :param result_type: convert the reply to this type (``int``, a
             dataclass, ``list[Args]``...); plain values otherwise.
-        :raises ValueError: ``timeout`` is neither ``None`` nor positive.
+        :param codec: send this call's argument, and get its reply, in this
+            codec (name or alias: ``msgpack``, ``protobuf``, ``json``,
+            ``gob``) instead of the connection's; framed mode only
+            (``connect(..., framed=True)``: docs/protocol.md 13.11, the
+            codec byte).  A call made before the server's hello waits for it.
+        :raises ValueError: ``timeout`` is neither ``None`` nor positive;
+            ``codec`` is given on a connection that did not ask for framed
+            mode.
+        :raises txgeerpc.errors.UnsupportedCodec: ``codec`` names no codec.
         :raises txgeerpc.errors.MetadataError: (a ``ValueError``) the
             metadata breaks the rules.
         :returns: a Deferred that fires with the reply and can fail with:
@@ -131,7 +140,22 @@ class Client:
               running when the stopping server's grace ran out;
             - :class:`~txgeerpc.errors.UnexpectedDisconnect`: the connection
               was lost or the server sent garbage while the call was pending.
+
+            With ``codec``, :class:`~txgeerpc.errors.CodecError` also when the
+            server did not agree to framed mode (a Go GeeRPC server).
         """
+        if codec is not None:
+            return self._protocol.call_in_codec(
+                codec,
+                service_method,
+                argument,
+                timeout,
+                result_type,
+                argument_type,
+                metadata,
+                trailers,
+                context,
+            )
         return self._protocol.call(
             service_method,
             argument,
@@ -268,6 +292,7 @@ def connect(
             lookup=lookup,
             compress=compression[0] if compression else None,
             compress_threshold=compress_threshold,
+            resolve=codecs.get,
         )
     )
     connecting: Deferred[Any] = endpoint.connect(factory)

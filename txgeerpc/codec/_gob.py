@@ -149,11 +149,35 @@ class GobMessageEncoder:
         self._prefixes: dict[str, bytes] = {}
 
     def encode(self, header: Header, body: Any, body_type: Any = None) -> bytes:
-        encoder = self._encoder
         if body is None or isinstance(body, EmptyStruct):
             body, body_type = {}, EMPTY
         elif body_type in _NO_TYPE or body_type is Any or body_type is object:
             body_type = None
+        if header[3] or header[4] or self._header_id is None:
+            return self._encode_generic(header, body, body_type)
+        head = self._head(header)
+        if body_type is EMPTY:
+            return head + self._empty(body)
+        return head + self._encoder.encode(body, body_type)
+
+    def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
+        """The header's gob messages and the body's, apart (for framed mode):
+        type definitions go with the message that first needs them."""
+        if body is None or isinstance(body, EmptyStruct):
+            body, body_type = {}, EMPTY
+        elif body_type in _NO_TYPE or body_type is Any or body_type is object:
+            body_type = None
+        if header[3] or header[4] or self._header_id is None:
+            data = self._encode_generic(header, body, body_type)
+            cut = _first_value_end(data)
+            return data[:cut], data[cut:]
+        head = self._head(header)
+        if body_type is EMPTY:
+            return head, self._empty(body)
+        return head, self._encoder.encode(body, body_type)
+
+    def _encode_generic(self, header: Header, body: Any, body_type: Any) -> bytes:
+        encoder = self._encoder
         if header[3] or header[4]:
             # The extension's fields: the generic path (calls that use them only).
             extended = {
@@ -164,25 +188,28 @@ class GobMessageEncoder:
                 META_FIELD: header[4] or {},
             }
             return encoder.encode_all(((extended, EXTENDED_HEADER), (body, body_type)))
-        if self._header_id is None:
-            data = encoder.encode_all(
-                (
-                    ({"ServiceMethod": header[0], "Seq": header[1], "Error": header[2]}, HEADER),
-                    (body, body_type),
-                )
+        data = encoder.encode_all(
+            (
+                ({"ServiceMethod": header[0], "Seq": header[1], "Error": header[2]}, HEADER),
+                (body, body_type),
             )
-            known = encoder.known_id(HEADER)
-            assert known is not None
-            id_bytes = bytearray()
-            write_int(id_bytes, known)
-            self._header_id = bytes(id_bytes)
-            return data
+        )
+        known = encoder.known_id(HEADER)
+        assert known is not None
+        id_bytes = bytearray()
+        write_int(id_bytes, known)
+        self._header_id = bytes(id_bytes)
+        return data
+
+    def _head(self, header: Header) -> bytes:
+        """The header's message on the fast path (its type already sent)."""
         service_method, seq, error = header[:3]
         if type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
             raise CodecError(f"gob: Header.Seq {seq!r} does not fit uint64")
         prefix = self._prefixes.get(service_method)
         if prefix is None:
             prefix = self._header_id
+            assert prefix is not None
             if service_method:
                 name = utf8(service_method)
                 prefix += b"\x01" + uint_bytes(len(name)) + name
@@ -197,17 +224,18 @@ class GobMessageEncoder:
             prefix += _DELTAS[2 - last] + uint_bytes(len(text)) + text
         prefix += b"\x00"
         length = len(prefix)
-        head = (SMALL[length] if length < 128 else uint_bytes(length)) + prefix
-        if body_type is EMPTY:
-            empty = self._empty_value
-            if empty is None:
-                data = encoder.encode(body, EMPTY)
-                empty_id = bytearray()
-                write_int(empty_id, encoder.known_id(EMPTY) or 0)
-                self._empty_value = bytes((len(empty_id) + 1,)) + empty_id + b"\x00"
-                return head + data
-            return head + empty
-        return head + encoder.encode(body, body_type)
+        return (SMALL[length] if length < 128 else uint_bytes(length)) + prefix
+
+    def _empty(self, body: Any) -> bytes:
+        """The body of an error reply (``struct{}``), its type sent once."""
+        empty = self._empty_value
+        if empty is None:
+            data = self._encoder.encode(body, EMPTY)
+            empty_id = bytearray()
+            write_int(empty_id, self._encoder.known_id(EMPTY) or 0)
+            self._empty_value = bytes((len(empty_id) + 1,)) + empty_id + b"\x00"
+            return data
+        return empty
 
     def withdraw(self, data: bytes) -> bytes:
         # The type definitions (negative ids): later messages refer to them.
@@ -223,6 +251,19 @@ class GobMessageEncoder:
 
 _MAX_SEQ = 2**64 - 1
 _DELTAS = SMALL[:4]
+
+
+def _first_value_end(data: bytes) -> int:
+    """Where the first value message ends in a gob encoder's output (type
+    definitions, negative ids, may precede it)."""
+    pos = 0
+    while pos < len(data):
+        length, start = read_uint(data, pos)
+        type_id, _ = read_int(data, start)
+        pos = start + length
+        if type_id >= 0:
+            return pos
+    raise CodecError("gob: no header in the encoded message")
 
 
 @implementer(ICodec)

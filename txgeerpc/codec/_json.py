@@ -122,6 +122,24 @@ class JSONEncoder:
             + "\n"
         ).encode()
 
+    def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
+        """The header's document and the body's, apart and without their
+        newlines (for framed mode)."""
+        try:
+            body_text = dumps(body)
+        except JSONError as error:
+            raise CodecError(f"json: {error}") from None
+        return (
+            '{"ServiceMethod":'
+            + quote(header[0])
+            + ',"Seq":'
+            + str(header[1])
+            + ',"Error":'
+            + quote(header[2])
+            + (_extension_text(header) if header[3] or header[4] else "")
+            + "}"
+        ).encode(), body_text.encode()
+
     def withdraw(self, data: bytes) -> bytes:
         return b""  # JSON messages carry no stream state
 

@@ -226,6 +226,10 @@ def decode_body_bytes(data: bytes) -> tuple[Any, int]:
 class MsgpackDecoder:
     """Splits a msgpack stream into objects; decodes headers and bodies."""
 
+    decodes_whole_messages = True
+    """:meth:`decode_header` and :meth:`decode_body` take one complete
+    message's bytes (framed mode hands them over without the stream)."""
+
     def __init__(self, max_message_size: int) -> None:
         self._max = max_message_size
         # Finds where each object ends (skip: nothing is built); lengths over
@@ -324,6 +328,10 @@ class MsgpackEncoder:
 
     def encode(self, header: Header, body: Any, body_type: Any = None) -> bytes:
         return self.encode_header(header) + self.encode_body(body, body_type)
+
+    def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
+        """The header and the body apart (for framed mode)."""
+        return self.encode_header(header), self.encode_body(body, body_type)
 
     def withdraw(self, data: bytes) -> bytes:
         return b""  # msgpack messages carry no stream state

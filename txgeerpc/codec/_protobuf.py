@@ -194,6 +194,10 @@ class _Skipped:
 class ProtobufDecoder:
     """Splits a stream of length-prefixed messages (header, body, header...)."""
 
+    decodes_whole_messages = True
+    """:meth:`decode_header` and :meth:`decode_body` take one complete
+    message's bytes, without its length (framed mode hands them over)."""
+
     def __init__(self, max_message_size: int) -> None:
         _messages()
         self._max = max_message_size
@@ -292,6 +296,10 @@ class ProtobufEncoder:
     def encode_body(self, body: Any, body_type: Any = None) -> bytes:
         """The body alone, without its length (for framed mode)."""
         return encode_body(body, body_type, self._plain)
+
+    def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
+        """The header and the body apart, without their lengths (for framed mode)."""
+        return encode_header(header), encode_body(body, body_type, self._plain)
 
     def encode(self, header: Header, body: Any, body_type: Any = None) -> bytes:
         head = encode_header(header)
