@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from . import _twistd_etcd as _options
-from . import _twistd_zookeeper as _zookeeper_options
 from . import _twistd_security as _security
+from . import _twistd_zookeeper as _zookeeper_options
 from ._services import StopInOrder
 from ._twistd import (
     Built,
