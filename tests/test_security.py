@@ -7,6 +7,8 @@ Clock).  The real-process cases are in tests/integration/test_security.py.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,12 @@ class GuardTests(SynchronousTestCase):
 
 
 class CheckerTests(SynchronousTestCase):
+    def mktemp(self) -> str:
+        # Not trial's: under pytest it leaves directories in the working one.
+        directory = tempfile.mkdtemp(prefix="txgeerpc-test-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        return os.path.join(directory, "file")
+
     def test_tokens_from_a_file(self) -> None:
         path = self.mktemp()
         Path(path).write_text("# comment\n\nalice alice-token-0123456789\n")
