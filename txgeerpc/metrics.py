@@ -261,8 +261,9 @@ class XClientCollector(Collector):
 
 
 class RegistrationCollector(Collector):
-    """A server's registration (a :class:`~txgeerpc.registry.Heartbeat`
-    or an :class:`~txgeerpc.etcd.EtcdRegistration`): its ``counts``
+    """A server's registration (a :class:`~txgeerpc.registry.Heartbeat`,
+    an :class:`~txgeerpc.etcd.EtcdRegistration` or a
+    :class:`~txgeerpc.zookeeper.ZooKeeperRegistration`): its ``counts``
     (``heartbeats``, ``heartbeat_failures``) at each scrape."""
 
     def __init__(self, registration: Any) -> None:

@@ -94,6 +94,8 @@ async def test_registration_watches_its_node_and_the_store_leaves_it_alone(
         path = registration.path
         assert await registry.delete(path)  # by hand
         await _until(lambda: registration.registrations == 2, "registered again")
+        # What twistd geerpc's /metrics exports (txgeerpc_registry_heartbeats_total...).
+        assert registration.counts == {"heartbeats": 2, "heartbeat_failures": 0}
         found = await registry.get(path)
         assert found is not None and found[1].ephemeral_owner == server.session_id
         # A heartbeat for it changes nothing (its session keeps it).

@@ -87,6 +87,16 @@ class ZooKeeperRegistration(Service):
         self._unsubscribe: Any = None
         self.registrations = 0
         self.failures = 0
+        self.failures_total = 0
+        """Failed attempts since the registration was made."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``heartbeats`` (the node created: its session keeps it, nothing is
+        renewed) and ``heartbeat_failures`` (attempts that failed), since it
+        was made: what :class:`txgeerpc.metrics.RegistrationCollector`
+        exports."""
+        return {"heartbeats": self.registrations, "heartbeat_failures": self.failures_total}
 
     @property
     def advertise(self) -> str:
@@ -191,6 +201,7 @@ class ZooKeeperRegistration(Service):
         if not self.running:
             return
         self.failures += 1
+        self.failures_total += 1
         delay = self._retry
         self._retry = min(self._retry * 2, MAX_RETRY)
         if self.failures == 1:
