@@ -47,11 +47,14 @@ from __future__ import annotations
 import argparse
 import cProfile
 import functools
+import itertools
 import json
 import operator
 import os
 import platform
+import re
 import select
+import shlex
 import statistics
 import subprocess
 import sys
@@ -92,6 +95,8 @@ SERVER_KINDS = ("echo", "rpc")
 XCLIENT_SERVERS = {"xclient": 1, "xclient3": 3}
 BUSY_WARNING = 0.1  # average cores used by other processes above which the report warns
 DEFAULT_IN_FLIGHT = (1, 16, 128)
+NODELAY: bool | None = None  # --nodelay: TCP_NODELAY on both sides (None: the system's default)
+SERVER_ARGS: list[str] = []  # --server-args: the rpc server is `twistd geerpc ARGS` instead
 
 # Targets from the issue (informational: the exit status is 0 either way).
 TARGET_IN_FLIGHT_THROUGHPUT = 128
@@ -195,6 +200,7 @@ def serve(kind: str, cpu: int | None, profile_path: str | None, metrics: bool = 
         server = Server(reactor, metrics=metrics)
         register_examples(server)
         factory = server.port_factory()  # what twistd geerpc listens with
+        factory.tcp_nodelay = NODELAY
     else:
         raise SystemExit(f"unknown server kind {kind!r}")
 
@@ -237,7 +243,11 @@ class ServerProcess:
 def start_server(
     kind: str, cpu: int | None, profile_path: str | None, metrics: bool = True
 ) -> ServerProcess:
+    if kind == "rpc" and SERVER_ARGS:
+        return start_twistd(SERVER_ARGS)
     command = [sys.executable, os.path.abspath(__file__), "--serve", kind]
+    if NODELAY is not None:
+        command += ["--nodelay", "on" if NODELAY else "off"]
     if not metrics:
         command.append("--no-metrics")
     if cpu is not None:
@@ -255,6 +265,37 @@ def start_server(
     except BaseException:
         stop_server(process)
         raise
+
+
+def start_twistd(arguments: list[str]) -> ServerProcess:
+    """``twistd -n geerpc --listen tcp:0:interface=127.0.0.1 ARGUMENTS`` (not
+    pinned: ``--workers 2`` spreads over the CPUs), its port from its log."""
+    nodelay = [] if NODELAY is None else ["--tcp-nodelay" if NODELAY else "--no-tcp-nodelay"]
+    command = [
+        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", "--logfile=-", "geerpc", "--listen", "tcp:0:interface=127.0.0.1",
+        "--registry-path", "none", *nodelay, *arguments,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    given = [b for a, b in itertools.pairwise(arguments) if a == "--workers"]
+    workers = int(given[0]) if given and given[0].isdigit() else 1
+    port, ready = 0, 0
+    deadline = time.monotonic() + 30
+    while ready < max(workers, 1) and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        found = re.search(rb"(\[worker \d+\] )?txgeerpc: serving .* on tcp@[\d.]+:(\d+)", line)
+        if found:
+            port = int(found.group(2))
+            ready += 1 if (found.group(1) or workers == 1) else 0
+    if ready < max(workers, 1):
+        stop_server(process)
+        raise RuntimeError(f"twistd geerpc {' '.join(arguments)} did not start")
+    # The rest of its log is not read: send it nowhere.
+    threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
+    return ServerProcess("rpc", process, port)
 
 
 def stop_server(process: subprocess.Popen[bytes]) -> None:
@@ -366,6 +407,7 @@ async def connect_rpc(reactor: Any, ports: list[int], codec: str, kind: str = "r
         codec=codec,
         framed=framed,
         compress=FRAMED_SYSTEMS.get(kind),
+        nodelay=NODELAY,
     )
     return Target(
         kind, codec, functools.partial(client.call, METHOD, ARGUMENT), EXPECTED, client.close
@@ -823,10 +865,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="rpc servers made with Server(metrics=False) (no Prometheus registry)",
     )
+    parser.add_argument(
+        "--nodelay",
+        choices=("on", "off"),
+        help="TCP_NODELAY on both sides, client and rpc server (default: the system's, Nagle on)",
+    )
+    parser.add_argument(
+        "--server-args",
+        metavar="ARGS",
+        help="serve rpc with `twistd geerpc ARGS` (e.g. '--workers 2'), not pinned, "
+        "instead of an in-process Server",
+    )
     parser.add_argument("--serve", choices=SERVER_KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--server-profile", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global NODELAY, SERVER_ARGS
+    NODELAY = None if args.nodelay is None else args.nodelay == "on"
+    SERVER_ARGS = shlex.split(args.server_args) if args.server_args else []
     if args.serve:
         return args
     if args.payload < 0:

@@ -28,6 +28,8 @@ COMPOSITION_ROOTS = {
     # for programs that do not run one themselves.
     "blocking.py",
     "aio.py",
+    # A worker process of `twistd geerpc --workers N` runs its own reactor.
+    "_workers.py",
 }
 
 LAYERS: dict[str, int] = {
@@ -62,6 +64,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._client_protocol": 2,
     "txgeerpc._http_connect": 2,
     "txgeerpc._one_port": 2,
+    "txgeerpc._nodelay": 2,  # TCP_NODELAY on a (wrapped) transport
     "txgeerpc._web": 2,
     "txgeerpc.tls": 2,  # TLS settings and the handshake-first client endpoint
     # L3: the public server and client, and the HTTP registry.
@@ -90,6 +93,8 @@ LAYERS: dict[str, int] = {
     "txgeerpc._twistd_security": 5,
     "txgeerpc._twistd_zookeeper": 5,
     "txgeerpc._twistd_log": 5,
+    "txgeerpc._workers": 5,  # --workers: the supervisor and the worker processes
+    "txgeerpc._handover": 5,  # --handover: the listening sockets passed to a new process
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,
     "txgeerpc.examples": 5,

@@ -35,6 +35,7 @@ from zope.interface import implementer
 from ._admission import HANDSHAKE_TIMEOUT
 from ._http_connect import CONNECTED, BadHead, parse_request_head, split_head
 from ._netrpc import NETRPC_CONNECTED, NETRPC_PATH, Start, classify
+from ._nodelay import set_tcp_nodelay
 from ._server_protocol import DEFAULT_HANDSHAKE_TIMEOUT, ServerFactory, ServerProtocol
 from ._web import QuietSite
 from ._wire import DEFAULT_RPC_PATH
@@ -128,6 +129,8 @@ class OnePortProtocol(Protocol):
     def connectionMade(self) -> None:
         if not self._secure:
             self._factory.open.add(self)
+            if self._factory.tcp_nodelay is not None:
+                set_tcp_nodelay(self.transport, self._factory.tcp_nodelay)
         clock = self._factory.clock
         self._started = clock.seconds()
         self._deadline = clock.callLater(self._factory.handshake_timeout, self._too_slow)
@@ -412,6 +415,9 @@ class OnePortFactory(Factory):
     :ivar tls_only: refuse plaintext (serve only TLS).
     :ivar tls_refused: TLS handshakes refused (bad or missing client
         certificates, clients that do not trust this server...).
+    :ivar tcp_nodelay: set ``TCP_NODELAY`` on every TCP connection accepted
+        (``True``), clear it (``False``) or leave the system's default, Nagle's
+        algorithm on (``None``, the default: docs/operations.md says why).
     """
 
     _log = Logger()
@@ -439,6 +445,7 @@ class OnePortFactory(Factory):
         self.tls_factory: Any = None
         self.tls_only = False
         self.tls_refused = 0
+        self.tcp_nodelay: bool | None = None
 
     def serve_tls(self, tls: Any, *, only: bool = False) -> None:
         """Serve TLS too (a :class:`~txgeerpc.tls.ServerTLS`), on every port

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 
 import attrs
 from twisted.application.service import IService, Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -268,9 +269,11 @@ class Listener(Service):
         announce: Callable[[IListeningPort], None] | None = None,
         *,
         endpoint: str | None = None,
+        adopt: int | None = None,
     ) -> None:
         self.description = description
         self.port: IListeningPort | None = None
+        self._adopt = adopt
         self._reactor = reactor
         self._factory = factory
         self._announce = announce
@@ -287,6 +290,9 @@ class Listener(Service):
             no permission, no such interface).
         """
         if self._listening is not None:
+            return
+        if self._adopt is not None:  # a listening socket inherited (workers, hand-over)
+            self._listening = succeed(self._adopt_port(self._adopt))
             return
         failed_now: list[Failure] = []
         waiting: list[bool] = []  # empty while listen() runs
@@ -313,6 +319,18 @@ class Listener(Service):
             reason = _reason(failed_now[0].value)
             raise StartupError(f"cannot listen on {self.description}: {reason}")
 
+    def _adopt_port(self, fd: int) -> IListeningPort:
+        """Serve on the listening socket ``fd`` (this process's copy of it
+        is closed: the port has its own)."""
+        try:
+            family = _family(fd)
+            port = shared(self._reactor.adoptStreamPort(fd, family, self._factory))
+        except OSError as error:
+            raise StartupError(f"cannot serve {self.description}: {_reason(error)}") from error
+        finally:
+            os.close(fd)
+        return self._listened(port)
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self.listen()
@@ -332,6 +350,26 @@ class Listener(Service):
         if listening is not None:
             listening.cancel()
         return None
+
+
+def shared(port: Any) -> Any:
+    """Mark ``port`` (a listening TCP port) as sharing its socket with other
+    processes (workers, a process it was handed to or from): closing it then
+    closes this process's descriptor only.  Twisted otherwise calls
+    ``shutdown()`` first, which stops the socket listening for every process
+    holding it.  (``_shouldShutdown`` is Twisted's own switch for this, set
+    on a class; there is no public one.)"""
+    port._shouldShutdown = False
+    return port
+
+
+def _family(fd: int) -> int:
+    """The address family of the socket ``fd`` (left open)."""
+    probe = socket.socket(fileno=fd)
+    try:
+        return int(probe.family)
+    finally:
+        probe.detach()
 
 
 def cwd_on_path() -> None:

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 
 from ._client_protocol import ClientProtocol
 from ._framed import DEFAULT_COMPRESS_THRESHOLD, check_compressions
+from ._nodelay import set_tcp_nodelay
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE, EXTENSION_VERSION, GOB, Option, seconds_to_ns
 from .codec import JSON, CodecRegistry, JSONRPCClientCodec, default_registry
 from .context import CallContext, Interceptor, Metadata
@@ -202,6 +203,7 @@ def connect(
     compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
     tls: Any = None,
     token: str | None = None,
+    nodelay: bool | None = None,
 ) -> Deferred[Client]:
     """Connect to a GeeRPC server.
 
@@ -234,6 +236,9 @@ def connect(
         certificate to present.
     :param token: a bearer token sent with every call (its ``authorization``
         metadata, :mod:`txgeerpc.auth`).
+    :param nodelay: set (``True``) or clear (``False``) ``TCP_NODELAY`` on a
+        TCP connection; ``None``, the default, leaves the system's (Nagle's
+        algorithm on; docs/operations.md, "TCP_NODELAY", has the measurements).
     :returns: a Deferred firing with a :class:`Client`; it can fail with
         :class:`~txgeerpc.errors.InvalidAddress`,
         :class:`~txgeerpc.errors.UnsupportedCodec`,
@@ -311,7 +316,14 @@ def connect(
             return Failure(ConnectTimeout(connect_timeout))
         return Failure(ConnectFailed(failure.value))
 
+    if nodelay is not None:
+        connecting.addCallback(_with_nodelay, nodelay)
     return connecting.addCallbacks(Client, wrap_failure)
+
+
+def _with_nodelay(protocol: Any, enabled: bool) -> Any:
+    set_tcp_nodelay(protocol.transport, enabled)
+    return protocol
 
 
 def _go_scheme(address: str | IStreamClientEndpoint) -> str | None:

@@ -197,6 +197,9 @@ class Snapshot:
     limits: dict[str, int] = attrs.field(factory=dict)
     live: Live | None = None
     """The live parts (connections, running calls, errors...), when read."""
+    worker: dict[str, int] | None = None
+    """Which worker of ``twistd geerpc --workers N`` answered (``{"id", "pid",
+    "count"}``; :attr:`txgeerpc.Server.worker`), ``None`` for a lone process."""
 
     @classmethod
     def of(cls, server: Server, history: RateHistory | None = None) -> Snapshot:
@@ -209,6 +212,7 @@ class Snapshot:
             services=tuple(ServiceSnapshot.of(services[name]) for name in sorted(services)),
             limits=server.limit_counts,
             live=read_live(server, history) if history is not None else None,
+            worker=server.worker,
         )
 
     @property
@@ -220,7 +224,8 @@ class Snapshot:
         """The JSON form: ``{"uptime_seconds", "connections", "calls", "services",
         "limits"}``, and with the live parts ``"server"``,
         ``"open_connections"``, ``"in_flight_calls"``, ``"recent_errors"``,
-        ``"registry"``, ``"latency_buckets"`` and ``"calls_per_second"``."""
+        ``"registry"``, ``"latency_buckets"`` and ``"calls_per_second"``; and
+        ``"worker"`` from a worker of ``twistd geerpc --workers N``."""
         data = {
             "uptime_seconds": self.uptime_seconds,
             "connections": self.connections,
@@ -230,6 +235,8 @@ class Snapshot:
         }
         if self.live is not None:
             data.update(self.live.to_json())
+        if self.worker is not None:
+            data["worker"] = dict(self.worker)
         return data
 
 

@@ -218,6 +218,9 @@ class Server:
         self.addresses: list[str] = []
         """Where the server listens (``tcp@host:port``), for its debug page:
         ``twistd geerpc`` notes each listener's; a program may add its own."""
+        self.worker: dict[str, int] | None = None
+        """Which worker of ``twistd geerpc --workers N`` this is (``{"id",
+        "pid", "count"}``; the debug page's JSON carries it), else ``None``."""
         self.registry: Any = None
         """The embedded registry (a
         :class:`~txgeerpc.registry.RegistryResource`) whose entries the debug

@@ -9,6 +9,9 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import sys
+from collections.abc import Sequence
+from os import cpu_count as _cpu_count
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +23,7 @@ from twisted.logger import Logger, jsonFileLogObserver
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
+from . import _handover as handover
 from . import _twistd_etcd as etcd_options
 from . import _twistd_security as security_options
 from . import _twistd_zookeeper as zookeeper_options
@@ -48,6 +52,7 @@ from ._twistd import (
 )
 from ._web import DEFAULT_HTTP_IDLE_TIMEOUT, mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
+from ._workers import Supervisor, WorkerLabelled, shareable
 from .context import Interceptor
 from .errors import GeeRPCError
 from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
@@ -83,6 +88,11 @@ DEFAULT_LISTEN = "tcp:7001:interface=127.0.0.1"
 DEFAULT_BACKLOG = 1024
 
 
+def _cpus() -> int:
+    """The CPUs (``--workers auto``)."""
+    return _cpu_count() or 1
+
+
 def _heartbeat_period(text: str) -> float:
     value = positive_seconds(text)
     if not value >= MIN_PERIOD:
@@ -91,6 +101,16 @@ def _heartbeat_period(text: str) -> float:
 
 
 _heartbeat_period.coerceDoc = f"Seconds, {MIN_PERIOD:g} or more."  # type: ignore[attr-defined]
+
+
+def _workers(text: str) -> int:
+    """``--workers``: a whole number, 1 or more, or ``auto`` (the CPUs)."""
+    if text.strip().lower() == "auto":
+        return _cpus()
+    return positive_int(text)
+
+
+_workers.coerceDoc = "A whole number, >= 1, or auto (the CPU count)."  # type: ignore[attr-defined]
 
 
 def _compressions(text: str) -> tuple[str, ...]:
@@ -225,6 +245,23 @@ class Options(ServeOptions):
             positive_int,
         ],
         [
+            "workers",
+            None,
+            1,
+            "Processes serving the --listen ports (auto: one per CPU): the parent opens "
+            "each socket once and hands it to every worker, restarts a worker that dies "
+            "and registers once (docs/operations.md, Workers).",
+            _workers,
+        ],
+        [
+            "handover",
+            None,
+            None,
+            "UNIX socket path for zero-downtime restarts: a new twistd geerpc started with "
+            "the same --handover takes the listening sockets from the one running, which "
+            "then stops gracefully; with none running it listens itself.",
+        ],
+        [
             "backlog",
             None,
             DEFAULT_BACKLOG,
@@ -312,6 +349,13 @@ class Options(ServeOptions):
     optFlags = [
         *security_options.FLAGS,
         ["no-framed", None, "Refuse framed mode (txgeerpc clients then keep the plain stream)."],
+        ["tcp-nodelay", None, "Set TCP_NODELAY on accepted TCP connections (Nagle off)."],
+        [
+            "no-tcp-nodelay",
+            None,
+            "Clear TCP_NODELAY on accepted TCP connections (Nagle on, the default: "
+            "docs/operations.md has the measurements).",
+        ],
         [
             "otel",
             None,
@@ -326,6 +370,12 @@ class Options(ServeOptions):
         super().__init__()
         self["service"] = []
         self["trust-network"] = []
+        self.arguments: list[str] = []
+        """The command line parsed (a worker of ``--workers`` gets it)."""
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_trust_network(self, spec: str) -> None:
         """NETWORK=IDENTITY: callers from NETWORK are IDENTITY (for Go
@@ -408,6 +458,18 @@ class Options(ServeOptions):
                 f"--receive-budget {budget} must hold one message of --max-message-size "
                 f"({self['max-message-size']})"
             )
+        if self["tcp-nodelay"] and self["no-tcp-nodelay"]:
+            raise usage.UsageError("--tcp-nodelay and --no-tcp-nodelay: choose one")
+        self["nodelay"] = True if self["tcp-nodelay"] else False if self["no-tcp-nodelay"] else None
+        for option in ("workers", "handover"):
+            if not self[option] or (option == "workers" and self["workers"] == 1):
+                continue
+            for description in self["listen"]:
+                if not shareable(description):
+                    raise usage.UsageError(
+                        f"--{option} shares listening sockets: --listen {description} is "
+                        "not one (tcp:, tcp6: or unix:)"
+                    )
         total, per_peer = self["max-connections"], self["max-connections-per-peer"]
         if total is not None and per_peer is not None and per_peer > total:
             raise usage.UsageError(
@@ -630,12 +692,23 @@ class Geerpc(Built):
     registration: IRegistration | None
 
 
-def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
+def build(
+    config: Options,
+    reactor: Any,
+    *,
+    etcd: Etcd | None = None,
+    adopt: Sequence[int] | None = None,
+    worker: dict[str, int] | None = None,
+) -> Geerpc:
     """Build the ``twistd geerpc`` service tree, listening on nothing yet.
 
     :param etcd: with ``--etcd``, the cluster to register in (by default an
         :class:`~txgeerpc.etcd.EtcdClient` the options describe); it is
         closed on stop, after the lease is revoked.
+    :param adopt: listening sockets (descriptors) to serve on instead of
+        listening, one per ``--listen`` (inherited by a worker, handed over).
+    :param worker: which worker of ``--workers`` this is (``{"id", "pid",
+        "count"}``): the debug page's JSON says so, the metrics are labelled.
     :raises StartupError: a ``--service`` or ``--listen`` that cannot be used.
     """
     parent = MultiService()
@@ -658,8 +731,11 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     debug_path = None if config["debug-path"].lower() == "none" else config["debug-path"]
     # One factory for every port: they share the site and the statistics.
     factory = server.port_factory(rpc_path=config["rpc-path"], debug_path=debug_path)
+    factory.tcp_nodelay = config["nodelay"]
+    server.worker = worker
     if server.metrics is not None:
-        mount(factory.site.resource, config["metrics-path"], metrics_resource(server.metrics))
+        exposed = server.metrics if worker is None else WorkerLabelled(server.metrics, worker["id"])
+        mount(factory.site.resource, config["metrics-path"], metrics_resource(exposed))
     if security.tls is not None:
         factory.serve_tls(security.tls, only=security.tls_only)
     if security.tls is not None or security.tokens is not None:
@@ -708,7 +784,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
     # the ports are closed, then the connections drain (--grace).
     CloseOnStop(server.drain).setServiceParent(parent)
     listeners = []
-    for description in config["listen"]:
+    for index, description in enumerate(config["listen"]):
         announce = _Announcer(reactor, description, server, debug_path, registry_path)
         listening = Listener(
             reactor,
@@ -716,6 +792,7 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
             factory,
             announce,
             endpoint=with_backlog(description, config["backlog"]),
+            adopt=adopt[index] if adopt is not None else None,
         )
         listening.setServiceParent(parent)
         listeners.append(listening)
@@ -779,8 +856,34 @@ def build(config: Options, reactor: Any, *, etcd: Etcd | None = None) -> Geerpc:
 
 def makeService(config: Options, reactor: Any = None) -> IService:
     """twistd's entry point: :func:`build`, listening at once (see
-    :func:`txgeerpc._twistd.make_service`)."""
-    return make_service(Options.tapname, build, config, reactor)
+    :func:`txgeerpc._twistd.make_service`); with ``--handover``, on the
+    sockets a running server hands over, if one does; with ``--workers N``
+    (more than 1), the workers serve and this process supervises them."""
+    if not config["handover"] and config["workers"] == 1:
+        return make_service(Options.tapname, build, config, reactor)
+    return make_service(Options.tapname, _build_shared, config, reactor)
+
+
+def _build_shared(config: Options, reactor: Any) -> Built:
+    """:func:`build` for ``--handover`` and ``--workers``.
+
+    :raises StartupError: the hand-over failed.
+    """
+    inherited = None
+    if config["handover"]:
+        inherited = handover.receive(config["handover"], len(config["listen"]))
+    built = build(config, reactor, adopt=inherited.fds if inherited is not None else None)
+    # Added where the listeners are: started after them, stopped with them.
+    tree = built.listeners[0].parent
+    if config["workers"] > 1:
+        Supervisor(
+            reactor, config.arguments, built.listeners, config["workers"], config["grace"]
+        ).setServiceParent(tree)
+    if config["handover"]:
+        handover.HandoverService(
+            reactor, config["handover"], built.listeners, reactor.stop, inherited
+        ).setServiceParent(tree)
+    return built
 
 
 def _has_port(description: str) -> bool:

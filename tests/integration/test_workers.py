@@ -1,0 +1,217 @@
+"""
+``twistd geerpc --workers 2`` and ``--handover`` on real processes: one
+port served by two workers (calls land on both), one registry entry, a
+worker killed and restarted with no connection refused meanwhile, a drain on
+SIGTERM; and restarts that hand the listening socket over under load, with
+no connection refused.  Clients run in this process on the real reactor;
+blocking waits on the servers run in threads.  Every process is stopped by
+PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+
+from tests._processes import output, start, stop, wait_for
+from txgeerpc import Client, connect
+from txgeerpc.errors import ConnectFailed, ServerShuttingDown, UnexpectedDisconnect
+
+CLUSTER = "tests.integration._cluster_service:Cluster"
+LISTENING = rb"serving .* on tcp@127\.0\.0\.1:(\d+)"
+SERVING = rb"\[worker (\d)\] txgeerpc: serving"
+
+
+def _get(url: str, accept: str = "*/*") -> tuple[dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return dict(answer.headers), answer.read()
+
+
+async def _who(port: int) -> int:
+    """A new connection's answer to ``Cluster.Who``: the PID that serves it."""
+    client = await connect(reactor, f"tcp@127.0.0.1:{port}", connect_timeout=5)
+    try:
+        return int(await client.call("Cluster.Who", 0, timeout=5))
+    finally:
+        await client.close()
+
+
+def _workers_of(port: int, count: int) -> dict[int, int]:
+    """Worker id by PID, from the debug page's JSON (each request a new
+    connection, answered by one worker or the other), until ``count`` seen."""
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        _, body = _get(f"http://127.0.0.1:{port}/debug/geerpc", "application/json")
+        worker = json.loads(body)["worker"]
+        assert worker["count"] == count, worker
+        seen[worker["pid"]] = worker["id"]
+        if len(seen) == count:
+            return seen
+    raise AssertionError(f"200 requests reached only workers {seen}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_workers_one_port_one_entry_restarted_drained(tmp_path: Path) -> None:
+    registry = start(tmp_path, "geerpc", "--listen", "tcp:0:interface=127.0.0.1")
+    server: subprocess.Popen[bytes] | None = None
+    clients: list[Client] = []
+    try:
+        registry_port = int(await deferToThread(wait_for, registry, LISTENING))
+        url = f"http://127.0.0.1:{registry_port}/_geerpc_/registry"
+        server = start(
+            tmp_path,
+            "geerpc",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--workers",
+            "2",
+            "--service",
+            CLUSTER,
+            "--registry",
+            url,
+            "--advertise",
+            "tcp@127.0.0.1:0",
+            "--registry-path",
+            "none",
+        )
+        port = int(await deferToThread(wait_for, server, rb"2 workers serving .*\n.*" + LISTENING))
+        ready = [await deferToThread(wait_for, server, SERVING) for _ in range(2)]
+        assert sorted(ready) == ["0", "1"]
+
+        # One port, both workers: the debug page says which answered.
+        workers = await deferToThread(_workers_of, port, 2)
+        assert sorted(workers.values()) == [0, 1]
+        assert os.getpid() not in workers and server.pid not in workers
+        _, metrics = await deferToThread(_get, f"http://127.0.0.1:{port}/metrics")
+        assert b'worker="0"' in metrics or b'worker="1"' in metrics
+        # Calls land on both (new connections, until each worker answered one).
+        answered: Counter[int] = Counter()
+        for _ in range(200):
+            answered[await _who(port)] += 1
+            if len(answered) == 2:
+                break
+        assert set(answered) == set(workers), (answered, workers)
+
+        # Registered once: one entry, one join, from the parent only.
+        headers, _ = await deferToThread(_get, url)
+        assert headers["X-Geerpc-Servers"] == f"tcp@127.0.0.1:{port}"
+        # Killed: worker 1 is restarted (one line), the others are served meanwhile.
+        killed = next(pid for pid, worker in workers.items() if worker == 1)
+        survivor = next(pid for pid, worker in workers.items() if worker == 0)
+        refused: list[Any] = []
+        during: Counter[int] = Counter()
+        running = [True]
+
+        async def load() -> None:
+            while running[0]:
+                try:
+                    during[await _who(port)] += 1
+                except ConnectFailed as error:
+                    refused.append(error)
+                except Exception:  # a connection the killed worker had accepted
+                    during[0] += 1
+
+        loads = [ensureDeferred(load()) for _ in range(4)]
+        await deferLater(reactor, 0.2, lambda: None)  # the load runs meanwhile
+        os.kill(killed, signal.SIGKILL)
+        await deferToThread(
+            wait_for, server, rb"worker 1 \(pid %d\) was killed by SIGKILL; restarting it" % killed
+        )
+        await deferToThread(wait_for, server, rb"\[worker 1\] txgeerpc: serving")
+        await deferLater(reactor, 0.3, lambda: None)  # the restarted worker takes its share
+        running[0] = False
+        await DeferredList(loads)
+        assert refused == []
+        assert during[survivor] > 0
+        restarted = set(during) - {survivor, killed, 0}
+        assert len(restarted) <= 1, during
+
+        # SIGTERM drains: every call in flight, on both workers, is answered.
+        clients = [
+            await connect(reactor, f"tcp@127.0.0.1:{port}", connect_timeout=5) for _ in range(8)
+        ]
+        calls = [client.call("Cluster.Who", 400, timeout=10) for client in clients * 5]
+        await deferLater(reactor, 0.1, lambda: None)  # the calls reach the workers
+        os.kill(server.pid, signal.SIGTERM)
+        results = await DeferredList(calls, consumeErrors=True)
+        assert all(ok for ok, _ in results), [value for ok, value in results if not ok]
+        await deferToThread(server.wait, 15)
+        log = (await deferToThread(output, server)).decode()
+        headers, _ = await deferToThread(_get, url)
+        assert "X-Geerpc-Servers" not in headers or headers["X-Geerpc-Servers"] == ""
+    finally:
+        for client in clients:
+            await client.close()
+        if server is not None:
+            stop(server)
+        stop(registry)
+    # Registered (and deregistered) once, by the parent; each worker drained.
+    assert log.count(" registered at http") == log.count(" deregistered from http") == 1, log
+    assert "[worker 0] txgeerpc: stopping" in log and "[worker 1] txgeerpc: stopping" in log
+
+
+@pytest_twisted.ensureDeferred
+async def test_handover_restarts_under_load_refuse_no_connection(tmp_path: Path) -> None:
+    path = str(tmp_path / "handover.sock")
+    args = ("geerpc", "--service", CLUSTER, "--registry-path", "none", "--handover", path)
+    first = start(tmp_path, *args, "--listen", "tcp:0:interface=127.0.0.1")
+    processes = [first]
+    refused: list[Any] = []
+    shutting_down: list[Any] = []
+    others: list[Any] = []
+    answered: Counter[int] = Counter()
+    running = [True]
+    try:
+        port = int(await deferToThread(wait_for, first, LISTENING))
+
+        async def load() -> None:
+            while running[0]:
+                try:
+                    answered[await _who(port)] += 1
+                except ConnectFailed as error:
+                    refused.append(error)
+                except (ServerShuttingDown, UnexpectedDisconnect) as error:
+                    # Accepted by the old process as it stopped: go-away, then
+                    # closed (a client redials; an XClient does it for you).
+                    shutting_down.append(error)
+                except Exception as error:
+                    others.append(error)
+
+        loads = [ensureDeferred(load()) for _ in range(8)]
+        for _ in range(3):
+            old = processes[-1]
+            new = start(tmp_path, *args, "--listen", f"tcp:{port}:interface=127.0.0.1")
+            processes.append(new)
+            await deferToThread(wait_for, new, LISTENING)
+            await deferToThread(old.wait, 15)
+            await deferToThread(wait_for, old, rb"the new process serves; stopping gracefully")
+            deadline = time.monotonic() + 10
+            while answered[new.pid] < 10:
+                assert time.monotonic() < deadline, (answered, refused, others)
+                await deferLater(reactor, 0.02, lambda: None)  # the load runs meanwhile
+        running[0] = False
+        await DeferredList(loads)
+    finally:
+        running[0] = False
+        for process in processes:
+            stop(process)
+    assert refused == []
+    assert others == []
+    assert len(shutting_down) < sum(answered.values()) / 10, (len(shutting_down), answered)
+    assert set(answered) == {process.pid for process in processes}, answered
+    assert sum(answered.values()) > 100
+    assert [process.returncode for process in processes[:-1]] == [0, 0, 0]
