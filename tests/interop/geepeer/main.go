@@ -6,7 +6,7 @@
 //	geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
-//	geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-payload 0] [-wide-option] [-latencies]
+//	geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 package main
 
 import (
@@ -21,7 +21,7 @@ const usage = `usage:
   geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
-  geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-payload 0] [-wide-option] [-latencies]
+  geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 `
 
 func main() {
