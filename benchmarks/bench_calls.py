@@ -1314,6 +1314,7 @@ def build_report(
             },
             "command": " ".join(["python", *sys.argv]),
             "other_cpu_load": other_load,
+            "uptime_before": args.uptime_before,
             "uptime": uptime(),
         },
         "results": results,
@@ -1964,6 +1965,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.payload:
         METHOD, ARGUMENT = "Arith.Echo", "x" * args.payload
         ARGUMENT_TEXT, EXPECTED = f'"x" * {args.payload}', ARGUMENT
+    args.uptime_before = uptime()
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = not args.no_pin and len(cpus) >= 2
     client_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
