@@ -1344,7 +1344,8 @@ def render_all(report: dict[str, Any]) -> str:
     lines = [
         "",
         "Every system: x echo = calls/s (and p50) / the echo's with the same codec, payload and",
-        f"calls in flight in this run (amp, rpyc, go: the {meta['reference_echo_codec']} echo's);",
+        "calls in flight in this run (amp, rpyc, go: the "
+        f"{meta['reference_echo_codec'] or 'no echo measured: no'} echo's);",
         "cpu = the server process(es)' user+sys CPU over the window / calls (us per call).",
         "amp: Twisted AMP callRemote(Multiply); rpyc: RPyC ThreadedServer, async_ calls;",
         "go>rpc / go>go: geepeer load (Go GeeRPC client, gob) against the txgeerpc rpc server /",
