@@ -6,7 +6,7 @@ against the alternatives (Twisted AMP, RPyC, a Go GeeRPC server), one run.
 
     python benchmarks/bench_calls.py             # the default run, a few minutes
     python benchmarks/bench_calls.py --reactor uvloop   # + the uvloop reactor rows
-    python benchmarks/bench_calls.py --quick     # a few seconds (smoke test)
+    python benchmarks/bench_calls.py --quick     # ~15 s (smoke run; rough numbers)
     python benchmarks/bench_calls.py --json out.json
     python benchmarks/bench_calls.py --systems echo,rpc --codecs gob,json
 
@@ -1725,13 +1725,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="txgeerpc calls/s and latency against a raw Twisted echo ceiling."
     )
-    parser.add_argument("--quick", action="store_true", help="tiny counts: a few seconds in all")
-    parser.add_argument("--duration", type=float, help="seconds per measurement (1.5; quick 0.2)")
+    parser.add_argument("--quick", action="store_true", help="tiny counts: ~15 s in all")
+    parser.add_argument("--duration", type=float, help="seconds per measurement (1.0; quick 0.1)")
     parser.add_argument("--rounds", type=int, help="measurements per configuration (3; quick 1)")
     parser.add_argument(
         "--warmup",
         type=int,
-        help=f"warm-up calls before each (1000; quick 200; at most {WARMUP_LIMIT} s of them)",
+        help=f"warm-up calls before each (1000; quick 100; at most {WARMUP_LIMIT} s of them)",
     )
     parser.add_argument(
         "--in-flight", help="comma-separated concurrencies (default 1,16,128)", default=None
@@ -1832,9 +1832,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--payload must not be negative")
     if args.payload:
         use_payload(args.payload)
-    args.duration = args.duration or (0.2 if args.quick else 1.0)
+    args.duration = args.duration or (0.1 if args.quick else 1.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.warmup = args.warmup if args.warmup is not None else (200 if args.quick else 1000)
+    args.warmup = args.warmup if args.warmup is not None else (100 if args.quick else 1000)
     args.in_flight = (
         [int(n) for n in args.in_flight.split(",")] if args.in_flight else list(DEFAULT_IN_FLIGHT)
     )
