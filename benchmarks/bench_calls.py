@@ -811,9 +811,9 @@ def agent(reactor_name: str, cpu: int | None) -> None:
     def command(request: dict[str, Any]) -> dict[str, Any]:
         if request["op"] == "connect":
             if request["kind"] == "rpyc":
-                targets[request["id"]] = RpycTarget(request["port"])
+                targets[request["id"]] = RpycTarget(request["port"])  # checks a call
             else:
-                targets[request["id"]] = blockingCallFromThread(
+                target = targets[request["id"]] = blockingCallFromThread(
                     reactor,
                     lambda: ensureDeferred(
                         connect_system(
@@ -825,6 +825,9 @@ def agent(reactor_name: str, cpu: int | None) -> None:
                         )
                     ),
                 )
+                result = blockingCallFromThread(reactor, target.call)
+                if result != target.expected:
+                    raise RuntimeError(f"got {result!r:.60}, expected {target.expected!r:.60}")
             return {"ok": True}
         target = targets[request["id"]]
         in_flight, warmup, duration = request["in_flight"], request["warmup"], request["duration"]
@@ -1603,7 +1606,8 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
                     "kind": config.kind,
                     "codec": config.codec,
                     "port": ports[0],
-                    "payload": config.payload,
+                    # The agent has not seen --payload: the main call's size, spelled out.
+                    "payload": args.payload if config.payload is None else config.payload,
                 }
                 await deferToThread(agents[name].request, request)
         profilers: dict[tuple[str, str, int], cProfile.Profile] = {}
