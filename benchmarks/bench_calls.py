@@ -62,6 +62,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import statistics
@@ -617,15 +618,18 @@ def stop_server(process: subprocess.Popen[bytes] | ServerProcess) -> None:
         scratch.cleanup()
 
 
-def process_tree_cpu(pid: int) -> float | None:
+def process_tree_cpu(pid: int, seen: set[int] | None = None) -> float | None:
     """User + system CPU seconds of process ``pid`` and its descendants
-    (``twistd geerpc --workers N``'s workers), from ``/proc`` (Linux)."""
+    (``twistd geerpc --workers N``'s workers), from ``/proc`` (Linux); the
+    PIDs counted are added to ``seen``."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     total = 0
     pending = [pid]
     try:
         while pending:
             current = pending.pop()
+            if seen is not None:
+                seen.add(current)
             try:
                 with open(f"/proc/{current}/stat", encoding="ascii") as stat:
                     values = stat.read().rsplit(")", 1)[1].split()
@@ -1017,13 +1021,15 @@ def source_revision() -> str | None:
 class CpuMonitor:
     """CPU time the rest of the machine used while we measured (Linux only).
 
-    Busy time from ``/proc/stat`` minus this process's and the servers' own
-    CPU time: anything else running (a test suite, a build) distorts the
-    numbers, and the report says so.
+    Busy time from ``/proc/stat`` minus the CPU time of this process and
+    everything it started (servers, twistd workers, agents, Go load
+    generators: the live ones from ``/proc``, the ended ones from
+    ``RUSAGE_CHILDREN``): anything else running (a test suite, a build)
+    distorts the numbers, and the report says so.
     """
 
-    def __init__(self, pids: list[int]) -> None:
-        self._pids = pids
+    def __init__(self, pids: list[int] | None = None) -> None:
+        self._pids = pids or []  # more processes of ours that are not our descendants
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._start = self._read()
         self._wall = time.perf_counter()
@@ -1034,14 +1040,18 @@ class CpuMonitor:
                 fields = [int(x) for x in stat.readline().split()[1:]]
             # user nice system idle iowait irq softirq steal: busy = all but idle/iowait
             busy = sum(fields[:8]) - fields[3] - fields[4]
-            ours = 0
-            for pid in [os.getpid(), *self._pids]:
-                with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
-                    values = proc.read().rsplit(")", 1)[1].split()
-                ours += int(values[11]) + int(values[12])  # utime, stime
         except (OSError, ValueError, IndexError):
             return None
-        return busy / self._tick, ours / self._tick
+        seen: set[int] = set()
+        live = process_tree_cpu(os.getpid(), seen)
+        for pid in self._pids:
+            if live is not None and pid not in seen:
+                more = process_tree_cpu(pid, seen)
+                live = None if more is None else live + more
+        if live is None:
+            return None
+        ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return busy / self._tick, live + ended.ru_utime + ended.ru_stime
 
     def others(self) -> float | None:
         """Average number of cores busy with other processes since we started."""
@@ -1611,10 +1621,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
                 }
                 await deferToThread(agents[name].request, request)
         profilers: dict[tuple[str, str, int], cProfile.Profile] = {}
-        monitor = CpuMonitor(
-            [server.process.pid for server in servers]
-            + [agent.process.pid for agent in agents.values()]
-        )
+        monitor = CpuMonitor()
         levels = sorted({n for config in configs for n in config.in_flight})
         total = args.rounds * sum(len(config.in_flight) for config in configs)
         step = 0
