@@ -49,6 +49,8 @@ docs/protocol.md; the interop tests run it against txgeerpc. Its CLI:
 - ``geepeer encode-requests < requests.jsonl > c2s.bin`` turns lines
   ``{"method": ..., "seq": N, "arg": ..., "type": optional}`` into the gob stream
   a Go client sends after the Option.
+- ``geepeer load -addr HOST:PORT [-in-flight N] [-conns N] [-duration 2s]
+  ...`` is a load generator for benchmarks/bench_calls.py (tests/interop/README.md).
 
 Records travel as JSON objects with the Go field names: ``Data`` base64,
 ``Z`` ``[real, imag]``, ``Child`` null or a record, ``Extra``

@@ -6,6 +6,7 @@
 //	geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
+//	geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 package main
 
 import (
@@ -20,6 +21,7 @@ const usage = `usage:
   geepeer xclient -registry URL [-scenario spread|broadcast] [-select roundrobin|random] [-calls 10] [-wide-option] [-call-timeout 20s] [-update-timeout 10s]
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
+  geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 `
 
 func main() {
@@ -40,6 +42,8 @@ func main() {
 		err = runDecodeReplies()
 	case "encode-requests":
 		err = runEncodeRequests()
+	case "load":
+		err = runLoad(os.Args[2:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
