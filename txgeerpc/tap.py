@@ -468,7 +468,7 @@ class Options(ServeOptions):
                 if not shareable(description):
                     raise usage.UsageError(
                         f"--{option} shares listening sockets: --listen {description} is "
-                        "not one (tcp:, tcp6: or unix:)"
+                        "not one (tcp: or tcp6:)"
                     )
         total, per_peer = self["max-connections"], self["max-connections-per-peer"]
         if total is not None and per_peer is not None and per_peer > total:
