@@ -196,8 +196,11 @@ def test_partial_requests_share_one_memory_budget_and_a_deadline(tmp_path: Path)
             answered = [json_call(port) for _ in range(5)]  # small calls do not wait
             closed = wait_closed(hogs, deadline=8.0)
             peak = status(process.pid, "VmHWM") - baseline
-            # The budget, plus 128 KiB per waiting connection, plus slack.
-            assert peak < budget + 50 * 128 * 1024 + 8 * MiB, peak / MiB
+            # The budget, plus 128 KiB per waiting connection, plus slack: the
+            # peak varies from run to run (22 to 33 MiB measured over 6 runs, on
+            # this tree and on the one before issues 15-18); without the budget
+            # it is over 200 MiB.
+            assert peak < budget + 50 * 128 * 1024 + 12 * MiB, peak / MiB
             assert max(answered) < 1.0, answered
             assert max(closed) < 5.0, closed
         assert debug_limits(port)["message_timeout"] == 50
