@@ -345,3 +345,52 @@ async def test_handover_restarts_under_load_refuse_no_connection(tmp_path: Path)
     assert set(answered) == {process.pid for process in processes}, answered
     assert sum(answered.values()) > 100
     assert [process.returncode for process in processes[:-1]] == [0, 0, 0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_handover_with_workers_says_ready_once_they_serve(tmp_path: Path) -> None:
+    path = str(tmp_path / "handover.sock")
+    args = ("geerpc", "--service", CLUSTER, "--registry-path", "none", "--handover", path)
+    args += ("--workers", "2")
+    pids = rb"2 workers serving .* \(pids (\d+, \d+)\)"
+    first = start(tmp_path, *args, "--listen", "tcp:0:interface=127.0.0.1")
+    processes = [first]
+    refused: list[Any] = []
+    answered: Counter[int] = Counter()
+    running = [True]
+    try:
+        await deferToThread(wait_for, first, pids)
+        port = int(await deferToThread(wait_for, first, LISTENING))
+
+        async def load() -> None:
+            while running[0]:
+                try:
+                    answered[await _who(port)] += 1
+                except ConnectFailed as error:
+                    refused.append(error)
+                except (ServerShuttingDown, UnexpectedDisconnect):
+                    pass  # accepted by an old worker as it stopped: a client redials
+
+        loads = [ensureDeferred(load()) for _ in range(2)]
+        new = start(tmp_path, *args, "--listen", f"tcp:{port}:interface=127.0.0.1")
+        processes.append(new)
+        # The new process tells the old one "ready" only once both its
+        # workers serve (their lines, then its own, then the hand-over's).
+        serving = [await deferToThread(wait_for, new, SERVING) for _ in range(2)]
+        assert sorted(serving) == ["0", "1"]
+        new_pids = {int(pid) for pid in (await deferToThread(wait_for, new, pids)).split(", ")}
+        await deferToThread(wait_for, new, LISTENING)
+        await deferToThread(wait_for, new, rb"serving on the sockets handed over")
+        await deferToThread(first.wait, 15)
+        deadline = time.monotonic() + 10
+        while not new_pids <= set(answered):
+            assert time.monotonic() < deadline, (answered, new_pids)
+            await deferLater(reactor, 0.02, lambda: None)  # the load runs meanwhile
+        running[0] = False
+        await DeferredList(loads)
+    finally:
+        running[0] = False
+        for process in processes:
+            stop(process)
+    assert refused == []
+    assert first.returncode == 0
