@@ -358,6 +358,7 @@ async def test_handover_with_workers_says_ready_once_they_serve(tmp_path: Path) 
     refused: list[Any] = []
     answered: Counter[int] = Counter()
     running = [True]
+    loads: list[Any] = []
     try:
         await deferToThread(wait_for, first, pids)
         port = int(await deferToThread(wait_for, first, LISTENING))
@@ -371,7 +372,7 @@ async def test_handover_with_workers_says_ready_once_they_serve(tmp_path: Path) 
                 except (ServerShuttingDown, UnexpectedDisconnect):
                     pass  # accepted by an old worker as it stopped: a client redials
 
-        loads = [ensureDeferred(load()) for _ in range(2)]
+        loads += [ensureDeferred(load()) for _ in range(2)]
         new = start(tmp_path, *args, "--listen", f"tcp:{port}:interface=127.0.0.1")
         processes.append(new)
         # The new process tells the old one "ready" only once both its
@@ -386,10 +387,9 @@ async def test_handover_with_workers_says_ready_once_they_serve(tmp_path: Path) 
         while not new_pids <= set(answered):
             assert time.monotonic() < deadline, (answered, new_pids)
             await deferLater(reactor, 0.02, lambda: None)  # the load runs meanwhile
-        running[0] = False
-        await DeferredList(loads)
     finally:
         running[0] = False
+        await DeferredList(loads)  # each loop ends with its call
         for process in processes:
             stop(process)
     assert refused == []
