@@ -6,10 +6,11 @@ with the same ``--handover`` connects there before it listens itself and
 receives the listening sockets (``SCM_RIGHTS``), one per ``--listen``, in
 order; the old one closes ``PATH`` and then ends the message with a newline,
 so the new one can take ``PATH`` over for the next restart.  The new one
-serves on the sockets it got and says ``ready`` once its reactor runs; only
-then does the old one stop, gracefully (the registry entry, go-away, the
-calls in flight drained).  A socket is never closed, so a connection that
-arrives meanwhile waits in its backlog for whichever process accepts next.
+serves on the sockets it got and says ``ready`` once its reactor runs (with
+``--workers``, once every worker serves); only then does the old one stop,
+gracefully (the registry entry, go-away, the calls in flight drained).  A
+socket is never closed, so a connection that arrives meanwhile waits in its
+backlog for whichever process accepts next.
 If the new process dies before it is ready, the old one goes on serving.
 """
 
@@ -48,6 +49,7 @@ class Inherited:
         connection, self._connection = self._connection, None
         if connection is None:
             return
+        Logger().info("txgeerpc: serving on the sockets handed over; the old process stops now")
         try:
             connection.sendall(READY)
         except OSError:
@@ -146,7 +148,8 @@ class HandoverService(Service):
     a new process; then calls ``stop`` (the reactor's, for twistd).
 
     :param inherited: the sockets this process took over, told
-        :meth:`Inherited.ready` once it runs.
+        :meth:`Inherited.ready` once it runs, and ``serving`` opened.
+    :param serving: with ``--workers``, opened once they all serve.
     """
 
     _log = Logger()
@@ -158,12 +161,14 @@ class HandoverService(Service):
         listeners: Sequence[Any],
         stop: Callable[[], Any],
         inherited: Inherited | None = None,
+        serving: Any = None,
     ) -> None:
         self.path = path
         self._reactor = reactor
         self._listeners = listeners
         self._stop = stop
         self._inherited = inherited
+        self._serving = serving
         self._port: IListeningPort | None = None
         self._given = False
 
@@ -180,9 +185,13 @@ class HandoverService(Service):
         if self._port is None:
             self.privilegedStartService()
         super().startService()
-        if self._inherited is not None:
-            self._reactor.callWhenRunning(self._inherited.ready)
-            self._inherited = None
+        inherited, self._inherited = self._inherited, None
+        if inherited is None:
+            return
+        if self._serving is None:
+            self._reactor.callWhenRunning(inherited.ready)
+        else:
+            self._serving.wait().addCallback(lambda _: inherited.ready())
 
     def ports(self) -> list[Any] | None:
         """The listening ports to hand over, once (``None`` after)."""
@@ -209,4 +218,3 @@ class HandoverService(Service):
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         return self.close()
-

@@ -18,21 +18,31 @@ one entry for the port.  It restarts a worker that dies (one log line), and
 on SIGTERM leaves the registry, then stops every worker with SIGTERM: each
 stops gracefully (go-away, the calls in flight drained within ``--grace``).
 A worker whose parent disappears (its stdin closes) stops the same way.
-Workers log through the parent (``[worker N] ...``).
+Workers log through the parent (``[worker N] ...``); a worker says it
+serves with a line of its own on the same pipe (:data:`READY`, after its
+"serving" lines), and the parent says it serves (and, with ``--handover``,
+tells the process handing over ``ready``) only once every worker did.
+``SIGHUP`` to the parent (TLS certificate and tokens reload) is passed on to
+every worker.  The parent makes a private run directory (mode 0700, removed
+on stop) where each worker answers the others' requests for its metrics and
+debug page (:mod:`txgeerpc._worker_stats`): any worker answering ``/metrics``
+serves every worker's samples.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import abstract, fdesc
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ConnectionDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
@@ -50,6 +60,9 @@ RESTART_PAUSE = 1.0
 after this pause, not at once (no busy loop of a worker that cannot start)."""
 KILL_AFTER = 5.0
 """Seconds past ``--grace`` a stopping worker gets before SIGKILL."""
+READY = b"\x00txgeerpc-worker-ready"
+"""The line a worker writes on its stdout (its log) once it serves; no log
+line can be it (a worker's log lines have their NUL bytes escaped)."""
 
 
 def shareable(description: str) -> bool:
@@ -86,6 +99,26 @@ class WorkerLabelled:
 # -- the parent -------------------------------------------------------------------
 
 
+class Gate:
+    """Closed until :meth:`open` is called, once; then open for good."""
+
+    def __init__(self) -> None:
+        self._waiting: list[Deferred[None]] | None = []
+
+    def wait(self) -> Deferred[None]:
+        """Fires (with ``None``) once the gate is open: at once if it is."""
+        if self._waiting is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    def open(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        for each in waiting or ():
+            each.callback(None)
+
+
 class _Worker(ProcessProtocol):
     """One worker process: its output logged line by line, its end reported."""
 
@@ -104,6 +137,9 @@ class _Worker(ProcessProtocol):
         if lines[-1]:
             self._partial[childFD] = lines[-1]
         for line in lines[:-1]:
+            if childFD == 1 and line == READY:
+                self._supervisor.serving(self)
+                continue
             self._log.info(
                 "[worker {worker}] {line}",
                 worker=self.worker,
@@ -131,6 +167,9 @@ class Supervisor(Service):
     :param arguments: the ``twistd geerpc`` options the workers parse.
     :param grace: ``--grace``: a stopping worker is killed this much and
         :data:`KILL_AFTER` seconds later.
+    :param serving: opened once every worker serves.
+    :param forward_hangup: pass ``SIGHUP`` on to the workers (after this
+        process's own handler, when it has one: the options reload files).
     """
 
     _log = Logger()
@@ -142,37 +181,76 @@ class Supervisor(Service):
         listeners: Sequence[Any],
         count: int,
         grace: float,
+        *,
+        serving: Gate | None = None,
+        forward_hangup: bool = False,
     ) -> None:
         self._reactor = reactor
         self._arguments = list(arguments)
         self._listeners = listeners
         self.count = count
         self._grace = grace
+        self._serving = serving if serving is not None else Gate()
+        self._forward_hangup = forward_hangup and hasattr(signal, "SIGHUP")
+        self._previous_hangup: Any = None
         self._fds: list[int] = []
         self.workers: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._stopping = False
+        self._served: set[int] = set()
+        self.directory: str | None = None
+        """The run directory where the workers answer each other."""
 
     def startService(self) -> None:
         super().startService()
         self._stopping = False
+        self._served = set()
         self._fds = []
         for listener in self._listeners:
             shared(listener.port).stopReading()  # the workers accept, not this process
             self._fds.append(listener.port.fileno())
+        self.directory = tempfile.mkdtemp(prefix="txgeerpc-workers-")
+        if self._forward_hangup:
+            self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
         for worker in range(self.count):
             self._spawn(worker)
-        self._log.info(
-            "txgeerpc: {count} workers serving {listen} (pids {pids})",
-            count=self.count,
-            listen=", ".join(listener.description for listener in self._listeners),
-            pids=", ".join(str(self.workers[w].pid) for w in sorted(self.workers)),
-        )
+
+    def serving(self, protocol: _Worker) -> None:
+        """Worker ``protocol`` says it serves: once all did, so does this process."""
+        if self.workers.get(protocol.worker) is not protocol or self._stopping:
+            return
+        first = protocol.worker not in self._served
+        self._served.add(protocol.worker)
+        if first and len(self._served) == self.count:
+            self._log.info(
+                "txgeerpc: {count} workers serving {listen} (pids {pids})",
+                count=self.count,
+                listen=", ".join(listener.description for listener in self._listeners),
+                pids=", ".join(str(self.workers[w].pid) for w in sorted(self.workers)),
+            )
+            self._serving.open()
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        previous = self._previous_hangup
+        if callable(previous):
+            previous(signum, frame)
+        self._reactor.callFromThread(self._pass_hangup_on)
+
+    def _pass_hangup_on(self) -> None:
+        self._log.info("txgeerpc: SIGHUP: passing it on to the workers")
+        for protocol in list(self.workers.values()):
+            protocol.signal("HUP")
 
     def _spawn(self, worker: int) -> None:
         self._restarts.pop(worker, None)
         spec = json.dumps(
-            {"arguments": self._arguments, "worker": worker, "count": self.count, "fds": self._fds}
+            {
+                "arguments": self._arguments,
+                "worker": worker,
+                "count": self.count,
+                "fds": self._fds,
+                "directory": self.directory,
+            }
         )
         protocol = _Worker(self, worker, self._reactor.seconds())
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
@@ -207,6 +285,9 @@ class Supervisor(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         self._stopping = True
+        if self._forward_hangup and self._previous_hangup is not None:
+            signal.signal(signal.SIGHUP, self._previous_hangup)
+            self._previous_hangup = None
         for restart in self._restarts.values():
             restart.cancel()
         self._restarts.clear()
@@ -224,6 +305,9 @@ class Supervisor(Service):
         def stopped(result: Any) -> Any:
             if kill.active():
                 kill.cancel()
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None
             return result
 
         return done.addBoth(stopped)
@@ -275,7 +359,14 @@ def _log_lines(event: dict[str, Any]) -> None:
     failure = event.get("log_failure")
     if failure is not None:
         text += "\n" + failure.getTraceback()
+    text = text.replace("\x00", "\\x00")  # no line of it is READY
     sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def _say_ready() -> None:
+    """Tell the parent this worker serves (after its "serving" lines)."""
+    sys.stdout.write(READY.decode("ascii") + "\n")
     sys.stdout.flush()
 
 
@@ -288,6 +379,10 @@ def main(argv: Sequence[str]) -> None:
     from .tap import Options, build
 
     spec = json.loads(argv[1])
+    if hasattr(signal, "SIGHUP"):
+        # The parent passes SIGHUP on when the options reload files on it (a
+        # handler replaces this then); never the default: to end the worker.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     globalLogBeginner.beginLoggingTo([_log_lines], redirectStandardIO=False)
     config = Options()
     with one_line_errors(Options.tapname):
@@ -296,7 +391,9 @@ def main(argv: Sequence[str]) -> None:
             config[name] = None  # the parent's business
         config["workers"] = 1
         worker = {"id": spec["worker"], "pid": os.getpid(), "count": spec["count"]}
-        built = build(config, reactor, adopt=spec["fds"], worker=worker)
+        built = build(
+            config, reactor, adopt=spec["fds"], worker=worker, stats_directory=spec["directory"]
+        )
         for listener in built.listeners:
             listener.listen()
     watch = _ParentWatch(reactor)
@@ -304,6 +401,7 @@ def main(argv: Sequence[str]) -> None:
     service = built.service
     service.privilegedStartService()
     reactor.callWhenRunning(service.startService)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(_say_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 

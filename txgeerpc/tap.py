@@ -27,6 +27,7 @@ from . import _handover as handover
 from . import _twistd_etcd as etcd_options
 from . import _twistd_security as security_options
 from . import _twistd_zookeeper as zookeeper_options
+from . import _worker_stats as worker_stats
 from ._admission import DEFAULT_RECEIVE_BUDGET
 from ._framed import DEFAULT_COMPRESS_THRESHOLD, available_compressions, check_compressions
 from ._server_protocol import (
@@ -52,7 +53,7 @@ from ._twistd import (
 )
 from ._web import DEFAULT_HTTP_IDLE_TIMEOUT, mount
 from ._wire import DEFAULT_DEBUG_PATH, DEFAULT_REGISTRY_PATH, DEFAULT_RPC_PATH
-from ._workers import Supervisor, WorkerLabelled, shareable
+from ._workers import Gate, Supervisor, WorkerLabelled, shareable
 from .context import Interceptor
 from .errors import GeeRPCError
 from .etcd import DEFAULT_TTL, Etcd, EtcdRegistration
@@ -252,6 +253,15 @@ class Options(ServeOptions):
             "each socket once and hands it to every worker, restarts a worker that dies "
             "and registers once (docs/operations.md, Workers).",
             _workers,
+        ],
+        [
+            "workers-timeout",
+            None,
+            worker_stats.DEFAULT_TIMEOUT,
+            "With --workers: seconds the worker answering /metrics (or the debug page's "
+            "?workers=all) waits for each other worker's numbers; one that does not answer "
+            "is left out (txgeerpc_workers_answered 0).",
+            positive_seconds,
         ],
         [
             "handover",
@@ -561,15 +571,21 @@ class _Announcer:
         server: Server,
         debug_path: str | None,
         registry_path: str | None,
+        gate: Gate | None = None,
     ) -> None:
         self._reactor = reactor
         self._description = description
         self._server = server
         self._debug_path = debug_path
         self._registry_path = registry_path
+        self._gate = gate
 
     def __call__(self, port: IListeningPort) -> None:
-        self._reactor.callWhenRunning(self._announce, port)
+        gate = self._gate
+        if gate is None:
+            self._reactor.callWhenRunning(self._announce, port)
+        else:  # --workers: once they serve
+            gate.wait().addCallback(lambda _: self._announce(port))
 
     def _announce(self, port: IListeningPort) -> None:
         address = geerpc_address(port.getHost())
@@ -699,6 +715,8 @@ def build(
     etcd: Etcd | None = None,
     adopt: Sequence[int] | None = None,
     worker: dict[str, int] | None = None,
+    stats_directory: str | None = None,
+    announce_after: Gate | None = None,
 ) -> Geerpc:
     """Build the ``twistd geerpc`` service tree, listening on nothing yet.
 
@@ -709,6 +727,11 @@ def build(
         listening, one per ``--listen`` (inherited by a worker, handed over).
     :param worker: which worker of ``--workers`` this is (``{"id", "pid",
         "count"}``): the debug page's JSON says so, the metrics are labelled.
+    :param stats_directory: with ``worker``, the parent's run directory where
+        the workers answer each other (:mod:`txgeerpc._worker_stats`): the
+        metrics and ``?workers=all`` of the debug page show every worker.
+    :param announce_after: the "serving" lines are logged once it opened
+        (the workers serve), not as soon as the reactor runs.
     :raises StartupError: a ``--service`` or ``--listen`` that cannot be used.
     """
     parent = MultiService()
@@ -736,6 +759,19 @@ def build(
     if server.metrics is not None:
         exposed = server.metrics if worker is None else WorkerLabelled(server.metrics, worker["id"])
         mount(factory.site.resource, config["metrics-path"], metrics_resource(exposed))
+    if worker is not None and stats_directory is not None:
+        # /metrics and ?workers=all of the debug page show every worker.
+        for stats in worker_stats.mount_across(
+            reactor,
+            factory.site.resource,
+            server,
+            worker,
+            stats_directory,
+            config["metrics-path"] if server.metrics is not None else None,
+            debug_path,
+            config["workers-timeout"],
+        ):
+            stats.setServiceParent(parent)
     if security.tls is not None:
         factory.serve_tls(security.tls, only=security.tls_only)
     if security.tls is not None or security.tokens is not None:
@@ -785,7 +821,9 @@ def build(
     CloseOnStop(server.drain).setServiceParent(parent)
     listeners = []
     for index, description in enumerate(config["listen"]):
-        announce = _Announcer(reactor, description, server, debug_path, registry_path)
+        announce = _Announcer(
+            reactor, description, server, debug_path, registry_path, announce_after
+        )
         listening = Listener(
             reactor,
             description,
@@ -872,16 +910,32 @@ def _build_shared(config: Options, reactor: Any) -> Built:
     inherited = None
     if config["handover"]:
         inherited = handover.receive(config["handover"], len(config["listen"]))
-    built = build(config, reactor, adopt=inherited.fds if inherited is not None else None)
+    # With workers, this process serves once they all do: only then does it
+    # say so ("serving" lines) and tell a process handing over "ready".
+    serving = Gate() if config["workers"] > 1 else None
+    built = build(
+        config,
+        reactor,
+        adopt=inherited.fds if inherited is not None else None,
+        announce_after=serving,
+    )
     # Added where the listeners are: started after them, stopped with them.
     tree = built.listeners[0].parent
-    if config["workers"] > 1:
+    if serving is not None:
         Supervisor(
-            reactor, config.arguments, built.listeners, config["workers"], config["grace"]
+            reactor,
+            config.arguments,
+            built.listeners,
+            config["workers"],
+            config["grace"],
+            serving=serving,
+            forward_hangup=any(
+                isinstance(service, security_options.ReloadOnHangup) for service in tree or ()
+            ),
         ).setServiceParent(tree)
     if config["handover"]:
         handover.HandoverService(
-            reactor, config["handover"], built.listeners, reactor.stop, inherited
+            reactor, config["handover"], built.listeners, reactor.stop, inherited, serving
         ).setServiceParent(tree)
     return built
 
