@@ -286,6 +286,8 @@ class Sample:
     calls: int
     seconds: float
     latencies: list[float]
+    server_cpu: float | None = None
+    """user+sys seconds the system's server process used over the measurement."""
 
     @property
     def rate(self) -> float:
@@ -349,6 +351,7 @@ class Target:
     expected: Any
     close: Callable[[], Deferred[Any]]
     samples: dict[int, list[Sample]] = field(default_factory=dict)
+    server_pid: int | None = None
 
 
 async def connect_echo(reactor: Any, ports: list[int], codec: str) -> Target:
@@ -463,6 +466,24 @@ class CpuMonitor:
         return max(0.0, busy - ours) / wall
 
 
+def cpu_text(sample: Sample) -> str:
+    if sample.server_cpu is None or not sample.calls:
+        return ""
+    return f", server CPU {sample.server_cpu / sample.calls * 1e6:.1f} us/call"
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """user+sys CPU seconds process ``pid`` has used (Linux ``/proc``), or ``None``."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as proc:
+            values = proc.read().rsplit(")", 1)[1].split()
+        return (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -478,6 +499,8 @@ def summarize(target: Target, in_flight: int) -> dict[str, Any]:
     samples = target.samples[in_flight]
     pooled = sorted(latency for sample in samples for latency in sample.latencies)
     rates = [sample.rate for sample in samples]
+    cpu = [sample.server_cpu for sample in samples]
+    calls = sum(sample.calls for sample in samples)
     return {
         "system": target.kind,
         "codec": target.codec,
@@ -488,6 +511,12 @@ def summarize(target: Target, in_flight: int) -> dict[str, Any]:
         "seconds": sum(sample.seconds for sample in samples),
         "p50_us": percentile(pooled, 50) * 1e6,
         "p99_us": percentile(pooled, 99) * 1e6,
+        # user+sys of the server process over the windows / the calls completed in them
+        "server_cpu_us": (
+            sum(c for c in cpu if c is not None) / calls * 1e6
+            if calls and None not in cpu
+            else None
+        ),
     }
 
 
@@ -597,17 +626,17 @@ def render(report: dict[str, Any]) -> str:
     header = (
         f"{'codec':<6} {'in flight':>9} {'echo calls/s':>13} {'rpc calls/s':>12} "
         f"{'rpc/echo':>8} {'echo p50':>9} {'rpc p50':>9} {'rpc/echo':>8} "
-        f"{'echo p99':>9} {'rpc p99':>9}"
+        f"{'echo p99':>9} {'rpc p99':>9} {'echo cpu':>8} {'rpc cpu':>8}"
     )
     lines += [
         header,
         f"{'':<6} {'':>9} {'':>13} {'':>12} {'':>8} {'(us)':>9} {'(us)':>9} "
-        f"{'':>8} {'(us)':>9} {'(us)':>9}",
+        f"{'':>8} {'(us)':>9} {'(us)':>9} {'us/call':>8} {'us/call':>8}",
         "-" * len(header),
     ]
 
     def num(row: dict[str, Any] | None, key: str, fmt: str) -> str:
-        return format(row[key], fmt) if row is not None else "-"
+        return format(row[key], fmt) if row is not None and row.get(key) is not None else "-"
 
     for codec in meta["codecs"]:
         for in_flight in meta["in_flight"]:
@@ -620,7 +649,8 @@ def render(report: dict[str, Any]) -> str:
                 f"{num(ratio, 'throughput_ratio', '.2f'):>8} "
                 f"{num(echo, 'p50_us', '.1f'):>9} {num(rpc, 'p50_us', '.1f'):>9} "
                 f"{num(ratio, 'p50_ratio', '.2f'):>8} "
-                f"{num(echo, 'p99_us', '.1f'):>9} {num(rpc, 'p99_us', '.1f'):>9}"
+                f"{num(echo, 'p99_us', '.1f'):>9} {num(rpc, 'p99_us', '.1f'):>9} "
+                f"{num(echo, 'server_cpu_us', '.1f'):>8} {num(rpc, 'server_cpu_us', '.1f'):>8}"
             )
     if not any(r["system"] in ("echo", "rpc") for r in report["results"]):
         del lines[table_start:]  # only XClient systems measured: no echo/rpc table
@@ -658,7 +688,7 @@ def render_xclient(report: dict[str, Any]) -> list[str]:
     ]
     header = (
         f"{'codec':<6} {'in flight':>9} {'system':<8} {'calls/s':>9} {'/rpc':>5} {'/echo':>5} "
-        f"{'p50 (us)':>9} {'/rpc':>5} {'/echo':>5} {'p99 (us)':>9} {'/rpc':>5}"
+        f"{'p50 (us)':>9} {'/rpc':>5} {'/echo':>5} {'p99 (us)':>9} {'/rpc':>5} {'cpu us':>6}"
     )
     lines += [header, "-" * len(header)]
 
@@ -668,12 +698,13 @@ def render_xclient(report: dict[str, Any]) -> list[str]:
 
     for row in rows:
         result = by_key[(row["system"], row["codec"], row["in_flight"])]
+        cpu = "-" if result.get("server_cpu_us") is None else f"{result['server_cpu_us']:.1f}"
         lines.append(
             f"{row['codec']:<6} {row['in_flight']:>9} {row['system']:<8} "
             f"{result['calls_per_s']:>9,.0f} {ratio(row, 'throughput_ratio_rpc'):>5} "
             f"{ratio(row, 'throughput_ratio_echo'):>5} {result['p50_us']:>9.1f} "
             f"{ratio(row, 'p50_ratio_rpc'):>5} {ratio(row, 'p50_ratio_echo'):>5} "
-            f"{result['p99_us']:>9.1f} {ratio(row, 'p99_ratio_rpc'):>5}"
+            f"{result['p99_us']:>9.1f} {ratio(row, 'p99_ratio_rpc'):>5} {cpu:>6}"
         )
     return lines
 
@@ -691,14 +722,18 @@ async def connect_system(reactor: Any, kind: str, ports: list[int], codec: str) 
 
 async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProcess]) -> None:
     ports: dict[str, list[int]] = {}
+    pids: dict[str, list[int]] = {}
     for server in servers:
         ports.setdefault(server.kind, []).append(server.port)
+        pids.setdefault(server.kind, []).append(server.process.pid)
     targets: list[Target] = []
     try:
         for codec in args.codecs:
             for kind in args.systems:
                 server_kind = "echo" if kind == "echo" else "rpc"
                 target = await connect_system(reactor, kind, ports[server_kind], codec)
+                # (xclient3's calls are spread over three servers: not one process's CPU)
+                target.server_pid = pids[server_kind][0] if kind != "xclient3" else None
                 targets.append(target)
                 result = await target.call()
                 if result != target.expected:
@@ -717,7 +752,11 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
                         key = (target.kind, target.codec, in_flight)
                         profiler = profilers.setdefault(key, cProfile.Profile())
                         profiler.enable()
+                    cpu_before = process_cpu(target.server_pid)
                     sample = await drive(target.call, in_flight, duration=args.duration)
+                    cpu_after = process_cpu(target.server_pid)
+                    if cpu_before is not None and cpu_after is not None:
+                        sample.server_cpu = cpu_after - cpu_before
                     if profiler is not None:
                         profiler.disable()
                     target.samples.setdefault(in_flight, []).append(sample)
@@ -725,7 +764,7 @@ async def run(reactor: Any, args: argparse.Namespace, servers: list[ServerProces
                         sys.stderr.write(
                             f"[{step}/{total}] round {round_number + 1} {target.kind:<8} "
                             f"{target.codec:<5} {in_flight:>3} in flight: "
-                            f"{sample.rate:>9,.0f} calls/s\n"
+                            f"{sample.rate:>9,.0f} calls/s{cpu_text(sample)}\n"
                         )
         for (kind, codec, in_flight), profiler in profilers.items():
             name = f"client-{kind}-{codec}-{in_flight}.pstats"
