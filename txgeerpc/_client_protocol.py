@@ -47,6 +47,7 @@ from ._wire import (
     UNAUTHENTICATED,
     Header,
     Option,
+    new_header,
     seconds_to_ns,
 )
 from .context import (
@@ -394,12 +395,12 @@ class ClientProtocol(Protocol):
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
         if self._extension is False:  # a Go server: it would ignore them
-            header = Header(service_method, seq, "")
+            header = new_header((service_method, seq, "", 0, None))
         elif timeout is not None or metadata:
             budget = seconds_to_ns(timeout) if timeout is not None else 0
             header = Header(service_method, seq, "", budget, metadata)
         else:
-            header = Header(service_method, seq, "")
+            header = new_header((service_method, seq, "", 0, None))
         try:
             if codec is None:
                 data = self._encoder.encode(header, argument, argument_type)

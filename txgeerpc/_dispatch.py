@@ -36,7 +36,7 @@ from ._service import (
     Service,
     settle,
 )
-from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration
+from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration, new_header
 from .context import (
     CallContext,
     Interceptor,
@@ -498,7 +498,7 @@ class Dispatcher:
             return ERROR, self._reply_error(header, _error_text(result), trailers)
         try:
             size = self._sender.send_reply(
-                Header(header[0], header[1], "", 0, trailers), result, method.result_type
+                new_header((header[0], header[1], "", 0, trailers)), result, method.result_type
             )
         except Exception as error:
             self._log.error(
