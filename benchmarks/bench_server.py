@@ -9,6 +9,10 @@ server's CPU per call without sockets or a client: the part of issue 18's
     python benchmarks/bench_server.py --base 933404f           # that revision, then this
     python benchmarks/bench_server.py --codecs json --framed --profile   # cProfile, this tree
 
+``--side client`` measures the client alone instead: one read of
+``--batch`` replies whose callbacks each make the next call (the server's
+part of each round runs outside the measured time).
+
 Each tree runs in its own subprocess (``--tree``), alternately, ``--runs``
 times; the figure is the best of them (the least disturbed on a busy
 machine), in microseconds per call.
@@ -84,7 +88,69 @@ def feeder(codec_name: str, batch: int, framed: bool) -> Any:
     return one_read
 
 
-def measure(codec: str, batch: int, framed: bool, calls: int, profile: bool) -> float:
+def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
+    """A function handing the client one read of ``batch`` replies, each of
+    whose callbacks makes the next call (as ``bench_calls.py`` keeps calls in
+    flight); the server's part runs outside the measured time."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    server_module = importlib.import_module("txgeerpc.server")
+    examples = importlib.import_module("txgeerpc.examples")
+    client_protocol = importlib.import_module("txgeerpc._client_protocol")
+    wire = importlib.import_module("txgeerpc._wire")
+    codecs = importlib.import_module("txgeerpc.codec")
+
+    clock = Clock()
+    server = server_module.Server(clock)
+    examples.register_examples(server)
+    server_side = server.factory().buildProtocol(None)
+    to_client = StringTransport()
+    server_side.makeConnection(to_client)
+    codec = codecs.default_registry.get(codec_name)
+    keywords: dict[str, Any] = {}
+    option = wire.Option(codec_type=codec.name, extension=1, framed=framed)
+    if framed:
+        keywords["lookup"] = lambda name: codecs.default_registry.get(name, aliases=False)
+    client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22, **keywords)
+    to_server = StringTransport()
+    client_side.makeConnection(to_server)
+    for _ in range(2):
+        server_side.dataReceived(to_server.value())
+        to_server.clear()
+        client_side.dataReceived(to_client.value())
+        to_client.clear()
+    argument = {"Num1": 6, "Num2": 7}
+
+    def again(result: Any) -> None:
+        assert result == 42
+        client_side.call("Arith.Multiply", argument).addCallback(again)
+
+    for _ in range(batch):
+        client_side.call("Arith.Multiply", argument).addCallback(again)
+    spent = [0.0]
+
+    def one_read() -> None:
+        data = to_server.value()
+        to_server.clear()
+        server_side.dataReceived(data)
+        while clock.getDelayedCalls():
+            clock.advance(0)
+        replies = to_client.value()
+        to_client.clear()
+        started = time.process_time()
+        client_side.dataReceived(replies)
+        spent[0] += time.process_time() - started
+
+    one_read.spent = spent  # type: ignore[attr-defined]
+    return one_read
+
+
+def measure(
+    codec: str, batch: int, framed: bool, calls: int, profile: bool, side: str = "server"
+) -> float:
+    if side == "client":
+        return measure_client(codec, batch, framed, calls)
     one_read = feeder(codec, batch, framed)
     for _ in range(max(1, 2000 // batch)):
         one_read()
@@ -144,6 +210,20 @@ def write_cost() -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
+def measure_client(codec: str, batch: int, framed: bool, calls: int) -> float:
+    one_read = client_feeder(codec, batch, framed)
+    for _ in range(max(1, 2000 // batch)):
+        one_read()
+    reads = max(1, calls // batch)
+    best = float("inf")
+    for _ in range(5):
+        one_read.spent[0] = 0.0
+        for _ in range(reads // 5 or 1):
+            one_read()
+        best = min(best, one_read.spent[0] / ((reads // 5 or 1) * batch))
+    return best * 1e6
+
+
 def checkout(revision: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "-C", str(HERE), "archive", revision, "txgeerpc"], check=True, capture_output=True
@@ -163,6 +243,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per tree (3), best taken")
     parser.add_argument("--profile", action="store_true", help="cProfile this tree, one run")
     parser.add_argument(
+        "--side",
+        choices=["server", "client"],
+        default="server",
+        help="server (default), or the client alone: a read of replies whose callbacks "
+        "make the next calls",
+    )
+    parser.add_argument(
         "--write-cost", action="store_true", help="only: a transport.write per call vs one"
     )
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -173,7 +260,8 @@ def main() -> None:
         return
     if options.one:  # a child: one codec, one mode, in the tree on sys.path
         codec, mode = options.one.split(":")
-        print(measure(codec, options.batch, mode == "framed", options.calls, options.profile))
+        framed = mode == "framed"
+        print(measure(codec, options.batch, framed, options.calls, options.profile, options.side))
         return
     modes = ["plain", "framed"] if options.both else ["framed" if options.framed else "plain"]
     with tempfile.TemporaryDirectory() as scratch:
@@ -186,7 +274,9 @@ def main() -> None:
                 else checkout(options.base, Path(scratch)),
                 "this": HERE,
             }
-        print(f"server CPU per call (us), batch {options.batch}, best of {options.runs} runs")
+        print(
+            f"{options.side} CPU per call (us), batch {options.batch}, best of {options.runs} runs"
+        )
         print(
             f"{'codec':<8} {'mode':<7} "
             + " ".join(f"{name:>8}" for name in trees)
@@ -208,6 +298,8 @@ def main() -> None:
                             str(options.batch),
                             "--calls",
                             str(options.calls),
+                            "--side",
+                            options.side,
                         ]
                         if options.profile:
                             command.append("--profile")
