@@ -122,7 +122,7 @@ class JSONValueSplitter:
                 if start < length and text[start] in _WHITESPACE_TEXT:
                     start += 1
                     if start < length and text[start] in _WHITESPACE_TEXT:
-                        start = _SKIP_WHITESPACE(text, start).end()
+                        start = _SKIP_WHITESPACE(text, start).end()  # type: ignore[union-attr]
                 if start == length:
                     self._pos = base + start
                     self._compact(force=True)

@@ -109,11 +109,11 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
-        error = header[2]
+        text = header[2]
         return (
             (_PREFIXES.get(header[0]) or _prefix(header[0]))
             + str(header[1])
-            + (',"Error":' + quote(error) if error else _NO_ERROR)
+            + (',"Error":' + quote(text) if text else _NO_ERROR)
             + (_extension_text(header) if header[3] or header[4] else "")
             + "}\n"
             + body_text
@@ -127,11 +127,11 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
-        error = header[2]
+        text = header[2]
         return (
             (_PREFIXES.get(header[0]) or _prefix(header[0]))
             + str(header[1])
-            + (',"Error":' + quote(error) if error else _NO_ERROR)
+            + (',"Error":' + quote(text) if text else _NO_ERROR)
             + (_extension_text(header) if header[3] or header[4] else "")
             + "}"
         ).encode(), body_text.encode()
