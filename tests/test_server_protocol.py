@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -643,3 +646,53 @@ class CodecNameTests(SynchronousTestCase):
             protocol.dataReceived(JSON_OPTION.replace(b"application/json", b"json"))
         self.assertTrue(transport.disconnecting)
         self.assertIn("rpc server: invalid codec type json", logs.texts()[0])
+
+
+class RecordingTCP(tcp.Connection):
+    """A TCP transport (for the isinstance check) that records what is
+    written and what its doWrite, the socket send, has sent."""
+
+    def __init__(self) -> None:  # no socket, no reactor
+        self.written: list[bytes] = []
+        self.sent: list[bytes] = []
+        self.disconnecting = False
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 4321)
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def doWrite(self) -> None:
+        self.sent.append(b"".join(self.written))
+        self.written.clear()
+
+    def loseConnection(self, reason: object = None) -> None:
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+
+
+class SendAtOnceTests(SynchronousTestCase):
+    """On TCP the replies of a read are sent before dataReceived returns,
+    not on the reactor's next turn (one poll later)."""
+
+    def test_replies_of_a_read_sent_at_once_in_one_write(self) -> None:
+        clock = checked_clock(self)
+        protocol = example_server(clock).factory().buildProtocol(None)
+        transport = RecordingTCP()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(JSON_OPTION)
+        requests = [json_request("Arith.Multiply", n, b'{"Num1":%d,"Num2":2}' % n) for n in (1, 2)]
+        protocol.dataReceived(b"".join(requests))
+        self.assertEqual(transport.written, [])
+        [sent] = transport.sent
+        self.assertEqual(replies(sent)[1::2], [2, 4])
+        protocol.connectionLost(connectionDone)

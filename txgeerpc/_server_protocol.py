@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 import attrs
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -266,6 +267,7 @@ class ServerProtocol(Protocol):
         self._paused: set[str] = set()
         self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
+        self._send_now: Any = None
         # Bytes fed to the decoder, and those it had taken at the last
         # request (the access log's request size: the difference).
         self._fed = 0
@@ -315,6 +317,11 @@ class ServerProtocol(Protocol):
         return self._dispatcher.running() if self._dispatcher is not None else []
 
     def connectionMade(self) -> None:
+        # A TCP transport sends what is written on the reactor's next turn
+        # (after one more poll); the replies of a read are sent at once
+        # instead: at one call in flight that turn is most of a call's latency.
+        if isinstance(self.transport, tcp.Connection):
+            self._send_now = self.transport.doWrite
         if self._connections is not None:
             self._connections.add(self)
         self.peer = describe_address(self.transport.getPeer())
@@ -535,6 +542,9 @@ class ServerProtocol(Protocol):
         batch, self._batch = self._batch, None
         if batch and self._state is not _CLOSED:
             self.transport.write(b"".join(batch))
+            send = self._send_now
+            if send is not None:
+                send()
 
     def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int:
         data = self._encoder.encode(header, body, body_type)
