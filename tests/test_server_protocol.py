@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -656,6 +657,8 @@ class RecordingTCP(tcp.Connection):
         self.written: list[bytes] = []
         self.sent: list[bytes] = []
         self.disconnecting = False
+        self.outcome: object = None  # what doWrite returns
+        self.rearmed = 0
 
     def getPeer(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", 4321)
@@ -669,9 +672,13 @@ class RecordingTCP(tcp.Connection):
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
-    def doWrite(self) -> None:
+    def doWrite(self) -> object:
         self.sent.append(b"".join(self.written))
         self.written.clear()
+        return self.outcome
+
+    def startWriting(self) -> None:
+        self.rearmed += 1
 
     def loseConnection(self, reason: object = None) -> None:
         self.disconnecting = True
@@ -695,4 +702,20 @@ class SendAtOnceTests(SynchronousTestCase):
         self.assertEqual(transport.written, [])
         [sent] = transport.sent
         self.assertEqual(replies(sent)[1::2], [2, 4])
+        protocol.connectionLost(connectionDone)
+
+    def test_a_close_met_by_the_send_is_left_to_the_reactor(self) -> None:
+        # doWrite returns CONNECTION_DONE (a close asked for earlier, the buffer
+        # now empty) after it stopped writing: the reactor must see it again.
+        clock = checked_clock(self)
+        protocol = example_server(clock).factory().buildProtocol(None)
+        transport = RecordingTCP()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(JSON_OPTION)
+        transport.outcome = CONNECTION_DONE
+        protocol.dataReceived(json_request("Arith.Multiply", 1, b'{"Num1":3,"Num2":2}'))
+        self.assertEqual((len(transport.sent), transport.rearmed), (1, 1))
+        transport.outcome = None
+        protocol.dataReceived(json_request("Arith.Multiply", 2, b'{"Num1":3,"Num2":2}'))
+        self.assertEqual((len(transport.sent), transport.rearmed), (2, 1))
         protocol.connectionLost(connectionDone)

@@ -487,8 +487,10 @@ class ClientProtocol(Protocol):
             # TCP sends on the reactor's next turn (one poll later): send
             # now, as the server does its replies (most of a call's latency
             # at one call in flight).
-            if isinstance(transport, tcp.Connection):
-                transport.doWrite()
+            # (what _server_protocol.send_at_once does: a close or an error
+            # the send meets is left to the reactor's next doWrite.)
+            if isinstance(transport, tcp.Connection) and transport.doWrite() is not None:
+                transport.startWriting()
 
     def _first_message(self, header: Header) -> None:
         """The server's first message tells whether it speaks the extension."""

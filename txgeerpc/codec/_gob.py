@@ -136,6 +136,7 @@ def _header_of(value: Any) -> Header:
     return new_header((service_method, seq, error, 0, None))
 
 
+
 @implementer(IMessageEncoder)
 class GobMessageEncoder:
     """Headers and bodies -> one gob stream."""
