@@ -219,6 +219,69 @@ class ClientProtocolTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(next_call), "ok")
 
 
+class CountingTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+class BatchedWriteTests(SynchronousTestCase):
+    """Calls made while a read is handled (its replies' callbacks) are
+    written once, at the end of that read, not one write each."""
+
+    def setUp(self) -> None:
+        option = Option(codec_type="application/json")
+        self.protocol = ClientProtocol(
+            default_registry.get("json"), option, checked_clock(self), max_message_size=1000
+        )
+        self.transport = CountingTransport()
+        self.protocol.makeConnection(self.transport)
+        self.client = Client(self.protocol)
+        self.transport.clear()
+
+    def again(self, result: object) -> None:
+        self.client.call("Foo.Sum", Args(1, 2))
+
+    def test_calls_made_by_a_read_are_one_write(self) -> None:
+        for _ in range(5):
+            self.client.call("Foo.Sum", Args(1, 2)).addCallback(self.again)
+        self.transport.clear()
+        self.transport.writes = 0
+        self.protocol.dataReceived(b"".join(reply(seq, b"3") for seq in range(1, 6)))
+        self.assertEqual(self.transport.writes, 1)
+        self.assertEqual(
+            self.transport.value(),
+            b"".join(
+                b'{"ServiceMethod":"Foo.Sum","Seq":%d,"Error":""}\n{"Num1":1,"Num2":2}\n' % seq
+                for seq in range(6, 11)
+            ),
+        )
+
+    def test_one_in_flight_is_written_before_the_read_returns(self) -> None:
+        # No latency added: the next call is on the wire when dataReceived returns.
+        self.client.call("Foo.Sum", Args(1, 2)).addCallback(self.again)
+        self.transport.clear()
+        self.protocol.dataReceived(reply(1, b"3"))
+        self.assertIn(b'"Seq":2', self.transport.value())
+        self.assertEqual(self.client.pending, 1)
+
+    def test_closed_by_a_callback_after_its_calls(self) -> None:
+        def close(result: object) -> None:
+            pending = self.client.call("Foo.Sum", Args(1, 2))
+            self.protocol.close()
+            self.failureResultOf(pending, ConnectionShutdown)
+
+        self.client.call("Foo.Sum", Args(1, 2)).addCallback(close)
+        self.transport.clear()
+        self.protocol.dataReceived(reply(1, b"3"))
+        self.assertIn(b'"Seq":2', self.transport.value())  # written before the close
+        self.assertTrue(self.transport.disconnecting)
+
+
 class InMemoryRoundTripTests(SynchronousTestCase):
     def test_examples_through_iosim(self) -> None:
         clock = checked_clock(self)

@@ -8,8 +8,10 @@ from typing import Any, Optional, Union
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc._convert import ConversionError, converter_for, zero_value
+from txgeerpc import _convert
+from txgeerpc._convert import MAX_DEPTH, ConversionError, convert_within, converter_for, zero_value
 from txgeerpc._jsonvalue import dumps, loads
+from txgeerpc.gob import Uint
 
 
 @dataclasses.dataclass
@@ -417,3 +419,67 @@ class RoundTripTests(SynchronousTestCase):
         for annotation, value in samples:
             with self.subTest(annotation=annotation):
                 self.assertRoundTrip(annotation, value)
+
+
+@dataclasses.dataclass
+class Flat:
+    Count: int
+    Size: Uint
+    Ratio: float
+    Name: str
+    On: bool
+    Note: str = "none"
+
+
+class FlatStructTests(SynchronousTestCase):
+    """A struct of scalar fields takes a fast path (convert_flat) once its
+    plan is built; it must give what the general path gives, and charge the
+    same."""
+
+    def setUp(self) -> None:
+        self.convert = converter_for(Flat)
+        self.convert({})  # the first conversion builds the plan
+
+    def test_exact_names(self) -> None:
+        value = {"Count": -3, "Size": 2**64 - 1, "Ratio": 1, "Name": "n", "On": True, "Note": "x"}
+        self.assertEqual(self.convert(value), Flat(-3, 2**64 - 1, 1.0, "n", True, "x"))
+
+    def test_nulls_case_folded_missing_and_defaulted_fields(self) -> None:
+        self.assertEqual(
+            self.convert({"Count": None, "size": 5, "RATIO": 0.5, "Name": None}),
+            Flat(0, 5, 0.5, "", False, "none"),
+        )
+
+    def test_errors_name_the_field(self) -> None:
+        cases = [
+            ({"Count": 2**63}, "Flat.Count: number 9223372036854775808 overflows int64"),
+            ({"Count": True}, "Flat.Count: expected int, got bool"),
+            ({"Count": 1.5}, "Flat.Count: expected int, got float"),
+            ({"Count": 1, "Size": -1}, "Flat.Size: number -1 does not fit uint64"),
+            ({"Count": 1, "Size": 1, "Ratio": 1, "Name": "a", "On": 1}, "Flat.On:"),
+        ]
+        for value, text in cases:
+            with self.assertRaises(ConversionError) as caught:
+                self.convert(value)
+            self.assertTrue(str(caught.exception).startswith(text), str(caught.exception))
+
+    def test_charged_as_before(self) -> None:
+        full = {"Count": 1, "Size": 1, "Ratio": 1.0, "Name": "a", "On": True, "Note": "b"}
+        folded = {"count": 1, "size": 1, "ratio": 1.0, "name": "a", "on": True, "note": "b"}
+        self.assertEqual(
+            convert_within(self.convert, full, 10_000)[1],
+            convert_within(self.convert, folded, 10_000)[1],  # the general path
+        )
+        with self.assertRaises(ConversionError):
+            convert_within(self.convert, full, 10)
+
+    def test_too_deep_still_refused(self) -> None:
+        # As if it were the innermost of MAX_DEPTH nested containers.
+        depth = _convert._depth
+        depth.level = MAX_DEPTH
+        try:
+            with self.assertRaises(ConversionError) as caught:
+                self.convert({"Count": 1})
+        finally:
+            depth.level = 0
+        self.assertIn("nested more than", str(caught.exception))

@@ -18,6 +18,7 @@ from txgeerpc.codec import GobCodec
 from txgeerpc.errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from txgeerpc.examples import Args, Point, Record
 from txgeerpc.gob import _decoder as gob_decoder
+from txgeerpc.gob import _types as gob_types
 from txgeerpc.gob._numbers import read_int, read_uint, write_float, write_int, write_uint
 
 from ._helpers import gob_frames
@@ -585,3 +586,32 @@ def _struct_definition(type_id: int, field_ids: list[int]) -> bytes:
         out += b"\x00"
     out += b"\x00\x00"
     return _frame(bytes(out))
+
+
+class MappingShapeCacheTests(SynchronousTestCase):
+    """A dict argument's struct is remembered by its keys and its values'
+    types; what is encoded must not depend on what was encoded before."""
+
+    def test_same_shape_same_struct(self) -> None:
+        first = gob.infer_type({"Num1": 6, "Num2": 7})
+        self.assertIs(gob.infer_type({"Num1": 1, "Num2": -2}), first)
+
+    def test_an_int_past_int64_is_still_a_uint(self) -> None:
+        small = gob.infer_type({"Big": 1})
+        big = gob.infer_type({"Big": 2**63})
+        self.assertIsNot(big, small)
+        self.assertEqual([f[2] for f in big.fields], [gob.infer_type(2**63)])
+
+    def test_other_value_types_other_structs(self) -> None:
+        ints = gob.infer_type({"A": 1, "B": "x"})
+        floats = gob.infer_type({"A": 1.5, "B": "x"})
+        self.assertNotEqual([f[2] for f in ints.fields], [f[2] for f in floats.fields])
+        missing = gob.infer_type({"A": None, "B": "x"})  # nil: left out of the shape
+        self.assertEqual([f[0] for f in missing.fields], ["B"])
+
+    def test_encoded_bytes_unchanged(self) -> None:
+        values = [{"Num1": 6, "Num2": 7}, {"Num1": 2**63, "Num2": 7}, {"Num1": 6, "Num2": "x"}]
+        for value in values * 2:
+            warm = gob.Encoder().encode(value)  # the shape remembered (after the first)
+            gob_types._flat_mappings.clear()
+            self.assertEqual(warm, gob.Encoder().encode(value))

@@ -205,6 +205,25 @@ class EncoderTests(SynchronousTestCase):
             raw.decode("utf-8")
 
 
+class HeaderPrefixTests(SynchronousTestCase):
+    """A header's text up to its Seq is kept per method name (bounded)."""
+
+    def test_many_names_each_encoded_right_and_the_cache_bounded(self) -> None:
+        from txgeerpc.codec import _json
+
+        encoder = JSONCodec().new_encoder()
+        for index in range(_json._MAX_PREFIXES + 500):
+            name = f'S"{index}\u00e9.M'
+            header, _, _ = encoder.encode(Header(name, index, "bad\n"), 1).partition(b"\n")
+            self.assertEqual(
+                json.loads(header), {"ServiceMethod": name, "Seq": index, "Error": "bad\n"}
+            )
+        self.assertLessEqual(len(_json._PREFIXES), _json._MAX_PREFIXES)
+        again = encoder.encode(Header('S"3\u00e9.M', 4, ""), 1)
+        expected = '{"ServiceMethod":"S\\"3\u00e9.M","Seq":4,"Error":""}\n1\n'
+        self.assertEqual(again, expected.encode())
+
+
 class HeaderDecodingTests(SynchronousTestCase):
     def test_case_insensitive_keys(self) -> None:
         self.assertEqual(

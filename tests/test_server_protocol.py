@@ -7,7 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -643,3 +647,75 @@ class CodecNameTests(SynchronousTestCase):
             protocol.dataReceived(JSON_OPTION.replace(b"application/json", b"json"))
         self.assertTrue(transport.disconnecting)
         self.assertIn("rpc server: invalid codec type json", logs.texts()[0])
+
+
+class RecordingTCP(tcp.Connection):
+    """A TCP transport (for the isinstance check) that records what is
+    written and what its doWrite, the socket send, has sent."""
+
+    def __init__(self) -> None:  # no socket, no reactor
+        self.written: list[bytes] = []
+        self.sent: list[bytes] = []
+        self.disconnecting = False
+        self.outcome: object = None  # what doWrite returns
+        self.rearmed = 0
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 4321)
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def doWrite(self) -> object:
+        self.sent.append(b"".join(self.written))
+        self.written.clear()
+        return self.outcome
+
+    def startWriting(self) -> None:
+        self.rearmed += 1
+
+    def loseConnection(self, reason: object = None) -> None:
+        self.disconnecting = True
+
+    def abortConnection(self) -> None:
+        self.disconnecting = True
+
+
+class SendAtOnceTests(SynchronousTestCase):
+    """On TCP the replies of a read are sent before dataReceived returns,
+    not on the reactor's next turn (one poll later)."""
+
+    def test_replies_of_a_read_sent_at_once_in_one_write(self) -> None:
+        clock = checked_clock(self)
+        protocol = example_server(clock).factory().buildProtocol(None)
+        transport = RecordingTCP()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(JSON_OPTION)
+        requests = [json_request("Arith.Multiply", n, b'{"Num1":%d,"Num2":2}' % n) for n in (1, 2)]
+        protocol.dataReceived(b"".join(requests))
+        self.assertEqual(transport.written, [])
+        [sent] = transport.sent
+        self.assertEqual(replies(sent)[1::2], [2, 4])
+        protocol.connectionLost(connectionDone)
+
+    def test_a_close_met_by_the_send_is_left_to_the_reactor(self) -> None:
+        # doWrite returns CONNECTION_DONE (a close asked for earlier, the buffer
+        # now empty) after it stopped writing: the reactor must see it again.
+        clock = checked_clock(self)
+        protocol = example_server(clock).factory().buildProtocol(None)
+        transport = RecordingTCP()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(JSON_OPTION)
+        transport.outcome = CONNECTION_DONE
+        protocol.dataReceived(json_request("Arith.Multiply", 1, b'{"Num1":3,"Num2":2}'))
+        self.assertEqual((len(transport.sent), transport.rearmed), (1, 1))
+        transport.outcome = None
+        protocol.dataReceived(json_request("Arith.Multiply", 2, b'{"Num1":3,"Num2":2}'))
+        self.assertEqual((len(transport.sent), transport.rearmed), (2, 1))
+        protocol.connectionLost(connectionDone)

@@ -343,6 +343,11 @@ def _to_bool(value: Any) -> bool:
     raise ConversionError("", f"expected bool, got {_describe(value)}")
 
 
+_SCALARS: frozenset[Converter] = frozenset((_to_int, _to_uint, _to_float, _to_str, _to_bool))
+"""Converters that make no value of their own to charge or nest (a struct of
+such fields only takes ``convert_flat``)."""
+
+
 def _to_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -481,11 +486,14 @@ def _struct_converter(cls: type) -> Converter:
     cost = OBJECT_COST + MAP_COST + (per_field + MAP_ENTRY_COST) * len(fields)
     # Resolved lazily: a struct may refer to itself (a tree node).
     plan: list[tuple[str, str, str, Converter, bool, Any]] = []
+    # (init name, wire name, converter) of each field if every field is a
+    # scalar (see convert_flat), else empty.
+    flat: list[tuple[str, str, Converter]] = []
 
     def build_plan() -> None:
         # Built whole, then published: a RecursionError half way must not
         # leave a plan that silently drops the remaining fields.
-        plan[:] = [
+        built = [
             (
                 field.init_name,
                 field.wire_name,
@@ -496,8 +504,13 @@ def _struct_converter(cls: type) -> Converter:
             )
             for field in fields
         ]
+        if built and all(entry[3] in _SCALARS for entry in built):
+            flat[:] = [(entry[0], entry[1], entry[3]) for entry in built]
+        plan[:] = built
 
     def convert(value: Any) -> Any:
+        if type(value) is dict and flat:
+            return convert_flat(value)
         if isinstance(value, cls):
             return value
         if value is None:
@@ -517,6 +530,33 @@ def _struct_converter(cls: type) -> Converter:
             return convert_fields(value)
         finally:
             depth.level -= 1
+
+    def convert_flat(value: dict[str, Any]) -> Any:
+        """A struct whose fields are all scalars, from an object: most
+        arguments (``Args{Num1, Num2}``).  It exists because it runs on every
+        such call: no nesting to track (no field holds a struct, a list or a
+        map), an int that fits taken as is; an object that lacks a field
+        under its exact name takes :func:`convert_fields`.  Same result,
+        same charge, same errors."""
+        depth = _depth
+        if depth.level >= MAX_DEPTH:
+            raise _too_deep()
+        left = depth.left = depth.left - cost
+        if left < 0:
+            _charge(0)
+        kwargs = {}
+        for name, wire_name, converter in flat:
+            if wire_name not in value:
+                return convert_fields(value)
+            raw = value[wire_name]
+            if converter is _to_int and type(raw) is int and _INT64_MIN <= raw <= _INT64_MAX:
+                kwargs[name] = raw
+                continue
+            try:
+                kwargs[name] = converter(raw)
+            except ConversionError as error:
+                raise error.within(f"{cls.__name__}.{wire_name}") from None
+        return cls(**kwargs)
 
     def convert_fields(value: dict[str, Any]) -> Any:
         folded: dict[str, Any] | None = None

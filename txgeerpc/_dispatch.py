@@ -8,6 +8,7 @@ backpressure and cancel everything when the connection goes away.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from ._service import (
     DEADLINE,
     ERROR,
     EXPIRED,
+    LATENCY_BUCKETS,
     OK,
     SHUTDOWN,
     TIMEOUT,
@@ -34,7 +36,7 @@ from ._service import (
     Service,
     settle,
 )
-from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration
+from ._wire import CANCEL, DEADLINE_EXCEEDED, EMPTY_STRUCT, Header, go_duration, new_header
 from .context import (
     CallContext,
     Interceptor,
@@ -51,6 +53,9 @@ from .errors import (
     ServiceError,
     ServiceNotFound,
 )
+
+_PLAIN_RESULTS = frozenset((int, str, float, bool, type(None), bytes, list, dict, tuple))
+"""Types of a handler's result that are neither a Deferred nor a coroutine."""
 
 
 class ReplySender(Protocol):
@@ -191,6 +196,10 @@ class Dispatcher:
         self._interceptors = tuple(interceptors)
         # Requests cancelled by their client: they end without a reply.
         self._silenced: set[int] = set()
+        # Methods found by their full name: a dict lookup per call instead of
+        # locate()'s split and two lookups.  Only methods found are kept
+        # (a server's table only grows: a name found stays found).
+        self._methods: dict[str, Method] = {}
 
     @property
     def in_flight(self) -> int:
@@ -226,9 +235,10 @@ class Dispatcher:
         if self._extension and header[0] == CANCEL:
             self.cancel(header[1])
             return
-        method = None
+        method = self._methods.get(header[0])
         try:
-            method = locate(self._services, header.service_method)
+            if method is None:
+                method = self._methods[header[0]] = locate(self._services, header[0])
             value = decode_body(body)
             budget_left = self._budget_left
             if budget_left is None:
@@ -261,6 +271,10 @@ class Dispatcher:
             )
             return
         budget = header[3]
+        if not budget and header[4] is None and not self._interceptors:
+            if method.context_parameter is None:
+                self._call_plain(method, argument, header, size)
+                return
         context = None
         if budget or header[4] is not None or self._interceptors or method.context_parameter:
             if budget < 0:
@@ -311,6 +325,67 @@ class Dispatcher:
         except BaseException:  # as maybeDeferred does: a handler must not unwind the reactor
             self._finish(Failure(), header, method, started, None, context, size)
             return
+        self._settled(result, header, method, started, context, size)
+
+    def _call_plain(self, method: Method, argument: Any, header: Header, size: int | None) -> None:
+        """Run a call with no budget, metadata, interceptor or context: most
+        calls.  It exists because it runs on every such call: it calls the
+        handler directly (no :meth:`Method.start`, no :func:`settle` for a
+        plain result) and finishes a synchronous one inline, counting and
+        logging exactly what :meth:`_finish` would."""
+        stats = method.stats
+        stats.calls += 1
+        stats.in_flight += 1
+        clock = self._clock
+        started = clock.seconds()
+        try:
+            function = method.function
+            result = function(argument) if method.takes_argument else function()
+        except BaseException:  # as maybeDeferred does: a handler must not unwind the reactor
+            self._finish(Failure(), header, method, started, None, None, size)
+            return
+        if type(result) not in _PLAIN_RESULTS:  # a Deferred, a coroutine, or an object
+            self._settled(settle(result), header, method, started, None, size)
+            return
+        stats.in_flight -= 1
+        duration = clock.seconds() - started
+        # stats.record(duration), inlined
+        if duration < 0.0:
+            duration = 0.0
+        stats.total_seconds += duration
+        stats.buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        if duration > stats.max_seconds:
+            stats.max_seconds = duration
+        reply_size: int | None = None
+        if self._stopped:  # the handler closed the connection
+            outcome = self._stop_outcome
+        else:
+            outcome, reply_size = self._reply(result, header, method, None)
+        outcomes = stats.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if self._access is not None:
+            self._access.info(
+                ACCESS_FORMAT,
+                peer=self._peer,
+                method=header[0],
+                seq=header[1],
+                duration=duration,
+                outcome=outcome,
+                request_bytes=size,
+                reply_bytes=reply_size,
+            )
+
+    def _settled(
+        self,
+        result: Any,
+        header: Header,
+        method: Method,
+        started: float,
+        context: CallContext | None,
+        size: int | None,
+    ) -> None:
+        """A started call's result (as :meth:`Method.start` returns it): a
+        plain value is answered now, a Deferred when it fires."""
         if type(result) is not Deferred:
             self._finish(result, header, method, started, None, context, size)  # synchronous
             return
@@ -323,6 +398,7 @@ class Dispatcher:
         self._running[request_id] = (d, header)
         self._began[request_id] = (started, context.deadline if context is not None else None)
         timeout_ns = self._timeout_ns
+        budget = header[3]
         if budget > 0 and (timeout_ns <= 0 or budget < timeout_ns):
             d.addTimeout(budget / 1e9, self._clock, onTimeoutCancel=_budget_spent)
         elif timeout_ns > 0:
@@ -422,7 +498,7 @@ class Dispatcher:
             return ERROR, self._reply_error(header, _error_text(result), trailers)
         try:
             size = self._sender.send_reply(
-                Header(header[0], header[1], "", 0, trailers), result, method.result_type
+                new_header((header[0], header[1], "", 0, trailers)), result, method.result_type
             )
         except Exception as error:
             self._log.error(

@@ -25,6 +25,7 @@ _CLOSE = frozenset(b"}]")
 _COMPACT_AT = 1 << 16
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
+_WHITESPACE_TEXT = " \t\r\n"
 _FAST_WINDOW = EXPANSION_FLOOR // (UPPER_COST - EXPANSION)
 """Pending text up to this long is parsed at once by json's scanner (whatever
 it holds is within its memory budget); longer text is scanned for the end of
@@ -113,34 +114,42 @@ class JSONValueSplitter:
                 text = self._text = pending.decode("ascii") if pending.isascii() else ""
                 self._text_base = self._pos
             if text:
-                start = _SKIP_WHITESPACE(text, self._pos - self._text_base).end()  # type: ignore[union-attr]
-                if start == len(text):
-                    self._pos = self._text_base + start
+                base = self._text_base
+                start = self._pos - base
+                length = len(text)
+                # Values are mostly apart by one newline: skipped without the
+                # regular expression (this runs for every header and body).
+                if start < length and text[start] in _WHITESPACE_TEXT:
+                    start += 1
+                    if start < length and text[start] in _WHITESPACE_TEXT:
+                        start = _SKIP_WHITESPACE(text, start).end()  # type: ignore[union-attr]
+                if start == length:
+                    self._pos = base + start
                     self._compact(force=True)
                     return None
-            if text and len(text) - start <= _FAST_WINDOW:
-                try:
-                    value, end = scan_once(text, start)
-                except (StopIteration, ValueError, RecursionError):
-                    pass  # incomplete or invalid: the structural scan below decides
-                else:
-                    kind = type(value)
-                    # A number is complete only when a byte that cannot continue it
-                    # follows ("-0." may still become "-0.5").
-                    if (kind is not int and kind is not float) or (
-                        end < len(text) and text[end] not in _NUMBER_CHARS
-                    ):
-                        if end - start > self._max:
-                            raise MessageTooLarge(end - start, self._max)
-                        self._pos = self._text_base + end
-                        size = end - start
-                        # Small values: what is left is worked out when asked.
-                        if size <= 1024:
-                            self._left = -size
-                        else:  # ASCII text: its offsets are the bytes'
-                            data = bytes(self._buf[self._pos - size : self._pos])
-                            self._left = budget_left(data, text[start:end])
-                        return (value,)
+                if length - start <= _FAST_WINDOW:
+                    try:
+                        value, end = scan_once(text, start)
+                    except (StopIteration, ValueError, RecursionError):
+                        pass  # incomplete or invalid: the structural scan below decides
+                    else:
+                        kind = type(value)
+                        # A number is complete only when a byte that cannot continue it
+                        # follows ("-0." may still become "-0.5").
+                        if (kind is not int and kind is not float) or (
+                            end < length and text[end] not in _NUMBER_CHARS
+                        ):
+                            size = end - start
+                            if size > self._max:
+                                raise MessageTooLarge(size, self._max)
+                            pos = self._pos = base + end
+                            # Small values: what is left is worked out when asked.
+                            if size <= 1024:
+                                self._left = -size
+                            else:  # ASCII text: its offsets are the bytes'
+                                data = bytes(self._buf[pos - size : pos])
+                                self._left = budget_left(data, text[start:end])
+                            return (value,)
         raw = self.next_value()
         if raw is None:
             return None

@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any
 
 import attrs
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -212,6 +213,16 @@ _IDLE = "idle"
 _MESSAGE = "message"
 
 
+def send_at_once(transport: tcp.Connection) -> None:
+    """Send what was written to a TCP transport now, not on the reactor's
+    next turn (one more poll).  What the socket does not take stays buffered
+    for the reactor.  Should the send end the connection (an error, or a
+    close asked for earlier once the buffer is empty), the reactor is left
+    to do it, as it would have (the client's ``_flush`` does the same)."""
+    if transport.doWrite() is not None:
+        transport.startWriting()  # its next doWrite returns that again, to the reactor
+
+
 def describe_address(address: IAddress) -> str:
     host = getattr(address, "host", None)
     if host is not None:
@@ -266,6 +277,7 @@ class ServerProtocol(Protocol):
         self._paused: set[str] = set()
         self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
+        self._send_now = False  # see connectionMade
         # Bytes fed to the decoder, and those it had taken at the last
         # request (the access log's request size: the difference).
         self._fed = 0
@@ -315,6 +327,10 @@ class ServerProtocol(Protocol):
         return self._dispatcher.running() if self._dispatcher is not None else []
 
     def connectionMade(self) -> None:
+        # A TCP transport sends what is written on the reactor's next turn
+        # (after one more poll); the replies of a read are sent at once
+        # instead: at one call in flight that turn is most of a call's latency.
+        self._send_now = isinstance(self.transport, tcp.Connection)
         if self._connections is not None:
             self._connections.add(self)
         self.peer = describe_address(self.transport.getPeer())
@@ -535,6 +551,8 @@ class ServerProtocol(Protocol):
         batch, self._batch = self._batch, None
         if batch and self._state is not _CLOSED:
             self.transport.write(b"".join(batch))
+            if self._send_now:
+                send_at_once(self.transport)
 
     def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int:
         data = self._encoder.encode(header, body, body_type)

@@ -13,7 +13,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from .._wire import BUDGET_FIELD, GOB, META_FIELD, EmptyStruct, Header, extension_fields
+from .._wire import BUDGET_FIELD, GOB, META_FIELD, EmptyStruct, Header, extension_fields, new_header
 from ..errors import BodyTooLarge, CodecError, MessageTooLarge
 from ..gob import (
     EMPTY,
@@ -116,7 +116,7 @@ def _parse_header(data: bytes, pos: int) -> Header:
             raise CodecError(f"gob: header field number {field} out of range")
     if pos != len(data):
         raise CodecError("gob: extra data after the header")
-    return Header(service_method, seq, error)
+    return new_header((service_method, seq, error, 0, None))
 
 
 def _header_of(value: Any) -> Header:
@@ -133,7 +133,7 @@ def _header_of(value: Any) -> Header:
         raise CodecError(f"gob: header Seq must be an unsigned integer, got {seq!r}")
     if len(value) > 3:
         return Header(service_method, seq, error, *extension_fields(value, "gob"))
-    return Header(service_method, seq, error)
+    return new_header((service_method, seq, error, 0, None))
 
 
 

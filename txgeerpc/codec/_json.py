@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from .._jsonsplit import InvalidJSON, JSONValueSplitter
 from .._jsonvalue import JSONError, dumps, loads, quote
-from .._wire import BUDGET_FIELD, JSON, META_FIELD, Header, extension_fields
+from .._wire import BUDGET_FIELD, JSON, META_FIELD, Header, extension_fields, new_header
 from ..errors import CodecError
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
@@ -64,7 +64,7 @@ class JSONDecoder:
             error = _field(error, str, "Error", "")
         if len(value) > 3:  # the txgeerpc extension's fields (docs/protocol.md 13.9)
             return Header(service_method, seq, error, *extension_fields(value, "json"))
-        return Header(service_method, seq, error)
+        return new_header((service_method, seq, error, 0, None))
 
     def decode_body(self, message: object) -> Any:
         return _load(message)
@@ -109,13 +109,11 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
+        text = header[2]
         return (
-            '{"ServiceMethod":'
-            + quote(header[0])
-            + ',"Seq":'
+            (_PREFIXES.get(header[0]) or _prefix(header[0]))
             + str(header[1])
-            + ',"Error":'
-            + quote(header[2])
+            + (',"Error":' + quote(text) if text else _NO_ERROR)
             + (_extension_text(header) if header[3] or header[4] else "")
             + "}\n"
             + body_text
@@ -129,19 +127,32 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
+        text = header[2]
         return (
-            '{"ServiceMethod":'
-            + quote(header[0])
-            + ',"Seq":'
+            (_PREFIXES.get(header[0]) or _prefix(header[0]))
             + str(header[1])
-            + ',"Error":'
-            + quote(header[2])
+            + (',"Error":' + quote(text) if text else _NO_ERROR)
             + (_extension_text(header) if header[3] or header[4] else "")
             + "}"
         ).encode(), body_text.encode()
 
     def withdraw(self, data: bytes) -> bytes:
         return b""  # JSON messages carry no stream state
+
+
+_PREFIXES: dict[str, str] = {}
+"""``{"ServiceMethod":"Arith.Multiply","Seq":`` by method name: a header's
+text up to its Seq, the same for every call of a method, quoted once instead
+of on every message (the per-message path)."""
+_MAX_PREFIXES = 1024  # names are the peer's to choose: the cache is bounded
+_NO_ERROR = ',"Error":""'
+
+
+def _prefix(service_method: str) -> str:
+    prefix = '{"ServiceMethod":' + quote(service_method) + ',"Seq":'
+    if len(_PREFIXES) < _MAX_PREFIXES:
+        _PREFIXES[service_method] = prefix
+    return prefix
 
 
 def _extension_text(header: Header) -> str:

@@ -37,7 +37,7 @@ from .._budget import (
     over_budget,
 )
 from .._jsonvalue import _to_json
-from .._wire import BUDGET_FIELD, META_FIELD, EmptyStruct, Header, extension_fields
+from .._wire import BUDGET_FIELD, META_FIELD, EmptyStruct, Header, extension_fields, new_header
 from ..errors import CodecError, MessageTooLarge, ProtocolError
 from ..interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
@@ -202,7 +202,7 @@ def header_of(value: Any) -> Header:
         raise CodecError(f"msgpack: header Seq must be a uint64, got {seq!r}")
     if len(value) > 3:
         return Header(service_method, seq, error, *extension_fields(value, "msgpack"))
-    return Header(service_method, seq, error)
+    return new_header((service_method, seq, error, 0, None))
 
 
 def decode_header_bytes(data: bytes) -> Header:

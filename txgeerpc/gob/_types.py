@@ -284,6 +284,10 @@ def infer_type(value: Any) -> GobType:
     if kind is GobValue:
         pinned: GobValue = value
         return pinned.gob_type
+    if kind is dict:
+        struct = _flat_mappings.get((*value, *map(type, value.values())))
+        if struct is not None and _ints_fit(value):
+            return struct
     if is_struct(kind):
         return struct_type_for(kind)
     if isinstance(value, Mapping):
@@ -315,12 +319,35 @@ _BASIC_VALUES: dict[type, GobType] = {
 
 _mapping_structs: dict[tuple[tuple[str, GobType], ...], StructOf] = {(): EMPTY}
 
+_flat_mappings: dict[tuple[Any, ...], StructOf] = {}
+"""The struct of a dict of exported names to scalars, by its keys then its
+values' types: a client's dict argument (``{"Num1": 6, "Num2": 7}``) has the
+same shape on every call, and inferring it walks every key (a regular
+expression) and every value.  An int's type also depends on its size
+(:func:`_ints_fit`)."""
+
+
+def _ints_fit(value: dict[str, Any]) -> bool:
+    """Whether every int value is within int64 (Go ``int``, as the cached shape says)."""
+    for item in value.values():
+        if type(item) is int and not INT64_MIN <= item <= INT64_MAX:
+            return False
+    return True
+
 
 def _struct_of_mapping(value: Mapping[str, Any]) -> StructOf:
     # A None field is Go's nil or zero: left out of the shape, so never sent.
-    return _canonical_struct(
+    struct = _canonical_struct(
         tuple((key, infer_type(item)) for key, item in value.items() if item is not None)
     )
+    if (
+        type(value) is dict
+        and len(_flat_mappings) < 4096
+        and all(type(item) in _BASIC_VALUES for item in value.values())
+        and _ints_fit(value)
+    ):
+        _flat_mappings[(*value, *map(type, value.values()))] = struct
+    return struct
 
 
 def _canonical_struct(shape: tuple[tuple[str, GobType], ...]) -> StructOf:
