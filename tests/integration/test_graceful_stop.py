@@ -116,7 +116,10 @@ async def _sigterm_with_calls_in_flight(
 async def test_sigterm_lets_every_call_in_flight_finish(tmp_path: Path) -> None:
     results, refused_after, exited_after = await _sigterm_with_calls_in_flight(tmp_path)
     assert [outcome for _, outcome, _ in results] == [ms for ms, _, _ in results]  # all 100
-    assert refused_after < 0.05, refused_after  # no new connection once it stops
+    # No new connection once it stops: refused at once, not after the calls
+    # (up to 1 s) or the grace (10 s).  0.25 s, not less: a loaded 2-core
+    # machine once took 0.13 s to run the signal handler.
+    assert refused_after < 0.25, refused_after
     # It exits once idle (the last call ends at most 1 s after the signal),
     # well within the default grace of 10 s plus 1.
     assert exited_after < 1 + 1.5, exited_after
@@ -134,7 +137,7 @@ async def test_calls_beyond_a_short_grace_fail_as_shutting_down(tmp_path: Path) 
         "rpc server: shutting down: the request did not finish within the 0.3s grace"
     }
     assert max(after for _, _, after in results) < 0.3 + 1  # none hangs
-    assert refused_after < 0.05, refused_after
+    assert refused_after < 0.25, refused_after  # see above
     assert exited_after < 0.3 + 1, exited_after
 
 
