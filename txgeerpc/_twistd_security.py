@@ -261,8 +261,12 @@ class Security:
     web_guard: Guard
 
 
-def build(config: usage.Options) -> Security:
-    """The TLS settings, checkers and rules ``config`` names.
+def _tls_and_checkers(
+    config: usage.Options,
+) -> tuple[ServerTLS | None, TokenChecker | None, list[Any]]:
+    """What both plugins take alike: the port's TLS (``--tls-*``), the
+    ``--tokens`` checker, and every credential checker the options name
+    (tokens, client certificates, ``--trust-network``).
 
     :raises StartupError: a file that cannot be used (one line).
     """
@@ -292,6 +296,17 @@ def build(config: usage.Options) -> Security:
     networks = parse_networks(config["trust-network"])
     if networks:
         checkers.append(NetworkChecker(networks))
+    return tls, tokens, checkers
+
+
+def build(config: usage.Options) -> Security:
+    """The TLS settings, checkers and rules ``config`` names.
+
+    :raises StartupError: a file that cannot be used (one line).
+    """
+    from ._twistd import StartupError
+
+    tls, tokens, checkers = _tls_and_checkers(config)
     authorizer: Authorizer | None = None
     if config["authz"] is not None:
         try:
@@ -312,32 +327,7 @@ def build_registry(config: usage.Options) -> Security:
 
     :raises StartupError: a file that cannot be used (one line).
     """
-    from ._twistd import StartupError
-
-    tls = None
-    if config["tls-cert"] is not None:
-        try:
-            tls = ServerTLS(
-                config["tls-cert"],
-                config["tls-key"],
-                ca=config["tls-ca"],
-                require_client_cert=config["tls-require-client-cert"],
-            )
-        except TLSConfigError as error:
-            raise StartupError(f"--tls-cert: {error}") from None
-    checkers: list[Any] = []
-    tokens = None
-    if config["tokens"] is not None:
-        try:
-            tokens = TokenChecker.from_file(config["tokens"])
-        except ValueError as error:
-            raise StartupError(f"--tokens: {error}") from None
-        checkers.append(tokens)
-    if config["tls-ca"] is not None:
-        checkers.append(CertificateChecker())
-    networks = parse_networks(config["trust-network"])
-    if networks:
-        checkers.append(NetworkChecker(networks))
+    tls, tokens, checkers = _tls_and_checkers(config)
     access = {"registry": config["registry-access"]}
     return Security(tls, False, None, tokens, access, Guard(checkers))
 
