@@ -181,7 +181,7 @@ def test_a_real_prometheus_scrapes_the_counts(
                 pass
             if (ok, errors, observations) == (7, 2, 9):
                 break
-            time.sleep(0.2)  # the pace of polling Prometheus, a process whose scrapes we cannot drive
+            time.sleep(0.2)  # the pace of polling Prometheus (its scrapes are its own)
         assert (ok, errors, observations) == (7, 2, 9)
         up = _query(base, f'up{{instance="127.0.0.1:{port}"}}')
         assert up == 1
