@@ -77,6 +77,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# This checkout's txgeerpc, not an installed copy: the servers run this file
+# as a script (``--serve``), whose sys.path[0] is benchmarks/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, connectionDone
