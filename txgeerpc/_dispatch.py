@@ -360,7 +360,18 @@ class Dispatcher:
         if self._stopped:  # the handler closed the connection
             outcome = self._stop_outcome
         else:
-            outcome, reply_size = self._reply(result, header, method, None)
+            # _reply's success, inlined.  The request's header is the reply's
+            # when its Error is empty: this path has no budget, metadata or
+            # trailers, so the two are equal (a fresh one only to clear Error).
+            try:
+                reply_size = self._sender.send_reply(
+                    header if not header[2] else new_header((header[0], header[1], "", 0, None)),
+                    result,
+                    method.result_type,
+                )
+                outcome = OK
+            except Exception as error:
+                outcome, reply_size = self._unencodable(header, error)
         outcomes = stats.outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if self._access is not None:
@@ -501,15 +512,19 @@ class Dispatcher:
                 new_header((header[0], header[1], "", 0, trailers)), result, method.result_type
             )
         except Exception as error:
-            self._log.error(
-                "rpc server: cannot encode the reply of {method}: {error}",
-                method=header.service_method,
-                error=_describe(error),
-            )
-            return ERROR, self._reply_error(
-                header, f"rpc server: cannot encode reply: {_describe(error)}"
-            )
+            return self._unencodable(header, error)
         return OK, size
+
+    def _unencodable(self, header: Header, error: Exception) -> tuple[str, int | None]:
+        """A result the codec cannot encode: logged, and an error reply."""
+        self._log.error(
+            "rpc server: cannot encode the reply of {method}: {error}",
+            method=header.service_method,
+            error=_describe(error),
+        )
+        return ERROR, self._reply_error(
+            header, f"rpc server: cannot encode reply: {_describe(error)}"
+        )
 
     def _log_failure(self, failure: Failure, method: Method, format: str, header: Header) -> None:
         """One line for an error the handler meant (:data:`DOMAIN_ERRORS`);
