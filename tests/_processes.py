@@ -57,11 +57,14 @@ _outputs: dict[int, _Output] = {}
 
 
 def start(
-    tmp_path: Path, *args: str, max_descriptors: int | None = None
+    tmp_path: Path,
+    *args: str,
+    max_descriptors: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``twistd -n ARGS`` in ``tmp_path``, logging to its stdout (read by
     :func:`wait_for` and :func:`output`); ``max_descriptors`` sets its
-    ``RLIMIT_NOFILE`` (soft and hard)."""
+    ``RLIMIT_NOFILE`` (soft and hard); ``env``: more environment variables."""
 
     def limit_descriptors() -> None:
         if max_descriptors is not None:
@@ -72,7 +75,7 @@ def start(
     process = subprocess.Popen(
         [*TWISTD, "-n", "--pidfile=", "--logfile=-", *args],
         cwd=tmp_path,
-        env=environment(),
+        env={**environment(), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         preexec_fn=limit_descriptors if max_descriptors is not None else None,

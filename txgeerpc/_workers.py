@@ -26,7 +26,8 @@ tells the process handing over ``ready``) only once every worker did.
 every worker.  The parent makes a private run directory (mode 0700, removed
 on stop) where each worker answers the others' requests for its metrics and
 debug page (:mod:`txgeerpc._worker_stats`): any worker answering ``/metrics``
-serves every worker's samples.
+serves every worker's samples.  Should the parent be killed, the last worker
+to stop removes that directory.
 """
 
 from __future__ import annotations
@@ -404,6 +405,13 @@ def main(argv: Sequence[str]) -> None:
     reactor.callWhenRunning(_say_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
+    # The last worker out removes the run directory (its own socket is gone
+    # with its listener; the others' go with theirs): the parent does so when
+    # it stops its workers, but a parent that was killed cannot.
+    try:
+        os.rmdir(spec["directory"])
+    except OSError:  # another worker still runs, or the parent removed it
+        pass
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -394,3 +395,38 @@ async def test_handover_with_workers_says_ready_once_they_serve(tmp_path: Path) 
             stop(process)
     assert refused == []
     assert first.returncode == 0
+
+
+def test_workers_of_a_killed_parent_stop_and_remove_the_run_directory(tmp_path: Path) -> None:
+    # The parent removes its private run directory when it stops its workers;
+    # killed, it cannot: the workers see their stdin close, stop, and the
+    # last one out removes it (it used to stay in $TMPDIR for good).
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    server = start(
+        tmp_path,
+        "geerpc",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--workers",
+        "2",
+        env={"TMPDIR": str(scratch)},
+    )
+    watched: list[int] = []
+    try:
+        pids = wait_for(server, rb"2 workers serving .* \(pids (\d+, \d+)\)")
+        workers = [int(pid) for pid in pids.split(", ")]
+        [directory] = scratch.iterdir()
+        assert directory.name.startswith("txgeerpc-workers-")
+        # Watch the workers before the kill: a PID file descriptor stays theirs.
+        watched = [os.pidfd_open(pid) for pid in workers]
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(15)
+        for descriptor in watched:
+            ready, _, _ = select.select([descriptor], [], [], 15)
+            assert ready, "a worker outlived its killed parent by 15 s"
+        assert list(scratch.iterdir()) == []
+    finally:
+        for descriptor in watched:
+            os.close(descriptor)
+        stop(server)
