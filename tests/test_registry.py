@@ -351,13 +351,24 @@ class RemoteStoreTests(SynchronousTestCase):
         channel.connectionLost(None)
 
     def test_a_failing_store_is_503_and_logged(self) -> None:
-        channel, transport = self.send("GET")
-        self.store.asked[0][1].errback(ConnectionRefusedError("etcd is down"))
-        status, _, body = _status_and_headers(transport.value())
-        self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
-        self.assertEqual(body, b"registry store unavailable\n")
-        self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
-        channel.connectionLost(None)
+        # An outage (the store unreachable) fails every request: one line
+        # each, no traceback; a bug (anything else) keeps its traceback.
+        events: list[dict[str, Any]] = []
+        self.patch(RegistryResource, "_log", Logger(observer=events.append))
+        for error in (ConnectionRefusedError("etcd is down"), ZeroDivisionError("a bug")):
+            channel, transport = self.send("GET")
+            self.store.asked[-1][1].errback(error)
+            status, _, body = _status_and_headers(transport.value())
+            self.assertEqual(status, b"HTTP/1.1 503 Service Unavailable")
+            self.assertEqual(body, b"registry store unavailable\n")
+            channel.connectionLost(None)
+        outage, bug = events
+        self.assertEqual(
+            formatEvent(outage),
+            f"registry: the store failed on GET {PATH}: {ConnectionRefusedError('etcd is down')}",
+        )
+        self.assertNotIn("log_failure", outage)
+        self.assertIsInstance(bug["log_failure"].value, ZeroDivisionError)
 
     def test_a_later_answer_that_cannot_be_rendered_is_500_and_finished(self) -> None:
         channel, transport = self.send("GET")
@@ -389,8 +400,15 @@ class RemoteStoreTests(SynchronousTestCase):
         purge = RegistryPurge(self.store, self.clock, 2)
         purge.startService()
         self.clock.advance(2)
+        events: list[dict[str, Any]] = []
+        self.patch(RegistryPurge, "_log", Logger(observer=events.append))
         self.store.asked[0][1].errback(ConnectionRefusedError("etcd is down"))
-        self.assertEqual(len(self.flushLoggedErrors(ConnectionRefusedError)), 1)
+        [event] = events  # an outage: one line, no traceback
+        self.assertEqual(
+            formatEvent(event),
+            f"registry: purging failed (retrying in 2s): {ConnectionRefusedError('etcd is down')}",
+        )
+        self.assertNotIn("log_failure", event)
         self.clock.advance(2)  # tried again
         self.assertEqual([what for what, _ in self.store.asked], ["purge", "purge"])
         purge.stopService()  # cancels the purge under way; nothing is rescheduled

@@ -42,7 +42,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ..errors import RegistryFull
 from ..interfaces import IRegistryStore
 from ._limits import IDENTITY_ATTRIBUTE, Refusal, SourceLimits, source_of
-from ._store import Entry
+from ._store import Entry, outage
 from ._wire import (
     MAX_LISTING_HEADER,
     SERVER_HEADER,
@@ -184,6 +184,15 @@ class RegistryResource(Resource):
                 error=failure.value,
             )
             return f"{failure.value}\n".encode()
+        text = outage(failure)
+        if text is not None:  # one line: an outage fails every request
+            self._log.warn(
+                "registry: the store failed on {method} {uri}: {error}",
+                error=text,
+                method=request.method.decode("latin-1"),
+                uri=request.uri.decode("latin-1"),
+            )
+            return b"registry store unavailable\n"
         self._log.failure(
             "registry: the store failed on {method} {uri}",
             failure=failure,

@@ -11,14 +11,34 @@ from typing import Any
 
 import attrs
 from twisted.application.internet import TimerService
+from twisted.internet import error as internet_errors
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..errors import RegistryFull
+from ..errors import GeeRPCError, RegistryFull
 from ..interfaces import IRegistryStore
+
+_OUTAGES = (
+    GeeRPCError,  # the stores' typed errors: unavailable, timed out, too large
+    ConnectionError,
+    TimeoutError,
+    internet_errors.ConnectError,
+    internet_errors.ConnectionLost,
+    internet_errors.TimeoutError,
+)
+
+
+def outage(failure: Failure) -> str | None:
+    """A store's failure that is an outage, not a bug (its store unreachable,
+    slow, or answering with a typed error): its one-line text, for a log line
+    without a traceback (an outage fails every request: a traceback each
+    would flood the log).  ``None`` for anything else."""
+    if failure.check(*_OUTAGES):
+        return str(failure.value) or type(failure.value).__name__
+    return None
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds an entry lives after its last heartbeat (the reference's 5 min)."""
@@ -143,6 +163,14 @@ class RegistryPurge(TimerService):
     def _failed(self, failure: Failure) -> None:
         self._purging = None
         if failure.check(CancelledError):
+            return
+        text = outage(failure)
+        if text is not None:
+            self._log.warn(
+                "registry: purging failed (retrying in {interval}s): {error}",
+                error=text,
+                interval=self.step,
+            )
             return
         self._log.failure(
             "registry: purging failed (retrying in {interval}s)",
