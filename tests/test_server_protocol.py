@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -650,15 +651,19 @@ class CodecNameTests(SynchronousTestCase):
 
 
 class RecordingTCP(tcp.Connection):
-    """A TCP transport (for the isinstance check) that records what is
-    written and what its doWrite, the socket send, has sent."""
+    """A TCP transport (for the isinstance check) that records what goes
+    through ``write`` (buffered for the reactor) and what its socket sent."""
 
     def __init__(self) -> None:  # no socket, no reactor
         self.written: list[bytes] = []
         self.sent: list[bytes] = []
+        self.connected = True
         self.disconnecting = False
-        self.outcome: object = None  # what doWrite returns
-        self.rearmed = 0
+        self.dataBuffer = b""
+        self._tempDataBuffer: list[bytes] = []
+        self._writeDisconnected = False
+        self.takes: int | None = None  # bytes the socket takes per send (None: all)
+        self.outcome: object = None  # what a send returns instead, if set
 
     def getPeer(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", 4321)
@@ -672,13 +677,12 @@ class RecordingTCP(tcp.Connection):
     def write(self, data: bytes) -> None:
         self.written.append(data)
 
-    def doWrite(self) -> object:
-        self.sent.append(b"".join(self.written))
-        self.written.clear()
-        return self.outcome
-
-    def startWriting(self) -> None:
-        self.rearmed += 1
+    def writeSomeData(self, data: bytes) -> object:
+        if self.outcome is not None:
+            return self.outcome
+        taken = data[: self.takes] if self.takes is not None else data
+        self.sent.append(bytes(taken))
+        return len(taken)
 
     def loseConnection(self, reason: object = None) -> None:
         self.disconnecting = True
@@ -689,33 +693,54 @@ class RecordingTCP(tcp.Connection):
 
 class SendAtOnceTests(SynchronousTestCase):
     """On TCP the replies of a read are sent before dataReceived returns,
-    not on the reactor's next turn (one poll later)."""
+    straight to the socket (no epoll registration for writing), not on the
+    reactor's next turn; anything the socket does not take goes through
+    ``write`` for the reactor."""
 
-    def test_replies_of_a_read_sent_at_once_in_one_write(self) -> None:
+    def connect(self) -> tuple[Any, RecordingTCP]:
         clock = checked_clock(self)
         protocol = example_server(clock).factory().buildProtocol(None)
         transport = RecordingTCP()
         protocol.makeConnection(transport)
         protocol.dataReceived(JSON_OPTION)
-        requests = [json_request("Arith.Multiply", n, b'{"Num1":%d,"Num2":2}' % n) for n in (1, 2)]
-        protocol.dataReceived(b"".join(requests))
+        self.addCleanup(protocol.connectionLost, connectionDone)
+        return protocol, transport
+
+    def multiply(self, protocol: Any, *seqs: int) -> None:
+        protocol.dataReceived(
+            b"".join(
+                json_request("Arith.Multiply", n, b'{"Num1":%d,"Num2":2}' % n) for n in seqs
+            )
+        )
+
+    def test_replies_of_a_read_sent_at_once_in_one_send(self) -> None:
+        protocol, transport = self.connect()
+        self.multiply(protocol, 1, 2)
         self.assertEqual(transport.written, [])
         [sent] = transport.sent
         self.assertEqual(replies(sent)[1::2], [2, 4])
-        protocol.connectionLost(connectionDone)
 
-    def test_a_close_met_by_the_send_is_left_to_the_reactor(self) -> None:
-        # doWrite returns CONNECTION_DONE (a close asked for earlier, the buffer
-        # now empty) after it stopped writing: the reactor must see it again.
-        clock = checked_clock(self)
-        protocol = example_server(clock).factory().buildProtocol(None)
-        transport = RecordingTCP()
-        protocol.makeConnection(transport)
-        protocol.dataReceived(JSON_OPTION)
-        transport.outcome = CONNECTION_DONE
-        protocol.dataReceived(json_request("Arith.Multiply", 1, b'{"Num1":3,"Num2":2}'))
-        self.assertEqual((len(transport.sent), transport.rearmed), (1, 1))
-        transport.outcome = None
-        protocol.dataReceived(json_request("Arith.Multiply", 2, b'{"Num1":3,"Num2":2}'))
-        self.assertEqual((len(transport.sent), transport.rearmed), (2, 1))
-        protocol.connectionLost(connectionDone)
+    def test_what_the_socket_does_not_take_goes_to_the_reactor(self) -> None:
+        protocol, transport = self.connect()
+        transport.takes = 10
+        self.multiply(protocol, 1, 2)
+        [sent] = transport.sent
+        [rest] = transport.written
+        self.assertEqual(len(sent), 10)
+        self.assertEqual(replies(sent + rest)[1::2], [2, 4])
+
+    def test_a_send_that_meets_a_lost_connection_goes_to_the_reactor(self) -> None:
+        protocol, transport = self.connect()
+        transport.outcome = CONNECTION_LOST
+        self.multiply(protocol, 1)
+        self.assertEqual(transport.sent, [])
+        [written] = transport.written  # the reactor's send finds the error and closes
+        self.assertEqual(replies(written)[1::2], [2])
+
+    def test_after_bytes_already_buffered_or_under_tls_the_reactor_sends(self) -> None:
+        for field, value in [("dataBuffer", b"x"), ("_tempDataBuffer", [b"x"]), ("TLS", True)]:
+            protocol, transport = self.connect()
+            setattr(transport, field, value)
+            self.multiply(protocol, 1)
+            self.assertEqual(transport.sent, [], field)  # order kept: after the buffer
+            self.assertEqual(len(transport.written), 1, field)

@@ -66,6 +66,7 @@ from ._framed import (
     available_compressions,
 )
 from ._messages import MessagePairs
+from ._nodelay import write_now
 from ._option import DEFAULT_MAX_OPTION_SIZE, OptionDecoder
 from ._service import Service
 from ._wire import DEFAULT_MAX_MESSAGE_SIZE as DEFAULT_MAX_MESSAGE_SIZE
@@ -211,16 +212,6 @@ _OURS = frozenset((_IN_FLIGHT, _TURN, _WRITE_BUFFER))  # pauses that are not the
 # What the stage deadline after the Option is waiting for.
 _IDLE = "idle"
 _MESSAGE = "message"
-
-
-def send_at_once(transport: tcp.Connection) -> None:
-    """Send what was written to a TCP transport now, not on the reactor's
-    next turn (one more poll).  What the socket does not take stays buffered
-    for the reactor.  Should the send end the connection (an error, or a
-    close asked for earlier once the buffer is empty), the reactor is left
-    to do it, as it would have (the client's ``_flush`` does the same)."""
-    if transport.doWrite() is not None:
-        transport.startWriting()  # its next doWrite returns that again, to the reactor
 
 
 def describe_address(address: IAddress) -> str:
@@ -550,9 +541,10 @@ class ServerProtocol(Protocol):
     def _flush_batch(self) -> None:
         batch, self._batch = self._batch, None
         if batch and self._state is not _CLOSED:
-            self.transport.write(b"".join(batch))
             if self._send_now:
-                send_at_once(self.transport)
+                write_now(self.transport, b"".join(batch))
+            else:
+                self.transport.write(b"".join(batch))
 
     def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int:
         data = self._encoder.encode(header, body, body_type)
