@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any, Protocol
 
 import attrs
@@ -205,6 +205,12 @@ class Dispatcher:
     def in_flight(self) -> int:
         """Requests started and not yet answered."""
         return len(self._running)
+
+    @property
+    def running_calls(self) -> Sized:
+        """The requests started and not yet answered, live: its ``len`` is
+        :attr:`in_flight` (for a loop that asks once per request)."""
+        return self._running
 
     def running(self) -> list[tuple[str, int, float, float | None]]:
         """The requests running now: ``(method, seq, started, deadline)``,
