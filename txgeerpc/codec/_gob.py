@@ -232,7 +232,7 @@ class GobMessageEncoder:
 
     def _head(self, header: Header) -> bytes:
         """The header's message on the fast path (its type already sent)."""
-        service_method, seq, error = header[:3]
+        service_method, seq, error, _, _ = header
         prefix = self._prefixes.get(service_method)
         if prefix and service_method and not error and type(seq) is int and 0 < seq <= _MAX_SEQ:
             # Nearly every header: a cached method, a Seq, no Error.  Seq's
@@ -242,7 +242,7 @@ class GobMessageEncoder:
                 tail = _SEQ_TAILS[seq]
             else:
                 size = (seq.bit_length() + 7) >> 3
-                tail = (((0x100 | (256 - size)) << (8 * size) | seq) << 8).to_bytes(size + 3, "big")
+                tail = ((_SEQ_MARKS[size] | seq) << 8).to_bytes(size + 3, "big")
             length = len(prefix) + len(tail)
             if length < 128:
                 return SMALL[length] + prefix + tail
@@ -296,6 +296,8 @@ _DELTAS = SMALL[:4]
 _SEQ_TAILS = [bytes((1, seq, 0)) for seq in range(128)]
 """A header's end after a non-empty ServiceMethod: Seq's delta, a one-byte
 Seq, the struct's end."""
+_SEQ_MARKS = [0] + [(0x100 | (256 - size)) << (8 * size) for size in range(1, 9)]
+"""Seq's delta (1) and byte count (256 - size) above a Seq of ``size`` bytes."""
 
 
 def _first_value_end(data: bytes) -> int:
