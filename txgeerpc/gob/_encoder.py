@@ -12,12 +12,13 @@ first body type 65, as in the recorded Go sessions.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._convert import join_path
 from ..errors import CodecError
-from ._numbers import float_bits, uint_bytes, write_int, write_uint
+from ._numbers import SMALL, float_bits, uint_bytes, write_int, write_uint
 from ._types import (
     BOOL,
     BYTES,
@@ -75,6 +76,9 @@ class Encoder:
         self._emitted: set[GobType] = set()  # defined in the current message
         # Annotation or type -> (type id bytes, value encoder), for types sent.
         self._fast: dict[Any, tuple[bytes, EncodeFn]] = {}
+        # A dict's keys -> (type id bytes, plan) of the flat struct it was
+        # inferred as, for types sent (see _encode_flat_dict).
+        self._flat_dicts: dict[tuple[Any, ...], tuple[bytes, FlatPlan]] = {}
         self._definitions: list[bytes] = []
 
     def encode(self, value: Any, annotation: Any = None) -> bytes:
@@ -85,6 +89,10 @@ class Encoder:
             ``None`` infers it from the value.
         :raises CodecError: the value has no gob form or does not fit the type.
         """
+        if annotation is None and type(value) is dict:
+            message = self._encode_flat_dict(value)
+            if message is not None:
+                return message
         # Fast path: a type already sent that cannot bring new types with it.
         try:
             if annotation is None:
@@ -97,7 +105,8 @@ class Encoder:
             if fast is not None:
                 payload = bytearray(fast[0])  # the type id (and singleton mark)
                 fast[1](value, payload, self)
-                return uint_bytes(len(payload)) + payload
+                length = len(payload)
+                return (SMALL[length] if length < 128 else uint_bytes(length)) + payload
             if kind is None and annotation is not None:
                 kind = gob_type_for(annotation)
             if kind is not None and _self_contained(kind):
@@ -110,6 +119,8 @@ class Encoder:
                     function = encoder_for(kind)
                     if len(self._fast) < 256:
                         self._fast[key] = (bytes(prefix), function)
+                        if type(value) is dict and isinstance(kind, StructOf):
+                            self._note_flat_dict(value, kind, bytes(prefix))
                     payload = prefix
                     function(value, payload, self)
                     return uint_bytes(len(payload)) + payload
@@ -118,6 +129,38 @@ class Encoder:
         except RecursionError:
             raise CodecError("gob: value nested too deeply (or it contains itself)") from None
         return self.encode_all(((value, annotation),))
+
+    def _encode_flat_dict(self, value: dict[Any, Any]) -> bytes | None:
+        """A dict with the keys of a flat struct it was inferred as before
+        (``{"Num1": 6, "Num2": 7}``, a client's argument), when every value is
+        exactly of its field's Python type: the struct :func:`infer_type`
+        would infer again.  It exists because inferring walks the keys and
+        the values' types on every call; ``None`` (the general path) for
+        anything else, a ``None`` value included (inference leaves it out)."""
+        known = self._flat_dicts.get(tuple(value))
+        if known is None:
+            return None
+        items = tuple(value.values())
+        if None in items:
+            return None
+        payload = bytearray(known[0])
+        if not _write_flat(known[1], items, payload):
+            return None
+        length = len(payload)
+        return (SMALL[length] if length < 128 else uint_bytes(length)) + payload
+
+    def _note_flat_dict(self, value: dict[Any, Any], kind: StructOf, prefix: bytes) -> None:
+        """Remember ``value``'s keys for :meth:`_encode_flat_dict` when the
+        struct inferred from it is flat and has exactly those fields."""
+        plan = _flat_plan(kind)
+        keys = tuple(value)
+        if (
+            plan is not None
+            and kind.by_shape
+            and all(field is not UINT for _, field in plan)  # ints above int64: inferred anew
+            and keys == tuple(go_name for go_name, _, _ in kind.fields)
+        ):
+            self._flat_dicts[keys] = (prefix, plan)
 
     def encode_all(self, values: Iterable[tuple[Any, Any]]) -> bytes:
         """Several ``(value, annotation)`` pairs, all or nothing."""
@@ -333,7 +376,11 @@ def _enc_int(value: Any, out: bytearray, encoder: Encoder) -> None:
         value = int(value)
     if not INT64_MIN <= value <= INT64_MAX:
         raise EncodeError("", f"{value} overflows Go int (int64)")
-    write_int(out, value)
+    value = value << 1 if value >= 0 else (~value << 1) | 1  # zig-zag (write_int)
+    if value < 128:
+        out.append(value)
+    else:
+        write_uint(out, value)
 
 
 def _enc_uint(value: Any, out: bytearray, encoder: Encoder) -> None:
@@ -557,6 +604,112 @@ def _is_zero_for(kind: GobType) -> Callable[[Any], bool]:
     return lambda value: value is None  # structs, arrays, maps, interfaces
 
 
+_FLAT_FIELDS = (INT, UINT, STRING, BOOL, FLOAT)
+
+
+FlatPlan = tuple[tuple[int, GobType], ...]
+"""A flat struct's fields: ``(number, type)`` each, every type in ``_FLAT_FIELDS``."""
+
+
+def _flat_plan(kind: StructOf) -> FlatPlan | None:
+    """The plan of a struct of ints, uints, strings, bools and floats (fewer
+    than 128 fields: every delta one byte), or ``None``."""
+    fields = kind.fields
+    if 0 < len(fields) < 128 and all(field in _FLAT_FIELDS for _, _, field in fields):
+        return tuple(enumerate(field for _, _, field in fields))
+    return None
+
+
+def _write_flat(plan: FlatPlan, items: Iterable[Any], out: bytearray) -> bool:
+    """Write a flat struct's field values (``items``, in field order) and its
+    end; ``None`` and zeros are left out, as Go leaves zeros out.
+
+    It exists because the general struct encoder makes five function calls
+    per field (the lookups, the zero test, the field's encoder and its
+    writer); this makes none for ints.  It writes only values of exactly
+    their field's Python type within its range: for anything else it takes
+    back what it wrote and returns False, and the caller hands the value to
+    the general path (which writes it or raises the error that says what is
+    wrong)."""
+    start = len(out)
+    last = -1
+    for (number, field_kind), item in zip(plan, items, strict=False):  # same lengths
+        if item is None:
+            continue
+        if field_kind is STRING and type(item) is str:
+            if not item:
+                continue
+            try:
+                data = item.encode()
+            except UnicodeEncodeError:  # surrogates: utf8() in the general path
+                break
+            out.append(number - last)
+            last = number
+            write_uint(out, len(data))
+            out += data
+            continue
+        if type(item) is int and (field_kind is INT or field_kind is UINT):
+            if not item:
+                continue
+            if field_kind is INT:
+                if not INT64_MIN <= item <= INT64_MAX:
+                    break
+                item = item << 1 if item > 0 else (~item << 1) | 1  # zig-zag
+            elif not 0 < item <= UINT64_MAX:
+                break
+        elif field_kind is BOOL and (item is True or item is False):
+            if not item:
+                continue
+            item = 1
+        elif field_kind is FLOAT and type(item) is float:
+            if not item:
+                continue
+            item = float_bits(item)
+        else:
+            break
+        out.append(number - last)
+        last = number
+        if item < 128:
+            out.append(item)
+        else:
+            write_uint(out, item)
+    else:
+        out.append(0)
+        return True
+    del out[start:]
+    return False
+
+
+def _flat_struct_encoder(kind: StructOf, plan: FlatPlan, general: EncodeFn) -> EncodeFn:
+    """The encoder of a flat struct (see :func:`_write_flat`, why it exists)
+    given as an instance of its class or a dict with every field; anything
+    else, and anything :func:`_write_flat` does not take, goes to ``general``."""
+    fields = kind.fields
+    cls = kind.cls
+    single = len(fields) == 1
+    by_attribute = operator.attrgetter(*(attribute for _, attribute, _ in fields))
+    by_key = None
+    if all(go_name == attribute for go_name, attribute, _ in fields):
+        by_key = operator.itemgetter(*(go_name for go_name, _, _ in fields))
+
+    def encode(value: Any, out: bytearray, encoder: Encoder) -> None:
+        if cls is not None and type(value) is cls:
+            items = by_attribute(value)
+        elif type(value) is dict and by_key is not None:
+            try:
+                items = by_key(value)
+            except KeyError:  # a field left out: the general path
+                general(value, out, encoder)
+                return
+        else:
+            general(value, out, encoder)
+            return
+        if not _write_flat(plan, (items,) if single else items, out):
+            general(value, out, encoder)
+
+    return encode
+
+
 def _struct_encoder(kind: StructOf) -> EncodeFn:
     plan: list[tuple[int, str, str, EncodeFn, Callable[[Any], bool]]] = []
     cls = kind.cls
@@ -604,6 +757,9 @@ def _struct_encoder(kind: StructOf) -> EncodeFn:
             raise error.within(f"{type_name}.{go_name}") from None
         out.append(0)
 
+    flat = _flat_plan(kind)
+    if flat is not None:
+        return _flat_struct_encoder(kind, flat, encode)
     return encode
 
 
