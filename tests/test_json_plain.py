@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc import _jsonvalue
+from txgeerpc import _jsonsplit, _jsonvalue
 from txgeerpc._jsonsplit import _HEAD_WINDOW, JSONValueSplitter
-from txgeerpc._jsonvalue import _STRING, JSONError, _strip_strings, loads_within, quote
+from txgeerpc._jsonvalue import _STRING, JSONError, _strip_strings, loads_within, quote, scan_once
 
 # Text rich in what strings escape, so the fast paths' edges are hit often.
 escapes = st.text(alphabet=st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "x", "é", "/"]))
@@ -254,3 +255,22 @@ class HeadWindowTests(SynchronousTestCase):
             while (parsed := splitter.next_parsed()) is not None:
                 out.append(parsed)
         self.assertEqual(out, [(json.loads(json.dumps(value)),) for value in values])
+
+    def test_a_long_string_is_left_to_the_structural_scan(self) -> None:
+        # json's scanner would step through it (all of it again on every read
+        # while it is incomplete); memchr finds its end.
+        scanned: list[str] = []
+
+        def scan(text: str, index: int) -> Any:
+            scanned.append(text[index])
+            return scan_once(text, index)
+
+        self.patch(_jsonsplit, "scan_once", scan)
+        splitter = JSONValueSplitter(1 << 22)
+        splitter.feed(b'{"Seq":1}\n"' + b"x" * 10_000)
+        self.assertEqual(splitter.next_parsed(), ({"Seq": 1},))
+        self.assertIsNone(splitter.next_parsed())
+        splitter.feed(b'x"\n"short"\n')
+        self.assertEqual(splitter.next_parsed(), ("x" * 10_001,))
+        self.assertEqual(splitter.next_parsed(), ("short",))
+        self.assertEqual(scanned, ["{", '"'])  # the header and the short string

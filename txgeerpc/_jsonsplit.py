@@ -13,7 +13,14 @@ import re
 from typing import Any
 
 from ._budget import EXPANSION, EXPANSION_FLOOR
-from ._jsonvalue import UPPER_COST, JSONError, budget_left, loads_within, scan_once
+from ._jsonvalue import (
+    _PLAIN_FROM,
+    UPPER_COST,
+    JSONError,
+    budget_left,
+    loads_within,
+    scan_once,
+)
 from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
@@ -130,7 +137,11 @@ class JSONValueSplitter:
                         self._compact(force=True)
                         return None
                     self._text = None  # whitespace to the head window's end: scan on
-                else:
+                elif text[start] != '"' or text.find('"', start + 1, start + _PLAIN_FROM) > 0:
+                    # (A string not closed in its first _PLAIN_FROM characters is
+                    # left to the structural scan, which finds its end with memchr:
+                    # json's scanner would step through it, to fail if it is
+                    # incomplete, and reads a long one slower than loads_within.)
                     try:
                         value, end = scan_once(text, start)
                     except (StopIteration, ValueError, RecursionError):
