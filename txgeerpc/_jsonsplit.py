@@ -119,7 +119,7 @@ class JSONValueSplitter:
         if self._kind == _NONE:
             # Fast path: let json's C scanner find the end while it parses.
             text = self._text
-            if text is None or (text and self._pos - self._text_base > len(text)):
+            if text is None:
                 text = self._decode_pending()
             if text:
                 base = self._text_base
@@ -167,6 +167,7 @@ class JSONValueSplitter:
         raw = self.next_value()
         if raw is None:
             return None
+        self._text = None  # it may end before this value did (a head window)
         try:
             value, self._left = loads_within(raw, budget=True)
         except JSONError as error:
@@ -175,7 +176,7 @@ class JSONValueSplitter:
 
     def _decode_pending(self) -> str:
         """The text of the pending bytes for :meth:`next_parsed`'s fast path,
-        kept until the next feed (or until passed: a head window)."""
+        kept until the next feed or the next value the structural scan cuts."""
         pos = self._pos
         window = len(self._buf) - pos
         if window > _FAST_WINDOW:
