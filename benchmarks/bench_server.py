@@ -8,6 +8,7 @@ server's CPU per call without sockets or a client: the part of issue 18's
     python benchmarks/bench_server.py                          # this tree
     python benchmarks/bench_server.py --base 933404f           # that revision, then this
     python benchmarks/bench_server.py --codecs json --framed --profile   # cProfile, this tree
+    python benchmarks/bench_server.py --payload 65536 --batch 16 --calls 2000  # 64 KiB echoes
 
 ``--side client`` measures the client alone instead: one read of
 ``--batch`` replies whose callbacks each make the next call (the server's
