@@ -8,6 +8,7 @@ server's CPU per call without sockets or a client: the part of issue 18's
     python benchmarks/bench_server.py                          # this tree
     python benchmarks/bench_server.py --base 933404f           # that revision, then this
     python benchmarks/bench_server.py --codecs json --framed --profile   # cProfile, this tree
+    python benchmarks/bench_server.py --payload 65536 --batch 16 --calls 2000  # 64 KiB echoes
 
 ``--side client`` measures the client alone instead: one read of
 ``--batch`` replies whose callbacks each make the next call (the server's
@@ -33,9 +34,19 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parents[1]
+_READ_SIZE = 65536
 
 
-def feeder(codec_name: str, batch: int, framed: bool) -> Any:
+def the_call(payload: int) -> tuple[str, Any, Any]:
+    """(method, argument, expected reply): ``Arith.Multiply {6, 7}``, or with
+    ``payload`` an ``Arith.Echo`` of a string that many characters long."""
+    if payload:
+        text = "x" * payload
+        return "Arith.Echo", text, text
+    return "Arith.Multiply", {"Num1": 6, "Num2": 7}, 42
+
+
+def feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -> Any:
     """A function feeding the server one read of ``batch`` steady-state requests."""
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
@@ -66,10 +77,10 @@ def feeder(codec_name: str, batch: int, framed: bool) -> Any:
         client_side.dataReceived(to_client.value())
         to_client.clear()
     assert client_side.framed == framed
-    argument = {"Num1": 6, "Num2": 7}
+    method, argument, expected = the_call(payload)
     data = b""
     for _ in range(2):  # the second read is the steady state (gob's types went first)
-        calls = [client_side.call("Arith.Multiply", argument) for _ in range(batch)]
+        calls = [client_side.call(method, argument) for _ in range(batch)]
         data = to_server.value()
         to_server.clear()
         server_side.dataReceived(data)
@@ -77,10 +88,14 @@ def feeder(codec_name: str, batch: int, framed: bool) -> Any:
             clock.advance(0)
         client_side.dataReceived(to_client.value())
         to_client.clear()
-        assert all(call.called and call.result == 42 for call in calls)
+        assert all(call.called and call.result == expected for call in calls)
+
+    # As TCP hands them over: reads of at most 64 KiB (Twisted's bufferSize).
+    pieces = [data[at : at + _READ_SIZE] for at in range(0, len(data), _READ_SIZE)]
 
     def one_read() -> None:
-        server_side.dataReceived(data)
+        for piece in pieces:
+            server_side.dataReceived(piece)
         while clock.getDelayedCalls():  # the server's further turns
             clock.advance(0)
         to_client.clear()
@@ -88,7 +103,7 @@ def feeder(codec_name: str, batch: int, framed: bool) -> Any:
     return one_read
 
 
-def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
+def client_feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -> Any:
     """A function handing the client one read of ``batch`` replies, each of
     whose callbacks makes the next call (as ``bench_calls.py`` keeps calls in
     flight); the server's part runs outside the measured time."""
@@ -120,14 +135,14 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
         to_server.clear()
         client_side.dataReceived(to_client.value())
         to_client.clear()
-    argument = {"Num1": 6, "Num2": 7}
+    method, argument, expected = the_call(payload)
 
     def again(result: Any) -> None:
-        assert result == 42
-        client_side.call("Arith.Multiply", argument).addCallback(again)
+        assert result == expected
+        client_side.call(method, argument).addCallback(again)
 
     for _ in range(batch):
-        client_side.call("Arith.Multiply", argument).addCallback(again)
+        client_side.call(method, argument).addCallback(again)
     spent = [0.0]
 
     def one_read() -> None:
@@ -138,8 +153,10 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
             clock.advance(0)
         replies = to_client.value()
         to_client.clear()
+        pieces = [replies[at : at + _READ_SIZE] for at in range(0, len(replies), _READ_SIZE)]
         started = time.process_time()
-        client_side.dataReceived(replies)
+        for piece in pieces:
+            client_side.dataReceived(piece)
         spent[0] += time.process_time() - started
 
     one_read.spent = spent  # type: ignore[attr-defined]
@@ -147,11 +164,17 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
 
 
 def measure(
-    codec: str, batch: int, framed: bool, calls: int, profile: bool, side: str = "server"
+    codec: str,
+    batch: int,
+    framed: bool,
+    calls: int,
+    profile: bool,
+    side: str = "server",
+    payload: int = 0,
 ) -> float:
     if side == "client":
-        return measure_client(codec, batch, framed, calls)
-    one_read = feeder(codec, batch, framed)
+        return measure_client(codec, batch, framed, calls, payload)
+    one_read = feeder(codec, batch, framed, payload)
     for _ in range(max(1, 2000 // batch)):
         one_read()
     reads = max(1, calls // batch)
@@ -210,8 +233,8 @@ def write_cost() -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-def measure_client(codec: str, batch: int, framed: bool, calls: int) -> float:
-    one_read = client_feeder(codec, batch, framed)
+def measure_client(codec: str, batch: int, framed: bool, calls: int, payload: int = 0) -> float:
+    one_read = client_feeder(codec, batch, framed, payload)
     for _ in range(max(1, 2000 // batch)):
         one_read()
     reads = max(1, calls // batch)
@@ -240,6 +263,12 @@ def main() -> None:
     parser.add_argument("--framed", action="store_true", help="framed mode (protocol.md 13.11)")
     parser.add_argument("--both", action="store_true", help="plain and framed")
     parser.add_argument("--calls", type=int, default=40000, help="calls per run (40000)")
+    parser.add_argument(
+        "--payload",
+        type=int,
+        default=0,
+        help="Arith.Echo of a string this many characters long instead of Arith.Multiply",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per tree (3), best taken")
     parser.add_argument("--profile", action="store_true", help="cProfile this tree, one run")
     parser.add_argument(
@@ -261,7 +290,17 @@ def main() -> None:
     if options.one:  # a child: one codec, one mode, in the tree on sys.path
         codec, mode = options.one.split(":")
         framed = mode == "framed"
-        print(measure(codec, options.batch, framed, options.calls, options.profile, options.side))
+        print(
+            measure(
+                codec,
+                options.batch,
+                framed,
+                options.calls,
+                options.profile,
+                options.side,
+                options.payload,
+            )
+        )
         return
     modes = ["plain", "framed"] if options.both else ["framed" if options.framed else "plain"]
     with tempfile.TemporaryDirectory() as scratch:
@@ -274,8 +313,10 @@ def main() -> None:
                 else checkout(options.base, Path(scratch)),
                 "this": HERE,
             }
+        call = f"Arith.Echo of {options.payload} chars" if options.payload else "Arith.Multiply"
         print(
-            f"{options.side} CPU per call (us), batch {options.batch}, best of {options.runs} runs"
+            f"{options.side} CPU per call (us), {call}, batch {options.batch}, "
+            f"best of {options.runs} runs"
         )
         print(
             f"{'codec':<8} {'mode':<7} "
@@ -300,6 +341,8 @@ def main() -> None:
                             str(options.calls),
                             "--side",
                             options.side,
+                            "--payload",
+                            str(options.payload),
                         ]
                         if options.profile:
                             command.append("--profile")

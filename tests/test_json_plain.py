@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc import _jsonvalue
-from txgeerpc._jsonsplit import JSONValueSplitter
-from txgeerpc._jsonvalue import _STRING, JSONError, _strip_strings, loads_within, quote
+from txgeerpc import _jsonsplit, _jsonvalue
+from txgeerpc._jsonsplit import _HEAD_WINDOW, JSONValueSplitter
+from txgeerpc._jsonvalue import _STRING, JSONError, _strip_strings, loads_within, quote, scan_once
 
 # Text rich in what strings escape, so the fast paths' edges are hit often.
 escapes = st.text(alphabet=st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "x", "é", "/"]))
@@ -107,3 +108,169 @@ class PlainStringTests(SynchronousTestCase):
             loads_within(b'"' + b"x" * 5000)
         with self.assertRaises(JSONError):
             loads_within(b'"' + b"x" * 5000 + b'"x')
+
+
+# Bytes a long literal may hold: what JSON escapes, text it keeps as is, and
+# invalid UTF-8 (a stray byte, an encoded surrogate).
+raw_pieces = st.sampled_from(
+    [
+        *(b'"', b"\\", b"\n", b"\x00", b"\x1f", b"\x7f", b"x", b"/"),
+        *("é".encode(), "\u2028".encode(), "\U0001f600".encode()),
+        *(b"\xff", b"\xed\xa0\x80"),
+    ]
+)
+raw_literals = st.builds(
+    lambda head, filler, tail, closed: (
+        b'"' + b"".join(head) + b"x" * filler + b"".join(tail) + (b'"' if closed else b"")
+    ),
+    st.lists(raw_pieces, max_size=3),
+    st.integers(4000, 6000),
+    st.lists(raw_pieces, max_size=3),
+    st.booleans(),
+)
+
+
+def read(data: bytes, fast: bool = True) -> object:
+    """What ``loads_within(data, budget=True)`` returns, or its error's text;
+    without ``fast``, through the general path (json's scanner and
+    :func:`parse_cost`) whatever the literal's length."""
+    saved = _jsonvalue._PLAIN_FROM
+    _jsonvalue._PLAIN_FROM = saved if fast else 1 << 62
+    try:
+        return loads_within(data, budget=True)
+    except JSONError as error:
+        return str(error)
+    finally:
+        _jsonvalue._PLAIN_FROM = saved
+
+
+class PlainLiteralTests(SynchronousTestCase):
+    """A long string literal with nothing escaped is read by slicing its
+    text (:func:`_jsonvalue._plain_string`): the same value, the same budget
+    left and the same errors as json's scanner under :func:`parse_cost`."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(raw_literals)
+    def test_same_value_budget_and_errors_as_the_general_path(self, data: bytes) -> None:
+        self.assertEqual(read(data), read(data, fast=False))
+
+    def test_plain_literals_take_the_fast_path(self) -> None:
+        # Else the test above would compare the general path with itself.
+        def scan(text: str, index: int) -> None:
+            raise AssertionError("scanned")
+
+        literals = [
+            b'"' + b"x" * 5000 + b'"',
+            b'"' + "é\u2028\x7f".encode() * 2000 + b'"',
+            b'"' + b"\xff" * 5000 + b'"',  # invalid UTF-8: U+FFFD, as Go reads it
+        ]
+        general = [read(data, fast=False) for data in literals]
+        self.patch(_jsonvalue, "scan_once", scan)
+        self.assertEqual([read(data) for data in literals], general)
+        self.assertEqual(general[2][0], "\ufffd" * 5000)  # type: ignore[index]
+
+    def test_escapes_and_control_bytes_are_left_to_the_scanner(self) -> None:
+        for special in (b"\\n", b'\\"', b"\x00", b"\x1f", b"\n"):
+            data = b'"' + b"x" * 5000 + special + b'"'
+            self.assertEqual(read(data), read(data, fast=False))
+        self.assertEqual(read(b'"' + b"x" * 5000 + b'\\n"')[0], "x" * 5000 + "\n")  # type: ignore[index]
+        self.assertIn("control character", read(b'"' + b"x" * 5000 + b'\x01"'))  # type: ignore[arg-type]
+
+    def test_over_budget_is_refused_alike(self) -> None:
+        data = b'"' + b"x" * 5000 + b'"'
+        self.patch(_jsonvalue, "memory_budget", lambda size: 10_000)
+        self.assertEqual(read(data), read(data, fast=False))
+        self.assertIn("over 10000 bytes of memory", read(data))  # type: ignore[arg-type]
+
+
+class WrittenBackTests(SynchronousTestCase):
+    """A long string just read is written back without being checked again
+    (``_jsonvalue._last_read``): only that very string."""
+
+    @settings(max_examples=100, deadline=None)
+    @given(raw_literals)
+    def test_what_was_read_is_written_as_the_encoder_writes_it(self, data: bytes) -> None:
+        try:
+            value = loads_within(data)[0]
+        except JSONError:
+            return
+        self.assertEqual(quote(value), _jsonvalue._fix_surrogates(encode_basestring(value)))
+
+    def test_only_the_string_read_skips_the_check(self) -> None:
+        value = loads_within(b'"' + "é".encode() * 5000 + b'"')[0]
+        self.assertIs(_jsonvalue._last_read, value)
+        self.patch(_jsonvalue, "_plain", lambda text, start, end: self.fail("checked"))
+        self.assertEqual(quote(value), '"' + "é" * 5000 + '"')
+        self.patch(_jsonvalue, "_plain", lambda text, start, end: False)
+        other = "é" * 4999 + "\n"  # as long, not the same string
+        self.assertEqual(quote(other), '"' + "é" * 4999 + '\\n"')
+
+    def test_long_strings_are_not_held(self) -> None:
+        self.patch(_jsonvalue, "_REMEMBER_UP_TO", 4999)
+        kept = loads_within(b'"' + b"x" * 4999 + b'"')[0]
+        loads_within(b'"' + b"y" * 5000 + b'"')
+        self.assertIs(_jsonvalue._last_read, kept)
+
+
+class HeadWindowTests(SynchronousTestCase):
+    """Of a long pending text only the first ``_HEAD_WINDOW`` bytes are
+    decoded for the splitter's fast path (a header before a large body)."""
+
+    def test_header_before_a_long_body(self) -> None:
+        splitter = JSONValueSplitter(1 << 22)
+        body = "x" * 65536
+        splitter.feed(b'{"Seq":1}\n' + json.dumps(body).encode() + b'\n{"Seq":2}\n')
+        self.assertEqual(splitter.next_parsed(), ({"Seq": 1},))
+        self.assertLessEqual(len(splitter._text or ""), _HEAD_WINDOW)  # not the body
+        self.assertEqual(splitter.next_parsed(), (body,))
+        self.assertEqual(splitter.next_parsed(), ({"Seq": 2},))
+        self.assertIsNone(splitter.next_parsed())
+
+    def test_whitespace_to_the_windows_end(self) -> None:
+        for before in (_HEAD_WINDOW - 3, _HEAD_WINDOW, 50_000):
+            splitter = JSONValueSplitter(1 << 22)
+            splitter.feed(b" " * before + b'{"a": "' + b"y" * 40_000 + b'"} 7 ')
+            self.assertEqual(splitter.next_parsed(), ({"a": "y" * 40_000},))
+            self.assertEqual(splitter.next_parsed(), (7,))
+            self.assertIsNone(splitter.next_parsed())
+            self.assertEqual(splitter.buffered_size(), 0)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(json_values, min_size=1, max_size=4),
+        st.lists(st.sampled_from([0, 1, 1000, _HEAD_WINDOW, 40_000]), min_size=4, max_size=4),
+        st.sampled_from([1, 700, 4096, 65536]),
+    )
+    def test_values_parsed_in_any_pieces(
+        self, values: list[object], gaps: list[int], size: int
+    ) -> None:
+        stream = b"".join(
+            json.dumps(value).encode() + b" " * max(gap, 1)
+            for value, gap in zip(values, gaps, strict=False)
+        )
+        splitter = JSONValueSplitter(1 << 22)
+        out = []
+        for start in range(0, len(stream), size):
+            splitter.feed(stream[start : start + size])
+            while (parsed := splitter.next_parsed()) is not None:
+                out.append(parsed)
+        self.assertEqual(out, [(json.loads(json.dumps(value)),) for value in values])
+
+    def test_a_long_string_is_left_to_the_structural_scan(self) -> None:
+        # json's scanner would step through it (all of it again on every read
+        # while it is incomplete); memchr finds its end.
+        scanned: list[str] = []
+
+        def scan(text: str, index: int) -> Any:
+            scanned.append(text[index])
+            return scan_once(text, index)
+
+        self.patch(_jsonsplit, "scan_once", scan)
+        splitter = JSONValueSplitter(1 << 22)
+        splitter.feed(b'{"Seq":1}\n"' + b"x" * 10_000)
+        self.assertEqual(splitter.next_parsed(), ({"Seq": 1},))
+        self.assertIsNone(splitter.next_parsed())
+        splitter.feed(b'x"\n"short"\n')
+        self.assertEqual(splitter.next_parsed(), ("x" * 10_001,))
+        self.assertEqual(splitter.next_parsed(), ("short",))
+        self.assertEqual(scanned, ["{", '"'])  # the header and the short string

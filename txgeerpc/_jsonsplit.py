@@ -13,7 +13,14 @@ import re
 from typing import Any
 
 from ._budget import EXPANSION, EXPANSION_FLOOR
-from ._jsonvalue import UPPER_COST, JSONError, budget_left, loads_within, scan_once
+from ._jsonvalue import (
+    _PLAIN_FROM,
+    UPPER_COST,
+    JSONError,
+    budget_left,
+    loads_within,
+    scan_once,
+)
 from .errors import CodecError, MessageTooLarge
 
 _WHITESPACE = b" \t\r\n"
@@ -26,10 +33,15 @@ _COMPACT_AT = 1 << 16
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 _SKIP_WHITESPACE = re.compile(r"[ \t\r\n]*").match
 _WHITESPACE_TEXT = " \t\r\n"
+_SKIP_WHITESPACE_BYTES = re.compile(rb"[ \t\r\n]*").match
 _FAST_WINDOW = EXPANSION_FLOOR // (UPPER_COST - EXPANSION)
 """Pending text up to this long is parsed at once by json's scanner (whatever
 it holds is within its memory budget); longer text is scanned for the end of
 its first value, whose cost is checked before it is parsed."""
+_HEAD_WINDOW = 1024
+"""Of longer pending text, the values that end in its first this many bytes
+(a header before a large body) are still parsed at once: what a value cut
+by the window's end costs the scanner is bounded by it."""
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
 
@@ -108,11 +120,7 @@ class JSONValueSplitter:
             # Fast path: let json's C scanner find the end while it parses.
             text = self._text
             if text is None:
-                pending = bytes(self._buf[self._pos :])
-                # Non-ASCII text would need a byte <-> character offset map; such
-                # chunks take the structural scan (until the next feed).
-                text = self._text = pending.decode("ascii") if pending.isascii() else ""
-                self._text_base = self._pos
+                text = self._decode_pending()
             if text:
                 base = self._text_base
                 start = self._pos - base
@@ -124,10 +132,16 @@ class JSONValueSplitter:
                     if start < length and text[start] in _WHITESPACE_TEXT:
                         start = _SKIP_WHITESPACE(text, start).end()  # type: ignore[union-attr]
                 if start == length:
-                    self._pos = base + start
-                    self._compact(force=True)
-                    return None
-                if length - start <= _FAST_WINDOW:
+                    pos = self._pos = base + start
+                    if pos == len(self._buf):
+                        self._compact(force=True)
+                        return None
+                    self._text = None  # whitespace to the head window's end: scan on
+                elif text[start] != '"' or text.find('"', start + 1, start + _PLAIN_FROM) > 0:
+                    # (A string not closed in its first _PLAIN_FROM characters is
+                    # left to the structural scan, which finds its end with memchr:
+                    # json's scanner would step through it, to fail if it is
+                    # incomplete, and reads a long one slower than loads_within.)
                     try:
                         value, end = scan_once(text, start)
                     except (StopIteration, ValueError, RecursionError):
@@ -153,11 +167,29 @@ class JSONValueSplitter:
         raw = self.next_value()
         if raw is None:
             return None
+        self._text = None  # it may end before this value did (a head window)
         try:
             value, self._left = loads_within(raw, budget=True)
         except JSONError as error:
             return InvalidJSON(str(error))
         return (value,)
+
+    def _decode_pending(self) -> str:
+        """The text of the pending bytes for :meth:`next_parsed`'s fast path,
+        kept until the next feed or the next value the structural scan cuts."""
+        pos = self._pos
+        window = len(self._buf) - pos
+        if window > _FAST_WINDOW:
+            # Only the head of a long pending text (a header before a large
+            # body) is decoded: the long value after it takes the structural
+            # scan, and decoding all of it would be wasted (a copy per read).
+            window = _HEAD_WINDOW
+        pending = bytes(self._buf[pos : pos + window])
+        # Non-ASCII text would need a byte <-> character offset map; such
+        # chunks take the structural scan (until the next feed).
+        text = self._text = pending.decode("ascii") if pending.isascii() else ""
+        self._text_base = pos
+        return text
 
     def budget_left(self) -> int:
         """What the conversion of the value last returned by
@@ -191,8 +223,8 @@ class JSONValueSplitter:
         end_of_data = len(buf)
         if self._kind == _NONE:
             pos = self._pos
-            while pos < end_of_data and buf[pos] in _WHITESPACE:
-                pos += 1
+            if pos < end_of_data and buf[pos] in _WHITESPACE:
+                pos = _SKIP_WHITESPACE_BYTES(buf, pos).end()  # type: ignore[union-attr]
             self._pos = pos
             if pos == end_of_data:
                 self._compact(force=True)

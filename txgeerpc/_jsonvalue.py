@@ -152,15 +152,13 @@ def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
     left = 0
     try:
         text = data.decode("utf-8", "replace")  # Go decodes invalid UTF-8 as U+FFFD
+        if len(data) >= _PLAIN_FROM and _plain_literal(data):
+            return _plain_string(data, text, budget)
         if budget:
             left = budget_left(data, text)
             if left < 0:
                 raise JSONError(over_budget(memory_budget(len(data))))
-        end = len(text)
-        if end >= _PLAIN_FROM and text[0] == text[-1] == '"' and _plain(text, 1, end - 1):
-            value = text[1:-1]  # a long string with no escapes: no parse needed
-        else:
-            value, end = scan_once(text, 0)
+        value, end = scan_once(text, 0)
     except StopIteration as stop:
         raise JSONError(f"invalid character at offset {stop.value}") from None
     except RecursionError:
@@ -169,6 +167,42 @@ def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
         raise JSONError(str(error)) from None
     if end != len(text):
         raise JSONError(f"invalid character after top-level value at offset {end}")
+    return value, left
+
+
+def _plain_literal(data: bytes) -> bool:
+    """Whether ``data`` is one string literal with nothing escaped in it: a
+    quote, then no quote, backslash or control byte, then a quote.  UTF-8
+    keeps these bytes for themselves, so the bytes are checked as they came
+    (any text, not only ASCII), in ``bytes.find`` (memchr) passes."""
+    last = len(data) - 1
+    if data[0] != 0x22 or data[last] != 0x22:  # '"'
+        return False
+    find = data.find
+    for special in _ESCAPED_BYTES:
+        if find(special, 1, last) >= 0:
+            return False
+    return True
+
+
+def _plain_string(data: bytes, text: str, budget: bool) -> tuple[str, int]:
+    """:func:`loads_within` of a long literal that :func:`_plain_literal`
+    passed: its text between the quotes.  The fast path of a large string
+    (a 64 KiB echo): json's scanner would copy it character by character,
+    and :func:`parse_cost` count its bytes; its cost is the one
+    :func:`parse_cost` finds for one string, checked before the copy."""
+    global _last_read
+    left = 0
+    if budget:
+        size = len(data)
+        left = memory_budget(size) - (
+            2 * sys.getsizeof(text) + (_STR_COST if len(text) == size else _WIDE_STR_COST)
+        )
+        if left < 0:
+            raise JSONError(over_budget(memory_budget(size)))
+    value = text[1:-1]
+    if len(value) <= _REMEMBER_UP_TO:
+        _last_read = value
     return value, left
 
 
@@ -229,7 +263,7 @@ def dumps(value: Any) -> str:
 
 def quote(text: str) -> str:
     """A JSON string literal (non-ASCII kept as is, like Go)."""
-    if len(text) >= _PLAIN_FROM and _plain(text, 0, len(text)):
+    if len(text) >= _PLAIN_FROM and (text is _last_read or _plain(text, 0, len(text))):
         return '"' + text + '"'
     return _fix_surrogates(encode_basestring(text))
 
@@ -252,6 +286,15 @@ _PLAIN_FROM = 4096
 """Strings from this long are checked for :func:`_plain` first."""
 _ESCAPED = ('"', "\\", *map(chr, range(32)))
 """What a JSON string escapes (in ASCII text)."""
+_ESCAPED_BYTES = tuple(special.encode() for special in _ESCAPED)
+_last_read = ""
+"""The last long string :func:`_plain_string` read: known to need no escape
+(nor a lone surrogate: it was decoded from UTF-8), so :func:`quote` writes it
+back without checking it again when a handler returns it as it came (an
+echo, a value passed through): a string is immutable, and this reference
+keeps its identity from being reused by another."""
+_REMEMBER_UP_TO = 1 << 20
+"""Longer strings are not kept in :data:`_last_read` (the memory it holds on to)."""
 
 
 def _fix_surrogates(text: str) -> str:
