@@ -88,10 +88,11 @@ def feeder(codec_name: str, batch: int, framed: bool) -> Any:
     return one_read
 
 
-def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
+def client_feeder(codec_name: str, batch: int, framed: bool, timeout: float | None = None) -> Any:
     """A function handing the client one read of ``batch`` replies, each of
     whose callbacks makes the next call (as ``bench_calls.py`` keeps calls in
-    flight); the server's part runs outside the measured time."""
+    flight); the server's part runs outside the measured time.  With a
+    ``timeout``, each call has it, scheduled on the (not running) reactor."""
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
 
@@ -112,7 +113,10 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
     option = wire.Option(codec_type=codec.name, extension=1, framed=framed)
     if framed:
         keywords["lookup"] = lambda name: codecs.default_registry.get(name, aliases=False)
-    client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22, **keywords)
+    timer: Any = clock
+    if timeout is not None:  # not the server's Clock: advance(0) would never end
+        from twisted.internet import reactor as timer
+    client_side = client_protocol.ClientProtocol(codec, option, timer, 1 << 22, **keywords)
     to_server = StringTransport()
     client_side.makeConnection(to_server)
     for _ in range(2):
@@ -124,10 +128,10 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
 
     def again(result: Any) -> None:
         assert result == 42
-        client_side.call("Arith.Multiply", argument).addCallback(again)
+        client_side.call("Arith.Multiply", argument, timeout).addCallback(again)
 
     for _ in range(batch):
-        client_side.call("Arith.Multiply", argument).addCallback(again)
+        client_side.call("Arith.Multiply", argument, timeout).addCallback(again)
     spent = [0.0]
 
     def one_read() -> None:
@@ -147,10 +151,16 @@ def client_feeder(codec_name: str, batch: int, framed: bool) -> Any:
 
 
 def measure(
-    codec: str, batch: int, framed: bool, calls: int, profile: bool, side: str = "server"
+    codec: str,
+    batch: int,
+    framed: bool,
+    calls: int,
+    profile: bool,
+    side: str = "server",
+    timeout: float | None = None,
 ) -> float:
     if side == "client":
-        return measure_client(codec, batch, framed, calls)
+        return measure_client(codec, batch, framed, calls, timeout)
     one_read = feeder(codec, batch, framed)
     for _ in range(max(1, 2000 // batch)):
         one_read()
@@ -210,8 +220,10 @@ def write_cost() -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-def measure_client(codec: str, batch: int, framed: bool, calls: int) -> float:
-    one_read = client_feeder(codec, batch, framed)
+def measure_client(
+    codec: str, batch: int, framed: bool, calls: int, timeout: float | None = None
+) -> float:
+    one_read = client_feeder(codec, batch, framed, timeout)
     for _ in range(max(1, 2000 // batch)):
         one_read()
     reads = max(1, calls // batch)
@@ -250,6 +262,9 @@ def main() -> None:
         "make the next calls",
     )
     parser.add_argument(
+        "--timeout", type=float, help="--side client: every call with this timeout (seconds)"
+    )
+    parser.add_argument(
         "--write-cost", action="store_true", help="only: a transport.write per call vs one"
     )
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -261,7 +276,17 @@ def main() -> None:
     if options.one:  # a child: one codec, one mode, in the tree on sys.path
         codec, mode = options.one.split(":")
         framed = mode == "framed"
-        print(measure(codec, options.batch, framed, options.calls, options.profile, options.side))
+        print(
+            measure(
+                codec,
+                options.batch,
+                framed,
+                options.calls,
+                options.profile,
+                options.side,
+                options.timeout,
+            )
+        )
         return
     modes = ["plain", "framed"] if options.both else ["framed" if options.framed else "plain"]
     with tempfile.TemporaryDirectory() as scratch:
@@ -303,6 +328,8 @@ def main() -> None:
                         ]
                         if options.profile:
                             command.append("--profile")
+                        if options.timeout is not None:
+                            command += ["--timeout", str(options.timeout)]
                         env = dict(os.environ, PYTHONPATH=str(root))
                         output = subprocess.run(
                             command, env=env, check=True, capture_output=True, text=True
