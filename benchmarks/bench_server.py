@@ -103,10 +103,13 @@ def feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -> Any:
     return one_read
 
 
-def client_feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -> Any:
+def client_feeder(
+    codec_name: str, batch: int, framed: bool, payload: int = 0, timeout: float | None = None
+) -> Any:
     """A function handing the client one read of ``batch`` replies, each of
     whose callbacks makes the next call (as ``bench_calls.py`` keeps calls in
-    flight); the server's part runs outside the measured time."""
+    flight); the server's part runs outside the measured time.  With a
+    ``timeout``, each call has it, scheduled on the (not running) reactor."""
     from twisted.internet.task import Clock
     from twisted.internet.testing import StringTransport
 
@@ -127,7 +130,10 @@ def client_feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -
     option = wire.Option(codec_type=codec.name, extension=1, framed=framed)
     if framed:
         keywords["lookup"] = lambda name: codecs.default_registry.get(name, aliases=False)
-    client_side = client_protocol.ClientProtocol(codec, option, clock, 1 << 22, **keywords)
+    timer: Any = clock
+    if timeout is not None:  # not the server's Clock: advance(0) would never end
+        from twisted.internet import reactor as timer
+    client_side = client_protocol.ClientProtocol(codec, option, timer, 1 << 22, **keywords)
     to_server = StringTransport()
     client_side.makeConnection(to_server)
     for _ in range(2):
@@ -139,10 +145,10 @@ def client_feeder(codec_name: str, batch: int, framed: bool, payload: int = 0) -
 
     def again(result: Any) -> None:
         assert result == expected
-        client_side.call(method, argument).addCallback(again)
+        client_side.call(method, argument, timeout).addCallback(again)
 
     for _ in range(batch):
-        client_side.call(method, argument).addCallback(again)
+        client_side.call(method, argument, timeout).addCallback(again)
     spent = [0.0]
 
     def one_read() -> None:
@@ -171,9 +177,10 @@ def measure(
     profile: bool,
     side: str = "server",
     payload: int = 0,
+    timeout: float | None = None,
 ) -> float:
     if side == "client":
-        return measure_client(codec, batch, framed, calls, payload)
+        return measure_client(codec, batch, framed, calls, payload, timeout)
     one_read = feeder(codec, batch, framed, payload)
     for _ in range(max(1, 2000 // batch)):
         one_read()
@@ -233,8 +240,15 @@ def write_cost() -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
-def measure_client(codec: str, batch: int, framed: bool, calls: int, payload: int = 0) -> float:
-    one_read = client_feeder(codec, batch, framed, payload)
+def measure_client(
+    codec: str,
+    batch: int,
+    framed: bool,
+    calls: int,
+    payload: int = 0,
+    timeout: float | None = None,
+) -> float:
+    one_read = client_feeder(codec, batch, framed, payload, timeout)
     for _ in range(max(1, 2000 // batch)):
         one_read()
     reads = max(1, calls // batch)
@@ -279,6 +293,9 @@ def main() -> None:
         "make the next calls",
     )
     parser.add_argument(
+        "--timeout", type=float, help="--side client: every call with this timeout (seconds)"
+    )
+    parser.add_argument(
         "--write-cost", action="store_true", help="only: a transport.write per call vs one"
     )
     parser.add_argument("--tree", help=argparse.SUPPRESS)
@@ -299,6 +316,7 @@ def main() -> None:
                 options.profile,
                 options.side,
                 options.payload,
+                options.timeout,
             )
         )
         return
@@ -346,6 +364,8 @@ def main() -> None:
                         ]
                         if options.profile:
                             command.append("--profile")
+                        if options.timeout is not None:
+                            command += ["--timeout", str(options.timeout)]
                         env = dict(os.environ, PYTHONPATH=str(root))
                         output = subprocess.run(
                             command, env=env, check=True, capture_output=True, text=True

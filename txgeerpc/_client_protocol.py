@@ -36,6 +36,7 @@ from ._framed import (
     FramedEncoder,
 )
 from ._messages import MessagePairs
+from ._nodelay import write_now
 from ._pending import PendingCalls
 from ._wire import (
     CANCEL,
@@ -60,7 +61,6 @@ from .context import (
     run_interceptors,
 )
 from .errors import (
-    CallTimeout,
     CodecError,
     ConnectionShutdown,
     DeadlineExceeded,
@@ -145,7 +145,7 @@ class ClientProtocol(Protocol):
         self._decoder = codec.new_decoder(max_message_size)
         self._max_message_size = max_message_size
         self._interceptors = tuple(interceptors)
-        self._pending = PendingCalls(self._cancelled)
+        self._pending = PendingCalls(self._cancelled, clock)
         # Whether the server speaks the txgeerpc extension: unknown (None)
         # until its first message, which is the hello if it does.  Calls
         # cancelled before that are remembered, and told once it is known.
@@ -395,13 +395,12 @@ class ClientProtocol(Protocol):
                     timeout = left
         convert = converter_for(result_type) if result_type is not None else None
         seq, call = self._pending.register(service_method, convert)
-        if self._extension is False:  # a Go server: it would ignore them
+        if (timeout is None and not metadata) or self._extension is False:
+            # (a Go server would ignore a budget and metadata)
             header = new_header((service_method, seq, "", 0, None))
-        elif timeout is not None or metadata:
-            budget = seconds_to_ns(timeout) if timeout is not None else 0
-            header = Header(service_method, seq, "", budget, metadata)
         else:
-            header = new_header((service_method, seq, "", 0, None))
+            budget = seconds_to_ns(timeout) if timeout is not None else 0
+            header = new_header((service_method, seq, "", budget, metadata))
         try:
             if codec is None:
                 data = self._encoder.encode(header, argument, argument_type)
@@ -425,14 +424,9 @@ class ClientProtocol(Protocol):
             self.transport.write(data)
         if trailers is not None:
             self._trailer_sinks[seq] = trailers
-        d = call.deferred
         if timeout is not None:
-            d.addTimeout(
-                timeout,
-                self._clock,
-                onTimeoutCancel=lambda result, after: Failure(CallTimeout(service_method, after)),
-            )
-        return d
+            self._pending.time_out(call, timeout)  # CallTimeout, and the server is told
+        return call.deferred
 
     def _expired(
         self, service_method: str, argument: Any, argument_type: Any, left: float
@@ -483,14 +477,13 @@ class ClientProtocol(Protocol):
         batch, self._batch = self._batch, None
         if batch:
             transport = self.transport
-            transport.write(b"".join(batch))
-            # TCP sends on the reactor's next turn (one poll later): send
-            # now, as the server does its replies (most of a call's latency
-            # at one call in flight).
-            # (what _server_protocol.send_at_once does: a close or an error
-            # the send meets is left to the reactor's next doWrite.)
-            if isinstance(transport, tcp.Connection) and transport.doWrite() is not None:
-                transport.startWriting()
+            if isinstance(transport, tcp.Connection):
+                # TCP sends on the reactor's next turn (one poll later):
+                # send now, as the server does its replies (most of a call's
+                # latency at one call in flight).
+                write_now(transport, b"".join(batch))
+            else:
+                transport.write(b"".join(batch))
 
     def _first_message(self, header: Header) -> None:
         """The server's first message tells whether it speaks the extension."""
@@ -553,6 +546,8 @@ class ClientProtocol(Protocol):
             self._retained.append(data)
         decoder.feed(data)
         pending = self._pending
+        # The table itself, popped from here: a method call less per reply.
+        pop_call = pending.calls.pop
         next_pair = self._pairs.next_pair
         try:
             while (pair := next_pair()) is not None:
@@ -564,11 +559,13 @@ class ClientProtocol(Protocol):
                         next_pair = self._pairs.next_pair
                     if self._framing_waiters:
                         self._framing_known()
-                call = pending.pop(header[1])
+                call = pop_call(header[1], None)
                 if call is None:
                     if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
                         self._going_away()
                     continue  # cancelled or timed out: the late reply is dropped
+                if call.timeout is not None:
+                    pending.answered()  # (what PendingCalls.pop does)
                 if self._trailer_sinks:
                     sink = self._trailer_sinks.pop(header[1], None)
                     if sink is not None and header[4] is not None:
