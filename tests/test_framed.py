@@ -6,6 +6,7 @@ the prefix, compression and per-message codecs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import tracemalloc
 import zlib
@@ -683,3 +684,296 @@ class NegotiationTests(SynchronousTestCase):
         decoder.next_message()
         with self.assertRaises(BodyTooLarge):
             decoder.decode_body(decoder.next_message())
+
+
+# -- next_pair's fast path against the general path ---------------------------
+
+SMALL_LIMIT = 1 << 15  # bodies over it are skipped; JSON bodies up to 1024 are parsed eagerly
+
+
+def _json_header(seq: int) -> bytes:
+    return b'{"ServiceMethod":"A.B","Seq":%d,"Error":""}' % seq
+
+
+def _json_frames() -> list[bytes]:
+    """JSON frames of every shape next_pair must take or leave to the general
+    path: small and large bodies, non-ASCII text (which a latin-1 reading
+    would garble), lengths whose prefix bytes are not ASCII, bodies that are
+    not (exactly) one value, compression, bodies over the limit, headers
+    that fail, and frames in another codec."""
+    json_encoder = FramedEncoder(_lookup, "application/json")
+    msgpack_encoder = FramedEncoder(_lookup, "application/msgpack")
+    msgpack_header = _lookup("application/msgpack").new_encoder().encode_header
+    header = _json_header(9)
+    frames = [
+        json_encoder.encode(Header("Arith.Multiply", 1, ""), {"Num1": 6, "Num2": 7}),
+        json_encoder.encode(Header("A.B", 2, "bad"), {}),
+        json_encoder.encode(Header("A.B", 3, "", 7, {"k": "v"}), {"Text": "é"}),
+        json_encoder.encode(Header("A.Bé", 4, ""), {"Text": "é" * 70}),  # 144-byte body
+        json_encoder.encode(Header("A.B", 5, ""), "y" * 1000),  # eager, at the edge
+        json_encoder.encode(Header("A.B", 6, ""), "y" * 1023),  # 1025 bytes: parsed when asked
+        json_encoder.encode(Header("A.B", 7, ""), ["é" * 300]),
+        json_encoder.encode(Header("A.B", 8, ""), -0.5),
+        encode_frame(2, NONE, header, b" 42"),
+        encode_frame(2, NONE, header, b"42 "),
+        encode_frame(2, NONE, header, b"4"),
+        encode_frame(2, NONE, header, b"[1,"),
+        encode_frame(2, NONE, header, b"tru"),
+        encode_frame(2, NONE, header, b'"\xff\xfe"'),  # invalid UTF-8: U+FFFD, as Go
+        encode_frame(2, NONE, header, b"NaN"),
+        encode_frame(2, NONE, header, b"[" * 2000 + b"]" * 2000),  # too deep for any parser
+        encode_frame(2, NONE, header, b"[" * 500 + b"]" * 500),
+        encode_frame(2, NONE, header, b""),
+        encode_frame(2, NONE, b'{"servicemethod":"A.B","seq":10}', b"1"),
+        encode_frame(2, GZIP, header, compress(GZIP, b'"' + b"z" * 2000 + b'"')),
+        encode_frame(2, GZIP, header, compress(GZIP, b"1")),
+        PREFIX.pack(2, NONE, len(header), SMALL_LIMIT + 1) + header + b"7" * (SMALL_LIMIT + 1),
+        msgpack_encoder.encode(Header("A.B", 11, ""), {"Num1": 1, "Text": "é"}),
+        msgpack_encoder.encode(Header("A.B", 12, ""), [[[]] * 2000] * 10),  # over its budget
+        encode_frame(3, NONE, msgpack_header(Header("A.B", 13, "")), b"\xc1"),  # not msgpack
+    ]
+    return frames
+
+
+_FATAL_JSON_FRAMES = [
+    encode_frame(2, NONE, _json_header(20) + b" ", b"1"),  # not exactly one value
+    encode_frame(2, NONE, b'{"ServiceMethod":1}', b"1"),
+    encode_frame(2, NONE, b"[1]", b"1"),
+    encode_frame(2, NONE, b'{"ServiceMethod":"A.B","Seq":-1,"Error":""}', b"1"),
+    encode_frame(2, NONE, b"{", b"1"),
+    PREFIX.pack(2, NONE, SMALL_LIMIT + 1, 0),
+    PREFIX.pack(9, NONE, 2, 1) + b"{}1",
+]
+
+
+def _gob_frames() -> list[bytes]:
+    """A gob stream's frames (type definitions go with the first that needs
+    them, so the stream's order is kept), and corrupt ones."""
+    encoder = FramedEncoder(_lookup, "application/gob")
+    frames = [
+        encoder.encode(Header("Arith.Multiply", 1, ""), {"Num1": 6, "Num2": 7}),
+        encoder.encode(Header("Arith.Multiply", 2, ""), {"Num1": 1, "Num2": 2}),
+        encoder.encode(Header("A.B", 3, "bad"), {}),
+        encoder.encode(Header("A.B", 4, ""), "é" * 300),
+        encoder.encode(Header("A.B", 5, "", 7, {"k": "v"}), 5),
+        encoder.encode(Header("A.B", 6, ""), [1, 2, 3]),
+    ]
+    return frames
+
+
+def _gob_fatal_frames() -> list[bytes]:
+    frame = FramedEncoder(_lookup, "application/gob").encode(Header("A.B", 1, ""), 5)
+    # Steady-state header and body messages, from a second frame of the same stream.
+    encoder = FramedEncoder(_lookup, "application/gob")
+    encoder.encode(Header("A.B", 1, ""), 5)
+    steady = encoder.encode(Header("A.B", 2, ""), 6)
+    _, _, header_size, _ = PREFIX.unpack_from(steady)
+    head, body = steady[10 : 10 + header_size], steady[10 + header_size :]
+    return [
+        frame + encode_frame(1, NONE, head + head, body),  # two headers in one region
+        frame + encode_frame(1, NONE, head, body + body),  # two bodies in one region
+        frame + encode_frame(1, NONE, head[:-1], head[-1:] + body),  # a header cut short
+        frame + encode_frame(1, NONE, head, b""),
+        frame + encode_frame(1, NONE, b"\x01\x00", body),  # type id 0
+    ]
+
+
+def _general_pair(decoder: FramedDecoder) -> tuple[Header, object] | None:
+    """A pair the general way: through next_message."""
+    header = decoder.next_message()
+    if header is None:
+        return None
+    return decoder.decode_header(header), decoder.next_message()
+
+
+def _outcome(decoder: FramedDecoder, chunks: list[bytes], fast: bool) -> list[Any]:
+    """What a decoder makes of a stream fed in ``chunks``: each frame's header,
+    its body's value (or error) and budget left, the error ending the stream,
+    the per-call codecs, what stays buffered."""
+    out: list[Any] = []
+    take = decoder.next_pair if fast else lambda: _general_pair(decoder)
+    try:
+        for chunk in chunks:
+            decoder.feed(chunk)
+            while (pair := take()) is not None:
+                header, body = pair
+                try:
+                    value = decoder.decode_body(body)
+                except Exception as error:
+                    out.append((header, type(error), str(error)))
+                else:
+                    out.append((header, value, decoder.budget_left()))
+    except Exception as error:
+        out.append(("stream", type(error), str(error)))
+    out.append((dict(decoder.codec_of_seq), decoder.buffered()))
+    return out
+
+
+def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+class FastPathTests(SynchronousTestCase):
+    """FramedDecoder.next_pair takes the common frame itself; whatever it
+    makes of a stream must be what the general path (next_message) makes."""
+
+    def assertSameAsGeneral(self, data: bytes, cuts: list[int], default: int | None) -> None:
+        chunks = _chunks(data, cuts)
+        fast, general = FramedDecoder(_lookup, SMALL_LIMIT), FramedDecoder(_lookup, SMALL_LIMIT)
+        fast.default = general.default = default
+        expected = _outcome(general, chunks, fast=False)
+        got = _outcome(fast, chunks, fast=True)
+        if got != expected:  # the first difference (a diff of thousands of entries takes minutes)
+            first = next(
+                (
+                    i
+                    for i, pair in enumerate(zip(got, expected, strict=False))
+                    if pair[0] != pair[1]
+                ),
+                min(len(got), len(expected)),
+            )
+            self.fail(f"entry {first}: {got[first : first + 1]} != {expected[first : first + 1]}")
+        return expected  # type: ignore[return-value]
+
+    @given(
+        st.lists(st.integers(min_value=0, max_value=len(_json_frames()) - 1), max_size=12),
+        st.lists(st.integers(min_value=0), max_size=6),
+        st.sampled_from([None, 2]),
+        st.sampled_from([None, *range(len(_FATAL_JSON_FRAMES))]),
+    )
+    def test_json_and_msgpack_frames(
+        self, picks: list[int], cuts: list[int], default: int | None, fatal: int | None
+    ) -> None:
+        frames = _json_frames()
+        data = b"".join(frames[i] for i in picks)
+        if fatal is not None:
+            data += _FATAL_JSON_FRAMES[fatal] + frames[0]
+        self.assertSameAsGeneral(data, cuts, default)
+
+    def test_every_json_frame_in_one_read_and_byte_by_byte(self) -> None:
+        data = b"".join(_json_frames())
+        for cuts in ([], list(range(len(data)))):
+            outcome = self.assertSameAsGeneral(data, cuts, 2)
+            values = [entry[1] for entry in outcome[:-1]]  # type: ignore[index]
+            self.assertEqual(len(values), len(_json_frames()))
+            self.assertEqual(values[0], {"Num1": 6, "Num2": 7})
+            self.assertEqual(values[3], {"Text": "é" * 70})
+            self.assertEqual(values[6], ["é" * 300])
+            self.assertEqual(values[13], "\ufffd\ufffd")
+            self.assertEqual(values[19], "z" * 2000)
+            self.assertEqual(values[21], BodyTooLarge)
+            self.assertEqual(values[22], {"Num1": 1, "Text": "é"})
+            self.assertEqual(values[23], CodecError)  # over its budget: its call only
+            self.assertEqual(values[24], CodecError)
+            self.assertEqual(outcome[-1], ({11: 3, 12: 3, 13: 3}, 0))  # type: ignore[index]
+
+    def test_every_fatal_json_frame(self) -> None:
+        for fatal in _FATAL_JSON_FRAMES:
+            outcome = self.assertSameAsGeneral(_json_frames()[0] + fatal, [], None)
+            self.assertEqual(outcome[-2][0], "stream", fatal)  # type: ignore[index]
+
+    @given(
+        st.lists(st.integers(min_value=0), max_size=6),
+        st.sampled_from([None, *range(5)]),
+    )
+    def test_gob_frames(self, cuts: list[int], fatal: int | None) -> None:
+        data = b"".join(_gob_frames())
+        if fatal is not None:
+            data = _gob_fatal_frames()[fatal]
+        outcome = self.assertSameAsGeneral(data, cuts, None)
+        if fatal is None:
+            self.assertEqual(
+                [entry[1] for entry in outcome[:-1]],  # type: ignore[index]
+                [{"Num1": 6, "Num2": 7}, {"Num1": 1, "Num2": 2}, {}, "é" * 300, 5, [1, 2, 3]],
+            )
+        else:
+            self.assertEqual(outcome[-2][0], "stream")  # type: ignore[index]
+
+    def test_a_buffer_compacted_between_frames(self) -> None:
+        """Frames of one size in a buffer that is compacted as they are taken
+        (over 64 KiB consumed and half of it): the text read before the
+        compaction must not be read at the new offsets (where it would hold
+        earlier, valid frames of the same shape)."""
+        encoder = FramedEncoder(_lookup, "application/json")
+        first = encoder.encode(Header("A.B", 1, ""), 1)  # the codec is seen
+        data = b"".join(encoder.encode(Header("A.B", seq, ""), seq) for seq in range(10000, 13000))
+        cuts = [len(first), len(first) + 25]  # a frame across reads: a bytearray
+        outcome = self.assertSameAsGeneral(first + data, cuts, None)
+        self.assertEqual([entry[1] for entry in outcome[1:-1]], list(range(10000, 13000)))
+
+    def test_the_common_frames_take_the_fast_path(self) -> None:
+        """The small call of each codec is paired without next_message (and
+        so without a second decode of its header or a slice of JSON)."""
+        for name in ("application/json", "application/msgpack", "application/gob"):
+            encoder = FramedEncoder(_lookup, name)
+            decoder = FramedDecoder(_lookup, LIMIT)
+            decoder.feed(encoder.encode(Header("Arith.Multiply", 1, ""), {"Num1": 6, "Num2": 7}))
+            self.assertIsNotNone(decoder.next_pair())  # the codec is seen, gob's types sent
+
+            def general() -> object:
+                raise AssertionError("the general path")
+
+            decoder.next_message = general  # type: ignore[method-assign]
+            decoder.feed(encoder.encode(Header("Arith.Multiply", 2, ""), {"Num1": 6, "Num2": 8}))
+            pair = decoder.next_pair()
+            assert pair is not None
+            self.assertEqual(pair[0], Header("Arith.Multiply", 2, ""), name)
+            self.assertEqual(decoder.decode_body(pair[1]), {"Num1": 6, "Num2": 8}, name)
+
+    def test_message_pairs_hand_out_the_decoders_own_pairing(self) -> None:
+        from txgeerpc._messages import MessagePairs
+
+        decoder = FramedDecoder(_lookup, LIMIT)
+        pairs = MessagePairs(decoder)
+        self.assertEqual(pairs.next_pair, decoder.next_pair)
+        decoder.feed(_json_frames()[0])
+        pair = pairs.next_pair()
+        assert pair is not None
+        self.assertEqual(pair[0][:2], ("Arith.Multiply", 1))
+        self.assertIsNone(pairs.pending_header)
+        self.assertIsNone(pairs.next_pair())
+
+
+class FramedEncoderTests(SynchronousTestCase):
+    def test_frames_are_the_prefix_and_the_codecs_parts(self) -> None:
+        """Byte for byte what the codec's encode_parts makes, behind the prefix."""
+        messages = [
+            (Header("Arith.Multiply", 1, ""), 42),
+            (Header("A.B", 2, "bad"), {}),
+            (Header("A.B", 3, "", 7, {"k": "v"}), {"Text": "é" * 300}),
+        ]
+        for name, number in (
+            ("application/gob", 1),
+            ("application/json", 2),
+            ("application/msgpack", 3),
+        ):
+            framed = FramedEncoder(_lookup, name)
+            reference = _lookup(name).new_encoder()
+            for header, body in messages:
+                self.assertEqual(
+                    framed.encode(header, body),
+                    encode_frame(number, NONE, *reference.encode_parts(header, body)),
+                    name,
+                )
+
+    def test_compressed_frames(self) -> None:
+        framed = FramedEncoder(_lookup, "application/json", GZIP, threshold=100)
+        head, body = (
+            _lookup("application/json").new_encoder().encode_parts(Header("A.B", 1, ""), "x" * 500)
+        )
+        self.assertEqual(
+            framed.encode(Header("A.B", 1, ""), "x" * 500),
+            encode_frame(2, GZIP, head, compress(GZIP, body)),
+        )
+        self.assertEqual(framed.encode(Header("A.B", 2, ""), 1)[:2], bytes((2, NONE)))
+
+    def test_withdraw_takes_back_only_the_last_frames_gob_types(self) -> None:
+        framed = FramedEncoder(_lookup, "application/json")
+        gob = framed.encode(Header("A.B", 1, ""), {"Num1": 1}, codec=1)
+        state = framed.withdraw(gob)
+        self.assertEqual(state[:2], bytes((1, NONE)))  # gob's type definitions, kept
+        self.assertGreater(len(state), 10)
+        framed.encode(Header("A.B", 2, ""), {"Num1": 1}, codec=1)
+        reply = framed.encode(Header("A.B", 3, ""), 1)  # JSON: no stream state
+        self.assertEqual(framed.withdraw(reply), b"")

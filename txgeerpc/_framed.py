@@ -29,14 +29,16 @@ from typing import Any
 
 from zope.interface import implementer
 
-from ._budget import memory_budget
-from ._jsonvalue import JSONError, loads_within, scan_once
+from ._budget import EXPANSION, EXPANSION_FLOOR, memory_budget
+from ._jsonvalue import UPPER_COST, JSONError, loads_within, scan_once
 from ._wire import GOB, JSON, Header
 from .errors import BodyTooLarge, CodecError, MessageTooLarge, ProtocolError
 from .interfaces import ICodec, IMessageDecoder, IMessageEncoder
 
 PREFIX = struct.Struct(">BBII")
 PREFIX_SIZE = PREFIX.size  # 10
+_unpack_prefix = PREFIX.unpack_from
+_pack_prefix = PREFIX.pack
 
 MSGPACK = "application/msgpack"
 PROTOBUF = "application/protobuf"
@@ -391,12 +393,13 @@ def _json_split(data: bytes) -> tuple[bytes, bytes]:
 
 
 class _Refused:
-    """The body of a frame that cannot be decoded (too large, bad compression):
-    decoding it raises the error, failing its call only."""
+    """The body of a frame that cannot be decoded (too large, bad compression,
+    or its decoding failed): decoding it raises the error, failing its call
+    only."""
 
     __slots__ = ("error",)
 
-    def __init__(self, error: CodecError) -> None:
+    def __init__(self, error: Exception) -> None:
         self.error = error
 
 
@@ -412,11 +415,12 @@ class _Side:
     """One codec's state in one direction of a framed connection (gob keeps
     type definitions per stream, as in the plain stream)."""
 
-    __slots__ = ("codec", "decoder", "encoder", "kind", "parts", "split")
+    __slots__ = ("budget_left", "codec", "decoder", "encoder", "kind", "parts", "split")
 
     def __init__(self, codec: ICodec, max_message_size: int) -> None:
         self.codec = codec
         self.decoder: Any = codec.new_decoder(max_message_size)
+        self.budget_left: Callable[[], int] | None = getattr(self.decoder, "budget_left", None)
         if codec.name == JSON:
             self.kind = _JSON
         elif getattr(self.decoder, "decodes_whole_messages", False):
@@ -433,6 +437,62 @@ class _Side:
     def new_encoder(self) -> None:
         encoder = self.encoder = self.codec.new_encoder()
         self.parts = getattr(encoder, "encode_parts", None)
+
+
+_MISS = object()
+
+
+def _stream_header(decoder: Any, data: bytes | bytearray) -> Header | None:
+    """The header in a stream codec's header region (``None``: the region
+    holds codec state only, gob's type definitions)."""
+    decoder.feed(data)
+    message = decoder.next_message()
+    if decoder.buffered():
+        raise ProtocolError("framed: the header region holds more than one message")
+    return None if message is None else decoder.decode_header(message)  # type: ignore[no-any-return]
+
+
+def _stream_body(decoder: Any, data: bytes | bytearray) -> object:
+    """The message in a stream codec's body region."""
+    decoder.feed(data)
+    message = decoder.next_message()
+    if message is None or decoder.buffered():
+        raise ProtocolError("framed: the body region does not hold exactly one message")
+    return message
+
+
+def _decoded(side: _Side, data: bytes, limit: int) -> tuple[Any, int] | _Refused:
+    """A whole-message codec's body decoded as :meth:`FramedDecoder.next_pair`
+    takes it: (value, budget left), or what fails its call when asked for."""
+    try:
+        value = side.decoder.decode_body(data)
+    except Exception as error:  # raised again by decode_body, failing its call only
+        return _Refused(error)
+    left = side.budget_left
+    return value, (left() if left is not None else memory_budget(limit))
+
+
+_JSON_EAGER = 1024
+"""JSON bodies up to this many bytes are parsed with their frame: far within
+their memory budget (at most UPPER_COST bytes of objects per byte), which is
+what is left for their conversion."""
+
+
+def _json_in(text: str, start: int, end: int) -> Any:
+    """The JSON value filling ``text[start:end]`` (latin-1 text of the bytes),
+    or ``_MISS`` if there is none, or the bytes are not ASCII (UTF-8 text
+    decoded as latin-1 would be wrong): the general path decides then."""
+    try:
+        if text.isascii():  # (known without a scan: str keeps it)
+            value, stop = scan_once(text, start)
+            return value if stop == end else _MISS
+        text = text[start:end]
+        if text.isascii():
+            value, stop = scan_once(text, 0)
+            return value if stop == end - start else _MISS
+    except (StopIteration, ValueError, RecursionError):
+        pass
+    return _MISS
 
 
 @implementer(IMessageDecoder)
@@ -472,8 +532,17 @@ class FramedDecoder:
         """Seq -> codec id of requests in another codec than ``default``
         (their replies go out in it); filled when ``default`` is set."""
         self.default: int | None = None
-        self.feed = self._parser.add
         self.buffered = self._parser.buffered
+        # The latin-1 text of the parser's buffer from _text_base on (one
+        # character per byte: its offsets are the buffer's), made when a
+        # small JSON frame first needs it and dropped when the buffer changes.
+        self._text: str | None = None
+        self._text_base = 0
+
+    def feed(self, data: bytes) -> None:
+        """Take more of the stream (frames are parsed as they are asked for)."""
+        self._text = None
+        self._parser.add(data)
 
     def _side_for(self, codec_id: int) -> _Side:
         side = self._sides.get(codec_id)
@@ -496,20 +565,17 @@ class FramedDecoder:
         # Frames are parsed here, as they are asked for: a bad prefix fails
         # once the frames before it are taken.
         while (frame := next_frame()) is not None:
+            self._text = None  # the buffer may have been compacted
             codec, compression, head, body, body_size = frame
             side = sides.get(codec) or self._side_for(codec)
             kind = side.kind
             if kind is _STREAM:
-                decoder = side.decoder
-                decoder.feed(head)
-                message = decoder.next_message()
-                if decoder.buffered():
-                    raise ProtocolError("framed: the header region holds more than one message")
-                if message is None:
+                stream_header = _stream_header(side.decoder, head)
+                if stream_header is None:
                     if body_size == 0:
                         continue  # codec state only (gob type definitions)
                     raise ProtocolError("framed: the header region holds no message")
-                header: Header = decoder.decode_header(message)
+                header: Header = stream_header
             elif kind is _JSON:
                 header = self._json_header(side, head)
             else:
@@ -523,6 +589,100 @@ class FramedDecoder:
                 self.codec_of_seq[header[1]] = codec  # a per-call codec
             return header
         return None
+
+    def next_pair(self) -> tuple[Header, object] | None:
+        """The next frame as (header, raw body) -- :meth:`next_message`'s two
+        results in one call -- or ``None`` until more bytes are fed.  What
+        :class:`~txgeerpc._messages.MessagePairs` hands the protocols.
+
+        :raises ProtocolError: an unknown codec id, a header that does not
+            decode.
+        :raises MessageTooLarge: a header over the limit.
+        """
+        parser = self._parser
+        buf = parser._buf
+        pos = parser._pos
+        end = len(buf)
+        if end - pos < PREFIX_SIZE:
+            return None
+        codec, compression, header_size, body_size = _unpack_prefix(buf, pos)
+        side = self._sides.get(codec)
+        limit = self._limit
+        # The common frame (a codec already seen, whole, uncompressed, within
+        # the limit, with a body) is taken here: it runs for every message,
+        # and saves the general path's frame tuple and its calls per frame;
+        # for JSON a slice and a decode per header and per body, for whole
+        # messages a call per body.  Everything else goes the general way.
+        if side is None or compression or header_size > limit or not 0 < body_size <= limit:
+            return self._next_pair()
+        start = pos + PREFIX_SIZE
+        body_start = start + header_size
+        body_end = body_start + body_size
+        if body_end > end:
+            return None
+        kind = side.kind
+        body: object
+        if kind is _JSON:
+            text = self._text
+            if text is None:
+                text = self._text_from(buf, pos)
+            base = self._text_base
+            if text.isascii():  # (str knows it without a scan) _json_in, inline
+                try:
+                    value, stop = scan_once(text, start - base)
+                except (StopIteration, ValueError, RecursionError):
+                    stop = -1
+            else:
+                value = _json_in(text, start - base, body_start - base)
+                stop = -1 if value is _MISS else body_start - base
+            if stop != body_start - base:
+                return self._next_pair()  # the codec's own errors
+            value = (value,)
+            # A small body is parsed now, within its budget whatever it holds
+            # (as the plain stream's splitter does); a larger one when asked.
+            body = _MISS
+            if body_size <= _JSON_EAGER:
+                body = _json_in(text, body_start - base, body_end - base)
+            if body is not _MISS:
+                body = (body, EXPANSION_FLOOR - (UPPER_COST - EXPANSION) * body_size)
+            else:
+                body = bytes(buf[body_start:body_end])
+        else:
+            value = head = buf[start:body_start]
+            raw = buf[body_start:body_end]
+        if body_end < end and (body_end <= 65536 or type(buf) is bytes):
+            parser._pos = body_end  # what _advance does when it keeps the buffer
+        else:
+            parser._advance(body_end)
+            self._text = None
+        decoder = side.decoder
+        if kind is _JSON:
+            header = decoder.decode_header(value)
+        elif kind is _WHOLE:  # the body decoded now: (value, budget left) or its error
+            header = decoder.decode_header(bytes(head))
+            body = _decoded(side, bytes(raw), limit)
+        else:  # a stream (gob): what next_message does, without its layers
+            stream_header = _stream_header(decoder, head)
+            if stream_header is None:
+                raise ProtocolError("framed: the header region holds no message")
+            header = stream_header
+            body = _stream_body(decoder, raw)
+        self._side = side
+        if codec != self.default and self.default is not None:
+            self.codec_of_seq[header[1]] = codec  # a per-call codec
+        return header, body
+
+    def _next_pair(self) -> tuple[Header, object] | None:
+        """:meth:`next_pair` for any frame: through :meth:`next_message`."""
+        header = self.next_message()
+        if header is None:
+            return None
+        return header, self.next_message()  # type: ignore[return-value]
+
+    def _text_from(self, buf: bytes | bytearray, pos: int) -> str:
+        text = self._text = (buf[pos:] if pos else buf).decode("latin-1")
+        self._text_base = pos
+        return text
 
     @staticmethod
     def _json_header(side: _Side, head: bytes) -> Header:
@@ -551,12 +711,7 @@ class FramedDecoder:
                 return _Refused(error)
         if side.kind is not _STREAM:
             return body
-        decoder = side.decoder
-        decoder.feed(body)
-        message = decoder.next_message()
-        if message is None or decoder.buffered():
-            raise ProtocolError("framed: the body region does not hold exactly one message")
-        return message
+        return _stream_body(side.decoder, body)
 
     def decode_header(self, message: object) -> Header:
         """The header :meth:`next_message` returned (decoded there)."""
@@ -570,7 +725,10 @@ class FramedDecoder:
         """
         side = self._side
         assert side is not None
-        if isinstance(message, _Refused):
+        if type(message) is tuple and side.kind is not _STREAM:  # next_pair decoded it
+            value, self._left = message  # (value, budget left)
+            return value
+        if type(message) is _Refused:
             raise message.error
         if side.kind is _JSON:  # parsed within its memory budget
             try:
@@ -586,7 +744,7 @@ class FramedDecoder:
         if self._left >= 0:
             return self._left
         side = self._side
-        left = getattr(side.decoder, "budget_left", None) if side is not None else None
+        left = side.budget_left if side is not None else None
         return left() if left is not None else memory_budget(self._limit)
 
 
@@ -649,25 +807,36 @@ class FramedEncoder:
                 codec = mapping.pop(header[1], codec)
         side = self._sides.get(codec) or self._side_for(codec)
         parts = side.parts
-        if parts is not None:
-            head, data = parts(header, body, body_type)
-            self._last = (side, head, data)
+        if parts is None:
+            head, data = self._split(side, header, body, body_type)
         else:
-            whole = side.encoder.encode(header, body, body_type)
-            if side.kind is _JSON:
-                head, data = _json_split(whole)
-            elif side.split is not None:
-                cut = side.split(whole)
-                head, data = whole[:cut], whole[cut:]
-            else:
-                head, data = self._mirror_split(side, whole)
-            self._last = (side, head, data)
-        compression = NONE
+            head, data = parts(header, body, body_type)
+            # Only a stream's state (gob's types) can be withdrawn: no tuple
+            # per reply for the others.
+            self._last = (side, head, data) if side.kind is _STREAM else None
         if self._compression and len(data) >= self._threshold:
-            packed = compress(self._compression, data)
-            if len(packed) < len(data):
-                data, compression = packed, self._compression
-        return b"".join((PREFIX.pack(codec, compression, len(head), len(data)), head, data))
+            return self._compressed(codec, head, data)
+        return b"".join((_pack_prefix(codec, NONE, len(head), len(data)), head, data))
+
+    def _compressed(self, codec: int, head: bytes, data: bytes) -> bytes:
+        compression = NONE
+        packed = compress(self._compression, data)
+        if len(packed) < len(data):
+            data, compression = packed, self._compression
+        return b"".join((_pack_prefix(codec, compression, len(head), len(data)), head, data))
+
+    def _split(self, side: _Side, header: Header, body: Any, body_type: Any) -> tuple[bytes, bytes]:
+        """A codec without ``encode_parts``: its output cut in two."""
+        whole = side.encoder.encode(header, body, body_type)
+        if side.kind is _JSON:
+            head, data = _json_split(whole)
+        elif side.split is not None:
+            cut = side.split(whole)
+            head, data = whole[:cut], whole[cut:]
+        else:
+            head, data = self._mirror_split(side, whole)
+        self._last = (side, head, data)
+        return head, data
 
     @staticmethod
     def _mirror_split(side: _Side, whole: bytes) -> tuple[bytes, bytes]:
