@@ -235,7 +235,10 @@ class Dispatcher:
         """Handle one request: exactly one reply is sent (unless stopped first).
 
         :param decode_body: decodes the raw ``body``; called only when the
-            method exists, so an unknown method never costs a decode.
+            method exists, so an unknown method costs no decode here (framed
+            mode's decoder may have parsed a small body with its frame
+            already: at most 1 KiB of JSON, or a msgpack body, within its
+            budget).
         :param size: the request's bytes, for the access log.
         """
         if self._extension and header[0] == CANCEL:
