@@ -702,8 +702,10 @@ class ServerProtocol(Protocol):
         if self._completed:
             self._completed = False
             self.served = True
-            if self._stage is not None:  # a new stage begins after each request
-                self._clear_stage()
+            # A new stage begins after each request.  Its timer stays: the
+            # next stage's deadline is later (checked when it fires) unless
+            # _arm moves it earlier, so a request costs no timer of its own.
+            self._stage = None
         held = self._decoder.buffered()
         paused = self._paused
         if paused and (len(paused) > 1 or _MEMORY not in paused):
