@@ -34,7 +34,7 @@ from txgeerpc._framed import (
 )
 from txgeerpc._option import parse_option
 from txgeerpc._wire import HELLO, Header, Option
-from txgeerpc.codec import default_registry
+from txgeerpc.codec import MSGPACK, default_registry
 from txgeerpc.errors import (
     BodyTooLarge,
     CodecError,
@@ -45,6 +45,14 @@ from txgeerpc.errors import (
 )
 from txgeerpc.examples import register_examples
 from txgeerpc.testing import Clock, MemoryNetwork
+
+HELLO_META = {
+    "txgeerpc-framed": "1",
+    "txgeerpc-compression": "gzip,zstd,lz4",
+    # Every codec of the default registry (each has a framed codec id).
+    "txgeerpc-codecs": ",".join(default_registry.names()),
+}
+"""What a default server's hello carries for a client asking for framed mode."""
 
 LIMIT = 4 * 1024 * 1024
 
@@ -437,13 +445,10 @@ class NegotiationTests(SynchronousTestCase):
             address, Option(codec_type="application/json", extension=1, framed=True).to_json()
         )
         hello = asked.received.split(b"\n")[0]
-        self.assertEqual(
-            json.loads(hello)["TxgeerpcMeta"],
-            {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip,zstd,lz4"},
-        )
+        self.assertEqual(json.loads(hello)["TxgeerpcMeta"], HELLO_META)
 
     def _hello(self, codec: str = "application/json") -> bytes:
-        meta = {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip,zstd,lz4"}
+        meta = HELLO_META
         from txgeerpc._wire import EMPTY_STRUCT
 
         return (
@@ -614,6 +619,24 @@ class NegotiationTests(SynchronousTestCase):
         self.assertIsInstance(failure.value, CodecError)
         self.assertIn("did not agree to framed mode", str(failure.value))
 
+    def test_a_codec_the_server_lacks_fails_the_call_not_the_connection(self) -> None:
+        # A frame in a codec the server cannot read cannot be answered (its
+        # header is in it): the server closes the connection.  Its hello
+        # lists its codecs, so the client fails that call and sends nothing.
+        from txgeerpc.codec import CodecRegistry, GobCodec, JSONCodec
+        from txgeerpc.errors import UnsupportedCodec
+
+        codecs = CodecRegistry()
+        codecs.register(JSONCodec(), "json")
+        codecs.register(GobCodec(), "gob")
+        client = self.client(self.serve(codecs=codecs), codec="json", framed=True)
+        self.assertEqual(client._protocol._server_codecs, {"application/gob", "application/json"})
+        refused = client.call("Arith.Echo", "x", codec="msgpack")
+        later = client.call("Arith.Echo", "after")
+        self.network.flush()
+        self.assertEqual(self.failureResultOf(refused, UnsupportedCodec).value.name, MSGPACK)
+        self.assertEqual(self.successResultOf(later), "after")
+
     def test_a_call_in_another_codec_before_the_hello_waits_for_it(self) -> None:
         from twisted.internet.testing import StringTransport
 
@@ -664,7 +687,7 @@ class NegotiationTests(SynchronousTestCase):
             + encode_frame(2, LZ4, header, compress(LZ4, b'"x"'))
             + encoder.encode(Header("Foo.Sum", 2, ""), {"Num1": 1, "Num2": 1})
         )
-        meta = {"txgeerpc-framed": "1", "txgeerpc-compression": "gzip"}
+        meta = {**HELLO_META, "txgeerpc-compression": "gzip"}
         from txgeerpc._wire import EMPTY_STRUCT
 
         hello = (

@@ -28,6 +28,7 @@ from ._framed import (
     FRAMED,
     GZIP,
     LZ4,
+    META_CODECS,
     META_COMPRESSION,
     META_FRAMED,
     NONE,
@@ -75,6 +76,7 @@ from .errors import (
     TLSError,
     Unauthenticated,
     UnexpectedDisconnect,
+    UnsupportedCodec,
 )
 from .interfaces import ICodec
 
@@ -150,6 +152,8 @@ class ClientProtocol(Protocol):
         # until its first message, which is the hello if it does.  Calls
         # cancelled before that are remembered, and told once it is known.
         self._extension: bool | None = None if option.speaks_extension else False
+        # The codecs the server said it decodes in frames (its hello), if it said.
+        self._server_codecs: frozenset[str] | None = None
         self._early_cancels: list[int] = []
         self._trailer_sinks: dict[int, dict[str, str | bytes]] = {}
         self._pairs = MessagePairs(self._decoder)
@@ -254,7 +258,9 @@ class ClientProtocol(Protocol):
         :raises txgeerpc.errors.UnsupportedCodec: no codec of that name.
         :returns: as :meth:`call`; it also fails with
             :class:`~txgeerpc.errors.CodecError` when the server did not
-            agree to framed mode (a Go GeeRPC server, or one that refuses it).
+            agree to framed mode (a Go GeeRPC server, or one that refuses it),
+            and with :class:`~txgeerpc.errors.UnsupportedCodec` when its hello
+            did not list ``codec`` (the call is not sent).
         """
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
@@ -290,6 +296,10 @@ class ClientProtocol(Protocol):
                     "and only framed mode carries a per-call codec"
                 )
             )
+        if self._server_codecs is not None and chosen.name not in self._server_codecs:
+            # Sent, its frame would close the connection (its header is in a
+            # codec the server cannot read, so it has no Seq to answer).
+            return fail(UnsupportedCodec(chosen.name))
         if number == CODEC_NUMBERS.get(self._codec.name):
             number = None  # the connection's own: the ordinary path
         if self._interceptors:
@@ -507,6 +517,8 @@ class ClientProtocol(Protocol):
         if not self._extension or meta.get(META_FRAMED) != "1" or lookup is None:
             return False
         rest = self._decoder.buffered()
+        if META_CODECS in meta:  # (a server before this key: every codec is tried)
+            self._server_codecs = frozenset(meta[META_CODECS].split(","))
         accepted = meta.get(META_COMPRESSION, "").split(",")
         compress = self._compress if self._compress in accepted else None
         if self._state is _OPEN or self._state is _GOING_AWAY:

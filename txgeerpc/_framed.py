@@ -66,6 +66,11 @@ META_FRAMED = "txgeerpc-framed"
 META_COMPRESSION = "txgeerpc-compression"
 """Hello metadata: the compressions the server accepts (names, comma
 separated); the switch message's: the one the client asks replies in."""
+META_CODECS = "txgeerpc-codecs"
+"""Hello metadata: the codecs the server decodes in frames (Option names,
+comma separated).  A client calls in another codec only if it is listed:
+a frame in a codec the server lacks cannot be answered (its header is in
+that codec), so the connection would close; the call fails instead."""
 
 _WHITESPACE = b" \t\r\n"
 

@@ -59,6 +59,7 @@ from ._framed import (
     COMPRESSION_NUMBERS,
     DEFAULT_COMPRESS_THRESHOLD,
     FRAMED,
+    META_CODECS,
     META_COMPRESSION,
     META_FRAMED,
     FramedDecoder,
@@ -401,7 +402,13 @@ class ServerProtocol(Protocol):
             # send cancel requests, before any reply and at no round trip.
             settings = self._settings
             if option.framed and settings.framed and option.codec_type in CODEC_NUMBERS:
-                meta = {META_FRAMED: "1", META_COMPRESSION: ",".join(settings.compressions)}
+                meta = {
+                    META_FRAMED: "1",
+                    META_COMPRESSION: ",".join(settings.compressions),
+                    META_CODECS: ",".join(
+                        name for name in self._codecs.names() if name in CODEC_NUMBERS
+                    ),
+                }
                 self.send_reply(Header(HELLO, 0, "", 0, meta), EMPTY_STRUCT)
                 self._offer_framed(option)
             else:
