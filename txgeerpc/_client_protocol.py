@@ -558,8 +558,6 @@ class ClientProtocol(Protocol):
             self._retained.append(data)
         decoder.feed(data)
         pending = self._pending
-        # The table itself, popped from here: a method call less per reply.
-        pop_call = pending.calls.pop
         next_pair = self._pairs.next_pair
         try:
             while (pair := next_pair()) is not None:
@@ -571,13 +569,11 @@ class ClientProtocol(Protocol):
                         next_pair = self._pairs.next_pair
                     if self._framing_waiters:
                         self._framing_known()
-                call = pop_call(header[1], None)
+                call = pending.pop(header[1])
                 if call is None:
                     if header[1] == 0 and header[0] == GO_AWAY and self._state is _OPEN:
                         self._going_away()
                     continue  # cancelled or timed out: the late reply is dropped
-                if call.timeout is not None:
-                    pending.answered()  # (what PendingCalls.pop does)
                 if self._trailer_sinks:
                     sink = self._trailer_sinks.pop(header[1], None)
                     if sink is not None and header[4] is not None:

@@ -61,8 +61,7 @@ class PendingCalls:
         pending (its Deferred cancelled, or timed out).
         :param clock: what :meth:`time_out` schedules with."""
         self.calls: dict[int, PendingCall] = {}
-        """Seq -> call.  The reply path pops from it directly (a method call
-        less per reply); a call it pops with a timeout goes to :meth:`answered`."""
+        """Seq -> call."""
         self._next_seq = 1
         self._on_cancel = on_cancel
         self._clock = clock
