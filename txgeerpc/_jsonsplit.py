@@ -169,7 +169,8 @@ class JSONValueSplitter:
                             elif kind is str:  # one literal: its cost is its size's
                                 self._left = ascii_literal_left(size)
                             else:  # ASCII text: its offsets are the bytes'
-                                data = bytes(self._buf[pos - size : pos])
+                                with memoryview(self._buf) as view:  # one copy, not two
+                                    data = bytes(view[pos - size : pos])
                                 self._left = budget_left(data, text[start:end])
                             return (value,)
         end = self._next_end()
@@ -202,10 +203,15 @@ class JSONValueSplitter:
             # body) is decoded: the long value after it takes the structural
             # scan, and decoding all of it would be wasted (a copy per read).
             window = _HEAD_WINDOW
-        pending = bytes(self._buf[pos : pos + window])
-        # Non-ASCII text would need a byte <-> character offset map; such
-        # chunks take the structural scan (until the next feed).
-        text = self._text = pending.decode("ascii") if pending.isascii() else ""
+        # Decoded from the buffer in place (latin-1: a copy; a bytes slice
+        # first would be two more).  Non-ASCII text would need a byte <->
+        # character offset map; such chunks take the structural scan (until
+        # the next feed).
+        with memoryview(self._buf) as view:
+            text = str(view[pos : pos + window], "latin-1")
+        if not text.isascii():  # (str knows it without a scan)
+            text = ""
+        self._text = text
         self._text_base = pos
         return text
 
