@@ -19,6 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from txgeerpc import _jsonsplit, _jsonvalue
 from txgeerpc._jsonsplit import _HEAD_WINDOW, JSONValueSplitter
 from txgeerpc._jsonvalue import _STRING, JSONError, _strip_strings, loads_within, quote, scan_once
+from txgeerpc._wire import new_header
+from txgeerpc.codec import JSONCodec, _json
 
 # Text rich in what strings escape, so the fast paths' edges are hit often.
 escapes = st.text(alphabet=st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "x", "é", "/"]))
@@ -274,3 +276,189 @@ class HeadWindowTests(SynchronousTestCase):
         self.assertEqual(splitter.next_parsed(), ("x" * 10_001,))
         self.assertEqual(splitter.next_parsed(), ("short",))
         self.assertEqual(scanned, ["{", '"'])  # the header and the short string
+
+
+# Sizes at the fast paths' edges: the read path's threshold (_PLAIN_FROM), and
+# plain_bytes' switch from one translate pass to find passes (_TRANSLATE_UP_TO).
+edge_fillers = st.sampled_from([1000, 1020, 1021, 1022, 1023, 1024, 1100]) | st.integers(8180, 8200)
+# Invalid UTF-8 next to the quotes too: a lead byte without its continuation,
+# a continuation without its lead.
+edge_pieces = st.sampled_from([b"\xc3", b"\x80", b"\xe2\x82", b"\x1f", b'"', b"\\", b"\\n", b"x"])
+edge_literals = st.builds(
+    lambda head, filler, tail, closed: (
+        b'"' + b"".join(head) + b"x" * filler + b"".join(tail) + (b'"' if closed else b"")
+    ),
+    st.lists(raw_pieces | edge_pieces, max_size=2),
+    edge_fillers,
+    st.lists(raw_pieces | edge_pieces, max_size=2),
+    st.booleans(),
+)
+
+
+# Literals that are one string token whatever they hold (no lone quote or
+# backslash): valid or not, the splitter cuts them whole.
+one_literals = st.builds(
+    lambda head, filler, tail: b'"' + b"".join(head) + b"x" * filler + b"".join(tail) + b'"',
+    st.lists(raw_pieces | edge_pieces, max_size=2).filter(
+        lambda pieces: b'"' not in pieces and b"\\" not in pieces
+    ),
+    edge_fillers | st.integers(3000, 5000),
+    st.lists(raw_pieces | edge_pieces, max_size=2).filter(
+        lambda pieces: b'"' not in pieces and b"\\" not in pieces
+    ),
+)
+
+
+def parsed_in_pieces(data: bytes, size: int) -> list[object]:
+    """What the splitter's ``next_parsed`` and ``budget_left`` give for
+    ``data`` (then ``7``) fed ``size`` bytes at a time: (value, budget
+    left), or the error's text."""
+    splitter = JSONValueSplitter(1 << 22)
+    out: list[object] = []
+    stream = data + b"\n7 "
+    for start in range(0, len(stream), size):
+        splitter.feed(stream[start : start + size])
+        while (parsed := splitter.next_parsed()) is not None:
+            if isinstance(parsed, _jsonsplit.InvalidJSON):
+                out.append(parsed.error)
+            else:
+                out.append((parsed[0], splitter.budget_left()))
+    return out
+
+
+class PlainEdgeTests(SynchronousTestCase):
+    """The read path's fast path from 1 KiB (issue 17: 1 KiB strings were
+    the slowest JSON rows) and its two ways of checking the bytes, pinned to
+    the general path: json's scanner under :func:`parse_cost`."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(edge_literals)
+    def test_same_value_budget_and_errors_as_the_general_path(self, data: bytes) -> None:
+        self.assertEqual(read(data), read(data, fast=False))
+
+    @settings(max_examples=100, deadline=None)
+    @given(one_literals, st.sampled_from([1, 333, 4096, 65536]))
+    def test_the_splitter_reads_as_the_general_path(self, data: bytes, size: int) -> None:
+        # In one read its json-scanner fast path (ASCII), in pieces or not
+        # ASCII the structural scan, then plain_literal_at or loads_within.
+        general = [read(data, fast=False), read(b"7", fast=False)]
+        self.assertEqual(parsed_in_pieces(data, size), general)
+
+    def test_edges_take_the_fast_path(self) -> None:
+        def scan(text: str, index: int) -> None:
+            raise AssertionError("scanned")
+
+        literals = [b'"' + b"x" * filler + b'"' for filler in (1023, 8190, 8191, 70_000)]
+        literals.append(b'"' + "é".encode() * 600 + b'"')
+        general = [read(data, fast=False) for data in literals]
+        self.patch(_jsonvalue, "scan_once", scan)
+        self.assertEqual([read(data) for data in literals], general)
+
+    def test_short_literals_take_the_general_path(self) -> None:
+        # 1 KiB and less: json's scanner (and no byte checks).
+        def checked(buf: bytes, start: int, end: int) -> bool:
+            raise AssertionError("checked")
+
+        self.patch(_jsonvalue, "plain_bytes", checked)
+        self.assertEqual(read(b'"' + b"x" * 1022 + b'"')[0], "x" * 1022)  # type: ignore[index]
+
+    def test_a_byte_escaped_at_either_end_is_left_to_the_scanner(self) -> None:
+        for filler in (1023, 9000):
+            for special in (b"\x00", b"\x1f", b"\n", b'\\"', b"\\\\"):
+                for data in (
+                    b'"' + special + b"x" * filler + b'"',
+                    b'"' + b"x" * filler + special + b'"',
+                ):
+                    self.assertEqual(read(data), read(data, fast=False), data[:4] + data[-4:])
+
+    def test_plain_bytes_is_no_escaped_byte(self) -> None:
+        escaped = set(b'"\\') | set(range(32))
+        for size in (0, 1, 64, _jsonvalue._TRANSLATE_UP_TO, _jsonvalue._TRANSLATE_UP_TO + 1):
+            for special in range(256):
+                for at in {0, size // 2, size - 1} if size else {0}:
+                    run = bytearray(b"y" * size)
+                    if size:
+                        run[at] = special
+                    buf = b"\x00\\" + bytes(run) + b'"\n'  # escaped bytes around the run
+                    want = not escaped.intersection(run)
+                    for kind in (bytes, bytearray):
+                        self.assertEqual(
+                            _jsonvalue.plain_bytes(kind(buf), 2, 2 + size), want, (size, special)
+                        )
+
+
+# Texts to write: what JSON escapes, non-ASCII, lone surrogates, at the
+# write path's edges (_QUOTE_PLAIN_FROM, _TRANSLATE_UP_TO, _LONG_STRING).
+write_pieces = st.sampled_from(['"', "\\", "\n", "\x00", "\x1f", "\x7f", "é", "\u2028", "\ud800"])
+written_texts = st.builds(
+    lambda head, filler, tail: "".join(head) + "x" * filler + "".join(tail),
+    st.lists(write_pieces, max_size=2),
+    st.sampled_from([0, 10, 62, 63, 64, 1020, 1024, 8190, 8192, 20_000]),
+    st.lists(write_pieces, max_size=2),
+)
+
+
+class PlainWriteTests(SynchronousTestCase):
+    """Strings written without the encoder's loops (:func:`quote` from 64
+    characters, :func:`plain_utf8` and the JSON encoder's long string
+    bodies), pinned to json's encoder."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(written_texts)
+    def test_quote_writes_what_the_encoder_writes(self, text: str) -> None:
+        self.assertEqual(quote(text), _jsonvalue._fix_surrogates(encode_basestring(text)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(written_texts)
+    def test_plain_utf8_only_when_nothing_is_escaped(self, text: str) -> None:
+        content = _jsonvalue.plain_utf8(text)
+        literal = _jsonvalue._fix_surrogates(encode_basestring(text))
+        if content is None:
+            self.assertNotEqual(literal, '"' + text + '"')
+        else:
+            self.assertEqual(b'"' + content + b'"', literal.encode())
+
+    @settings(max_examples=200, deadline=None)
+    @given(written_texts, st.sampled_from(["", "boom"]), st.integers(0, 2**64 - 1))
+    def test_messages_are_byte_exact(self, text: str, error: str, seq: int) -> None:
+        encoder = JSONCodec().new_encoder()
+        header = new_header(("Arith.Echo", seq, error, 0, None))
+        fast = (encoder.encode(header, text), encoder.encode_parts(header, text))
+        saved = _json._LONG_STRING
+        _json._LONG_STRING = 1 << 62  # the general path: dumps
+        try:  # (not self.patch: it would last until the last example is done)
+            general = (encoder.encode(header, text), encoder.encode_parts(header, text))
+        finally:
+            _json._LONG_STRING = saved
+        self.assertEqual(fast, general)
+
+    def test_long_plain_bodies_take_the_fast_path(self) -> None:
+        def dumps(value: object) -> str:
+            raise AssertionError("dumped")
+
+        encoder = JSONCodec().new_encoder()
+        header = new_header(("Arith.Echo", 3, "", 0, None))
+        self.patch(_json, "dumps", dumps)
+        self.assertEqual(
+            encoder.encode(header, "é" * 1024),
+            b'{"ServiceMethod":"Arith.Echo","Seq":3,"Error":""}\n"' + "é".encode() * 1024 + b'"\n',
+        )
+        self.assertEqual(encoder.encode_parts(header, "x" * 2000)[1], b'"' + b"x" * 2000 + b'"')
+        with self.assertRaises(AssertionError):  # escaped: the general path
+            encoder.encode(header, "x" * 2000 + "\n")
+
+    @settings(max_examples=100, deadline=None)
+    @given(json_values, st.integers(0, 600), st.booleans())
+    def test_the_splitters_budget_is_the_general_paths(
+        self, value: object, padding: int, in_a_list: bool
+    ) -> None:
+        # A value the splitter's json-scanner fast path takes (ASCII, in one
+        # read): a string's cost from its size, anything else's from parse_cost.
+        document = [value, "p" * padding] if in_a_list else json.dumps(value) + "q" * padding
+        data = json.dumps(document).encode()
+        splitter = JSONValueSplitter(1 << 22)
+        splitter.feed(data + b"\n")
+        parsed = splitter.next_parsed()
+        self.assertEqual(parsed, (json.loads(data),))
+        text = data.decode()
+        self.assertEqual(splitter.budget_left(), _jsonvalue.budget_left(data, text))

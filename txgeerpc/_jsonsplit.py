@@ -14,11 +14,12 @@ from typing import Any
 
 from ._budget import EXPANSION, EXPANSION_FLOOR
 from ._jsonvalue import (
-    _PLAIN_FROM,
     UPPER_COST,
     JSONError,
+    ascii_literal_left,
     budget_left,
     loads_within,
+    plain_literal_at,
     scan_once,
 )
 from .errors import CodecError, MessageTooLarge
@@ -42,6 +43,9 @@ _HEAD_WINDOW = 1024
 """Of longer pending text, the values that end in its first this many bytes
 (a header before a large body) are still parsed at once: what a value cut
 by the window's end costs the scanner is bounded by it."""
+_SCAN_STRINGS_UP_TO = 4096
+"""A string not closed within this many characters is left to the
+structural scan (see :meth:`JSONValueSplitter.next_parsed`)."""
 
 _NONE, _CONTAINER, _STRING, _NUMBER, _LITERAL = range(5)
 
@@ -137,8 +141,10 @@ class JSONValueSplitter:
                         self._compact(force=True)
                         return None
                     self._text = None  # whitespace to the head window's end: scan on
-                elif text[start] != '"' or text.find('"', start + 1, start + _PLAIN_FROM) > 0:
-                    # (A string not closed in its first _PLAIN_FROM characters is
+                elif (
+                    text[start] != '"' or text.find('"', start + 1, start + _SCAN_STRINGS_UP_TO) > 0
+                ):
+                    # (A string not closed in its first _SCAN_STRINGS_UP_TO characters is
                     # left to the structural scan, which finds its end with memchr:
                     # json's scanner would step through it, to fail if it is
                     # incomplete, and reads a long one slower than loads_within.)
@@ -160,18 +166,31 @@ class JSONValueSplitter:
                             # Small values: what is left is worked out when asked.
                             if size <= 1024:
                                 self._left = -size
+                            elif kind is str:  # one literal: its cost is its size's
+                                self._left = ascii_literal_left(size)
                             else:  # ASCII text: its offsets are the bytes'
-                                data = bytes(self._buf[pos - size : pos])
+                                with memoryview(self._buf) as view:  # one copy, not two
+                                    data = bytes(view[pos - size : pos])
                                 self._left = budget_left(data, text[start:end])
                             return (value,)
-        raw = self.next_value()
-        if raw is None:
+        end = self._next_end()
+        if end < 0:
             return None
         self._text = None  # it may end before this value did (a head window)
+        buf = self._buf
+        start = self._start
         try:
-            value, self._left = loads_within(raw, budget=True)
+            # A long string with nothing escaped: read from the buffer in
+            # place, not copied out of it first (a 64 KiB echo's body).
+            plain = plain_literal_at(buf, start, end, budget=True)
+            if plain is None:
+                value, self._left = loads_within(bytes(buf[start:end]), budget=True)
+            else:
+                value, self._left = plain
         except JSONError as error:
             return InvalidJSON(str(error))
+        finally:
+            self._compact(force=False)
         return (value,)
 
     def _decode_pending(self) -> str:
@@ -184,10 +203,15 @@ class JSONValueSplitter:
             # body) is decoded: the long value after it takes the structural
             # scan, and decoding all of it would be wasted (a copy per read).
             window = _HEAD_WINDOW
-        pending = bytes(self._buf[pos : pos + window])
-        # Non-ASCII text would need a byte <-> character offset map; such
-        # chunks take the structural scan (until the next feed).
-        text = self._text = pending.decode("ascii") if pending.isascii() else ""
+        # Decoded from the buffer in place (latin-1: a copy; a bytes slice
+        # first would be two more).  Non-ASCII text would need a byte <->
+        # character offset map; such chunks take the structural scan (until
+        # the next feed).
+        with memoryview(self._buf) as view:
+            text = str(view[pos : pos + window], "latin-1")
+        if not text.isascii():  # (str knows it without a scan)
+            text = ""
+        self._text = text
         self._text_base = pos
         return text
 
@@ -219,6 +243,16 @@ class JSONValueSplitter:
         :raises CodecError: the bytes cannot start a JSON value.
         :raises MessageTooLarge: the value is larger than ``max_size``.
         """
+        end = self._next_end()
+        if end < 0:
+            return None
+        value = bytes(self._buf[self._start : end])
+        self._compact(force=False)
+        return value
+
+    def _next_end(self) -> int:
+        """Where the next complete value ends (it starts at ``_start``; the
+        caller takes it, then compacts), or -1 if more bytes are needed."""
         buf = self._buf
         end_of_data = len(buf)
         if self._kind == _NONE:
@@ -228,7 +262,7 @@ class JSONValueSplitter:
             self._pos = pos
             if pos == end_of_data:
                 self._compact(force=True)
-                return None
+                return -1
             first = buf[pos]
             self._start = pos
             self._scan = pos + 1
@@ -249,14 +283,12 @@ class JSONValueSplitter:
         if end < 0:
             if end_of_data - self._start > self._max:
                 raise MessageTooLarge(end_of_data - self._start, self._max)
-            return None
+            return -1
         if end - self._start > self._max:
             raise MessageTooLarge(end - self._start, self._max)
-        value = bytes(buf[self._start : end])
         self._pos = end
         self._kind = _NONE
-        self._compact(force=False)
-        return value
+        return end
 
     def _find_end(self, buf: bytearray, end_of_data: int) -> int:
         kind = self._kind

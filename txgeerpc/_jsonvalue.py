@@ -151,9 +151,10 @@ def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
     """
     left = 0
     try:
+        plain = plain_literal_at(data, 0, len(data), budget)
+        if plain is not None:
+            return plain
         text = data.decode("utf-8", "replace")  # Go decodes invalid UTF-8 as U+FFFD
-        if len(data) >= _PLAIN_FROM and _plain_literal(data):
-            return _plain_string(data, text, budget)
         if budget:
             left = budget_left(data, text)
             if left < 0:
@@ -170,40 +171,77 @@ def loads_within(data: bytes, budget: bool = False) -> tuple[Any, int]:
     return value, left
 
 
-def _plain_literal(data: bytes) -> bool:
-    """Whether ``data`` is one string literal with nothing escaped in it: a
-    quote, then no quote, backslash or control byte, then a quote.  UTF-8
-    keeps these bytes for themselves, so the bytes are checked as they came
-    (any text, not only ASCII), in ``bytes.find`` (memchr) passes."""
-    last = len(data) - 1
-    if data[0] != 0x22 or data[last] != 0x22:  # '"'
-        return False
-    find = data.find
+def plain_literal_at(
+    buf: bytes | bytearray, start: int, end: int, budget: bool = False
+) -> tuple[str, int] | None:
+    """:func:`loads_within` of ``buf[start:end]`` if it is a string literal
+    of at least :data:`_PLAIN_FROM` bytes with nothing escaped in it (a
+    quote, then no quote, backslash or control byte, then a quote), read in
+    place; ``None`` for anything else (the general path decides).
+
+    The fast path of a long string (a 64 KiB echo, a 1 KiB one): json's
+    scanner would step through it character by character, and
+    :func:`parse_cost` look at every byte; and the plain stream's splitter
+    hands its buffer without copying the literal out of it.  UTF-8 keeps the
+    bytes checked for themselves, so they are checked as they came (any
+    text, not only ASCII).
+
+    :raises JSONError: over the budget (the only error such a literal has).
+    """
+    if (
+        end - start < _PLAIN_FROM
+        or buf[start] != 0x22  # '"'
+        or buf[end - 1] != 0x22
+        or not plain_bytes(buf, start + 1, end - 1)
+    ):
+        return None
+    return _plain_string(buf, start, end, budget)
+
+
+def plain_bytes(buf: bytes | bytearray, start: int, end: int) -> bool:
+    """Whether ``buf[start:end]`` holds no byte a JSON string escapes (a
+    quote, a backslash, a control byte).  Up to :data:`_TRANSLATE_UP_TO`
+    bytes, one ``bytes.translate`` pass deleting every other byte (its
+    output is empty); longer runs, one ``find`` (memchr) pass per byte,
+    which is as fast there and copies nothing."""
+    if end - start <= _TRANSLATE_UP_TO:
+        return not buf[start:end].translate(None, _KEPT_BYTES)
+    find = buf.find
     for special in _ESCAPED_BYTES:
-        if find(special, 1, last) >= 0:
+        if find(special, start, end) >= 0:
             return False
     return True
 
 
-def _plain_string(data: bytes, text: str, budget: bool) -> tuple[str, int]:
-    """:func:`loads_within` of a long literal that :func:`_plain_literal`
-    passed: its text between the quotes.  The fast path of a large string
-    (a 64 KiB echo): json's scanner would copy it character by character,
-    and :func:`parse_cost` count its bytes; its cost is the one
-    :func:`parse_cost` finds for one string, checked before the copy."""
+def _plain_string(buf: bytes | bytearray, start: int, end: int, budget: bool) -> tuple[str, int]:
+    """The value of the literal :func:`plain_literal_at` passed: its bytes
+    between the quotes decoded, charged what :func:`parse_cost` charges one
+    string literal (its text, quotes included, twice, and one string)."""
     global _last_read
+    with memoryview(buf) as view:
+        value = str(view[start + 1 : end - 1], "utf-8", "replace")
     left = 0
     if budget:
-        size = len(data)
+        size = end - start
+        chars = len(value)
+        text_size = sys.getsizeof(value)  # the literal's text: its kind, two more characters
+        text_size += 2 if value.isascii() else 2 * ((text_size - _WIDE_HEADER) // (chars + 1))
         left = memory_budget(size) - (
-            2 * sys.getsizeof(text) + (_STR_COST if len(text) == size else _WIDE_STR_COST)
+            2 * text_size + (_STR_COST if chars + 2 == size else _WIDE_STR_COST)
         )
         if left < 0:
             raise JSONError(over_budget(memory_budget(size)))
-    value = text[1:-1]
     if len(value) <= _REMEMBER_UP_TO:
         _last_read = value
     return value, left
+
+
+def ascii_literal_left(size: int) -> int:
+    """:func:`budget_left` of an ASCII string literal ``size`` bytes long
+    (quotes included), escapes or not, from its size: what
+    :func:`parse_cost` finds for one string (its text twice, and one
+    string), without looking at its bytes."""
+    return memory_budget(size) - (2 * (_STR_COST + size) + _STR_COST)
 
 
 def _to_json(value: Any) -> Any:
@@ -263,30 +301,60 @@ def dumps(value: Any) -> str:
 
 def quote(text: str) -> str:
     """A JSON string literal (non-ASCII kept as is, like Go)."""
-    if len(text) >= _PLAIN_FROM and (text is _last_read or _plain(text, 0, len(text))):
+    if len(text) >= _QUOTE_PLAIN_FROM and (text is _last_read or _plain(text, 0, len(text))):
         return '"' + text + '"'
     return _fix_surrogates(encode_basestring(text))
 
 
+def plain_utf8(text: str) -> bytes | None:
+    """The UTF-8 bytes of ``text`` if its literal is ``'"' + text + '"'``
+    (what :func:`quote` writes: nothing escaped, no lone surrogate), else
+    ``None``.  For writing a long string as bytes without the copies of
+    quoting it as text first: the encoding is the one copy, and the check
+    runs on it (or not at all for the string just read, :data:`_last_read`)."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    if text is _last_read or plain_bytes(data, 0, len(data)):
+        return data
+    return None
+
+
 def _plain(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` is ASCII with nothing a JSON string
-    escapes: then it is its own literal's content.  A few memchr passes
-    (``str.find``) instead of a loop over every character in the encoder or
-    the scanner."""
-    if not text.isascii():
+    """Whether ``text[start:end]`` is its own literal's content: nothing in
+    it a JSON string escapes, and no lone surrogate (written as U+FFFD).
+    Checked on its UTF-8 bytes (:func:`plain_bytes`), long ASCII text on
+    itself (``str.find`` is memchr there), instead of the encoder's two
+    loops over every character."""
+    if end - start > _TRANSLATE_UP_TO and text.isascii():
+        find = text.find
+        for special in _ESCAPED:
+            if find(special, start, end) >= 0:
+                return False
+        return True
+    try:
+        data = text[start:end].encode()
+    except UnicodeEncodeError:  # a lone surrogate
         return False
-    find = text.find
-    for special in _ESCAPED:
-        if find(special, start, end) >= 0:
-            return False
-    return True
+    return plain_bytes(data, 0, len(data))
 
 
-_PLAIN_FROM = 4096
-"""Strings from this long are checked for :func:`_plain` first."""
+_PLAIN_FROM = 1025
+"""String literals from this many bytes are read by :func:`plain_literal_at`
+(up to 1 KiB, :func:`budget_left` costs nothing and json's scanner is as fast)."""
+_QUOTE_PLAIN_FROM = 64
+"""Strings from this long are checked for :func:`_plain` first (shorter ones
+are written by the encoder as fast)."""
+_TRANSLATE_UP_TO = 8192
+""":func:`plain_bytes` checks up to this many bytes in one ``translate`` pass."""
 _ESCAPED = ('"', "\\", *map(chr, range(32)))
 """What a JSON string escapes (in ASCII text)."""
 _ESCAPED_BYTES = tuple(special.encode() for special in _ESCAPED)
+_KEPT_BYTES = bytes(sorted(set(range(256)) - set(b"".join(_ESCAPED_BYTES))))
+"""Every byte a JSON string keeps as it is (UTF-8's included)."""
+_WIDE_HEADER = sys.getsizeof("\xe9") - 2
+"""A non-ASCII str's size less its characters and terminator (of its kind)."""
 _last_read = ""
 """The last long string :func:`_plain_string` read: known to need no escape
 (nor a lone surrogate: it was decoded from UTF-8), so :func:`quote` writes it
