@@ -95,6 +95,7 @@ LAYERS: dict[str, int] = {
     "txgeerpc._twistd_log": 5,
     "txgeerpc._workers": 5,  # --workers: the supervisor and the worker processes
     "txgeerpc._worker_stats": 5,  # --workers: their metrics and debug page, across them
+    "txgeerpc._accept_balance": 5,  # --workers: new connections spread evenly over them
     "txgeerpc._handover": 5,  # --handover: the listening sockets passed to a new process
     "txgeerpc.__main__": 5,
     "txgeerpc.testing": 5,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -371,6 +372,8 @@ class OnePortProtocol(Protocol):
         else:
             self._factory.open.discard(self)
             self._factory.admission.release(self)
+            if self._factory.on_closed is not None:
+                self._factory.on_closed()
         self._cancel_deadline()
         if self._inner is not None:
             self._inner.connectionLost(reason)
@@ -446,6 +449,9 @@ class OnePortFactory(Factory):
         self.tls_only = False
         self.tls_refused = 0
         self.tcp_nodelay: bool | None = None
+        self.on_closed: Callable[[], None] | None = None
+        """Called after a connection of this factory closed (workers publish
+        their count: :mod:`txgeerpc._accept_balance`)."""
 
     def serve_tls(self, tls: Any, *, only: bool = False) -> None:
         """Serve TLS too (a :class:`~txgeerpc.tls.ServerTLS`), on every port

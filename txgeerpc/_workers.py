@@ -38,7 +38,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -51,6 +51,7 @@ from twisted.logger import ILogObserver, Logger, formatEvent, globalLogBeginner
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _accept_balance as accept_balance
 from ._twistd import shared
 
 __all__: list[str] = []  # private: used by txgeerpc.tap
@@ -195,6 +196,7 @@ class Supervisor(Service):
         self._forward_hangup = forward_hangup and hasattr(signal, "SIGHUP")
         self._previous_hangup: Any = None
         self._fds: list[int] = []
+        self._board: int | None = None  # the workers' connection counts (_accept_balance)
         self.workers: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._stopping = False
@@ -211,6 +213,7 @@ class Supervisor(Service):
             shared(listener.port).stopReading()  # the workers accept, not this process
             self._fds.append(listener.port.fileno())
         self.directory = tempfile.mkdtemp(prefix="txgeerpc-workers-")
+        self._board = accept_balance.create_board(self.count)
         if self._forward_hangup:
             self._previous_hangup = signal.signal(signal.SIGHUP, self._hangup)
         for worker in range(self.count):
@@ -251,11 +254,14 @@ class Supervisor(Service):
                 "count": self.count,
                 "fds": self._fds,
                 "directory": self.directory,
+                "board": self._board,
             }
         )
         protocol = _Worker(self, worker, self._reactor.seconds())
         child_fds: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
         child_fds.update({fd: fd for fd in self._fds})
+        if self._board is not None:
+            child_fds[self._board] = self._board
         process = self._reactor.spawnProcess(
             protocol,
             sys.executable,
@@ -270,6 +276,8 @@ class Supervisor(Service):
         worker = protocol.worker
         if self.workers.get(worker) is protocol:
             del self.workers[worker]
+            if self._board is not None:
+                accept_balance.mark_gone(self._board, worker)
         if self._stopping:
             return
         lived = self._reactor.seconds() - protocol.started
@@ -309,6 +317,9 @@ class Supervisor(Service):
             if self.directory is not None:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory = None
+            if self._board is not None:
+                os.close(self._board)
+                self._board = None
             return result
 
         return done.addBoth(stopped)
@@ -371,6 +382,25 @@ def _say_ready() -> None:
     sys.stdout.flush()
 
 
+def _counter(factory: Any) -> Callable[[], int]:
+    """How many connections ``factory`` (a one-port factory) holds now."""
+    return lambda: len(factory.open)
+
+
+def _balance(built: Any, worker: dict[str, int], fd: int, reactor: Any) -> None:
+    """Spread new connections evenly over the workers
+    (:mod:`txgeerpc._accept_balance`): each listening port accepts through a
+    gate, stopped before the listeners (added last)."""
+    board = accept_balance.LoadBoard(fd, worker["id"], worker["count"])
+    os.close(fd)
+    for listener in built.listeners:
+        port = listener.port
+        factory = port.factory
+        gate = accept_balance.AcceptGate(port, board, _counter(factory), reactor)
+        factory.on_closed = gate.closed
+        gate.setServiceParent(built.service)
+
+
 def main(argv: Sequence[str]) -> None:
     """A worker: ``SPEC`` is the JSON the parent passes (the options, this
     worker's number, the workers' count, the inherited descriptors)."""
@@ -397,6 +427,8 @@ def main(argv: Sequence[str]) -> None:
         )
         for listener in built.listeners:
             listener.listen()
+        if spec.get("board") is not None:
+            _balance(built, worker, spec["board"], reactor)
     watch = _ParentWatch(reactor)
     watch.startReading()
     service = built.service

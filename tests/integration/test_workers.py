@@ -199,6 +199,49 @@ def _scrape(port: int) -> tuple[str, dict[str, dict[str, float]]]:
 
 
 @pytest_twisted.ensureDeferred
+async def test_connections_opened_at_once_spread_evenly_over_the_workers(tmp_path: Path) -> None:
+    # Without the accept gate (txgeerpc._accept_balance) one worker took all
+    # four connections of most rounds: the kernel wakes both, and the first
+    # to accept takes every one pending.
+    server = start(
+        tmp_path,
+        "geerpc",
+        "--listen",
+        "tcp:0:interface=127.0.0.1",
+        "--workers",
+        "2",
+        "--service",
+        CLUSTER,
+    )
+    try:
+        port = int(await deferToThread(wait_for, server, rb"2 workers serving .*\n.*" + LISTENING))
+        served: Counter[int] = Counter()
+        clients: list[Client] = []
+        try:
+            for _ in range(5):  # the connections of every round stay open
+                dialled = await DeferredList(
+                    [
+                        ensureDeferred(connect(reactor, f"tcp@127.0.0.1:{port}", connect_timeout=5))
+                        for _ in range(4)
+                    ],
+                    fireOnOneErrback=True,
+                    consumeErrors=True,
+                )
+                new = [client for _, client in dialled]
+                clients += new
+                pids = [int(await client.call("Cluster.Who", 0, timeout=5)) for client in new]
+                served.update(pids)
+                # A worker ahead leaves new connections to the other, or
+                # takes one itself if the other is slow to (a busy machine).
+                assert len(served) == 2 and max(served.values()) - min(served.values()) <= 2, served
+        finally:
+            for client in clients:
+                await client.close()
+    finally:
+        stop(server)
+
+
+@pytest_twisted.ensureDeferred
 async def test_metrics_and_debug_page_show_every_worker_and_the_sum(tmp_path: Path) -> None:
     server = start(
         tmp_path,
