@@ -1534,6 +1534,9 @@ def render_workers(report: dict[str, Any]) -> list[str]:
     for name, row in sorted(rows.items()):
         conns = " ".join("/".join(map(str, split)) for split in row["worker_conns_rounds"])
         split = row["worker_cpu_us_per_call"]
+        if not conns and not split:
+            lines.append(f"  {name}: one process")
+            continue
         cpu = " + ".join(f"{used:.1f}" for used in split) if split else "-"
         lines.append(f"  {name}: connections {conns or '-'}; worker CPU {cpu}")
     one, two = rows.get("workers1"), rows.get("workers2")
