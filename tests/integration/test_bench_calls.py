@@ -2,10 +2,10 @@
 ``benchmarks/bench_calls.py`` end to end with tiny durations, so the harness
 cannot rot: every system of its default run (the echo, txgeerpc plain and
 framed, Twisted AMP, RPyC, the Go client against txgeerpc and against Go,
-the twistd workers rows), a payload row and the uvloop reactor rows, all in
-one run of a few seconds.  The numbers are not checked (they are noise at
-these durations); that each row was measured, with the server's CPU and the
-ratios it is reported with, is.
+the twistd workers rows with their pipelined Go load), a payload row and the
+uvloop reactor rows, all in one run of a few seconds.  The numbers are not
+checked (they are noise at these durations); that each row was measured,
+with the server's CPU and the ratios it is reported with, is.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def test_every_system_is_measured(tmp_path: Path) -> None:
         ("go>rpc", "gob", 0, 1),
         ("go>go", "gob", 0, 1),
         ("workers1", "gob", 0, 2),
+        ("workers1x2", "gob", 0, 2),
     ]
     if report["meta"]["workers_available"]:  # twistd geerpc --workers exists in this tree
         expected.append(("workers2", "gob", 0, 2))
@@ -65,6 +66,16 @@ def test_every_system_is_measured(tmp_path: Path) -> None:
         assert row["calls"] > 0, key
         assert row["p50_us"] > 0, key
         assert row["server_cpu_us_per_call"] is not None, key
+        go = row["client"] == "go"
+        assert (row["client_cpu_us_per_call"] is not None) == go, key
+    # Where the workers rows' connections landed: one each on the two servers
+    # of workers1x2 (and the two connections somewhere on workers2's workers).
+    assert rows[("workers1x2", "gob", 0, 2)]["worker_conns_rounds"] == [[1, 1]]
+    assert len(rows[("workers1x2", "gob", 0, 2)]["worker_cpu_us_per_call"]) == 2
+    if ("workers2", "gob", 0, 2) in rows:
+        assert [sum(split) for split in rows[("workers2", "gob", 0, 2)]["worker_conns_rounds"]] == [
+            2
+        ]
     # Ratios to the echo of the same codec (the json echo for amp and rpyc).
     for key in (("rpc", "json", 0, 1), ("framed", "json", 0, 1), ("amp", "-", 0, 1)):
         assert rows[key]["echo_codec"] == "json", key

@@ -51,6 +51,8 @@ docs/protocol.md; the interop tests run it against txgeerpc. Its CLI:
   a Go client sends after the Option.
 - ``geepeer load -addr HOST:PORT [-in-flight N] [-conns N] [-duration 2s]
   ...`` is a load generator for benchmarks/bench_calls.py (tests/interop/README.md).
+- ``geepeer pipeload -addr HOST:PORT[,HOST:PORT...] [-in-flight 64] [-conns 4]
+  ...`` is the cheap, pipelined load generator of bench_calls.py's workers rows.
 
 Records travel as JSON objects with the Go field names: ``Data`` base64,
 ``Z`` ``[real, imag]``, ``Child`` null or a record, ``Extra``

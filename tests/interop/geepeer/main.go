@@ -7,6 +7,7 @@
 //	geepeer decode-replies < s2c.bin
 //	geepeer encode-requests < requests.jsonl > c2s.bin
 //	geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
+//	geepeer pipeload -addr HOST:PORT [-in-flight 64] [-conns 4] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 package main
 
 import (
@@ -22,6 +23,7 @@ const usage = `usage:
   geepeer decode-replies < s2c.bin
   geepeer encode-requests < requests.jsonl > c2s.bin
   geepeer load -addr HOST:PORT [-in-flight 1] [-conns 1] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
+  geepeer pipeload -addr HOST:PORT [-in-flight 64] [-conns 4] [-duration 2s] [-warmup 1000] [-warmup-for 300ms] [-payload 0] [-wide-option] [-latencies]
 `
 
 func main() {
@@ -44,6 +46,8 @@ func main() {
 		err = runEncodeRequests()
 	case "load":
 		err = runLoad(os.Args[2:])
+	case "pipeload":
+		err = runPipeLoad(os.Args[2:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
