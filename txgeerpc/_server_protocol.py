@@ -757,9 +757,11 @@ class ServerProtocol(Protocol):
                     self._clear_stage()
             elif self._stage is not _IDLE:
                 settings = self._settings
-                self._arm(
-                    _IDLE, settings.served_idle_timeout if self.served else settings.idle_timeout
-                )
+                timeout = settings.served_idle_timeout if self.served else settings.idle_timeout
+                if timeout is not None:
+                    self._arm(_IDLE, timeout)
+                elif self._stage is not None or self._stage_timer is not None:
+                    self._clear_stage()  # (no idle limit: after each request, nothing to do)
         if held > FREE_PARTIAL:
             self._charged = True
             if not self._budget.charge(self):
