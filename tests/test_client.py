@@ -13,7 +13,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from txgeerpc import Client, Option, connect
+from txgeerpc import Client, Header, Option, connect
 from txgeerpc._client_protocol import ClientProtocol
 from txgeerpc.codec import default_registry
 from txgeerpc.errors import (
@@ -406,3 +406,139 @@ class ConnectTests(SynchronousTestCase):
         self.failureResultOf(
             connect(self.reactor, "tcp@127.0.0.1:1", codec="application/x"), UnsupportedCodec
         )
+
+
+class ShortCallTests(SynchronousTestCase):
+    """``Client.call`` with a method and an argument only takes
+    ``ClientProtocol.call_plain``: the same Seqs, bytes and errors as the
+    general path (``call`` and ``_send``), which any other keyword takes."""
+
+    def protocol(self, codec: str = "json", interceptors: Any = ()) -> ClientProtocol:
+        option = Option(codec_type=default_registry.get(codec).name)
+        protocol = ClientProtocol(
+            default_registry.get(codec),
+            option,
+            checked_clock(self),
+            max_message_size=200,
+            interceptors=interceptors,
+        )
+        protocol.makeConnection(StringTransport())
+        protocol.transport.clear()
+        return protocol
+
+    def test_the_same_as_the_general_path(self) -> None:
+        arguments = [Args(1, 2), "hi", object(), "x" * 300, [1, 2, 3], None, {"A": 1}]
+        for codec in ("json", "gob", "msgpack"):
+            short, general = self.protocol(codec), self.protocol(codec)
+            outcomes: list[list[object]] = [[], []]
+            for argument in arguments:
+                for protocol, seen in ((short, outcomes[0]), (general, outcomes[1])):
+                    if protocol is short:
+                        d = Client(protocol).call("Foo.Sum", argument)
+                    else:
+                        d = protocol.call("Foo.Sum", argument, None, None, None, None, None, None)
+                    failures: list[Failure] = []
+                    d.addErrback(failures.append)
+                    seen.append((protocol.pending, failures and failures[0].type))
+            self.assertEqual(outcomes[0], outcomes[1], codec)
+            self.assertEqual(short.transport.value(), general.transport.value(), codec)
+            self.assertEqual(outcomes[0][2][1], CodecError)
+            short.close()
+            general.close()
+
+    def test_any_other_keyword_takes_the_general_path(self) -> None:
+        protocol = self.protocol()
+        client = Client(protocol)
+        general: list[str] = []
+        send = protocol._send
+
+        def recording(service_method: str, *rest: Any) -> Deferred[Any]:
+            general.append(service_method)
+            return send(service_method, *rest)
+
+        protocol._send = recording  # type: ignore[method-assign]
+        client.call("Short.One", 1).addErrback(lambda _: None)
+        self.assertEqual(general, [])
+        for keyword, value in [
+            ("timeout", 5.0),
+            ("metadata", {"k": "v"}),
+            ("result_type", int),
+            ("argument_type", int),
+            ("trailers", {}),
+        ]:
+            client.call("General." + keyword, 1, **{keyword: value}).addErrback(lambda _: None)
+        self.assertEqual(
+            general,
+            [
+                "General.timeout",
+                "General.metadata",
+                "General.result_type",
+                "General.argument_type",
+                "General.trailers",
+            ],
+        )
+        protocol.close()
+
+    def test_interceptors_still_see_the_call(self) -> None:
+        seen: list[str] = []
+
+        def interceptor(context: Any, argument: Any, proceed: Any) -> Any:
+            seen.append(context.service_method)
+            return proceed(argument)
+
+        protocol = self.protocol(interceptors=[interceptor])
+        Client(protocol).call("Foo.Sum", Args(1, 2)).addErrback(lambda _: None)
+        self.assertEqual(seen, ["Foo.Sum"])
+        protocol.close()
+
+
+class LoneReplyTests(SynchronousTestCase):
+    """A read of one reply alone: the call its callback makes is written
+    without asking the decoder for a pair it does not hold; replies after it
+    in the same read, or in the next, are still delivered.  msgpack: the
+    plain JSON stream's decoder holds a value's newline (never between
+    messages after a reply)."""
+
+    def setUp(self) -> None:
+        codec = default_registry.get("msgpack")
+        self.protocol = ClientProtocol(
+            codec, Option(codec_type=codec.name), checked_clock(self), max_message_size=1000
+        )
+        self.transport = CountingTransport()
+        self.protocol.makeConnection(self.transport)
+        self.client = Client(self.protocol)
+        self.encoder = codec.new_encoder()
+
+    def replies(self, *seqs: int) -> bytes:
+        return b"".join(self.encoder.encode(Header("Foo.Sum", seq, ""), seq * 10) for seq in seqs)
+
+    def test_replies_of_one_read_and_of_the_next(self) -> None:
+        calls = [self.client.call("Foo.Sum", n) for n in range(4)]
+        data = self.replies(1, 2, 3, 4)
+        cut = len(self.replies(1, 2)) + 2
+        self.protocol.dataReceived(data[: len(self.replies(1))])
+        self.protocol.dataReceived(data[len(self.replies(1)) : cut])
+        self.protocol.dataReceived(data[cut:])
+        self.assertEqual([self.successResultOf(d) for d in calls], [10, 20, 30, 40])
+
+    def test_each_callback_call_written_before_the_read_returns(self) -> None:
+        got: list[int] = []
+
+        def again(result: int) -> None:
+            got.append(result)
+            if len(got) < 3:
+                self.client.call("Foo.Sum", 1).addCallback(again)
+
+        self.client.call("Foo.Sum", 1).addCallback(again)
+        for seq in (1, 2, 3):
+            self.transport.writes = 0
+            self.protocol.dataReceived(self.replies(seq))
+            self.assertEqual(self.transport.writes, 1 if seq < 3 else 0)
+        self.assertEqual(got, [10, 20, 30])
+
+    def test_a_reply_fed_by_a_callback(self) -> None:
+        first = self.client.call("Foo.Sum", 1)
+        second = self.client.call("Foo.Sum", 2)
+        first.addCallback(lambda _: self.protocol.dataReceived(self.replies(2)))
+        self.protocol.dataReceived(self.replies(1))
+        self.assertEqual(self.successResultOf(second), 20)

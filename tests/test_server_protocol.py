@@ -18,6 +18,9 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from txgeerpc import Server
+from txgeerpc._messages import MessagePairs
+from txgeerpc._wire import Header, Option
+from txgeerpc.codec import default_registry
 
 from ._helpers import (
     JSON_OPTION,
@@ -744,3 +747,99 @@ class SendAtOnceTests(SynchronousTestCase):
             self.multiply(protocol, 1)
             self.assertEqual(transport.sent, [], field)  # order kept: after the buffer
             self.assertEqual(len(transport.written), 1, field)
+
+
+class SendsWhen(RecordingTCP):
+    """A TCP transport that calls ``on_send`` as its socket takes a send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_send: Any = None
+
+    def writeSomeData(self, data: bytes) -> object:
+        sent = super().writeSomeData(data)
+        if self.on_send is not None:
+            self.on_send()
+        return sent
+
+
+class LoneRequestTests(SynchronousTestCase):
+    """A read holding one request alone (one call in flight: every read) has
+    its reply sent the moment it is made, before the call's accounting, and
+    no next request asked of the decoder (``ServerProtocol._alone``).  In a
+    binary codec (msgpack here): the plain JSON stream's decoder holds a
+    value's newline until the next value, so it is never between messages
+    after a request and always takes the general path."""
+
+    def connect(self, **settings: Any) -> tuple[Any, SendsWhen, Server]:
+        server = example_server(checked_clock(self), **settings)
+        protocol = server.factory().buildProtocol(None)
+        transport = SendsWhen()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(Option(codec_type="application/msgpack").to_json())
+        self.addCleanup(protocol.connectionLost, connectionDone)
+        return protocol, transport, server
+
+    def requests(self, *seqs: int) -> bytes:
+        encoder = default_registry.get("msgpack").new_encoder()
+        return b"".join(
+            encoder.encode(Header("Arith.Multiply", seq, ""), {"Num1": seq, "Num2": 2})
+            for seq in seqs
+        )
+
+    def answers(self, transport: SendsWhen) -> list[tuple[int, object]]:
+        decoder = default_registry.get("msgpack").new_decoder(1 << 20)
+        decoder.feed(b"".join(transport.sent + transport.written))
+        pairs = MessagePairs(decoder)
+        found = []
+        while (pair := pairs.next_pair()) is not None:
+            found.append((pair[0][1], decoder.decode_body(pair[1])))
+        return found
+
+    def test_sent_before_the_calls_accounting(self) -> None:
+        protocol, transport, server = self.connect()
+        stats = server.services["Arith"].methods["Multiply"].stats
+        seen: list[tuple[int, int]] = []
+        transport.on_send = lambda: seen.append((stats.outcomes.get("ok", 0), sum(stats.buckets)))
+        for seq in (1, 2, 3):
+            protocol.dataReceived(self.requests(seq))
+        self.assertEqual(seen, [(0, 0), (1, 1), (2, 2)])  # each sent before it was counted
+        self.assertEqual((stats.outcomes["ok"], sum(stats.buckets), stats.calls), (3, 3, 3))
+        self.assertEqual(self.answers(transport), [(1, 2), (2, 4), (3, 6)])
+        self.assertEqual(transport.written, [])
+
+    def test_requests_of_one_read_still_share_one_send(self) -> None:
+        protocol, transport, _ = self.connect()
+        protocol.dataReceived(self.requests(1, 2, 3))
+        self.assertEqual(len(transport.sent), 1)
+        self.assertEqual(self.answers(transport), [(1, 2), (2, 4), (3, 6)])
+
+    def test_a_request_and_part_of_the_next(self) -> None:
+        protocol, transport, _ = self.connect()
+        data = self.requests(1, 2)
+        protocol.dataReceived(data[:-3])
+        self.assertEqual(self.answers(transport), [(1, 2)])
+        protocol.dataReceived(data[-3:])
+        self.assertEqual(self.answers(transport), [(1, 2), (2, 4)])
+
+    def test_a_request_fed_while_the_reply_is_sent_is_answered(self) -> None:
+        # (a transport that delivers synchronously: the peer's next call
+        # arrives inside the send of this reply)
+        protocol, transport, _ = self.connect()
+        following = [self.requests(2)]
+        transport.on_send = lambda: following and protocol.dataReceived(following.pop())
+        protocol.dataReceived(self.requests(1))
+        self.assertEqual(self.answers(transport), [(1, 2), (2, 4)])
+
+    def test_access_log_request_sizes(self) -> None:
+        events: list[dict[str, Any]] = []
+        protocol, _, _ = self.connect(access_log=events.append)
+        sizes = []
+        for seq in (1, 2, 300):
+            request = self.requests(seq)
+            sizes.append(len(request))
+            protocol.dataReceived(request)
+        protocol.dataReceived(self.requests(4, 5))
+        sizes += [len(self.requests(4)), len(self.requests(5))]
+        self.assertEqual([event["request_bytes"] for event in events], sizes)
+        self.assertEqual([event["outcome"] for event in events], ["ok"] * 5)

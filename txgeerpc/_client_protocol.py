@@ -418,16 +418,9 @@ class ClientProtocol(Protocol):
                 encode: Any = self._encoder.encode
                 data = encode(header, argument, argument_type, codec)
         except Exception as error:
-            self._pending.pop(seq)
-            if isinstance(error, CodecError):
-                return fail(error)
-            return fail(CodecError(f"cannot encode the argument: {error}"))
+            return self._not_encoded(seq, error)
         if len(data) > self._max_message_size:
-            # The server would refuse it: do not send it (only what the
-            # stream now counts as sent).
-            self._pending.pop(seq)
-            self._write(self._encoder.withdraw(data))
-            return fail(MessageTooLargeToSend(len(data), self._max_message_size))
+            return self._too_large(seq, data)
         if self._batch is not None:
             self._batch.append(data)  # written once the read is handled
         else:
@@ -437,6 +430,44 @@ class ClientProtocol(Protocol):
         if timeout is not None:
             self._pending.time_out(call, timeout)  # CallTimeout, and the server is told
         return call.deferred
+
+    def call_plain(self, service_method: str, argument: Any) -> Deferred[Any]:
+        """:meth:`call` with a method and an argument, nothing else (no
+        timeout, types, metadata, trailers or context): most calls.  It
+        exists because it runs on every such call: one frame instead of
+        :meth:`call` and :meth:`_send` with their nine parameters; the same
+        Seq, bytes and errors (anything less common goes to :meth:`call`)."""
+        if self._interceptors or self._state is not _OPEN:
+            return self.call(service_method, argument)
+        seq, call = self._pending.register(service_method, None)
+        try:
+            data = self._encoder.encode(
+                new_header((service_method, seq, "", 0, None)), argument, None
+            )
+        except Exception as error:
+            return self._not_encoded(seq, error)
+        if len(data) > self._max_message_size:
+            return self._too_large(seq, data)
+        if self._batch is not None:
+            self._batch.append(data)  # written once the read is handled
+        else:
+            self.transport.write(data)
+        return call.deferred
+
+    def _not_encoded(self, seq: int, error: Exception) -> Deferred[Any]:
+        """The argument of the call registered under ``seq`` did not encode."""
+        self._pending.pop(seq)
+        if isinstance(error, CodecError):
+            return fail(error)
+        return fail(CodecError(f"cannot encode the argument: {error}"))
+
+    def _too_large(self, seq: int, data: bytes) -> Deferred[Any]:
+        """The call registered under ``seq`` encoded larger than the limit:
+        the server would refuse it, so it is not sent (only what the stream
+        now counts as sent)."""
+        self._pending.pop(seq)
+        self._write(self._encoder.withdraw(data))
+        return fail(MessageTooLargeToSend(len(data), self._max_message_size))
 
     def _expired(
         self, service_method: str, argument: Any, argument_type: Any, left: float
@@ -559,6 +590,7 @@ class ClientProtocol(Protocol):
         decoder.feed(data)
         pending = self._pending
         next_pair = self._pairs.next_pair
+        alone = True
         try:
             while (pair := next_pair()) is not None:
                 header, body = pair
@@ -609,6 +641,13 @@ class ClientProtocol(Protocol):
                     call.deferred.errback(CodecError(f"reading body {error}"))
                     continue
                 call.deferred.callback(value)
+                if alone:
+                    # A read of one reply (one call in flight: every read):
+                    # the call its callback made goes out without asking the
+                    # decoder for a pair it does not hold (0: between messages).
+                    if not decoder.buffered():
+                        break
+                    alone = False
         except (ProtocolError, CodecError) as error:
             # A frame or a header that does not decode: the stream cannot go on.
             self._log.warn("rpc client: bad reply stream: {error}; closing", error=error)

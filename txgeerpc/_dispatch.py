@@ -358,13 +358,6 @@ class Dispatcher:
             return
         stats.in_flight -= 1
         duration = clock.seconds() - started
-        # stats.record(duration), inlined
-        if duration < 0.0:
-            duration = 0.0
-        stats.total_seconds += duration
-        stats.buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
-        if duration > stats.max_seconds:
-            stats.max_seconds = duration
         reply_size: int | None = None
         if self._stopped:  # the handler closed the connection
             outcome = self._stop_outcome
@@ -381,6 +374,13 @@ class Dispatcher:
                 outcome = OK
             except Exception as error:
                 outcome, reply_size = self._unencodable(header, error)
+        # stats.record(duration), inlined, once the reply is sent
+        if duration < 0.0:
+            duration = 0.0
+        stats.total_seconds += duration
+        stats.buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        if duration > stats.max_seconds:
+            stats.max_seconds = duration
         outcomes = stats.outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         if self._access is not None:

@@ -269,6 +269,7 @@ class ServerProtocol(Protocol):
         self._paused: set[str] = set()
         self._processing = False  # _process is running (it must not re-enter)
         self._batch: list[bytes] | None = None
+        self._reply_now = False  # the reply being made is sent at once (_alone)
         self._send_now = False  # see connectionMade
         # Bytes fed to the decoder, and those it had taken at the last
         # request (the access log's request size: the difference).
@@ -455,7 +456,11 @@ class ServerProtocol(Protocol):
                         continue
                     self._trim_retained()
                 self._completed = True
-                if sizing:
+                if turn == 0 and not decoder.buffered():
+                    self._alone(dispatcher, pair, sizing)
+                    if not decoder.buffered():  # (unless a reply's write fed us more)
+                        return
+                elif sizing:
                     # What the decoder took for this request since the last:
                     # its header and body, any codec messages before them.
                     taken = self._fed - decoder.buffered()
@@ -472,10 +477,28 @@ class ServerProtocol(Protocol):
             self._stop_reading(f"rpc server: read header error: {error}")
         finally:
             self._processing = False
+            self._reply_now = False
             self._flush_batch()
             if self._state is _HALF_CLOSED:
                 self._finish_if_idle()
             self._watch()
+
+    def _alone(self, dispatcher: Dispatcher, pair: tuple[Header, Any], sizing: bool) -> None:
+        """Dispatch the only request a read holds, its reply sent the moment
+        it is made.  It exists for one call in flight, where every call is
+        such a read: the reply goes to the socket before the call's
+        accounting (histogram, outcome, access log) is done rather than after
+        it, and :meth:`_process` does not ask the decoder for a next request
+        it does not hold (``buffered()`` is 0 between messages)."""
+        self._reply_now = True
+        decoder = self._decoder
+        if sizing:
+            taken = self._fed
+            size, self._taken = taken - self._taken, taken
+            dispatcher.dispatch(pair[0], decoder.decode_body, pair[1], size)
+        else:
+            dispatcher.dispatch(pair[0], decoder.decode_body, pair[1])
+        self._reply_now = False
 
     def _offer_framed(self, option: Option) -> None:
         """The hello offered framed mode: from now on replies are framed;
@@ -556,8 +579,12 @@ class ServerProtocol(Protocol):
 
     def send_reply(self, header: Header, body: Any, body_type: Any = None) -> int:
         data = self._encoder.encode(header, body, body_type)
-        if self._batch is not None:
-            self._batch.append(data)  # written once when the read batch is done
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)  # written once when the read batch is done
+            if self._reply_now:  # the read's only request (_alone)
+                self._flush_batch()
+                self._batch = []
         elif self._state is not _CLOSED:
             self.transport.write(data)
         else:
@@ -730,9 +757,11 @@ class ServerProtocol(Protocol):
                     self._clear_stage()
             elif self._stage is not _IDLE:
                 settings = self._settings
-                self._arm(
-                    _IDLE, settings.served_idle_timeout if self.served else settings.idle_timeout
-                )
+                timeout = settings.served_idle_timeout if self.served else settings.idle_timeout
+                if timeout is not None:
+                    self._arm(_IDLE, timeout)
+                elif self._stage is not None or self._stage_timer is not None:
+                    self._clear_stage()  # (no idle limit: after each request, nothing to do)
         if held > FREE_PARTIAL:
             self._charged = True
             if not self._budget.charge(self):

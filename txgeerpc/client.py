@@ -145,6 +145,18 @@ class Client:
             With ``codec``, :class:`~txgeerpc.errors.CodecError` also when the
             server did not agree to framed mode (a Go GeeRPC server).
         """
+        # Most calls name a method and an argument, nothing else: they take
+        # the protocol's short path (the same Seq, bytes and errors).
+        if (
+            timeout is None
+            and codec is None
+            and metadata is None
+            and context is None
+            and result_type is None
+            and argument_type is None
+            and trailers is None
+        ):
+            return self._protocol.call_plain(service_method, argument)
         if codec is not None:
             return self._protocol.call_in_codec(
                 codec,
