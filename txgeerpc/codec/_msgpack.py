@@ -171,10 +171,10 @@ def decode_value(data: bytes) -> tuple[Any, int]:
     :raises CodecError: malformed, or over its memory budget.
     """
     size = len(data)
-    budget = memory_budget(size)
-    if size <= _SMALL:
-        left = budget - UPPER_COST * size
+    if size <= _SMALL:  # memory_budget(size) - UPPER_COST * size, without its calls
+        left = EXPANSION_FLOOR - (UPPER_COST - EXPANSION) * size
     else:
+        budget = memory_budget(size)
         left = budget - message_cost(data)
         if left < 0:
             raise CodecError(f"msgpack: {over_budget(budget)}")
@@ -184,6 +184,60 @@ def decode_value(data: bytes) -> tuple[Any, int]:
         raise CodecError(f"msgpack: {error}") from None
     except RecursionError:
         raise CodecError("msgpack: nesting too deep") from None
+
+
+_HEAD = b"\x83\xadServiceMethod"
+_SEQ_KEY = b"\xa3Seq"
+_NO_ERROR = b"\xa5Error\xa0"
+_UINT_MARKS = (0, 0, 0xCC, 0xCD, 0, 0xCE, 0, 0, 0, 0xCF)
+"""The msgpack byte starting an unsigned integer of (index - 1) bytes."""
+_COMMON_MIN = len(_HEAD) + 1 + len(_SEQ_KEY) + 1 + len(_NO_ERROR)
+
+
+def common_header(data: bytes | bytearray, start: int, end: int) -> Header | None:
+    """The header in ``data[start:end]`` if it is the common one -- exactly
+    ``{"ServiceMethod": <ASCII str of at most 255 bytes>, "Seq": <uint>,
+    "Error": ""}`` in that order, as both sides write it -- else ``None``:
+    :func:`decode_value` and :func:`header_of` decide, with their errors.
+
+    It exists because it runs for every message: a few byte comparisons
+    instead of building a dict to read three fields from (the value is the
+    one those two would return: tests/test_msgpack_codec.py pins it).  It
+    never reads outside ``data[start:end]`` and never raises.
+    """
+    if (
+        end - start < _COMMON_MIN
+        or not data.startswith(_HEAD, start, end)
+        or not data.endswith(_NO_ERROR, start, end)
+    ):
+        return None
+    pos = start + len(_HEAD)
+    byte = data[pos]
+    if 0xA0 <= byte <= 0xBF:  # fixstr
+        pos += 1
+        stop = pos + byte - 0xA0
+    elif byte == 0xD9:  # str 8
+        stop = pos + 2 + data[pos + 1]
+        pos += 2
+    else:
+        return None
+    if not data.startswith(_SEQ_KEY, stop, end):
+        return None
+    at = stop + len(_SEQ_KEY)  # the Seq: a positive fixint or a uint 8/16/32/64
+    width = end - len(_NO_ERROR) - at
+    if width <= 0:
+        return None
+    byte = data[at]
+    if width == 1 and byte <= 0x7F:
+        seq = byte
+    elif width < 10 and byte == _UINT_MARKS[width] and byte:
+        seq = int.from_bytes(data[at + 1 : at + width], "big")
+    else:
+        return None
+    name = data[pos:stop]
+    if not name.isascii():
+        return None
+    return new_header((name.decode("ascii"), seq, "", 0, None))
 
 
 def header_of(value: Any) -> Header:
@@ -279,9 +333,21 @@ class MsgpackDecoder:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    header_in = staticmethod(common_header)
+    """``(data, start, end)`` -> the common header in ``data[start:end]``,
+    or ``None`` (for framed mode: read in place, without the general path)."""
+
+    decode_whole = staticmethod(decode_value)
+    """One complete body's bytes -> (its value, its budget left), as
+    :meth:`decode_body` then :meth:`budget_left` give them (for framed mode:
+    one call)."""
+
     def decode_header(self, message: object) -> Header:
-        value, _ = decode_value(message)  # type: ignore[arg-type]
-        return header_of(value)
+        data: bytes = message  # type: ignore[assignment]
+        header = common_header(data, 0, len(data))
+        if header is not None:
+            return header
+        return header_of(decode_value(data)[0])
 
     def decode_body(self, message: object) -> Any:
         value, self._left = decode_value(message)  # type: ignore[arg-type]
@@ -300,9 +366,29 @@ class MsgpackEncoder:
         self._pack: Callable[[Any], bytes] = msgpack.Packer(
             default=_to_plain, use_bin_type=True, autoreset=True
         ).pack
+        # The common header's bytes up to its Seq, for the method last
+        # written with one (see encode_header).
+        self._method: str | None = None
+        self._prefix = b""
 
     def encode_header(self, header: Header) -> bytes:
-        """The header alone (for framed mode)."""
+        """The header alone (for framed mode).
+
+        The common header (no Error, budget or metadata) of the method last
+        written is its bytes up to the Seq, kept, then the Seq and the empty
+        Error: it runs for every message, and saves a dict and its packing.
+        The bytes are the general path's (they are its pieces, packed by the
+        same packer); anything the packer refuses goes the general way, for
+        its error.
+        """
+        if self._method == header[0] and header[2] == "" and not header[3] and not header[4]:
+            try:
+                return self._prefix + self._pack(header[1]) + _NO_ERROR
+            except (TypeError, ValueError, OverflowError):
+                pass  # the general path raises its error
+        return self._encode_header(header)
+
+    def _encode_header(self, header: Header) -> bytes:
         fields: dict[str, Any] = {
             "ServiceMethod": header[0],
             "Seq": header[1],
@@ -313,9 +399,14 @@ class MsgpackEncoder:
         if header[4]:
             fields[META_FIELD] = header[4]
         try:
-            return self._pack(fields)
+            data = self._pack(fields)
         except (TypeError, ValueError, OverflowError) as error:
             raise CodecError(f"msgpack: {error}") from None
+        if len(fields) == 3 and header[2] == "" and type(header[0]) is str:
+            pack = self._pack
+            self._method = header[0]
+            self._prefix = b"\x83" + pack("ServiceMethod") + pack(header[0]) + pack("Seq")
+        return data
 
     def encode_body(self, body: Any, body_type: Any = None) -> bytes:
         """The body alone (for framed mode); ``body_type`` is not needed."""
