@@ -129,6 +129,7 @@ def _common_headers() -> list[bytes]:
         head + b"\xa3A.B\xa3Seq\xd0\x05" + tail,  # int 8
         head + b"\xa3A.B\xa3Seq\xcd\x05" + tail,  # uint 16 cut short
         head + b"\xa3A.B\xa3Seq\x05\x05" + tail,  # two Seqs
+        *(head + b"\xa3A.B\xa3Seq" + b"\x00" * n + tail for n in range(2, 11)),
         head + b"\xa3A.B\xa3Seq" + tail,  # no Seq
         head + b"\xa3A\xff\xa3Seq\x05" + tail,  # not UTF-8
         head + b"\xa2A.B\xa3Seq\x05" + tail,
