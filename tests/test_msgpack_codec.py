@@ -13,7 +13,7 @@ from tests._helpers import checked_clock, example_server
 from txgeerpc import Header, connect, default_registry
 from txgeerpc.codec import MSGPACK, MsgpackCodec
 from txgeerpc.codec._msgpack import (
-    common_header,
+    MsgpackDecoder,
     decode_body_bytes,
     decode_header_bytes,
     decode_value,
@@ -139,61 +139,89 @@ def _common_headers() -> list[bytes]:
     return out
 
 
-class CommonHeaderTests(SynchronousTestCase):
-    """common_header reads the usual header with byte comparisons; whatever
-    it returns must be what decode_value + header_of return, and it must
-    decline (None) everything else."""
+_METHODS = ("Arith.Multiply", "A.B", "", "x" * 31, "x" * 32, "x" * 255, "x" * 256, "é.B")
 
-    def assertLikeGeneral(self, data: bytes) -> None:
+
+def _primed(method: str) -> MsgpackDecoder:
+    """A decoder whose last common header was ``method``'s."""
+    decoder = MsgpackCodec().new_decoder(1 << 20)
+    decoder.decode_header(MsgpackCodec().new_encoder().encode_header(Header(method, 9, "")))
+    return decoder
+
+
+class CommonHeaderTests(SynchronousTestCase):
+    """header_in reads the common header of the method last seen with two
+    byte comparisons and the Seq; whatever it returns must be what
+    decode_value + header_of return, and it must decline (None) everything
+    else."""
+
+    def assertLikeGeneral(self, data: bytes, decoders: list[MsgpackDecoder]) -> None:
+        """``data`` read by each decoder as it stands (one whose header is
+        not one of ``data``'s yet, or ``data``'s method kept)."""
         general = _general(data)
-        # In place, inside a larger buffer: it must not read past its region.
-        for before, after in ((b"", b""), (b"\x83\xa5", b"\xa0\x05"), (b"\xff" * 3, data)):
-            for buffer in (before + data + after, bytearray(before + data + after)):
-                fast = common_header(buffer, len(before), len(before) + len(data))
-                if fast is not None:
-                    self.assertEqual(fast, general, data)
-                    types = [type(field) for field in fast]
-                    self.assertEqual(types, [str, int, str, int, type(None)])
-        decoder = MsgpackCodec().new_decoder(1 << 20)
-        try:
-            got = decoder.decode_header(data)
-        except Exception as error:
-            got = (type(error), str(error))
-        self.assertEqual(got, general, data)
+        for decoder in decoders:
+            # In place, inside a larger buffer: it must not read past its region.
+            for before, after in ((b"", b""), (b"\x83\xa5", b"\xa0\x05"), (b"\xff" * 3, data)):
+                for buffer in (before + data + after, bytearray(before + data + after)):
+                    fast = decoder.header_in(buffer, len(before), len(before) + len(data))
+                    if fast is not None:
+                        self.assertEqual(fast, general, data)
+                        types = [type(field) for field in fast]
+                        self.assertEqual(types, [str, int, str, int, type(None)])
+            try:
+                got = decoder.decode_header(data)
+            except Exception as error:
+                got = (type(error), str(error))
+            self.assertEqual(got, general, data)
 
     def test_the_common_headers_are_read_in_place(self) -> None:
         encoder = MsgpackCodec().new_encoder()
-        for seq in (0, 127, 128, 65536, 2**64 - 1):
-            for name in ("", "Arith.Multiply", "x" * 255):
+        for name in _METHODS:
+            decoder = _primed(name)
+            for seq in (0, 127, 128, 65536, 2**64 - 1):
                 data = encoder.encode_header(Header(name, seq, ""))
-                self.assertEqual(common_header(data, 0, len(data)), Header(name, seq, ""))
+                self.assertEqual(decoder.header_in(data, 0, len(data)), Header(name, seq, ""))
+            other = encoder.encode_header(Header(name + "x", 1, ""))
+            self.assertIsNone(decoder.header_in(other, 0, len(other)))
+        fresh = MsgpackCodec().new_decoder(1 << 20)
+        self.assertIsNone(fresh.header_in(data, 0, len(data)))  # nothing kept yet
 
     def test_headers_and_near_misses(self) -> None:
         for data in _common_headers():
-            self.assertLikeGeneral(data)
+            self.assertLikeGeneral(data, [_primed(name) for name in _METHODS])
 
     def test_every_byte_changed_and_every_cut(self) -> None:
         data = MsgpackCodec().new_encoder().encode_header(Header("Arith.Multiply", 300, ""))
         for at in range(len(data)):
-            self.assertLikeGeneral(data[:at])
-            self.assertLikeGeneral(data + data[:at])
+            self.assertLikeGeneral(data[:at], [_primed("Arith.Multiply")])
+            self.assertLikeGeneral(data + data[:at], [_primed("Arith.Multiply")])
             for byte in range(256):
-                self.assertLikeGeneral(data[:at] + bytes((byte,)) + data[at + 1 :])
+                changed = data[:at] + bytes((byte,)) + data[at + 1 :]
+                self.assertLikeGeneral(changed, [_primed("Arith.Multiply")])
 
     @given(
-        st.text(max_size=300),
-        st.integers(min_value=-(2**63), max_value=2**64 - 1),
-        st.sampled_from(["", "bad"]),
-        st.lists(st.tuples(st.integers(min_value=0), st.binary(max_size=3)), max_size=3),
+        st.lists(
+            st.tuples(
+                st.sampled_from([*_METHODS, "Arith.Multiplz"]),
+                st.integers(min_value=-(2**63), max_value=2**64 - 1),
+                st.sampled_from(["", "", "bad"]),
+                st.lists(st.tuples(st.integers(min_value=0), st.binary(max_size=3)), max_size=2),
+            ),
+            max_size=6,
+        ),
     )
-    def test_random_headers_changed(
-        self, name: str, seq: int, error: str, changes: list[tuple[int, bytes]]
+    def test_random_headers_changed_in_a_row(
+        self, headers: list[tuple[str, int, str, list[tuple[int, bytes]]]]
     ) -> None:
-        data = msgpack.packb({"ServiceMethod": name, "Seq": seq, "Error": error})
-        for at, piece in changes:
-            at %= len(data) + 1
-            data = data[:at] + piece + data[at + len(piece) :]
-        self.assertLikeGeneral(data)
+        """One decoder for a run of headers: what it keeps of one header must
+        not make it misread the next."""
+        decoder = MsgpackCodec().new_decoder(1 << 20)
+        for name, seq, error, changes in headers:
+            data = msgpack.packb({"ServiceMethod": name, "Seq": seq, "Error": error})
+            for at, piece in changes:
+                at %= len(data) + 1
+                data = data[:at] + piece + data[at + len(piece) :]
+            self.assertLikeGeneral(data, [decoder])
 
 
 class CommonHeaderEncodingTests(SynchronousTestCase):

@@ -186,58 +186,18 @@ def decode_value(data: bytes) -> tuple[Any, int]:
         raise CodecError("msgpack: nesting too deep") from None
 
 
-_HEAD = b"\x83\xadServiceMethod"
-_SEQ_KEY = b"\xa3Seq"
 _NO_ERROR = b"\xa5Error\xa0"
 _UINT_MARKS = (0, 0, 0xCC, 0xCD, 0, 0xCE, 0, 0, 0, 0xCF)
 """The msgpack byte starting an unsigned integer of (index - 1) bytes."""
-_COMMON_MIN = len(_HEAD) + 1 + len(_SEQ_KEY) + 1 + len(_NO_ERROR)
+_NOTHING_KEPT = b"\xc1"  # never used in msgpack: no header starts with it
 
 
-def common_header(data: bytes | bytearray, start: int, end: int) -> Header | None:
-    """The header in ``data[start:end]`` if it is the common one -- exactly
-    ``{"ServiceMethod": <ASCII str of at most 255 bytes>, "Seq": <uint>,
-    "Error": ""}`` in that order, as both sides write it -- else ``None``:
-    :func:`decode_value` and :func:`header_of` decide, with their errors.
-
-    It exists because it runs for every message: a few byte comparisons
-    instead of building a dict to read three fields from (the value is the
-    one those two would return: tests/test_msgpack_codec.py pins it).  It
-    never reads outside ``data[start:end]`` and never raises.
-    """
-    if (
-        end - start < _COMMON_MIN
-        or not data.startswith(_HEAD, start, end)
-        or not data.endswith(_NO_ERROR, start, end)
-    ):
-        return None
-    pos = start + len(_HEAD)
-    byte = data[pos]
-    if 0xA0 <= byte <= 0xBF:  # fixstr
-        pos += 1
-        stop = pos + byte - 0xA0
-    elif byte == 0xD9:  # str 8
-        stop = pos + 2 + data[pos + 1]
-        pos += 2
-    else:
-        return None
-    if not data.startswith(_SEQ_KEY, stop, end):
-        return None
-    at = stop + len(_SEQ_KEY)  # the Seq: a positive fixint or a uint 8/16/32/64
-    width = end - len(_NO_ERROR) - at
-    if width <= 0:
-        return None
-    byte = data[at]
-    if width == 1 and byte <= 0x7F:
-        seq = byte
-    elif width < 10 and byte == _UINT_MARKS[width] and byte:
-        seq = int.from_bytes(data[at + 1 : at + width], "big")
-    else:
-        return None
-    name = data[pos:stop]
-    if not name.isascii():
-        return None
-    return new_header((name.decode("ascii"), seq, "", 0, None))
+def common_prefix(method: str) -> bytes:
+    """The bytes of a common header up to its Seq: ``{"ServiceMethod":
+    method, "Seq": `` as the encoder writes them (then the Seq, then
+    ``"Error": ""``)."""
+    packed: bytes = msgpack.packb(method, use_bin_type=True)
+    return b"\x83\xadServiceMethod" + packed + b"\xa3Seq"
 
 
 def header_of(value: Any) -> Header:
@@ -299,6 +259,10 @@ class MsgpackDecoder:
         self._buf = bytearray()
         self._pos = 0  # first byte not yet returned
         self._left = 0
+        # The method whose common header came last, and that header's bytes
+        # up to its Seq (see header_in).
+        self._method = ""
+        self._prefix = _NOTHING_KEPT
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -333,9 +297,38 @@ class MsgpackDecoder:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
-    header_in = staticmethod(common_header)
-    """``(data, start, end)`` -> the common header in ``data[start:end]``,
-    or ``None`` (for framed mode: read in place, without the general path)."""
+    def header_in(self, data: bytes | bytearray, start: int, end: int) -> Header | None:
+        """The header in ``data[start:end]`` if it is the common header of
+        the method whose header came last -- exactly the bytes
+        :func:`common_prefix` makes for it, a Seq (an unsigned integer), an
+        empty Error -- else ``None``: :meth:`decode_header` decides, with
+        its errors.  For framed mode (the header read in place) and
+        :meth:`decode_header`.
+
+        It exists because it runs for every message: two byte comparisons
+        and the Seq, instead of a dict built to read three fields from.
+        Those bytes decode to this value and no other (tests pin it to the
+        general path); it reads nothing outside the region, never raises.
+        """
+        prefix = self._prefix
+        at = start + len(prefix)
+        width = end - len(_NO_ERROR) - at  # the Seq's bytes
+        if (
+            width <= 0
+            or not data.startswith(prefix, start)
+            or not data.endswith(_NO_ERROR, start, end)
+        ):
+            return None
+        byte = data[at]
+        if width == 1:
+            if byte > 0x7F:
+                return None
+            seq = byte  # a positive fixint
+        elif width < 10 and byte == _UINT_MARKS[width] and byte:  # uint 8/16/32/64
+            seq = int.from_bytes(data[at + 1 : at + width], "big")
+        else:
+            return None
+        return new_header((self._method, seq, "", 0, None))
 
     decode_whole = staticmethod(decode_value)
     """One complete body's bytes -> (its value, its budget left), as
@@ -344,10 +337,14 @@ class MsgpackDecoder:
 
     def decode_header(self, message: object) -> Header:
         data: bytes = message  # type: ignore[assignment]
-        header = common_header(data, 0, len(data))
-        if header is not None:
-            return header
-        return header_of(decode_value(data)[0])
+        header = self.header_in(data, 0, len(data))
+        if header is None:
+            header = header_of(decode_value(data)[0])
+            if header[2] == "" and not header[3] and header[4] is None:
+                # The next header of this method is read by header_in.
+                self._method = header[0]
+                self._prefix = common_prefix(header[0])
+        return header
 
     def decode_body(self, message: object) -> Any:
         value, self._left = decode_value(message)  # type: ignore[arg-type]
@@ -403,9 +400,8 @@ class MsgpackEncoder:
         except (TypeError, ValueError, OverflowError) as error:
             raise CodecError(f"msgpack: {error}") from None
         if len(fields) == 3 and header[2] == "" and type(header[0]) is str:
-            pack = self._pack
             self._method = header[0]
-            self._prefix = b"\x83" + pack("ServiceMethod") + pack(header[0]) + pack("Seq")
+            self._prefix = common_prefix(header[0])
         return data
 
     def encode_body(self, body: Any, body_type: Any = None) -> bytes:
