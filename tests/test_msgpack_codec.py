@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests._helpers import checked_clock, example_server
 from txgeerpc import Header, connect, default_registry
+from txgeerpc._wire import EmptyStruct
 from txgeerpc.codec import MSGPACK, MsgpackCodec
 from txgeerpc.codec._msgpack import (
     MsgpackDecoder,
@@ -224,6 +225,18 @@ class CommonHeaderTests(SynchronousTestCase):
             self.assertLikeGeneral(data, [decoder])
 
 
+def _result(function: Any, *arguments: Any) -> Any:
+    try:
+        return function(*arguments)
+    except Exception as error:
+        return (type(error), str(error))
+
+
+def _general_parts(header: Header, body: Any) -> tuple[bytes, bytes]:
+    general = MsgpackCodec().new_encoder()
+    return general._encode_header(header), general.encode_body(body)
+
+
 class CommonHeaderEncodingTests(SynchronousTestCase):
     """The encoder writes the common header from the method's kept bytes;
     they must be the general path's bytes, and other headers must not be."""
@@ -247,16 +260,24 @@ class CommonHeaderEncodingTests(SynchronousTestCase):
             Header(b"A.B", 12, ""),  # type: ignore[arg-type]
             Header("A.B", 13, ""),
         ]
+        nested: list[Any] = []
+        nested.append(nested)  # packing it recurses without end
+        bodies = [42, None, EmptyStruct(), {}, Args(6, 7), b"\x00", 2**70, nested, object()]
         fast = MsgpackCodec().new_encoder()
+        fast_parts = MsgpackCodec().new_encoder()
         for header in headers:
-            general = MsgpackCodec().new_encoder()._encode_header
-            results = []
-            for encode in (fast.encode_header, general):
-                try:
-                    results.append(encode(header))
-                except Exception as error:
-                    results.append((type(error), str(error)))
-            self.assertEqual(results[0], results[1], header)
+            general = MsgpackCodec().new_encoder()
+            self.assertEqual(
+                _result(fast.encode_header, header),
+                _result(general._encode_header, header),
+                header,
+            )
+            for body in bodies:
+                self.assertEqual(
+                    _result(fast_parts.encode_parts, header, body),
+                    _result(_general_parts, header, body),
+                    (header, body),
+                )
 
     def test_the_common_header_is_written_without_the_general_path(self) -> None:
         encoder = MsgpackCodec().new_encoder()
@@ -269,6 +290,11 @@ class CommonHeaderEncodingTests(SynchronousTestCase):
         self.assertEqual(
             encoder.encode_header(Header("Arith.Multiply", 300, "")),
             first.replace(b"Seq\x01", b"Seq\xcd\x01\x2c"),
+        )
+        encoder.encode_header = encoder.encode_body = general  # type: ignore[method-assign]
+        self.assertEqual(
+            encoder.encode_parts(Header("Arith.Multiply", 2, ""), [1]),
+            (first.replace(b"Seq\x01", b"Seq\x02"), b"\x91\x01"),
         )
 
 

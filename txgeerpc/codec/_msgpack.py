@@ -19,6 +19,7 @@ then the complete message's objects are costed from its bytes before
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -187,8 +188,23 @@ def decode_value(data: bytes) -> tuple[Any, int]:
 
 
 _NO_ERROR = b"\xa5Error\xa0"
+_FIXINT_END = struct.Struct(">B7s").unpack_from
+_UINT_ENDS: tuple[Callable[[bytes | bytearray, int], tuple[int, int, bytes]] | None, ...] = (
+    None,
+    None,
+    struct.Struct(">BB7s").unpack_from,
+    struct.Struct(">BH7s").unpack_from,
+    None,
+    struct.Struct(">BI7s").unpack_from,
+    None,
+    None,
+    None,
+    struct.Struct(">BQ7s").unpack_from,
+)
+"""By width: the end of a common header whose Seq is a uint 8/16/32/64 of
+(width - 1) bytes: its first byte, the Seq, the last 7 bytes."""
 _UINT_MARKS = (0, 0, 0xCC, 0xCD, 0, 0xCE, 0, 0, 0, 0xCF)
-"""The msgpack byte starting an unsigned integer of (index - 1) bytes."""
+"""By width: the first byte of a uint of (width - 1) bytes."""
 _NOTHING_KEPT = b"\xc1"  # never used in msgpack: no header starts with it
 
 
@@ -313,19 +329,17 @@ class MsgpackDecoder:
         prefix = self._prefix
         at = start + len(prefix)
         width = end - len(_NO_ERROR) - at  # the Seq's bytes
-        if (
-            width <= 0
-            or not data.startswith(prefix, start)
-            or not data.endswith(_NO_ERROR, start, end)
-        ):
+        if width <= 0 or not data.startswith(prefix, start):
             return None
-        byte = data[at]
+        # The Seq and the last 7 bytes, read to the region's end exactly.
         if width == 1:
-            if byte > 0x7F:
+            seq, tail = _FIXINT_END(data, at)
+            if seq > 0x7F or tail != _NO_ERROR:  # a positive fixint, then "Error": ""
                 return None
-            seq = byte  # a positive fixint
-        elif width < 10 and byte == _UINT_MARKS[width] and byte:  # uint 8/16/32/64
-            seq = int.from_bytes(data[at + 1 : at + width], "big")
+        elif width < 10 and (uint := _UINT_ENDS[width]) is not None:
+            mark, seq, tail = uint(data, at)
+            if mark != _UINT_MARKS[width] or tail != _NO_ERROR:
+                return None
         else:
             return None
         return new_header((self._method, seq, "", 0, None))
@@ -417,7 +431,26 @@ class MsgpackEncoder:
         return self.encode_header(header) + self.encode_body(body, body_type)
 
     def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
-        """The header and the body apart (for framed mode)."""
+        """The header and the body apart (for framed mode).
+
+        The common header (as in :meth:`encode_header`) and a body that is
+        not empty are packed here, without the two calls: this runs for
+        every frame.  Anything the packer refuses goes the general way, for
+        its error.
+        """
+        if (
+            self._method == header[0]
+            and header[2] == ""
+            and not header[3]
+            and not header[4]
+            and body is not None
+            and not isinstance(body, EmptyStruct)
+        ):
+            pack = self._pack
+            try:
+                return self._prefix + pack(header[1]) + _NO_ERROR, pack(body)
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                pass  # the general path raises its error
         return self.encode_header(header), self.encode_body(body, body_type)
 
     def withdraw(self, data: bytes) -> bytes:
