@@ -12,6 +12,7 @@ import tracemalloc
 import zlib
 from typing import Any
 
+import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.protocol import ClientFactory, Protocol
@@ -34,7 +35,8 @@ from txgeerpc._framed import (
 )
 from txgeerpc._option import parse_option
 from txgeerpc._wire import HELLO, Header, Option
-from txgeerpc.codec import MSGPACK, default_registry
+from txgeerpc.codec import MSGPACK, MsgpackCodec, default_registry
+from txgeerpc.codec._msgpack import MsgpackDecoder, decode_value, header_of
 from txgeerpc.errors import (
     BodyTooLarge,
     CodecError,
@@ -956,6 +958,114 @@ class FastPathTests(SynchronousTestCase):
         self.assertEqual(pair[0][:2], ("Arith.Multiply", 1))
         self.assertIsNone(pairs.pending_header)
         self.assertIsNone(pairs.next_pair())
+
+
+class _GeneralMsgpackDecoder(MsgpackDecoder):
+    """msgpack as it was decoded before its shortcuts: no header read in
+    place, every header through decode_value + header_of."""
+
+    header_in = None  # type: ignore[assignment]
+    decode_whole = None  # type: ignore[assignment]
+
+    def decode_header(self, message: object) -> Header:
+        return header_of(decode_value(message)[0])  # type: ignore[arg-type]
+
+
+class _GeneralMsgpackCodec(MsgpackCodec):
+    def new_decoder(self, max_message_size: int) -> MsgpackDecoder:
+        return _GeneralMsgpackDecoder(max_message_size)
+
+
+def _general_lookup(name: str) -> Any:
+    return _GeneralMsgpackCodec() if name == MSGPACK else _lookup(name)
+
+
+def _msgpack_frames() -> list[bytes]:
+    """msgpack frames: common ones, headers the shortcut must decline, bodies
+    that fail their call (over the budget, not msgpack), compressed and
+    oversized bodies."""
+    encoder = FramedEncoder(_lookup, MSGPACK)
+    head = MsgpackCodec().new_encoder().encode_header
+    common = head(Header("Arith.Multiply", 300, ""))
+    return [
+        encoder.encode(Header("Arith.Multiply", 1, ""), {"Num1": 6, "Num2": 7}),
+        encoder.encode(Header("Arith.Multiply", 2**64 - 1, ""), [b"\x00", 1.5, None]),
+        encoder.encode(Header("A.B", 3, "bad"), {}),
+        encoder.encode(Header("A.B", 4, "", 7, {"k": "v"}), "é"),
+        encoder.encode(Header("A.é", 5, ""), 5),
+        encoder.encode(Header("x" * 40, 6, ""), 6),
+        encoder.encode(Header("A.B", 7, ""), [[[]] * 2000] * 10),  # over its budget
+        encode_frame(3, NONE, common, b"\xc1"),  # not msgpack: its call fails
+        encode_frame(3, NONE, common, b"\x01\x02"),  # two values
+        encode_frame(3, NONE, common[:-1] + b"\xa1x", b"\x01"),  # Error "x": the general path
+        encode_frame(3, GZIP, common, compress(GZIP, b"\x02")),
+        PREFIX.pack(3, NONE, len(common), SMALL_LIMIT + 1) + common + b"\x01" * (SMALL_LIMIT + 1),
+        encode_frame(3, NONE, common + b"\x00", b"\x01"),  # extra data: the stream ends
+    ]
+
+
+class MsgpackFastPathTests(SynchronousTestCase):
+    """next_pair reads a msgpack frame's common header in place and decodes
+    its body in one call: what it makes of any stream must be what the
+    general path makes of it with msgpack's general decoding."""
+
+    def assertSameAsGeneral(self, data: bytes, cuts: list[int]) -> list[Any]:
+        chunks = _chunks(data, cuts)
+        fast = FramedDecoder(_lookup, SMALL_LIMIT)
+        general = FramedDecoder(_general_lookup, SMALL_LIMIT)
+        expected = _outcome(general, chunks, fast=False)
+        self.assertEqual(_outcome(fast, chunks, fast=True), expected)
+        return expected
+
+    def test_every_frame(self) -> None:
+        frames = _msgpack_frames()
+        for cuts in ([], list(range(0, 200, 3)), list(range(len(b"".join(frames))))):
+            outcome = self.assertSameAsGeneral(b"".join(frames), cuts)
+            self.assertEqual(
+                [entry[1] for entry in outcome[:-2]],
+                [{"Num1": 6, "Num2": 7}, [b"\x00", 1.5, None], {}, "é", 5, 6]
+                + [CodecError] * 3
+                + [1, 2, BodyTooLarge],
+            )
+            self.assertEqual(outcome[0][0], Header("Arith.Multiply", 1, ""))
+            self.assertEqual(outcome[9][0], Header("Arith.Multiply", 300, "x"))
+            self.assertEqual(outcome[-2][0], "stream")  # the header with extra data
+
+    @given(
+        st.lists(st.integers(min_value=0, max_value=len(_msgpack_frames()) - 1), max_size=8),
+        st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=3),
+        st.lists(st.integers(min_value=0), max_size=4),
+    )
+    def test_frames_with_bytes_changed(
+        self, picks: list[int], changes: list[tuple[int, int]], cuts: list[int]
+    ) -> None:
+        frames = _msgpack_frames()
+        data = bytearray(b"".join(frames[i] for i in picks))
+        for at, byte in changes:  # past the first frame's prefix (else: no msgpack at all)
+            if len(data) > PREFIX.size:
+                data[PREFIX.size + at % (len(data) - PREFIX.size)] = byte
+        self.assertSameAsGeneral(bytes(data), cuts)
+
+    def test_the_common_frame_skips_the_codecs_general_decoding(self) -> None:
+        encoder = FramedEncoder(_lookup, MSGPACK)
+        decoder = FramedDecoder(_lookup, LIMIT)
+        decoder.feed(encoder.encode(Header("Arith.Multiply", 1, ""), {"Num1": 6, "Num2": 7}))
+        self.assertIsNotNone(decoder.next_pair())  # the codec is seen
+        codec_decoder = decoder._sides[3].decoder
+
+        def general(message: object) -> object:
+            raise AssertionError("the general path")
+
+        codec_decoder.decode_header = general
+        codec_decoder.decode_body = general
+        decoder.feed(encoder.encode(Header("Arith.Multiply", 2, ""), {"Num1": 6, "Num2": 8}))
+        pair = decoder.next_pair()
+        assert pair is not None
+        self.assertEqual(pair[0], Header("Arith.Multiply", 2, ""))
+        self.assertEqual(decoder.decode_body(pair[1]), {"Num1": 6, "Num2": 8})
+        self.assertEqual(
+            decoder.budget_left(), (1 << 20) - 72 * len(msgpack.packb({"Num1": 6, "Num2": 8}))
+        )
 
 
 class FramedEncoderTests(SynchronousTestCase):

@@ -420,15 +420,33 @@ class _Side:
     """One codec's state in one direction of a framed connection (gob keeps
     type definitions per stream, as in the plain stream)."""
 
-    __slots__ = ("budget_left", "codec", "decoder", "encoder", "kind", "parts", "split")
+    __slots__ = (
+        "budget_left",
+        "codec",
+        "decode_whole",
+        "decoder",
+        "encoder",
+        "header_in",
+        "kind",
+        "parts",
+        "split",
+    )
 
     def __init__(self, codec: ICodec, max_message_size: int) -> None:
         self.codec = codec
-        self.decoder: Any = codec.new_decoder(max_message_size)
-        self.budget_left: Callable[[], int] | None = getattr(self.decoder, "budget_left", None)
+        decoder = self.decoder = codec.new_decoder(max_message_size)
+        self.budget_left: Callable[[], int] | None = getattr(decoder, "budget_left", None)
+        # A whole-message codec's shortcuts (msgpack's): the common header
+        # read in place, or None; a body's (value, budget left) in one call.
+        self.header_in: Callable[[bytes | bytearray, int, int], Header | None] | None = getattr(
+            decoder, "header_in", None
+        )
+        self.decode_whole: Callable[[bytes | bytearray], tuple[Any, int]] | None = getattr(
+            decoder, "decode_whole", None
+        )
         if codec.name == JSON:
             self.kind = _JSON
-        elif getattr(self.decoder, "decodes_whole_messages", False):
+        elif getattr(decoder, "decodes_whole_messages", False):
             self.kind = _WHOLE
         else:
             self.kind = _STREAM
@@ -653,7 +671,11 @@ class FramedDecoder:
             else:
                 body = bytes(buf[body_start:body_end])
         else:
-            value = head = buf[start:body_start]
+            # The common header read in place (before the buffer moves), or
+            # None: the codec decodes the region (below, for its errors).
+            header_in = side.header_in
+            header = None if header_in is None else header_in(buf, start, body_start)
+            value = head = buf[start:body_start] if header is None else b""
             raw = buf[body_start:body_end]
         if body_end < end and (body_end <= 65536 or type(buf) is bytes):
             parser._pos = body_end  # what _advance does when it keeps the buffer
@@ -664,8 +686,16 @@ class FramedDecoder:
         if kind is _JSON:
             header = decoder.decode_header(value)
         elif kind is _WHOLE:  # the body decoded now: (value, budget left) or its error
-            header = decoder.decode_header(bytes(head))
-            body = _decoded(side, bytes(raw), limit)
+            if header is None:
+                header = decoder.decode_header(bytes(head))
+            decode_whole = side.decode_whole
+            if decode_whole is None:
+                body = _decoded(side, bytes(raw), limit)
+            else:  # _decoded in one call (a bytearray is read as bytes are)
+                try:
+                    body = decode_whole(raw)
+                except Exception as error:  # raised again by decode_body, failing its call only
+                    body = _Refused(error)
         else:  # a stream (gob): what next_message does, without its layers
             stream_header = _stream_header(decoder, head)
             if stream_header is None:

@@ -19,6 +19,7 @@ then the complete message's objects are costed from its bytes before
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -171,10 +172,10 @@ def decode_value(data: bytes) -> tuple[Any, int]:
     :raises CodecError: malformed, or over its memory budget.
     """
     size = len(data)
-    budget = memory_budget(size)
-    if size <= _SMALL:
-        left = budget - UPPER_COST * size
+    if size <= _SMALL:  # memory_budget(size) - UPPER_COST * size, without its calls
+        left = EXPANSION_FLOOR - (UPPER_COST - EXPANSION) * size
     else:
+        budget = memory_budget(size)
         left = budget - message_cost(data)
         if left < 0:
             raise CodecError(f"msgpack: {over_budget(budget)}")
@@ -184,6 +185,35 @@ def decode_value(data: bytes) -> tuple[Any, int]:
         raise CodecError(f"msgpack: {error}") from None
     except RecursionError:
         raise CodecError("msgpack: nesting too deep") from None
+
+
+_NO_ERROR = b"\xa5Error\xa0"
+_FIXINT_END = struct.Struct(">B7s").unpack_from
+_UINT_ENDS: tuple[Callable[[bytes | bytearray, int], tuple[int, int, bytes]] | None, ...] = (
+    None,
+    None,
+    struct.Struct(">BB7s").unpack_from,
+    struct.Struct(">BH7s").unpack_from,
+    None,
+    struct.Struct(">BI7s").unpack_from,
+    None,
+    None,
+    None,
+    struct.Struct(">BQ7s").unpack_from,
+)
+"""By width: the end of a common header whose Seq is a uint 8/16/32/64 of
+(width - 1) bytes: its first byte, the Seq, the last 7 bytes."""
+_UINT_MARKS = (0, 0, 0xCC, 0xCD, 0, 0xCE, 0, 0, 0, 0xCF)
+"""By width: the first byte of a uint of (width - 1) bytes."""
+_NOTHING_KEPT = b"\xc1"  # never used in msgpack: no header starts with it
+
+
+def common_prefix(method: str) -> bytes:
+    """The bytes of a common header up to its Seq: ``{"ServiceMethod":
+    method, "Seq": `` as the encoder writes them (then the Seq, then
+    ``"Error": ""``)."""
+    packed: bytes = msgpack.packb(method, use_bin_type=True)
+    return b"\x83\xadServiceMethod" + packed + b"\xa3Seq"
 
 
 def header_of(value: Any) -> Header:
@@ -245,6 +275,10 @@ class MsgpackDecoder:
         self._buf = bytearray()
         self._pos = 0  # first byte not yet returned
         self._left = 0
+        # The method whose common header came last, and that header's bytes
+        # up to its Seq (see header_in).
+        self._method = ""
+        self._prefix = _NOTHING_KEPT
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -279,9 +313,52 @@ class MsgpackDecoder:
     def buffered(self) -> int:
         return len(self._buf) - self._pos
 
+    def header_in(self, data: bytes | bytearray, start: int, end: int) -> Header | None:
+        """The header in ``data[start:end]`` if it is the common header of
+        the method whose header came last -- exactly the bytes
+        :func:`common_prefix` makes for it, a Seq (an unsigned integer), an
+        empty Error -- else ``None``: :meth:`decode_header` decides, with
+        its errors.  For framed mode (the header read in place) and
+        :meth:`decode_header`.
+
+        It exists because it runs for every message: two byte comparisons
+        and the Seq, instead of a dict built to read three fields from.
+        Those bytes decode to this value and no other (tests pin it to the
+        general path); it reads nothing outside the region, never raises.
+        """
+        prefix = self._prefix
+        at = start + len(prefix)
+        width = end - len(_NO_ERROR) - at  # the Seq's bytes
+        if width <= 0 or not data.startswith(prefix, start):
+            return None
+        # The Seq and the last 7 bytes, read to the region's end exactly.
+        if width == 1:
+            seq, tail = _FIXINT_END(data, at)
+            if seq > 0x7F or tail != _NO_ERROR:  # a positive fixint, then "Error": ""
+                return None
+        elif width < 10 and (uint := _UINT_ENDS[width]) is not None:
+            mark, seq, tail = uint(data, at)
+            if mark != _UINT_MARKS[width] or tail != _NO_ERROR:
+                return None
+        else:
+            return None
+        return new_header((self._method, seq, "", 0, None))
+
+    decode_whole = staticmethod(decode_value)
+    """One complete body's bytes -> (its value, its budget left), as
+    :meth:`decode_body` then :meth:`budget_left` give them (for framed mode:
+    one call)."""
+
     def decode_header(self, message: object) -> Header:
-        value, _ = decode_value(message)  # type: ignore[arg-type]
-        return header_of(value)
+        data: bytes = message  # type: ignore[assignment]
+        header = self.header_in(data, 0, len(data))
+        if header is None:
+            header = header_of(decode_value(data)[0])
+            if header[2] == "" and not header[3] and header[4] is None:
+                # The next header of this method is read by header_in.
+                self._method = header[0]
+                self._prefix = common_prefix(header[0])
+        return header
 
     def decode_body(self, message: object) -> Any:
         value, self._left = decode_value(message)  # type: ignore[arg-type]
@@ -300,9 +377,29 @@ class MsgpackEncoder:
         self._pack: Callable[[Any], bytes] = msgpack.Packer(
             default=_to_plain, use_bin_type=True, autoreset=True
         ).pack
+        # The common header's bytes up to its Seq, for the method last
+        # written with one (see encode_header).
+        self._method: str | None = None
+        self._prefix = b""
 
     def encode_header(self, header: Header) -> bytes:
-        """The header alone (for framed mode)."""
+        """The header alone (for framed mode).
+
+        The common header (no Error, budget or metadata) of the method last
+        written is its bytes up to the Seq, kept, then the Seq and the empty
+        Error: it runs for every message, and saves a dict and its packing.
+        The bytes are the general path's (they are its pieces, packed by the
+        same packer); anything the packer refuses goes the general way, for
+        its error.
+        """
+        if self._method == header[0] and header[2] == "" and not header[3] and not header[4]:
+            try:
+                return self._prefix + self._pack(header[1]) + _NO_ERROR
+            except (TypeError, ValueError, OverflowError):
+                pass  # the general path raises its error
+        return self._encode_header(header)
+
+    def _encode_header(self, header: Header) -> bytes:
         fields: dict[str, Any] = {
             "ServiceMethod": header[0],
             "Seq": header[1],
@@ -313,9 +410,13 @@ class MsgpackEncoder:
         if header[4]:
             fields[META_FIELD] = header[4]
         try:
-            return self._pack(fields)
+            data = self._pack(fields)
         except (TypeError, ValueError, OverflowError) as error:
             raise CodecError(f"msgpack: {error}") from None
+        if len(fields) == 3 and header[2] == "" and type(header[0]) is str:
+            self._method = header[0]
+            self._prefix = common_prefix(header[0])
+        return data
 
     def encode_body(self, body: Any, body_type: Any = None) -> bytes:
         """The body alone (for framed mode); ``body_type`` is not needed."""
@@ -330,7 +431,26 @@ class MsgpackEncoder:
         return self.encode_header(header) + self.encode_body(body, body_type)
 
     def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
-        """The header and the body apart (for framed mode)."""
+        """The header and the body apart (for framed mode).
+
+        The common header (as in :meth:`encode_header`) and a body that is
+        not empty are packed here, without the two calls: this runs for
+        every frame.  Anything the packer refuses goes the general way, for
+        its error.
+        """
+        if (
+            self._method == header[0]
+            and header[2] == ""
+            and not header[3]
+            and not header[4]
+            and body is not None
+            and not isinstance(body, EmptyStruct)
+        ):
+            pack = self._pack
+            try:
+                return self._prefix + pack(header[1]) + _NO_ERROR, pack(body)
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                pass  # the general path raises its error
         return self.encode_header(header), self.encode_body(body, body_type)
 
     def withdraw(self, data: bytes) -> bytes:
