@@ -180,7 +180,10 @@ class Shell:
         """Hold on to every process a pidfile names (a pidfd: killing it later
         can only ever reach that process)."""
         for pidfile in self.cwd.glob("*.pid"):
-            text = pidfile.read_text().strip()
+            try:
+                text = pidfile.read_text().strip()
+            except FileNotFoundError:  # its process stopped since the glob
+                continue
             if text.isdigit() and int(text) not in self._pidfds:
                 try:
                     self._pidfds[int(text)] = os.pidfd_open(int(text))
