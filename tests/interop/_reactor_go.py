@@ -156,6 +156,15 @@ async def run_go_client(
     if wide_option:
         argv.append("-wide-option")
     argv += extra_args
+    return await run_go(argv, stdin, kill_timeout)
+
+
+async def run_go(
+    argv: list[str], stdin: bytes = b"", kill_timeout: float = GO_KILL_TIMEOUT
+) -> GoRun:
+    """Run the Go program ``argv`` without blocking the reactor; kill it (by
+    its PID, through its process transport) if it is still running after
+    ``kill_timeout`` seconds, or if the wait is interrupted."""
     collector = _Collector(stdin)
     process = reactor.spawnProcess(  # type: ignore[attr-defined]
         collector, argv[0], argv, env=dict(os.environ)

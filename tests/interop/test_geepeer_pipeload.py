@@ -10,7 +10,6 @@ being counted.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,18 +20,16 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.error import ProcessExitedAlready
 
 from txgeerpc import Server
 from txgeerpc.examples import Args, ExampleError, Foo
 
 from ._geepeer import running_server
 from ._reactor_go import (
-    GO_KILL_TIMEOUT,
     GoRun,
     _clean_reactor_and_children,  # noqa: F401 - the autouse fixture, applied here
-    _Collector,
     _TrackingFactory,
+    run_go,
     txgeerpc_server,
 )
 
@@ -71,35 +68,7 @@ def test_pipeload_against_the_go_server(geepeer_classic: Path) -> None:
 async def run_pipeload(binary: Path, address: str, *extra: str) -> GoRun:
     """``geepeer pipeload`` against ``address`` without blocking the reactor;
     killed by its PID if still running after GO_KILL_TIMEOUT seconds."""
-    argv = [str(binary), "pipeload", "-addr", address, *LOAD, *extra]
-    collector = _Collector(b"")
-    process = reactor.spawnProcess(  # type: ignore[attr-defined]
-        collector, argv[0], argv, env=dict(os.environ)
-    )
-    killed = False
-
-    def kill() -> None:
-        nonlocal killed
-        killed = True
-        try:
-            process.signalProcess("KILL")
-        except ProcessExitedAlready:
-            pass
-
-    killer = reactor.callLater(GO_KILL_TIMEOUT, kill)  # type: ignore[attr-defined]
-    try:
-        reason = await collector.ended
-    finally:
-        if killer.active():
-            killer.cancel()
-    return GoRun(
-        argv,
-        getattr(reason, "exitCode", None),
-        getattr(reason, "signal", None),
-        killed,
-        bytes(collector.stdout),
-        bytes(collector.stderr),
-    )
+    return await run_go([str(binary), "pipeload", "-addr", address, *LOAD, *extra])
 
 
 @pytest_twisted.ensureDeferred
