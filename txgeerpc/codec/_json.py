@@ -113,16 +113,7 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
-        text = header[2]
-        return (
-            (_PREFIXES.get(header[0]) or _prefix(header[0]))
-            + str(header[1])
-            + (',"Error":' + quote(text) if text else _NO_ERROR)
-            + (_extension_text(header) if header[3] or header[4] else "")
-            + "}\n"
-            + body_text
-            + "\n"
-        ).encode()
+        return (_header_text(header, "}\n") + body_text + "\n").encode()
 
     def encode_parts(self, header: Header, body: Any, body_type: Any = None) -> tuple[bytes, bytes]:
         """The header's document and the body's, apart and without their
