@@ -126,14 +126,7 @@ class JSONEncoder:
             body_text = dumps(body)
         except JSONError as error:
             raise CodecError(f"json: {error}") from None
-        text = header[2]
-        return (
-            (_PREFIXES.get(header[0]) or _prefix(header[0]))
-            + str(header[1])
-            + (',"Error":' + quote(text) if text else _NO_ERROR)
-            + (_extension_text(header) if header[3] or header[4] else "")
-            + "}"
-        ).encode(), body_text.encode()
+        return _header_text(header, "}").encode(), body_text.encode()
 
     def withdraw(self, data: bytes) -> bytes:
         return b""  # JSON messages carry no stream state
@@ -148,7 +141,7 @@ header and its newline as text, then encoded)."""
 
 def _header_text(header: Header, end: str) -> str:
     """The header's document, then ``end``: what :meth:`JSONEncoder.encode`
-    writes before the body (for a long string body)."""
+    and :meth:`JSONEncoder.encode_parts` write before the body."""
     text = header[2]
     return (
         (_PREFIXES.get(header[0]) or _prefix(header[0]))
